@@ -1,0 +1,31 @@
+"""Shared test fixtures and the no-silent-skip rule.
+
+With VE_TESTS_STRICT=1 (set by `make test`, so by CI) a run that skipped any
+test not marked ``allowed_skip`` fails: engine, network and browser tests
+must not vanish for lack of root, Redis or Chromium on machines that have them.
+"""
+
+import os
+
+import pytest
+
+_skipped = []
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "allowed_skip(reason): the test may skip on hosts without the named feature")
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and "allowed_skip" not in report.keywords:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.environ.get("VE_TESTS_STRICT") == "1" and _skipped:
+        print(f"\nVE_TESTS_STRICT: {len(_skipped)} test(s) skipped that must run:")
+        for nodeid in _skipped:
+            print(f"  {nodeid}")
+        session.exitstatus = 1
+

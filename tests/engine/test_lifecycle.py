@@ -1,0 +1,213 @@
+"""Lifecycle of real VEs: create, start, exec, list, set, restart, stop, destroy."""
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from ve import Limits, VEConfig
+from ve.errors import AlreadyExists, NotFound, StateError
+from ve.kernel import proc
+
+from .conftest import vectl
+
+
+def make(engine, veid=101, hostname="web1", **limits):
+    cfg = VEConfig(veid, hostname, "busybox", Limits(**limits))
+    engine.create(cfg)
+    return cfg
+
+
+def test_init_is_pid_1_inside_and_an_ordinary_pid_on_the_host(engine):
+    """The VE's init is PID 1 in its namespace; `vectl pid` maps the host PID back."""
+    make(engine)
+    host_pid = engine.start(101)
+    assert host_pid != 1
+    assert proc.innermost_pid(host_pid) == 1
+    ps = engine.exec(101, ["ps", "-o", "pid,comm"])
+    assert ps.returncode == 0
+    rows = [line.split() for line in ps.stdout.decode().splitlines()[1:]]
+    assert ["1", "init"] in rows
+    assert all(int(pid) < 100 for pid, _ in rows), "host processes leaked into the VE"
+    out = vectl(engine, "pid", host_pid, 1).stdout.splitlines()
+    assert out[0].split() == ["Pid", "VEID", "Name"]
+    assert out[1].split() == [str(host_pid), "101", "init"]
+    assert out[2].split()[:2] == ["1", "0"]
+
+
+def test_ps_grep_init_pipeline_lists_every_ve_init(engine):
+    """`ps -A | grep -w init | awk '{print $1}' | xargs vectl pid` names each VE's init."""
+    make(engine, 101)
+    make(engine, 102, hostname="web2")
+    pids = {101: engine.start(101), 102: engine.start(102)}
+    env = dict(os.environ, VE_ROOT=str(engine.layout.root),
+               VE_CGROUP_PARENT=engine.cgroups.parent)
+    vectl_cmd = f"{os.environ.get('VECTL', 'vectl')}"
+    shell = f"ps -A | grep -w init | awk '{{print $1}}' | xargs {vectl_cmd} pid"
+    out = subprocess.run(["sh", "-c", shell], env=env, capture_output=True, text=True,
+                         timeout=60).stdout
+    rows = {tuple(line.split()) for line in out.splitlines()[1:]}
+    for veid, pid in pids.items():
+        assert (str(pid), str(veid), "init") in rows
+
+
+def test_hostname_and_limits_are_applied_and_listed(engine):
+    make(engine, ram="128M", numproc=100, cpulimit=50)
+    engine.start(101)
+    assert engine.exec(101, ["hostname"]).stdout.decode().strip() == "web1"
+    status = engine.status(101)
+    assert status.state == "running"
+    assert status.ram_limit == 128 << 20
+    assert 1 <= status.nproc < 10
+    assert status.ram_used > 0
+    listed = json.loads(vectl(engine, "list", "--json").stdout)
+    assert [s["veid"] for s in listed] == [101]
+    assert "running" in vectl(engine, "list").stdout
+
+
+def test_set_applies_live_and_persists(engine):
+    make(engine, ram="128M")
+    engine.start(101)
+    vectl(engine, "set", 101, "--ram", "256M", "--cpulimit", "100", "--hostname", "web9")
+    assert engine.status(101).ram_limit == 256 << 20
+    usage_limit = engine.cgroups.usage("101").memory_limit
+    assert usage_limit == 256 << 20
+    assert engine.exec(101, ["hostname"]).stdout.decode().strip() == "web9"
+    saved = engine.config(101)
+    assert saved.limits.ram == 256 << 20 and saved.limits.cpulimit == 100
+    assert saved.hostname == "web9"
+
+
+def test_verbs_converge(engine):
+    """Start on a running VE, stop on a stopped VE, create with the same config are no-ops."""
+    cfg = make(engine)
+    assert engine.create(cfg) == cfg
+    first = engine.start(101)
+    assert engine.start(101) == first
+    engine.stop(101)
+    engine.stop(101)
+    engine.destroy(101)
+    engine.destroy(101)
+    with pytest.raises(NotFound):
+        engine.status(101)
+
+
+def test_duplicate_veid_with_other_config_is_refused(engine):
+    make(engine)
+    with pytest.raises(AlreadyExists):
+        engine.create(VEConfig(101, "other", "busybox"))
+    assert engine.config(101).hostname == "web1"
+
+
+def test_restart_gives_a_new_init(engine):
+    make(engine)
+    first = engine.start(101)
+    out = vectl(engine, "restart", 101, "--json").stdout
+    second = json.loads(out)["init_pid"]
+    assert second != first and not proc.is_alive(first, proc.start_time(first) or -1)
+    assert engine.status(101).init_pid == second
+
+
+def test_stop_is_clean_and_leaves_nothing(engine):
+    """A clean stop ends every process and removes the cgroup; destroy removes every file."""
+    make(engine)
+    pid = engine.start(101)
+    engine.exec(101, ["sh", "-c", "sleep 1000 >/dev/null 2>&1 &"])
+    started = time.monotonic()
+    vectl(engine, "stop", 101)
+    assert time.monotonic() - started < 20, "busybox init should honour its stop signal"
+    assert not os.path.exists(f"/proc/{pid}") or proc.start_time(pid) is None or \
+        open(f"/proc/{pid}/stat").read().split(") ")[1][0] == "Z"
+    assert not engine.cgroups.exists("101")
+    assert engine.status(101).state == "stopped"
+    vectl(engine, "destroy", 101)
+    leftovers = [p for p in engine.layout.root.rglob("*") if "101" in p.name]
+    assert leftovers == []
+    assert not engine.cgroups.exists("101")
+
+
+def test_exec_returns_the_commands_exit_code_and_stdin(engine):
+    make(engine)
+    engine.start(101)
+    result = engine.exec(101, ["sh", "-c", "cat; exit 7"], input=b"hello")
+    assert result.returncode == 7 and result.stdout == b"hello"
+    cli = vectl(engine, "exec", 101, "sh", "-c", "echo out; echo err >&2; exit 3", check=False)
+    assert (cli.returncode, cli.stdout, cli.stderr) == (3, "out\n", "err\n")
+
+
+def test_exec_on_stopped_ve_is_a_state_error(engine):
+    make(engine)
+    with pytest.raises(StateError):
+        engine.exec(101, ["true"])
+    assert vectl(engine, "exec", 101, "true", check=False).returncode == 5
+
+
+def test_list_tells_the_truth_after_a_crash(engine):
+    """A run file pointing at a dead or reused PID does not make a VE look running."""
+    make(engine)
+    pid = engine.start(101)
+    state_file = engine.layout.state(101)
+    record = json.loads(state_file.read_text())
+    # A PID that is alive but is not our init (a start time that does not match).
+    record.update(pid=os.getpid())
+    state_file.write_text(json.dumps(record))
+    assert engine.status(101).init_pid == pid  # found again through its cgroup
+    engine.cgroups.kill("101")
+    time.sleep(0.2)
+    assert engine.status(101).state == "stopped"
+    assert "101" not in vectl(engine, "list").stdout.split()
+
+
+def test_one_action_per_ve_at_a_time(engine):
+    """While one process holds a VE's lock, another action on it waits, then gives up."""
+    from ve import state
+    import ve.engine as engine_module
+    make(engine)
+    old = engine_module.LOCK_TIMEOUT
+    engine_module.LOCK_TIMEOUT = 0.3
+    try:
+        with state.locked(engine.layout.lock(101), 101, 1):
+            with pytest.raises(StateError):
+                engine.start(101)
+    finally:
+        engine_module.LOCK_TIMEOUT = old
+    assert engine.status(101).state == "stopped"
+
+
+def test_enter_gives_a_shell_on_a_terminal_of_the_ve(engine):
+    """`vectl enter` runs a login shell inside, on a pty from the VE's own devpts."""
+    import pty
+    make(engine)
+    engine.start(101)
+    env = dict(os.environ, VE_ROOT=str(engine.layout.root),
+               VE_CGROUP_PARENT=engine.cgroups.parent, TERM="xterm")
+    pid, master = pty.fork()
+    if pid == 0:
+        os.execvpe("vectl", ["vectl", "enter", "101"], env)
+    output = _read_until(master, b"# ")  # the root prompt
+    os.write(master, b"echo HOST=$(hostname) TTY=$(tty); exit 5\n")
+    output += _read_until(master, None)
+    _, status = os.waitpid(pid, 0)
+    text = output.decode(errors="replace")
+    assert "HOST=web1 TTY=/dev/pts/0" in text
+    assert os.waitstatus_to_exitcode(status) == 5
+
+
+def _read_until(fd, marker, timeout=20):
+    """Read from a pty master until ``marker`` shows up, EOF, or ``timeout``."""
+    import select
+    output = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (marker is None or marker not in output):
+        if not select.select([fd], [], [], 0.5)[0]:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the other side closed
+            break
+        if not chunk:
+            break
+        output += chunk
+    return output

@@ -1,0 +1,69 @@
+"""The cgroup driver interface shared by the v1 and v2 implementations.
+
+A driver manages one group per VE, named by its VEID, under a parent group
+(``ve`` by default, configurable so tests use their own subtree). Drivers
+touch cgroup files only through ``CgroupFS`` (``fs.py``) so that tests can run
+them against a temporary directory tree that mimics cgroupfs.
+"""
+
+import abc
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a VE's processes use right now (None where the host cannot tell)."""
+
+    cpu_ns: int          # CPU time consumed since the group was made
+    memory: int          # RAM in use, bytes (page cache included, like vzlist)
+    memory_limit: int    # the RAM limit in force, bytes
+    swap: int            # swap in use, bytes
+    processes: int       # tasks (processes and threads) in the group
+    memory_failcnt: int  # times the RAM limit was hit (OpenVZ's failcnt)
+    oom_kills: int       # processes killed by the OOM killer inside the group
+
+
+class CgroupDriver(abc.ABC):
+    """Create, limit, measure, kill and remove one cgroup per VE."""
+
+    version = None  # 1 or 2
+
+    def __init__(self, fs, parent="ve"):
+        self.fs = fs
+        self.parent = parent.strip("/")
+
+    @abc.abstractmethod
+    def create(self, name, limits):
+        """Make the group (and the parent) and apply ``limits``; idempotent."""
+
+    @abc.abstractmethod
+    def apply(self, name, limits):
+        """Change the limits of an existing group, live, in a safe order."""
+
+    @abc.abstractmethod
+    def procs_files(self, name):
+        """Return the ``cgroup.procs`` paths a process writes its PID into to join."""
+
+    @abc.abstractmethod
+    def pids(self, name):
+        """Return the PIDs (host view) of every process in the group."""
+
+    @abc.abstractmethod
+    def kill(self, name):
+        """SIGKILL every process in the group (freeze first so none escapes by forking)."""
+
+    @abc.abstractmethod
+    def destroy(self, name, timeout=5.0):
+        """Remove the group once its processes are gone; a missing group is fine."""
+
+    @abc.abstractmethod
+    def exists(self, name):
+        """Tell whether the group exists."""
+
+    @abc.abstractmethod
+    def usage(self, name):
+        """Return a ``Usage`` for the group."""
+
+    @abc.abstractmethod
+    def group_of(self, pid):
+        """Return the name of the VE group holding host PID ``pid``, or None."""

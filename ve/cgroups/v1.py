@@ -1,0 +1,206 @@
+"""cgroup v1 driver: one directory per VE in each controller hierarchy.
+
+A VE lives in ``<mount>/<parent>/<name>`` of the memory (with memsw), cpu,
+cpuacct, cpuset, pids, devices and freezer hierarchies; co-mounted controllers
+(``cpu,cpuacct``) share one directory. memory, pids, devices and freezer are
+required (limits, the device allow-list and a race-free kill depend on them);
+without cpu, cpuacct or cpuset the VE runs without those limits, with a
+warning. ``require_controllers=False`` relaxes the required ones the same way.
+"""
+
+import contextlib
+import errno
+import logging
+
+from ..errors import Unsupported
+from . import mapping
+from .base import CgroupDriver, Usage
+from .fs import poll, sigkill
+
+log = logging.getLogger(__name__)
+
+REQUIRED = ("memory", "pids", "devices", "freezer")
+OPTIONAL = ("cpu", "cpuacct", "cpuset")
+
+
+class CgroupV1Driver(CgroupDriver):
+    """Manage VE groups on a host with cgroup v1 hierarchies."""
+
+    version = 1
+
+    def __init__(self, fs, parent="ve", mounts=None, require_controllers=True):
+        """Use ``mounts``: controller -> hierarchy directory relative to ``fs.root``."""
+        super().__init__(fs, parent)
+        wanted = REQUIRED + OPTIONAL
+        self.mounts = {c: m.strip("/") for c, m in (mounts or {}).items() if c in wanted}
+        self.require_controllers = require_controllers
+
+    def _dir(self, controller, name=None):
+        base = f"{self.mounts[controller]}/{self.parent}"
+        return base if name is None else f"{base}/{name}"
+
+    def _group_dirs(self, name):
+        hierarchies = dict.fromkeys(self.mounts.values())  # co-mounts once, in order
+        return [f"{h}/{self.parent}/{name}" for h in hierarchies]
+
+    def _check(self):
+        missing = [c for c in REQUIRED if c not in self.mounts]
+        if missing and self.require_controllers:
+            raise Unsupported(f"cgroup v1 controller not mounted: {', '.join(missing)}")
+
+    def create(self, name, limits):
+        """Make the group in every hierarchy, restrict devices and apply ``limits``."""
+        self._check()
+        self._make_parent()
+        for directory in self._group_dirs(name):
+            self.fs.mkdir(directory)
+        if "cpuset" in self.mounts:
+            self._inherit_cpuset(self._dir("cpuset", name))
+        if "devices" in self.mounts:
+            self._restrict_devices(self._dir("devices", name))
+        self.apply(name, limits)
+
+    def _make_parent(self):
+        levels = self.parent.split("/")
+        for hierarchy in dict.fromkeys(self.mounts.values()):
+            for depth in range(1, len(levels) + 1):
+                group = "/".join([hierarchy] + levels[:depth])
+                self.fs.mkdir(group)
+                if hierarchy == self.mounts.get("cpuset"):
+                    self._inherit_cpuset(group)
+                if hierarchy == self.mounts.get("memory"):
+                    # Old kernels need it before children exist; new ones accept only 1.
+                    with contextlib.suppress(OSError):
+                        self.fs.write(f"{group}/memory.use_hierarchy", 1)
+
+    def _inherit_cpuset(self, group):
+        # v1 cpuset children start empty and refuse tasks until cpus and mems are set.
+        up = group.rsplit("/", 1)[0]
+        for filename in ("cpuset.cpus", "cpuset.mems"):
+            if not self.fs.read(f"{group}/{filename}"):
+                self.fs.write(f"{group}/{filename}", self.fs.read(f"{up}/{filename}"))
+
+    def _restrict_devices(self, group):
+        # Rewrite only when different: "deny a" would briefly cut off a running VE.
+        if set(self.fs.read(f"{group}/devices.list").splitlines()) != set(mapping.DEVICE_RULES):
+            for filename, value in mapping.v1_devices():
+                self.fs.write(f"{group}/{filename}", value)
+
+    def apply(self, name, limits):
+        """Write ``limits`` into the group, memory limits in a valid order."""
+        self._check()
+        memsw = self._int("memory", name, "memory.memsw.limit_in_bytes", optional=True)
+        cpus = self._read("cpuset", None, "cpuset.effective_cpus") if "cpuset" in self.mounts else ""
+        for filename, value in mapping.v1_files(limits, cpus, memsw):
+            self._write(name, filename, value)
+
+    def _write(self, name, filename, value):
+        controller = mapping.controller_of(filename)
+        path = f"{self._dir(controller, name)}/{filename}" if controller in self.mounts else None
+        if path and self.fs.exists(path):
+            self.fs.write(path, value)
+        elif controller in REQUIRED and self.require_controllers:
+            raise Unsupported(f"cgroup file {filename} is missing (swapaccount=1 needed?)")
+        else:
+            log.warning("cgroup v1: %s unavailable, VE %s runs without it", filename, name)
+
+    def _read(self, controller, name, filename):
+        return self.fs.read(f"{self._dir(controller, name)}/{filename}")
+
+    def _int(self, controller, name, filename, optional=False):
+        """Read an integer file: 0 if the controller is not mounted, None if an
+        ``optional`` file is missing (a kernel feature that is off)."""
+        if controller not in self.mounts:
+            return 0
+        try:
+            return int(self._read(controller, name, filename))
+        except FileNotFoundError:
+            if optional and self.fs.exists(self._dir(controller, name)):
+                return None
+            raise
+
+    def procs_files(self, name):
+        """Return one absolute ``cgroup.procs`` path per hierarchy."""
+        return [self.fs.path(f"{d}/cgroup.procs") for d in self._group_dirs(name)]
+
+    def pids(self, name):
+        """Return the PIDs in the group in any hierarchy, subgroups included."""
+        return sorted(set().union(*(self.fs.procs(d) for d in self._group_dirs(name))))
+
+    def exists(self, name):
+        """Tell whether the group exists in any hierarchy."""
+        return any(self.fs.exists(d) for d in self._group_dirs(name))
+
+    def kill(self, name, timeout=5.0):
+        """Freeze, SIGKILL and thaw until the group is empty; OSError after ``timeout``."""
+        def emptied():
+            if not self.pids(name):
+                return True
+            with self._frozen(name):
+                sigkill(self.pids(name))  # listed while frozen: no fork slips past
+            return False
+
+        if not poll(emptied, timeout):
+            raise OSError(errno.EBUSY, f"cgroup {self.parent}/{name}: processes survive SIGKILL")
+
+    @contextlib.contextmanager
+    def _frozen(self, name):
+        # Frozen tasks cannot fork, so no child escapes between listing and killing.
+        if "freezer" not in self.mounts or not self.fs.exists(self._dir("freezer", name)):
+            yield
+            return
+        state = f"{self._dir('freezer', name)}/freezer.state"
+        self.fs.write(state, "FROZEN")
+        try:
+            # A task stuck in D state keeps it FREEZING; kill anyway after a second.
+            poll(lambda: self.fs.read(state) == "FROZEN", 1.0)
+            yield
+        finally:
+            self.fs.write(state, "THAWED")
+
+    def destroy(self, name, timeout=5.0):
+        """Wait for the group to empty, then remove it everywhere; OSError on timeout."""
+        def removed():
+            return not self.pids(name) and all([self.fs.remove(d) for d in self._group_dirs(name)])
+
+        if not poll(removed, timeout):
+            raise OSError(errno.EBUSY, f"cgroup {self.parent}/{name} still has processes")
+
+    def usage(self, name):
+        """Read the group's counters (0 for a controller this host does not mount)."""
+        memory = self._int("memory", name, "memory.usage_in_bytes")
+        # Without swap accounting (no memsw files) swap use is unknown: 0.
+        memsw = self._int("memory", name, "memory.memsw.usage_in_bytes", optional=True)
+        return Usage(
+            cpu_ns=self._int("cpuacct", name, "cpuacct.usage"),
+            memory=memory,
+            memory_limit=self._int("memory", name, "memory.limit_in_bytes"),
+            swap=max((memsw or memory) - memory, 0),
+            processes=self._int("pids", name, "pids.current"),
+            memory_failcnt=self._failcnt(name),
+            oom_kills=self._oom_kills(name),
+        )
+
+    def _failcnt(self, name):
+        # A charge is checked against memsw first and fails on at most one of the
+        # two counters, so the sum counts every hit. Kernels since about 6.13 keep
+        # memsw.failcnt at 0 (only memory tracks failcnt), so with swap 0, where
+        # memsw always fills first, hits show only as oom_kills there.
+        counts = (self._int("memory", name, f, optional=True)
+                  for f in ("memory.failcnt", "memory.memsw.failcnt"))
+        return sum(count or 0 for count in counts)
+
+    def _oom_kills(self, name):
+        if "memory" not in self.mounts:
+            return 0
+        # The "oom_kill" line appeared in 4.13; older kernels do not count kills.
+        text = self._read("memory", name, "memory.oom_control")
+        return next((int(f[1]) for f in map(str.split, text.splitlines()) if f[0] == "oom_kill"), 0)
+
+    def group_of(self, pid):
+        """Return the VE name from the pids (else memory) line of /proc/<pid>/cgroup."""
+        try:
+            paths = mapping.proc_cgroup_paths(self.fs.proc_cgroup(pid))
+        except (FileNotFoundError, ProcessLookupError):
+            return None
+        return mapping.ve_name(paths.get("pids", paths.get("memory")), self.parent)

@@ -1,0 +1,234 @@
+"""Orchestration: one short method per verb, each converging on a target state.
+
+Every verb that changes a VE holds that VE's lock (shared with every other
+process on the node that uses the engine) and undoes its completed steps
+when a later one fails, so a failure leaves the VE as it was.
+"""
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+
+from . import cgroups, config as conf, state, validate
+from .errors import AlreadyExists, NotFound, ResourceError, StateError
+from .query import QueryMixin
+from .shell import ShellMixin
+from .kernel import proc
+from .kernel.spawn import InitSpec, spawn_init
+from .paths import Layout, default_root
+from .revert import Reverter
+from .storage import templates
+
+log = logging.getLogger(__name__)
+
+INIT_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME=/root", "TERM=linux", "container=vectl")
+LOCK_TIMEOUT = 30.0
+STOP_TIMEOUT = 30.0
+
+
+class Engine(QueryMixin, ShellMixin):
+    """The node's container engine: VEs under one VE_ROOT and one cgroup parent."""
+
+    def __init__(self, root=None, cgroup_parent=None):
+        self.layout = Layout(root or default_root())
+        parent = cgroup_parent or os.environ.get("VE_CGROUP_PARENT") or "ve"
+        self.cgroups = cgroups.driver(parent=parent)
+
+    # -- templates ---------------------------------------------------------
+
+    def template_build(self, name):
+        """Build OS template ``name`` into the template cache; return its path."""
+        validate.template_name(name)
+        self.layout.ensure()
+        if name != "busybox":
+            raise NotFound(f"no recipe to build template {name!r} (known: busybox)")
+        return templates.build_busybox(self.layout.cache_dir)
+
+    def template_import(self, name, tarball):
+        """Install a rootfs tarball as template ``name`` after validating every entry."""
+        self.layout.ensure()
+        return templates.import_tarball(self.layout.cache_dir, validate.template_name(name), tarball)
+
+    def template_list(self):
+        """Return the metadata of every installed template."""
+        return templates.list_templates(self.layout.cache_dir)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def create(self, cfg):
+        """Create the VE described by ``cfg`` (a VEConfig); the same config again is a no-op."""
+        self.layout.ensure()
+        tarball = templates.cache_path(self.layout.cache_dir, cfg.template)
+        with self._lock(cfg.veid):
+            existing = self._read_config(cfg.veid, missing_ok=True)
+            if existing == cfg:
+                return cfg
+            if existing is not None:
+                raise AlreadyExists("a VE with this VEID already exists", cfg.veid)
+            self._remove_files(cfg.veid)  # leftovers of a create that crashed
+            with Reverter() as undo:
+                undo.add(self._remove_files, cfg.veid)
+                self._unpack(tarball, cfg)
+                self.layout.mountpoint(cfg.veid).mkdir(mode=0o700)
+                conf.write(self.layout.conf(cfg.veid), cfg)
+                undo.commit()
+        return cfg
+
+    def start(self, veid):
+        """Start the VE; starting a running VE is a no-op. Return its init PID."""
+        veid = validate.veid(veid)
+        with self._lock(veid):
+            return self._start(self._read_config(veid))
+
+    def stop(self, veid, timeout=STOP_TIMEOUT, fast=False):
+        """Stop the VE: ask its init to shut down, kill what is left after ``timeout`` s.
+
+        ``fast`` kills at once (vzctl's ``stop --fast``). A stopped VE is a no-op.
+        """
+        veid = validate.veid(veid)
+        with self._lock(veid):
+            self._read_config(veid)
+            self._stop(veid, timeout, fast)
+
+    def restart(self, veid, timeout=STOP_TIMEOUT):
+        """Stop (if running) and start the VE under one lock; return the new init PID."""
+        veid = validate.veid(veid)
+        with self._lock(veid):
+            cfg = self._read_config(veid)
+            self._stop(veid, timeout, fast=False)
+            return self._start(cfg)
+
+    def destroy(self, veid, timeout=STOP_TIMEOUT):
+        """Stop the VE and remove all its files; a missing VE is a no-op."""
+        veid = validate.veid(veid)
+        with self._lock(veid):
+            self._stop(veid, timeout, fast=True)
+            self._remove_files(veid)
+            state.forget_init(self.layout.state(veid))
+
+    def set(self, veid, hostname=None, **limits):
+        """Change the host name and/or limits; applied live if running, then saved."""
+        veid = validate.veid(veid)
+        with self._lock(veid):
+            old = self._read_config(veid)
+            new = old.replace(limits=old.limits.replace(**limits),
+                              hostname=validate.hostname(hostname) if hostname else old.hostname)
+            record = self._running_init(veid)
+            if record:
+                self._apply_live(veid, record, old, new)
+            conf.write(self.layout.conf(veid), new)
+            return new
+
+    # -- steps -------------------------------------------------------------
+
+    def _start(self, cfg):
+        record = self._running_init(cfg.veid)
+        if record:
+            return record.pid
+        meta = templates.metadata(self.layout.cache_dir, cfg.template)
+        name = str(cfg.veid)
+        with Reverter() as undo:
+            self._clear_cgroup(name)
+            try:
+                self.cgroups.create(name, cfg.limits)
+            except OSError as exc:
+                raise ResourceError(f"cgroup setup failed: {exc}", cfg.veid) from exc
+            undo.add(self._clear_cgroup, name)
+            pid = self._spawn(cfg, meta.init)
+            undo.add(self.cgroups.kill, name)
+            state.record_init(self.layout.state(cfg.veid), pid)
+            undo.commit()
+        log.info("VE %s started, init PID %s", cfg.veid, pid)
+        return pid
+
+    def _spawn(self, cfg, init_argv):
+        spec = InitSpec(
+            private=str(self.layout.private(cfg.veid)),
+            mountpoint=str(self.layout.mountpoint(cfg.veid)),
+            hostname=cfg.hostname, argv=tuple(init_argv), env=INIT_ENV,
+            cgroup_procs=tuple(self.cgroups.procs_files(str(cfg.veid))),
+            idmap_base=cfg.idmap_base, idmap_size=conf.IDMAP_SIZE)
+        try:
+            return spawn_init(spec)
+        except OSError as exc:
+            raise ResourceError(f"start failed: {exc}", cfg.veid) from exc
+
+    def _stop(self, veid, timeout, fast):
+        record = self._running_init(veid)
+        if record and not fast:
+            self._shutdown_cleanly(veid, record, timeout)
+        self._clear_cgroup(str(veid))
+        state.forget_init(self.layout.state(veid))
+
+    def _shutdown_cleanly(self, veid, record, timeout):
+        cfg = self._read_config(veid)
+        meta = templates.metadata(self.layout.cache_dir, cfg.template)
+        pidfd = proc.pidfd_for(record.pid, record.start_time)
+        if pidfd is None:
+            return
+        try:
+            signal.pidfd_send_signal(pidfd, signal.Signals[meta.stop_signal])
+            if not proc.wait_exit(pidfd, timeout):
+                log.warning("VE %s did not stop within %ss; killing it", veid, timeout)
+        finally:
+            os.close(pidfd)
+
+    def _clear_cgroup(self, name):
+        """Kill whatever runs in the VE's cgroup and remove the cgroup."""
+        try:
+            if self.cgroups.exists(name):
+                self.cgroups.kill(name)
+                self.cgroups.destroy(name)
+        except OSError as exc:
+            raise ResourceError(f"could not clean up cgroup: {exc}", int(name)) from exc
+
+    def _apply_live(self, veid, record, old, new):
+        if new.limits != old.limits:
+            try:
+                self.cgroups.apply(str(veid), new.limits)
+            except OSError as exc:
+                raise ResourceError(f"could not apply limits: {exc}", veid) from exc
+        if new.hostname != old.hostname:
+            self._set_hostname(veid, record, new)
+
+    def _set_hostname(self, veid, record, cfg):
+        from .kernel.attach import set_hostname
+        pidfd = proc.pidfd_for(record.pid, record.start_time)
+        if pidfd is None:
+            raise StateError("the VE stopped while being changed", veid)
+        try:
+            set_hostname(pidfd, bool(cfg.idmap_base), cfg.hostname)
+        except OSError as exc:
+            raise ResourceError(str(exc), veid) from exc
+        finally:
+            os.close(pidfd)
+
+    def _unpack(self, tarball, cfg):
+        try:
+            templates.unpack(tarball, self.layout.private(cfg.veid), cfg.idmap_base)
+        except OSError as exc:
+            raise ResourceError(f"cannot unpack template: {exc}", cfg.veid) from exc
+
+    def _remove_files(self, veid):
+        # rmtree never follows symlinks out of the tree (it works on fds).
+        for path in (self.layout.private(veid), self.layout.mountpoint(veid)):
+            if path.is_symlink() or path.is_file():
+                path.unlink()
+            elif path.exists():
+                shutil.rmtree(path)
+        if self.layout.conf(veid).exists():
+            self.layout.conf(veid).unlink()
+
+    @contextlib.contextmanager
+    def _lock(self, veid):
+        self.layout.ensure()
+        with state.locked(self.layout.lock(veid), veid, LOCK_TIMEOUT) as hold:
+            try:
+                yield
+            finally:
+                # No lock file may outlive its VE (destroy, failed create, typo).
+                hold.remove = not self.layout.conf(veid).exists()
+

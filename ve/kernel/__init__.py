@@ -1,0 +1,1 @@
+"""Kernel layer: syscalls, namespaces, mounts, processes. Takes primitives only."""

@@ -1,0 +1,146 @@
+"""Run a command inside a running VE (``vectl exec`` and ``vectl enter``).
+
+A forked child joins the VE's cgroups and, through a pidfd of its init, all
+of its namespaces at once; it then takes the VE root's identity, drops the
+same capabilities as init, sets no_new_privs and forks, because only children
+enter a joined PID namespace. The command gets no host descriptor: its stdio
+are pipes (exec) or a pseudo-terminal from the VE's own devpts (enter), and
+the caller relays the data.
+"""
+
+import fcntl
+import os
+import socket
+import termios
+
+from . import caps, libc, spawn
+
+_JOIN = spawn.NAMESPACES | libc.CLONE_NEWUSER
+
+
+class AttachSpec:
+    """Where and what to run (primitives only)."""
+
+    def __init__(self, pidfd, cgroup_procs, argv, env, userns):
+        self.pidfd = pidfd
+        self.cgroup_procs = cgroup_procs
+        self.argv = list(argv)
+        self.env = dict(e.split("=", 1) for e in env)
+        self.userns = userns
+
+
+def run_piped(spec):
+    """Start ``spec.argv`` in the VE with pipes for stdio.
+
+    Return (pid of the host-side helper, stdin writer fd, stdout reader fd,
+    stderr reader fd); the helper's exit status is the command's.
+    """
+    pipes = [os.pipe2(os.O_CLOEXEC) for _ in range(3)]
+    highest = caps.last_cap()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.dup2(pipes[0][0], 0)
+            os.dup2(pipes[1][1], 1)
+            os.dup2(pipes[2][1], 2)
+            _join(spec, highest)
+            _fork_and_exec(spec)
+        except BaseException as exc:
+            os.write(2, f"vectl: cannot enter the VE: {exc}\n".encode())
+            os._exit(126)
+    os.close(pipes[0][0])
+    os.close(pipes[1][1])
+    os.close(pipes[2][1])
+    return pid, pipes[0][1], pipes[1][0], pipes[2][0]
+
+
+def run_on_pty(spec):
+    """Start ``spec.argv`` in the VE on a new terminal of the VE's devpts.
+
+    Return (helper pid, pty master fd). The master is passed back over a
+    socket because it is opened only after joining the VE's mount namespace.
+    """
+    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    highest = caps.last_cap()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            parent_sock.close()
+            _join(spec, highest)
+            master, slave = os.openpty()  # resolves /dev/ptmx inside the VE
+            socket.send_fds(child_sock, [b"m"], [master])
+            os.close(master)
+            child_sock.close()
+            _fork_and_exec(spec, terminal=slave)
+        except BaseException as exc:
+            os.write(2, f"vectl: cannot enter the VE: {exc}\n".encode())
+            os._exit(126)
+    child_sock.close()
+    try:
+        _, fds, _, _ = socket.recv_fds(parent_sock, 1, 1)
+    finally:
+        parent_sock.close()
+    if not fds:
+        _, status = os.waitpid(pid, 0)
+        raise OSError(f"could not open a terminal in the VE (status {status})")
+    return pid, fds[0]
+
+
+def _join(spec, highest_cap):
+    for path in spec.cgroup_procs:
+        with open(path, "w") as handle:
+            handle.write(str(os.getpid()))
+    libc.setns(spec.pidfd, _JOIN if spec.userns else spawn.NAMESPACES)
+    os.setgroups([])
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+    libc.join_new_session_keyring()
+    caps.drop_bounding(highest_cap)
+    libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
+    os.chdir("/")
+
+
+def _fork_and_exec(spec, terminal=None):
+    """Fork into the joined PID namespace, exec there, relay the exit status."""
+    child = os.fork()
+    if child == 0:
+        try:
+            if terminal is not None:
+                os.setsid()
+                fcntl.ioctl(terminal, termios.TIOCSCTTY, 0)
+                for fd in (0, 1, 2):
+                    os.dup2(terminal, fd)
+            libc.close_fds_from(3)
+            os.execvpe(spec.argv[0], spec.argv, spec.env)
+        except BaseException as exc:
+            os.write(2, f"vectl: {spec.argv[0]}: {exc}\n".encode())
+            os._exit(127)
+    libc.close_fds_from(3)
+    if terminal is not None:
+        for fd in (0, 1, 2):
+            os.close(fd)
+    _, status = os.waitpid(child, 0)
+    os._exit(exit_code(status))
+
+
+def exit_code(status):
+    """Turn a wait status into a shell-style exit code (128+N for signal N)."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def set_hostname(pidfd, userns, hostname):
+    """Change the host name inside a running VE's UTS namespace."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            flags = libc.CLONE_NEWUTS | (libc.CLONE_NEWUSER if userns else 0)
+            libc.setns(pidfd, flags)
+            libc.sethostname(hostname)
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    if exit_code(status) != 0:
+        raise OSError("could not set the host name inside the VE")

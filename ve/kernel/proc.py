@@ -1,0 +1,82 @@
+"""Read process facts from /proc.
+
+A PID alone names nothing durable: it is reused. A process is identified by
+(PID, start time in clock ticks since boot) and, across reboots, the boot id.
+"""
+
+import os
+import select
+
+
+def boot_id():
+    """Return the kernel's random id of the current boot."""
+    with open("/proc/sys/kernel/random/boot_id") as handle:
+        return handle.read().strip()
+
+
+def _stat_fields(pid):
+    """Return /proc/<pid>/stat split after the command name, or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            raw = handle.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The name is in parentheses and may itself hold spaces or ')'.
+    return raw[raw.rindex(b")") + 2:].split()
+
+
+def start_time(pid):
+    """Return the start time of ``pid`` in clock ticks, or None if it is gone."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields else None
+
+
+def is_alive(pid, started):
+    """Tell whether ``pid`` is the live (not zombie) process started at ``started``."""
+    fields = _stat_fields(pid)
+    return bool(fields) and fields[0] != b"Z" and int(fields[19]) == started
+
+
+def name(pid):
+    """Return the command name of ``pid`` (as ps shows it), or None."""
+    try:
+        with open(f"/proc/{pid}/comm") as handle:
+            return handle.read().rstrip("\n")
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def pidfd_for(pid, started):
+    """Open a pidfd for ``pid`` if it is still the process started at ``started``.
+
+    Checking the start time after opening closes the PID-reuse race: the
+    pidfd then refers to that very process for as long as it is held.
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+    if not is_alive(pid, started):
+        os.close(fd)
+        return None
+    return fd
+
+
+def innermost_pid(pid):
+    """Return ``pid``'s PID in its own (innermost) PID namespace, or None."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[-1])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
+def wait_exit(pidfd, timeout):
+    """Wait up to ``timeout`` s for the process behind ``pidfd`` to exit."""
+
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(max(0, int(timeout * 1000))))

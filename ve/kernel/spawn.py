@@ -1,0 +1,169 @@
+"""Start a VE's init: fork into fresh namespaces and exec, leaving no supervisor.
+
+The caller (host root) forks a setup child that joins the VE's cgroups and
+unshares every namespace; its own child becomes PID 1 of the new PID
+namespace, builds the mount tree, pivots and execs the VE's init. The setup
+child exits at once, so init is re-parented to the host's init and no host
+process stays behind for the VE.
+
+Failures in either child travel back as text over a close-on-exec pipe: EOF
+with no text means init was exec'd.
+"""
+
+import os
+from dataclasses import dataclass
+
+from . import caps, libc, netif, rootfs
+
+NAMESPACES = (libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC
+              | libc.CLONE_NEWNET | libc.CLONE_NEWPID | libc.CLONE_NEWCGROUP)
+
+
+@dataclass(frozen=True)
+class InitSpec:
+    """What ``spawn_init`` needs, in primitives (no engine config objects)."""
+
+    private: str            # the VE's root filesystem directory on the host
+    mountpoint: str         # where it is mounted inside the VE's mount namespace
+    hostname: str
+    argv: tuple             # init's command line, resolved inside the VE
+    env: tuple              # ("KEY=value", ...)
+    cgroup_procs: tuple     # cgroup.procs files to join before unsharing
+    idmap_base: int         # first host uid/gid of the VE; 0 = no user namespace
+    idmap_size: int = 65536
+
+
+def spawn_init(spec):
+    """Start the VE's init as described by ``spec``; return its host PID.
+
+    Raises OSError with the failing step's message if any step fails; the
+    half-started process tree is killed before returning.
+    """
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    up_r, up_w = os.pipe2(os.O_CLOEXEC)      # setup child -> caller
+    down_r, down_w = os.pipe2(os.O_CLOEXEC)  # caller -> setup child
+    highest_cap = caps.last_cap()
+    setup_pid = os.fork()
+    if setup_pid == 0:
+        for fd in (err_r, up_r, down_w):
+            os.close(fd)
+        _run_setup_child(spec, err_w, up_w, down_r, highest_cap)
+    for fd in (err_w, up_w, down_r):
+        os.close(fd)
+    try:
+        return _drive_setup(spec, setup_pid, err_r, up_r, down_w)
+    finally:
+        for fd in (err_r, up_r, down_w):
+            os.close(fd)
+
+
+def _drive_setup(spec, setup_pid, err_r, up_r, down_w):
+    init_pid = None
+    try:
+        if spec.idmap_base and _read_line(up_r) == "unshared":
+            _write_id_maps(setup_pid, spec.idmap_base, spec.idmap_size)
+            os.write(down_w, b"mapped\n")
+        line = _read_line(up_r)
+        init_pid = int(line) if line.isdigit() else None
+    finally:
+        os.waitpid(setup_pid, 0)
+    error = _read_all(err_r)
+    if error or init_pid is None:
+        if init_pid:
+            _kill_quietly(init_pid)
+        raise OSError(error or "VE setup child exited without starting init")
+    return init_pid
+
+
+def _write_id_maps(pid, base, size):
+    # uid_map/gid_map accept one write each; the caller has CAP_SETUID and
+    # CAP_SETGID in the parent namespace, so setgroups stays allowed.
+    for name in ("uid_map", "gid_map"):
+        with open(f"/proc/{pid}/{name}", "w") as handle:
+            handle.write(f"0 {base} {size}\n")
+
+
+def _run_setup_child(spec, err_w, up_w, down_r, highest_cap):
+    """Body of the setup child; never returns."""
+    try:
+        os.setsid()
+        for path in spec.cgroup_procs:
+            with open(path, "w") as handle:
+                handle.write(str(os.getpid()))
+        libc.unshare(libc.CLONE_NEWNS)
+        rootfs.bind_root(spec.private, spec.mountpoint, nodev=bool(spec.idmap_base))
+        libc.unshare(NAMESPACES | (libc.CLONE_NEWUSER if spec.idmap_base else 0))
+        if spec.idmap_base:
+            os.write(up_w, b"unshared\n")
+            if _read_line(down_r) != "mapped":
+                os._exit(1)
+            os.setgroups([])
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        init_pid = os.fork()
+        if init_pid == 0:
+            os.close(up_w)
+            _run_init_child(spec, err_w, highest_cap)
+        os.write(up_w, f"{init_pid}\n".encode())
+        os._exit(0)
+    except BaseException as exc:  # report whatever went wrong, then die
+        _report(err_w, "setup", exc)
+        os._exit(1)
+
+
+def _run_init_child(spec, err_w, highest_cap):
+    """Body of the VE's PID 1 until exec; never returns."""
+    try:
+        rootfs.finish_root(os.path.basename(spec.mountpoint))
+        libc.sethostname(spec.hostname)
+        netif.link_up("lo")
+        libc.join_new_session_keyring()
+        caps.drop_bounding(highest_cap)
+        _detach_stdio()
+        # No host descriptor may reach the VE: keep only stdio and the
+        # close-on-exec error pipe.
+        os.closerange(3, err_w)
+        libc.close_fds_from(err_w + 1)
+        os.execve(spec.argv[0], list(spec.argv), dict(e.split("=", 1) for e in spec.env))
+    except BaseException as exc:
+        _report(err_w, "init", exc)
+        os._exit(127)
+
+
+def _detach_stdio():
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    if null > 2:
+        os.close(null)
+
+
+def _report(fd, stage, exc):
+    try:
+        os.write(fd, f"{stage}: {exc}".encode()[:4000])
+    except OSError:
+        pass
+
+
+def _read_line(fd):
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(fd, 64)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode().strip()
+
+
+def _read_all(fd):
+    chunks = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace").strip()
+
+
+def _kill_quietly(pid):
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,54 @@
+"""Where a VE's files live under VE_ROOT (default /var/lib/ve)."""
+
+import os
+from pathlib import Path
+
+DEFAULT_ROOT = "/var/lib/ve"
+
+
+def default_root():
+    """Return VE_ROOT from the environment, else /var/lib/ve."""
+    return os.environ.get("VE_ROOT") or DEFAULT_ROOT
+
+
+class Layout:
+    """The on-disk layout of one VE_ROOT (see docs/engine.md)."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self.conf_dir = self.root / "conf"
+        self.private_dir = self.root / "private"
+        self.mount_dir = self.root / "root"
+        self.cache_dir = self.root / "template" / "cache"
+        self.run_dir = self.root / "run"
+        self.lock_dir = self.root / "lock"
+        self.dump_dir = self.root / "dump"
+
+    def ensure(self):
+        """Create the top-level directories (root-only: they hold every VE)."""
+        for directory in (self.conf_dir, self.private_dir, self.mount_dir,
+                          self.cache_dir, self.run_dir, self.lock_dir, self.dump_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+
+    def conf(self, veid):
+        return self.conf_dir / f"{veid}.conf"
+
+    def private(self, veid):
+        return self.private_dir / str(veid)
+
+    def mountpoint(self, veid):
+        return self.mount_dir / str(veid)
+
+    def state(self, veid):
+        return self.run_dir / f"{veid}.state"
+
+    def lock(self, veid):
+        return self.lock_dir / f"{veid}.lock"
+
+    def veids(self):
+        """Return the VEIDs that have a config, sorted."""
+        if not self.conf_dir.is_dir():
+            return []
+        names = (p.name[:-5] for p in self.conf_dir.glob("*.conf"))
+        return sorted(int(n) for n in names if n.isdigit())

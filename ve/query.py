@@ -1,0 +1,118 @@
+"""Read-only verbs: status, list, pid. They take no lock and change nothing."""
+
+from dataclasses import dataclass, asdict
+
+from . import config as conf, state, validate
+from .errors import InvalidConfig, NotFound
+from .kernel import proc
+
+RUNNING = "running"
+STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class VEStatus:
+    """One VE as ``vectl list`` shows it (usage fields are None when stopped)."""
+
+    veid: int
+    state: str
+    hostname: str
+    template: str
+    init_pid: int = None
+    nproc: int = None
+    ram_used: int = None
+    ram_limit: int = None
+    swap_used: int = None
+    cpu_ns: int = None
+    memory_failcnt: int = None
+    oom_kills: int = None
+
+    def as_dict(self):
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PidOwner:
+    """Which VE a host PID belongs to (veid 0 = the host; None = no such process)."""
+
+    pid: int
+    veid: int
+    name: str
+
+    def as_dict(self):
+        return asdict(self)
+
+
+class QueryMixin:
+    """Status queries of the Engine (needs ``self.layout`` and ``self.cgroups``)."""
+
+    def status(self, veid):
+        """Return the VEStatus of one VE, read from the kernel, not from files alone."""
+        veid = validate.veid(veid)
+        cfg = self._read_config(veid)
+        record = self._running_init(veid)
+        if record is None:
+            return VEStatus(veid, STOPPED, cfg.hostname, cfg.template, ram_limit=cfg.limits.ram)
+        use = self.cgroups.usage(str(veid))
+        return VEStatus(veid, RUNNING, cfg.hostname, cfg.template, record.pid,
+                        use.processes, use.memory, cfg.limits.ram, use.swap, use.cpu_ns,
+                        use.memory_failcnt, use.oom_kills)
+
+    def list(self, running_only=False):
+        """Return the VEStatus of every VE on this node, by VEID."""
+        result = []
+        for veid in self.layout.veids():
+            try:
+                status = self.status(veid)
+            except NotFound:  # destroyed while we looked
+                continue
+            if status.state == RUNNING or not running_only:
+                result.append(status)
+        return result
+
+    def config(self, veid):
+        """Return the saved VEConfig of a VE."""
+        return self._read_config(validate.veid(veid))
+
+    def pid(self, pids):
+        """Map host PIDs to VEIDs (0 = host); a vanished PID gets veid None."""
+        owners = []
+        for raw in pids:
+            text = str(raw).strip()
+            if not text.isdigit():
+                raise InvalidConfig(f"bad PID {raw!r}: use a positive number")
+            pid = int(text)
+            name = proc.name(pid)
+            group = self.cgroups.group_of(pid) if name is not None else None
+            veid = None if name is None else int(group) if group and group.isdigit() else 0
+            owners.append(PidOwner(pid, veid, name))
+        return owners
+
+    # -- shared helpers ----------------------------------------------------
+
+    def _read_config(self, veid, missing_ok=False):
+        try:
+            return conf.read(self.layout.conf(veid))
+        except FileNotFoundError:
+            if missing_ok:
+                return None
+            raise NotFound("no such VE", veid) from None
+
+    def _running_init(self, veid):
+        """Return the InitRecord of the VE's live init, or None if it is stopped.
+
+        The run file is trusted only if its PID still has the recorded start
+        time; otherwise the VE's cgroup is searched for a PID 1 of its own
+        namespace (a start that crashed before writing the run file).
+        """
+        record = state.read_init(self.layout.state(veid))
+        if record and record.is_alive():
+            return record
+        name = str(veid)
+        if not self.cgroups.exists(name):
+            return None
+        for pid in self.cgroups.pids(name):
+            started = proc.start_time(pid)
+            if proc.innermost_pid(pid) == 1 and started is not None:
+                return state.InitRecord(pid, started, proc.boot_id())
+        return None

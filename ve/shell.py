@@ -1,0 +1,61 @@
+"""Run commands inside a running VE: ``exec`` (piped) and ``enter`` (terminal)."""
+
+import os
+from dataclasses import dataclass
+
+from . import relay, validate
+from .errors import InvalidConfig, ResourceError, StateError
+from .kernel import attach, proc
+
+EXEC_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME=/root", "container=vectl")
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """Outcome of ``Engine.exec``; stdout/stderr are empty when streamed."""
+
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+class ShellMixin:
+    """exec and enter verbs of the Engine."""
+
+    def exec(self, veid, argv, input=b"", stdout=None, stderr=None):
+        """Run ``argv`` in the VE as its root; return an ExecResult.
+
+        Output is captured, or written to the binary streams given.
+        """
+        if not argv or not all(isinstance(a, str) and "\0" not in a for a in argv):
+            raise InvalidConfig("exec needs a command")
+        pidfd, spec = self._attach_spec(veid, argv, EXEC_ENV)
+        try:
+            helper, stdin_w, out_r, err_r = attach.run_piped(spec)
+        finally:
+            os.close(pidfd)
+        code, out, err = relay.pump_pipes(helper, stdin_w, out_r, err_r, input, stdout, stderr)
+        return ExecResult(code, out, err)
+
+    def enter(self, veid, argv=("/bin/sh", "-l"), term="xterm", stdin_fd=0, stdout_fd=1):
+        """Open an interactive shell in the VE on a new terminal; return its exit code."""
+        env = EXEC_ENV + (f"TERM={term if term.replace('-', '').isalnum() else 'xterm'}",)
+        pidfd, spec = self._attach_spec(veid, argv, env)
+        try:
+            helper, master = attach.run_on_pty(spec)
+        except OSError as exc:
+            raise ResourceError(str(exc), veid) from exc
+        finally:
+            os.close(pidfd)
+        return relay.pump_terminal(helper, master, stdin_fd, stdout_fd)
+
+    def _attach_spec(self, veid, argv, env):
+        veid = validate.veid(veid)
+        cfg = self._read_config(veid)
+        record = self._running_init(veid)
+        pidfd = record and proc.pidfd_for(record.pid, record.start_time)
+        if not pidfd:
+            raise StateError("the VE is not running", veid)
+        procs = tuple(self.cgroups.procs_files(str(veid)))
+        return pidfd, attach.AttachSpec(pidfd, procs, argv, env, bool(cfg.idmap_base))

@@ -1,0 +1,124 @@
+"""Files of the template cache: tarball names, metadata JSON, atomic writes.
+
+A template ``NAME`` is ``NAME.tar.gz`` (or ``.tar.xz``, ``.tar.bz2``,
+``.tar``: whatever tarfile reads) in the cache directory, with an optional
+``NAME.json`` beside it. Every file is written to a dot-named temporary file
+and renamed into place, so a reader sees the old file or the new one, never
+half of one; dot-names are not valid template names, so listings skip them.
+"""
+
+import json
+import os
+import signal
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .. import validate
+from ..errors import InvalidConfig, ResourceError
+
+# Looked up in this order; the compressed forms are what builds write.
+SUFFIXES = (".tar.gz", ".tar.xz", ".tar.bz2", ".tar")
+DEFAULT_INIT = ("/sbin/init",)
+DEFAULT_STOP_SIGNAL = "SIGTERM"
+
+
+@dataclass(frozen=True)
+class TemplateMeta:
+    """What the engine needs to know about a template to run VEs from it."""
+
+    name: str
+    distribution: str = ""
+    version: str = ""
+    init: tuple = DEFAULT_INIT
+    stop_signal: str = DEFAULT_STOP_SIGNAL
+    arch: str = ""
+
+    def __post_init__(self):
+        validate.template_name(self.name)
+        init = tuple(self.init) if isinstance(self.init, (list, tuple)) else ()
+        if not init or not all(isinstance(a, str) for a in init) or not init[0].startswith("/"):
+            raise InvalidConfig(f"template {self.name}: init must be a list of strings "
+                                "starting with an absolute path")
+        object.__setattr__(self, "init", init)
+        if self.stop_signal not in signal.Signals.__members__:
+            raise InvalidConfig(f"template {self.name}: unknown stop signal {self.stop_signal!r}")
+        for field in ("distribution", "version", "arch"):
+            if not isinstance(getattr(self, field), str):
+                raise InvalidConfig(f"template {self.name}: {field} must be a string")
+
+    def to_dict(self):
+        """Return the JSON form written to ``NAME.json``."""
+        data = asdict(self)
+        data["init"] = list(self.init)
+        return data
+
+
+def meta_path(cache_dir, name):
+    """Return the path of template ``name``'s metadata JSON."""
+    return Path(cache_dir) / f"{name}.json"
+
+
+def read_meta(cache_dir, name):
+    """Return ``name``'s TemplateMeta from its JSON, or defaults if there is none."""
+    path = meta_path(cache_dir, name)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return TemplateMeta(name=name, distribution=name)
+    except (OSError, ValueError) as exc:
+        raise InvalidConfig(f"template {name}: unreadable metadata {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidConfig(f"template {name}: metadata {path} is not a JSON object")
+    known = {k: data[k] for k in ("distribution", "version", "init", "stop_signal", "arch")
+             if k in data}
+    return TemplateMeta(**{"distribution": name, **known, "name": name})
+
+
+def write_meta(cache_dir, meta):
+    """Write ``meta`` atomically as ``NAME.json`` in ``cache_dir``."""
+    text = json.dumps(meta.to_dict(), indent=2, sort_keys=True) + "\n"
+    atomic_write(meta_path(cache_dir, meta.name), lambda out: out.write(text.encode()))
+
+
+def atomic_write(path, fill):
+    """Write ``path`` by calling ``fill(binary_file)`` on a temp file, then renaming it."""
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise ResourceError(f"cannot write {path}: {exc}") from exc
+    try:
+        with os.fdopen(fd, "wb") as out:
+            fill(out)
+            out.flush()
+            os.fsync(out.fileno())  # the rename must not land before the data
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        _unlink(tmp)
+        if isinstance(exc, OSError):
+            raise ResourceError(f"cannot write {path}: {exc}") from exc
+        raise
+
+
+def make_cache_dir(cache_dir):
+    """Create the cache directory ``cache_dir`` (and parents) if needed."""
+    try:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ResourceError(f"cannot create template cache {cache_dir}: {exc}") from exc
+
+
+def drop_other_suffixes(cache_dir, name, keep):
+    """Remove ``name``'s tarballs other than ``keep`` so one file defines the template."""
+    for suffix in SUFFIXES:
+        if suffix != keep:
+            _unlink(Path(cache_dir) / f"{name}{suffix}")
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

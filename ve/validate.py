@@ -1,0 +1,92 @@
+"""Checks for every value that reaches the engine from outside.
+
+Each function returns the normalised value or raises ``InvalidConfig``. They
+touch no file and no process, so the dashboard's forms reuse them.
+"""
+
+import re
+
+from .errors import InvalidConfig
+
+# Each VE maps its uids 0-65535 to its own host range starting at VEID * 65536.
+# 65534 keeps the last range below 2**32 - 1 (the invalid uid); VEIDs under 100
+# are reserved, which keeps the ranges clear of the usual /etc/subuid ranges.
+MIN_VEID = 100
+MAX_VEID = 65534
+
+_HOSTNAME_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", re.IGNORECASE)
+_TEMPLATE_NAME = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,63}$", re.IGNORECASE)
+_SIZE = re.compile(r"^(\d+)([KMGT]?)B?$", re.IGNORECASE)
+_SIZE_FACTORS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def veid(value):
+    """Return ``value`` as a VEID (int in MIN_VEID..MAX_VEID)."""
+    text = str(value).strip()
+    if not text.isdigit() or not MIN_VEID <= int(text) <= MAX_VEID:
+        raise InvalidConfig(
+            f"bad VEID {value!r}: use a number from {MIN_VEID} to {MAX_VEID}"
+        )
+    return int(text)
+
+
+def hostname(value):
+    """Return ``value`` if it is an RFC 1123 host name (labels of a-z, 0-9, -)."""
+    text = str(value)
+    labels = text.split(".")
+    if not text or len(text) > 253 or not all(_HOSTNAME_LABEL.match(l) for l in labels):
+        raise InvalidConfig(
+            f"bad hostname {value!r}: use letters, digits and '-' in dot-separated "
+            "labels of up to 63 characters"
+        )
+    return text
+
+
+def template_name(value):
+    """Return ``value`` if it can name an OS template (no path separators)."""
+    text = str(value)
+    if not _TEMPLATE_NAME.match(text) or ".." in text:
+        raise InvalidConfig(
+            f"bad template name {value!r}: use letters, digits, '.', '_', '+' and '-'"
+        )
+    return text
+
+
+def size(value, what="size"):
+    """Parse a byte size like ``256M``, ``1G``, ``4096`` or ``unlimited``.
+
+    Returns an int number of bytes, or ``None`` for unlimited.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise InvalidConfig(f"bad {what} {value!r}: must not be negative")
+        return value
+    text = str(value).strip()
+    if text.lower() in ("unlimited", "max"):
+        return None
+    match = _SIZE.match(text)
+    if not match:
+        raise InvalidConfig(
+            f"bad {what} {value!r}: use bytes or a number with K, M, G or T, "
+            "e.g. 256M, or 'unlimited'"
+        )
+    return int(match.group(1)) * _SIZE_FACTORS[match.group(2).upper()]
+
+
+def integer(value, what, minimum, maximum):
+    """Parse an integer in ``minimum..maximum`` inclusive."""
+    text = str(value).strip()
+    if not re.fullmatch(r"\d+", text) or not minimum <= int(text) <= maximum:
+        raise InvalidConfig(f"bad {what} {value!r}: use a whole number from {minimum} to {maximum}")
+    return int(text)
+
+
+def format_size(nbytes):
+    """Format bytes the way ``size`` parses them (``268435456`` -> ``256M``)."""
+    if nbytes is None:
+        return "unlimited"
+    for suffix in ("T", "G", "M", "K"):
+        factor = _SIZE_FACTORS[suffix]
+        if nbytes and nbytes % factor == 0:
+            return f"{nbytes // factor}{suffix}"
+    return str(nbytes)
