@@ -18,8 +18,16 @@ from .errors import VEError
 LIMIT_OPTIONS = ("ram", "swap", "cpuunits", "cpulimit", "cpus", "numproc")
 
 
-def build_parser():
-    """Return the argparse parser of every vectl subcommand."""
+VERBS = ("template", "create", "start", "stop", "restart", "destroy", "status", "set",
+         "exec", "enter", "list", "pid")
+
+
+def build_parser(only=None):
+    """Return the argparse parser of vectl's subcommands (just ``only`` if given).
+
+    Building one subparser instead of twelve saves a few milliseconds of
+    every vectl call; help and errors still name all verbs.
+    """
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print machine-readable JSON")
@@ -30,6 +38,8 @@ def build_parser():
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def verb(name, helptext, with_veid=True):
+        if only and name != only:
+            return argparse.ArgumentParser(add_help=False)  # a throwaway: not registered
         sub = verbs.add_parser(name, parents=[common], help=helptext, description=helptext)
         if with_veid:
             sub.add_argument("veid")
@@ -82,7 +92,9 @@ def _limit_options(sub):
 def main(argv=None):
     """Run vectl with ``argv``; return the exit code."""
     logging.basicConfig(level=logging.WARNING, format="vectl: %(message)s")
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(chosen if chosen in VERBS else None).parse_args(argv)
     as_json = getattr(args, "json", False)
     try:
         from .engine import Engine

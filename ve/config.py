@@ -5,12 +5,10 @@ parsed here line by line and never sourced by a shell.
 """
 
 import dataclasses
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 
-from . import validate
+from . import fsutil, validate
 from .errors import InvalidConfig
 
 IDMAP_SIZE = 65536
@@ -141,23 +139,4 @@ def read(path):
 
 def write(path, config):
     """Write a conf file atomically (a reader sees the old or the new file)."""
-    atomic_write(path, dumps(config))
-
-
-def atomic_write(path, text, mode=0o600):
-    """Write ``text`` to ``path`` through a temp file and rename."""
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    fsutil.atomic_write(path, dumps(config))

@@ -8,7 +8,6 @@ when a later one fails, so a failure leaves the VE as it was.
 import contextlib
 import logging
 import os
-import shutil
 import signal
 
 from . import cgroups, config as conf, state, validate
@@ -19,7 +18,7 @@ from .kernel import proc
 from .kernel.spawn import InitSpec, spawn_init
 from .paths import Layout, default_root
 from .revert import Reverter
-from .storage import templates
+from .storage import templates  # the light half: lookups; build and unpack load on use
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +148,7 @@ class Engine(QueryMixin, ShellMixin):
             private=str(self.layout.private(cfg.veid)),
             mountpoint=str(self.layout.mountpoint(cfg.veid)),
             hostname=cfg.hostname, argv=tuple(init_argv), env=INIT_ENV,
-            cgroup_procs=tuple(self.cgroups.procs_files(str(cfg.veid))),
+            cgroup_files=tuple(self.cgroups.join_files(str(cfg.veid))),
             idmap_base=cfg.idmap_base, idmap_size=conf.IDMAP_SIZE)
         try:
             return spawn_init(spec)
@@ -213,6 +212,7 @@ class Engine(QueryMixin, ShellMixin):
             raise ResourceError(f"cannot unpack template: {exc}", cfg.veid) from exc
 
     def _remove_files(self, veid):
+        import shutil
         # rmtree never follows symlinks out of the tree (it works on fds).
         for path in (self.layout.private(veid), self.layout.mountpoint(veid)):
             if path.is_symlink() or path.is_file():

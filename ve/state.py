@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from .config import atomic_write
+from .fsutil import atomic_write
 from .errors import StateError
 from .kernel import proc
 
@@ -35,7 +35,8 @@ class InitRecord:
 def record_init(path, pid):
     """Write the run file for a freshly started init; return the record."""
     record = InitRecord(pid, proc.start_time(pid), proc.boot_id())
-    atomic_write(path, json.dumps(record.__dict__) + "\n")
+    # Not fsync'ed: after a crash the file is distrusted and checked anyway.
+    atomic_write(path, json.dumps(record.__dict__) + "\n", durable=False)
     return record
 
 

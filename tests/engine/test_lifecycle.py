@@ -37,6 +37,18 @@ def test_init_is_pid_1_inside_and_an_ordinary_pid_on_the_host(engine):
     assert out[2].split()[:2] == ["1", "0"]
 
 
+def test_init_is_in_the_ves_cgroup_in_every_hierarchy(engine):
+    """Init joins its cgroups (through v1 `tasks`) in every mounted hierarchy."""
+    make(engine)
+    pid = engine.start(101)
+    lines = [l.split(":", 2) for l in open(f"/proc/{pid}/cgroup").read().splitlines()]
+    wanted = {"memory", "pids", "cpu", "cpuacct", "cpuset", "devices", "freezer"}
+    placed = {c for _, controllers, path in lines for c in controllers.split(",")
+              if path == f"/{engine.cgroups.parent}/101"}
+    assert wanted <= placed
+    assert engine.cgroups.pids("101") == [pid]
+
+
 def test_ps_grep_init_pipeline_lists_every_ve_init(engine):
     """`ps -A | grep -w init | awk '{print $1}' | xargs vectl pid` names each VE's init."""
     make(engine, 101)

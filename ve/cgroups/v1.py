@@ -123,6 +123,10 @@ class CgroupV1Driver(CgroupDriver):
         """Return one absolute ``cgroup.procs`` path per hierarchy."""
         return [self.fs.path(f"{d}/cgroup.procs") for d in self._group_dirs(name)]
 
+    def join_files(self, name):
+        """Return one absolute ``tasks`` path per hierarchy (see the base class)."""
+        return [self.fs.path(f"{d}/tasks") for d in self._group_dirs(name)]
+
     def pids(self, name):
         """Return the PIDs in the group in any hierarchy, subgroups included."""
         return sorted(set().union(*(self.fs.procs(d) for d in self._group_dirs(name))))

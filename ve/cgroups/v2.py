@@ -84,6 +84,10 @@ class CgroupV2Driver(CgroupDriver):
         """Return the group's ``cgroup.procs`` path (one hierarchy)."""
         return [self.fs.path(f"{self._dir(name)}/cgroup.procs")]
 
+    def join_files(self, name):
+        """Return ``cgroup.procs``: v2 moves whole processes only."""
+        return self.procs_files(name)
+
     def pids(self, name):
         """Return the PIDs in the group and its subgroups."""
         return sorted(self.fs.procs(self._dir(name)))

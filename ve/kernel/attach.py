@@ -21,9 +21,9 @@ _JOIN = spawn.NAMESPACES | libc.CLONE_NEWUSER
 class AttachSpec:
     """Where and what to run (primitives only)."""
 
-    def __init__(self, pidfd, cgroup_procs, argv, env, userns):
+    def __init__(self, pidfd, cgroup_files, argv, env, userns):
         self.pidfd = pidfd
-        self.cgroup_procs = cgroup_procs
+        self.cgroup_files = cgroup_files
         self.argv = list(argv)
         self.env = dict(e.split("=", 1) for e in env)
         self.userns = userns
@@ -87,9 +87,7 @@ def run_on_pty(spec):
 
 
 def _join(spec, highest_cap):
-    for path in spec.cgroup_procs:
-        with open(path, "w") as handle:
-            handle.write(str(os.getpid()))
+    spawn.join_cgroups(spec.cgroup_files)
     libc.setns(spec.pidfd, _JOIN if spec.userns else spawn.NAMESPACES)
     os.setgroups([])
     os.setresgid(0, 0, 0)

@@ -108,3 +108,12 @@ def join_new_session_keyring():
     if result < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"keyctl join: {os.strerror(err)}")
+
+
+def socket_fd(family, kind):
+    """Return a new close-on-exec socket descriptor (socket(2))."""
+    fd = _libc.socket(ctypes.c_int(family), ctypes.c_int(kind | os.O_CLOEXEC), ctypes.c_int(0))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"socket: {os.strerror(err)}")
+    return fd

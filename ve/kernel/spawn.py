@@ -28,7 +28,7 @@ class InitSpec:
     hostname: str
     argv: tuple             # init's command line, resolved inside the VE
     env: tuple              # ("KEY=value", ...)
-    cgroup_procs: tuple     # cgroup.procs files to join before unsharing
+    cgroup_files: tuple     # files to write "0" into to join the VE's cgroups
     idmap_base: int         # first host uid/gid of the VE; 0 = no user namespace
     idmap_size: int = 65536
 
@@ -87,9 +87,7 @@ def _run_setup_child(spec, err_w, up_w, down_r, highest_cap):
     """Body of the setup child; never returns."""
     try:
         os.setsid()
-        for path in spec.cgroup_procs:
-            with open(path, "w") as handle:
-                handle.write(str(os.getpid()))
+        join_cgroups(spec.cgroup_files)
         libc.unshare(libc.CLONE_NEWNS)
         rootfs.bind_root(spec.private, spec.mountpoint, nodev=bool(spec.idmap_base))
         libc.unshare(NAMESPACES | (libc.CLONE_NEWUSER if spec.idmap_base else 0))
@@ -136,6 +134,13 @@ def _detach_stdio():
         os.dup2(null, fd)
     if null > 2:
         os.close(null)
+
+
+def join_cgroups(files):
+    """Move the calling single-threaded process into the VE's cgroups."""
+    for path in files:
+        with open(path, "w") as handle:
+            handle.write("0")
 
 
 def _report(fd, stage, exc):

@@ -10,11 +10,10 @@ half of one; dot-names are not valid template names, so listings skip them.
 import json
 import os
 import signal
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .. import validate
+from .. import fsutil, validate
 from ..errors import InvalidConfig, ResourceError
 
 # Looked up in this order; the compressed forms are what builds write.
@@ -83,23 +82,10 @@ def write_meta(cache_dir, meta):
 
 def atomic_write(path, fill):
     """Write ``path`` by calling ``fill(binary_file)`` on a temp file, then renaming it."""
-    path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fsutil.atomic_write(path, fill, mode=0o644)
     except OSError as exc:
         raise ResourceError(f"cannot write {path}: {exc}") from exc
-    try:
-        with os.fdopen(fd, "wb") as out:
-            fill(out)
-            out.flush()
-            os.fsync(out.fileno())  # the rename must not land before the data
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        _unlink(tmp)
-        if isinstance(exc, OSError):
-            raise ResourceError(f"cannot write {path}: {exc}") from exc
-        raise
 
 
 def make_cache_dir(cache_dir):

@@ -13,17 +13,28 @@ from pathlib import Path
 
 from .. import validate
 from ..errors import InvalidConfig, NotFound, ResourceError
-from .busybox import build_busybox
 from .cache import (DEFAULT_INIT, DEFAULT_STOP_SIGNAL, SUFFIXES, TemplateMeta,
                     atomic_write, drop_other_suffixes, make_cache_dir, read_meta,
                     write_meta)
-from .unpack import unpack, unpack_fileobj
 
 __all__ = ["TemplateMeta", "build_busybox", "cache_path", "import_tarball",
            "list_templates", "metadata", "unpack"]
 
 # Leading bytes of each compression tarfile reads; anything else is plain tar.
 MAGIC = ((b"\x1f\x8b", ".tar.gz"), (b"\xfd7zXZ\x00", ".tar.xz"), (b"BZh", ".tar.bz2"))
+
+
+def build_busybox(cache_dir, busybox="/bin/busybox"):
+    """Build the busybox template from Debian's busybox-static; see ``busybox.py``."""
+    # Imported on use: tarfile and gzip would slow every vectl start.
+    from .busybox import build_busybox as build
+    return build(cache_dir, busybox)
+
+
+def unpack(tarball, dest, id_shift):
+    """Safely extract ``tarball`` into new directory ``dest``; see ``unpack.py``."""
+    from .unpack import unpack as unpack_safely
+    return unpack_safely(tarball, dest, id_shift)
 
 
 def cache_path(cache_dir, name):
@@ -119,6 +130,7 @@ def _copy_and_check(source, out, cache_dir):
         # The dup shares out's offset; harmless, as nothing is written after this.
         with os.fdopen(os.dup(out.fileno()), "rb") as copy:
             copy.seek(0)
+            from .unpack import unpack_fileobj
             unpack_fileobj(copy, trial / "rootfs", 0)
     finally:
         shutil.rmtree(trial, ignore_errors=True)

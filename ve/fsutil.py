@@ -1,0 +1,34 @@
+"""Small file helpers shared by the engine's modules."""
+
+import os
+
+
+def atomic_write(path, content, mode=0o600, durable=True):
+    """Replace ``path`` atomically: a reader sees the old or the new file, never a mix.
+
+    ``content`` is str, bytes, or a callable that writes to the binary file
+    it is given (for large streamed content). When ``durable``, the data is
+    fsync'ed before the rename so a crash cannot leave an empty file in place
+    of the old one.
+    """
+    path = os.fspath(path)
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        with os.fdopen(fd, "wb") as out:  # O_RDWR: a filler may read back
+            if callable(content):
+                content(out)
+            else:
+                out.write(content.encode() if isinstance(content, str) else content)
+            out.flush()
+            if durable:
+                os.fsync(out.fileno())
+        os.chmod(tmp, mode)  # the umask must not narrow or widen it
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
