@@ -46,7 +46,7 @@ def test_init_is_in_the_ves_cgroup_in_every_hierarchy(engine):
     placed = {c for _, controllers, path in lines for c in controllers.split(",")
               if path == f"/{engine.cgroups.parent}/101"}
     assert wanted <= placed
-    assert engine.cgroups.pids("101") == [pid]
+    assert pid in engine.cgroups.pids("101")
 
 
 def test_ps_grep_init_pipeline_lists_every_ve_init(engine):
