@@ -223,3 +223,54 @@ def _read_until(fd, marker, timeout=20):
             break
         output += chunk
     return output
+
+
+def test_no_host_process_stays_behind_for_a_running_ve(engine):
+    """A running VE costs the host only its own processes: no supervisor per VE."""
+    make(engine)
+    pid = engine.start(101)
+    with open(f"/proc/{pid}/status") as handle:
+        ppid = int(next(l for l in handle if l.startswith("PPid:")).split()[1])
+    assert ppid != os.getpid(), "the engine must not stay the VE's parent"
+    assert _children_of(os.getpid()) == [], "a setup helper outlived the start"
+    assert all(proc.innermost_pid(p) != p for p in engine.cgroups.pids("101"))
+
+
+def test_privileged_ve_runs_without_a_user_namespace(engine):
+    """The staff-only privileged option maps VE root to host root (identity map)."""
+    engine.create(VEConfig(101, "priv1", "busybox", privileged=True))
+    pid = engine.start(101)
+    assert open(f"/proc/{pid}/uid_map").read().split() == ["0", "0", "4294967295"]
+    assert os.stat(engine.layout.private(101)).st_uid == 0
+
+
+def test_default_ve_root_maps_to_its_own_uid_range(engine):
+    make(engine, 101)
+    make(engine, 102, hostname="web2")
+    maps = {veid: open(f"/proc/{engine.start(veid)}/uid_map").read().split()
+            for veid in (101, 102)}
+    assert maps == {101: ["0", str(101 * 65536), "65536"],
+                    102: ["0", str(102 * 65536), "65536"]}
+    assert os.stat(engine.layout.private(101) / "etc" / "passwd").st_uid == 101 * 65536
+
+
+def test_root_option_overrides_the_environment(engine, tmp_path):
+    """`vectl --root DIR` wins over $VE_ROOT."""
+    make(engine)
+    other = tmp_path / "elsewhere"
+    env = dict(os.environ, VE_ROOT=str(other), VE_CGROUP_PARENT=engine.cgroups.parent)
+    out = subprocess.run(["vectl", "list", "-a", "--json", "--root", str(engine.layout.root)],
+                         env=env, capture_output=True, text=True, timeout=60).stdout
+    assert [s["veid"] for s in json.loads(out)] == [101]
+
+
+def _children_of(parent):
+    children = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/status") as handle:
+                if any(l.split() == ["PPid:", str(parent)] for l in handle):
+                    children.append(int(entry))
+        except (FileNotFoundError, NotADirectoryError, ProcessLookupError):
+            continue
+    return children
