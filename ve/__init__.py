@@ -1,6 +1,6 @@
 """ve: an OpenVZ-style container engine on Linux namespaces and cgroups.
 
-The public surface is ``Engine`` (one method per verb), the spec dataclasses
+The public surface is ``Engine`` (one method per verb), the spec records
 ``VEConfig`` and ``Limits``, and the typed errors. Nothing here imports
 Django or Celery; ``vectl`` (``ve.cli``) is a thin shell over ``Engine``.
 """

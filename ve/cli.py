@@ -7,7 +7,6 @@ Exit codes: 0 ok, 1 unexpected error, 2 bad input, 3 not found, 4 exists,
 
 import argparse
 import json
-import logging
 import os
 import sys
 
@@ -91,7 +90,8 @@ def _limit_options(sub):
 
 def main(argv=None):
     """Run vectl with ``argv``; return the exit code."""
-    logging.basicConfig(level=logging.WARNING, format="vectl: %(message)s")
+    # No logging set-up: warnings reach stderr through logging's last-resort
+    # handler, and importing logging up front would slow every call.
     argv = sys.argv[1:] if argv is None else list(argv)
     chosen = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(chosen if chosen in VERBS else None).parse_args(argv)
@@ -166,7 +166,7 @@ def cmd_destroy(engine, args, as_json):
 
 def cmd_set(engine, args, as_json):
     cfg = engine.set(args.veid, hostname=args.hostname, **_limits(args))
-    payload = {"veid": cfg.veid, "hostname": cfg.hostname, **cfg.limits.__dict__}
+    payload = {"veid": cfg.veid, "hostname": cfg.hostname, **cfg.limits._asdict()}
     return _done(as_json, payload, f"VE {cfg.veid} saved")
 
 

@@ -6,7 +6,6 @@ when a later one fails, so a failure leaves the VE as it was.
 """
 
 import contextlib
-import logging
 import os
 import signal
 
@@ -19,8 +18,9 @@ from .kernel.spawn import InitSpec, spawn_init
 from .paths import Layout, default_root
 from .revert import Reverter
 from .storage import templates  # the light half: lookups; build and unpack load on use
+from .log import get as get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 INIT_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME=/root", "TERM=linux", "container=vectl")

@@ -1,6 +1,6 @@
 """Read-only verbs: status, list, pid. They take no lock and change nothing."""
 
-from dataclasses import dataclass, asdict
+from collections import namedtuple
 
 from . import config as conf, state, validate
 from .errors import InvalidConfig, NotFound
@@ -10,37 +10,26 @@ RUNNING = "running"
 STOPPED = "stopped"
 
 
-@dataclass(frozen=True)
-class VEStatus:
+_USAGE_FIELDS = "init_pid nproc ram_used ram_limit swap_used cpu_ns memory_failcnt oom_kills"
+
+
+class VEStatus(namedtuple("VEStatus", "veid state hostname template " + _USAGE_FIELDS,
+                          defaults=(None,) * 8)):
     """One VE as ``vectl list`` shows it (usage fields are None when stopped)."""
 
-    veid: int
-    state: str
-    hostname: str
-    template: str
-    init_pid: int = None
-    nproc: int = None
-    ram_used: int = None
-    ram_limit: int = None
-    swap_used: int = None
-    cpu_ns: int = None
-    memory_failcnt: int = None
-    oom_kills: int = None
+    __slots__ = ()
 
     def as_dict(self):
-        return asdict(self)
+        return self._asdict()
 
 
-@dataclass(frozen=True)
-class PidOwner:
+class PidOwner(namedtuple("PidOwner", "pid veid name")):
     """Which VE a host PID belongs to (veid 0 = the host; None = no such process)."""
 
-    pid: int
-    veid: int
-    name: str
+    __slots__ = ()
 
     def as_dict(self):
-        return asdict(self)
+        return self._asdict()
 
 
 class QueryMixin:

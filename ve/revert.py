@@ -1,8 +1,8 @@
 """Undo the completed steps of a multi-step verb when a later step fails."""
 
-import logging
+from .log import get as get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class Reverter:

@@ -5,7 +5,7 @@ selectors and socket, which a ``vectl start`` does not need.
 """
 
 import os
-from dataclasses import dataclass
+from collections import namedtuple
 
 from . import validate
 from .errors import InvalidConfig, ResourceError, StateError
@@ -15,13 +15,10 @@ EXEC_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME=/root", "container=vectl")
 
 
-@dataclass(frozen=True)
-class ExecResult:
+class ExecResult(namedtuple("ExecResult", "returncode stdout stderr")):
     """Outcome of ``Engine.exec``; stdout/stderr are empty when streamed."""
 
-    returncode: int
-    stdout: bytes
-    stderr: bytes
+    __slots__ = ()
 
 
 class ShellMixin:

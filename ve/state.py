@@ -12,20 +12,17 @@ import fcntl
 import json
 import os
 import time
-from dataclasses import dataclass
+from collections import namedtuple
 
 from .fsutil import atomic_write
 from .errors import StateError
 from .kernel import proc
 
 
-@dataclass(frozen=True)
-class InitRecord:
+class InitRecord(namedtuple("InitRecord", "pid start_time boot_id")):
     """Identity of a running VE's init process."""
 
-    pid: int
-    start_time: int
-    boot_id: str
+    __slots__ = ()
 
     def is_alive(self):
         """Tell whether this very process still runs (not a reused PID)."""
@@ -36,7 +33,7 @@ def record_init(path, pid):
     """Write the run file for a freshly started init; return the record."""
     record = InitRecord(pid, proc.start_time(pid), proc.boot_id())
     # Not fsync'ed: after a crash the file is distrusted and checked anyway.
-    atomic_write(path, json.dumps(record.__dict__) + "\n", durable=False)
+    atomic_write(path, json.dumps(record._asdict()) + "\n", durable=False)
     return record
 
 

@@ -7,20 +7,21 @@ them against a temporary directory tree that mimics cgroupfs.
 """
 
 import abc
-from dataclasses import dataclass
+from collections import namedtuple
 
 
-@dataclass(frozen=True)
-class Usage:
-    """What a VE's processes use right now (None where the host cannot tell)."""
+class Usage(namedtuple("Usage", "cpu_ns memory memory_limit swap processes "
+                                 "memory_failcnt oom_kills")):
+    """What a VE's processes use right now.
 
-    cpu_ns: int          # CPU time consumed since the group was made
-    memory: int          # RAM in use, bytes (page cache included, like vzlist)
-    memory_limit: int    # the RAM limit in force, bytes
-    swap: int            # swap in use, bytes
-    processes: int       # tasks (processes and threads) in the group
-    memory_failcnt: int  # times the RAM limit was hit (OpenVZ's failcnt)
-    oom_kills: int       # processes killed by the OOM killer inside the group
+    cpu_ns: CPU time consumed since the group was made; memory: RAM in use,
+    bytes (page cache included, like vzlist); memory_limit: the RAM limit in
+    force; swap: swap in use; processes: tasks (processes and threads);
+    memory_failcnt: times the RAM limit was hit (OpenVZ's failcnt);
+    oom_kills: processes killed by the OOM killer inside the group.
+    """
+
+    __slots__ = ()
 
 
 class CgroupDriver(abc.ABC):

@@ -10,14 +10,14 @@ warning. ``require_controllers=False`` relaxes the required ones the same way.
 
 import contextlib
 import errno
-import logging
 
 from ..errors import Unsupported
 from . import mapping
 from .base import CgroupDriver, Usage
 from .fs import poll, sigkill
+from ..log import get as get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 REQUIRED = ("memory", "pids", "devices", "freezer")
 OPTIONAL = ("cpu", "cpuacct", "cpuset")

@@ -11,14 +11,14 @@ mount that carries no controllers.
 
 import contextlib
 import errno
-import logging
 
 from ..errors import Unsupported
 from . import mapping
 from .base import CgroupDriver, Usage
 from .fs import poll, sigkill
+from ..log import get as get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 REQUIRED = ("memory", "pids")
 WANTED = ("cpu", "cpuset", "io", "memory", "pids")

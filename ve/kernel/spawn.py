@@ -11,7 +11,7 @@ with no text means init was exec'd.
 """
 
 import os
-from dataclasses import dataclass
+from collections import namedtuple
 
 from . import caps, libc, netif, rootfs
 
@@ -19,18 +19,18 @@ NAMESPACES = (libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC
               | libc.CLONE_NEWNET | libc.CLONE_NEWPID | libc.CLONE_NEWCGROUP)
 
 
-@dataclass(frozen=True)
-class InitSpec:
-    """What ``spawn_init`` needs, in primitives (no engine config objects)."""
+class InitSpec(namedtuple("InitSpec", "private mountpoint hostname argv env cgroup_files "
+                                       "idmap_base idmap_size", defaults=(65536,))):
+    """What ``spawn_init`` needs, in primitives (no engine config objects).
 
-    private: str            # the VE's root filesystem directory on the host
-    mountpoint: str         # where it is mounted inside the VE's mount namespace
-    hostname: str
-    argv: tuple             # init's command line, resolved inside the VE
-    env: tuple              # ("KEY=value", ...)
-    cgroup_files: tuple     # files to write "0" into to join the VE's cgroups
-    idmap_base: int         # first host uid/gid of the VE; 0 = no user namespace
-    idmap_size: int = 65536
+    private: the VE's root filesystem directory on the host; mountpoint: where
+    it is mounted inside the VE's mount namespace; argv: init's command line,
+    resolved inside the VE; env: ("KEY=value", ...); cgroup_files: files to
+    write "0" into to join the VE's cgroups; idmap_base: first host uid/gid of
+    the VE, 0 = no user namespace.
+    """
+
+    __slots__ = ()
 
 
 def spawn_init(spec):

@@ -10,7 +10,7 @@ half of one; dot-names are not valid template names, so listings skip them.
 import json
 import os
 import signal
-from dataclasses import asdict, dataclass
+from collections import namedtuple
 from pathlib import Path
 
 from .. import fsutil, validate
@@ -22,33 +22,29 @@ DEFAULT_INIT = ("/sbin/init",)
 DEFAULT_STOP_SIGNAL = "SIGTERM"
 
 
-@dataclass(frozen=True)
-class TemplateMeta:
-    """What the engine needs to know about a template to run VEs from it."""
+class TemplateMeta(namedtuple("TemplateMeta", "name distribution version init stop_signal arch",
+                              defaults=("", "", DEFAULT_INIT, DEFAULT_STOP_SIGNAL, ""))):
+    """What the engine needs to know about a template to run VEs from it (checked)."""
 
-    name: str
-    distribution: str = ""
-    version: str = ""
-    init: tuple = DEFAULT_INIT
-    stop_signal: str = DEFAULT_STOP_SIGNAL
-    arch: str = ""
+    __slots__ = ()
 
-    def __post_init__(self):
-        validate.template_name(self.name)
-        init = tuple(self.init) if isinstance(self.init, (list, tuple)) else ()
+    def __new__(cls, *args, **kwargs):
+        meta = super().__new__(cls, *args, **kwargs)
+        validate.template_name(meta.name)
+        init = tuple(meta.init) if isinstance(meta.init, (list, tuple)) else ()
         if not init or not all(isinstance(a, str) for a in init) or not init[0].startswith("/"):
-            raise InvalidConfig(f"template {self.name}: init must be a list of strings "
+            raise InvalidConfig(f"template {meta.name}: init must be a list of strings "
                                 "starting with an absolute path")
-        object.__setattr__(self, "init", init)
-        if self.stop_signal not in signal.Signals.__members__:
-            raise InvalidConfig(f"template {self.name}: unknown stop signal {self.stop_signal!r}")
+        if meta.stop_signal not in signal.Signals.__members__:
+            raise InvalidConfig(f"template {meta.name}: unknown stop signal {meta.stop_signal!r}")
         for field in ("distribution", "version", "arch"):
-            if not isinstance(getattr(self, field), str):
-                raise InvalidConfig(f"template {self.name}: {field} must be a string")
+            if not isinstance(getattr(meta, field), str):
+                raise InvalidConfig(f"template {meta.name}: {field} must be a string")
+        return meta._replace(init=init)
 
     def to_dict(self):
         """Return the JSON form written to ``NAME.json``."""
-        data = asdict(self)
+        data = self._asdict()
         data["init"] = list(self.init)
         return data
 

@@ -6,9 +6,7 @@ Templates live in ``VE_ROOT/template/cache`` as ``NAME.tar.gz`` (or
 """
 
 import os
-import shutil
 import stat
-import tempfile
 from pathlib import Path
 
 from .. import validate
@@ -121,6 +119,8 @@ def _suffix_of(source):
 
 def _copy_and_check(source, out, cache_dir):
     """Copy ``source`` to ``out``, then unpack the copy once to validate it."""
+    import shutil  # imported here, like tempfile: only imports need them
+    import tempfile
     shutil.copyfileobj(source, out, 1 << 20)
     out.flush()
     # mkdtemp's 0700 keeps the trial tree (unshifted, so with root-owned
