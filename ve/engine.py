@@ -109,16 +109,26 @@ class Engine(QueryMixin, ShellMixin):
             state.forget_init(self.layout.state(veid))
 
     def set(self, veid, hostname=None, **limits):
-        """Change the host name and/or limits; applied live if running, then saved."""
+        """Change the host name and/or limits; applied live if running, then saved.
+
+        If a live change fails, what was already changed is put back and the
+        saved config stays as it was.
+        """
         veid = validate.veid(veid)
         with self._lock(veid):
             old = self._read_config(veid)
             new = old.replace(limits=old.limits.replace(**limits),
-                              hostname=validate.hostname(hostname) if hostname else old.hostname)
+                              hostname=hostname or old.hostname)
             record = self._running_init(veid)
-            if record:
-                self._apply_live(veid, record, old, new)
-            conf.write(self.layout.conf(veid), new)
+            with Reverter() as undo:
+                if record and new.limits != old.limits:
+                    undo.add(self._apply_limits, veid, old.limits)
+                    self._apply_limits(veid, new.limits)
+                if record and new.hostname != old.hostname:
+                    self._set_hostname(veid, record, new)
+                    undo.add(self._set_hostname, veid, record, old)
+                conf.write(self.layout.conf(veid), new)
+                undo.commit()
             return new
 
     # -- steps -------------------------------------------------------------
@@ -184,14 +194,11 @@ class Engine(QueryMixin, ShellMixin):
         except OSError as exc:
             raise ResourceError(f"could not clean up cgroup: {exc}", int(name)) from exc
 
-    def _apply_live(self, veid, record, old, new):
-        if new.limits != old.limits:
-            try:
-                self.cgroups.apply(str(veid), new.limits)
-            except OSError as exc:
-                raise ResourceError(f"could not apply limits: {exc}", veid) from exc
-        if new.hostname != old.hostname:
-            self._set_hostname(veid, record, new)
+    def _apply_limits(self, veid, limits):
+        try:
+            self.cgroups.apply(str(veid), limits)
+        except OSError as exc:
+            raise ResourceError(f"could not apply limits: {exc}", veid) from exc
 
     def _set_hostname(self, veid, record, cfg):
         from .kernel.attach import set_hostname

@@ -1,12 +1,12 @@
 """Copy bytes between the caller and a command running inside a VE."""
 
+import fcntl
 import os
 import selectors
 import signal
+import struct
 import termios
 import tty
-import fcntl
-import struct
 
 from .kernel.attach import exit_code
 
@@ -15,37 +15,90 @@ def pump_pipes(pid, stdin_w, stdout_r, stderr_r, input_data=b"", stdout=None, st
     """Feed ``input_data``, copy output to the binary streams (or capture it).
 
     Return (exit code, captured stdout bytes, captured stderr bytes); a stream
-    passed in receives the data instead of the capture.
+    passed in receives the data instead of the capture. Returns once the
+    command has exited and its output is drained, even if a background
+    process it started still holds the pipes (as vzctl exec does).
     """
-    captured = {stdout_r: bytearray(), stderr_r: bytearray()}
-    sinks = {stdout_r: stdout, stderr_r: stderr}
-    _feed(stdin_w, input_data)
-    with selectors.DefaultSelector() as selector:
-        for fd in (stdout_r, stderr_r):
-            selector.register(fd, selectors.EVENT_READ)
-        open_fds = 2
-        while open_fds:
-            for key, _ in selector.select():
-                chunk = os.read(key.fd, 65536)
-                if not chunk:
-                    selector.unregister(key.fd)
-                    os.close(key.fd)
-                    open_fds -= 1
-                elif sinks[key.fd] is not None:
-                    sinks[key.fd].write(chunk)
-                    sinks[key.fd].flush()
-                else:
-                    captured[key.fd] += chunk
-    _, status = os.waitpid(pid, 0)
-    return exit_code(status), bytes(captured[stdout_r]), bytes(captured[stderr_r])
-
-
-def _feed(fd, data):
+    pump = _PipePump(stdin_w, input_data, {stdout_r: stdout, stderr_r: stderr})
+    pidfd = os.pidfd_open(pid)
     try:
-        if data:
-            os.write(fd, data)  # small inputs only: larger ones would need the selector
+        pump.run(pidfd)
     finally:
-        os.close(fd)
+        os.close(pidfd)
+        pump.close()
+    _, status = os.waitpid(pid, 0)
+    return exit_code(status), bytes(pump.captured[stdout_r]), bytes(pump.captured[stderr_r])
+
+
+class _PipePump:
+    """Moves input and output through non-blocking pipes with one selector."""
+
+    def __init__(self, stdin_w, data, sinks):
+        self.pending = memoryview(data or b"")
+        self.sinks = sinks
+        self.captured = {fd: bytearray() for fd in sinks}
+        self.selector = selectors.DefaultSelector()
+        for fd in sinks:
+            os.set_blocking(fd, False)
+            self.selector.register(fd, selectors.EVENT_READ)
+        self.stdin_w = stdin_w
+        if self.pending:
+            os.set_blocking(stdin_w, False)
+            self.selector.register(stdin_w, selectors.EVENT_WRITE)
+        else:
+            self._close_stdin()
+
+    def run(self, pidfd):
+        self.selector.register(pidfd, selectors.EVENT_READ)
+        exited = False
+        while len(self.selector.get_map()) > 1 and not exited:
+            for key, _ in self.selector.select():
+                if key.fd == pidfd:
+                    exited = True
+                elif key.fd == self.stdin_w:
+                    self._write_input()
+                else:
+                    self._read_output(key.fd)
+        for fd in list(self.sinks):  # what the command wrote before it exited
+            while fd in self.selector.get_map() and self._read_output(fd):
+                pass
+
+    def _write_input(self):
+        try:
+            written = os.write(self.stdin_w, self.pending)
+        except BrokenPipeError:
+            written = len(self.pending)  # the command closed its stdin
+        self.pending = self.pending[written:]
+        if not self.pending:
+            self._close_stdin()
+
+    def _read_output(self, fd):
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return False
+        if not chunk:
+            self.selector.unregister(fd)
+            return False
+        if self.sinks[fd] is not None:
+            self.sinks[fd].write(chunk)
+            self.sinks[fd].flush()
+        else:
+            self.captured[fd] += chunk
+        return True
+
+    def _close_stdin(self):
+        if self.stdin_w is not None:
+            if self.stdin_w in self.selector.get_map():
+                self.selector.unregister(self.stdin_w)
+            os.close(self.stdin_w)
+            self.stdin_w = None
+
+    def close(self):
+        self._close_stdin()
+        self.selector.close()
+        for fd in self.sinks:
+            os.close(fd)
 
 
 def pump_terminal(pid, master, stdin_fd=0, stdout_fd=1):

@@ -4,11 +4,12 @@ import json
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 from ve import Limits, VEConfig
-from ve.errors import AlreadyExists, NotFound, StateError
+from ve.errors import AlreadyExists, NotFound, ResourceError, StateError
 from ve.kernel import proc
 
 from .conftest import vectl
@@ -274,3 +275,33 @@ def _children_of(parent):
         except (FileNotFoundError, NotADirectoryError, ProcessLookupError):
             continue
     return children
+
+
+def test_a_live_change_that_fails_changes_nothing(engine):
+    """Lowering RAM below what the VE holds fails; the other limits stay as they were."""
+    make(engine, ram="128M", cpulimit=0)
+    engine.start(101)
+    # dd holds a 40 MiB buffer while it blocks writing into a pipe nobody reads.
+    engine.exec(101, ["sh", "-c", "dd if=/dev/zero bs=40M count=1 | sleep 1000 &"])
+    deadline = time.monotonic() + 10
+    while engine.status(101).ram_used < 40 << 20 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with pytest.raises(ResourceError):
+        engine.set(101, ram="20M", cpulimit=10)
+    assert engine.config(101).limits.ram == 128 << 20
+    assert engine.config(101).limits.cpulimit == 0
+    assert engine.cgroups.usage("101").memory_limit == 128 << 20
+    quota = next(Path("/sys/fs/cgroup").glob(f"cpu*/{engine.cgroups.parent}/101/cpu.cfs_quota_us"))
+    assert quota.read_text().strip() == "-1"
+
+
+def test_exec_streams_large_input_and_returns_when_the_command_exits(engine):
+    """1 MiB in and out of `cat` does not deadlock; a background child does not hold exec."""
+    make(engine)
+    engine.start(101)
+    data = os.urandom(1 << 20)
+    assert engine.exec(101, ["cat"], input=data).stdout == data
+    started = time.monotonic()
+    result = engine.exec(101, ["sh", "-c", "sleep 1000 & echo started"])
+    assert result.returncode == 0 and result.stdout == b"started\n"
+    assert time.monotonic() - started < 5
