@@ -13,8 +13,7 @@
  *   probe keyctl SERIAL           read/describe a key and the session keyring
  *   probe cgroup TYPE OPTS DIR    mount a cgroup fs and join its root group,
  *                                 then stay alive for the host to inspect
- *   probe shmget KEY              create a SysV shm segment (not an attack:
- *                                 prints "shmid=N", exits 0 when created)
+ *                                 (mounting is allowed: the host judges)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,10 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ipc.h>
 #include <sys/mount.h>
 #include <sys/ptrace.h>
-#include <sys/shm.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -92,7 +89,7 @@ static int attack_ptrace(pid_t pid)
 static long key_read(long serial, char *buf, size_t len)
 {
     memset(buf, 0, len);
-    return syscall(SYS_keyctl, KEYCTL_READ, serial, buf, len - 1);
+    return syscall(SYS_keyctl, KEYCTL_READ, serial, buf, len);
 }
 
 static int attack_keyctl(long serial)
@@ -133,11 +130,14 @@ static int attack_cgroup(const char *type, const char *opts, const char *dir)
     int fd;
 
     mkdir(dir, 0755);
+    /* A cgroup namespace lets VE root mount cgroupfs: its root is the VE's
+       own group. The hole would be a write that moves the process out of
+       that group, which only the host can see in /proc/<pid>/cgroup. */
     rc = mount("cgroup", dir, type, 0, *opts ? opts : NULL);
-    outcome("mount", rc);
-    if (rc == 0) {
-        /* The root of this mount is where the VE's cgroup namespace starts;
-           joining it must not move the process out of the VE's group. */
+    if (rc < 0) {
+        outcome("mount", rc);
+    } else {
+        printf("mounted %s on %s\n", type, dir);
         snprintf(path, sizeof path, "%s/cgroup.procs", dir);
         snprintf(pid, sizeof pid, "%d", getpid());
         fd = open(path, O_WRONLY);
@@ -155,17 +155,6 @@ static int attack_cgroup(const char *type, const char *opts, const char *dir)
     return holes ? 1 : 0;
 }
 
-static int make_shm(key_t key)
-{
-    int id = shmget(key, 4096, IPC_CREAT | IPC_EXCL | 0600);
-    if (id < 0) {
-        printf("shmget failed: %s\n", strerror(errno));
-        return 1;
-    }
-    printf("shmid=%d\n", id);
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     const char *cmd = argc > 1 ? argv[1] : "";
@@ -179,8 +168,6 @@ int main(int argc, char **argv)
         return attack_keyctl(strtol(argv[2], NULL, 0));
     if (!strcmp(cmd, "cgroup") && argc == 5)
         return attack_cgroup(argv[2], argv[3], argv[4]);
-    if (!strcmp(cmd, "shmget") && argc == 3)
-        return make_shm((key_t)strtoul(argv[2], NULL, 0));
-    fprintf(stderr, "usage: probe module|mknod|ptrace|keyctl|cgroup|shmget ...\n");
+    fprintf(stderr, "usage: probe module|mknod|ptrace|keyctl|cgroup ...\n");
     return 2;
 }

@@ -43,8 +43,8 @@ def run_piped(spec):
             os.dup2(pipes[0][0], 0)
             os.dup2(pipes[1][1], 1)
             os.dup2(pipes[2][1], 2)
-            _join(spec, highest)
-            _fork_and_exec(spec)
+            cgroup_fds = _join(spec, highest)
+            _fork_and_exec(spec, cgroup_fds)
         except BaseException as exc:
             os.write(2, f"vectl: cannot enter the VE: {exc}\n".encode())
             os._exit(126)
@@ -66,12 +66,12 @@ def run_on_pty(spec):
     if pid == 0:
         try:
             parent_sock.close()
-            _join(spec, highest)
+            cgroup_fds = _join(spec, highest)
             master, slave = os.openpty()  # resolves /dev/ptmx inside the VE
             socket.send_fds(child_sock, [b"m"], [master])
             os.close(master)
             child_sock.close()
-            _fork_and_exec(spec, terminal=slave)
+            _fork_and_exec(spec, cgroup_fds, terminal=slave)
         except BaseException as exc:
             os.write(2, f"vectl: cannot enter the VE: {exc}\n".encode())
             os._exit(126)
@@ -87,7 +87,15 @@ def run_on_pty(spec):
 
 
 def _join(spec, highest_cap):
-    spawn.join_cgroups(spec.cgroup_files)
+    """Join the VE's namespaces; return open cgroup files for the command to join.
+
+    The helper itself stays in the caller's cgroups: it is a copy of the
+    caller (a worker can be large), and inside the VE's memory cgroup the
+    VE's OOM killer would pick it instead of the VE's own hog. The files are
+    opened here, as host root, because they are out of reach after setns;
+    the kernel checks cgroup moves against the opener's credentials.
+    """
+    cgroup_fds = [os.open(path, os.O_WRONLY | os.O_CLOEXEC) for path in spec.cgroup_files]
     libc.setns(spec.pidfd, _JOIN if spec.userns else spawn.NAMESPACES)
     os.setgroups([])
     os.setresgid(0, 0, 0)
@@ -96,13 +104,16 @@ def _join(spec, highest_cap):
     caps.drop_bounding(highest_cap)
     libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
     os.chdir("/")
+    return cgroup_fds
 
 
-def _fork_and_exec(spec, terminal=None):
+def _fork_and_exec(spec, cgroup_fds, terminal=None):
     """Fork into the joined PID namespace, exec there, relay the exit status."""
     child = os.fork()
     if child == 0:
         try:
+            for fd in cgroup_fds:
+                os.write(fd, b"0")  # see CgroupDriver.join_files
             if terminal is not None:
                 os.setsid()
                 fcntl.ioctl(terminal, termios.TIOCSCTTY, 0)
