@@ -158,7 +158,8 @@ class Engine(QueryMixin, ShellMixin):
             private=str(self.layout.private(cfg.veid)),
             mountpoint=str(self.layout.mountpoint(cfg.veid)),
             hostname=cfg.hostname, argv=tuple(init_argv), env=INIT_ENV,
-            cgroup_files=tuple(self.cgroups.join_files(str(cfg.veid))),
+            cgroup_files=tuple(self.cgroups.join_files(str(cfg.veid), cloned=True)),
+            clone_into=self.cgroups.clone_target(str(cfg.veid)),
             idmap_base=cfg.idmap_base, idmap_size=conf.IDMAP_SIZE)
         try:
             return spawn_init(spec)

@@ -29,6 +29,18 @@ def template_cache(tmp_path_factory):
     return cache
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_cgroup_left_behind():
+    """After the session, no cgroup made by this session's tests may remain."""
+    yield
+    prefix = f"vetest-{os.getpid()}-"
+    leftovers = [str(p) for h in CGROUP_ROOT.iterdir() if h.is_dir()
+                 for p in h.glob(prefix + "*")]
+    for path in leftovers:
+        _remove_cgroup_tree(Path(path).name)
+    assert leftovers == [], f"tests leaked cgroups: {leftovers}"
+
+
 def _remove_cgroup_tree(top_name):
     """Kill everything under cgroup dirs named ``top_name`` in every hierarchy, then rmdir."""
     for hierarchy in CGROUP_ROOT.iterdir():
@@ -62,7 +74,7 @@ def _remove_cgroup_tree(top_name):
 def engine(tmp_path, template_cache):
     """An Engine on a fresh VE_ROOT and its own cgroup parent; destroys every VE after."""
     from ve import Engine
-    top = f"vetest-{uuid.uuid4().hex[:10]}"
+    top = f"vetest-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     root = tmp_path / "ve"
     cache = root / "template" / "cache"
     cache.mkdir(parents=True)

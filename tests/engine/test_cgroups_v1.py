@@ -51,12 +51,15 @@ def _kill_and_rmdir(path):
 
 @pytest.fixture
 def hierarchies():
-    """Return the distinct v1 hierarchy mount points the driver uses."""
-    mounts = cgroup_mounts()["v1"]
-    if "memory" not in mounts:
+    """Return every hierarchy mount point the driver places VEs in.
+
+    That is each mounted v1 hierarchy (named ones too) and, on a hybrid host,
+    the cgroup2 mount.
+    """
+    mounts = cgroup_mounts()
+    if "memory" not in mounts["v1"]:
         pytest.skip("this host has no cgroup v1 memory hierarchy (pure v2 host)")
-    wanted = ("memory", "pids", "devices", "freezer", "cpu", "cpuacct", "cpuset")
-    return sorted({mounts[c] for c in wanted if c in mounts})
+    return sorted(set(mounts["v1"].values())) + mounts["v2"][:1]
 
 
 @pytest.fixture
@@ -307,7 +310,7 @@ MOUNTINFO = """\
 
 
 def test_mountinfo_parsing_handles_comounts_and_escapes():
-    """cpu,cpuacct share a mount; name= hierarchies are ignored; the first mount wins."""
+    """cpu,cpuacct share a mount; name= hierarchies are kept; the first mount wins."""
     found = cgroup_mounts(MOUNTINFO)
     assert found["v2"] == ["/sys/fs/cgroup/unified"]
     assert found["v1"] == {
@@ -315,6 +318,7 @@ def test_mountinfo_parsing_handles_comounts_and_escapes():
         "cpuacct": "/sys/fs/cgroup/cpu,cpuacct",
         "memory": "/sys/fs/cgroup/memory",
         "pids": "/sys/fs/cgroup/my pids",
+        "name=systemd": "/sys/fs/cgroup/systemd",
     }
 
 
@@ -325,4 +329,40 @@ def test_comounted_controllers_get_one_procs_file():
         "/sys/fs/cgroup/cpu,cpuacct/ve/101/cgroup.procs",
         "/sys/fs/cgroup/memory/ve/101/cgroup.procs",
         "/sys/fs/cgroup/my pids/ve/101/cgroup.procs",
+        "/sys/fs/cgroup/systemd/ve/101/cgroup.procs",
     ]
+
+
+def test_hybrid_host_places_the_ve_in_the_unified_hierarchy_too(v1, hierarchies, started):
+    """A process cloned into clone_target() and joined through join_files(cloned=True)
+    is in the VE's group in every hierarchy, the cgroup2 one included."""
+    from ve.kernel.clone import fork_into_cgroup
+    unified = cgroup_mounts()["v2"]
+    if not unified:
+        pytest.skip("no cgroup2 mount on this host")
+    v1.create(NAME, LIMITS)
+    target = v1.clone_target(NAME)
+    assert target.startswith(unified[0])
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = fork_into_cgroup(target)
+    if pid == 0:
+        for path in v1.join_files(NAME, cloned=True):
+            with open(path, "w") as handle:
+                handle.write("0")
+        os.write(ready_w, b"x")
+        os.read(done_r, 1)  # stay until the test is done looking
+        os._exit(0)
+    try:
+        assert os.read(ready_r, 1) == b"x"
+        with open(f"/proc/{pid}/cgroup") as handle:
+            lines = handle.read().splitlines()
+        assert f"0::/{v1.parent}/{NAME}" in lines
+        assert sum(l.endswith(f":/{v1.parent}/{NAME}") for l in lines) == len(hierarchies)
+    finally:
+        os.write(done_w, b"y")
+        os.waitpid(pid, 0)
+        for fd in (ready_r, ready_w, done_r, done_w):
+            os.close(fd)
+    v1.destroy(NAME)
+    assert not os.path.exists(target)

@@ -55,7 +55,9 @@ def driver(parent="ve", version=None, root=None, **options):
     if version == 2:
         return CgroupV2Driver(CgroupFS(root or v2_root()), parent, **options)
     if root is None:
-        return CgroupV1Driver(CgroupFS("/"), parent, cgroup_mounts()["v1"], **options)
+        mounts = cgroup_mounts()
+        unified = mounts["v2"][0] if mounts["v2"] else None
+        return CgroupV1Driver(CgroupFS("/"), parent, mounts["v1"], unified=unified, **options)
     return CgroupV1Driver(CgroupFS(root), parent, _dir_mounts(root), **options)
 
 

@@ -46,13 +46,22 @@ class CgroupDriver(abc.ABC):
         """Return the ``cgroup.procs`` paths a process writes its PID into to join."""
 
     @abc.abstractmethod
-    def join_files(self, name):
+    def join_files(self, name, cloned=False):
         """Return the files a single-threaded process writes ``0`` into to join itself.
 
-        This is the fast way in: on v1 it is ``tasks``, because moving one
-        thread (``0`` = the writer) skips the global threadgroup lock whose
-        RCU grace period otherwise costs 5-20 ms per start.
+        On v1 these are ``tasks`` files: moving one thread (``0`` = the writer)
+        skips the global threadgroup lock whose RCU grace period otherwise
+        costs 5-20 ms per start. With ``cloned``, leave out the hierarchy of
+        ``clone_target`` (the process was born there).
         """
+
+    def clone_target(self, name):
+        """Return the v2 group directory to fork a VE's first process into, or None.
+
+        A process created there by clone3(CLONE_INTO_CGROUP) never has to be
+        moved, which is the fast way into a v2 group.
+        """
+        return None
 
     @abc.abstractmethod
     def pids(self, name):

@@ -130,8 +130,9 @@ def cgroup_mounts(text=None):
         if extra[0] == "cgroup2":
             found["v2"].append(point)
         elif extra[0] == "cgroup":
-            for option in V1_CONTROLLERS.intersection(extra[2].split(",")):
-                found["v1"].setdefault(option, point)
+            for option in extra[2].split(","):
+                if option in V1_CONTROLLERS or option.startswith("name="):
+                    found["v1"].setdefault(option, point)
     return found
 
 

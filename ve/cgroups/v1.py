@@ -2,7 +2,10 @@
 
 A VE lives in ``<mount>/<parent>/<name>`` of the memory (with memsw), cpu,
 cpuacct, cpuset, pids, devices and freezer hierarchies; co-mounted controllers
-(``cpu,cpuacct``) share one directory. memory, pids, devices and freezer are
+(``cpu,cpuacct``) share one directory. On a hybrid host the VE also gets a
+group in the cgroup2 mount (``unified``, no controllers there): otherwise its
+processes stay in the caller's v2 group, which VE root could see by mounting
+cgroup2 in its cgroup namespace. memory, pids, devices and freezer are
 required (limits, the device allow-list and a race-free kill depend on them);
 without cpu, cpuacct or cpuset the VE runs without those limits, with a
 warning. ``require_controllers=False`` relaxes the required ones the same way.
@@ -28,20 +31,27 @@ class CgroupV1Driver(CgroupDriver):
 
     version = 1
 
-    def __init__(self, fs, parent="ve", mounts=None, require_controllers=True):
-        """Use ``mounts``: controller -> hierarchy directory relative to ``fs.root``."""
+    def __init__(self, fs, parent="ve", mounts=None, require_controllers=True, unified=None):
+        """Use ``mounts``: controller -> hierarchy directory relative to ``fs.root``;
+        ``unified``: the hybrid host's cgroup2 mount (relative too), if any."""
         super().__init__(fs, parent)
-        wanted = REQUIRED + OPTIONAL
-        self.mounts = {c: m.strip("/") for c, m in (mounts or {}).items() if c in wanted}
+        # Every mounted hierarchy, not just the limiting ones: a VE left in the
+        # caller's blkio or name=systemd group could mount that hierarchy in its
+        # cgroup namespace and list the host's processes there.
+        self.mounts = {c: m.strip("/") for c, m in (mounts or {}).items()}
+        self.unified = unified.strip("/") if unified else None
         self.require_controllers = require_controllers
 
     def _dir(self, controller, name=None):
         base = f"{self.mounts[controller]}/{self.parent}"
         return base if name is None else f"{base}/{name}"
 
+    def _hierarchies(self):
+        hierarchies = list(dict.fromkeys(self.mounts.values()))  # co-mounts once, in order
+        return hierarchies + [self.unified] if self.unified else hierarchies
+
     def _group_dirs(self, name):
-        hierarchies = dict.fromkeys(self.mounts.values())  # co-mounts once, in order
-        return [f"{h}/{self.parent}/{name}" for h in hierarchies]
+        return [f"{h}/{self.parent}/{name}" for h in self._hierarchies()]
 
     def _check(self):
         missing = [c for c in REQUIRED if c not in self.mounts]
@@ -62,7 +72,7 @@ class CgroupV1Driver(CgroupDriver):
 
     def _make_parent(self):
         levels = self.parent.split("/")
-        for hierarchy in dict.fromkeys(self.mounts.values()):
+        for hierarchy in self._hierarchies():
             for depth in range(1, len(levels) + 1):
                 group = "/".join([hierarchy] + levels[:depth])
                 self.fs.mkdir(group)
@@ -123,9 +133,18 @@ class CgroupV1Driver(CgroupDriver):
         """Return one absolute ``cgroup.procs`` path per hierarchy."""
         return [self.fs.path(f"{d}/cgroup.procs") for d in self._group_dirs(name)]
 
-    def join_files(self, name):
-        """Return one absolute ``tasks`` path per hierarchy (see the base class)."""
-        return [self.fs.path(f"{d}/tasks") for d in self._group_dirs(name)]
+    def join_files(self, name, cloned=False):
+        """Return one ``tasks`` path per v1 hierarchy, plus the unified group's
+        ``cgroup.procs`` unless ``cloned`` (see the base class)."""
+        files = [self.fs.path(f"{h}/{self.parent}/{name}/tasks")
+                 for h in dict.fromkeys(self.mounts.values())]
+        if self.unified and not cloned:
+            files.append(self.fs.path(f"{self.unified}/{self.parent}/{name}/cgroup.procs"))
+        return files
+
+    def clone_target(self, name):
+        """Return the unified group's directory on a hybrid host, else None."""
+        return self.fs.path(f"{self.unified}/{self.parent}/{name}") if self.unified else None
 
     def pids(self, name):
         """Return the PIDs in the group in any hierarchy, subgroups included."""

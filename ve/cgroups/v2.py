@@ -84,9 +84,13 @@ class CgroupV2Driver(CgroupDriver):
         """Return the group's ``cgroup.procs`` path (one hierarchy)."""
         return [self.fs.path(f"{self._dir(name)}/cgroup.procs")]
 
-    def join_files(self, name):
-        """Return ``cgroup.procs``: v2 moves whole processes only."""
-        return self.procs_files(name)
+    def join_files(self, name, cloned=False):
+        """Return ``cgroup.procs`` (v2 moves whole processes), or nothing if ``cloned``."""
+        return [] if cloned else self.procs_files(name)
+
+    def clone_target(self, name):
+        """Return the group's directory: VEs are born in it (see the base class)."""
+        return self.fs.path(self._dir(name))
 
     def pids(self, name):
         """Return the PIDs in the group and its subgroups."""

@@ -13,21 +13,23 @@ with no text means init was exec'd.
 import os
 from collections import namedtuple
 
-from . import caps, libc, netif, rootfs
+from . import caps, clone, libc, netif, rootfs
 
 NAMESPACES = (libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC
               | libc.CLONE_NEWNET | libc.CLONE_NEWPID | libc.CLONE_NEWCGROUP)
 
 
 class InitSpec(namedtuple("InitSpec", "private mountpoint hostname argv env cgroup_files "
-                                       "idmap_base idmap_size", defaults=(65536,))):
+                                       "idmap_base idmap_size clone_into",
+                          defaults=(65536, None))):
     """What ``spawn_init`` needs, in primitives (no engine config objects).
 
     private: the VE's root filesystem directory on the host; mountpoint: where
     it is mounted inside the VE's mount namespace; argv: init's command line,
     resolved inside the VE; env: ("KEY=value", ...); cgroup_files: files to
     write "0" into to join the VE's cgroups; idmap_base: first host uid/gid of
-    the VE, 0 = no user namespace.
+    the VE, 0 = no user namespace; clone_into: a v2 group directory to create
+    the setup process in (CLONE_INTO_CGROUP), or None.
     """
 
     __slots__ = ()
@@ -43,7 +45,7 @@ def spawn_init(spec):
     up_r, up_w = os.pipe2(os.O_CLOEXEC)      # setup child -> caller
     down_r, down_w = os.pipe2(os.O_CLOEXEC)  # caller -> setup child
     highest_cap = caps.last_cap()
-    setup_pid = os.fork()
+    setup_pid = clone.fork_into_cgroup(spec.clone_into)
     if setup_pid == 0:
         for fd in (err_r, up_r, down_w):
             os.close(fd)
