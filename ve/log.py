@@ -7,6 +7,13 @@ through the standard machinery (handlers are the application's business).
 """
 
 
+import sys
+
+
+def _ignore(*args, **kwargs):
+    """Stand-in for a log call nobody can receive."""
+
+
 class _LazyLogger:
     __slots__ = ("_name", "_logger")
 
@@ -15,6 +22,10 @@ class _LazyLogger:
         self._logger = None
 
     def __getattr__(self, attr):
+        if attr in ("debug", "info") and "logging" not in sys.modules:
+            # Nobody imported logging, so nobody configured a handler that
+            # would show debug or info records: drop them without the import.
+            return _ignore
         if self._logger is None:
             import logging
             self._logger = logging.getLogger(self._name)
