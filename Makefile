@@ -44,4 +44,4 @@ test: deps
 	VE_TESTS_STRICT=1 $(PY) -m pytest tests -ra -p no:cacheprovider
 
 bench: deps
-	$(PY) bench/start_stop.py
+	$(PY) bench/run.py $(BENCH_ARGS)

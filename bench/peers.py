@@ -1,0 +1,507 @@
+"""The runtimes under test, each behind the same small interface.
+
+Every runtime runs the same files: the busybox template that
+``Engine.template_build("busybox")`` makes, unpacked with the engine's own
+``ve.storage.unpack`` and its uids/gids shifted to the container's range
+(``id * 65536``), exactly as ``Engine.create`` does for a VE. Every container
+gets the same isolation and limits as a VE: pid, mount, uts, ipc, net,
+cgroup and user namespaces (65536 ids mapped), 256 MiB RAM with no swap,
+256 processes, cpu.shares 1024, no network device but loopback, and
+busybox init (``/sbin/init``, whose inittab runs ``rcS`` and then sleeps) as
+PID 1.
+
+    Ours      Engine.start/stop in this (warm) process: what a worker does
+    OursCLI   `vectl start|stop` as a subprocess, timed end to end
+    Crun      `crun run -d`, `crun kill` + `crun delete`, timed end to end
+    Lxc       `lxc-start -d`, `lxc-stop -k`, timed end to end
+    Floor     bench/floor.c: the kernel work alone, timed inside the C program
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from common import (BENCH_DIR, CommandFailed, HelperMountNS, Workspace, cleanup_stale,
+                    ensure_packages, find_vectl, hierarchy_of, import_engine, log,
+                    require_root, run_timed, wait_gone)
+
+IDMAP_SIZE = 65536
+RAM = 256 << 20
+NUMPROC = 256
+CPU_SHARES = 1024  # what the engine writes for cpuunits 1000
+# The engine removes these capabilities from a VE's bounding set (ve/kernel/caps.py);
+# crun and LXC get the same list so all three run with the same capabilities.
+DROPPED_CAPS = ("sys_module", "sys_rawio", "sys_pacct", "sys_time", "sys_tty_config",
+                "audit_control", "mac_override", "mac_admin", "syslog", "wake_alarm",
+                "block_suspend", "audit_read", "perfmon", "bpf")
+CAP_NAMES = ("chown dac_override dac_read_search fowner fsetid kill setgid setuid setpcap "
+             "linux_immutable net_bind_service net_broadcast net_admin net_raw ipc_lock "
+             "ipc_owner sys_module sys_rawio sys_chroot sys_ptrace sys_pacct sys_admin "
+             "sys_boot sys_nice sys_resource sys_time sys_tty_config mknod lease "
+             "audit_write audit_control setfcap mac_override mac_admin syslog wake_alarm "
+             "block_suspend audit_read perfmon bpf checkpoint_restore").split()
+# The v1 hierarchies the engine puts a VE in (the floor joins the same ones).
+VE_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "pids")
+
+
+class Peer:
+    """One runtime: make containers, start and stop them, tell their processes."""
+
+    name = "?"
+    label = "?"
+    has_clean_stop = True
+
+    def prepare(self, ident):
+        """Make container ``ident`` (its rootfs, config); not timed."""
+
+    def start(self, ident):
+        """Start container ``ident`` detached; return the wall time in ms."""
+        raise NotImplementedError
+
+    def stop_fast(self, ident):
+        """Kill container ``ident`` and free its resources; return ms."""
+        raise NotImplementedError
+
+    def stop_clean(self, ident):
+        """Ask ``ident``'s init to shut down (SIGUSR2 for busybox init), wait, clean up; ms."""
+        raise NotImplementedError
+
+    def container_group(self):
+        """Path (pids hierarchy) under which this runtime's containers live."""
+        raise NotImplementedError
+
+    def cleanup(self):
+        """Stop and remove every container this peer made (errors are logged)."""
+
+
+class Ours(Peer):
+    """The engine through its Python API, from this warm process."""
+
+    name, label = "api", "ours, Python API (warm process)"
+
+    def __init__(self, bench):
+        self.bench = bench
+        self.engine = bench.engine
+        self.created = set()
+
+    def prepare(self, ident):
+        cfg = self.bench.VEConfig(ident, f"ve{ident}", "busybox",
+                                  self.bench.Limits(ram=RAM, swap=0, numproc=NUMPROC))
+        self.engine.create(cfg)
+        self.created.add(ident)
+
+    def start(self, ident):
+        t0 = time.perf_counter()
+        self.engine.start(ident)
+        return (time.perf_counter() - t0) * 1000
+
+    def stop_fast(self, ident):
+        t0 = time.perf_counter()
+        self.engine.stop(ident, fast=True)
+        return (time.perf_counter() - t0) * 1000
+
+    def stop_clean(self, ident):
+        t0 = time.perf_counter()
+        self.engine.stop(ident)
+        return (time.perf_counter() - t0) * 1000
+
+    def container_group(self):
+        return f"/{self.bench.ws.cgroup_prefix}/ve"
+
+    def cleanup(self):
+        for ident in sorted(self.created):
+            try:
+                self.engine.destroy(ident)
+            except Exception as exc:
+                log(f"cleanup: destroy VE {ident}: {exc}")
+        self.created.clear()
+
+
+class OursCLI(Peer):
+    """The engine through `vectl`, one process per verb (what an operator types)."""
+
+    name, label = "cli", "ours, vectl CLI"
+
+    def __init__(self, bench, api):
+        self.bench, self.api = bench, api
+        self.vectl = bench.vectl
+        self.env = {**os.environ, "VE_ROOT": str(bench.ve_root),
+                    "VE_CGROUP_PARENT": f"{bench.ws.cgroup_prefix}/ve"}
+        self.errlog = open(bench.ws.path("vectl.err"), "a")
+
+    def prepare(self, ident):
+        self.api.prepare(ident)  # same engine, same VE_ROOT
+
+    def _vectl(self, *args):
+        return run_timed([self.vectl, *args], env=self.env, errlog=self.errlog)
+
+    def start(self, ident):
+        return self._vectl("start", str(ident))
+
+    def stop_fast(self, ident):
+        return self._vectl("stop", "--fast", str(ident))
+
+    def stop_clean(self, ident):
+        return self._vectl("stop", str(ident))
+
+    def container_group(self):
+        return self.api.container_group()
+
+    def cleanup(self):
+        self.errlog.close()
+
+
+def peer_rootfs(bench, ident):
+    """The shifted busybox rootfs of container ``ident`` for crun, LXC and the floor."""
+    path = bench.ws.path("peers", str(ident), "rootfs")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o711)
+        bench.unpack(bench.template, path, ident * IDMAP_SIZE)
+    return path
+
+
+class Crun(Peer):
+    """crun from Debian, as root, with a user namespace like a VE's."""
+
+    name, label = "crun", "crun run -d / kill KILL + delete"
+
+    def __init__(self, bench):
+        self.bench = bench
+        self.ns = bench.crun_ns
+        self.state = bench.ws.path("crun-state")
+        self.state.mkdir()
+        self.errlog = open(bench.ws.path("crun.err"), "a")
+        self.base_spec = self._base_spec()
+        self.made = set()
+        self.delete_retries = 0
+
+    def _base_spec(self):
+        scratch = self.bench.ws.path("crun-spec")
+        scratch.mkdir()
+        subprocess.run(["crun", "spec", "-b", str(scratch)], check=True)
+        spec = json.loads((scratch / "config.json").read_text())
+        shutil.rmtree(scratch)
+        last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+        caps = [f"CAP_{c.upper()}" for i, c in enumerate(CAP_NAMES)
+                if i <= last and c not in DROPPED_CAPS]
+        process = spec["process"]
+        process.update(terminal=False, args=["/sbin/init"], noNewPrivileges=False,
+                       env=["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                            "HOME=/root", "TERM=linux", "container=crun"],
+                       capabilities={"bounding": caps, "effective": caps, "permitted": caps,
+                                     "inheritable": [], "ambient": []})
+        process.pop("rlimits", None)  # a VE inherits the host's limits
+        spec["root"]["readonly"] = False
+        # A VE has no cgroupfs mounted inside: drop crun's default /sys/fs/cgroup mount.
+        spec["mounts"] = [m for m in spec["mounts"] if m["destination"] != "/sys/fs/cgroup"]
+        linux = spec["linux"]
+        linux["namespaces"] = [{"type": t} for t in
+                               ("pid", "network", "ipc", "uts", "mount", "cgroup", "user")]
+        linux["resources"].update(memory={"limit": RAM, "swap": RAM},  # swap = RAM + swap
+                                  pids={"limit": NUMPROC}, cpu={"shares": CPU_SHARES})
+        return spec
+
+    def bundle(self, ident):
+        return self.bench.ws.path("peers", str(ident))
+
+    def prepare(self, ident):
+        rootfs = peer_rootfs(self.bench, ident)
+        spec = json.loads(json.dumps(self.base_spec))
+        base = ident * IDMAP_SIZE
+        spec["hostname"] = f"crun{ident}"
+        spec["root"]["path"] = str(rootfs)
+        spec["linux"]["uidMappings"] = [{"containerID": 0, "hostID": base, "size": IDMAP_SIZE}]
+        spec["linux"]["gidMappings"] = [{"containerID": 0, "hostID": base, "size": IDMAP_SIZE}]
+        spec["linux"]["cgroupsPath"] = f"{self.container_group()}/vb{ident}"
+        (self.bundle(ident) / "config.json").write_text(json.dumps(spec, indent=1))
+
+    def _crun(self, *args, check=True):
+        return run_timed(["crun", "--root", str(self.state), *args], errlog=self.errlog,
+                         check=check)
+
+    def start(self, ident):
+        with self.ns.inside():
+            ms = self._crun("run", "-d", "-b", str(self.bundle(ident)), f"vb{ident}")
+        self.made.add(ident)
+        return ms
+
+    def stop_fast(self, ident):
+        with self.ns.inside():
+            t0 = time.perf_counter()
+            self._crun("kill", f"vb{ident}", "KILL")
+            self._delete(ident)
+            ms = (time.perf_counter() - t0) * 1000
+        self.made.discard(ident)
+        return ms
+
+    def _delete(self, ident):
+        # `crun delete` refuses a container that still runs; the kill is async.
+        for _ in range(200):
+            try:
+                self._crun("delete", f"vb{ident}")
+                return
+            except CommandFailed:
+                self.delete_retries += 1
+                time.sleep(0.001)
+        self._crun("delete", "-f", f"vb{ident}")
+
+    def init_pid(self, ident):
+        with self.ns.inside():
+            out = subprocess.run(["crun", "--root", str(self.state), "state", f"vb{ident}"],
+                                 capture_output=True, text=True, check=True).stdout
+        return json.loads(out)["pid"]
+
+    def stop_clean(self, ident):
+        pid = self.init_pid(ident)
+        with self.ns.inside():
+            t0 = time.perf_counter()
+            self._crun("kill", f"vb{ident}", "USR2")
+            if not wait_gone(pid, 60):
+                raise CommandFailed(f"crun container vb{ident} ignored SIGUSR2 for 60 s")
+            self._delete(ident)
+            ms = (time.perf_counter() - t0) * 1000
+        self.made.discard(ident)
+        return ms
+
+    def container_group(self):
+        return f"/{self.bench.ws.cgroup_prefix}/crun"
+
+    def cleanup(self):
+        try:
+            with self.ns.inside():
+                for entry in sorted(self.state.iterdir()) if self.state.exists() else ():
+                    subprocess.run(["crun", "--root", str(self.state), "delete", "-f",
+                                    entry.name], stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=self.errlog)
+        finally:
+            self.errlog.close()
+
+
+class Lxc(Peer):
+    """LXC from Debian (lxc-start -d / lxc-stop), as root, unprivileged container."""
+
+    name, label = "lxc", "lxc-start -d / lxc-stop -k"
+
+    def __init__(self, bench):
+        self.bench = bench
+        self.path = bench.ws.path("lxc")
+        self.path.mkdir()
+        os.chmod(self.path, 0o711)
+        # With uidmap installed, LXC insists that even root reserves its id
+        # ranges in /etc/subuid and runs setuid newuidmap/newgidmap on every
+        # start. Hiding them (PATH has no /usr/bin) makes it write the maps
+        # directly as root, as crun and the engine do. /usr/sbin has nothing
+        # lxc-start needs besides; the tools are called by absolute path.
+        self.env = {"PATH": "/usr/sbin:/sbin", "LANG": "C"}
+        self.errlog = open(bench.ws.path("lxc.err"), "a")
+        self.made = set()
+
+    def prepare(self, ident):
+        rootfs = peer_rootfs(self.bench, ident)
+        name = f"vb{ident}"
+        directory = self.path / name
+        directory.mkdir(exist_ok=True)
+        base = ident * IDMAP_SIZE
+        prefix = self.bench.ws.cgroup_prefix
+        caps = " ".join(DROPPED_CAPS)
+        (directory / "config").write_text(f"""\
+lxc.uts.name = lxc{ident}
+lxc.rootfs.path = dir:{rootfs}
+lxc.idmap = u 0 {base} {IDMAP_SIZE}
+lxc.idmap = g 0 {base} {IDMAP_SIZE}
+lxc.net.0.type = empty
+lxc.init.cmd = /sbin/init
+lxc.signal.halt = SIGUSR2
+lxc.mount.auto = proc:mixed sys:ro
+lxc.mount.entry = shm dev/shm tmpfs nosuid,nodev,noexec,mode=1777,size=65536k,create=dir 0 0
+lxc.mount.entry = mqueue dev/mqueue mqueue nosuid,nodev,noexec,create=dir 0 0
+lxc.autodev = 1
+lxc.pty.max = 16
+lxc.tty.max = 0
+lxc.console.path = none
+lxc.apparmor.profile = unconfined
+lxc.cap.drop = {caps}
+lxc.cgroup.dir.container = {prefix}/lxc/{name}
+lxc.cgroup.dir.monitor = {prefix}/lxcmon/{name}
+lxc.cgroup.dir.monitor.pivot = {prefix}/lxcpivot
+lxc.cgroup.memory.limit_in_bytes = {RAM}
+lxc.cgroup.memory.memsw.limit_in_bytes = {RAM}
+lxc.cgroup.pids.max = {NUMPROC}
+lxc.cgroup.cpu.shares = {CPU_SHARES}
+""")
+
+    def _lxc(self, tool, ident, *args, check=True):
+        return run_timed([f"/usr/bin/{tool}", "-n", f"vb{ident}", "-P", str(self.path), *args],
+                         env=self.env, errlog=self.errlog, check=check)
+
+    def start(self, ident):
+        ms = self._lxc("lxc-start", ident, "-d")
+        self.made.add(ident)
+        return ms
+
+    def stop_fast(self, ident):
+        ms = self._lxc("lxc-stop", ident, "-k")
+        self.made.discard(ident)
+        return ms
+
+    def stop_clean(self, ident):
+        ms = self._lxc("lxc-stop", ident, "-t", "60")
+        self.made.discard(ident)
+        return ms
+
+    def container_group(self):
+        return f"/{self.bench.ws.cgroup_prefix}/lxc"
+
+    def cleanup(self):
+        try:
+            for ident in sorted(self.made):
+                self._lxc("lxc-stop", ident, "-k", check=False)
+            self.made.clear()
+        finally:
+            self.errlog.close()
+
+
+class Floor(Peer):
+    """bench/floor.c: cgroups + namespaces + pivot_root + exec, nothing else, timed in C.
+
+    ``tasks=False`` joins the cgroups with "PID > cgroup.procs" as crun and LXC
+    do; ``tasks=True`` with "0 > tasks" (the calling thread only), which on
+    cgroup v1 skips the lock whose first use after a quiet spell waits for an
+    RCU grace period.
+    """
+
+    has_clean_stop = False
+
+    def __init__(self, bench, tasks=False):
+        self.bench = bench
+        self.tasks = tasks
+        self.name = "floor_tasks" if tasks else "floor"
+        self.label = ("kernel floor, C, joins via tasks" if tasks
+                      else "kernel floor, C, joins via cgroup.procs")
+        self.binary = bench.ws.path("floor")
+        if not self.binary.exists():
+            subprocess.run(["gcc", "-O2", "-o", str(self.binary), str(BENCH_DIR / "floor.c")],
+                           check=True)
+        self.group = f"{bench.ws.cgroup_prefix}/{self.name}"
+        self.mounts = [m for m in dict.fromkeys(hierarchy_of(c) for c in VE_CONTROLLERS) if m]
+        self._make_parents()
+        self.counter = 0
+        self.running = {}  # ident -> (init pid, [cgroup dirs])
+
+    def _make_parents(self):
+        cpuset = hierarchy_of("cpuset")
+        for mount in self.mounts:
+            path = Path(mount)
+            for part in self.group.split("/"):
+                path = path / part
+                path.mkdir(exist_ok=True)
+                if mount == cpuset:
+                    for name in ("cpuset.cpus", "cpuset.mems"):
+                        if not (path / name).read_text().strip():
+                            (path / name).write_text((path.parent / name).read_text())
+
+    def prepare(self, ident):
+        peer_rootfs(self.bench, ident)
+
+    def start(self, ident):
+        self.counter += 1
+        dirs = [f"{m}/{self.group}/f{self.counter}" for m in self.mounts]
+        rootfs = peer_rootfs(self.bench, ident)
+        flag = ["--tasks"] if self.tasks else []
+        out = subprocess.run([str(self.binary), *flag, str(rootfs), str(ident * IDMAP_SIZE), *dirs],
+                             stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise CommandFailed(f"floor: {out.stderr.strip()}")
+        pid, nanoseconds = map(int, out.stdout.split())
+        self.running[ident] = (pid, dirs)
+        return nanoseconds / 1e6
+
+    def stop_fast(self, ident):
+        """Not timed (None): kill init, remove its cgroups."""
+        pid, dirs = self.running.pop(ident)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        wait_gone(pid, 5)
+        for directory in dirs:
+            for _ in range(100):
+                try:
+                    os.rmdir(directory)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.005)
+        return None
+
+    def container_group(self):
+        return f"/{self.group}"
+
+    def cleanup(self):
+        for ident in list(self.running):
+            self.stop_fast(ident)
+
+
+class Bench:
+    """One benchmark run: workspace, engine, template, crun's namespace, the peers.
+
+    Use as a context manager: leaving it (normally, on an error or on
+    Ctrl-C) stops every container and removes every file and cgroup made.
+    """
+
+    def __init__(self, want_floor=True):
+        require_root()
+        ensure_packages()
+        cleanup_stale()
+        self.ws = Workspace()
+        self.want_floor = want_floor
+        self.peers = {}
+
+    def __enter__(self):
+        try:
+            self._setup()
+        except BaseException:
+            self.ws.cleanup()
+            raise
+        return self
+
+    def _setup(self):
+        ws = self.ws
+        log(f"workspace {ws.dir}, cgroups {ws.cgroup_prefix}/")
+        Engine, self.VEConfig, self.Limits, self.unpack = import_engine()
+        self.ve_root = ws.path("ve")
+        self.engine = Engine(root=str(self.ve_root), cgroup_parent=f"{ws.cgroup_prefix}/ve")
+        self.template = self.engine.template_build("busybox")
+        self.vectl = find_vectl()
+        self.crun_ns = HelperMountNS(ws.dir)
+        ws.on_cleanup(self.crun_ns.close)
+        api = Ours(self)
+        ws.on_cleanup(api.cleanup)
+        self.peers = {"api": api, "cli": OursCLI(self, api)}
+        ws.on_cleanup(self.peers["cli"].cleanup)
+        self.peers["crun"] = Crun(self)
+        ws.on_cleanup(self.peers["crun"].cleanup)
+        self.peers["lxc"] = Lxc(self)
+        ws.on_cleanup(self.peers["lxc"].cleanup)
+        if self.want_floor and shutil.which("gcc"):
+            for tasks in (False, True):
+                floor = Floor(self, tasks)
+                self.peers[floor.name] = floor
+                ws.on_cleanup(floor.cleanup)
+        elif self.want_floor:
+            log("gcc is missing: no kernel floor measurement")
+
+    def __exit__(self, *exc):
+        from common import uninterrupted
+        with uninterrupted():
+            log("cleaning up")
+            problems = self.ws.cleanup()
+        if problems:
+            log(f"cleanup finished with {len(problems)} problem(s)")
+        return False
