@@ -168,23 +168,32 @@ class Engine(QueryMixin, ShellMixin):
 
     def _stop(self, veid, timeout, fast):
         record = self._running_init(veid)
-        if record and not fast:
-            self._shutdown_cleanly(veid, record, timeout)
+        if record:
+            pidfd = proc.pidfd_for(record.pid, record.start_time)
+            if pidfd is not None:
+                try:
+                    self._end_init(veid, pidfd, timeout, fast)
+                finally:
+                    os.close(pidfd)
+        # Whatever is left (a helper, a process of a crashed start) goes too.
         self._clear_cgroup(str(veid))
         state.forget_init(self.layout.state(veid))
 
-    def _shutdown_cleanly(self, veid, record, timeout):
-        cfg = self._read_config(veid)
-        meta = templates.metadata(self.layout.cache_dir, cfg.template)
-        pidfd = proc.pidfd_for(record.pid, record.start_time)
-        if pidfd is None:
-            return
-        try:
+    def _end_init(self, veid, pidfd, timeout, fast):
+        """Ask init to shut down (unless ``fast``), then SIGKILL it.
+
+        Killing PID 1 makes the kernel kill its whole PID namespace, which is
+        faster than freezing and killing the cgroup member by member.
+        """
+        if not fast:
+            cfg = self._read_config(veid)
+            meta = templates.metadata(self.layout.cache_dir, cfg.template)
             signal.pidfd_send_signal(pidfd, signal.Signals[meta.stop_signal])
-            if not proc.wait_exit(pidfd, timeout):
-                log.warning("VE %s did not stop within %ss; killing it", veid, timeout)
-        finally:
-            os.close(pidfd)
+            if proc.wait_exit(pidfd, timeout):
+                return
+            log.warning("VE %s did not stop within %ss; killing it", veid, timeout)
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        proc.wait_exit(pidfd, 5.0)
 
     def _clear_cgroup(self, name):
         """Kill whatever runs in the VE's cgroup and remove the cgroup."""
