@@ -6,7 +6,6 @@ The file uses vzctl's ``KEY="value"`` lines so operators can read it, but it is
 parsed here line by line and never sourced by a shell.
 """
 
-import re
 from collections import namedtuple
 
 from . import fsutil, validate
@@ -87,7 +86,18 @@ _LIMIT_KEYS = {
     "CPUS": ("cpus", False),
     "NUMPROC": ("numproc", False),
 }
-_LINE = re.compile(r'^([A-Z_]+)="([^"\\$`]*)"$')
+_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ_")
+_UNSAFE_VALUE_CHARS = frozenset('"\\$`')
+
+
+def _parse_line(line):
+    """Split ``KEY="value"`` into (key, value), or return None if malformed."""
+    key, sep, quoted = line.partition("=")
+    value = quoted[1:-1]
+    if (sep and key and set(key) <= _KEY_CHARS and len(quoted) >= 2
+            and quoted[0] == quoted[-1] == '"' and not set(value) & _UNSAFE_VALUE_CHARS):
+        return key, value
+    return None
 
 
 def dumps(config):
@@ -112,10 +122,10 @@ def loads(text, source="config"):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        match = _LINE.match(line)
-        if not match:
+        parsed = _parse_line(line)
+        if parsed is None:
             raise InvalidConfig(f"{source} line {number}: expected KEY=\"value\"")
-        values[match.group(1)] = match.group(2)
+        values[parsed[0]] = parsed[1]
     try:
         limits = Limits(**{name: values[key] for key, (name, _) in _LIMIT_KEYS.items() if key in values})
         return VEConfig(

@@ -4,7 +4,7 @@ Each function returns the normalised value or raises ``InvalidConfig``. They
 touch no file and no process, so the dashboard's forms reuse them.
 """
 
-import re
+import string
 
 from .errors import InvalidConfig
 
@@ -14,16 +14,28 @@ from .errors import InvalidConfig
 MIN_VEID = 100
 MAX_VEID = 65534
 
-_HOSTNAME_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", re.IGNORECASE)
-_TEMPLATE_NAME = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,63}$", re.IGNORECASE)
-_SIZE = re.compile(r"^(\d+)([KMGT]?)B?$", re.IGNORECASE)
+# Plain character sets instead of regular expressions: importing re costs
+# ~6 ms, a noticeable share of every vectl call.
+_ALNUM = frozenset(string.ascii_letters + string.digits)
+_LABEL_CHARS = _ALNUM | {"-"}
+_TEMPLATE_CHARS = _ALNUM | set("._+-")
 _SIZE_FACTORS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _is_label(text):
+    """An RFC 1123 label: 1-63 of a-z, 0-9, '-', not starting or ending with '-'."""
+    return (0 < len(text) <= 63 and set(text) <= _LABEL_CHARS
+            and text[0] != "-" and text[-1] != "-")
+
+
+def _is_number(text):
+    return text.isascii() and text.isdigit()
 
 
 def veid(value):
     """Return ``value`` as a VEID (int in MIN_VEID..MAX_VEID)."""
     text = str(value).strip()
-    if not text.isdigit() or not MIN_VEID <= int(text) <= MAX_VEID:
+    if not _is_number(text) or not MIN_VEID <= int(text) <= MAX_VEID:
         raise InvalidConfig(
             f"bad VEID {value!r}: use a number from {MIN_VEID} to {MAX_VEID}"
         )
@@ -34,7 +46,7 @@ def hostname(value):
     """Return ``value`` if it is an RFC 1123 host name (labels of a-z, 0-9, -)."""
     text = str(value)
     labels = text.split(".")
-    if not text or len(text) > 253 or not all(_HOSTNAME_LABEL.match(l) for l in labels):
+    if not text or len(text) > 253 or not all(_is_label(label) for label in labels):
         raise InvalidConfig(
             f"bad hostname {value!r}: use letters, digits and '-' in dot-separated "
             "labels of up to 63 characters"
@@ -45,7 +57,8 @@ def hostname(value):
 def template_name(value):
     """Return ``value`` if it can name an OS template (no path separators)."""
     text = str(value)
-    if not _TEMPLATE_NAME.match(text) or ".." in text:
+    if (not 0 < len(text) <= 64 or not set(text) <= _TEMPLATE_CHARS
+            or text[0] not in _ALNUM or ".." in text):
         raise InvalidConfig(
             f"bad template name {value!r}: use letters, digits, '.', '_', '+' and '-'"
         )
@@ -64,19 +77,21 @@ def size(value, what="size"):
     text = str(value).strip()
     if text.lower() in ("unlimited", "max"):
         return None
-    match = _SIZE.match(text)
-    if not match:
+    digits = text.upper().removesuffix("B") if text[-1:] in "bB" and len(text) > 1 else text.upper()
+    suffix = digits[-1:] if digits[-1:] in ("K", "M", "G", "T") else ""
+    number = digits[: len(digits) - len(suffix)]
+    if not _is_number(number):
         raise InvalidConfig(
             f"bad {what} {value!r}: use bytes or a number with K, M, G or T, "
             "e.g. 256M, or 'unlimited'"
         )
-    return int(match.group(1)) * _SIZE_FACTORS[match.group(2).upper()]
+    return int(number) * _SIZE_FACTORS[suffix]
 
 
 def integer(value, what, minimum, maximum):
     """Parse an integer in ``minimum..maximum`` inclusive."""
     text = str(value).strip()
-    if not re.fullmatch(r"\d+", text) or not minimum <= int(text) <= maximum:
+    if not _is_number(text) or not minimum <= int(text) <= maximum:
         raise InvalidConfig(f"bad {what} {value!r}: use a whole number from {minimum} to {maximum}")
     return int(text)
 
