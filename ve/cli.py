@@ -5,110 +5,68 @@ Exit codes: 0 ok, 1 unexpected error, 2 bad input, 3 not found, 4 exists,
 ``enter`` exit with the command's own code.
 """
 
-import argparse
 import json
 import os
 import sys
 
 from . import validate
+from .cliargs import HelpRequested, UsageError, Verb, parse
 from .config import Limits, VEConfig
-from .errors import VEError
+from .errors import InvalidConfig, VEError
 
-LIMIT_OPTIONS = ("ram", "swap", "cpuunits", "cpulimit", "cpus", "numproc")
+LIMIT_OPTIONS = {
+    "--ram": ("ram", True, "RAM limit, e.g. 256M"),
+    "--swap": ("swap", True, "swap limit, e.g. 0 or 512M"),
+    "--cpuunits": ("cpuunits", True, "CPU weight, 1000 = normal"),
+    "--cpulimit": ("cpulimit", True, "% of one CPU, 0 = no limit"),
+    "--cpus": ("cpus", True, "number of CPUs, 0 = all"),
+    "--numproc": ("numproc", True, "maximum processes and threads"),
+}
+VEID = (("veid", "one"),)
 
-
-VERBS = ("template", "create", "start", "stop", "restart", "destroy", "status", "set",
-         "exec", "enter", "list", "pid")
-
-
-def build_parser(only=None):
-    """Return the argparse parser of vectl's subcommands (just ``only`` if given).
-
-    Building one subparser instead of twelve saves a few milliseconds of
-    every vectl call; help and errors still name all verbs.
-    """
-    common = argparse.ArgumentParser(add_help=False, formatter_class=_formatter)
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="print machine-readable JSON")
-    common.add_argument("--root", default=argparse.SUPPRESS,
-                        help="VE_ROOT to use (default: $VE_ROOT or /var/lib/ve)")
-    parser = argparse.ArgumentParser(prog="vectl", parents=[common], formatter_class=_formatter,
-                                     description="Manage OpenVZ-style containers (VEs).")
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-
-    def verb(name, helptext, with_veid=True):
-        if only and name != only:
-            # A throwaway, not registered.
-            return argparse.ArgumentParser(add_help=False, formatter_class=_formatter)
-        sub = verbs.add_parser(name, parents=[common], help=helptext, description=helptext,
-                               formatter_class=_formatter)
-        if with_veid:
-            sub.add_argument("veid")
-        return sub
-
-    template = verb("template", "build, import or list OS templates", with_veid=False)
-    template.add_argument("action", choices=("build", "import", "list"))
-    template.add_argument("name", nargs="?")
-    template.add_argument("tarball", nargs="?", help="rootfs tarball (import)")
-
-    create = verb("create", "create a VE from an OS template")
-    create.add_argument("--template", required=True)
-    create.add_argument("--hostname", required=True)
-    create.add_argument("--privileged", action="store_true",
-                        help="no user namespace: VE root is host root (staff only)")
-    _limit_options(create)
-
-    verb("start", "start a VE")
-    stop = verb("stop", "shut a VE down cleanly (kill after --timeout)")
-    stop.add_argument("--timeout", type=float, default=30.0)
-    stop.add_argument("--fast", action="store_true", help="kill at once")
-    verb("restart", "stop and start a VE")
-    verb("destroy", "stop a VE and remove all its files")
-    verb("status", "show one VE")
-
-    setter = verb("set", "change a VE's settings, live if it runs")
-    setter.add_argument("--hostname")
-    _limit_options(setter)
-
-    execute = verb("exec", "run a command inside a running VE")
-    execute.add_argument("command", nargs=argparse.REMAINDER)
-    verb("enter", "open a shell inside a running VE")
-
-    lister = verb("list", "list VEs (running ones unless -a)", with_veid=False)
-    lister.add_argument("-a", "--all", action="store_true")
-    pids = verb("pid", "tell which VE each host PID belongs to", with_veid=False)
-    pids.add_argument("pids", nargs="+")
-    return parser
-
-
-def _formatter(prog):
-    """Help formatter with a fixed width: argparse would import shutil (~2 ms
-    of every call) only to ask the terminal's width."""
-    columns = os.environ.get("COLUMNS", "")
-    width = int(columns) if columns.isdigit() and int(columns) > 40 else 80
-    return argparse.HelpFormatter(prog, width=width - 2)
-
-
-def _limit_options(sub):
-    sub.add_argument("--ram", help="RAM limit, e.g. 256M")
-    sub.add_argument("--swap", help="swap limit, e.g. 0 or 512M")
-    sub.add_argument("--cpuunits", help="CPU weight, 1000 = normal")
-    sub.add_argument("--cpulimit", help="%% of one CPU, 0 = no limit")
-    sub.add_argument("--cpus", help="number of CPUs, 0 = all")
-    sub.add_argument("--numproc", help="maximum processes and threads")
+VERBS = {
+    "template": Verb("build, import or list OS templates",
+                     (("action", "one"), ("name", "optional"), ("tarball", "optional"))),
+    "create": Verb("create a VE from an OS template", VEID, {
+        "--template": ("template", True, "OS template name"),
+        "--hostname": ("hostname", True, "host name of the VE"),
+        "--privileged": ("privileged", False,
+                         "no user namespace: VE root is host root (staff only)"),
+        **LIMIT_OPTIONS}, required=("--template", "--hostname")),
+    "start": Verb("start a VE", VEID),
+    "stop": Verb("shut a VE down cleanly (kill after --timeout)", VEID, {
+        "--timeout": ("timeout", True, "seconds to wait for a clean stop (default 30)"),
+        "--fast": ("fast", False, "kill at once")}),
+    "restart": Verb("stop and start a VE", VEID),
+    "destroy": Verb("stop a VE and remove all its files", VEID),
+    "status": Verb("show one VE", VEID),
+    "set": Verb("change a VE's settings, live if it runs", VEID, {
+        "--hostname": ("hostname", True, "new host name"), **LIMIT_OPTIONS}),
+    "exec": Verb("run a command inside a running VE", VEID + (("command", "rest"),)),
+    "enter": Verb("open a shell inside a running VE", VEID),
+    "list": Verb("list VEs (running ones unless -a)", (), {
+        "-a": ("all", False, "stopped VEs too"), "--all": ("all", False, "stopped VEs too")}),
+    "pid": Verb("tell which VE each host PID belongs to", (("pids", "many"),)),
+}
+TEMPLATE_ACTIONS = ("build", "import", "list")
 
 
 def main(argv=None):
     """Run vectl with ``argv``; return the exit code."""
     # No logging set-up: warnings reach stderr through logging's last-resort
     # handler, and importing logging up front would slow every call.
-    argv = sys.argv[1:] if argv is None else list(argv)
-    chosen = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(chosen if chosen in VERBS else None).parse_args(argv)
-    as_json = getattr(args, "json", False)
+    try:
+        args = parse(sys.argv[1:] if argv is None else argv, VERBS)
+    except HelpRequested as text:
+        print(text)
+        return 0
+    except UsageError as exc:
+        print(f"{exc}\n(see vectl --help)", file=sys.stderr)
+        return 2
+    as_json = args.json
     try:
         from .engine import Engine
-        engine = Engine(root=getattr(args, "root", None))
+        engine = Engine(root=args.root)
         return COMMANDS[args.verb](engine, args, as_json)
     except VEError as exc:
         if as_json:
@@ -120,7 +78,8 @@ def main(argv=None):
 
 
 def _limits(args):
-    return {k: getattr(args, k) for k in LIMIT_OPTIONS if getattr(args, k) is not None}
+    names = (dest for dest, _, _ in LIMIT_OPTIONS.values())
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
 def _done(as_json, payload, text):
@@ -133,13 +92,15 @@ def cmd_template(engine, args, as_json):
         metas = engine.template_list()
         lines = [f"{m.name:<16} {m.distribution:<12} {m.version}" for m in metas]
         return _done(as_json, [m.to_dict() for m in metas], "\n".join(lines) or "no templates")
+    if args.action not in TEMPLATE_ACTIONS:
+        raise InvalidConfig(f"unknown template action {args.action!r}: use build, import or list")
     if not args.name:
-        raise SystemExit(f"vectl template {args.action}: a template name is needed")
+        raise InvalidConfig(f"vectl template {args.action}: a template name is needed")
     if args.action == "build":
         path = engine.template_build(args.name)
     else:
         if not args.tarball:
-            raise SystemExit("vectl template import: give NAME and TARBALL")
+            raise InvalidConfig("vectl template import: give NAME and TARBALL")
         path = engine.template_import(args.name, args.tarball)
     return _done(as_json, {"template": args.name, "path": str(path)},
                  f"template {args.name} is ready: {path}")
@@ -159,8 +120,20 @@ def cmd_start(engine, args, as_json):
 
 
 def cmd_stop(engine, args, as_json):
-    engine.stop(args.veid, timeout=args.timeout, fast=args.fast)
+    engine.stop(args.veid, timeout=_seconds(args.timeout, 30.0), fast=args.fast)
     return _done(as_json, {"veid": int(args.veid), "state": "stopped"}, f"VE {args.veid} is stopped")
+
+
+def _seconds(text, default):
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 3600:
+        raise InvalidConfig(f"bad timeout {text!r}: use seconds from 0 to 3600")
+    return value
 
 
 def cmd_restart(engine, args, as_json):
