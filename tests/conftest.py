@@ -7,7 +7,6 @@ must not vanish for lack of root, Redis or Chromium on machines that have them.
 
 import os
 
-import pytest
 
 _skipped = []
 

@@ -90,6 +90,12 @@ def engine(tmp_path, template_cache):
     _remove_cgroup_tree(top)
 
 
+def wait_for(predicate, timeout=10.0):
+    """Poll ``predicate`` until it returns a true value; return its last value."""
+    from ve.cgroups.fs import poll
+    return poll(predicate, timeout, step=0.05)
+
+
 def vectl(engine, *args, check=True, **kwargs):
     """Run the vectl CLI against ``engine``'s VE_ROOT and cgroup parent."""
     env = dict(os.environ, VE_ROOT=str(engine.layout.root),

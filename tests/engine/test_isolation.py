@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 
 import pytest
@@ -18,7 +17,7 @@ import pytest
 from ve import Limits, VEConfig
 from ve.kernel import proc
 
-from .conftest import vectl
+from .conftest import vectl, wait_for
 
 IPC_CREAT, IPC_EXCL, IPC_RMID = 0o1000, 0o2000, 0
 LONG_RUNNER = b"#!/bin/sh\nwhile :; do sleep 1; done\n"
@@ -40,17 +39,6 @@ def ok(engine, veid, *argv, input=b""):
     result = engine.exec(veid, list(argv), input=input)
     assert result.returncode == 0, f"{argv} failed ({result.returncode}): {result.stderr!r}"
     return result.stdout.decode()
-
-
-def wait_for(predicate, timeout=10.0, interval=0.05):
-    """Poll ``predicate`` until it returns a true value; return that value or None."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return None
 
 
 def host_pids_named(engine, veid, name):

@@ -10,7 +10,6 @@ import errno
 import os
 import re
 import signal
-import time
 import uuid
 
 import pytest
@@ -19,7 +18,7 @@ from ve import Limits, VEConfig
 from ve.config import IDMAP_SIZE
 from ve.kernel import proc
 
-from tests.engine.conftest import vectl
+from tests.engine.conftest import vectl, wait_for
 
 # Linux capability numbers a VE must never hold (include/uapi/linux/capability.h).
 FORBIDDEN_CAPS = {
@@ -98,17 +97,6 @@ def cap_numbers(hex_mask):
 def host_file(path):
     with open(path) as handle:
         return handle.read()
-
-
-def wait_for(predicate, timeout=10.0, interval=0.05):
-    """Poll ``predicate`` until it returns a true value; return that value or None."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return None
 
 
 def pids_in_pid_namespace(init_pid, comm):
