@@ -41,7 +41,7 @@ run: deps
 	@echo "Demo VE 101 runs. Try: vectl exec 101 ps; vectl enter 101; vectl stop 101"
 
 test: deps
-	VE_TESTS_STRICT=1 $(PY) -m pytest tests -ra -p no:cacheprovider
+	VE_TESTS_STRICT=1 $(PY) -m pytest tests -ra -p no:cacheprovider --ds=hosting.settings
 
 bench: deps
 	$(PY) bench/run.py $(BENCH_ARGS)

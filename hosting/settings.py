@@ -18,6 +18,14 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "hosting.core",
+    "hosting.customers",
+    "hosting.plans",
+    "hosting.nodes",
 ]
 
 MIDDLEWARE = [
@@ -44,8 +52,16 @@ TEMPLATES = [{
     ]},
 }]
 
+# SQLite by default; DATABASE_URL=postgres://user:pass@host:5432/name for production.
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3",
                          "NAME": DATA_DIR / "hosting.sqlite3"}}
+if os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
+    from urllib.parse import urlsplit
+    _url = urlsplit(os.environ["DATABASE_URL"])
+    DATABASES["default"] = {"ENGINE": "django.db.backends.postgresql",
+                            "NAME": _url.path.lstrip("/"), "USER": _url.username or "",
+                            "PASSWORD": _url.password or "", "HOST": _url.hostname or "",
+                            "PORT": str(_url.port or "")}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -61,3 +77,15 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "static"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}

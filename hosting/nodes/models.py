@@ -1,0 +1,47 @@
+"""Nodes: the hardware servers whose root workers run the VEs."""
+
+from decimal import Decimal
+
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import models
+
+node_name = RegexValidator(r"^[a-z0-9][a-z0-9-]{0,62}$",
+                           "use lower-case letters, digits and '-' (it names a Celery queue)")
+
+
+def _ratio(default):
+    return models.DecimalField(max_digits=5, decimal_places=2, default=Decimal(default),
+                               validators=[MinValueValidator(Decimal("0.1"))])
+
+
+class Node(models.Model):
+    """A hardware node. Its state comes from its worker's heartbeat."""
+
+    class State(models.TextChoices):
+        ONLINE = "online", "Online"
+        DRAINING = "draining", "Draining"
+        OFFLINE = "offline", "Offline"
+
+    name = models.CharField(max_length=63, unique=True, validators=[node_name])
+    state = models.CharField(max_length=16, choices=State.choices, default=State.OFFLINE)
+    last_heartbeat = models.DateTimeField(null=True, blank=True)
+    ram_bytes = models.PositiveBigIntegerField(default=0)
+    cpus = models.PositiveIntegerField(default=0)
+    disk_bytes = models.PositiveBigIntegerField(default=0)
+    cgroup_version = models.PositiveSmallIntegerField(null=True, blank=True)
+    warnings = models.JSONField(default=list, blank=True)
+    ram_overcommit = _ratio("1.5")
+    swap_overcommit = _ratio("1.0")
+    cpu_overcommit = _ratio("4.0")
+    disk_overcommit = _ratio("1.0")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def queue(self):
+        """The Celery queue this node's root worker consumes."""
+        return f"node.{self.name}"

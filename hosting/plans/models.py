@@ -1,0 +1,42 @@
+"""Plans: what a VPS offer includes and costs."""
+
+from django.core.validators import MinValueValidator
+from django.db import models
+
+
+def _positive(**kwargs):
+    return models.PositiveIntegerField(validators=[MinValueValidator(1)], **kwargs)
+
+
+class Plan(models.Model):
+    """A sellable VPS size. Retired plans (active=False) keep their VEs but take no orders."""
+
+    name = models.CharField(max_length=100, unique=True)
+    ram_mb = _positive(help_text="RAM limit in MiB")
+    swap_mb = models.PositiveIntegerField(default=0, help_text="swap in MiB")
+    cpu_units = models.PositiveIntegerField(default=1000, validators=[MinValueValidator(8)],
+                                            help_text="relative CPU weight, 1000 = normal")
+    cpu_limit_pct = models.PositiveIntegerField(default=0, help_text="% of one CPU, 0 = none")
+    cpus = models.PositiveIntegerField(default=0, help_text="CPUs, 0 = all")
+    processes = models.PositiveIntegerField(default=256, validators=[MinValueValidator(16)])
+    disk_gib = _positive(default=10)
+    inodes = _positive(default=200000)
+    bandwidth_gib = models.PositiveIntegerField(default=1000, help_text="per month, 0 = unmetered")
+    port_speed_mbit = _positive(default=100)
+    ipv4_count = models.PositiveIntegerField(default=1)
+    ipv6_count = models.PositiveIntegerField(default=1)
+    monthly_price = models.DecimalField(max_digits=10, decimal_places=2,
+                                        validators=[MinValueValidator(0)])
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["monthly_price", "name"]
+
+    def __str__(self):
+        return self.name
+
+    def engine_limits(self):
+        """Return the plan's limits as the engine's option names (strings, like vectl's)."""
+        return {"ram": f"{self.ram_mb}M", "swap": f"{self.swap_mb}M",
+                "cpuunits": str(self.cpu_units), "cpulimit": str(self.cpu_limit_pct),
+                "cpus": str(self.cpus), "numproc": str(self.processes)}
