@@ -10,7 +10,7 @@ import os
 import signal
 
 from . import cgroups, config as conf, state, validate
-from .errors import AlreadyExists, NotFound, ResourceError, StateError
+from .errors import AlreadyExists, NotFound, ResourceError, StateError, VEError
 from .query import QueryMixin
 from .shell import ShellMixin
 from .kernel import proc
@@ -141,11 +141,11 @@ class Engine(QueryMixin, ShellMixin):
         name = str(cfg.veid)
         with Reverter() as undo:
             self._clear_cgroup(name)
+            undo.add(self._clear_cgroup, name)  # create() may fail half-way
             try:
                 self.cgroups.create(name, cfg.limits)
             except OSError as exc:
                 raise ResourceError(f"cgroup setup failed: {exc}", cfg.veid) from exc
-            undo.add(self._clear_cgroup, name)
             pid = self._spawn(cfg, meta.init)
             undo.add(self.cgroups.kill, name)
             state.record_init(self.layout.state(cfg.veid), pid)
@@ -186,14 +186,20 @@ class Engine(QueryMixin, ShellMixin):
         faster than freezing and killing the cgroup member by member.
         """
         if not fast:
-            cfg = self._read_config(veid)
-            meta = templates.metadata(self.layout.cache_dir, cfg.template)
-            signal.pidfd_send_signal(pidfd, signal.Signals[meta.stop_signal])
+            signal.pidfd_send_signal(pidfd, self._stop_signal(veid))
             if proc.wait_exit(pidfd, timeout):
                 return
             log.warning("VE %s did not stop within %ss; killing it", veid, timeout)
         signal.pidfd_send_signal(pidfd, signal.SIGKILL)
         proc.wait_exit(pidfd, 5.0)
+
+    def _stop_signal(self, veid):
+        """The template's clean-stop signal; SIGTERM if the template is gone or odd."""
+        try:
+            meta = templates.metadata(self.layout.cache_dir, self._read_config(veid).template)
+            return signal.Signals[meta.stop_signal]
+        except (VEError, KeyError, OSError):
+            return signal.SIGTERM
 
     def _clear_cgroup(self, name):
         """Kill whatever runs in the VE's cgroup and remove the cgroup."""

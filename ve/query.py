@@ -1,5 +1,6 @@
 """Read-only verbs: status, list, pid. They take no lock and change nothing."""
 
+import os
 from collections import namedtuple
 
 from . import config as conf, state, validate
@@ -42,7 +43,10 @@ class QueryMixin:
         record = self._running_init(veid)
         if record is None:
             return VEStatus(veid, STOPPED, cfg.hostname, cfg.template, ram_limit=cfg.limits.ram)
-        use = self.cgroups.usage(str(veid))
+        try:
+            use = self.cgroups.usage(str(veid))
+        except OSError:  # stopped between the two looks: its cgroup is gone
+            return VEStatus(veid, STOPPED, cfg.hostname, cfg.template, ram_limit=cfg.limits.ram)
         return VEStatus(veid, RUNNING, cfg.hostname, cfg.template, record.pid,
                         use.processes, use.memory, cfg.limits.ram, use.swap, use.cpu_ns,
                         use.memory_failcnt, use.oom_kills)
@@ -100,8 +104,12 @@ class QueryMixin:
         name = str(veid)
         if not self.cgroups.exists(name):
             return None
+        # Exactly one level below us: a PID 1 that VE root made with
+        # `unshare -pf` sits deeper and is not the VE's init.
+        depth = len(proc.namespace_pids(os.getpid())) + 1
         for pid in self.cgroups.pids(name):
             started = proc.start_time(pid)
-            if proc.innermost_pid(pid) == 1 and started is not None:
+            nspids = proc.namespace_pids(pid)
+            if len(nspids) == depth and nspids[-1] == 1 and started is not None:
                 return state.InitRecord(pid, started, proc.boot_id())
         return None

@@ -36,6 +36,8 @@ class ShellMixin:
         pidfd, spec = self._attach_spec(veid, argv, EXEC_ENV)
         try:
             helper, stdin_w, out_r, err_r = attach.run_piped(spec)
+        except OSError as exc:
+            raise ResourceError(f"cannot run a command in the VE: {exc}", veid) from exc
         finally:
             os.close(pidfd)
         code, out, err = relay.pump_pipes(helper, stdin_w, out_r, err_r, input, stdout, stderr)
@@ -59,8 +61,8 @@ class ShellMixin:
         veid = validate.veid(veid)
         cfg = self._read_config(veid)
         record = self._running_init(veid)
-        pidfd = record and proc.pidfd_for(record.pid, record.start_time)
-        if not pidfd:
+        pidfd = proc.pidfd_for(record.pid, record.start_time) if record else None
+        if pidfd is None:
             raise StateError("the VE is not running", veid)
         procs = tuple(self.cgroups.join_files(str(veid)))
         from .kernel.attach import AttachSpec

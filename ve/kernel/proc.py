@@ -62,16 +62,22 @@ def pidfd_for(pid, started):
     return fd
 
 
-def innermost_pid(pid):
-    """Return ``pid``'s PID in its own (innermost) PID namespace, or None."""
+def namespace_pids(pid):
+    """Return ``pid``'s PIDs from our PID namespace inwards (NSpid), or []."""
     try:
         with open(f"/proc/{pid}/status") as handle:
             for line in handle:
                 if line.startswith("NSpid:"):
-                    return int(line.split()[-1])
+                    return [int(field) for field in line.split()[1:]]
     except (FileNotFoundError, ProcessLookupError):
-        return None
-    return None
+        pass
+    return []
+
+
+def innermost_pid(pid):
+    """Return ``pid``'s PID in its own (innermost) PID namespace, or None."""
+    pids = namespace_pids(pid)
+    return pids[-1] if pids else None
 
 
 def wait_exit(pidfd, timeout):

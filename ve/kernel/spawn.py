@@ -45,7 +45,12 @@ def spawn_init(spec):
     up_r, up_w = os.pipe2(os.O_CLOEXEC)      # setup child -> caller
     down_r, down_w = os.pipe2(os.O_CLOEXEC)  # caller -> setup child
     highest_cap = caps.last_cap()
-    setup_pid = clone.fork_into_cgroup(spec.clone_into)
+    try:
+        setup_pid = clone.fork_into_cgroup(spec.clone_into)
+    except OSError:
+        for fd in (err_r, err_w, up_r, up_w, down_r, down_w):
+            os.close(fd)
+        raise
     if setup_pid == 0:
         for fd in (err_r, up_r, down_w):
             os.close(fd)
@@ -67,12 +72,16 @@ def _drive_setup(spec, setup_pid, err_r, up_r, down_w):
             os.write(down_w, b"mapped\n")
         line = _read_line(up_r)
         init_pid = int(line) if line.isdigit() else None
+    except BaseException:
+        # The setup child may be waiting for "mapped": it must not outlive us.
+        _kill_quietly(setup_pid)
+        raise
     finally:
         os.waitpid(setup_pid, 0)
+    # EOF here means init exec'd or died; a failed start is cleaned up by the
+    # caller through the cgroup (a reported PID may already be reused).
     error = _read_all(err_r)
     if error or init_pid is None:
-        if init_pid:
-            _kill_quietly(init_pid)
         raise OSError(error or "VE setup child exited without starting init")
     return init_pid
 
