@@ -71,8 +71,9 @@ class Engine(QueryMixin, ShellMixin):
             with Reverter() as undo:
                 undo.add(self._remove_files, cfg.veid)
                 self._unpack(tarball, cfg)
-                self.layout.mountpoint(cfg.veid).mkdir(mode=0o700)
-                conf.write(self.layout.conf(cfg.veid), cfg)
+                with _host_errors(cfg.veid, "cannot write the VE's files"):
+                    self.layout.mountpoint(cfg.veid).mkdir(mode=0o700)
+                    conf.write(self.layout.conf(cfg.veid), cfg)
                 undo.commit()
         return cfg
 
@@ -105,8 +106,9 @@ class Engine(QueryMixin, ShellMixin):
         veid = validate.veid(veid)
         with self._lock(veid):
             self._stop(veid, timeout, fast=True)
-            self._remove_files(veid)
-            state.forget_init(self.layout.state(veid))
+            with _host_errors(veid, "cannot remove the VE's files"):
+                self._remove_files(veid)
+                state.forget_init(self.layout.state(veid))
 
     def set(self, veid, hostname=None, **limits):
         """Change the host name and/or limits; applied live if running, then saved.
@@ -148,7 +150,8 @@ class Engine(QueryMixin, ShellMixin):
                 raise ResourceError(f"cgroup setup failed: {exc}", cfg.veid) from exc
             pid = self._spawn(cfg, meta.init)
             undo.add(self.cgroups.kill, name)
-            state.record_init(self.layout.state(cfg.veid), pid)
+            with _host_errors(cfg.veid, "cannot record the running VE"):
+                state.record_init(self.layout.state(cfg.veid), pid)
             undo.commit()
         log.info("VE %s started, init PID %s", cfg.veid, pid)
         return pid
@@ -255,3 +258,11 @@ class Engine(QueryMixin, ShellMixin):
                 # No lock file may outlive its VE (destroy, failed create, typo).
                 hold.remove = not self.layout.conf(veid).exists()
 
+
+@contextlib.contextmanager
+def _host_errors(veid, what):
+    """Turn an OSError of the host into the engine's ResourceError."""
+    try:
+        yield
+    except OSError as exc:
+        raise ResourceError(f"{what}: {exc}", veid) from exc
