@@ -26,6 +26,9 @@ INSTALLED_APPS = [
     "hosting.customers",
     "hosting.plans",
     "hosting.nodes",
+    "hosting.environments",
+    "hosting.ipam",
+    "hosting.operations",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,56 @@
+"""OS templates and the VEs (VPSes) customers rent."""
+
+from django.db import models
+
+from .validators import validate_hostname, validate_template_name, validate_veid
+
+
+class OSTemplate(models.Model):
+    """An OS template the provider offers; retired ones stay for existing VEs."""
+
+    name = models.CharField(max_length=64, unique=True,
+                            validators=[validate_template_name])
+    title = models.CharField(max_length=100)
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.title or self.name
+
+
+class VirtualEnvironment(models.Model):
+    """One VPS: desired state lives here, actual state is reported by its node."""
+
+    class State(models.TextChoices):
+        CREATING = "creating", "Creating"
+        STOPPED = "stopped", "Stopped"
+        RUNNING = "running", "Running"
+        SUSPENDED = "suspended", "Suspended"
+        DESTROYED = "destroyed", "Destroyed"
+        UNKNOWN = "unknown", "Unknown"
+
+    veid = models.PositiveIntegerField(
+        unique=True, validators=[validate_veid])
+    owner = models.ForeignKey("customers.Customer", on_delete=models.PROTECT,
+                              related_name="environments")
+    plan = models.ForeignKey("plans.Plan", on_delete=models.PROTECT, related_name="environments")
+    node = models.ForeignKey("nodes.Node", on_delete=models.PROTECT, related_name="environments")
+    template = models.ForeignKey(OSTemplate, on_delete=models.PROTECT, related_name="+")
+    hostname = models.CharField(max_length=253,
+                                validators=[validate_hostname])
+    desired_state = models.CharField(max_length=16, choices=State.choices,
+                                     default=State.RUNNING)
+    actual_state = models.CharField(max_length=16, choices=State.choices,
+                                    default=State.CREATING)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["veid"]
+        constraints = [models.UniqueConstraint(
+            fields=["hostname"], condition=~models.Q(actual_state="destroyed"),
+            name="unique_hostname_of_live_ves")]
+
+    def __str__(self):
+        return f"{self.veid} ({self.hostname})"

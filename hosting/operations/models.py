@@ -1,0 +1,60 @@
+"""Operations: the only way anything changes on a node."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class Operation(models.Model):
+    """One engine action on a VE, queued for its node's root worker.
+
+    Kinds use the engine's verbs; at most one unfinished operation per VE.
+    """
+
+    class Kind(models.TextChoices):
+        CREATE = "create", "Create"
+        START = "start", "Start"
+        STOP = "stop", "Stop"
+        RESTART = "restart", "Reboot"
+        REINSTALL = "reinstall", "Reinstall"
+        SET = "set", "Change limits"
+        SUSPEND = "suspend", "Suspend"
+        RESUME = "resume", "Resume"
+        DESTROY = "destroy", "Terminate"
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    UNFINISHED = (State.QUEUED, State.RUNNING)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    environment = models.ForeignKey("environments.VirtualEnvironment", null=True,
+                                    on_delete=models.SET_NULL, related_name="operations")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    progress = models.PositiveSmallIntegerField(default=0)
+    message = models.CharField(max_length=200, blank=True)
+    error = models.TextField(blank=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True,
+                                     on_delete=models.SET_NULL, related_name="+")
+    idempotency_key = models.CharField(max_length=100, null=True, blank=True, unique=True)
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+        constraints = [models.UniqueConstraint(
+            fields=["environment"], condition=models.Q(state__in=["queued", "running"]),
+            name="one_unfinished_operation_per_ve")]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} {self.environment} ({self.state})"
+
+    @property
+    def is_finished(self):
+        return self.state not in self.UNFINISHED
