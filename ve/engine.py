@@ -12,7 +12,7 @@ import signal
 from . import cgroups, config as conf, state, validate
 from .errors import AlreadyExists, NotFound, ResourceError, StateError, VEError
 from .query import QueryMixin
-from .shell import ShellMixin
+from .shell import EXEC_ENV, ShellMixin
 from .kernel import proc
 from .kernel.spawn import InitSpec, spawn_init
 from .paths import Layout, default_root
@@ -22,8 +22,7 @@ from .log import get as get_logger
 
 log = get_logger(__name__)
 
-INIT_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "HOME=/root", "TERM=linux", "container=vectl")
+INIT_ENV = EXEC_ENV + ("TERM=linux",)
 LOCK_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
 
@@ -148,8 +147,7 @@ class Engine(QueryMixin, ShellMixin):
                 self.cgroups.create(name, cfg.limits)
             except OSError as exc:
                 raise ResourceError(f"cgroup setup failed: {exc}", cfg.veid) from exc
-            pid = self._spawn(cfg, meta.init)
-            undo.add(self.cgroups.kill, name)
+            pid = self._spawn(cfg, meta.init)  # the cgroup undo also ends it
             with _host_errors(cfg.veid, "cannot record the running VE"):
                 state.record_init(self.layout.state(cfg.veid), pid)
             undo.commit()
@@ -193,7 +191,10 @@ class Engine(QueryMixin, ShellMixin):
             if proc.wait_exit(pidfd, timeout):
                 return
             log.warning("VE %s did not stop within %ss; killing it", veid, timeout)
-        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            return  # it exited on its own meanwhile
         proc.wait_exit(pidfd, 5.0)
 
     def _stop_signal(self, veid):

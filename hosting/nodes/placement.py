@@ -50,11 +50,15 @@ def capacity(node):
                   int(node.disk_bytes * node.disk_overcommit))
 
 
+def headroom(node, plan):
+    """Return what the node has left after one more VE of ``plan`` (negative = lacking)."""
+    need, have, used = demand(plan, node.cpus), capacity(node), sold(node)
+    return Demand(*(h - u - n for n, h, u in zip(need, have, used)))
+
+
 def shortfall(node, plan):
     """Return the resources the node lacks for one more VE of ``plan`` (empty = fits)."""
-    need = demand(plan, node.cpus)
-    have, used = capacity(node), sold(node)
-    return [name for name, n, h, u in zip(Demand._fields, need, have, used) if u + n > h]
+    return [name for name, left in headroom(node, plan)._asdict().items() if left < 0]
 
 
 def choose_node(plan):
@@ -64,12 +68,12 @@ def choose_node(plan):
     """
     candidates, reasons = [], {}
     for node in Node.objects.filter(state=Node.State.ONLINE):
-        lacking = shortfall(node, plan)
+        left = headroom(node, plan)
+        lacking = [name for name, value in left._asdict().items() if value < 0]
         if lacking:
             reasons[node.name] = lacking
         else:
-            left = capacity(node).ram - sold(node).ram - demand(plan, node.cpus).ram
-            candidates.append((left, node.name, node))
+            candidates.append((left.ram, node.name, node))
     if candidates:
         return max(candidates)[2]
     if not reasons:

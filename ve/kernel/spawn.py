@@ -98,7 +98,7 @@ def _run_setup_child(spec, err_w, up_w, down_r, highest_cap):
     """Body of the setup child; never returns."""
     try:
         os.setsid()
-        join_cgroups(spec.cgroup_files)
+        _join_cgroups(spec.cgroup_files)
         libc.unshare(libc.CLONE_NEWNS)
         rootfs.bind_root(spec.private, spec.mountpoint, nodev=bool(spec.idmap_base))
         libc.unshare(NAMESPACES | (libc.CLONE_NEWUSER if spec.idmap_base else 0))
@@ -147,7 +147,7 @@ def _detach_stdio():
         os.close(null)
 
 
-def join_cgroups(files):
+def _join_cgroups(files):
     """Move the calling single-threaded process into the VE's cgroups."""
     for path in files:
         with open(path, "w") as handle:
