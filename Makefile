@@ -1,20 +1,25 @@
 # Set-up and entry points. Every target installs what it needs on a fresh
 # Debian 12 machine (run as root): `make run` and `make test` are all it takes.
 
-PYTHON ?= python3
+# Debian's interpreter, not a per-user one (pyenv under /root): the web process
+# runs as the unprivileged user 'hosting' and must be able to execute it.
+PYTHON ?= /usr/bin/python3
+WEB_USER := hosting
 VENV := .venv
 PY := $(CURDIR)/$(VENV)/bin/python
-APT_PACKAGES := busybox-static psmisc procps iproute2 util-linux gcc libc6-dev python3-venv
+APT_PACKAGES := busybox-static psmisc procps iproute2 util-linux gcc libc6-dev python3-venv \
+	python3-dev redis-server chromium
 VECTL := /usr/local/bin/vectl
 STAMP := $(VENV)/.installed
 
-.PHONY: deps run test bench FORCE
+.PHONY: deps web-user run test bench FORCE
 
-deps: $(STAMP) $(VECTL)
+deps: $(STAMP) $(VECTL) web-user
 
 $(STAMP): requirements.txt
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+	grep -qx 'home = $(patsubst %/,%,$(dir $(PYTHON)))' $(VENV)/pyvenv.cfg 2>/dev/null || rm -rf $(VENV)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
@@ -30,15 +35,16 @@ $(VECTL): FORCE
 		"$(PY)" "$(CURDIR)" "$$site" > $@.tmp
 	chmod 755 $@.tmp && mv $@.tmp $@
 
-# Until the dashboard lands, "the product" is the engine: build the busybox
-# template, create and start demo VE 101, and show it.
+# The web server and housekeeping worker run as this system user, never as root.
+web-user:
+	@id -u $(WEB_USER) >/dev/null 2>&1 || useradd --system --no-create-home \
+		--home-dir /nonexistent --shell /usr/sbin/nologin $(WEB_USER)
+
+# The whole product in the foreground: Redis, the root node worker, housekeeping
+# + beat and the web server on 127.0.0.1:8000, with demo logins printed.
 run: deps
 	vectl template build busybox
-	vectl create 101 --template busybox --hostname demo1 --ram 256M --swap 0 \
-		--cpus 1 --cpulimit 50 --cpuunits 1000 --numproc 256
-	vectl start 101
-	vectl list
-	@echo "Demo VE 101 runs. Try: vectl exec 101 ps; vectl enter 101; vectl stop 101"
+	$(PY) manage.py runstack
 
 test: deps
 	VE_TESTS_STRICT=1 $(PY) -m pytest tests -ra -p no:cacheprovider --ds=hosting.settings

@@ -1,5 +1,8 @@
 """The hosting dashboard: Django project for customers, plans, nodes and VEs.
 
-Only the project shell exists so far; the domain apps arrive with the
-dashboard issue (see ../shared/DESIGN.md).
+Importing the package loads the Celery app so ``shared_task`` binds to it.
 """
+
+from .celery import app as celery_app
+
+__all__ = ["celery_app"]

@@ -8,7 +8,7 @@ DATA_DIR = Path(os.environ.get("HOSTING_DATA_DIR", BASE_DIR / "var"))
 
 # A development key is generated per checkout; production sets HOSTING_SECRET_KEY.
 SECRET_KEY = os.environ.get("HOSTING_SECRET_KEY", "dev-only-" + str(BASE_DIR))
-DEBUG = os.environ.get("HOSTING_DEBUG", "1") == "1"
+DEBUG = os.environ.get("HOSTING_DEBUG", "0") == "1"
 ALLOWED_HOSTS = os.environ.get("HOSTING_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
 
 INSTALLED_APPS = [
@@ -22,6 +22,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "hosting.core",
     "hosting.customers",
     "hosting.plans",
@@ -33,6 +34,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -52,12 +54,17 @@ TEMPLATES = [{
         "django.template.context_processors.request",
         "django.contrib.auth.context_processors.auth",
         "django.contrib.messages.context_processors.messages",
+        "hosting.core.context.navigation",
     ]},
 }]
 
 # SQLite by default; DATABASE_URL=postgres://user:pass@host:5432/name for production.
+# The web process and node workers share the file, hence WAL, a busy timeout and
+# IMMEDIATE transactions (no lock upgrades that fail with "database is locked").
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3",
-                         "NAME": DATA_DIR / "hosting.sqlite3"}}
+                         "NAME": DATA_DIR / "hosting.sqlite3",
+                         "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE",
+                                     "init_command": "PRAGMA journal_mode=WAL;"}}}
 if os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
     from urllib.parse import urlsplit
     _url = urlsplit(os.environ["DATABASE_URL"])
@@ -76,9 +83,16 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_SAMESITE = "Strict"
+
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "static"
+WHITENOISE_USE_FINDERS = True  # serve from the apps' static dirs: no collectstatic step
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REST_FRAMEWORK = {
@@ -91,4 +105,49 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "hosting.core.api.exception_handler",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Hosting API",
+    "DESCRIPTION": "Customers, plans, nodes and VPSes. Lifecycle actions answer 202 with "
+                   "an Operation to poll at /api/v1/operations/<id>/.",
+    "VERSION": "1",
+    "SWAGGER_UI_DIST": "SIDECAR",  # served from this host: no CDN needed
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+}
+
+# Celery: Redis carries only operation ids and password hashes, never clear text.
+CELERY_BROKER_URL = os.environ.get("HOSTING_REDIS_URL", "redis://127.0.0.1:6379/0")
+CELERY_TASK_DEFAULT_QUEUE = "hosting"
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True  # a task killed mid-way is delivered again
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True  # results live in the Operation rows
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_BEAT_SCHEDULE = {
+    "mark-stale-nodes": {"task": "hosting.nodes.tasks.mark_stale_nodes", "schedule": 30.0},
+    "requeue-lost-operations": {"task": "hosting.operations.tasks.requeue_lost",
+                                "schedule": 60.0},
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+
+# The node a root worker serves (its queue is node.<name>); see hosting/nodes/worker.py.
+NODE_NAME = os.environ.get("HOSTING_NODE_NAME", "")
+NODE_RUN_DIR = os.environ.get("HOSTING_NODE_RUN_DIR", "/run/hosting-node")
+NODE_HEARTBEAT_SECONDS = float(os.environ.get("HOSTING_HEARTBEAT_SECONDS", "10"))
+NODE_OFFLINE_AFTER_SECONDS = float(os.environ.get("HOSTING_OFFLINE_AFTER_SECONDS", "60"))
+# A queued operation no worker took within this time is sent again.
+OPERATION_REQUEUE_SECONDS = float(os.environ.get("HOSTING_REQUEUE_SECONDS", "120"))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("HOSTING_LOG_LEVEL", "INFO")},
 }

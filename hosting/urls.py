@@ -1,8 +1,14 @@
 """Top-level URL routes of the dashboard."""
 
 from django.contrib import admin
-from django.urls import path
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
 
 urlpatterns = [
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    path("api/v1/", include("hosting.api_urls")),
+    path("staff/", include("hosting.core.staff_urls")),
+    path("", include("hosting.environments.urls")),
 ]

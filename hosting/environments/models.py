@@ -20,6 +20,19 @@ class OSTemplate(models.Model):
         return self.title or self.name
 
 
+class VEQuerySet(models.QuerySet):
+    def for_user(self, user):
+        """The VEs ``user`` may see: all for staff, their own for a customer."""
+        if user.is_staff:
+            return self
+        if not user.is_authenticated or not hasattr(user, "customer"):
+            return self.none()
+        return self.filter(owner__user=user)
+
+    def live(self):
+        return self.exclude(actual_state="destroyed")
+
+
 class VirtualEnvironment(models.Model):
     """One VPS: desired state lives here, actual state is reported by its node."""
 
@@ -45,6 +58,8 @@ class VirtualEnvironment(models.Model):
     actual_state = models.CharField(max_length=16, choices=State.choices,
                                     default=State.CREATING)
     created = models.DateTimeField(auto_now_add=True)
+
+    objects = VEQuerySet.as_manager()
 
     class Meta:
         ordering = ["veid"]

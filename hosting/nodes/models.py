@@ -30,6 +30,9 @@ class Node(models.Model):
     disk_bytes = models.PositiveBigIntegerField(default=0)
     cgroup_version = models.PositiveSmallIntegerField(null=True, blank=True)
     warnings = models.JSONField(default=list, blank=True)
+    drift = models.JSONField(default=list, blank=True,
+                             help_text="differences between the dashboard and the node, "
+                                       "from the last reconcile")
     ram_overcommit = _ratio("1.5")
     swap_overcommit = _ratio("1.0")
     cpu_overcommit = _ratio("4.0")

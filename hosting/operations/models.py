@@ -6,6 +6,16 @@ from django.conf import settings
 from django.db import models
 
 
+class OperationQuerySet(models.QuerySet):
+    def for_user(self, user):
+        """The operations ``user`` may see: all for staff, those on their VEs for a customer."""
+        if user.is_staff:
+            return self
+        if not user.is_authenticated or not hasattr(user, "customer"):
+            return self.none()
+        return self.filter(environment__owner__user=user)
+
+
 class Operation(models.Model):
     """One engine action on a VE, queued for its node's root worker.
 
@@ -18,6 +28,7 @@ class Operation(models.Model):
         STOP = "stop", "Stop"
         RESTART = "restart", "Reboot"
         REINSTALL = "reinstall", "Reinstall"
+        PASSWORD = "password", "Reset root password"
         SET = "set", "Change limits"
         SUSPEND = "suspend", "Suspend"
         RESUME = "resume", "Resume"
@@ -37,6 +48,10 @@ class Operation(models.Model):
                                     on_delete=models.SET_NULL, related_name="operations")
     state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
     progress = models.PositiveSmallIntegerField(default=0)
+    # Inputs of the runner. A password travels only as its crypt(3) hash and is
+    # wiped from here when the operation finishes.
+    params = models.JSONField(default=dict, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
     message = models.CharField(max_length=200, blank=True)
     error = models.TextField(blank=True)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True,
@@ -45,6 +60,8 @@ class Operation(models.Model):
     created = models.DateTimeField(auto_now_add=True, db_index=True)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
+
+    objects = OperationQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created"]

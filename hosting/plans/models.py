@@ -27,6 +27,9 @@ class Plan(models.Model):
     ipv6_count = models.PositiveIntegerField(default=1)
     monthly_price = models.DecimalField(max_digits=10, decimal_places=2,
                                         validators=[MinValueValidator(0)])
+    templates = models.ManyToManyField("environments.OSTemplate", blank=True,
+                                       related_name="plans",
+                                       help_text="OS templates this plan offers (none = all active)")
     active = models.BooleanField(default=True)
 
     class Meta:
@@ -34,6 +37,12 @@ class Plan(models.Model):
 
     def __str__(self):
         return self.name
+
+    def offered_templates(self):
+        """The active OS templates a customer may pick for this plan."""
+        from hosting.environments.models import OSTemplate
+        chosen = self.templates.filter(active=True) if self.pk else OSTemplate.objects.none()
+        return chosen if chosen.exists() else OSTemplate.objects.filter(active=True)
 
     def engine_limits(self):
         """Return the plan's limits as the engine's option names (strings, like vectl's)."""

@@ -1,0 +1,32 @@
+"""REST API v1: one router over every app's viewsets, plus the OpenAPI schema and docs."""
+
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.authtoken.views import obtain_auth_token
+from rest_framework.routers import DefaultRouter
+
+from hosting.core.audit_api import AuditLogViewSet
+from hosting.customers.api import CustomerViewSet
+from hosting.environments.api import EnvironmentViewSet, OSTemplateViewSet
+from hosting.ipam.api import IPPoolViewSet
+from hosting.nodes.api import NodeViewSet
+from hosting.operations.api import OperationViewSet
+from hosting.plans.api import PlanViewSet
+
+router = DefaultRouter()
+router.register("environments", EnvironmentViewSet, basename="environment")
+router.register("operations", OperationViewSet, basename="operation")
+router.register("plans", PlanViewSet, basename="plan")
+router.register("templates", OSTemplateViewSet, basename="template")
+router.register("customers", CustomerViewSet, basename="customer")
+router.register("nodes", NodeViewSet, basename="node")
+router.register("ip-pools", IPPoolViewSet, basename="ippool")
+router.register("audit-log", AuditLogViewSet, basename="auditlog")
+
+urlpatterns = [
+    path("", include(router.urls)),
+    path("auth/token/", obtain_auth_token, name="api-token"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
+]

@@ -1,0 +1,6 @@
+"""Template context shared by every page."""
+
+
+def navigation(request):
+    user = getattr(request, "user", None)
+    return {"is_staff": bool(user and user.is_authenticated and user.is_staff)}

@@ -1,0 +1,64 @@
+"""Run the whole product in the foreground (``make run``): Ctrl-C stops it all."""
+
+import signal
+import time
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from hosting.stack import UNPRIVILEGED, Stack, _redis_ping, can_read_checkout
+
+
+class Command(BaseCommand):
+    help = "Start Redis, the root node worker, housekeeping + beat and the web server."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--redis-port", type=int, default=6379)
+
+    def handle(self, *args, port, redis_port, **options):
+        if not can_read_checkout(UNPRIVILEGED):
+            raise CommandError(f"user {UNPRIVILEGED} cannot read this checkout; the web "
+                               "process runs as that user (move the checkout or fix permissions)")
+        stack = Stack(settings.DATA_DIR, web_port=port)
+        stack.prepare()
+        call_command("seed_demo", node=stack.node_name, stdout=open("/dev/null", "w"))
+        stack.prepare()  # seed_demo ran as root: hand the files back to the web user
+        existing = f"redis://127.0.0.1:{redis_port}/0"
+        try:
+            reuse = _redis_ping(existing)
+        except Exception:
+            reuse = False
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+        try:
+            if reuse:
+                stack.redis_url = existing
+            else:
+                stack.start_redis(port=redis_port)
+            stack.start_node_worker()
+            stack.start_housekeeping()
+            stack.start_web()
+            stack.wait_for_node()
+            self._banner(stack)
+            while all(p.poll() is None for p in stack.processes.values()):
+                time.sleep(1)
+            dead = [n for n, p in stack.processes.items() if p.poll() is not None]
+            raise CommandError(f"{', '.join(dead)} stopped; see {stack.log_dir}")
+        except KeyboardInterrupt:
+            self.stdout.write("stopping...")
+        finally:
+            stack.stop()
+
+    def _banner(self, stack):
+        creds = dict(line.split(" ", 1) for line in
+                     (settings.DATA_DIR / "demo-credentials").read_text().splitlines())
+        url = f"http://127.0.0.1:{stack.web_port}/"
+        self.stdout.write(self.style.SUCCESS(f"""
+Hosting is running at {url}
+  staff:    admin / {creds['admin']}   ({url}staff/ and {url}admin/)
+  customer: demo / {creds['demo']}
+  API docs: {url}api/v1/docs/
+  node:     {stack.node_name} (queue node.{stack.node_name}), logs in {stack.log_dir}
+Press Ctrl-C to stop.
+"""))

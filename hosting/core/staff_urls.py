@@ -1,0 +1,25 @@
+"""Staff pages (the Django admin at /admin/ is the back office)."""
+
+from django.urls import path
+from django.views.generic import RedirectView
+
+from hosting.customers import views as customers
+from hosting.nodes import views as nodes
+from hosting.operations import views as operations
+from hosting.plans import views as plans
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="staff-nodes"), name="staff-home"),
+    path("nodes/", nodes.node_list, name="staff-nodes"),
+    path("nodes/<int:pk>/", nodes.node_detail, name="staff-node"),
+    path("plans/", plans.plan_list, name="staff-plans"),
+    path("plans/new/", plans.plan_edit, name="staff-plan-new"),
+    path("plans/<int:pk>/", plans.plan_edit, name="staff-plan-edit"),
+    path("plans/<int:pk>/retire/", plans.plan_retire, name="staff-plan-retire"),
+    path("customers/", customers.customer_list, name="staff-customers"),
+    path("customers/<int:pk>/<slug:status>/", customers.customer_status,
+         name="staff-customer-status"),
+    path("vps/", operations.environment_list, name="staff-vps"),
+    path("operations/", operations.operation_list, name="staff-operations"),
+    path("audit/", operations.audit_list, name="staff-audit"),
+]

@@ -1,0 +1,189 @@
+"""API: OS templates and VPSes, with lifecycle actions answering 202 + Operation."""
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from hosting.core.api import ReadOnlyOrStaff
+from hosting.core.errors import Forbidden, Invalid
+from hosting.customers.models import Customer
+from hosting.operations import services as operations
+from hosting.operations.api import OperationSerializer
+from hosting.operations.models import Operation
+from hosting.plans.models import Plan
+
+from . import services
+from .models import OSTemplate, VirtualEnvironment as VE
+
+
+class OSTemplateSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = OSTemplate
+        fields = ["id", "name", "title", "active"]
+
+
+class OSTemplateViewSet(viewsets.ModelViewSet):
+    serializer_class = OSTemplateSerializer
+    permission_classes = [ReadOnlyOrStaff]
+
+    def get_queryset(self):
+        templates = OSTemplate.objects.all()
+        return templates if self.request.user.is_staff else templates.filter(active=True)
+
+
+class EnvironmentSerializer(serializers.ModelSerializer):
+    owner = serializers.PrimaryKeyRelatedField(read_only=True)
+    plan = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    node = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    template = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    addresses = serializers.SlugRelatedField(slug_field="address", many=True, read_only=True)
+    url = serializers.HyperlinkedIdentityField(view_name="environment-detail", lookup_field="veid")
+
+    class Meta:
+        model = VE
+        fields = ["veid", "url", "hostname", "owner", "plan", "node", "template",
+                  "desired_state", "actual_state", "addresses", "created"]
+        read_only_fields = fields
+
+
+class OrderSerializer(serializers.Serializer):
+    plan = serializers.SlugRelatedField(slug_field="name", queryset=Plan.objects.all())
+    template = serializers.SlugRelatedField(slug_field="name", queryset=OSTemplate.objects.all())
+    hostname = serializers.CharField(max_length=253)
+    root_password = serializers.CharField(required=False, allow_blank=True, write_only=True,
+                                          style={"input_type": "password"})
+    ssh_key = serializers.CharField(required=False, allow_blank=True)
+    customer = serializers.PrimaryKeyRelatedField(queryset=Customer.objects.all(), required=False,
+                                                  help_text="staff only: whose VPS this is")
+
+
+class ReinstallSerializer(serializers.Serializer):
+    template = serializers.SlugRelatedField(slug_field="name", queryset=OSTemplate.objects.all(),
+                                            required=False)
+    root_password = serializers.CharField(required=False, allow_blank=True, write_only=True)
+    ssh_key = serializers.CharField(required=False, allow_blank=True)
+    current_password = serializers.CharField(required=False, write_only=True,
+                                             help_text="customers: their login password")
+
+
+class PasswordSerializer(serializers.Serializer):
+    root_password = serializers.CharField(write_only=True)
+    current_password = serializers.CharField(required=False, write_only=True,
+                                             help_text="customers: their login password")
+
+
+def accepted(op, request):
+    return Response(OperationSerializer(op, context={"request": request}).data,
+                    status=status.HTTP_202_ACCEPTED)
+
+
+class EnvironmentViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin,
+                         viewsets.ReadOnlyModelViewSet):
+    """VPSes. POST orders one; actions and DELETE answer 202 with the Operation to poll."""
+
+    serializer_class = EnvironmentSerializer
+    lookup_field = "veid"
+    lookup_value_regex = r"\d+"
+    filterset_fields = ["actual_state", "desired_state", "node__name", "plan__name", "owner"]
+
+    def get_queryset(self):
+        ves = VE.objects.for_user(self.request.user) \
+            .select_related("plan", "node", "template").prefetch_related("addresses")
+        if self.action == "list" and "actual_state" not in self.request.query_params:
+            ves = ves.live()
+        return ves
+
+    def _run(self, kind, params=None):
+        op = operations.request(self.get_object(), kind, self.request.user, params,
+                                idempotency_key=self._idempotency_key())
+        return accepted(op, self.request)
+
+    def _idempotency_key(self):
+        key = self.request.headers.get("Idempotency-Key")
+        if key and len(key) > 100:
+            raise Invalid("Idempotency-Key is longer than 100 characters")
+        return key or None
+
+    def _reauthenticate(self, data):
+        if not self.request.user.is_staff:
+            services.reauthenticate(self.request.user, data.get("current_password"))
+
+    @extend_schema(request=OrderSerializer, responses={202: OperationSerializer})
+    def create(self, request, *args, **kwargs):
+        order = OrderSerializer(data=request.data)
+        order.is_valid(raise_exception=True)
+        data = order.validated_data
+        if request.user.is_staff:
+            customer = data.get("customer")
+            if customer is None:
+                raise Invalid("staff must say which customer the VPS is for", field="customer")
+        elif data.get("customer") not in (None, getattr(request.user, "customer", None)):
+            raise Forbidden("customers order for themselves only")
+        else:
+            customer = getattr(request.user, "customer", None)
+            if customer is None:
+                raise Forbidden("this login has no customer account")
+        op = services.order(customer, data["plan"], data["template"], data["hostname"],
+                            request.user, data.get("root_password", ""), data.get("ssh_key", ""),
+                            idempotency_key=self._idempotency_key())
+        return accepted(op, request)
+
+    @extend_schema(request=None, responses={202: OperationSerializer})
+    def destroy(self, request, *args, **kwargs):
+        """Terminate the VPS: its files go and its addresses return to the pool."""
+        return self._run(Operation.Kind.DESTROY)
+
+    @extend_schema(request=None, responses={202: OperationSerializer})
+    @action(detail=True, methods=["post"])
+    def start(self, request, veid=None):
+        return self._run(Operation.Kind.START)
+
+    @extend_schema(request=None, responses={202: OperationSerializer})
+    @action(detail=True, methods=["post"])
+    def stop(self, request, veid=None):
+        return self._run(Operation.Kind.STOP)
+
+    @extend_schema(request=None, responses={202: OperationSerializer})
+    @action(detail=True, methods=["post"])
+    def reboot(self, request, veid=None):
+        return self._run(Operation.Kind.RESTART)
+
+    @extend_schema(request=None, responses={202: OperationSerializer})
+    @action(detail=True, methods=["post"])
+    def terminate(self, request, veid=None):
+        return self._run(Operation.Kind.DESTROY)
+
+    @extend_schema(request=None, responses={202: OperationSerializer})
+    @action(detail=True, methods=["post"])
+    def suspend(self, request, veid=None):
+        return self._run(Operation.Kind.SUSPEND)
+
+    @extend_schema(request=None, responses={202: OperationSerializer})
+    @action(detail=True, methods=["post"])
+    def resume(self, request, veid=None):
+        return self._run(Operation.Kind.RESUME)
+
+    @extend_schema(request=ReinstallSerializer, responses={202: OperationSerializer})
+    @action(detail=True, methods=["post"])
+    def reinstall(self, request, veid=None):
+        """Wipe the VPS and install its (or another) OS template; the password is needed."""
+        body = ReinstallSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        ve = self.get_object()
+        self._reauthenticate(body.validated_data)
+        op = services.reinstall(ve, request.user, body.validated_data.get("template"),
+                                body.validated_data.get("root_password", ""),
+                                body.validated_data.get("ssh_key", ""))
+        return accepted(op, request)
+
+    @extend_schema(request=PasswordSerializer, responses={202: OperationSerializer})
+    @action(detail=True, methods=["post"])
+    def password(self, request, veid=None):
+        """Set the VPS's root password (sent to the node as a hash only)."""
+        body = PasswordSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        ve = self.get_object()
+        self._reauthenticate(body.validated_data)
+        op = services.reset_password(ve, request.user, body.validated_data["root_password"])
+        return accepted(op, request)

@@ -1,0 +1,137 @@
+"""Ordering, reinstalling and re-keying VPSes: the customer-facing services."""
+
+import crypt  # sha512-crypt, what /etc/shadow expects (Python 3.11 ships it)
+import warnings
+
+from django.contrib.auth import authenticate
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+
+from hosting.core import audit
+from hosting.core.errors import Conflict, Forbidden, Invalid
+from hosting.ipam import services as ipam
+from hosting.nodes.models import Node
+from hosting.nodes.placement import NoCapacity, choose_node, shortfall
+from hosting.operations import dispatch, services as operations
+from hosting.operations.models import Operation
+from ve import accounts
+from ve.errors import InvalidConfig
+
+from .models import VirtualEnvironment as VE
+from .validators import validate_hostname
+
+FIRST_VEID = 101
+MAX_VEID = 65534
+MIN_PASSWORD = 8
+
+warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*crypt.*")
+
+
+def hash_password(password):
+    """Return the sha512-crypt hash of ``password``: all that leaves the web process."""
+    if len(password or "") < MIN_PASSWORD:
+        raise Invalid(f"the root password needs at least {MIN_PASSWORD} characters",
+                      field="root_password")
+    return crypt.crypt(password, crypt.mksalt(crypt.METHOD_SHA512))
+
+
+def check_ssh_key(key):
+    """Return the key stripped, or '' for none; Invalid when it is not one public key."""
+    if not key or not key.strip():
+        return ""
+    try:
+        return accounts.ssh_public_key(key)
+    except InvalidConfig as exc:
+        raise Invalid(exc.message, field="ssh_key") from exc
+
+
+def reauthenticate(user, password):
+    """Refuse a sensitive action unless ``password`` is the user's own login password."""
+    if not password or authenticate(username=user.get_username(), password=password) is None:
+        raise Forbidden("your current password is needed for this (and it did not match)")
+
+
+def order(customer, plan, template, hostname, requested_by, root_password="", ssh_key="",
+          idempotency_key=None):
+    """Place a new VE for ``customer`` and queue its creation; return the Operation."""
+    operations.check_actor(requested_by)
+    if not customer.is_active:
+        raise Forbidden("the account is suspended; new orders are refused")
+    if not plan.active:
+        raise Invalid(f"plan {plan.name} is not offered any more", field="plan")
+    if not plan.offered_templates().filter(pk=template.pk).exists():
+        raise Invalid(f"plan {plan.name} does not offer template {template.name}", field="template")
+    try:
+        validate_hostname(hostname)
+    except ValidationError as exc:
+        raise Invalid(exc.messages[0], field="hostname") from exc
+    if not root_password and not ssh_key:
+        raise Invalid("give a root password or an SSH key to log in with", field="root_password")
+    params = {"ssh_key": check_ssh_key(ssh_key)}
+    if root_password:
+        params["password_hash"] = hash_password(root_password)
+    with transaction.atomic():
+        if idempotency_key:
+            earlier = Operation.objects.filter(idempotency_key=idempotency_key).first()
+            if earlier is not None:
+                if earlier.kind != Operation.Kind.CREATE or earlier.environment.owner_id != customer.pk:
+                    raise Conflict("this idempotency key was already used for a different request")
+                return earlier
+        if VE.objects.filter(hostname=hostname).exclude(actual_state=VE.State.DESTROYED).exists():
+            raise Invalid(f"host name {hostname} is taken", field="hostname")
+        node = _place(plan)
+        ve = _insert(customer, plan, node, template, hostname)
+        ipam.allocate(ve, node, 4, plan.ipv4_count)
+        ipam.allocate(ve, node, 6, plan.ipv6_count)
+        op = operations.create(ve, Operation.Kind.CREATE, requested_by, params, idempotency_key)
+        audit.record(requested_by, "ve.order", ve, operation=str(op.pk), plan=plan.name,
+                     template=template.name, node=node.name)
+        dispatch.on_commit(op)
+    return op
+
+
+def reinstall(ve, user, template=None, root_password="", ssh_key=""):
+    """Queue a reinstall of ``ve`` from ``template`` (default: its current one)."""
+    template = template or ve.template
+    if not ve.plan.offered_templates().filter(pk=template.pk).exists() and template != ve.template:
+        raise Invalid(f"plan {ve.plan.name} does not offer template {template.name}", field="template")
+    params = {"template": template.name, "ssh_key": check_ssh_key(ssh_key)}
+    if root_password:
+        params["password_hash"] = hash_password(root_password)
+    return operations.request(ve, Operation.Kind.REINSTALL, user, params)
+
+
+def reset_password(ve, user, root_password):
+    """Queue setting the VE's root password (only its hash is kept, until done)."""
+    return operations.request(ve, Operation.Kind.PASSWORD, user,
+                              {"password_hash": hash_password(root_password)})
+
+
+def _place(plan):
+    try:
+        node = choose_node(plan)
+    except NoCapacity as exc:
+        raise Conflict(str(exc), field="plan") from exc
+    # Re-check under the node's row lock (PostgreSQL; SQLite serialises writers).
+    node = Node.objects.select_for_update().get(pk=node.pk)
+    if shortfall(node, plan):
+        raise Conflict(f"node {node.name} just ran out of room for plan {plan.name}; try again")
+    return node
+
+
+def _insert(customer, plan, node, template, hostname):
+    for _ in range(5):
+        top = VE.objects.aggregate(top=Max("veid"))["top"] or FIRST_VEID - 1
+        if top >= MAX_VEID:
+            raise Conflict("no VEID left")
+        try:
+            with transaction.atomic():
+                return VE.objects.create(veid=top + 1, owner=customer, plan=plan, node=node,
+                                         template=template, hostname=hostname,
+                                         desired_state=VE.State.RUNNING,
+                                         actual_state=VE.State.CREATING)
+        except IntegrityError as exc:
+            if VE.objects.filter(hostname=hostname).exclude(actual_state=VE.State.DESTROYED).exists():
+                raise Invalid(f"host name {hostname} is taken", field="hostname") from exc
+    raise Conflict("too many orders at once; try again")

@@ -1,0 +1,135 @@
+"""Customer portal: my VPSes, ordering, one VPS with its actions and history."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from hosting.core.errors import Forbidden, ServiceError
+from hosting.operations import services as operations
+from hosting.operations.models import Operation
+
+from . import services
+from .forms import OrderForm, PasswordForm, ReinstallForm
+from .models import VirtualEnvironment as VE
+
+SIMPLE_ACTIONS = {"start": Operation.Kind.START, "stop": Operation.Kind.STOP,
+                  "reboot": Operation.Kind.RESTART, "terminate": Operation.Kind.DESTROY}
+
+
+@login_required
+def home(request):
+    if request.user.is_staff:
+        return redirect("staff-home")
+    ves = VE.objects.for_user(request.user).live() \
+        .select_related("plan", "template").prefetch_related("addresses")
+    customer = getattr(request.user, "customer", None)
+    return render(request, "environments/list.html", {"environments": ves, "customer": customer})
+
+
+@login_required
+def order(request):
+    form = OrderForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                op = services.order(_customer(request), data["plan"], data["template"],
+                                    data["hostname"], request.user, data["root_password"],
+                                    data["ssh_key"])
+            except ServiceError as exc:
+                form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+                status = exc.status
+            else:
+                messages.success(request, f"Your VPS {op.environment.hostname} is being created.")
+                return redirect("vps-detail", veid=op.environment.veid)
+        else:
+            status = 400
+    return render(request, "environments/order.html", {"form": form}, status=status)
+
+
+@login_required
+def detail(request, veid, status=200, password_form=None, reinstall_form=None):
+    ve = _own(request, veid)
+    return render(request, "environments/detail.html", {
+        "ve": ve, "operations": ve.operations.select_related("requested_by")[:20],
+        "current": ve.operations.filter(state__in=Operation.UNFINISHED).first(),
+        "password_form": password_form or PasswordForm(),
+        "reinstall_form": reinstall_form or ReinstallForm(initial={"template": ve.template}),
+    }, status=status)
+
+
+@login_required
+def operations_fragment(request, veid):
+    """The live part of the VPS page (state, progress, history), polled by the browser."""
+    ve = _own(request, veid)
+    return render(request, "environments/_live.html", {
+        "ve": ve, "operations": ve.operations.select_related("requested_by")[:20],
+        "current": ve.operations.filter(state__in=Operation.UNFINISHED).first()})
+
+
+@login_required
+@require_POST
+def action(request, veid, name):
+    ve = _own(request, veid)
+    kind = SIMPLE_ACTIONS.get(name)
+    if kind is None:
+        return detail(request, veid, status=404)
+    try:
+        operations.request(ve, kind, request.user)
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+        return detail(request, veid, status=exc.status)
+    if kind == Operation.Kind.DESTROY:
+        messages.success(request, f"{ve.hostname} is being terminated.")
+    return redirect("vps-detail", veid=veid)
+
+
+@login_required
+@require_POST
+def reset_password(request, veid):
+    ve = _own(request, veid)
+    form = PasswordForm(request.POST)
+    if not form.is_valid():
+        return detail(request, veid, status=400, password_form=form)
+    try:
+        services.reauthenticate(request.user, form.cleaned_data["current_password"])
+        services.reset_password(ve, request.user, form.cleaned_data["root_password"])
+    except ServiceError as exc:
+        form.add_error(None, exc.message)
+        return detail(request, veid, status=exc.status, password_form=form)
+    messages.success(request, "The new root password is being set.")
+    return redirect("vps-detail", veid=veid)
+
+
+@login_required
+@require_POST
+def reinstall(request, veid):
+    ve = _own(request, veid)
+    form = ReinstallForm(request.POST)
+    if not form.is_valid():
+        return detail(request, veid, status=400, reinstall_form=form)
+    data = form.cleaned_data
+    try:
+        services.reauthenticate(request.user, data["current_password"])
+        services.reinstall(ve, request.user, data["template"], data["root_password"],
+                           data["ssh_key"])
+    except ServiceError as exc:
+        form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        return detail(request, veid, status=exc.status, reinstall_form=form)
+    messages.success(request, f"{ve.hostname} is being reinstalled.")
+    return redirect("vps-detail", veid=veid)
+
+
+def _own(request, veid):
+    """The VE if the user may see it; 404 otherwise (never reveal others' VEs)."""
+    return get_object_or_404(VE.objects.for_user(request.user)
+                             .select_related("plan", "node", "template"), veid=veid)
+
+
+def _customer(request):
+    customer = getattr(request.user, "customer", None)
+    if customer is None:
+        raise Forbidden("only customers order VPSes here; staff use the API or the admin")
+    return customer

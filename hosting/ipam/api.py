@@ -1,0 +1,50 @@
+"""API: IP pools (staff)."""
+
+from rest_framework import serializers, viewsets
+
+from hosting.core import audit
+from hosting.core.api import IsStaff
+from hosting.nodes.models import Node
+
+from . import services
+from .models import IPPool
+
+
+class IPPoolSerializer(serializers.ModelSerializer):
+    nodes = serializers.SlugRelatedField(slug_field="name", many=True, queryset=Node.objects.all())
+    free = serializers.SerializerMethodField()
+
+    class Meta:
+        model = IPPool
+        fields = ["id", "name", "network", "gateway", "first", "last", "nodes", "free"]
+
+    def get_free(self, pool) -> int:
+        return services.free_count(pool)
+
+    def validate(self, attrs):
+        pool = IPPool(**{k: v for k, v in attrs.items() if k != "nodes"})
+        if self.instance:
+            for field in ("name", "network", "gateway", "first", "last"):
+                attrs.setdefault(field, getattr(self.instance, field))
+                setattr(pool, field, attrs[field])
+        pool.clean()
+        return attrs
+
+
+class IPPoolViewSet(viewsets.ModelViewSet):
+    queryset = IPPool.objects.prefetch_related("nodes")
+    serializer_class = IPPoolSerializer
+    permission_classes = [IsStaff]
+
+    def perform_create(self, serializer):
+        audit.record(self.request.user, "ippool.create", serializer.save())
+
+    def perform_update(self, serializer):
+        audit.record(self.request.user, "ippool.update", serializer.save())
+
+    def perform_destroy(self, pool):
+        from hosting.core.errors import Conflict
+        if pool.addresses.exists():
+            raise Conflict(f"pool {pool.name} still has addresses in use")
+        audit.record(self.request.user, "ippool.delete", pool)
+        pool.delete()

@@ -1,0 +1,73 @@
+"""Handing out and taking back addresses without races.
+
+An address is held by a VE exactly while an IPAddress row points at it. The
+unique ``address`` column is the referee: two orders that pick the same free
+address both try to insert it and one of them loses, on SQLite and
+PostgreSQL alike, so no lock table is needed.
+"""
+
+import ipaddress
+
+from django.db import IntegrityError, transaction
+
+from hosting.core.errors import Conflict
+
+from .models import IPAddress, IPPool
+
+_ATTEMPTS = 20
+
+
+def allocate(ve, node, version, count):
+    """Give ``ve`` ``count`` addresses of IP ``version`` from pools of ``node``."""
+    pools = [p for p in IPPool.objects.filter(nodes=node).order_by("name") if p.version == version]
+    given = []
+    for _ in range(count):
+        for pool in pools:
+            address = _claim(pool, ve)
+            if address:
+                given.append(address)
+                break
+        else:
+            raise Conflict(f"no free IPv{version} address left on node {node.name}")
+    return given
+
+
+def release(ve):
+    """Put every address of ``ve`` back into its pool; return them."""
+    addresses = list(ve.addresses.values_list("address", flat=True))
+    IPAddress.objects.filter(environment=ve).delete()
+    return addresses
+
+
+def _claim(pool, ve):
+    for _ in range(_ATTEMPTS):
+        candidate = _first_free(pool)
+        if candidate is None:
+            return None
+        try:
+            with transaction.atomic():
+                return IPAddress.objects.create(pool=pool, address=candidate, environment=ve)
+        except IntegrityError:
+            continue  # someone took it between our look and our insert
+    return None
+
+
+def _first_free(pool):
+    used = set(IPAddress.objects.filter(pool=pool).values_list("address", flat=True))
+    first, last = ipaddress.ip_address(pool.first), ipaddress.ip_address(pool.last)
+    gateway = pool.gateway and ipaddress.ip_address(pool.gateway)
+    address = first
+    while address <= last:
+        if str(address) not in used and address != gateway:
+            return str(address)
+        address += 1
+    return None
+
+
+def free_count(pool):
+    """How many addresses of the pool nobody holds."""
+    first, last = ipaddress.ip_address(pool.first), ipaddress.ip_address(pool.last)
+    size = int(last) - int(first) + 1
+    if pool.gateway and first <= ipaddress.ip_address(pool.gateway) <= last:
+        size -= 1
+    return size - pool.addresses.count()

@@ -1,0 +1,80 @@
+"""The node side of a root worker: register, heartbeat, reconcile on start.
+
+A worker started with HOSTING_NODE_NAME serves that node: it consumes queue
+``node.<name>``, reports the host's facts every NODE_HEARTBEAT_SECONDS (which
+also keeps the node online), and asks its own queue to reconcile at start-up
+and every few heartbeats. The heartbeat thread only talks to the database;
+engine work always happens in the pool's task processes.
+"""
+
+import logging
+import os
+import threading
+
+from celery import signals
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+
+log = logging.getLogger(__name__)
+
+RECONCILE_EVERY = 6  # heartbeats
+_stop = threading.Event()
+
+
+def heartbeat(name):
+    """Record this host's facts and mark the node online (a draining node stays draining)."""
+    from ve import host
+
+    from .models import Node
+    facts = host.facts(os.environ.get("VE_ROOT") or "/var/lib/ve")
+    node, _ = Node.objects.get_or_create(name=name)
+    for field, value in facts.items():
+        setattr(node, field, value)
+    node.last_heartbeat = timezone.now()
+    if node.state == Node.State.OFFLINE:
+        node.state = Node.State.ONLINE
+    node.save()
+    return node
+
+
+def _reconcile_soon(name):
+    from hosting.operations.dispatch import send_reconcile
+    send_reconcile(name)
+
+
+def _beat_forever(name):
+    beats = 0
+    while not _stop.wait(settings.NODE_HEARTBEAT_SECONDS):
+        try:
+            close_old_connections()
+            heartbeat(name)
+            beats += 1
+            if beats % RECONCILE_EVERY == 0:
+                _reconcile_soon(name)
+        except Exception:  # a database hiccup must not end the heartbeat
+            log.exception("heartbeat of node %s failed", name)
+
+
+@signals.worker_ready.connect
+def _on_ready(sender=None, **kwargs):
+    name = settings.NODE_NAME
+    if not name:
+        return
+    heartbeat(name)
+    log.info("node %s: worker ready, reconciling", name)
+    _reconcile_soon(name)
+    threading.Thread(target=_beat_forever, args=(name,), name="heartbeat", daemon=True).start()
+
+
+@signals.worker_shutdown.connect
+def _on_shutdown(sender=None, **kwargs):
+    name = settings.NODE_NAME
+    if not name:
+        return
+    _stop.set()
+    from .models import Node
+    try:
+        Node.objects.filter(name=name, state=Node.State.ONLINE).update(state=Node.State.OFFLINE)
+    except Exception:
+        log.exception("could not mark node %s offline", name)

@@ -1,0 +1,29 @@
+"""API: operations, read-only (they are created by the lifecycle actions)."""
+
+from rest_framework import serializers, viewsets
+
+from .models import Operation
+
+
+class OperationSerializer(serializers.ModelSerializer):
+    veid = serializers.IntegerField(source="environment.veid", read_only=True, default=None)
+    requested_by = serializers.CharField(source="requested_by.username", read_only=True,
+                                         default=None)
+    url = serializers.HyperlinkedIdentityField(view_name="operation-detail")
+
+    class Meta:
+        model = Operation
+        fields = ["id", "url", "kind", "veid", "state", "progress", "message", "error",
+                  "requested_by", "attempts", "created", "started", "finished"]
+        read_only_fields = fields
+
+
+class OperationViewSet(viewsets.ReadOnlyModelViewSet):
+    """Operations on the caller's VPSes (all of them for staff); poll one to follow it."""
+
+    serializer_class = OperationSerializer
+    filterset_fields = ["state", "kind", "environment__veid"]
+
+    def get_queryset(self):
+        return Operation.objects.for_user(self.request.user) \
+            .select_related("environment", "requested_by")

@@ -1,0 +1,150 @@
+"""Runners: what each operation kind does through the engine on the node.
+
+Every runner converges (running it again after an interruption finishes the
+job) because the engine's verbs do: create with the same config is a no-op,
+start of a running VE is a no-op, destroy of a missing VE is a no-op.
+A runner returns the VE's new actual state.
+"""
+
+from ve import VEConfig, Limits, accounts
+from ve.errors import AlreadyExists, NotFound
+
+from hosting.environments.models import OSTemplate, VirtualEnvironment as VE
+
+STOP_TIMEOUT = 10.0
+BUILDABLE = {"busybox"}  # templates a node builds itself when missing
+
+
+def config_of(ve, template=None):
+    """The engine's VEConfig for a dashboard VE."""
+    return VEConfig(veid=ve.veid, hostname=ve.hostname, template=template or ve.template.name,
+                    limits=Limits(**ve.plan.engine_limits()))
+
+
+def ensure_template(engine, name):
+    if any(t.name == name for t in engine.template_list()):
+        return
+    if name not in BUILDABLE:
+        raise NotFound(f"template {name} is not installed on this node")
+    engine.template_build(name)
+
+
+def install_logins(ctx):
+    """Set the root password hash and SSH key from the operation's params."""
+    params = ctx.op.params
+    if params.get("password_hash"):
+        accounts.set_password_hash(ctx.engine, ctx.ve.veid, "root", params["password_hash"])
+    if params.get("ssh_key"):
+        accounts.add_ssh_key(ctx.engine, ctx.ve.veid, params["ssh_key"])
+
+
+def create(ctx):
+    cfg = config_of(ctx.ve)
+    ctx.progress(10, "preparing the OS template")
+    ensure_template(ctx.engine, cfg.template)
+    ctx.progress(30, "creating the file system")
+    try:
+        ctx.engine.create(cfg)
+    except AlreadyExists:  # an earlier attempt with other settings: start over
+        ctx.engine.destroy(cfg.veid, timeout=STOP_TIMEOUT)
+        ctx.engine.create(cfg)
+    ctx.progress(70, "starting")
+    ctx.engine.start(cfg.veid)
+    ctx.progress(85, "setting up root login")
+    install_logins(ctx)
+    return VE.State.RUNNING
+
+
+def undo_create(ctx):
+    """A create that failed leaves nothing: no files, no cgroup, no addresses."""
+    ctx.engine.destroy(ctx.ve.veid, timeout=STOP_TIMEOUT)
+    return destroyed(ctx)
+
+
+def start(ctx):
+    ctx.progress(30, "starting")
+    ctx.engine.start(ctx.ve.veid)
+    return VE.State.RUNNING
+
+
+def stop(ctx):
+    ctx.progress(30, "shutting down")
+    ctx.engine.stop(ctx.ve.veid, timeout=STOP_TIMEOUT)
+    return VE.State.STOPPED
+
+
+def restart(ctx):
+    ctx.progress(30, "rebooting")
+    ctx.engine.restart(ctx.ve.veid, timeout=STOP_TIMEOUT)
+    return VE.State.RUNNING
+
+
+def reinstall(ctx):
+    name = ctx.op.params.get("template") or ctx.ve.template.name
+    template = OSTemplate.objects.get(name=name)
+    ctx.progress(10, "preparing the OS template")
+    ensure_template(ctx.engine, name)
+    if _exists(ctx):  # a retried reinstall may find it already wiped
+        ctx.progress(20, "stopping")
+        ctx.engine.stop(ctx.ve.veid, timeout=STOP_TIMEOUT)
+    ctx.progress(40, "wiping the old system")
+    ctx.engine.destroy(ctx.ve.veid, timeout=STOP_TIMEOUT)
+    ctx.progress(60, "installing " + template.name)
+    ctx.engine.create(config_of(ctx.ve, template=name))
+    ctx.ve.template = template
+    ctx.ve.save(update_fields=["template"])
+    ctx.progress(80, "starting")
+    ctx.engine.start(ctx.ve.veid)
+    install_logins(ctx)
+    return VE.State.RUNNING
+
+
+def password(ctx):
+    ctx.progress(50, "setting the root password")
+    install_logins(ctx)
+    return None
+
+
+def set_limits(ctx):
+    ctx.progress(50, "applying the plan's limits")
+    ctx.engine.set(ctx.ve.veid, **ctx.ve.plan.engine_limits())
+    return None
+
+
+def suspend(ctx):
+    ctx.progress(30, "stopping")
+    ctx.engine.stop(ctx.ve.veid, timeout=STOP_TIMEOUT)
+    return VE.State.SUSPENDED
+
+
+def resume(ctx):
+    ctx.progress(30, "starting")
+    ctx.engine.start(ctx.ve.veid)
+    return VE.State.RUNNING
+
+
+def destroy(ctx):
+    ctx.progress(30, "removing the VPS")
+    ctx.engine.destroy(ctx.ve.veid, timeout=STOP_TIMEOUT)
+    return destroyed(ctx)
+
+
+def destroyed(ctx):
+    """Book-keeping once the node holds nothing of the VE any more."""
+    from hosting.ipam import services as ipam
+    ipam.release(ctx.ve)
+    return VE.State.DESTROYED
+
+
+def _exists(ctx):
+    try:
+        ctx.engine.config(ctx.ve.veid)
+        return True
+    except NotFound:
+        return False
+
+
+RUNNERS = {"create": create, "start": start, "stop": stop, "restart": restart,
+           "reinstall": reinstall, "password": password, "set": set_limits,
+           "suspend": suspend, "resume": resume, "destroy": destroy}
+UNDO = {"create": undo_create}

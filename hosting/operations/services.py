@@ -1,0 +1,101 @@
+"""Requesting operations: validate, authorise, write the row, dispatch after commit.
+
+This is the only path by which the web side changes anything on a node.
+"""
+
+from django.db import IntegrityError, transaction
+
+from hosting.core import audit
+from hosting.core.errors import Conflict, Forbidden
+from hosting.environments.models import VirtualEnvironment as VE
+
+from . import dispatch
+from .models import Operation
+
+Kind = Operation.Kind
+State = VE.State
+
+# Which actual states each action may start from, and the desired state it sets.
+_FROM = {
+    Kind.START: ({State.STOPPED, State.UNKNOWN}, State.RUNNING),
+    Kind.STOP: ({State.RUNNING, State.UNKNOWN}, State.STOPPED),
+    Kind.RESTART: ({State.RUNNING, State.STOPPED, State.UNKNOWN}, State.RUNNING),
+    Kind.REINSTALL: ({State.RUNNING, State.STOPPED, State.UNKNOWN}, State.RUNNING),
+    Kind.PASSWORD: ({State.RUNNING}, None),
+    Kind.SET: ({State.RUNNING, State.STOPPED, State.SUSPENDED, State.UNKNOWN}, None),
+    Kind.SUSPEND: ({State.RUNNING, State.STOPPED, State.UNKNOWN}, State.SUSPENDED),
+    Kind.RESUME: ({State.SUSPENDED}, State.RUNNING),
+    Kind.DESTROY: ({State.RUNNING, State.STOPPED, State.SUSPENDED, State.UNKNOWN,
+                    State.CREATING}, State.DESTROYED),
+}
+STAFF_ONLY = {Kind.SUSPEND, Kind.RESUME, Kind.SET}
+_REFUSAL = {
+    State.RUNNING: "it is already running", State.STOPPED: "it is stopped",
+    State.SUSPENDED: "it is suspended", State.CREATING: "it is still being created",
+    State.DESTROYED: "it has been terminated",
+}
+
+
+def check_actor(user, kind=None):
+    """Refuse suspended customers, and staff-only kinds for customers."""
+    if user.is_staff:
+        return
+    customer = getattr(user, "customer", None)
+    if customer is None:
+        raise Forbidden("this login has no customer account")
+    if not customer.is_active:
+        raise Forbidden("your account is suspended; contact support")
+    if kind in STAFF_ONLY:
+        raise Forbidden("only staff can do this")
+
+
+def request(ve, kind, user, params=None, idempotency_key=None):
+    """Queue operation ``kind`` on ``ve`` for ``user``; return the Operation.
+
+    Raises Conflict when the VE is being changed or cannot take ``kind`` in its
+    state; the same ``idempotency_key`` again returns the first operation.
+    """
+    check_actor(user, kind)
+    with transaction.atomic():
+        if idempotency_key:
+            earlier = Operation.objects.filter(idempotency_key=idempotency_key).first()
+            if earlier is not None:
+                return _same_request(earlier, ve, kind)
+        ve = VE.objects.select_for_update().select_related("node").get(pk=ve.pk)
+        allowed, desired = _FROM[kind]
+        if ve.actual_state not in allowed:
+            raise Conflict(f"cannot {Kind(kind).label.lower()} VPS {ve.hostname}: "
+                           f"{_REFUSAL.get(ve.actual_state, 'its state is ' + ve.actual_state)}")
+        if kind != Kind.RESUME and ve.desired_state == State.SUSPENDED and not user.is_staff:
+            raise Conflict(f"VPS {ve.hostname} is suspended; contact support")
+        op = create(ve, kind, user, params or {}, idempotency_key)
+        if desired:
+            ve.desired_state = desired
+            ve.save(update_fields=["desired_state"])
+        audit.record(user, f"ve.{kind}", ve, operation=str(op.pk))
+        dispatch.on_commit(op)
+    return op
+
+
+def create(ve, kind, user, params, idempotency_key=None):
+    """Write a queued Operation; Conflict if the VE already has an unfinished one."""
+    busy = ve.operations.filter(state__in=Operation.UNFINISHED).first()
+    if busy is not None:
+        raise _busy(ve, busy)
+    try:
+        with transaction.atomic():
+            return Operation.objects.create(environment=ve, kind=kind, requested_by=user,
+                                            params=params, idempotency_key=idempotency_key)
+    except IntegrityError:  # a concurrent request won the race
+        raise _busy(ve, ve.operations.filter(state__in=Operation.UNFINISHED).first()) from None
+
+
+def _busy(ve, op):
+    what = f"{op.get_kind_display().lower()} ({op.state})" if op else "another operation"
+    return Conflict(f"VPS {ve.hostname} is busy: {what} must finish first")
+
+
+def _same_request(earlier, ve, kind):
+    if earlier.environment_id != ve.pk or earlier.kind != kind:
+        raise Conflict("this idempotency key was already used for a different request")
+    return earlier

@@ -1,0 +1,53 @@
+"""Staff pages: all VPSes with filters, the operation log and the audit log."""
+
+from django.core.paginator import Paginator
+from django.shortcuts import render
+
+from hosting.core.decorators import staff_required
+from hosting.core.models import AuditLog
+from hosting.environments.models import VirtualEnvironment as VE
+from hosting.nodes.models import Node
+from hosting.plans.models import Plan
+
+from .models import Operation
+
+PAGE = 50
+
+
+def _page(request, queryset):
+    return Paginator(queryset, PAGE).get_page(request.GET.get("page"))
+
+
+@staff_required
+def environment_list(request):
+    ves = VE.objects.select_related("owner__user", "plan", "node", "template") \
+        .prefetch_related("addresses")
+    filters = {"actual_state": request.GET.get("state"), "node__name": request.GET.get("node"),
+               "plan__name": request.GET.get("plan")}
+    ves = ves.filter(**{k: v for k, v in filters.items() if v})
+    if not request.GET.get("state"):
+        ves = ves.live()
+    if request.GET.get("q"):
+        q = request.GET["q"]
+        ves = ves.filter(hostname__icontains=q) | ves.filter(owner__user__username__icontains=q)
+    return render(request, "staff/environments.html", {
+        "page": _page(request, ves), "states": VE.State.choices,
+        "nodes": Node.objects.values_list("name", flat=True),
+        "plans": Plan.objects.values_list("name", flat=True), "query": request.GET})
+
+
+@staff_required
+def operation_list(request):
+    ops = Operation.objects.select_related("environment", "requested_by")
+    if request.GET.get("state"):
+        ops = ops.filter(state=request.GET["state"])
+    return render(request, "staff/operations.html", {
+        "page": _page(request, ops), "states": Operation.State.choices, "query": request.GET})
+
+
+@staff_required
+def audit_list(request):
+    rows = AuditLog.objects.select_related("actor")
+    if request.GET.get("action"):
+        rows = rows.filter(action__startswith=request.GET["action"])
+    return render(request, "staff/audit.html", {"page": _page(request, rows), "query": request.GET})

@@ -1,0 +1,55 @@
+"""API: plans. Everyone signed in reads the active ones; staff create, edit, retire."""
+
+from rest_framework import serializers, status, viewsets
+from rest_framework.response import Response
+
+from hosting.core.api import ReadOnlyOrStaff
+from hosting.environments.models import OSTemplate
+
+from . import services
+from .models import Plan
+
+
+class PlanSerializer(serializers.ModelSerializer):
+    templates = serializers.SlugRelatedField(slug_field="name", many=True, required=False,
+                                             queryset=OSTemplate.objects.all())
+
+    class Meta:
+        model = Plan
+        fields = ["id", "name", "ram_mb", "swap_mb", "cpu_units", "cpu_limit_pct", "cpus",
+                  "processes", "disk_gib", "inodes", "bandwidth_gib", "port_speed_mbit",
+                  "ipv4_count", "ipv6_count", "monthly_price", "templates", "active"]
+
+
+class PlanViewSet(viewsets.ModelViewSet):
+    """Plans. Changing a plan's limits applies them live to its running VPSes."""
+
+    serializer_class = PlanSerializer
+    permission_classes = [ReadOnlyOrStaff]
+    filterset_fields = ["active"]
+
+    def get_queryset(self):
+        plans = Plan.objects.prefetch_related("templates")
+        return plans if self.request.user.is_staff else plans.filter(active=True)
+
+    def perform_create(self, serializer):
+        templates = serializer.validated_data.pop("templates", [])
+        plan = Plan(**serializer.validated_data)
+        services.save(plan, self.request.user)
+        plan.templates.set(templates)
+        serializer.instance = plan
+
+    def perform_update(self, serializer):
+        plan = serializer.instance
+        before = plan.engine_limits()
+        templates = serializer.validated_data.pop("templates", None)
+        for field, value in serializer.validated_data.items():
+            setattr(plan, field, value)
+        services.save(plan, self.request.user, before=before)
+        if templates is not None:
+            plan.templates.set(templates)
+
+    def destroy(self, request, *args, **kwargs):
+        """Retire the plan (VEs on it stay); plans are never deleted."""
+        services.retire(self.get_object(), request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,51 @@
+"""Staff pages: plans (create, edit, retire)."""
+
+from django import forms
+from django.contrib import messages
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from hosting.core.decorators import staff_required
+
+from . import services
+from .models import Plan
+
+
+class PlanForm(forms.ModelForm):
+    class Meta:
+        model = Plan
+        fields = ["name", "ram_mb", "swap_mb", "cpu_units", "cpu_limit_pct", "cpus", "processes",
+                  "disk_gib", "inodes", "bandwidth_gib", "port_speed_mbit", "ipv4_count",
+                  "ipv6_count", "monthly_price", "templates", "active"]
+        widgets = {"templates": forms.CheckboxSelectMultiple}
+
+
+@staff_required
+def plan_list(request):
+    plans = Plan.objects.prefetch_related("templates")
+    return render(request, "staff/plans.html", {"plans": plans})
+
+
+@staff_required
+def plan_edit(request, pk=None):
+    plan = get_object_or_404(Plan, pk=pk) if pk else Plan()
+    before = plan.engine_limits() if pk else None
+    form = PlanForm(request.POST or None, instance=plan)
+    if request.method == "POST":
+        if form.is_valid():
+            queued = services.save(form.instance, request.user, before=before)
+            form.save_m2m()
+            note = f"; new limits queued for {len(queued)} VPS(es)" if queued else ""
+            messages.success(request, f"Plan {plan.name} saved{note}.")
+            return redirect("staff-plans")
+        return render(request, "staff/plan_form.html", {"form": form, "plan": plan}, status=400)
+    return render(request, "staff/plan_form.html", {"form": form, "plan": plan})
+
+
+@staff_required
+@require_POST
+def plan_retire(request, pk):
+    plan = get_object_or_404(Plan, pk=pk)
+    services.retire(plan, request.user)
+    messages.success(request, f"Plan {plan.name} retired: it takes no new orders.")
+    return redirect("staff-plans")

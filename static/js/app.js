@@ -1,0 +1,29 @@
+// Light behaviour for server-rendered pages; no build step.
+//  - [data-poll-url]: refresh the element's content from that URL every 1.5 s
+//    while the content lacks [data-done] (an operation is in progress), then
+//    slow down to every 10 s so state changes made elsewhere still show.
+//  - form[data-confirm]: ask before submitting a destructive action.
+(function () {
+  "use strict";
+
+  function poll(box) {
+    var url = box.getAttribute("data-poll-url");
+    var busy = !box.querySelector("[data-done]");
+    setTimeout(function () {
+      fetch(url, { credentials: "same-origin", headers: { "X-Requested-With": "fetch" } })
+        .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
+        .then(function (html) { box.innerHTML = html; })
+        .catch(function () { /* keep the last content; try again */ })
+        .finally(function () { poll(box); });
+    }, busy ? 1500 : 10000);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("[data-poll-url]").forEach(poll);
+    document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+      form.addEventListener("submit", function (event) {
+        if (!window.confirm(form.getAttribute("data-confirm"))) event.preventDefault();
+      });
+    });
+  });
+})();
