@@ -6,7 +6,9 @@ must not vanish for lack of root, Redis or Chromium on machines that have them.
 """
 
 import os
+import shutil
 
+import pytest
 
 _skipped = []
 
@@ -28,3 +30,25 @@ def pytest_sessionfinish(session, exitstatus):
             print(f"  {nodeid}")
         session.exitstatus = 1
 
+
+
+def _require(condition, what):
+    if not condition:
+        pytest.skip(f"end-to-end tests need {what}")
+
+
+@pytest.fixture(scope="session")
+def live_stack():
+    """The whole product (Redis, root node worker, housekeeping, web) on throwaway state."""
+    _require(os.geteuid() == 0, "root (the node worker drives the engine)")
+    _require(shutil.which("redis-server"), "redis-server (make deps installs it)")
+    from tests.livestack import LiveStack, new_cgroup_top
+    stack = LiveStack(new_cgroup_top())
+    try:
+        stack.start()
+    except Exception:
+        print(stack.logs())
+        stack.stop()
+        raise
+    yield stack
+    stack.stop()

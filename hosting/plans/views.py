@@ -33,7 +33,8 @@ def plan_edit(request, pk=None):
     form = PlanForm(request.POST or None, instance=plan)
     if request.method == "POST":
         if form.is_valid():
-            queued = services.save(form.instance, request.user, before=before)
+            plan = form.save(commit=False)
+            queued = services.save(plan, request.user, before=before)
             form.save_m2m()
             note = f"; new limits queued for {len(queued)} VPS(es)" if queued else ""
             messages.success(request, f"Plan {plan.name} saved{note}.")

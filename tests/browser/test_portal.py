@@ -1,0 +1,106 @@
+"""Real headless Chromium (Debian's) driven by Playwright against the running product.
+
+Screenshots land in test-artifacts/browser/ (CI keeps them).
+"""
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", Path(__file__).resolve().parents[2]
+                                / "test-artifacts")) / "browser"
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not shutil.which(CHROMIUM):
+        pytest.skip("browser tests need Debian's chromium (make deps installs it)")
+    from playwright.sync_api import sync_playwright
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                  "--disable-background-networking", "--no-first-run"])
+        yield chromium
+        chromium.close()
+
+
+def sign_in(browser, stack, username):
+    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    page.set_default_timeout(20_000)
+    page.goto(stack.base + "/login/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", stack.credentials()[username])
+    page.click("button[type=submit]")
+    page.wait_for_load_state()
+    return page
+
+
+def shot(page, name):
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+    return value
+
+
+def test_customer_orders_and_reboots_then_staff_raise_the_plans_ram(browser, live_stack):
+    page = sign_in(browser, live_stack, "demo")
+    assert page.url.rstrip("/") == live_stack.base
+    shot(page, "01-customer-home")
+
+    page.click("text=Order a VPS")
+    page.select_option("select[name=plan]", label="VPS M")
+    page.select_option("select[name=template]", label="BusyBox (minimal Linux)")
+    page.fill("input[name=hostname]", "browser1.example.com")
+    page.fill("input[name=root_password]", "browser-pass-1")
+    shot(page, "02-order-form")
+    page.click("#order-form button[type=submit]")
+    page.wait_for_url("**/vps/*/")
+    veid = int(page.url.rstrip("/").rsplit("/", 1)[1])
+    # The page follows the create operation by itself (polling) until it runs.
+    page.locator("#ve-state", has_text="Running").wait_for(timeout=90_000)
+    page.locator("#operations tr[data-kind=create][data-state=succeeded]").wait_for()
+    shot(page, "03-vps-running")
+    pid_before = live_stack.vectl_json("status", veid)["init_pid"]
+
+    page.click("#btn-reboot")
+    page.locator("#operations tr[data-kind=restart]").first.wait_for()
+    page.locator("#operations tr[data-kind=restart][data-state=succeeded]").wait_for(
+        timeout=60_000)
+    shot(page, "04-rebooted")
+    status = live_stack.vectl_json("status", veid)
+    assert status["state"] == "running" and status["init_pid"] != pid_before
+    page.context.close()
+
+    staff = sign_in(browser, live_stack, "admin")
+    staff.goto(live_stack.base + "/staff/plans/")
+    staff.click("text=VPS M")
+    ram = int(staff.input_value("input[name=ram_mb]"))
+    staff.fill("input[name=ram_mb]", str(ram + 128))
+    shot(staff, "05-staff-plan-edit")
+    staff.click("#plan-form button[type=submit]")
+    staff.locator(".flash", has_text="new limits queued for 1").wait_for()
+    shot(staff, "06-staff-plan-saved")
+    wait_for(lambda: live_stack.vectl_json("status", veid)["ram_limit"] == (ram + 128) << 20,
+             30, "the running VE's memory limit to follow the plan")
+    cgroup = Path("/sys/fs/cgroup/memory") / live_stack.cgroup_parent / str(veid)
+    assert int((cgroup / "memory.limit_in_bytes").read_text()) == (ram + 128) << 20
+    staff.goto(live_stack.base + "/staff/nodes/")
+    shot(staff, "07-staff-nodes")
+    staff.goto(live_stack.base + "/staff/operations/")
+    assert staff.locator("td", has_text="Change limits").count() >= 1
+    shot(staff, "08-staff-operations")
+    staff.context.close()
+
+    api = live_stack.api("demo")
+    api.wait_operation(api.post(f"/api/v1/environments/{veid}/terminate/"))

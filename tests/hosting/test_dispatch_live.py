@@ -1,0 +1,166 @@
+"""Dispatch for real: API -> Redis -> the node's root Celery worker -> the engine.
+
+Runs the whole product (tests/livestack.py) and checks the node itself with
+vectl, not the dashboard's opinion of it.
+"""
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.livestack import NODE, ApiError
+
+
+def order(api, hostname, plan="VPS S", template="busybox", **extra):
+    return api.post("/api/v1/environments/", {"plan": plan, "template": template,
+                                              "hostname": hostname,
+                                              "root_password": "correct-horse-1", **extra})
+
+
+def free_addresses(staff):
+    return {p["name"]: p["free"] for p in staff.get("/api/v1/ip-pools/")["results"]}
+
+
+def test_order_reboot_replan_terminate(live_stack):
+    staff, customer = live_stack.api("admin"), live_stack.api("demo")
+    free_before = free_addresses(staff)
+
+    op = live_stack.api("demo").wait_operation(order(customer, "e2e-one.example.com"))
+    assert op["state"] == "succeeded", (op, live_stack.logs("node-worker"))
+    veid = op["veid"]
+    listed = {ve["veid"]: ve for ve in live_stack.vectl_json("list")}
+    assert listed[veid]["state"] == "running"
+    assert listed[veid]["hostname"] == "e2e-one.example.com"
+    ve = customer.get(f"/api/v1/environments/{veid}/")
+    assert ve["actual_state"] == "running" and len(ve["addresses"]) == 2
+    assert free_addresses(staff) == {k: v - 1 for k, v in free_before.items()}
+    # The root password arrived as a hash, not in clear.
+    shadow = live_stack.engine().exec(veid, ["cat", "/etc/shadow"]).stdout.decode()
+    assert shadow.startswith("root:$6$") and "correct-horse-1" not in shadow
+
+    pid_before = listed[veid]["init_pid"]
+    op = customer.wait_operation(customer.post(f"/api/v1/environments/{veid}/reboot/"))
+    assert op["state"] == "succeeded", op
+    status = live_stack.vectl_json("status", veid)
+    assert status["state"] == "running" and status["init_pid"] != pid_before
+
+    # Staff give the plan more RAM: the running VE's limit follows, live.
+    plan = next(p for p in staff.get("/api/v1/plans/")["results"] if p["name"] == "VPS S")
+    staff.patch(f"/api/v1/plans/{plan['id']}/", {"ram_mb": plan["ram_mb"] + 64})
+    deadline = time.monotonic() + 30
+    while live_stack.vectl_json("status", veid)["ram_limit"] != (plan["ram_mb"] + 64) << 20:
+        assert time.monotonic() < deadline, live_stack.logs("node-worker")
+        time.sleep(0.3)
+    assert live_stack.vectl_json("status", veid)["init_pid"] == status["init_pid"]  # no restart
+    staff.patch(f"/api/v1/plans/{plan['id']}/", {"ram_mb": plan["ram_mb"]})
+
+    _wait_idle(customer, veid)
+    op = customer.wait_operation(customer.post(f"/api/v1/environments/{veid}/terminate/"))
+    assert op["state"] == "succeeded", op
+    assert veid not in {ve["veid"] for ve in live_stack.vectl_json("list", "-a")}
+    engine = live_stack.engine()
+    assert not engine.layout.conf(veid).exists() and not engine.layout.private(veid).exists()
+    assert not any(Path("/sys/fs/cgroup").glob(f"*/{live_stack.cgroup_parent}/{veid}"))
+    assert customer.get(f"/api/v1/environments/{veid}/")["addresses"] == []
+    assert free_addresses(staff) == free_before
+
+
+def _wait_idle(api, veid, timeout=30):
+    deadline = time.monotonic() + timeout
+    while api.get(f"/api/v1/operations/?environment__veid={veid}&state=queued")["count"] \
+            or api.get(f"/api/v1/operations/?environment__veid={veid}&state=running")["count"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+
+
+@pytest.fixture
+def big_template(live_stack, tmp_path):
+    """A template big enough that unpacking it takes a while: room to kill mid-create."""
+    engine = live_stack.engine()
+    if not any(t.name == "busybox" for t in engine.template_list()):
+        engine.template_build("busybox")
+    root = tmp_path / "rootfs"
+    root.mkdir()
+    base = next(live_stack.ve_root.glob("template/cache/busybox.tar*"))
+    subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-xf", str(base)], check=True)
+    for i in range(8):
+        with open(root / f"ballast{i}", "wb") as f:
+            f.write(os.urandom(48 << 20))
+    tarball = tmp_path / "bigbox.tar"
+    subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-cf", str(tarball), "."],
+                   check=True)
+    engine.template_import("bigbox", str(tarball))
+    staff = live_stack.api("admin")
+    staff.post("/api/v1/templates/", {"name": "bigbox", "title": "Big box"}, expect=201)
+    plan = staff.post("/api/v1/plans/", {
+        "name": "Big", "ram_mb": 128, "disk_gib": 1, "monthly_price": "1.00",
+        "templates": ["bigbox"], "ipv6_count": 0}, expect=201)
+    return plan
+
+
+def test_worker_killed_mid_create_is_completed_by_reconcile(live_stack, big_template):
+    staff, customer = live_stack.api("admin"), live_stack.api("demo")
+    free_before = free_addresses(staff)
+    op = order(customer, "e2e-killed.example.com", plan="Big", template="bigbox")
+    deadline = time.monotonic() + 60
+    while (current := customer.get(f"/api/v1/operations/{op['id']}/"))["progress"] < 30:
+        assert current["state"] in ("queued", "running"), current
+        assert time.monotonic() < deadline, live_stack.logs("node-worker")
+        time.sleep(0.02)
+    live_stack.kill_node_worker()  # SIGKILL to the worker and its pool, mid-unpack
+    veid = current["veid"]
+    interrupted = customer.get(f"/api/v1/operations/{op['id']}/")
+    assert interrupted["state"] == "running", interrupted
+    assert live_stack.vectl("status", veid).returncode != 0 or \
+        live_stack.vectl_json("status", veid)["state"] != "running"
+
+    live_stack.restart_node_worker()  # its start-up reconcile picks the operation up
+    final = customer.wait_operation(op, timeout=120)
+    assert final["state"] in ("succeeded", "failed"), final
+    ve = staff.get(f"/api/v1/environments/{veid}/")
+    on_node = {v["veid"]: v for v in live_stack.vectl_json("list", "-a")}
+    if final["state"] == "succeeded":  # fully there
+        assert final["attempts"] == 2
+        assert on_node[veid]["state"] == "running" and ve["actual_state"] == "running"
+        assert live_stack.engine().exec(veid, ["ls", "/ballast7"]).returncode == 0
+        op = customer.wait_operation(customer.post(f"/api/v1/environments/{veid}/terminate/"))
+        assert op["state"] == "succeeded"
+    else:  # fully gone
+        assert veid not in on_node and ve["actual_state"] == "destroyed"
+    assert free_addresses(staff) == free_before
+
+
+def test_second_delivery_of_a_finished_operation_changes_nothing(live_stack):
+    customer = live_stack.api("demo")
+    op = customer.wait_operation(order(customer, "e2e-twice.example.com"))
+    veid = op["veid"]
+    pid = live_stack.vectl_json("status", veid)["init_pid"]
+    reboot = customer.wait_operation(customer.post(f"/api/v1/environments/{veid}/reboot/"))
+    pid_after = live_stack.vectl_json("status", veid)["init_pid"]
+    assert pid_after != pid
+    # Deliver the same reboot again, as Redis would after a lost ack.
+    from hosting.celery import app
+    app.conf.broker_url = live_stack.stack.redis_url
+    app.send_task("hosting.operations.tasks.run_operation", args=[reboot["id"]],
+                  queue=f"node.{NODE}")
+    time.sleep(3)
+    assert live_stack.vectl_json("status", veid)["init_pid"] == pid_after
+    again = customer.get(f"/api/v1/operations/{reboot['id']}/")
+    assert again["attempts"] == reboot["attempts"] == 1
+    customer.wait_operation(customer.post(f"/api/v1/environments/{veid}/terminate/"))
+
+
+def test_busy_vps_answers_409(live_stack):
+    customer = live_stack.api("demo")
+    op = customer.wait_operation(order(customer, "e2e-busy.example.com"))
+    veid = op["veid"]
+    customer.post(f"/api/v1/environments/{veid}/stop/")
+    with pytest.raises(ApiError) as refused:
+        customer.post(f"/api/v1/environments/{veid}/reboot/")
+    assert refused.value.status == 409 and "busy" in refused.value.body
+    _wait_idle(customer, veid)
+    customer.wait_operation(customer.post(f"/api/v1/environments/{veid}/terminate/"))

@@ -1,0 +1,175 @@
+"""The whole product running for real, for end-to-end tests.
+
+``LiveStack`` starts what ``make run`` starts (a private redis-server on a
+unix socket, the node's root Celery worker, the housekeeping worker with
+beat, gunicorn as the unprivileged user) on a throwaway data dir, VE_ROOT
+and cgroup subtree, seeds the demo data, and removes everything afterwards.
+Tests talk to it over HTTP like a browser or a billing system would.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+from hosting.stack import UNPRIVILEGED, Stack
+
+ROOT_DIR = Path(__file__).resolve().parents[1]
+NODE = "testnode"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ApiError(Exception):
+    def __init__(self, status, body):
+        super().__init__(f"HTTP {status}: {body}")
+        self.status, self.body = status, body
+
+
+class Api:
+    """A JSON client for /api/v1/ with token auth."""
+
+    def __init__(self, base, token=None):
+        self.base, self.token = base, token
+
+    def call(self, method, path, body=None, headers=None):
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base + path, data=data, method=method)
+        request.add_header("Accept", "application/json")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if self.token:
+            request.add_header("Authorization", f"Token {self.token}")
+        for key, value in (headers or {}).items():
+            request.add_header(key, value)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                text = response.read()
+                return response.status, json.loads(text) if text else None
+        except urllib.error.HTTPError as exc:
+            raise ApiError(exc.code, exc.read().decode(errors="replace")) from None
+
+    def get(self, path):
+        return self.call("GET", path)[1]
+
+    def post(self, path, body=None, expect=202, **kw):
+        status, data = self.call("POST", path, body if body is not None else {}, **kw)
+        assert status == expect, (status, data)
+        return data
+
+    def patch(self, path, body):
+        return self.call("PATCH", path, body)[1]
+
+    def login(self, username, password):
+        status, data = self.call("POST", "/api/v1/auth/token/",
+                                 {"username": username, "password": password})
+        return Api(self.base, data["token"])
+
+    def wait_operation(self, op, timeout=90):
+        """Poll an operation until it is final; return it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            current = self.get(f"/api/v1/operations/{op['id']}/")
+            if current["state"] in ("succeeded", "failed"):
+                return current
+            time.sleep(0.3)
+        raise AssertionError(f"operation {op['id']} ({op['kind']}) not final after {timeout}s: "
+                             f"{current}")
+
+
+class LiveStack:
+    def __init__(self, cgroup_top):
+        self.data_dir = Path(tempfile.mkdtemp(prefix="hosting-e2e-", dir="/tmp"))
+        self.ve_root = Path(tempfile.mkdtemp(prefix="hosting-e2e-ve-", dir="/tmp"))
+        self.cgroup_top = cgroup_top
+        self.cgroup_parent = f"{cgroup_top}/ve"
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.stack = Stack(self.data_dir, node_name=NODE, web_port=self.port,
+                           web_user=UNPRIVILEGED, log_dir=self.data_dir / "log", extra_env={
+                               "VE_ROOT": str(self.ve_root),
+                               "VE_CGROUP_PARENT": self.cgroup_parent,
+                               "HOSTING_NODE_RUN_DIR": str(self.data_dir / "node-run"),
+                               "HOSTING_HEARTBEAT_SECONDS": "2",
+                               "HOSTING_LOG_LEVEL": "INFO"})
+
+    def start(self):
+        self.stack.prepare()
+        self.stack.manage("seed_demo", "--node", NODE, user=UNPRIVILEGED)
+        self.stack.start_redis()
+        self.stack.start_node_worker()
+        self.stack.start_housekeeping()
+        self.stack.start_web()
+        self.wait_node_online()
+
+    def credentials(self):
+        text = (self.data_dir / "demo-credentials").read_text()
+        return dict(line.split(" ", 1) for line in text.splitlines())
+
+    def api(self, username=None):
+        api = Api(self.base)
+        return api.login(username, self.credentials()[username]) if username else api
+
+    def wait_node_online(self, timeout=60):
+        staff = self.api("admin")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            nodes = staff.get("/api/v1/nodes/?state=online")["results"]
+            if any(n["name"] == NODE for n in nodes):
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"node {NODE} never came online; logs:\n{self.logs()}")
+
+    def restart_node_worker(self):
+        self.stack.start_node_worker()
+
+    def kill_node_worker(self):
+        self.stack.kill("node-worker")
+
+    def vectl(self, *args):
+        env = dict(os.environ, VE_ROOT=str(self.ve_root), VE_CGROUP_PARENT=self.cgroup_parent,
+                   PYTHONPATH=str(ROOT_DIR))
+        out = subprocess.run([sys.executable, "-m", "ve.cli", *map(str, args)], env=env,
+                             capture_output=True, text=True, timeout=60)
+        return out
+
+    def vectl_json(self, *args):
+        out = self.vectl(*args, "--json")
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    def engine(self):
+        from ve import Engine
+        return Engine(root=str(self.ve_root), cgroup_parent=self.cgroup_parent)
+
+    def logs(self, name=None):
+        names = [name] if name else ["node-worker", "housekeeping", "web"]
+        return "\n".join(f"== {n}\n" + (self.data_dir / "log" / f"{n}.log").read_text()[-4000:]
+                         for n in names if (self.data_dir / "log" / f"{n}.log").exists())
+
+    def stop(self):
+        self.stack.stop()
+        engine = self.engine()
+        for veid in engine.layout.veids():
+            try:
+                engine.destroy(veid, timeout=2)
+            except Exception as exc:
+                print(f"cleanup of VE {veid} failed: {exc}", file=sys.stderr)
+        from tests.engine.conftest import _remove_cgroup_tree
+        _remove_cgroup_tree(self.cgroup_top)
+        subprocess.run(["rm", "-rf", "--one-file-system", str(self.data_dir), str(self.ve_root)])
+
+
+def new_cgroup_top():
+    return f"vetest-{os.getpid()}-{uuid.uuid4().hex[:8]}"
