@@ -11,3 +11,17 @@ def record(actor, action, obj=None, **detail):
         object_type=obj._meta.model_name if obj is not None else "",
         object_id=str(getattr(obj, "veid", None) or getattr(obj, "pk", "")) if obj is not None else "",
         detail=detail)
+
+
+def on_login(sender, request, user, **kwargs):
+    record(user, "auth.login", user, address=_client(request))
+
+
+def on_login_failed(sender, credentials, request=None, **kwargs):
+    # Only the user name is kept; the attempted password never is.
+    record(None, "auth.login_failed", username=str(credentials.get("username", ""))[:150],
+           address=_client(request))
+
+
+def _client(request):
+    return request.META.get("REMOTE_ADDR", "") if request is not None else ""

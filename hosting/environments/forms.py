@@ -8,8 +8,14 @@ from .models import OSTemplate
 from .validators import validate_hostname
 
 
+class PlanChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, plan):
+        return (f"{plan.name}: {plan.ram_mb} MiB RAM, {plan.cpus or 'all'} CPU, "
+                f"{plan.disk_gib} GiB disk, {plan.monthly_price}/month")
+
+
 class OrderForm(forms.Form):
-    plan = forms.ModelChoiceField(queryset=Plan.objects.filter(active=True), empty_label=None)
+    plan = PlanChoiceField(queryset=Plan.objects.filter(active=True), empty_label=None)
     template = forms.ModelChoiceField(queryset=OSTemplate.objects.filter(active=True),
                                       empty_label=None, label="OS template")
     hostname = forms.CharField(max_length=253, validators=[validate_hostname],

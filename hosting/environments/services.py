@@ -1,6 +1,5 @@
 """Ordering, reinstalling and re-keying VPSes: the customer-facing services."""
 
-import crypt  # sha512-crypt, what /etc/shadow expects (Python 3.11 ships it)
 import warnings
 
 from django.contrib.auth import authenticate
@@ -21,11 +20,13 @@ from ve.errors import InvalidConfig
 from .models import VirtualEnvironment as VE
 from .validators import validate_hostname
 
+with warnings.catch_warnings():  # deprecated in 3.11, gone in 3.13: then use libxcrypt via ctypes
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import crypt  # sha512-crypt, what /etc/shadow expects
+
 FIRST_VEID = 101
 MAX_VEID = 65534
 MIN_PASSWORD = 8
-
-warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*crypt.*")
 
 
 def hash_password(password):

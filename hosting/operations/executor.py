@@ -58,9 +58,8 @@ def execute(op_id, eng=None):
         if op.is_finished:
             return
         if op.attempts >= MAX_ATTEMPTS:
-            _run_undo(Context(eng or engine(), op, op.environment))
-            _finish(op, Operation.State.FAILED,
-                    error=f"gave up after {op.attempts} interrupted attempts")
+            _failed(Context(eng or engine(), op, op.environment),
+                    f"gave up after {op.attempts} interrupted attempts")
             return
         Operation.objects.filter(pk=op.pk).update(
             state=Operation.State.RUNNING, attempts=F("attempts") + 1,

@@ -59,7 +59,8 @@ def test_customer_orders_and_reboots_then_staff_raise_the_plans_ram(browser, liv
     shot(page, "01-customer-home")
 
     page.click("text=Order a VPS")
-    page.select_option("select[name=plan]", label="VPS M")
+    page.select_option("select[name=plan]",
+                       label="VPS M: 512 MiB RAM, 1 CPU, 10 GiB disk, 6.00/month")
     page.select_option("select[name=template]", label="BusyBox (minimal Linux)")
     page.fill("input[name=hostname]", "browser1.example.com")
     page.fill("input[name=root_password]", "browser-pass-1")

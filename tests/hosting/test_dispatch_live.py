@@ -164,3 +164,28 @@ def test_busy_vps_answers_409(live_stack):
     assert refused.value.status == 409 and "busy" in refused.value.body
     _wait_idle(customer, veid)
     customer.wait_operation(customer.post(f"/api/v1/environments/{veid}/terminate/"))
+
+
+def test_reinstall_wipes_the_system_and_keeps_the_addresses(live_stack):
+    customer = live_stack.api("demo")
+    op = customer.wait_operation(order(customer, "e2e-reinstall.example.com"))
+    veid = op["veid"]
+    engine = live_stack.engine()
+    assert engine.exec(veid, ["touch", "/root/old-data"]).returncode == 0
+    shadow = engine.exec(veid, ["cat", "/etc/shadow"]).stdout
+    addresses = customer.get(f"/api/v1/environments/{veid}/")["addresses"]
+
+    with pytest.raises(ApiError) as refused:  # the account password is required
+        customer.post(f"/api/v1/environments/{veid}/reinstall/",
+                      {"root_password": "fresh-root-pass", "current_password": "guess"})
+    assert refused.value.status == 403
+    op = customer.post(f"/api/v1/environments/{veid}/reinstall/", {
+        "root_password": "fresh-root-pass",
+        "current_password": live_stack.credentials()["demo"]})
+    op = customer.wait_operation(op)
+    assert op["state"] == "succeeded", op
+    assert engine.status(veid).state == "running"
+    assert engine.exec(veid, ["ls", "/root/old-data"]).returncode != 0
+    assert engine.exec(veid, ["cat", "/etc/shadow"]).stdout != shadow
+    assert customer.get(f"/api/v1/environments/{veid}/")["addresses"] == addresses
+    customer.wait_operation(customer.post(f"/api/v1/environments/{veid}/terminate/"))

@@ -1,0 +1,194 @@
+"""Who may open which server-rendered page: anonymous, customer A, customer B and staff.
+
+As in the API tests the VPS belongs to B, so A is the stranger who must get
+404 (the page never confirms someone else's VPS exists) and write nothing.
+Anonymous visitors are sent to /login/; customers get 403 on /staff/ pages.
+"""
+
+import pytest
+
+from hosting.customers.models import Customer
+from hosting.environments.models import VirtualEnvironment as VE
+from hosting.operations.models import Operation
+
+from .helpers import PASSWORD, ROOT_PASSWORD, assert_login_redirect, counts, fill, text
+
+pytestmark = pytest.mark.django_db
+
+ROLES = ("anon", "a", "b", "staff")
+LOGIN = "login"  # expected "status" meaning: redirected to the sign-in page
+
+
+# -- customer portal ----------------------------------------------------------------------
+
+PORTAL_GETS = [
+    ("/", (LOGIN, 200, 200, 302)),  # staff are sent on to /staff/
+    ("/order/", (LOGIN, 200, 200, 200)),
+    ("/vps/{ve_b}/", (LOGIN, 404, 200, 200)),
+    ("/vps/{ve_b}/live/", (LOGIN, 404, 200, 200)),
+]
+
+
+def _cases(table):
+    return [pytest.param(role, path, statuses[i], id=f"{role}-{path}")
+            for path, statuses in table for i, role in enumerate(ROLES)]
+
+
+@pytest.mark.parametrize("role, path, expected", _cases(PORTAL_GETS))
+def test_portal_page_by_role(page_as, world, role, path, expected):
+    response = page_as(role).get(fill(path, world))
+    if expected == LOGIN:
+        assert_login_redirect(response)
+        return
+    assert response.status_code == expected
+    if expected == 200 and "{ve_b}" in path:
+        assert world["ve_b"].hostname in text(response) or "198.18.0.11" in text(response)
+
+
+def test_staff_home_redirects_to_the_staff_pages(page_as, world):
+    response = page_as("staff").get("/")
+    assert response["Location"] == "/staff/"
+
+
+@pytest.mark.parametrize("role", ["a", "b"])
+def test_my_vpses_page_lists_only_my_own(page_as, world, role):
+    page = text(page_as(role).get("/"))
+    mine, theirs = (world["ve_a"], world["ve_b"]) if role == "a" else (world["ve_b"], world["ve_a"])
+    assert mine.hostname in page
+    assert theirs.hostname not in page
+
+
+def test_the_live_fragment_shows_the_owners_addresses(page_as, world):
+    page = text(page_as("b").get(fill("/vps/{ve_b}/live/", world)))
+    assert "198.18.0.11" in page and "198.18.0.10" not in page
+
+
+# (path, form data, ve_b's state, statuses for anon, a, b, staff)
+PORTAL_POSTS = [
+    ("/vps/{ve_b}/start/", {}, "stopped", (LOGIN, 404, 302, 302)),
+    ("/vps/{ve_b}/stop/", {}, "running", (LOGIN, 404, 302, 302)),
+    ("/vps/{ve_b}/reboot/", {}, "running", (LOGIN, 404, 302, 302)),
+    ("/vps/{ve_b}/terminate/", {}, "running", (LOGIN, 404, 302, 302)),
+    ("/vps/{ve_b}/password/", {"current_password": PASSWORD, "root_password": ROOT_PASSWORD},
+     "running", (LOGIN, 404, 302, 302)),
+    ("/vps/{ve_b}/reinstall/", {"current_password": PASSWORD, "template": "{template}"},
+     "running", (LOGIN, 404, 302, 302)),
+    # There is no portal action by these names: suspending is for staff, via the API.
+    ("/vps/{ve_b}/suspend/", {}, "running", (LOGIN, 404, 404, 404)),
+    ("/vps/{ve_b}/resume/", {}, "suspended", (LOGIN, 404, 404, 404)),
+]
+
+
+def _post_cases():
+    for path, data, state, statuses in PORTAL_POSTS:
+        for role, expected in zip(ROLES, statuses):
+            yield pytest.param(role, path, data, state, expected,
+                               id=f"{role}-{path.rstrip('/').rsplit('/', 1)[-1]}")
+
+
+@pytest.mark.parametrize("role, path, data, state, expected", list(_post_cases()))
+def test_portal_action_by_role(page_as, world, role, path, data, state, expected):
+    ve = world["ve_b"]
+    VE.objects.filter(pk=ve.pk).update(actual_state=state)
+    data = {key: fill(value, world) for key, value in data.items()}
+    client = page_as(role)
+    before = counts()
+    response = client.post(fill(path, world), data)
+    if expected == 302:
+        assert response.status_code == 302, text(response)
+        assert response["Location"] == f"/vps/{ve.veid}/"
+        op = Operation.objects.get(environment=ve, state=Operation.State.QUEUED)
+        assert op.requested_by == (world["staff"] if role == "staff" else ve.owner.user)
+        assert counts()["operations"] == before["operations"] + 1
+        return
+    if expected == LOGIN:
+        assert_login_redirect(response)
+    else:
+        assert response.status_code == expected
+    assert counts() == before
+    assert not Operation.objects.filter(environment=ve, state=Operation.State.QUEUED).exists()
+
+
+@pytest.mark.parametrize("path", ["/vps/{ve_b}/reboot/", "/vps/{ve_b}/password/",
+                                  "/vps/{ve_b}/reinstall/"])
+def test_portal_actions_refuse_get(page_as, world, path):
+    assert page_as("b").get(fill(path, world)).status_code == 405
+
+
+# -- staff pages --------------------------------------------------------------------------
+
+STAFF_GETS = [
+    "/staff/nodes/", "/staff/nodes/{node}/", "/staff/plans/", "/staff/plans/new/",
+    "/staff/plans/{plan}/", "/staff/customers/", "/staff/vps/", "/staff/operations/",
+    "/staff/audit/",
+]
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("path", STAFF_GETS)
+def test_staff_page_by_role(page_as, world, role, path):
+    response = page_as(role).get(fill(path, world))
+    if role == "anon":
+        assert_login_redirect(response)
+    elif role == "staff":
+        assert response.status_code == 200
+    else:
+        assert response.status_code == 403
+
+
+@pytest.mark.parametrize("role, expected", [("anon", LOGIN), ("a", 403), ("staff", 200)])
+def test_staff_root_redirect_ends_in_the_same_verdict(page_as, world, role, expected):
+    """/staff/ itself only redirects to /staff/nodes/, which is guarded."""
+    client = page_as(role)
+    first = client.get("/staff/")
+    assert (first.status_code, first["Location"]) == (302, "/staff/nodes/")
+    final = client.get(first["Location"])
+    if expected == LOGIN:
+        assert_login_redirect(final)
+    else:
+        assert final.status_code == expected
+
+
+def test_staff_vps_list_shows_every_customers_vps(page_as, world):
+    page = text(page_as("staff").get("/staff/vps/"))
+    assert world["ve_a"].hostname in page and world["ve_b"].hostname in page
+
+
+# (path, data, statuses for anon, a, b, staff)
+STAFF_POSTS = [
+    ("/staff/plans/{plan}/retire/", {}, (LOGIN, 403, 403, 302)),
+    ("/staff/customers/{cust_b}/suspended/", {}, (LOGIN, 403, 403, 302)),
+    ("/staff/plans/{plan}/", {"name": "small", "ram_mb": 1024, "swap_mb": 0, "cpu_units": 1000,
+                              "cpu_limit_pct": 0, "cpus": 0, "processes": 256, "disk_gib": 10,
+                              "inodes": 200000, "bandwidth_gib": 1000, "port_speed_mbit": 100,
+                              "ipv4_count": 1, "ipv6_count": 2, "monthly_price": "5.00",
+                              "active": "on"}, (LOGIN, 403, 403, 302)),
+]
+
+
+def _staff_post_cases():
+    for path, data, statuses in STAFF_POSTS:
+        for role, expected in zip(ROLES, statuses):
+            yield pytest.param(role, path, data, expected, id=f"{role}-{path}")
+
+
+@pytest.mark.parametrize("role, path, data, expected", list(_staff_post_cases()))
+def test_staff_form_post_by_role(page_as, world, role, path, data, expected):
+    client = page_as(role)
+    before = counts()
+    response = client.post(fill(path, world), data)
+    world["plan"].refresh_from_db()
+    world["b"].refresh_from_db()
+    if expected == 302:
+        assert response.status_code == 302
+        assert counts()["audit"] > before["audit"]
+        assert not world["plan"].active or world["plan"].ram_mb == 1024 \
+            or world["b"].status == Customer.Status.SUSPENDED
+        return
+    if expected == LOGIN:
+        assert_login_redirect(response)
+    else:
+        assert response.status_code == 403
+    assert counts() == before
+    assert (world["plan"].active, world["plan"].ram_mb) == (True, 512)
+    assert world["b"].status == Customer.Status.ACTIVE

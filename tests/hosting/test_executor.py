@@ -1,0 +1,114 @@
+"""The node side in-process: operations run through a real engine, reconcile reports drift.
+
+The database is pytest-django's; the engine works on a throwaway VE_ROOT and
+cgroup subtree (tests/engine fixtures), so VEs really start.
+"""
+
+import pytest
+
+from hosting.environments import services
+from hosting.environments.models import VirtualEnvironment as VE
+from hosting.ipam.models import IPAddress
+from hosting.operations import executor, reconcile
+from hosting.operations.models import Operation
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def ordered(catalogue, node_run_dir, django_capture_on_commit_callbacks):
+    """An order placed (not yet run): its create Operation."""
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        op = services.order(catalogue["customer"], catalogue["plan"], catalogue["template"],
+                            "exec1.example.com", catalogue["user"],
+                            root_password="root-pass-123")
+    assert len(sent) == 1
+    return op
+
+
+def test_create_runs_and_wipes_the_password_hash(ordered, engine):
+    assert ordered.params["password_hash"].startswith("$6$")
+    assert "root-pass-123" not in str(ordered.params)
+    executor.execute(ordered.pk, engine)
+    op = Operation.objects.get(pk=ordered.pk)
+    assert (op.state, op.progress, op.attempts) == ("succeeded", 100, 1)
+    assert "password_hash" not in op.params
+    ve = VE.objects.get(pk=op.environment_id)
+    assert ve.actual_state == "running"
+    assert engine.status(ve.veid).state == "running"
+    assert engine.config(ve.veid).limits.ram == 128 << 20
+
+
+def test_executing_twice_runs_once(ordered, engine):
+    executor.execute(ordered.pk, engine)
+    pid = engine.status(ordered.environment.veid).init_pid
+    executor.execute(ordered.pk, engine)
+    assert Operation.objects.get(pk=ordered.pk).attempts == 1
+    assert engine.status(ordered.environment.veid).init_pid == pid
+
+
+def test_failed_create_leaves_nothing(ordered, engine, catalogue):
+    catalogue["template"].name = "nosuchtemplate"  # not installed, not buildable
+    catalogue["template"].save()
+    executor.execute(ordered.pk, engine)
+    op = Operation.objects.get(pk=ordered.pk)
+    assert op.state == "failed" and "nosuchtemplate" in op.error
+    assert "password_hash" not in op.params
+    ve = VE.objects.get(pk=op.environment_id)
+    assert ve.actual_state == "destroyed"
+    assert not IPAddress.objects.filter(environment=ve).exists()
+    assert engine.layout.veids() == []
+
+
+def test_interrupted_operation_is_run_again_by_reconcile(ordered, engine, catalogue):
+    # What a worker killed mid-way leaves: the row says running, nobody holds the lock.
+    Operation.objects.filter(pk=ordered.pk).update(state="running", attempts=1, progress=30)
+    summary = reconcile.node("hn1", engine)
+    assert summary["resumed"] == [str(ordered.pk)]
+    op = Operation.objects.get(pk=ordered.pk)
+    assert (op.state, op.attempts) == ("succeeded", 2)
+    assert engine.status(op.environment.veid).state == "running"
+
+
+def test_an_operation_interrupted_too_often_gives_up_and_rolls_back(ordered, engine):
+    Operation.objects.filter(pk=ordered.pk).update(state="running",
+                                                   attempts=executor.MAX_ATTEMPTS)
+    reconcile.node("hn1", engine)
+    op = Operation.objects.get(pk=ordered.pk)
+    assert op.state == "failed" and "gave up" in op.error
+    assert op.environment.actual_state == "destroyed" and engine.layout.veids() == []
+    assert not op.environment.addresses.exists()
+
+
+def test_reconcile_reports_drift_and_queues_plan_limits(ordered, engine, catalogue,
+                                                        django_capture_on_commit_callbacks):
+    from ve import VEConfig
+    executor.execute(ordered.pk, engine)
+    ve = VE.objects.get(pk=ordered.environment_id)
+    engine.create(VEConfig(veid=999, hostname="stray", template="busybox"))  # unknown to the DB
+    engine.stop(ve.veid)  # stopped behind the dashboard's back
+    catalogue["plan"].ram_mb = 192  # as if changed while the VE was busy
+    catalogue["plan"].save()
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        summary = reconcile.node("hn1", engine)
+    assert "VE 999 runs on the node but is not in the dashboard" in summary["drift"]
+    assert f"VE {ve.veid} (exec1.example.com) should be running but is stopped" in summary["drift"]
+    assert VE.objects.get(pk=ve.pk).actual_state == "stopped"
+    assert summary["limit_fixes"] == [ve.veid] and len(sent) == 1
+    assert ve.operations.filter(kind="set", state="queued").exists()
+    assert catalogue["node"].__class__.objects.get(pk=catalogue["node"].pk).drift == summary["drift"]
+
+
+def test_password_reset_and_ssh_key_reach_the_ve(ordered, engine, catalogue):
+    executor.execute(ordered.pk, engine)
+    ve = VE.objects.get(pk=ordered.environment_id)
+    op = services.reset_password(ve, catalogue["user"], "new-root-pass-9")
+    Operation.objects.filter(pk=op.pk).update(params={**op.params, "ssh_key": "ssh-ed25519 "
+                                                      "AAAAC3NzaC1lZDI1NTE5AAAAIExample alice"})
+    before = engine.exec(ve.veid, ["cat", "/etc/shadow"]).stdout
+    executor.execute(op.pk, engine)
+    assert Operation.objects.get(pk=op.pk).state == "succeeded"
+    after = engine.exec(ve.veid, ["cat", "/etc/shadow"]).stdout
+    assert after != before and after.startswith(b"root:$6$")
+    keys = engine.exec(ve.veid, ["cat", "/root/.ssh/authorized_keys"]).stdout
+    assert keys == b"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample alice\n"
