@@ -119,7 +119,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
 }
 
-# Celery: Redis carries only operation ids and password hashes, never clear text.
+# Celery: messages carry only operation ids; everything else is in the database.
 CELERY_BROKER_URL = os.environ.get("HOSTING_REDIS_URL", "redis://127.0.0.1:6379/0")
 CELERY_TASK_DEFAULT_QUEUE = "hosting"
 CELERY_TASK_SERIALIZER = "json"
