@@ -166,10 +166,14 @@ class LiveStack:
                 engine.destroy(veid, timeout=2)
             except Exception as exc:
                 print(f"cleanup of VE {veid} failed: {exc}", file=sys.stderr)
-        from tests.engine.conftest import _remove_cgroup_tree
+        from tests.engine.conftest import CGROUP_ROOT, _remove_cgroup_tree
+        leaked = [str(h / self.cgroup_top / "ve") for h in CGROUP_ROOT.iterdir()
+                  if any((h / self.cgroup_top / "ve").glob("[0-9]*"))]
         _remove_cgroup_tree(self.cgroup_top)
         subprocess.run(["rm", "-rf", "--one-file-system", str(self.data_dir), str(self.ve_root)])
+        assert not leaked, f"VE cgroups left after destroying every VE: {leaked}"
 
 
 def new_cgroup_top():
-    return f"vetest-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    # Not "vetest-": the engine tests' leak check runs before this stack stops.
+    return f"vestack-{os.getpid()}-{uuid.uuid4().hex[:8]}"

@@ -7,15 +7,17 @@ really there.
 
 import logging
 
-from django.conf import settings
 from django.db import IntegrityError
+
+from hosting.core.errors import Conflict
 
 from hosting.environments.models import VirtualEnvironment as VE
 from hosting.nodes.models import Node
 from ve.errors import NotFound, VEError
 
-from . import executor, locks
+from . import dispatch, executor, locks, services
 from .models import Operation
+from .runners import config_of
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,6 @@ def _sync_state(ve, status, drift):
 
 
 def _limits_differ(eng, ve):
-    from .runners import config_of
     try:
         return eng.config(ve.veid).limits != config_of(ve).limits
     except (NotFound, VEError):
@@ -93,11 +94,9 @@ def _limits_differ(eng, ve):
 
 def _queue_limit_fix(ve):
     """Queue a 'set' so the VE gets its plan's limits (staff changed the plan)."""
-    from . import services
     try:
         op = services.create(ve, Operation.Kind.SET, None, {})
-    except (IntegrityError, services.Conflict):
+    except (IntegrityError, Conflict):
         return False
-    from . import dispatch
     dispatch.on_commit(op)
     return True

@@ -10,6 +10,7 @@ from ve import VEConfig, Limits, accounts
 from ve.errors import AlreadyExists, NotFound
 
 from hosting.environments.models import OSTemplate, VirtualEnvironment as VE
+from hosting.ipam import services as ipam
 
 STOP_TIMEOUT = 10.0
 BUILDABLE = {"busybox"}  # templates a node builds itself when missing
@@ -131,7 +132,6 @@ def destroy(ctx):
 
 def destroyed(ctx):
     """Book-keeping once the node holds nothing of the VE any more."""
-    from hosting.ipam import services as ipam
     ipam.release(ctx.ve)
     return VE.State.DESTROYED
 

@@ -4,6 +4,9 @@ from django.db import transaction
 
 from hosting.core import audit
 from hosting.core.errors import Conflict
+from hosting.environments.models import VirtualEnvironment as VE
+from hosting.operations import dispatch, services as operations
+from hosting.operations.models import Operation
 
 LIMIT_FIELDS = ("ram_mb", "swap_mb", "cpu_units", "cpu_limit_pct", "cpus", "processes")
 
@@ -15,9 +18,6 @@ def save(plan, user, before=None):
     Returns the operations queued. A VE busy with another operation gets the
     new limits from its node's next reconcile instead.
     """
-    from hosting.environments.models import VirtualEnvironment as VE
-    from hosting.operations import dispatch, services as operations
-    from hosting.operations.models import Operation
     plan.full_clean()
     queued = []
     with transaction.atomic():
