@@ -16,6 +16,8 @@ _skipped = []
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "allowed_skip(reason): the test may skip on hosts without the named feature")
+    # WhiteNoise looks for STATIC_ROOT, which only `make run` creates.
+    config.addinivalue_line("filterwarnings", "ignore:No directory at:UserWarning")
 
 
 def pytest_runtest_logreport(report):

@@ -5,8 +5,9 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from hosting.core import audit
 from hosting.core.api import ReadOnlyOrStaff
-from hosting.core.errors import Forbidden, Invalid
+from hosting.core.errors import Conflict, Forbidden, Invalid
 from hosting.customers.models import Customer
 from hosting.operations import services as operations
 from hosting.operations.api import OperationSerializer
@@ -30,6 +31,20 @@ class OSTemplateViewSet(viewsets.ModelViewSet):
     def get_queryset(self):
         templates = OSTemplate.objects.all()
         return templates if self.request.user.is_staff else templates.filter(active=True)
+
+    def perform_create(self, serializer):
+        audit.record(self.request.user, "template.create", serializer.save())
+
+    def perform_update(self, serializer):
+        audit.record(self.request.user, "template.update", serializer.save(),
+                     changes={k: str(v) for k, v in serializer.validated_data.items()})
+
+    def perform_destroy(self, template):
+        if VE.objects.filter(template=template).exists():
+            raise Conflict(f"template {template.name} is in use by VPSes; "
+                           "retire it (active: false) instead")
+        audit.record(self.request.user, "template.delete", template)
+        template.delete()
 
 
 class EnvironmentSerializer(serializers.ModelSerializer):
@@ -112,6 +127,8 @@ class EnvironmentViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin,
     @extend_schema(request=OrderSerializer, responses={202: OperationSerializer})
     def create(self, request, *args, **kwargs):
         order = OrderSerializer(data=request.data)
+        if not request.user.is_staff:  # a customer may name only themselves (no id probing)
+            order.fields["customer"].queryset = Customer.objects.filter(user=request.user)
         order.is_valid(raise_exception=True)
         data = order.validated_data
         if request.user.is_staff:

@@ -1,6 +1,7 @@
 """OS templates and the VEs (VPSes) customers rent."""
 
 from django.db import models
+from django.db.models.functions import Lower
 
 from .validators import validate_hostname, validate_template_name, validate_veid
 
@@ -64,7 +65,7 @@ class VirtualEnvironment(models.Model):
     class Meta:
         ordering = ["veid"]
         constraints = [models.UniqueConstraint(
-            fields=["hostname"], condition=~models.Q(actual_state="destroyed"),
+            Lower("hostname"), condition=~models.Q(actual_state="destroyed"),
             name="unique_hostname_of_live_ves")]
 
     def __str__(self):

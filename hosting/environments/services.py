@@ -63,6 +63,7 @@ def order(customer, plan, template, hostname, requested_by, root_password="", ss
         raise Invalid(f"plan {plan.name} is not offered any more", field="plan")
     if not plan.offered_templates().filter(pk=template.pk).exists():
         raise Invalid(f"plan {plan.name} does not offer template {template.name}", field="template")
+    hostname = hostname.lower()  # DNS names are case-insensitive (RFC 4343)
     try:
         validate_hostname(hostname)
     except ValidationError as exc:
@@ -79,7 +80,7 @@ def order(customer, plan, template, hostname, requested_by, root_password="", ss
                 if earlier.kind != Operation.Kind.CREATE or earlier.environment.owner_id != customer.pk:
                     raise Conflict("this idempotency key was already used for a different request")
                 return earlier
-        if VE.objects.filter(hostname=hostname).exclude(actual_state=VE.State.DESTROYED).exists():
+        if VE.objects.filter(hostname__iexact=hostname).live().exists():
             raise Invalid(f"host name {hostname} is taken", field="hostname")
         node = _place(plan)
         ve = _insert(customer, plan, node, template, hostname)
@@ -133,6 +134,6 @@ def _insert(customer, plan, node, template, hostname):
                                          desired_state=VE.State.RUNNING,
                                          actual_state=VE.State.CREATING)
         except IntegrityError as exc:
-            if VE.objects.filter(hostname=hostname).exclude(actual_state=VE.State.DESTROYED).exists():
+            if VE.objects.filter(hostname__iexact=hostname).live().exists():
                 raise Invalid(f"host name {hostname} is taken", field="hostname") from exc
     raise Conflict("too many orders at once; try again")

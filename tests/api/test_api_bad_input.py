@@ -92,9 +92,6 @@ def test_order_with_a_taken_hostname(world, alice, order, refused):
     assert body["field"] == "hostname"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: host names are compared case-sensitively, so WEB-B.example.com can be ordered "
-    "while web-b.example.com is live (DNS names are case-insensitive, RFC 4343)"))
 def test_order_with_a_taken_hostname_in_other_case(world, alice, order, refused):
     refused(lambda: alice.post(ORDERS, order(hostname="WEB-B.Example.COM"), format="json"),
             400, "is taken")
@@ -188,10 +185,6 @@ def test_staff_order_for_an_unknown_customer(world, api_as, order, refused):
             400, 'Invalid pk \\"9999\\" - object does not exist.')
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (information leak): a customer posting customer=<id> learns whether that customer "
-    "exists: 403 'customers order for themselves only' for a real id, 400 'Invalid pk' for "
-    "a free one"))
 def test_a_customer_cannot_probe_for_other_customers_ids(world, alice, order):
     real = alice.post(ORDERS, order(customer=world["b"].pk), format="json")
     free = alice.post(ORDERS, order(customer=9999), format="json")

@@ -4,9 +4,8 @@ The objects under test belong to customer B (``ve_b``, ``op_b``), so customer A
 plays the stranger: A must get 404 (never 403, which would confirm the VPS
 exists) and nothing may be written on A's behalf.
 
-Anonymous callers get 403, not 401: SessionAuthentication is the first
-authentication class and sends no WWW-Authenticate challenge, so DRF answers
-NotAuthenticated with 403 ("Authentication credentials were not provided.").
+Anonymous callers get 401 with a ``WWW-Authenticate: Token`` challenge:
+TokenAuthentication is the first authentication class.
 """
 
 import pytest
@@ -33,22 +32,22 @@ def _matrix(table):
 # -- reads --------------------------------------------------------------------------------
 
 READS = [
-    ("/api/v1/", (403, 200, 200, 200)),
-    ("/api/v1/environments/", (403, 200, 200, 200)),
-    ("/api/v1/environments/{ve_b}/", (403, 404, 200, 200)),
-    ("/api/v1/operations/", (403, 200, 200, 200)),
-    ("/api/v1/operations/{op_b}/", (403, 404, 200, 200)),
-    ("/api/v1/plans/", (403, 200, 200, 200)),
-    ("/api/v1/plans/{plan}/", (403, 200, 200, 200)),
-    ("/api/v1/templates/", (403, 200, 200, 200)),
-    ("/api/v1/templates/{template}/", (403, 200, 200, 200)),
-    ("/api/v1/customers/", (403, 403, 403, 200)),
-    ("/api/v1/customers/{cust_b}/", (403, 403, 403, 200)),
-    ("/api/v1/nodes/", (403, 403, 403, 200)),
-    ("/api/v1/nodes/{node}/", (403, 403, 403, 200)),
-    ("/api/v1/ip-pools/", (403, 403, 403, 200)),
-    ("/api/v1/ip-pools/{pool}/", (403, 403, 403, 200)),
-    ("/api/v1/audit-log/", (403, 403, 403, 200)),
+    ("/api/v1/", (401, 200, 200, 200)),
+    ("/api/v1/environments/", (401, 200, 200, 200)),
+    ("/api/v1/environments/{ve_b}/", (401, 404, 200, 200)),
+    ("/api/v1/operations/", (401, 200, 200, 200)),
+    ("/api/v1/operations/{op_b}/", (401, 404, 200, 200)),
+    ("/api/v1/plans/", (401, 200, 200, 200)),
+    ("/api/v1/plans/{plan}/", (401, 200, 200, 200)),
+    ("/api/v1/templates/", (401, 200, 200, 200)),
+    ("/api/v1/templates/{template}/", (401, 200, 200, 200)),
+    ("/api/v1/customers/", (401, 403, 403, 200)),
+    ("/api/v1/customers/{cust_b}/", (401, 403, 403, 200)),
+    ("/api/v1/nodes/", (401, 403, 403, 200)),
+    ("/api/v1/nodes/{node}/", (401, 403, 403, 200)),
+    ("/api/v1/ip-pools/", (401, 403, 403, 200)),
+    ("/api/v1/ip-pools/{pool}/", (401, 403, 403, 200)),
+    ("/api/v1/audit-log/", (401, 403, 403, 200)),
 ]
 
 
@@ -56,7 +55,7 @@ READS = [
 def test_get_answers_by_role(api_as, world, role, path, expected):
     response = api_as(role).get(fill(path, world))
     assert response.status_code == expected, response.content
-    if expected == 403:
+    if expected in (401, 403):
         detail = response.json()["detail"]
         assert detail == (NOT_SIGNED_IN if role == "anon" else "only staff can use this endpoint")
     if expected == 404:
@@ -64,10 +63,11 @@ def test_get_answers_by_role(api_as, world, role, path, expected):
             or response.json() == {"detail": "No Operation matches the given query."}
 
 
-def test_anonymous_gets_403_without_a_www_authenticate_challenge(api_as):
+def test_anonymous_gets_401_with_a_token_challenge(api_as):
     response = api_as("anon").get("/api/v1/environments/")
-    assert response.status_code == 403
-    assert "WWW-Authenticate" not in response
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == 'Token'
+    assert response.json() == {"detail": NOT_SIGNED_IN}
 
 
 @pytest.mark.parametrize("role", ["a", "b"])
@@ -107,18 +107,18 @@ def test_staff_lists_everyones_environments_and_operations(api_as, world):
 
 # (method, path, body, ve_b's state before, statuses for anon, a, b, staff)
 ACTIONS = [
-    ("post", "/api/v1/environments/{ve_b}/start/", None, "stopped", (403, 404, 202, 202)),
-    ("post", "/api/v1/environments/{ve_b}/stop/", None, "running", (403, 404, 202, 202)),
-    ("post", "/api/v1/environments/{ve_b}/reboot/", None, "running", (403, 404, 202, 202)),
-    ("post", "/api/v1/environments/{ve_b}/terminate/", None, "running", (403, 404, 202, 202)),
-    ("delete", "/api/v1/environments/{ve_b}/", None, "running", (403, 404, 202, 202)),
+    ("post", "/api/v1/environments/{ve_b}/start/", None, "stopped", (401, 404, 202, 202)),
+    ("post", "/api/v1/environments/{ve_b}/stop/", None, "running", (401, 404, 202, 202)),
+    ("post", "/api/v1/environments/{ve_b}/reboot/", None, "running", (401, 404, 202, 202)),
+    ("post", "/api/v1/environments/{ve_b}/terminate/", None, "running", (401, 404, 202, 202)),
+    ("delete", "/api/v1/environments/{ve_b}/", None, "running", (401, 404, 202, 202)),
     ("post", "/api/v1/environments/{ve_b}/reinstall/", {"current_password": PASSWORD},
-     "running", (403, 404, 202, 202)),
+     "running", (401, 404, 202, 202)),
     ("post", "/api/v1/environments/{ve_b}/password/",
      {"root_password": ROOT_PASSWORD, "current_password": PASSWORD}, "running",
-     (403, 404, 202, 202)),
-    ("post", "/api/v1/environments/{ve_b}/suspend/", None, "running", (403, 404, 403, 202)),
-    ("post", "/api/v1/environments/{ve_b}/resume/", None, "suspended", (403, 404, 403, 202)),
+     (401, 404, 202, 202)),
+    ("post", "/api/v1/environments/{ve_b}/suspend/", None, "running", (401, 404, 403, 202)),
+    ("post", "/api/v1/environments/{ve_b}/resume/", None, "suspended", (401, 404, 403, 202)),
 ]
 KIND = {"start": "start", "stop": "stop", "reboot": "restart", "terminate": "destroy",
         "reinstall": "reinstall", "password": "password", "suspend": "suspend",
@@ -180,22 +180,22 @@ NEW_CUSTOMER = {"username": "carol", "email": "carol@example.com", "password": P
 
 # (method, path, body, statuses for anon, a, b, staff)
 STAFF_WRITES = [
-    ("post", "/api/v1/plans/", NEW_PLAN, (403, 403, 403, 201)),
-    ("patch", "/api/v1/plans/{plan}/", {"monthly_price": "6.00"}, (403, 403, 403, 200)),
-    ("put", "/api/v1/plans/{plan}/", dict(NEW_PLAN, name="small"), (403, 403, 403, 200)),
-    ("delete", "/api/v1/plans/{plan}/", None, (403, 403, 403, 204)),
-    ("post", "/api/v1/templates/", {"name": "alpine", "title": "Alpine"}, (403, 403, 403, 201)),
-    ("patch", "/api/v1/templates/{template}/", {"title": "BB"}, (403, 403, 403, 200)),
-    ("post", "/api/v1/customers/", NEW_CUSTOMER, (403, 403, 403, 201)),
-    ("patch", "/api/v1/customers/{cust_b}/", {"phone": "+49 1"}, (403, 403, 403, 200)),
-    ("post", "/api/v1/customers/{cust_b}/suspend/", None, (403, 403, 403, 200)),
-    ("post", "/api/v1/customers/{cust_b}/unsuspend/", None, (403, 403, 403, 200)),
-    ("post", "/api/v1/nodes/", {"name": "hn2"}, (403, 403, 403, 201)),
-    ("patch", "/api/v1/nodes/{node}/", {"state": "draining"}, (403, 403, 403, 200)),
-    ("post", "/api/v1/ip-pools/", NEW_POOL, (403, 403, 403, 201)),
-    ("patch", "/api/v1/ip-pools/{pool}/", {"last": "198.18.0.200"}, (403, 403, 403, 200)),
+    ("post", "/api/v1/plans/", NEW_PLAN, (401, 403, 403, 201)),
+    ("patch", "/api/v1/plans/{plan}/", {"monthly_price": "6.00"}, (401, 403, 403, 200)),
+    ("put", "/api/v1/plans/{plan}/", dict(NEW_PLAN, name="small"), (401, 403, 403, 200)),
+    ("delete", "/api/v1/plans/{plan}/", None, (401, 403, 403, 204)),
+    ("post", "/api/v1/templates/", {"name": "alpine", "title": "Alpine"}, (401, 403, 403, 201)),
+    ("patch", "/api/v1/templates/{template}/", {"title": "BB"}, (401, 403, 403, 200)),
+    ("post", "/api/v1/customers/", NEW_CUSTOMER, (401, 403, 403, 201)),
+    ("patch", "/api/v1/customers/{cust_b}/", {"phone": "+49 1"}, (401, 403, 403, 200)),
+    ("post", "/api/v1/customers/{cust_b}/suspend/", None, (401, 403, 403, 200)),
+    ("post", "/api/v1/customers/{cust_b}/unsuspend/", None, (401, 403, 403, 200)),
+    ("post", "/api/v1/nodes/", {"name": "hn2"}, (401, 403, 403, 201)),
+    ("patch", "/api/v1/nodes/{node}/", {"state": "draining"}, (401, 403, 403, 200)),
+    ("post", "/api/v1/ip-pools/", NEW_POOL, (401, 403, 403, 201)),
+    ("patch", "/api/v1/ip-pools/{pool}/", {"last": "198.18.0.200"}, (401, 403, 403, 200)),
     # The pool's addresses are held by the VEs, so even staff are refused (409), not 5xx.
-    ("delete", "/api/v1/ip-pools/{pool}/", None, (403, 403, 403, 409)),
+    ("delete", "/api/v1/ip-pools/{pool}/", None, (401, 403, 403, 409)),
 ]
 
 
@@ -256,16 +256,10 @@ def test_a_customer_cannot_order_for_another_customer(api_as, world):
     assert counts() == before
 
 
-TEMPLATES_NOT_AUDITED = pytest.mark.xfail(strict=True, reason=(
-    "BUG: OSTemplateViewSet is a plain ModelViewSet, so staff creating or editing an OS "
-    "template through the API leaves no AuditLog row, unlike every other staff write"))
-
-
 def _audited_cases():
     for method, path, body, statuses in STAFF_WRITES:
         if statuses[-1] in (200, 201, 204):
-            marks = [TEMPLATES_NOT_AUDITED] if path.startswith("/api/v1/templates/") else []
-            yield pytest.param(method, path, body, marks=marks, id=f"{method.upper()}-{path}")
+            yield pytest.param(method, path, body, id=f"{method.upper()}-{path}")
 
 
 @pytest.mark.parametrize("method, path, body", list(_audited_cases()))
@@ -279,9 +273,6 @@ def test_every_staff_write_leaves_an_audit_row(api_as, world, method, path, body
     assert row.actor == world["staff"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: DELETE /api/v1/templates/<id>/ of a template VEs still use raises ProtectedError "
-    "(500) instead of a 409; OSTemplateViewSet has no perform_destroy"))
 def test_deleting_a_template_in_use_is_refused_with_409(api_as, world):
     client = api_as("staff")
     client.raise_request_exception = False

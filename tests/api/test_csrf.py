@@ -96,11 +96,10 @@ def test_token_authentication_needs_no_csrf_token(token_client, world):
     assert response.json()["requested_by"] == "alice"
 
 
-def test_a_bad_token_is_refused_with_403(world):
-    """403, not 401: the first authentication class (session) sends no challenge."""
+def test_a_bad_token_is_refused_with_401(world):
     client = Client()
     response = client.get("/api/v1/environments/", HTTP_AUTHORIZATION="Token " + "0" * 40)
-    assert response.status_code == 403
+    assert response.status_code == 401 and response["WWW-Authenticate"] == "Token"
     assert response.json()["detail"] == "Invalid token."
 
 
