@@ -3,6 +3,7 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
 from hosting.core.errors import Forbidden, ServiceError
@@ -14,7 +15,10 @@ from .forms import OrderForm, PasswordForm, ReinstallForm
 from .models import VirtualEnvironment as VE
 
 SIMPLE_ACTIONS = {"start": Operation.Kind.START, "stop": Operation.Kind.STOP,
-                  "reboot": Operation.Kind.RESTART, "terminate": Operation.Kind.DESTROY}
+                  "reboot": Operation.Kind.RESTART, "terminate": Operation.Kind.DESTROY,
+                  "suspend": Operation.Kind.SUSPEND, "resume": Operation.Kind.RESUME}
+# Kept out of Django's error reports (the passwords are never stored or logged).
+SECRET_FIELDS = ("root_password", "current_password")
 
 
 @login_required
@@ -27,6 +31,7 @@ def home(request):
     return render(request, "environments/list.html", {"environments": ves, "customer": customer})
 
 
+@sensitive_post_parameters(*SECRET_FIELDS)
 @login_required
 def order(request):
     form = OrderForm(request.POST or None)
@@ -86,6 +91,7 @@ def action(request, veid, name):
     return redirect("vps-detail", veid=veid)
 
 
+@sensitive_post_parameters(*SECRET_FIELDS)
 @login_required
 @require_POST
 def reset_password(request, veid):
@@ -103,6 +109,7 @@ def reset_password(request, veid):
     return redirect("vps-detail", veid=veid)
 
 
+@sensitive_post_parameters(*SECRET_FIELDS)
 @login_required
 @require_POST
 def reinstall(request, veid):

@@ -73,9 +73,10 @@ PORTAL_POSTS = [
      "running", (LOGIN, 404, 302, 302)),
     ("/vps/{ve_b}/reinstall/", {"current_password": PASSWORD, "template": "{template}"},
      "running", (LOGIN, 404, 302, 302)),
-    # There is no portal action by these names: suspending is for staff, via the API.
-    ("/vps/{ve_b}/suspend/", {}, "running", (LOGIN, 404, 404, 404)),
-    ("/vps/{ve_b}/resume/", {}, "suspended", (LOGIN, 404, 404, 404)),
+    # Staff only: the owner is refused with 403, a stranger still sees nothing (404).
+    ("/vps/{ve_b}/suspend/", {}, "running", (LOGIN, 404, 403, 302)),
+    ("/vps/{ve_b}/resume/", {}, "suspended", (LOGIN, 404, 403, 302)),
+    ("/vps/{ve_b}/explode/", {}, "running", (LOGIN, 404, 404, 404)),
 ]
 
 

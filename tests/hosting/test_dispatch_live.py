@@ -189,3 +189,18 @@ def test_reinstall_wipes_the_system_and_keeps_the_addresses(live_stack):
     assert engine.exec(veid, ["cat", "/etc/shadow"]).stdout != shadow
     assert customer.get(f"/api/v1/environments/{veid}/")["addresses"] == addresses
     customer.wait_operation(customer.post(f"/api/v1/environments/{veid}/terminate/"))
+
+
+def test_only_the_node_worker_runs_as_root(live_stack):
+    import pwd
+    unprivileged = pwd.getpwnam("hosting").pw_uid
+
+    def uids(name):
+        pid = live_stack.stack.processes[name].pid
+        with open(f"/proc/{pid}/status") as status:
+            line = next(l for l in status if l.startswith("Uid:"))
+        return set(map(int, line.split()[1:]))
+
+    assert uids("web") == {unprivileged}
+    assert uids("housekeeping") == {unprivileged}
+    assert uids("node-worker") == {0}
