@@ -143,11 +143,15 @@ def test_second_delivery_of_a_finished_operation_changes_nothing(live_stack):
     pid_after = live_stack.vectl_json("status", veid)["init_pid"]
     assert pid_after != pid
     # Deliver the same reboot again, as Redis would after a lost ack.
-    from hosting.celery import app
-    app.conf.broker_url = live_stack.stack.redis_url
-    app.send_task("hosting.operations.tasks.run_operation", args=[reboot["id"]],
-                  queue=f"node.{NODE}")
-    time.sleep(3)
+    from celery import Celery
+    sender = Celery("redeliver", broker=live_stack.stack.redis_url)
+    message = sender.send_task("hosting.operations.tasks.run_operation", args=[reboot["id"]],
+                               queue=f"node.{NODE}")
+    sender.close()
+    deadline = time.monotonic() + 30  # wait until the worker has really run it
+    while f"run_operation[{message.id}] succeeded" not in live_stack.logs("node-worker"):
+        assert time.monotonic() < deadline, live_stack.logs("node-worker")
+        time.sleep(0.2)
     assert live_stack.vectl_json("status", veid)["init_pid"] == pid_after
     again = customer.get(f"/api/v1/operations/{reboot['id']}/")
     assert again["attempts"] == reboot["attempts"] == 1
