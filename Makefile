@@ -29,7 +29,7 @@ $(STAMP): requirements.txt
 # -I keeps the caller's PYTHONPATH and user site out of a root tool; -S skips
 # site's .pth processing (a few ms of every call) and the venv's packages are
 # put on sys.path directly.
-$(VECTL): FORCE
+$(VECTL): $(STAMP) FORCE
 	site=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
 	printf '#!%s -IS\nimport sys\nsys.path[:0] = ["%s", "%s"]\nfrom ve.cli import main\nsys.exit(main())\n' \
 		"$(PY)" "$(CURDIR)" "$$site" > $@.tmp
@@ -39,6 +39,9 @@ $(VECTL): FORCE
 web-user:
 	@id -u $(WEB_USER) >/dev/null 2>&1 || useradd --system --no-create-home \
 		--home-dir /nonexistent --shell /usr/sbin/nologin $(WEB_USER)
+	@runuser -u $(WEB_USER) -- test -r $(CURDIR)/manage.py || { echo "user $(WEB_USER) cannot \
+	read $(CURDIR) (the web process runs as $(WEB_USER)): put the checkout somewhere \
+	world-readable such as /srv or /opt, not under /root" >&2; exit 1; }
 
 # The whole product in the foreground: Redis, the root node worker, housekeeping
 # + beat and the web server on 127.0.0.1:8000, with demo logins printed.

@@ -5,9 +5,12 @@ from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("HOSTING_DATA_DIR", BASE_DIR / "var"))
+# The part of DATA_DIR the unprivileged web user writes (SQLite, beat schedule).
+DB_DIR = DATA_DIR / "db"
 
-# A development key is generated per checkout; production sets HOSTING_SECRET_KEY.
-SECRET_KEY = os.environ.get("HOSTING_SECRET_KEY", "dev-only-" + str(BASE_DIR))
+# HOSTING_SECRET_KEY in production; otherwise `make run` generates one into
+# the data dir (see hosting/stack.py) and tests fall back to a fixed dev key.
+SECRET_KEY = os.environ.get("HOSTING_SECRET_KEY") or "dev-only-insecure-key"
 DEBUG = os.environ.get("HOSTING_DEBUG", "0") == "1"
 ALLOWED_HOSTS = os.environ.get("HOSTING_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
 
@@ -62,16 +65,19 @@ TEMPLATES = [{
 # The web process and node workers share the file, hence WAL, a busy timeout and
 # IMMEDIATE transactions (no lock upgrades that fail with "database is locked").
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3",
-                         "NAME": DATA_DIR / "hosting.sqlite3",
+                         "NAME": DB_DIR / "hosting.sqlite3",
                          "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE",
                                      "init_command": "PRAGMA journal_mode=WAL;"}}}
-if os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
-    from urllib.parse import urlsplit
+if os.environ.get("DATABASE_URL"):
+    from urllib.parse import unquote, urlsplit
     _url = urlsplit(os.environ["DATABASE_URL"])
+    if _url.scheme not in ("postgres", "postgresql"):
+        raise RuntimeError("DATABASE_URL must be postgres://user:password@host:port/name")
     DATABASES["default"] = {"ENGINE": "django.db.backends.postgresql",
-                            "NAME": _url.path.lstrip("/"), "USER": _url.username or "",
-                            "PASSWORD": _url.password or "", "HOST": _url.hostname or "",
-                            "PORT": str(_url.port or "")}
+                            "NAME": unquote(_url.path.lstrip("/")),
+                            "USER": unquote(_url.username or ""),
+                            "PASSWORD": unquote(_url.password or ""),
+                            "HOST": _url.hostname or "", "PORT": str(_url.port or "")}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -121,7 +127,15 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Celery: messages carry only operation ids; everything else is in the database.
-CELERY_BROKER_URL = os.environ.get("HOSTING_REDIS_URL", "redis://127.0.0.1:6379/0")
+CELERY_BROKER_URL = os.environ.get("HOSTING_REDIS_URL") or "redis://127.0.0.1:6379/0"
+
+# With Redis configured, the cache (re-authentication failure counts) is shared
+# by all web processes; otherwise each keeps its own (tests, one-off commands).
+if os.environ.get("HOSTING_REDIS_URL"):
+    CACHES = {"default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": CELERY_BROKER_URL.replace("redis+socket://", "unix://"),
+        "KEY_PREFIX": "hosting"}}
 CELERY_TASK_DEFAULT_QUEUE = "hosting"
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -136,7 +150,7 @@ CELERY_BEAT_SCHEDULE = {
     "requeue-lost-operations": {"task": "hosting.operations.tasks.requeue_lost",
                                 "schedule": 60.0},
 }
-CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE_FILENAME = str(DB_DIR / "celerybeat-schedule")
 
 # The node a root worker serves (its queue is node.<name>); see hosting/nodes/worker.py.
 NODE_NAME = os.environ.get("HOSTING_NODE_NAME", "")

@@ -55,6 +55,8 @@ class Stack:
         env = dict(os.environ, DJANGO_SETTINGS_MODULE="hosting.settings",
                    HOSTING_DATA_DIR=str(self.data_dir), PYTHONPATH=str(BASE_DIR),
                    HOSTING_REDIS_URL=self.redis_url or "", **self.extra_env)
+        if "HOSTING_SECRET_KEY" not in os.environ:
+            env["HOSTING_SECRET_KEY"] = self._secret_key()
         env.update(more)
         return env
 
@@ -78,13 +80,32 @@ class Stack:
 
     # -- processes ---------------------------------------------------------
 
+    def _secret_key(self):
+        """The Django secret of this installation, made once (root-only file)."""
+        path = self.data_dir / "secret-key"
+        if not path.exists():
+            import secrets
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(50))
+        return path.read_text().strip()
+
     def prepare(self):
-        """Create the data dir (owned by the web user) and migrate the database."""
-        (self.data_dir / "static").mkdir(parents=True, exist_ok=True)  # STATIC_ROOT
+        """Lay out the data dir and migrate the database.
+
+        The data dir and everything root opens in it (logs, Redis, secrets)
+        stay root's; only ``db/`` belongs to the web user, and its entries are
+        handed over without following symlinks the web user could plant.
+        """
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.data_dir, 0o755)
+        (self.data_dir / "static").mkdir(exist_ok=True)  # STATIC_ROOT (read-only use)
+        db = self.data_dir / "db"
+        db.mkdir(exist_ok=True)
         if self.web_user:
             account = pwd.getpwnam(self.web_user)
-            for path in [self.data_dir, *self.data_dir.rglob("*")]:
-                os.chown(path, account.pw_uid, account.pw_gid)
+            for path in [db, *db.iterdir()]:
+                os.chown(path, account.pw_uid, account.pw_gid, follow_symlinks=False)
         self.manage("migrate", "--no-input", "-v", "0", user=self.web_user)
 
     def start_redis(self, port=None):
@@ -118,7 +139,7 @@ class Stack:
             "housekeeping",
             [sys.executable, "-m", "celery", "-A", "hosting", "worker", "-Q", "hosting",
              "-n", "housekeeping@%h", "-c", "1", "-B", "-s",
-             str(self.data_dir / "celerybeat-schedule"), "--without-gossip",
+             str(self.data_dir / "db" / "celerybeat-schedule"), "--without-gossip",
              "--without-mingle", "-l", "INFO"],
             user=self.web_user)
 
@@ -147,20 +168,27 @@ class Stack:
             pass
         proc.wait()
 
-    def stop(self):
-        """Stop everything: web first, Redis last."""
+    def stop(self, timeout=60):
+        """Stop everything: web first, Redis last.
+
+        Only each main process gets SIGTERM (a Celery worker then finishes its
+        running operations, a warm shutdown); the group is killed only if it
+        overstays ``timeout``.
+        """
         for name in ("web", "housekeeping", "node-worker", "redis"):
             proc = self.processes.pop(name, None)
             if proc is None:
                 continue
             try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=20)
+                proc.terminate()
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group
             except ProcessLookupError:
                 pass
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            proc.wait()
 
 
 def wait_until(predicate, timeout, message):

@@ -106,7 +106,7 @@ class LiveStack:
 
     def start(self):
         self.stack.prepare()
-        self.stack.manage("seed_demo", "--node", NODE, user=UNPRIVILEGED)
+        self.stack.manage("seed_demo", "--node", NODE)
         self.stack.start_redis()
         self.stack.start_node_worker()
         self.stack.start_housekeeping()

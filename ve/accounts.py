@@ -12,7 +12,7 @@ from .errors import InvalidConfig, ResourceError
 # The hash comes in on stdin. awk rewrites the user's shadow line; cat > keeps
 # the file's inode, owner and mode. Works with busybox and with Debian's tools.
 _SET_HASH = (
-    'IFS= read -r user; IFS= read -r hash; '
+    'umask 077; IFS= read -r user; IFS= read -r hash; '
     'awk -F: -v OFS=: -v u="$user" -v h="$hash" \'$1==u{$2=h;f=1}1;END{exit !f}\' '
     '/etc/shadow > /etc/shadow.ve-new && cat /etc/shadow.ve-new > /etc/shadow; '
     'rc=$?; rm -f /etc/shadow.ve-new; exit $rc')
@@ -20,7 +20,7 @@ _SET_HASH = (
 _ADD_KEY = (
     'umask 077; mkdir -p /root/.ssh && touch /root/.ssh/authorized_keys && '
     'IFS= read -r key && (grep -qxF "$key" /root/.ssh/authorized_keys || '
-    'echo "$key" >> /root/.ssh/authorized_keys)')
+    'printf "%s\\n" "$key" >> /root/.ssh/authorized_keys)')
 
 _HASH_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789./$")
 _KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",

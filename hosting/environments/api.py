@@ -1,5 +1,6 @@
 """API: OS templates and VPSes, with lifecycle actions answering 202 + Operation."""
 
+import django_filters
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -45,6 +46,17 @@ class OSTemplateViewSet(viewsets.ModelViewSet):
                            "retire it (active: false) instead")
         audit.record(self.request.user, "template.delete", template)
         template.delete()
+
+
+class EnvironmentFilter(django_filters.FilterSet):
+    # A plain number, not a choice: a customer must not learn which customer ids exist.
+    owner = django_filters.NumberFilter(field_name="owner_id")
+    node = django_filters.CharFilter(field_name="node__name")
+    plan = django_filters.CharFilter(field_name="plan__name")
+
+    class Meta:
+        model = VE
+        fields = ["actual_state", "desired_state"]
 
 
 class EnvironmentSerializer(serializers.ModelSerializer):
@@ -100,7 +112,7 @@ class EnvironmentViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin,
     serializer_class = EnvironmentSerializer
     lookup_field = "veid"
     lookup_value_regex = r"\d+"
-    filterset_fields = ["actual_state", "desired_state", "node__name", "plan__name", "owner"]
+    filterset_class = EnvironmentFilter
 
     def get_queryset(self):
         ves = VE.objects.for_user(self.request.user) \

@@ -3,12 +3,13 @@
 import warnings
 
 from django.contrib.auth import authenticate
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
 from hosting.core import audit
-from hosting.core.errors import Conflict, Forbidden, Invalid
+from hosting.core.errors import Conflict, Forbidden, Invalid, ServiceError
 from hosting.ipam import services as ipam
 from hosting.nodes.models import Node
 from hosting.nodes.placement import NoCapacity, choose_node, shortfall
@@ -27,6 +28,9 @@ with warnings.catch_warnings():  # deprecated in 3.11, gone in 3.13: then use li
 FIRST_VEID = 101
 MAX_VEID = 65534
 MIN_PASSWORD = 8
+MAX_PASSWORD = 256  # crypt(3) refuses very long keys (libxcrypt answers "*0")
+REAUTH_FAILURES = 10  # per user and REAUTH_WINDOW seconds
+REAUTH_WINDOW = 600
 
 
 def hash_password(password):
@@ -34,7 +38,15 @@ def hash_password(password):
     if len(password or "") < MIN_PASSWORD:
         raise Invalid(f"the root password needs at least {MIN_PASSWORD} characters",
                       field="root_password")
-    return crypt.crypt(password, crypt.mksalt(crypt.METHOD_SHA512))
+    if len(password.encode()) > MAX_PASSWORD or "\0" in password:
+        raise Invalid(f"the root password may have at most {MAX_PASSWORD} bytes",
+                      field="root_password")
+    hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_SHA512))
+    try:
+        return accounts.password_hash(hashed)
+    except (InvalidConfig, TypeError) as exc:  # crypt failed: never queue an unusable hash
+        raise Invalid("this root password cannot be used; choose another",
+                      field="root_password") from exc
 
 
 def check_ssh_key(key):
@@ -48,8 +60,17 @@ def check_ssh_key(key):
 
 
 def reauthenticate(user, password):
-    """Refuse a sensitive action unless ``password`` is the user's own login password."""
+    """Refuse a sensitive action unless ``password`` is the user's own login password.
+
+    After REAUTH_FAILURES wrong answers in REAUTH_WINDOW seconds every attempt
+    is refused, so a stolen session cannot guess the password here.
+    """
+    key = f"reauth-failures:{user.pk}"
+    if cache.get(key, 0) >= REAUTH_FAILURES:
+        raise Forbidden("too many wrong passwords; try again in a few minutes")
     if not password or authenticate(username=user.get_username(), password=password) is None:
+        cache.add(key, 0, REAUTH_WINDOW)
+        cache.incr(key)
         raise Forbidden("your current password is needed for this (and it did not match)")
 
 
@@ -73,13 +94,30 @@ def order(customer, plan, template, hostname, requested_by, root_password="", ss
     params = {"ssh_key": check_ssh_key(ssh_key)}
     if root_password:
         params["password_hash"] = hash_password(root_password)
+    try:
+        return _order(customer, plan, template, hostname, requested_by, params, idempotency_key)
+    except (ServiceError, IntegrityError, operations.Replay):
+        # A concurrent retry with the same key may have won (e.g. on the host name):
+        # the answer to a replay is the first request's operation.
+        earlier = idempotency_key and Operation.objects.filter(
+            idempotency_key=idempotency_key).first()
+        if not earlier:
+            raise
+        return _same_order(earlier, customer)
+
+
+def _same_order(earlier, customer):
+    if earlier.kind != Operation.Kind.CREATE or earlier.environment.owner_id != customer.pk:
+        raise Conflict("this idempotency key was already used for a different request")
+    return earlier
+
+
+def _order(customer, plan, template, hostname, requested_by, params, idempotency_key):
     with transaction.atomic():
         if idempotency_key:
             earlier = Operation.objects.filter(idempotency_key=idempotency_key).first()
             if earlier is not None:
-                if earlier.kind != Operation.Kind.CREATE or earlier.environment.owner_id != customer.pk:
-                    raise Conflict("this idempotency key was already used for a different request")
-                return earlier
+                return _same_order(earlier, customer)
         if VE.objects.filter(hostname__iexact=hostname).live().exists():
             raise Invalid(f"host name {hostname} is taken", field="hostname")
         node = _place(plan)
@@ -122,14 +160,23 @@ def _place(plan):
     return node
 
 
+def _next_veid():
+    """One above the highest VEID in use, skipping VEIDs nodes hold outside the dashboard."""
+    veid = (VE.objects.aggregate(top=Max("veid"))["top"] or FIRST_VEID - 1) + 1
+    unmanaged = {v for vs in Node.objects.values_list("unmanaged_veids", flat=True) for v in vs}
+    while veid in unmanaged:
+        veid += 1
+    if veid > MAX_VEID:
+        raise Conflict("no VEID left")
+    return veid
+
+
 def _insert(customer, plan, node, template, hostname):
     for _ in range(5):
-        top = VE.objects.aggregate(top=Max("veid"))["top"] or FIRST_VEID - 1
-        if top >= MAX_VEID:
-            raise Conflict("no VEID left")
+        veid = _next_veid()
         try:
             with transaction.atomic():
-                return VE.objects.create(veid=top + 1, owner=customer, plan=plan, node=node,
+                return VE.objects.create(veid=veid, owner=customer, plan=plan, node=node,
                                          template=template, hostname=hostname,
                                          desired_state=VE.State.RUNNING,
                                          actual_state=VE.State.CREATING)

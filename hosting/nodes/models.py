@@ -33,6 +33,9 @@ class Node(models.Model):
     drift = models.JSONField(default=list, blank=True,
                              help_text="differences between the dashboard and the node, "
                                        "from the last reconcile")
+    unmanaged_veids = models.JSONField(default=list, blank=True,
+                                       help_text="VEIDs on the node the dashboard did not make "
+                                                 "(never given to new VEs)")
     ram_overcommit = _ratio("1.5")
     swap_overcommit = _ratio("1.0")
     cpu_overcommit = _ratio("4.0")

@@ -32,9 +32,10 @@ def heartbeat(name):
     for field, value in facts.items():
         setattr(node, field, value)
     node.last_heartbeat = timezone.now()
-    if node.state == Node.State.OFFLINE:
-        node.state = Node.State.ONLINE
-    node.save()
+    # Only the facts: staff's ratios and draining, reconcile's drift stay as they are.
+    node.save(update_fields=[*facts, "last_heartbeat"])
+    Node.objects.filter(pk=node.pk, state=Node.State.OFFLINE).update(state=Node.State.ONLINE)
+    node.refresh_from_db(fields=["state"])
     return node
 
 

@@ -7,8 +7,7 @@ from .models import Operation
 
 class OperationSerializer(serializers.ModelSerializer):
     veid = serializers.IntegerField(source="environment.veid", read_only=True, default=None)
-    requested_by = serializers.CharField(source="requested_by.username", read_only=True,
-                                         default=None)
+    requested_by = serializers.SerializerMethodField()
     url = serializers.HyperlinkedIdentityField(view_name="operation-detail")
 
     class Meta:
@@ -16,6 +15,16 @@ class OperationSerializer(serializers.ModelSerializer):
         fields = ["id", "url", "kind", "veid", "state", "progress", "message", "error",
                   "requested_by", "attempts", "created", "started", "finished"]
         read_only_fields = fields
+
+
+    def get_requested_by(self, op) -> str | None:
+        """Who asked; customers see staff only as "support" (staff logins stay private)."""
+        user, viewer = op.requested_by, self.context["request"].user
+        if user is None:
+            return None
+        if user.is_staff and not viewer.is_staff:
+            return "support"
+        return user.username
 
 
 class OperationViewSet(viewsets.ReadOnlyModelViewSet):

@@ -57,6 +57,9 @@ def execute(op_id, eng=None):
             "environment__node", "environment__plan", "environment__template").get(pk=op_id)
         if op.is_finished:
             return
+        if op.params.get("undoing"):  # killed while rolling back: finish the rollback
+            _failed(Context(eng or engine(), op, op.environment), op.error or "interrupted")
+            return
         if op.attempts >= MAX_ATTEMPTS:
             _failed(Context(eng or engine(), op, op.environment),
                     f"gave up after {op.attempts} interrupted attempts")
@@ -74,7 +77,7 @@ def _run(ctx):
         new_state = runners.RUNNERS[op.kind](ctx)
     except VEError as exc:
         log.warning("operation %s failed: %s", op.pk, exc)
-        _failed(ctx, exc.message if hasattr(exc, "message") else str(exc))
+        _failed(ctx, exc.message if hasattr(exc, "message") else str(exc), exc)
     except Exception as exc:  # record it: an operation must always end
         log.exception("operation %s crashed", op.pk)
         _failed(ctx, f"internal error: {exc.__class__.__name__}: {exc}")
@@ -83,32 +86,41 @@ def _run(ctx):
         _finish(op, Operation.State.SUCCEEDED, message="done")
 
 
-def _failed(ctx, error):
-    undone = _run_undo(ctx)
+def _failed(ctx, error, exc=None):
+    undone = _run_undo(ctx, error, exc)
     _set_state(ctx, undone or _observed_state(ctx))
     _finish(ctx.op, Operation.State.FAILED, error=error)
 
 
-def _run_undo(ctx):
+def _run_undo(ctx, error, exc):
+    """Roll a failed operation back (create only), marked so a crash mid-way resumes it."""
     undo = runners.UNDO.get(ctx.op.kind)
     if undo is None:
         return None
+    params = {**ctx.op.params, "undoing": True}
+    if isinstance(exc, runners.ForeignVE):
+        params["foreign"] = True  # remembered if the rollback itself is interrupted
+    Operation.objects.filter(pk=ctx.op.pk).update(params=params, error=error[:4000],
+                                                  message="rolling back")
     try:
-        return undo(ctx)
+        return undo(ctx, exc)
     except Exception:
-        log.exception("undo of operation %s failed; reconcile will retry", ctx.op.pk)
+        # Left for reconcile: a VE whose desired state is destroyed gets a destroy.
+        log.exception("undo of operation %s failed; reconcile will remove the VE", ctx.op.pk)
+        VE.objects.filter(pk=ctx.ve.pk).update(desired_state=VE.State.DESTROYED)
         return VE.State.UNKNOWN
 
 
 def _observed_state(ctx):
-    """The VE's state as the engine sees it (suspension is a dashboard notion)."""
-    if ctx.ve.desired_state == VE.State.SUSPENDED:
-        return VE.State.SUSPENDED
+    """The VE's state as the engine sees it; a stopped VE meant to be suspended is suspended."""
     try:
-        return VE.State.RUNNING if ctx.engine.status(ctx.ve.veid).state == "running" \
-            else VE.State.STOPPED
+        running = ctx.engine.status(ctx.ve.veid).state == "running"
     except VEError:
         return VE.State.UNKNOWN
+    if running:
+        return VE.State.RUNNING
+    desired = VE.objects.filter(pk=ctx.ve.pk).values_list("desired_state", flat=True).first()
+    return VE.State.SUSPENDED if desired == VE.State.SUSPENDED else VE.State.STOPPED
 
 
 def _set_state(ctx, state):

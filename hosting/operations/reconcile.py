@@ -23,12 +23,12 @@ log = logging.getLogger(__name__)
 
 
 def node(name, eng=None):
-    """Reconcile node ``name``; return a summary dict (also stored as node drift)."""
+    """Reconcile node ``name``; return a summary dict (also stored on the node)."""
     eng = eng or executor.engine()
     resumed = _resume_interrupted(name, eng)
-    drift, limit_fixes = _compare(name, eng)
-    Node.objects.filter(name=name).update(drift=drift)
-    return {"resumed": resumed, "drift": drift, "limit_fixes": limit_fixes}
+    drift, queued, unmanaged = _compare(name, eng)
+    Node.objects.filter(name=name).update(drift=drift, unmanaged_veids=unmanaged)
+    return {"resumed": resumed, "drift": drift, "queued": queued, "unmanaged": unmanaged}
 
 
 def _resume_interrupted(name, eng):
@@ -47,42 +47,62 @@ def _resume_interrupted(name, eng):
 
 
 def _compare(name, eng):
-    drift, fixes = [], []
+    """Compare each VE under its worker lock; queue what brings it back to its desired state."""
+    drift, queued = [], []
     try:
-        on_node = {s.veid: s for s in eng.list()}
-    except VEError as exc:
-        return [f"cannot list VEs: {exc}"], fixes
-    live = VE.objects.filter(node__name=name).exclude(actual_state=VE.State.DESTROYED) \
-        .select_related("plan")
-    known = set()
-    for ve in live:
-        known.add(ve.veid)
-        if ve.operations.filter(state__in=Operation.UNFINISHED).exists():
-            continue
-        status = on_node.get(ve.veid)
-        if status is None:
-            if ve.actual_state != VE.State.CREATING:
-                drift.append(f"VE {ve.veid} ({ve.hostname}) is missing on the node")
-                VE.objects.filter(pk=ve.pk).update(actual_state=VE.State.UNKNOWN)
-            continue
-        _sync_state(ve, status, drift)
-        if _limits_differ(eng, ve) and _queue_limit_fix(ve):
-            fixes.append(ve.veid)
-    for veid in sorted(set(on_node) - known):
-        drift.append(f"VE {veid} runs on the node but is not in the dashboard")
-    return drift, fixes
+        on_node = set(eng.layout.veids())
+    except OSError as exc:
+        return [f"cannot list VEs: {exc}"], queued, []
+    live = VE.objects.filter(node__name=name).exclude(actual_state=VE.State.DESTROYED)
+    known = set(live.values_list("veid", flat=True))
+    for ve in live.select_related("plan"):
+        with locks.ve_lock(ve.veid, wait=False) as free:
+            if not free:
+                continue  # an operation is running on it right now
+            fix = _compare_one(ve, eng, drift)
+        if fix and _queue(ve, fix):
+            queued.append([ve.veid, fix])
+    unmanaged = sorted(on_node - known)
+    for veid in unmanaged:
+        drift.append(f"VE {veid} is on the node but not in the dashboard")
+    return drift, queued, unmanaged
 
 
-def _sync_state(ve, status, drift):
-    seen = VE.State.RUNNING if status.state == "running" else VE.State.STOPPED
+def _compare_one(ve, eng, drift):
+    """Record the VE's real state; return the operation kind that would fix it, if any."""
+    ve = VE.objects.filter(pk=ve.pk).select_related("plan").first()  # fresh, under the lock
+    if ve is None or ve.actual_state == VE.State.DESTROYED:
+        return None
+    if ve.operations.filter(state__in=Operation.UNFINISHED).exists():
+        return None
+    if ve.desired_state == VE.State.DESTROYED:
+        return Operation.Kind.DESTROY  # e.g. a failed create whose rollback failed
+    try:
+        running = eng.status(ve.veid).state == "running"
+    except NotFound:
+        if ve.actual_state != VE.State.CREATING:
+            drift.append(f"VE {ve.veid} ({ve.hostname}) is missing on the node")
+            _update(ve, VE.State.UNKNOWN)
+        return None
+    seen = VE.State.RUNNING if running else VE.State.STOPPED
+    fix = None
     if ve.desired_state == VE.State.SUSPENDED:
-        if seen == VE.State.RUNNING:
+        if running:
             drift.append(f"VE {ve.veid} ({ve.hostname}) is suspended but running")
-        seen = VE.State.SUSPENDED
+            fix = Operation.Kind.SUSPEND
+        else:
+            seen = VE.State.SUSPENDED
     elif seen != ve.desired_state:
         drift.append(f"VE {ve.veid} ({ve.hostname}) should be {ve.desired_state} but is {seen}")
-    if seen != ve.actual_state:
-        VE.objects.filter(pk=ve.pk).update(actual_state=seen)
+    _update(ve, seen)
+    if fix is None and _limits_differ(eng, ve):
+        fix = Operation.Kind.SET
+    return fix
+
+
+def _update(ve, state):
+    """Change the actual state unless someone else changed the row meanwhile."""
+    VE.objects.filter(pk=ve.pk, actual_state=ve.actual_state).update(actual_state=state)
 
 
 def _limits_differ(eng, ve):
@@ -92,10 +112,10 @@ def _limits_differ(eng, ve):
         return False
 
 
-def _queue_limit_fix(ve):
-    """Queue a 'set' so the VE gets its plan's limits (staff changed the plan)."""
+def _queue(ve, kind):
+    """Queue a system operation (no requester) that brings the VE to its desired state."""
     try:
-        op = services.create(ve, Operation.Kind.SET, None, {})
+        op = services.create(ve, kind, None, {})
     except (IntegrityError, Conflict):
         return False
     dispatch.on_commit(op)

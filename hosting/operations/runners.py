@@ -16,6 +16,10 @@ STOP_TIMEOUT = 10.0
 BUILDABLE = {"busybox"}  # templates a node builds itself when missing
 
 
+class ForeignVE(AlreadyExists):
+    """The VEID is taken on the node by a VE this dashboard did not make: never touch it."""
+
+
 def config_of(ve, template=None):
     """The engine's VEConfig for a dashboard VE."""
     return VEConfig(veid=ve.veid, hostname=ve.hostname, template=template or ve.template.name,
@@ -46,7 +50,12 @@ def create(ctx):
     ctx.progress(30, "creating the file system")
     try:
         ctx.engine.create(cfg)
-    except AlreadyExists:  # an earlier attempt with other settings: start over
+    except AlreadyExists:
+        existing = ctx.engine.config(cfg.veid)
+        if ctx.op.attempts == 0 or existing.hostname != cfg.hostname:
+            raise ForeignVE(f"VEID {cfg.veid} is taken on this node by a VE the dashboard "
+                            "does not manage; it was left alone", cfg.veid) from None
+        # Our own interrupted attempt, made with other settings: start over.
         ctx.engine.destroy(cfg.veid, timeout=STOP_TIMEOUT)
         ctx.engine.create(cfg)
     ctx.progress(70, "starting")
@@ -56,9 +65,13 @@ def create(ctx):
     return VE.State.RUNNING
 
 
-def undo_create(ctx):
-    """A create that failed leaves nothing: no files, no cgroup, no addresses."""
-    ctx.engine.destroy(ctx.ve.veid, timeout=STOP_TIMEOUT)
+def undo_create(ctx, error=None):
+    """A create that failed leaves nothing: no files, no cgroup, no addresses.
+
+    A VE that was on the node before this create (ForeignVE) is not ours to remove.
+    """
+    if not (isinstance(error, ForeignVE) or ctx.op.params.get("foreign")):
+        ctx.engine.destroy(ctx.ve.veid, timeout=STOP_TIMEOUT)
     return destroyed(ctx)
 
 

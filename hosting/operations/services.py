@@ -49,6 +49,14 @@ def check_actor(user, kind=None):
         raise Forbidden("only staff can do this")
 
 
+class Replay(Exception):
+    """A concurrent request with the same idempotency key won: answer with its operation."""
+
+    def __init__(self, op):
+        super().__init__(str(op.pk))
+        self.op = op
+
+
 def request(ve, kind, user, params=None, idempotency_key=None):
     """Queue operation ``kind`` on ``ve`` for ``user``; return the Operation.
 
@@ -56,6 +64,13 @@ def request(ve, kind, user, params=None, idempotency_key=None):
     state; the same ``idempotency_key`` again returns the first operation.
     """
     check_actor(user, kind)
+    try:
+        return _request(ve, kind, user, params, idempotency_key)
+    except Replay as replay:
+        return _same_request(replay.op, ve, kind)
+
+
+def _request(ve, kind, user, params, idempotency_key):
     with transaction.atomic():
         if idempotency_key:
             earlier = Operation.objects.filter(idempotency_key=idempotency_key).first()
@@ -87,6 +102,10 @@ def create(ve, kind, user, params, idempotency_key=None):
             return Operation.objects.create(environment=ve, kind=kind, requested_by=user,
                                             params=params, idempotency_key=idempotency_key)
     except IntegrityError:  # a concurrent request won the race
+        if idempotency_key:
+            earlier = Operation.objects.filter(idempotency_key=idempotency_key).first()
+            if earlier is not None:
+                raise Replay(earlier) from None
         raise _busy(ve, ve.operations.filter(state__in=Operation.UNFINISHED).first()) from None
 
 

@@ -31,8 +31,10 @@ def requeue_lost():
     stuck with a dead worker; running them twice is harmless.
     """
     cutoff = timezone.now() - timedelta(seconds=settings.OPERATION_REQUEUE_SECONDS)
+    # An offline node's queue keeps its messages: sending more would only pile them up.
     lost = Operation.objects.filter(state=Operation.State.QUEUED, created__lt=cutoff,
-                                    environment__isnull=False).select_related("environment__node")
+                                    environment__isnull=False) \
+        .exclude(environment__node__state="offline").select_related("environment__node")
     sent = 0
     for op in lost:
         sent += dispatch.send(op.pk, op.environment.node.queue)

@@ -1,6 +1,6 @@
 """Plans: what a VPS offer includes and costs."""
 
-from django.core.validators import MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 
@@ -12,13 +12,19 @@ class Plan(models.Model):
     """A sellable VPS size. Retired plans (active=False) keep their VEs but take no orders."""
 
     name = models.CharField(max_length=100, unique=True)
-    ram_mb = _positive(help_text="RAM limit in MiB")
+    # Bounds are the engine's own (ve/config.py): a plan the nodes would refuse is refused here.
+    ram_mb = models.PositiveIntegerField(validators=[MinValueValidator(16)],
+                                         help_text="RAM limit in MiB (at least 16)")
     swap_mb = models.PositiveIntegerField(default=0, help_text="swap in MiB")
-    cpu_units = models.PositiveIntegerField(default=1000, validators=[MinValueValidator(8)],
-                                            help_text="relative CPU weight, 1000 = normal")
-    cpu_limit_pct = models.PositiveIntegerField(default=0, help_text="% of one CPU, 0 = none")
-    cpus = models.PositiveIntegerField(default=0, help_text="CPUs, 0 = all")
-    processes = models.PositiveIntegerField(default=256, validators=[MinValueValidator(16)])
+    cpu_units = models.PositiveIntegerField(
+        default=1000, validators=[MinValueValidator(8), MaxValueValidator(500000)],
+        help_text="relative CPU weight, 1000 = normal")
+    cpu_limit_pct = models.PositiveIntegerField(default=0, validators=[MaxValueValidator(102400)],
+                                                help_text="% of one CPU, 0 = none")
+    cpus = models.PositiveIntegerField(default=0, validators=[MaxValueValidator(1024)],
+                                       help_text="CPUs, 0 = all")
+    processes = models.PositiveIntegerField(
+        default=256, validators=[MinValueValidator(16), MaxValueValidator(4194304)])
     disk_gib = _positive(default=10)
     inodes = _positive(default=200000)
     bandwidth_gib = models.PositiveIntegerField(default=1000, help_text="per month, 0 = unmetered")

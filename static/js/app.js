@@ -11,7 +11,11 @@
     var busy = !box.querySelector("[data-done]");
     setTimeout(function () {
       fetch(url, { credentials: "same-origin", headers: { "X-Requested-With": "fetch" } })
-        .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
+        .then(function (r) {
+          // Signed out meanwhile: the fetch followed the redirect to the login page.
+          if (r.redirected) { window.location.reload(); return Promise.reject("signed out"); }
+          return r.ok ? r.text() : Promise.reject(r.status);
+        })
         .then(function (html) { box.innerHTML = html; })
         .catch(function () { /* keep the last content; try again */ })
         .finally(function () { poll(box); });

@@ -379,4 +379,4 @@ def test_creating_a_plan_with_zero_ram(world, api_as, refused):
     staff = api_as("staff")
     refused(lambda: staff.post("/api/v1/plans/", {"name": "zero", "ram_mb": 0,
                                                   "monthly_price": "1.00"}, format="json"),
-            400, "Ensure this value is greater than or equal to 1.")
+            400, "Ensure this value is greater than or equal to 16.")

@@ -91,12 +91,14 @@ def test_reconcile_reports_drift_and_queues_plan_limits(ordered, engine, catalog
     catalogue["plan"].save()
     with django_capture_on_commit_callbacks(execute=False) as sent:
         summary = reconcile.node("hn1", engine)
-    assert "VE 999 runs on the node but is not in the dashboard" in summary["drift"]
+    assert "VE 999 is on the node but not in the dashboard" in summary["drift"]
+    assert summary["unmanaged"] == [999]
     assert f"VE {ve.veid} (exec1.example.com) should be running but is stopped" in summary["drift"]
     assert VE.objects.get(pk=ve.pk).actual_state == "stopped"
-    assert summary["limit_fixes"] == [ve.veid] and len(sent) == 1
+    assert summary["queued"] == [[ve.veid, "set"]] and len(sent) == 1
     assert ve.operations.filter(kind="set", state="queued").exists()
-    assert catalogue["node"].__class__.objects.get(pk=catalogue["node"].pk).drift == summary["drift"]
+    node = catalogue["node"].__class__.objects.get(pk=catalogue["node"].pk)
+    assert node.drift == summary["drift"] and node.unmanaged_veids == [999]
 
 
 def test_password_reset_and_ssh_key_reach_the_ve(ordered, engine, catalogue):

@@ -4,7 +4,6 @@ import signal
 import time
 
 from django.conf import settings
-from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from hosting.stack import UNPRIVILEGED, Stack, _redis_ping, can_read_checkout
@@ -23,8 +22,7 @@ class Command(BaseCommand):
                                "process runs as that user (move the checkout or fix permissions)")
         stack = Stack(settings.DATA_DIR, web_port=port)
         stack.prepare()
-        call_command("seed_demo", node=stack.node_name, stdout=open("/dev/null", "w"))
-        stack.prepare()  # seed_demo ran as root: hand the files back to the web user
+        stack.manage("seed_demo", "--node", stack.node_name, "-v", "0")
         existing = f"redis://127.0.0.1:{redis_port}/0"
         try:
             reuse = _redis_ping(existing)

@@ -1,6 +1,7 @@
 """Demo data for one machine: staff and customer logins, plans, the busybox template,
 a node named after the host and test-range IP pools (198.18.0.0/15, fd00::/8)."""
 
+import os
 import secrets
 from decimal import Decimal
 
@@ -27,13 +28,14 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--node", default=None, help="node name (default: this host's)")
 
-    def handle(self, *args, node=None, **options):
+    def handle(self, *args, node=None, verbosity=1, **options):
         with transaction.atomic():
             creds = self._logins()
             self._catalogue()
             self._node_and_pools(node or node_name_of_host())
-        for role, (username, password) in creds.items():
-            self.stdout.write(f"{role}: {username} / {password}")
+        if verbosity >= 1:
+            for role, (username, password) in creds.items():
+                self.stdout.write(f"{role}: {username} / {password}")
 
     def _logins(self):
         """Staff 'admin' and customer 'demo'; passwords made once and kept in the data dir."""
@@ -54,8 +56,9 @@ class Command(BaseCommand):
                                                                     "contact_name": "Demo"})
             known[username] = password
             result[role] = (username, password)
-        store.write_text("".join(f"{u} {p}\n" for u, p in known.items()))
-        store.chmod(0o600)
+        fd = os.open(store, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("".join(f"{u} {p}\n" for u, p in known.items()))
         return result
 
     def _catalogue(self):
