@@ -10,7 +10,7 @@ import os
 import sys
 
 from . import validate
-from .cliargs import HelpRequested, UsageError, Verb, parse
+from .cliargs import REPEAT, HelpRequested, UsageError, Verb, parse
 from .config import Limits, VEConfig
 from .errors import InvalidConfig, VEError
 
@@ -21,6 +21,12 @@ LIMIT_OPTIONS = {
     "--cpulimit": ("cpulimit", True, "% of one CPU, 0 = no limit"),
     "--cpus": ("cpus", True, "number of CPUs, 0 = all"),
     "--numproc": ("numproc", True, "maximum processes and threads"),
+    "--rate": ("rate", True, "network rate limit each way in Mbit/s, 0 = none"),
+}
+NET_OPTIONS = {
+    "--nameserver": ("nameserver", REPEAT, "DNS server for /etc/resolv.conf (repeatable)"),
+    "--netmode": ("netmode", True, "routed (default) or bridged"),
+    "--bridge": ("bridge", True, "bridge the host side joins (bridged mode)"),
 }
 VEID = (("veid", "one"),)
 
@@ -32,7 +38,8 @@ VERBS = {
         "--hostname": ("hostname", True, "host name of the VE"),
         "--privileged": ("privileged", False,
                          "no user namespace: VE root is host root (staff only)"),
-        **LIMIT_OPTIONS}, required=("--template", "--hostname")),
+        "--ipadd": ("ipadd", REPEAT, "an IPv4 or IPv6 address of the VE (repeatable)"),
+        **NET_OPTIONS, **LIMIT_OPTIONS}, required=("--template", "--hostname")),
     "start": Verb("start a VE", VEID),
     "stop": Verb("shut a VE down cleanly (kill after --timeout)", VEID, {
         "--timeout": ("timeout", True, "seconds to wait for a clean stop (default 30)"),
@@ -41,7 +48,10 @@ VERBS = {
     "destroy": Verb("stop a VE and remove all its files", VEID),
     "status": Verb("show one VE", VEID),
     "set": Verb("change a VE's settings, live if it runs", VEID, {
-        "--hostname": ("hostname", True, "new host name"), **LIMIT_OPTIONS}),
+        "--hostname": ("hostname", True, "new host name"),
+        "--ipadd": ("ipadd", REPEAT, "add an address (repeatable)"),
+        "--ipdel": ("ipdel", REPEAT, "remove an address, or 'all' (repeatable)"),
+        **NET_OPTIONS, **LIMIT_OPTIONS}),
     "exec": Verb("run a command inside a running VE", VEID + (("command", "rest"),)),
     "enter": Verb("open a shell inside a running VE", VEID),
     "list": Verb("list VEs (running ones unless -a)", (), {
@@ -108,7 +118,9 @@ def cmd_template(engine, args, as_json):
 
 def cmd_create(engine, args, as_json):
     cfg = VEConfig(veid=args.veid, hostname=args.hostname, template=args.template,
-                   limits=Limits().replace(**_limits(args)), privileged=args.privileged)
+                   limits=Limits().replace(**_limits(args)), privileged=args.privileged,
+                   ips=tuple(args.ipadd), nameservers=tuple(args.nameserver),
+                   netmode=args.netmode or "routed", bridge=args.bridge or "")
     engine.create(cfg)
     return _done(as_json, {"veid": cfg.veid, "state": "stopped"}, f"VE {cfg.veid} created")
 
@@ -148,14 +160,20 @@ def cmd_destroy(engine, args, as_json):
 
 
 def cmd_set(engine, args, as_json):
-    cfg = engine.set(args.veid, hostname=args.hostname, **_limits(args))
-    payload = {"veid": cfg.veid, "hostname": cfg.hostname, **cfg.limits._asdict()}
+    cfg = engine.set(args.veid, hostname=args.hostname, ipadd=args.ipadd, ipdel=args.ipdel,
+                     nameservers=tuple(args.nameserver) or None, netmode=args.netmode,
+                     bridge=args.bridge, **_limits(args))
+    payload = {"veid": cfg.veid, "hostname": cfg.hostname, **cfg.limits._asdict(),
+               "ips": list(cfg.ips), "nameservers": list(cfg.nameservers),
+               "netmode": cfg.netmode, "bridge": cfg.bridge}
     return _done(as_json, payload, f"VE {cfg.veid} saved")
 
 
 def cmd_status(engine, args, as_json):
     status = engine.status(args.veid)
-    return _done(as_json, status.as_dict(), _list_table([status]))
+    traffic = engine.traffic(args.veid)
+    text = _list_table([status]) + "\n" + "  ".join(f"{k} {v}" for k, v in traffic.items())
+    return _done(as_json, {**status.as_dict(), "traffic": traffic}, text)
 
 
 def cmd_list(engine, args, as_json):
@@ -164,12 +182,14 @@ def cmd_list(engine, args, as_json):
 
 
 def _list_table(statuses):
-    lines = [f"{'VEID':>6} {'NPROC':>5} {'STATUS':<8} {'RAM used/limit':>17}  HOSTNAME"]
+    lines = [f"{'VEID':>6} {'NPROC':>5} {'STATUS':<8} {'RAM used/limit':>17}  "
+             f"{'IP_ADDR':<16} HOSTNAME"]
     for s in statuses:
         nproc = "-" if s.nproc is None else s.nproc
         used = "-" if s.ram_used is None else _human(s.ram_used)
         ram = f"{used}/{_human(s.ram_limit)}"
-        lines.append(f"{s.veid:>6} {nproc:>5} {s.state:<8} {ram:>17}  {s.hostname}")
+        ip = s.ips[0] if s.ips else "-"
+        lines.append(f"{s.veid:>6} {nproc:>5} {s.state:<8} {ram:>17}  {ip:<16} {s.hostname}")
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ everything after the VEID as the command.
 from collections import namedtuple
 from types import SimpleNamespace
 
+REPEAT = "repeat"
 GLOBAL_OPTIONS = {"--json": ("json", False, "print machine-readable JSON"),
                   "--root": ("root", True, "VE_ROOT to use (default: $VE_ROOT or /var/lib/ve)")}
 
@@ -17,7 +18,8 @@ GLOBAL_OPTIONS = {"--json": ("json", False, "print machine-readable JSON"),
 class Verb(namedtuple("Verb", "help positionals options required", defaults=((), {}, ()))):
     """One subcommand: ``positionals`` are (name, kind) with kind one of
     "one", "optional", "many" (at least one) or "rest" (every remaining word);
-    ``options`` map a flag to (dest, takes a value, help)."""
+    ``options`` map a flag to (dest, takes a value, help), where "takes a
+    value" may be REPEAT: the option may be given many times (a list)."""
 
     __slots__ = ()
 
@@ -51,7 +53,7 @@ def _parse_verb(words, verb, args):
     prog = f"vectl {args.verb}"
     options = {**GLOBAL_OPTIONS, **verb.options}
     for dest, takes_value, _ in verb.options.values():
-        setattr(args, dest, None if takes_value else False)
+        setattr(args, dest, [] if takes_value == REPEAT else None if takes_value else False)
     positionals = []
     rest = any(kind == "rest" for _, kind in verb.positionals)
     while words:
@@ -80,12 +82,17 @@ def _take_option(words, options, args, prog):
         if has_inline:
             raise UsageError(f"{prog}: {flag} takes no value")
         setattr(args, dest, True)
-    elif has_inline:
-        setattr(args, dest, inline)
+        return
+    if has_inline:
+        value = inline
     elif words:
-        setattr(args, dest, words.pop(0))
+        value = words.pop(0)
     else:
         raise UsageError(f"{prog}: {flag} needs a value")
+    if takes_value == REPEAT:
+        getattr(args, dest).append(value)
+    else:
+        setattr(args, dest, value)
 
 
 def _assign_positionals(values, verb, args, prog):

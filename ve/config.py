@@ -21,16 +21,18 @@ _LIMIT_CHECKS = {
     "cpulimit": lambda v: validate.integer(v, "cpulimit", 0, 100 * 1024),
     "cpus": lambda v: validate.integer(v, "cpus", 0, 1024),
     "numproc": lambda v: validate.integer(v, "numproc", 16, 4194304),
+    "rate": lambda v: validate.integer(v, "rate", 0, 30000),
 }
 
 
-class Limits(namedtuple("Limits", tuple(_LIMIT_CHECKS), defaults=(256 << 20, 0, 1000, 0, 0, 256))):
+class Limits(namedtuple("Limits", tuple(_LIMIT_CHECKS), defaults=(256 << 20, 0, 1000, 0, 0, 256, 0))):
     """Resource limits of one VE (immutable; values are checked on creation).
 
     ram and swap are bytes (swap may be 0); cpuunits is the relative CPU weight
     (OpenVZ scale, 1000 = normal); cpulimit is % of one CPU (0 = no limit);
     cpus is how many host CPUs the VE may run on (0 = all); numproc caps
-    processes and threads. Memory and process limits are always set. Each
+    processes and threads; rate caps the VE's network traffic each way in
+    Mbit/s (0 = no cap). Memory and process limits are always set. Each
     field also accepts text such as "256M" or "50".
     """
 
@@ -53,9 +55,18 @@ class Limits(namedtuple("Limits", tuple(_LIMIT_CHECKS), defaults=(256 << 20, 0, 
         return Limits(**{**self._asdict(), **{k: v for k, v in changes.items() if v is not None}})
 
 
-class VEConfig(namedtuple("VEConfig", "veid hostname template limits privileged",
-                          defaults=(Limits(), False))):
-    """Everything needed to (re)build a VE on any node (immutable, checked)."""
+ROUTED, BRIDGED = "routed", "bridged"
+
+
+class VEConfig(namedtuple("VEConfig", "veid hostname template limits privileged "
+                                      "ips nameservers netmode bridge",
+                          defaults=(Limits(), False, (), (), ROUTED, ""))):
+    """Everything needed to (re)build a VE on any node (immutable, checked).
+
+    ``ips`` are the VE's addresses (IPv4 and IPv6, no prefix); ``netmode`` is
+    "routed" (venet style, the default) or "bridged" (the host side of the
+    VE's veth joins ``bridge``); ``nameservers`` go to its /etc/resolv.conf.
+    """
 
     __slots__ = ()
 
@@ -63,9 +74,16 @@ class VEConfig(namedtuple("VEConfig", "veid hostname template limits privileged"
         raw = super().__new__(cls, *args, **kwargs)
         if not isinstance(raw.limits, Limits):
             raise InvalidConfig("limits must be a Limits object")
+        ips = _unique(validate.ip_address(a) for a in raw.ips)
+        nameservers = _unique(validate.ip_address(a, "nameserver") for a in raw.nameservers)
+        if raw.netmode not in (ROUTED, BRIDGED):
+            raise InvalidConfig(f"bad netmode {raw.netmode!r}: use routed or bridged")
+        if raw.netmode == BRIDGED and not raw.bridge:
+            raise InvalidConfig("bridged networking needs a bridge name")
+        bridge = validate.ifname(raw.bridge, "bridge") if raw.bridge else ""
         return cls._make((validate.veid(raw.veid), validate.hostname(raw.hostname),
                           validate.template_name(raw.template), raw.limits,
-                          bool(raw.privileged)))
+                          bool(raw.privileged), ips, nameservers, raw.netmode, bridge))
 
     @property
     def idmap_base(self):
@@ -77,6 +95,11 @@ class VEConfig(namedtuple("VEConfig", "veid hostname template limits privileged"
         return VEConfig(**{**self._asdict(), **changes})
 
 
+def _unique(values):
+    """A tuple of ``values`` without repeats, in their first order."""
+    return tuple(dict.fromkeys(values))
+
+
 # conf file key -> (Limits field, is a size)
 _LIMIT_KEYS = {
     "RAM": ("ram", True),
@@ -85,6 +108,7 @@ _LIMIT_KEYS = {
     "CPULIMIT": ("cpulimit", False),
     "CPUS": ("cpus", False),
     "NUMPROC": ("numproc", False),
+    "RATE": ("rate", False),
 }
 _KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ_")
 _UNSAFE_VALUE_CHARS = frozenset('"\\$`')
@@ -112,6 +136,9 @@ def dumps(config):
     for key, (name, is_size) in _LIMIT_KEYS.items():
         value = getattr(config.limits, name)
         lines.append(f'{key}="{validate.format_size(value) if is_size else value}"')
+    lines += [f'IP_ADDRESS="{" ".join(config.ips)}"',
+              f'NAMESERVER="{" ".join(config.nameservers)}"',
+              f'NETMODE="{config.netmode}"', f'BRIDGE="{config.bridge}"']
     return "\n".join(lines) + "\n"
 
 
@@ -134,6 +161,10 @@ def loads(text, source="config"):
             template=values["OSTEMPLATE"],
             limits=limits,
             privileged=values.get("PRIVILEGED", "no") == "yes",
+            ips=tuple(values.get("IP_ADDRESS", "").split()),
+            nameservers=tuple(values.get("NAMESERVER", "").split()),
+            netmode=values.get("NETMODE", ROUTED),
+            bridge=values.get("BRIDGE", ""),
         )
     except KeyError as exc:
         raise InvalidConfig(f"{source}: missing {exc.args[0]}") from None

@@ -11,6 +11,7 @@ import signal
 
 from . import cgroups, config as conf, state, validate
 from .errors import AlreadyExists, NotFound, ResourceError, StateError, VEError
+from .netops import NetMixin
 from .query import QueryMixin
 from .shell import EXEC_ENV, ShellMixin
 from .kernel import proc
@@ -27,7 +28,7 @@ LOCK_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
 
 
-class Engine(QueryMixin, ShellMixin):
+class Engine(QueryMixin, ShellMixin, NetMixin):
     """The node's container engine: VEs under one VE_ROOT and one cgroup parent."""
 
     def __init__(self, root=None, cgroup_parent=None):
@@ -109,18 +110,26 @@ class Engine(QueryMixin, ShellMixin):
                 self._remove_files(veid)
                 state.forget_init(self.layout.state(veid))
 
-    def set(self, veid, hostname=None, **limits):
-        """Change the host name and/or limits; applied live if running, then saved.
+    def set(self, veid, hostname=None, ipadd=(), ipdel=(), nameservers=None, netmode=None,
+            bridge=None, **limits):
+        """Change host name, addresses, name servers and/or limits; live if running, then saved.
 
-        If a live change fails, what was already changed is put back and the
-        saved config stays as it was.
+        ``ipdel`` may contain "all". The network mode of a running VE cannot
+        change. If a live change fails, what was already changed is put back
+        and the saved config stays as it was.
         """
         veid = validate.veid(veid)
         with self._lock(veid):
             old = self._read_config(veid)
             new = old.replace(limits=old.limits.replace(**limits),
-                              hostname=hostname or old.hostname)
+                              hostname=hostname or old.hostname,
+                              ips=_changed_ips(old.ips, ipadd, ipdel),
+                              nameservers=old.nameservers if nameservers is None else nameservers,
+                              netmode=netmode or old.netmode,
+                              bridge=old.bridge if bridge is None else bridge)
             record = self._running_init(veid)
+            if record and (new.netmode, new.bridge) != (old.netmode, old.bridge):
+                raise StateError("stop the VE to change its network mode or bridge", veid)
             with Reverter() as undo:
                 if record and new.limits != old.limits:
                     undo.add(self._apply_limits, veid, old.limits)
@@ -128,6 +137,9 @@ class Engine(QueryMixin, ShellMixin):
                 if record and new.hostname != old.hostname:
                     self._set_hostname(veid, record, new)
                     undo.add(self._set_hostname, veid, record, old)
+                if record and _net_differs(old, new):
+                    undo.add(self._net_change, new, old)
+                    self._net_change(old, new)
                 conf.write(self.layout.conf(veid), new)
                 undo.commit()
             return new
@@ -148,8 +160,12 @@ class Engine(QueryMixin, ShellMixin):
             except OSError as exc:
                 raise ResourceError(f"cgroup setup failed: {exc}", cfg.veid) from exc
             pid = self._spawn(cfg, meta.init)  # the cgroup undo also ends it
+            undo.add(self._net_down, cfg)
+            self._net_up(cfg, pid)
             with _host_errors(cfg.veid, "cannot record the running VE"):
                 state.record_init(self.layout.state(cfg.veid), pid)
+            undo.add(state.forget_init, self.layout.state(cfg.veid))
+            self._net_files(cfg)
             undo.commit()
         log.info("VE %s started, init PID %s", cfg.veid, pid)
         return pid
@@ -169,7 +185,9 @@ class Engine(QueryMixin, ShellMixin):
 
     def _stop(self, veid, timeout, fast):
         record = self._running_init(veid)
+        cfg = self._read_config(veid, missing_ok=True)
         if record:
+            self._net_save_counters(cfg)
             pidfd = proc.pidfd_for(record.pid, record.start_time)
             if pidfd is not None:
                 try:
@@ -178,6 +196,7 @@ class Engine(QueryMixin, ShellMixin):
                     os.close(pidfd)
         # Whatever is left (a helper, a process of a crashed start) goes too.
         self._clear_cgroup(str(veid))
+        self._net_down(cfg)
         state.forget_init(self.layout.state(veid))
 
     def _end_init(self, veid, pidfd, timeout, fast):
@@ -246,8 +265,9 @@ class Engine(QueryMixin, ShellMixin):
                 path.unlink()
             elif path.exists():
                 shutil.rmtree(path)
-        if self.layout.conf(veid).exists():
-            self.layout.conf(veid).unlink()
+        for path in (self.layout.conf(veid), self.layout.counters(veid)):
+            if path.exists():
+                path.unlink()
 
     @contextlib.contextmanager
     def _lock(self, veid):
@@ -258,6 +278,18 @@ class Engine(QueryMixin, ShellMixin):
             finally:
                 # No lock file may outlive its VE (destroy, failed create, typo).
                 hold.remove = not self.layout.conf(veid).exists()
+
+
+def _changed_ips(ips, add, delete):
+    delete = set(validate.ip_address(ip) for ip in delete if ip != "all") \
+        if "all" not in delete else set(ips)
+    added = [validate.ip_address(ip) for ip in add]
+    return tuple(ip for ip in ips if ip not in delete) + tuple(ip for ip in added if ip not in ips)
+
+
+def _net_differs(old, new):
+    return (old.ips, old.nameservers, old.limits.rate) != (new.ips, new.nameservers, new.limits.rate) \
+        or (old.hostname != new.hostname and bool(new.ips))
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ class Layout:
         self.run_dir = self.root / "run"
         self.lock_dir = self.root / "lock"
         self.dump_dir = self.root / "dump"
+        self.net_dir = self.root / "net"
 
     def ensure(self):
         """Create the top-level directories (root-only: they hold every VE)."""
@@ -42,6 +43,10 @@ class Layout:
 
     def state(self, veid):
         return self.run_dir / f"{veid}.state"
+
+    def counters(self, veid):
+        """Traffic totals of the VE's earlier runs."""
+        return self.net_dir / f"{veid}.counters"
 
     def lock(self, veid):
         return self.lock_dir / f"{veid}.lock"

@@ -11,11 +11,11 @@ RUNNING = "running"
 STOPPED = "stopped"
 
 
-_USAGE_FIELDS = "init_pid nproc ram_used ram_limit swap_used cpu_ns memory_failcnt oom_kills"
+_USAGE_FIELDS = "init_pid nproc ram_used ram_limit swap_used cpu_ns memory_failcnt oom_kills ips"
 
 
 class VEStatus(namedtuple("VEStatus", "veid state hostname template " + _USAGE_FIELDS,
-                          defaults=(None,) * 8)):
+                          defaults=(None,) * 8 + ((),))):
     """One VE as ``vectl list`` shows it (usage fields are None when stopped)."""
 
     __slots__ = ()
@@ -42,14 +42,16 @@ class QueryMixin:
         cfg = self._read_config(veid)
         record = self._running_init(veid)
         if record is None:
-            return VEStatus(veid, STOPPED, cfg.hostname, cfg.template, ram_limit=cfg.limits.ram)
+            return VEStatus(veid, STOPPED, cfg.hostname, cfg.template, ram_limit=cfg.limits.ram,
+                            ips=cfg.ips)
         try:
             use = self.cgroups.usage(str(veid))
         except OSError:  # stopped between the two looks: its cgroup is gone
-            return VEStatus(veid, STOPPED, cfg.hostname, cfg.template, ram_limit=cfg.limits.ram)
+            return VEStatus(veid, STOPPED, cfg.hostname, cfg.template, ram_limit=cfg.limits.ram,
+                            ips=cfg.ips)
         return VEStatus(veid, RUNNING, cfg.hostname, cfg.template, record.pid,
                         use.processes, use.memory, cfg.limits.ram, use.swap, use.cpu_ns,
-                        use.memory_failcnt, use.oom_kills)
+                        use.memory_failcnt, use.oom_kills, cfg.ips)
 
     def list(self, running_only=False):
         """Return the VEStatus of every VE on this node, by VEID."""

@@ -105,3 +105,30 @@ def format_size(nbytes):
         if nbytes and nbytes % factor == 0:
             return f"{nbytes // factor}{suffix}"
     return str(nbytes)
+
+
+_IFNAME_CHARS = _ALNUM | set("_.-")
+
+
+def ip_address(value, what="IP address"):
+    """Return a single IPv4/IPv6 address in canonical text form (no prefix, no scope)."""
+    import ipaddress  # ~4 ms: only VEs with addresses pay for it
+    text = str(value).strip()
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise InvalidConfig(f"bad {what} {value!r}: use one IPv4 or IPv6 address, "
+                            "e.g. 198.18.0.11 or fd00::11") from None
+    if address.is_unspecified or address.is_multicast or address.is_loopback \
+            or address.is_link_local:
+        raise InvalidConfig(f"bad {what} {value!r}: unspecified, multicast, loopback and "
+                            "link-local addresses cannot be given to a VE")
+    return str(address)
+
+
+def ifname(value, what="interface name"):
+    """Return a Linux network interface name (1-15 of letters, digits, '_', '.', '-')."""
+    text = str(value)
+    if not 0 < len(text) <= 15 or not set(text) <= _IFNAME_CHARS or text in (".", ".."):
+        raise InvalidConfig(f"bad {what} {value!r}: use 1-15 letters, digits, '_', '.' or '-'")
+    return text

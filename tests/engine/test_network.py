@@ -1,0 +1,259 @@
+"""VE networking for real: veth pairs, routes, rules and tc in a network namespace
+the test creates to play the node's host network (addresses from 198.18.0.0/15
+and fd00::/8; nothing leaves that namespace).
+
+Verbs that touch the host side (start, stop, set, traffic) run inside that
+namespace through ``HostNet.engine``; ``exec`` works from anywhere.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from ve import Limits, VEConfig
+
+ROOT_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HOST_V4, HOST_V6 = "198.18.7.1", "fd00:7::1"
+A = (401, ("198.18.7.11", "fd00:7::11"))
+B = (402, ("198.18.7.12", "fd00:7::12"))
+
+
+class HostNet:
+    """A network namespace standing in for the node's host network."""
+
+    def __init__(self, engine):
+        self.holder = subprocess.Popen(["unshare", "--net", "sleep", "infinity"])
+        self.path = f"/proc/{self.holder.pid}/ns/net"
+        self.eng = engine
+        deadline = time.monotonic() + 5
+        while os.readlink(self.path) == os.readlink("/proc/self/ns/net"):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        self.run("ip", "link", "set", "lo", "up")
+        self.run("ip", "addr", "add", f"{HOST_V4}/32", "dev", "lo")
+        self.run("ip", "addr", "add", f"{HOST_V6}/128", "dev", "lo", "nodad")
+
+    def run(self, *argv, check=True, timeout=60, **kwargs):
+        """Run a host command inside the namespace."""
+        out = subprocess.run(["nsenter", f"--net={self.path}", *argv], capture_output=True,
+                             text=True, timeout=timeout, **kwargs)
+        if check and out.returncode:
+            raise AssertionError(f"{argv} failed: {out.stderr}")
+        return out
+
+    def engine(self, code, **values):
+        """Run Python ``code`` with ``e`` = this test's Engine, in the namespace; return JSON."""
+        prelude = ("import json, sys\nfrom ve import Engine\n"
+                   f"e = Engine(root={str(self.eng.layout.root)!r}, "
+                   f"cgroup_parent={self.eng.cgroups.parent!r})\n"
+                   f"v = json.loads({json.dumps(json.dumps(values))})\n")
+        out = self.run(sys.executable, "-c", prelude + textwrap.dedent(code),
+                       env=dict(os.environ, PYTHONPATH=ROOT_DIR), timeout=300)
+        return json.loads(out.stdout.strip().splitlines()[-1]) if out.stdout.strip() else None
+
+    def snapshot(self):
+        """Links, addresses, routes, rules and qdiscs of the host namespace, as text."""
+        parts = [self.run(*cmd).stdout for cmd in (
+            ["ip", "-o", "link"], ["ip", "-o", "addr"], ["ip", "route"], ["ip", "-6", "route"],
+            ["ip", "rule"], ["ip", "-6", "rule"], ["ip", "neigh", "show", "proxy"],
+            ["tc", "qdisc"])]
+        return "\n".join(parts)
+
+    def close(self):
+        self.holder.kill()
+        self.holder.wait()
+
+
+@pytest.fixture
+def hostnet(engine):
+    net = HostNet(engine)
+    yield net
+    try:  # stop the VEs here, where their host side is
+        net.engine("for veid in e.layout.veids(): e.destroy(veid, timeout=2)\nprint('null')")
+    finally:
+        net.close()
+
+
+def make(engine, spec, **kw):
+    veid, ips = spec
+    engine.create(VEConfig(veid, f"ve{veid}.example", "busybox", Limits(**kw.pop("limits", {})),
+                           ips=ips, **kw))
+    return veid
+
+
+def ping(hostnet_or_engine, src_veid, target, source=None):
+    argv = ["ping", "-c", "1", "-W", "2"] + (["-I", source] if source else []) + [target]
+    return hostnet_or_engine.exec(src_veid, argv).returncode == 0
+
+
+def start(hostnet, *veids):
+    return hostnet.engine("print(json.dumps([e.start(x) for x in v['veids']]))", veids=veids)
+
+
+def test_two_ves_reach_each_other_and_the_host_over_ipv4_and_ipv6(engine, hostnet):
+    make(engine, A, nameservers=(HOST_V4,))
+    make(engine, B)
+    start(hostnet, 401, 402)
+    for target in B[1] + (HOST_V4, HOST_V6):
+        assert ping(engine, 401, target), f"VE 401 cannot reach {target}"
+    for target in A[1]:
+        assert ping(engine, 402, target), f"VE 402 cannot reach {target}"
+        assert hostnet.run("busybox", "ping", "-c", "1", "-W", "2", target, check=False) \
+            .returncode == 0, f"the host cannot reach {target}"
+    # A TCP service inside the VE answers the host.
+    engine.exec(401, ["sh", "-c", "(echo hello-from-401 | nc -l -p 7000) >/dev/null 2>&1 &"])
+    got = hostnet.run(sys.executable, "-c", textwrap.dedent(f"""
+        import socket, time
+        for _ in range(50):
+            try:
+                s = socket.create_connection(("{A[1][0]}", 7000), timeout=2); break
+            except OSError:
+                time.sleep(0.1)
+        print(s.recv(100).decode().strip())"""))
+    assert got.stdout.strip() == "hello-from-401"
+    inside = engine.exec(401, ["cat", "/etc/resolv.conf", "/etc/hosts"]).stdout.decode()
+    assert f"nameserver {HOST_V4}" in inside and f"{A[1][0]}\tve401.example ve401" in inside
+
+
+def test_nothing_reaches_an_address_the_ve_does_not_own(engine, hostnet):
+    make(engine, A)
+    make(engine, B)
+    start(hostnet, 401, 402)
+    assert engine.exec(401, ["ip", "addr", "add", "198.18.7.99/32", "dev", "eth0"]).returncode == 0
+    assert engine.exec(401, ["ip", "-6", "addr", "add", "fd00:7::99/128",
+                             "dev", "eth0"]).returncode == 0
+    time.sleep(2.5)  # duplicate address detection (busybox ip has no nodad)
+    for target in (B[1][0], HOST_V4):
+        assert not ping(engine, 401, target, source="198.18.7.99"), f"spoofed v4 reached {target}"
+        assert ping(engine, 401, target), "the VE's own address must still work"
+    for target in (B[1][1], HOST_V6):
+        assert not ping(engine, 401, target, source="fd00:7::99"), f"spoofed v6 reached {target}"
+    # The host never routes the foreign address to the VE that claimed it.
+    assert hostnet.run("busybox", "ping", "-c", "1", "-W", "1", "198.18.7.99",
+                       check=False).returncode != 0
+    # Router advertisements from the VE are ignored by the host side.
+    ra = hostnet.run("cat", "/proc/sys/net/ipv6/conf/veth401/accept_ra").stdout.strip()
+    assert ra == "0"
+
+
+def test_addresses_change_live_and_survive_a_restart(engine, hostnet):
+    make(engine, A)
+    make(engine, B)
+    start(hostnet, 401, 402)
+    hostnet.engine("e.set(401, ipadd=['198.18.7.21'], ipdel=['fd00:7::11'], "
+                   "nameservers=['198.18.7.1'])\nprint('null')")
+    assert ping(engine, 402, "198.18.7.21")
+    assert not ping(engine, 402, "fd00:7::11")
+    hostnet.engine("e.restart(401, timeout=2)\nprint('null')")
+    assert engine.config(401).ips == ("198.18.7.11", "198.18.7.21")
+    assert ping(engine, 402, "198.18.7.21") and ping(engine, 402, "198.18.7.11")
+    assert "nameserver 198.18.7.1" in engine.exec(401, ["cat", "/etc/resolv.conf"]).stdout.decode()
+
+
+def _rx_bytes_inside(engine, veid):
+    out = engine.exec(veid, ["cat", "/sys/class/net/eth0/statistics/rx_bytes"]).stdout
+    return int(out), time.monotonic()
+
+
+def _transfer(hostnet, engine, direction, nbytes):
+    """Send ``nbytes`` over TCP between host and VE 401; return the rate seen, in Mbit/s.
+
+    Towards the VE the rate is read from the VE's own eth0 counter over the
+    steady middle of the transfer; from the VE, the host's receiver times it.
+    """
+    if direction == "to_ve":
+        engine.exec(401, ["sh", "-c", "(nc -l -p 7001 > /dev/null) >/dev/null 2>&1 &"])
+        sender = subprocess.Popen(["nsenter", f"--net={hostnet.path}", sys.executable, "-c",
+                                   textwrap.dedent(f"""
+            import socket, time
+            for _ in range(50):
+                try:
+                    s = socket.create_connection(("{A[1][0]}", 7001)); break
+                except OSError:
+                    time.sleep(0.1)
+            chunk, sent = b"x" * 65536, 0
+            while sent < {nbytes}:
+                s.sendall(chunk); sent += len(chunk)
+            s.shutdown(socket.SHUT_WR); s.recv(1)""")])
+        time.sleep(2)  # past TCP's start
+        bytes0, t0 = _rx_bytes_inside(engine, 401)
+        time.sleep(4)
+        bytes1, t1 = _rx_bytes_inside(engine, 401)
+        sender.wait(timeout=120)
+        return (bytes1 - bytes0) * 8 / (t1 - t0) / 1e6
+    receiver = subprocess.Popen(["nsenter", f"--net={hostnet.path}", sys.executable, "-c",
+                                 textwrap.dedent(f"""
+        import socket, time
+        srv = socket.create_server(("{HOST_V4}", 7002)); print("ready", flush=True)
+        conn, _ = srv.accept(); got = 0; first = None
+        while chunk := conn.recv(65536):
+            first = first or time.monotonic(); got += len(chunk)
+        print(got * 8 / (time.monotonic() - first) / 1e6)""")], stdout=subprocess.PIPE, text=True)
+    assert receiver.stdout.readline().strip() == "ready"
+    count = nbytes // 65536
+    engine.exec(401, ["sh", "-c", f"dd if=/dev/zero bs=65536 count={count} 2>/dev/null | "
+                                  f"nc {HOST_V4} 7002"])
+    return float(receiver.communicate(timeout=120)[0].strip())
+
+
+@pytest.mark.parametrize("direction", ["to_ve", "from_ve"])
+def test_a_10_mbit_limit_holds_within_15_percent(engine, hostnet, direction):
+    make(engine, A, limits={"rate": 10})
+    start(hostnet, 401)
+    measured = _transfer(hostnet, engine, direction, 10 << 20)
+    print(f"10 Mbit/s limit, {direction}: measured {measured:.2f} Mbit/s")
+    assert 8.5 <= measured <= 11.5
+
+
+def test_counters_match_the_bytes_sent_and_survive_restart(engine, hostnet):
+    make(engine, A)
+    start(hostnet, 401)
+    payload, count = 1400, 2000
+    before = hostnet.engine("print(json.dumps(e.traffic(401)))")
+    engine.exec(401, ["sh", "-c", "(nc -u -l -p 7003 > /dev/null) >/dev/null 2>&1 &"])
+    time.sleep(0.3)
+    hostnet.run(sys.executable, "-c", textwrap.dedent(f"""
+        import socket, time
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for _ in range({count}):
+            s.sendto(b"u" * {payload}, ("{A[1][0]}", 7003)); time.sleep(0.0002)"""))
+    after = hostnet.engine("print(json.dumps(e.traffic(401)))")
+    wire = count * (payload + 8 + 20 + 14)  # UDP, IPv4 and Ethernet headers
+    received = after["rx_bytes"] - before["rx_bytes"]
+    assert abs(received - wire) / wire < 0.01, (received, wire)
+    assert after["rx_packets"] - before["rx_packets"] >= count
+    hostnet.engine("e.restart(401, timeout=2)\nprint('null')")
+    again = hostnet.engine("print(json.dumps(e.traffic(401)))")
+    assert again["rx_bytes"] >= after["rx_bytes"] and again["tx_bytes"] >= after["tx_bytes"]
+
+
+def test_50_starts_and_stops_leave_the_host_network_as_it_was(engine, hostnet):
+    make(engine, A, limits={"rate": 100}, nameservers=(HOST_V4,))
+    make(engine, B)
+    before = hostnet.snapshot()
+    cycles = hostnet.engine("""
+        for i in range(50):
+            e.start(401); e.start(402)
+            e.stop(401, fast=True); e.stop(402, fast=True)
+        print(50)""")
+    assert cycles == 50
+    assert hostnet.snapshot() == before
+
+
+def test_a_failed_network_setup_leaves_nothing(engine, hostnet):
+    make(engine, A, netmode="bridged", bridge="nosuchbr0")
+    before = hostnet.snapshot()
+    out = hostnet.run(sys.executable, "-m", "ve.cli", "start", "401", check=False,
+                      env=dict(os.environ, PYTHONPATH=ROOT_DIR,
+                               VE_ROOT=str(engine.layout.root),
+                               VE_CGROUP_PARENT=engine.cgroups.parent))
+    assert out.returncode == 6 and "bridge nosuchbr0 does not exist" in out.stderr
+    assert hostnet.snapshot() == before
+    assert engine.status(401).state == "stopped"
+    assert not engine.cgroups.exists("401")

@@ -1,0 +1,34 @@
+"""VE networking with pyroute2: one veth pair per running VE.
+
+Routed mode (OpenVZ venet style, the default): the VE side (``eth0`` in the
+VE) holds the VE's addresses as /32 and /128 with on-link default routes; the
+host side (``veth<VEID>``) has no IPv4 address, answers ARP by proxy, owns
+fe80::1 as the VEs' IPv6 gateway, and carries one host route per VE address.
+Bridged mode: the host side joins a bridge instead.
+
+Both modes: policy-routing rules drop anything the VE sends from an address
+it was not given (IPv4 and IPv6), the host ignores router advertisements from
+the VE, tc shapes both directions (egress: tbf on the host side; ingress: the
+VE's traffic is redirected to ``ifb<VEID>`` and shaped there), and the
+host-side link counters are added up across restarts.
+
+The "host" is whatever network namespace the engine runs in: tests run the
+engine in a namespace they create. pyroute2 is imported only by VEs that have
+a network, so ``vectl start`` of one without stays fast.
+"""
+
+VE_IFNAME = "eth0"
+IPV6_GATEWAY = "fe80::1"
+
+
+def host_ifname(veid):
+    return f"veth{veid}"
+
+
+def ifb_ifname(veid):
+    return f"ifb{veid}"
+
+
+def has_network(cfg):
+    """True if the VE gets a veth at start (it has addresses or is bridged)."""
+    return bool(cfg.ips) or cfg.netmode == "bridged"

@@ -1,0 +1,159 @@
+"""Setting a VE's network up at start and taking it down at stop.
+
+``attach`` undoes its own steps when one fails; ``detach`` removes every
+link, rule, proxy entry and qdisc a VE had, including what a crashed start
+or a VE that died on its own left behind.
+"""
+
+import os
+import socket
+
+from pyroute2 import IPRoute
+
+from . import IPV6_GATEWAY, VE_IFNAME, counters, host_ifname, rules, shaping, sysctl
+
+IFA_F_NODAD = 0x02
+SCOPE_LINK = 253
+UPLINK_ENV = "VE_NET_UPLINK"  # host interface whose neighbours learn VE addresses by proxy
+
+
+def attach(cfg, pid):
+    """Give running VE ``cfg.veid`` (init ``pid``) its veth, addresses, rules and limits."""
+    name = host_ifname(cfg.veid)
+    routed = cfg.netmode == "routed"
+    with IPRoute() as ipr:
+        _remove_host_side(ipr, cfg.veid)
+        try:
+            ipr.link("add", ifname=name, kind="veth",
+                     peer={"ifname": VE_IFNAME, "net_ns_pid": pid})
+            index = ipr.link_lookup(ifname=name)[0]
+            sysctl.prepare_host(name, routed)
+            if routed:
+                ipr.addr("add", index=index, address=IPV6_GATEWAY, prefixlen=64,
+                         flags=IFA_F_NODAD)
+            else:
+                bridge = ipr.link_lookup(ifname=cfg.bridge)
+                if not bridge:
+                    raise OSError(f"bridge {cfg.bridge} does not exist")
+                ipr.link("set", index=index, master=bridge[0])
+            ipr.link("set", index=index, state="up")
+            rules.install(ipr, name, cfg.ips)
+            for ip in cfg.ips:
+                _host_route(ipr, index, ip, routed, add=True)
+            shaping.apply(ipr, cfg.veid, index, cfg.limits.rate)
+        except BaseException:
+            _remove_host_side(ipr, cfg.veid, cfg.ips)
+            raise
+    _configure_inside(pid, cfg)
+
+
+def save_counters(veid, counters_path):
+    """Add the running VE's link counters to its saved totals (just before it stops)."""
+    with IPRoute() as ipr:
+        link = _link(ipr, host_ifname(veid))
+        if link is not None:
+            counters.save(counters_path, counters.add(counters.saved(counters_path),
+                                                      counters.from_link(link)))
+
+
+def detach(veid, ips):
+    """Remove the VE's host side: link, ifb, rules, proxy entries (qdiscs go with the link)."""
+    with IPRoute() as ipr:
+        _remove_host_side(ipr, veid, ips)
+
+
+def traffic(veid, counters_path):
+    """Totals of all runs so far, including the running one."""
+    total = counters.saved(counters_path)
+    with IPRoute() as ipr:
+        link = _link(ipr, host_ifname(veid))
+        if link is not None:
+            total = counters.add(total, counters.from_link(link))
+    return total
+
+
+def change_ips(cfg, pid, added, removed):
+    """Add and remove addresses of a running VE (host side and inside)."""
+    name, routed = host_ifname(cfg.veid), cfg.netmode == "routed"
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname=name)[0]
+        for ip in added:
+            rules.allow(ipr, name, ip)
+            _host_route(ipr, index, ip, routed, add=True)
+        for ip in removed:
+            _quietly(rules.allow, ipr, name, ip, add=False)
+            _quietly(_host_route, ipr, index, ip, routed, add=False)
+    with IPRoute(netns=f"/proc/{pid}/ns/net") as ns:
+        inside = ns.link_lookup(ifname=VE_IFNAME)[0]
+        for ip in added:
+            ns.addr("add", index=inside, address=ip, prefixlen=_prefix(ip), flags=IFA_F_NODAD)
+        for ip in removed:
+            _quietly(ns.addr, "del", index=inside, address=ip, prefixlen=_prefix(ip))
+
+
+def set_rate(veid, rate_mbit):
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname=host_ifname(veid))
+        if index:
+            shaping.apply(ipr, veid, index[0], rate_mbit)
+
+
+def _configure_inside(pid, cfg):
+    """Addresses and default routes on the VE's eth0, from inside its namespace."""
+    with IPRoute(netns=f"/proc/{pid}/ns/net") as ns:
+        index = ns.link_lookup(ifname=VE_IFNAME)[0]
+        for ip in cfg.ips:
+            ns.addr("add", index=index, address=ip, prefixlen=_prefix(ip), flags=IFA_F_NODAD)
+        ns.link("set", index=index, state="up")
+        if any(":" not in ip for ip in cfg.ips):
+            ns.route("add", dst="0.0.0.0/0", oif=index, scope=SCOPE_LINK)
+        if any(":" in ip for ip in cfg.ips):
+            if cfg.netmode == "routed":
+                ns.route("add", dst="::/0", gateway=IPV6_GATEWAY, oif=index,
+                         family=socket.AF_INET6)
+            else:
+                ns.route("add", dst="::/0", oif=index, family=socket.AF_INET6)
+
+
+def _host_route(ipr, index, ip, routed, add):
+    uplink = os.environ.get(UPLINK_ENV)
+    if routed:
+        ipr.route("add" if add else "del", dst=f"{ip}/{_prefix(ip)}", oif=index,
+                  family=socket.AF_INET6 if ":" in ip else socket.AF_INET)
+    if routed and uplink:
+        up = ipr.link_lookup(ifname=uplink)
+        if up:
+            if add and ":" in ip:
+                sysctl.write(f"ipv6/conf/{uplink}/proxy_ndp", 1)
+            ipr.neigh("add" if add else "del", dst=ip, ifindex=up[0], flags=0x08,  # NTF_PROXY
+                      family=socket.AF_INET6 if ":" in ip else socket.AF_INET)
+
+
+def _remove_host_side(ipr, veid, ips=()):
+    name = host_ifname(veid)
+    _quietly(rules.remove, ipr, name)
+    uplink = os.environ.get(UPLINK_ENV)
+    up = ipr.link_lookup(ifname=uplink) if uplink else []
+    for ip in ips:
+        if up:
+            _quietly(ipr.neigh, "del", dst=ip, ifindex=up[0], flags=0x08,
+                     family=socket.AF_INET6 if ":" in ip else socket.AF_INET)
+    shaping.clear(ipr, veid)
+    for index in ipr.link_lookup(ifname=name):
+        ipr.link("del", index=index)  # takes the VE's eth0, host routes and qdiscs with it
+
+
+def _link(ipr, name):
+    index = ipr.link_lookup(ifname=name)
+    return ipr.get_links(index[0])[0] if index else None
+
+
+def _prefix(ip):
+    return 128 if ":" in ip else 32
+
+
+def _quietly(func, *args, **kwargs):
+    try:
+        func(*args, **kwargs)
+    except Exception:
+        pass  # already gone

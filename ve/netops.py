@@ -1,0 +1,89 @@
+"""The network half of the Engine's verbs (see ve/net for the mechanics).
+
+Only VEs with addresses (or bridged ones) load ve.net and pyroute2.
+"""
+
+from . import net
+from .errors import ResourceError, StateError
+
+# Written inside the VE (its own mount namespace, as its root) from stdin: the
+# host never follows paths in the private area.
+_WRITE_RESOLV = "cat > /etc/resolv.conf"
+_WRITE_HOSTS = "cat > /etc/hosts"
+
+
+class NetMixin:
+    """Network steps of the Engine (needs ``layout`` and ``exec``)."""
+
+    def traffic(self, veid):
+        """The VE's rx/tx bytes and packets over all its runs (its own point of view)."""
+        cfg = self._read_config(veid)
+        if not net.has_network(cfg):
+            from .net.counters import saved
+            return saved(self.layout.counters(cfg.veid))
+        from .net import links
+        return links.traffic(cfg.veid, self.layout.counters(cfg.veid))
+
+    def _net_up(self, cfg, pid):
+        if not net.has_network(cfg):
+            return
+        from .net import links
+        try:
+            links.attach(cfg, pid)
+        except OSError as exc:
+            raise ResourceError(f"network setup failed: {exc}", cfg.veid) from exc
+
+    def _net_files(self, cfg):
+        """/etc/resolv.conf and /etc/hosts of a running VE, from its config."""
+        if cfg.nameservers:
+            self._write_inside(cfg.veid, _WRITE_RESOLV,
+                               "".join(f"nameserver {ns}\n" for ns in cfg.nameservers))
+        if cfg.ips:
+            hosts = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+            short = cfg.hostname.split(".")[0]
+            names = cfg.hostname if short == cfg.hostname else f"{cfg.hostname} {short}"
+            hosts += [f"{ip}\t{names}" for ip in cfg.ips]
+            self._write_inside(cfg.veid, _WRITE_HOSTS, "\n".join(hosts) + "\n")
+
+    def _net_save_counters(self, cfg):
+        """Before init dies (its netns takes the veth along): add up the counters."""
+        if cfg is not None and net.has_network(cfg):
+            from .net import links
+            links.save_counters(cfg.veid, self.layout.counters(cfg.veid))
+
+    def _net_down(self, cfg):
+        """Remove everything the VE's network had on the host; safe to repeat."""
+        if cfg is None or not net.has_network(cfg):
+            return
+        from .net import links
+        try:
+            links.detach(cfg.veid, cfg.ips)
+        except OSError as exc:
+            raise ResourceError(f"network cleanup failed: {exc}", cfg.veid) from exc
+
+    def _net_change(self, old, new):
+        """Apply address, rate and name changes to a running VE."""
+        from .net import links
+        record = self._running_init(new.veid)
+        if record is None:
+            raise StateError("the VE stopped while being changed", new.veid)
+        if net.has_network(new) and not net.has_network(old):
+            self._net_up(new, record.pid)
+        else:
+            added = [ip for ip in new.ips if ip not in old.ips]
+            removed = [ip for ip in old.ips if ip not in new.ips]
+            try:
+                if added or removed:
+                    links.change_ips(new, record.pid, added, removed)
+                if new.limits.rate != old.limits.rate:
+                    links.set_rate(new.veid, new.limits.rate)
+            except OSError as exc:
+                raise ResourceError(f"network change failed: {exc}", new.veid) from exc
+        self._net_files(new)
+
+    def _write_inside(self, veid, script, text):
+        result = self.exec(veid, ["/bin/sh", "-c", script], input=text.encode())
+        if result.returncode != 0:
+            raise ResourceError("cannot write the VE's network files: "
+                                + result.stderr.decode(errors="replace").strip(), veid)
+
