@@ -39,7 +39,7 @@ class Stack:
     """The product's processes, started in order and stopped together."""
 
     def __init__(self, data_dir, node_name=None, web_port=8000, redis_url=None,
-                 web_user=UNPRIVILEGED, extra_env=None, log_dir=None):
+                 web_user=UNPRIVILEGED, extra_env=None, log_dir=None, node_netns=None):
         self.data_dir = Path(data_dir)
         self.node_name = node_name or node_name_of_host()
         self.web_port = web_port
@@ -47,6 +47,7 @@ class Stack:
         self.web_user = web_user
         self.extra_env = dict(extra_env or {})
         self.log_dir = Path(log_dir or self.data_dir / "log")
+        self.node_netns = node_netns
         self.processes = {}
 
     # -- environment -------------------------------------------------------
@@ -124,11 +125,37 @@ class Stack:
         self._spawn("redis", argv)
         wait_until(lambda: _redis_ping(self.redis_url), 15, "redis-server did not come up")
 
+    def prepare_node_netns(self, host_addresses=()):
+        """Create (once) the named network namespace the node's VEs are wired into.
+
+        Demos and tests use one so that VE traffic never reaches the machine's
+        real network: the namespace has no way out. ``host_addresses`` (with
+        prefix) go on its loopback, e.g. the pools' gateways, so VEs can reach
+        "the host".
+        """
+        from pyroute2 import IPRoute, netns
+        if self.node_netns not in netns.listnetns():
+            netns.create(self.node_netns)
+        with IPRoute(netns=self.node_netns) as ipr:
+            lo = ipr.link_lookup(ifname="lo")[0]
+            ipr.link("set", index=lo, state="up")
+            have = {a.get("IFA_ADDRESS") for a in ipr.get_addr(index=lo)}
+            for cidr in host_addresses:
+                address, prefix = cidr.split("/")
+                if address not in have:
+                    ipr.addr("add", index=lo, address=address, prefixlen=int(prefix))
+
+    def remove_node_netns(self):
+        from pyroute2 import netns
+        if self.node_netns in netns.listnetns():
+            netns.remove(self.node_netns)
+
     def start_node_worker(self, concurrency=2):
         """The root worker of this node: consumes node.<name> and drives the engine."""
+        inside = ["nsenter", f"--net=/run/netns/{self.node_netns}"] if self.node_netns else []
         return self._spawn(
             "node-worker",
-            [sys.executable, "-m", "celery", "-A", "hosting", "worker", "-Q",
+            [*inside, sys.executable, "-m", "celery", "-A", "hosting", "worker", "-Q",
              f"node.{self.node_name}", "-n", f"node.{self.node_name}@%h", "-c", str(concurrency),
              "--without-gossip", "--without-mingle", "-l", "INFO"],
             HOSTING_NODE_NAME=self.node_name)

@@ -23,6 +23,7 @@ from hosting.stack import UNPRIVILEGED, Stack
 
 ROOT_DIR = Path(__file__).resolve().parents[1]
 NODE = "testnode"
+GATEWAYS = ("198.18.0.1/32", "fd00:1::1/128")  # of seed_demo's pools, on the node netns
 
 
 def free_port():
@@ -96,8 +97,10 @@ class LiveStack:
         self.cgroup_parent = f"{cgroup_top}/ve"
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        self.netns = f"hosting-e2e-{os.getpid()}"
         self.stack = Stack(self.data_dir, node_name=NODE, web_port=self.port,
-                           web_user=UNPRIVILEGED, log_dir=self.data_dir / "log", extra_env={
+                           web_user=UNPRIVILEGED, log_dir=self.data_dir / "log",
+                           node_netns=self.netns, extra_env={
                                "VE_ROOT": str(self.ve_root),
                                "VE_CGROUP_PARENT": self.cgroup_parent,
                                "HOSTING_NODE_RUN_DIR": str(self.data_dir / "node-run"),
@@ -106,6 +109,7 @@ class LiveStack:
 
     def start(self):
         self.stack.prepare()
+        self.stack.prepare_node_netns(GATEWAYS)
         self.stack.manage("seed_demo", "--node", NODE)
         self.stack.start_redis()
         self.stack.start_node_worker()
@@ -138,11 +142,14 @@ class LiveStack:
         self.stack.kill("node-worker")
 
     def vectl(self, *args):
+        """vectl as the node runs it: inside the node's network namespace."""
         env = dict(os.environ, VE_ROOT=str(self.ve_root), VE_CGROUP_PARENT=self.cgroup_parent,
                    PYTHONPATH=str(ROOT_DIR))
-        out = subprocess.run([sys.executable, "-m", "ve.cli", *map(str, args)], env=env,
-                             capture_output=True, text=True, timeout=60)
-        return out
+        return self.in_node_netns(sys.executable, "-m", "ve.cli", *map(str, args), env=env)
+
+    def in_node_netns(self, *argv, **kwargs):
+        return subprocess.run(["nsenter", f"--net=/run/netns/{self.netns}", *argv],
+                              capture_output=True, text=True, timeout=60, **kwargs)
 
     def vectl_json(self, *args):
         out = self.vectl(*args, "--json")
@@ -170,6 +177,7 @@ class LiveStack:
         leaked = [str(h / self.cgroup_top / "ve") for h in CGROUP_ROOT.iterdir()
                   if any((h / self.cgroup_top / "ve").glob("[0-9]*"))]
         _remove_cgroup_tree(self.cgroup_top)
+        self.stack.remove_node_netns()
         subprocess.run(["rm", "-rf", "--one-file-system", str(self.data_dir), str(self.ve_root)])
         assert not leaked, f"VE cgroups left after destroying every VE: {leaked}"
 

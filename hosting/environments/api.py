@@ -94,6 +94,17 @@ class ReinstallSerializer(serializers.Serializer):
                                              help_text="customers: their login password")
 
 
+class AddressSerializer(serializers.Serializer):
+    version = serializers.ChoiceField(choices=[4, 6], required=False,
+                                      help_text="take the next free address of this IP version")
+    address = serializers.IPAddressField(required=False, help_text="or this one")
+
+    def validate(self, attrs):
+        if not attrs.get("version") and not attrs.get("address"):
+            raise serializers.ValidationError("give a version (4 or 6) or an address")
+        return attrs
+
+
 class PasswordSerializer(serializers.Serializer):
     root_password = serializers.CharField(write_only=True)
     current_password = serializers.CharField(required=False, write_only=True,
@@ -204,6 +215,24 @@ class EnvironmentViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin,
         op = services.reinstall(ve, request.user, body.validated_data.get("template"),
                                 body.validated_data.get("root_password", ""),
                                 body.validated_data.get("ssh_key", ""))
+        return accepted(op, request)
+
+    @extend_schema(request=AddressSerializer, responses={202: OperationSerializer})
+    @action(detail=True, methods=["post"], url_path="addresses")
+    def add_address(self, request, veid=None):
+        """Staff: give the VPS one more address (applied live if it runs)."""
+        body = AddressSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        op = services.add_address(self.get_object(), request.user,
+                                  body.validated_data.get("version"),
+                                  body.validated_data.get("address"))
+        return accepted(op, request)
+
+    @extend_schema(request=None, responses={202: OperationSerializer})
+    @action(detail=True, methods=["delete"], url_path=r"addresses/(?P<address>[0-9a-fA-F.:]+)")
+    def remove_address(self, request, veid=None, address=None):
+        """Staff: take an address from the VPS back into its pool."""
+        op = services.remove_address(self.get_object(), request.user, address)
         return accepted(op, request)
 
     @extend_schema(request=PasswordSerializer, responses={202: OperationSerializer})

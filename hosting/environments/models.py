@@ -59,6 +59,12 @@ class VirtualEnvironment(models.Model):
     actual_state = models.CharField(max_length=16, choices=State.choices,
                                     default=State.CREATING)
     created = models.DateTimeField(auto_now_add=True)
+    # Traffic quota: staff may grant extra traffic for the current month; a VE
+    # over its quota is throttled (or suspended, as its plan says) until the
+    # next month or until the extra traffic covers it.
+    extra_traffic_gib = models.PositiveIntegerField(default=0)
+    throttled = models.BooleanField(default=False)
+    suspended_for_traffic = models.BooleanField(default=False)
 
     objects = VEQuerySet.as_manager()
 
@@ -70,3 +76,12 @@ class VirtualEnvironment(models.Model):
 
     def __str__(self):
         return f"{self.veid} ({self.hostname})"
+
+    def engine_limits(self):
+        """The engine limits this VE should have now (its plan's, throttled or not)."""
+        return self.plan.engine_limits(throttled=self.throttled)
+
+    def engine_ips(self):
+        """Its addresses, IPv4 first, as the engine's config lists them."""
+        addresses = [a.address for a in self.addresses.all()]
+        return tuple(sorted(addresses, key=lambda a: (":" in a, a)))

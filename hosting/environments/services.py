@@ -1,5 +1,6 @@
 """Ordering, reinstalling and re-keying VPSes: the customer-facing services."""
 
+import ipaddress
 import warnings
 
 from django.contrib.auth import authenticate
@@ -184,3 +185,33 @@ def _insert(customer, plan, node, template, hostname):
             if VE.objects.filter(hostname__iexact=hostname).live().exists():
                 raise Invalid(f"host name {hostname} is taken", field="hostname") from exc
     raise Conflict("too many orders at once; try again")
+
+
+def add_address(ve, user, version=None, address=None):
+    """Give ``ve`` one more address (the next free one of IP ``version``, or ``address``)."""
+    operations.check_actor(user, Operation.Kind.SET)
+    with transaction.atomic():
+        if address:
+            given = ipam.claim(ve, ve.node, address)
+        else:
+            given = ipam.allocate(ve, ve.node, version, 1)[0]
+        op = operations.request(ve, Operation.Kind.SET, user, {})
+        audit.record(user, "ve.address_add", ve, address=str(given), operation=str(op.pk))
+    return op
+
+
+def remove_address(ve, user, address):
+    """Take ``address`` from ``ve`` back into its pool (live on a running VE)."""
+    operations.check_actor(user, Operation.Kind.SET)
+    try:
+        address = str(ipaddress.ip_address(address))
+    except ValueError:
+        raise Invalid(f"{address} is not an IP address", field="address") from None
+    with transaction.atomic():
+        held = ve.addresses.filter(address=address)
+        if not held.exists():
+            raise Invalid(f"VPS {ve.hostname} does not hold {address}", field="address")
+        held.delete()
+        op = operations.request(ve, Operation.Kind.SET, user, {})
+        audit.record(user, "ve.address_remove", ve, address=address, operation=str(op.pk))
+    return op

@@ -16,7 +16,8 @@ class IPPoolSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = IPPool
-        fields = ["id", "name", "network", "gateway", "first", "last", "nodes", "free"]
+        fields = ["id", "name", "network", "gateway", "first", "last", "nameservers", "nodes",
+                  "free"]
 
     def get_free(self, pool) -> int:
         return services.free_count(pool)
@@ -24,7 +25,7 @@ class IPPoolSerializer(serializers.ModelSerializer):
     def validate(self, attrs):
         pool = IPPool(**{k: v for k, v in attrs.items() if k != "nodes"})
         if self.instance:
-            for field in ("name", "network", "gateway", "first", "last"):
+            for field in ("name", "network", "gateway", "first", "last", "nameservers"):
                 attrs.setdefault(field, getattr(self.instance, field))
                 setattr(pool, field, attrs[field])
         pool.clean()

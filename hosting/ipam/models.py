@@ -14,6 +14,9 @@ class IPPool(models.Model):
     gateway = models.GenericIPAddressField(null=True, blank=True)
     first = models.GenericIPAddressField()
     last = models.GenericIPAddressField()
+    nameservers = models.CharField(max_length=200, blank=True,
+                                   help_text="DNS servers for VEs with addresses from here, "
+                                             "separated by spaces")
     nodes = models.ManyToManyField("nodes.Node", related_name="ip_pools", blank=True)
 
     class Meta:
@@ -37,6 +40,11 @@ class IPPool(models.Model):
                 raise ValidationError({field: f"{value} is outside {net}"})
         if ipaddress.ip_address(self.first) > ipaddress.ip_address(self.last):
             raise ValidationError({"last": "the range ends before it starts"})
+        for server in self.nameservers.split():
+            try:
+                ipaddress.ip_address(server)
+            except ValueError:
+                raise ValidationError({"nameservers": f"{server} is not an IP address"}) from None
 
 
 class IPAddress(models.Model):

@@ -10,7 +10,7 @@ import ipaddress
 
 from django.db import IntegrityError, transaction
 
-from hosting.core.errors import Conflict
+from hosting.core.errors import Conflict, Invalid
 
 from .models import IPAddress, IPPool
 
@@ -30,6 +30,23 @@ def allocate(ve, node, version, count):
         else:
             raise Conflict(f"no free IPv{version} address left on node {node.name}")
     return given
+
+
+def claim(ve, node, address):
+    """Give ``ve`` one specific free ``address`` from a pool of ``node``."""
+    try:
+        wanted = ipaddress.ip_address(address)
+    except ValueError:
+        raise Invalid(f"{address} is not an IP address", field="address") from None
+    for pool in IPPool.objects.filter(nodes=node):
+        first, last = ipaddress.ip_address(pool.first), ipaddress.ip_address(pool.last)
+        if wanted.version == first.version and first <= wanted <= last:
+            try:
+                with transaction.atomic():
+                    return IPAddress.objects.create(pool=pool, address=str(wanted), environment=ve)
+            except IntegrityError:
+                raise Conflict(f"{wanted} is already in use") from None
+    raise Invalid(f"{wanted} is not in a pool of node {node.name}", field="address")
 
 
 def release(ve):

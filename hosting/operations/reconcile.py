@@ -107,7 +107,9 @@ def _update(ve, state):
 
 def _limits_differ(eng, ve):
     try:
-        return eng.config(ve.veid).limits != config_of(ve).limits
+        have, want = eng.config(ve.veid), config_of(ve)
+        return (have.limits, have.ips, have.nameservers) != \
+            (want.limits, want.ips, want.nameservers)
     except (NotFound, VEError):
         return False
 

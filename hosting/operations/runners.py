@@ -21,9 +21,17 @@ class ForeignVE(AlreadyExists):
 
 
 def config_of(ve, template=None):
-    """The engine's VEConfig for a dashboard VE."""
+    """The engine's VEConfig for a dashboard VE: limits, addresses and name servers."""
     return VEConfig(veid=ve.veid, hostname=ve.hostname, template=template or ve.template.name,
-                    limits=Limits(**ve.plan.engine_limits()))
+                    limits=Limits(**ve.engine_limits()), ips=ve.engine_ips(),
+                    nameservers=nameservers_of(ve))
+
+
+def nameservers_of(ve):
+    servers = []
+    for address in ve.addresses.select_related("pool"):
+        servers += [s for s in address.pool.nameservers.split() if s not in servers]
+    return tuple(servers)
 
 
 def ensure_template(engine, name):
@@ -120,8 +128,12 @@ def password(ctx):
 
 
 def set_limits(ctx):
-    ctx.progress(50, "applying the plan's limits")
-    ctx.engine.set(ctx.ve.veid, **ctx.ve.plan.engine_limits())
+    """Bring limits, addresses and name servers on the node in line with the dashboard."""
+    ctx.progress(50, "applying limits and addresses")
+    want, have = config_of(ctx.ve), ctx.engine.config(ctx.ve.veid)
+    ctx.engine.set(ctx.ve.veid, ipadd=[ip for ip in want.ips if ip not in have.ips],
+                   ipdel=[ip for ip in have.ips if ip not in want.ips],
+                   nameservers=want.nameservers, **ctx.ve.engine_limits())
     return None
 
 

@@ -28,11 +28,23 @@ class Plan(models.Model):
     disk_gib = _positive(default=10)
     inodes = _positive(default=200000)
     bandwidth_gib = models.PositiveIntegerField(default=1000, help_text="per month, 0 = unmetered")
-    port_speed_mbit = _positive(default=100)
+    port_speed_mbit = models.PositiveIntegerField(
+        default=100, validators=[MinValueValidator(1), MaxValueValidator(30000)],
+        help_text="Mbit/s each way")
     ipv4_count = models.PositiveIntegerField(default=1)
     ipv6_count = models.PositiveIntegerField(default=1)
     monthly_price = models.DecimalField(max_digits=10, decimal_places=2,
                                         validators=[MinValueValidator(0)])
+    class OverQuota(models.TextChoices):
+        THROTTLE = "throttle", "Throttle to the reduced speed"
+        SUSPEND = "suspend", "Suspend"
+
+    over_quota = models.CharField(max_length=16, choices=OverQuota.choices,
+                                  default=OverQuota.THROTTLE,
+                                  help_text="what happens when the monthly traffic is used up")
+    throttled_speed_mbit = models.PositiveIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(30000)],
+        help_text="Mbit/s each way while over quota")
     templates = models.ManyToManyField("environments.OSTemplate", blank=True,
                                        related_name="plans",
                                        help_text="OS templates this plan offers (none = all active)")
@@ -50,8 +62,12 @@ class Plan(models.Model):
         chosen = self.templates.filter(active=True) if self.pk else OSTemplate.objects.none()
         return chosen if chosen.exists() else OSTemplate.objects.filter(active=True)
 
-    def engine_limits(self):
-        """Return the plan's limits as the engine's option names (strings, like vectl's)."""
+    def engine_limits(self, throttled=False):
+        """Return the plan's limits as the engine's option names (strings, like vectl's).
+
+        ``throttled``: the VE used up its monthly traffic and gets the reduced speed.
+        """
+        rate = self.throttled_speed_mbit if throttled else self.port_speed_mbit
         return {"ram": f"{self.ram_mb}M", "swap": f"{self.swap_mb}M",
                 "cpuunits": str(self.cpu_units), "cpulimit": str(self.cpu_limit_pct),
-                "cpus": str(self.cpus), "numproc": str(self.processes)}
+                "cpus": str(self.cpus), "numproc": str(self.processes), "rate": str(rate)}

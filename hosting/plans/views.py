@@ -16,7 +16,8 @@ class PlanForm(forms.ModelForm):
         model = Plan
         fields = ["name", "ram_mb", "swap_mb", "cpu_units", "cpu_limit_pct", "cpus", "processes",
                   "disk_gib", "inodes", "bandwidth_gib", "port_speed_mbit", "ipv4_count",
-                  "ipv6_count", "monthly_price", "templates", "active"]
+                  "ipv6_count", "monthly_price", "over_quota", "throttled_speed_mbit",
+                  "templates", "active"]
         widgets = {"templates": forms.CheckboxSelectMultiple}
 
 

@@ -38,6 +38,11 @@ def test_order_reboot_replan_terminate(live_stack):
     ve = customer.get(f"/api/v1/environments/{veid}/")
     assert ve["actual_state"] == "running" and len(ve["addresses"]) == 2
     assert free_addresses(staff) == {k: v - 1 for k, v in free_before.items()}
+    # The node wired the VE with the addresses from the pools: the node's host answers them.
+    assert sorted(listed[veid]["ips"]) == sorted(ve["addresses"])
+    for address in ve["addresses"]:
+        assert live_stack.in_node_netns("busybox", "ping", "-c", "1", "-W", "2",
+                                        address).returncode == 0, address
     # The root password arrived as a hash, not in clear.
     shadow = live_stack.engine().exec(veid, ["cat", "/etc/shadow"]).stdout.decode()
     assert shadow.startswith("root:$6$") and "correct-horse-1" not in shadow
@@ -67,6 +72,7 @@ def test_order_reboot_replan_terminate(live_stack):
     assert not any(Path("/sys/fs/cgroup").glob(f"*/{live_stack.cgroup_parent}/{veid}"))
     assert customer.get(f"/api/v1/environments/{veid}/")["addresses"] == []
     assert free_addresses(staff) == free_before
+    assert f"veth{veid}" not in live_stack.in_node_netns("ip", "-o", "link").stdout
 
 
 def _wait_idle(api, veid, timeout=30):
@@ -208,3 +214,46 @@ def test_only_the_node_worker_runs_as_root(live_stack):
     assert uids("web") == {unprivileged}
     assert uids("housekeeping") == {unprivileged}
     assert uids("node-worker") == {0}
+
+
+def test_concurrent_orders_never_share_an_address(live_stack):
+    from concurrent.futures import ThreadPoolExecutor
+    customer = live_stack.api("demo")
+    with ThreadPoolExecutor(8) as pool:
+        ops = list(pool.map(lambda i: order(live_stack.api("demo"), f"e2e-many{i}.example.com"),
+                            range(8)))
+    finals = [customer.wait_operation(op, timeout=180) for op in ops]
+    assert all(f["state"] == "succeeded" for f in finals), finals
+    addresses = [a for f in finals
+                 for a in customer.get(f"/api/v1/environments/{f['veid']}/")["addresses"]]
+    assert len(addresses) == 16 and len(set(addresses)) == 16
+    on_node = {v["veid"]: v["ips"] for v in live_stack.vectl_json("list")}
+    assert sorted(a for f in finals for a in on_node[f["veid"]]) == sorted(addresses)
+    for f in finals:
+        customer.post(f"/api/v1/environments/{f['veid']}/terminate/")
+    for f in finals:
+        _wait_idle(customer, f["veid"], timeout=60)
+
+
+def test_staff_add_and_remove_an_address_live(live_stack):
+    staff, customer = live_stack.api("admin"), live_stack.api("demo")
+    veid = customer.wait_operation(order(customer, "e2e-addr.example.com"))["veid"]
+    with pytest.raises(ApiError) as refused:  # customers cannot
+        customer.post(f"/api/v1/environments/{veid}/addresses/", {"version": 4})
+    assert refused.value.status == 403
+    op = staff.wait_operation(staff.post(f"/api/v1/environments/{veid}/addresses/",
+                                         {"version": 4}))
+    assert op["state"] == "succeeded", op
+    addresses = customer.get(f"/api/v1/environments/{veid}/")["addresses"]
+    assert len(addresses) == 3
+    added = [a for a in addresses if "." in a][-1]
+    assert added in live_stack.vectl_json("status", veid)["ips"]
+    assert live_stack.in_node_netns("busybox", "ping", "-c", "1", "-W", "2",
+                                    added).returncode == 0
+    op = staff.wait_operation(staff.call("DELETE", f"/api/v1/environments/{veid}/addresses/"
+                                                   f"{added}/")[1])
+    assert op["state"] == "succeeded", op
+    assert added not in live_stack.vectl_json("status", veid)["ips"]
+    assert live_stack.in_node_netns("busybox", "ping", "-c", "1", "-W", "1",
+                                    added).returncode != 0
+    customer.wait_operation(customer.post(f"/api/v1/environments/{veid}/terminate/"))

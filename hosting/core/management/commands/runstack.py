@@ -8,6 +8,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from hosting.stack import UNPRIVILEGED, Stack, _redis_ping, can_read_checkout
 
+DEMO_GATEWAYS = ("198.18.0.1/32", "fd00:1::1/128")  # the demo pools' gateways (seed_demo)
+
 
 class Command(BaseCommand):
     help = "Start Redis, the root node worker, housekeeping + beat and the web server."
@@ -21,7 +23,11 @@ class Command(BaseCommand):
             raise CommandError(f"user {UNPRIVILEGED} cannot read this checkout; the web "
                                "process runs as that user (move the checkout or fix permissions)")
         stack = Stack(settings.DATA_DIR, web_port=port)
+        stack.node_netns = f"hosting-{stack.node_name}"[:60]
         stack.prepare()
+        # The demo node's VEs live in their own network namespace: their
+        # 198.18.0.0/15 and fd00::/8 traffic cannot leave the machine.
+        stack.prepare_node_netns(DEMO_GATEWAYS)
         stack.manage("seed_demo", "--node", stack.node_name, "-v", "0")
         existing = f"redis://127.0.0.1:{redis_port}/0"
         try:
@@ -58,5 +64,6 @@ Hosting is running at {url}
   customer: demo / {creds['demo']}
   API docs: {url}api/v1/docs/
   node:     {stack.node_name} (queue node.{stack.node_name}), logs in {stack.log_dir}
+  VE network: namespace {stack.node_netns} (try: ip netns exec {stack.node_netns} ping 198.18.0.10)
 Press Ctrl-C to stop.
 """))

@@ -74,7 +74,7 @@ class Command(BaseCommand):
         node, _ = Node.objects.get_or_create(name=name)
         v4, _ = IPPool.objects.get_or_create(name="demo-v4", defaults=dict(
             network="198.18.0.0/24", gateway="198.18.0.1", first="198.18.0.10",
-            last="198.18.0.250"))
+            last="198.18.0.250", nameservers="198.18.0.1"))
         v6, _ = IPPool.objects.get_or_create(name="demo-v6", defaults=dict(
             network="fd00:1::/64", gateway="fd00:1::1", first="fd00:1::10",
             last="fd00:1::ffff"))
