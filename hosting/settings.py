@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "hosting.environments",
     "hosting.ipam",
     "hosting.operations",
+    "hosting.usage",
 ]
 
 MIDDLEWARE = [

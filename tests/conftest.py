@@ -13,7 +13,26 @@ import pytest
 _skipped = []
 
 
+def _private_network():
+    """Move the whole test run into a network namespace of its own (root only).
+
+    In-process tests start VEs whose host side (veths, routes, forwarding)
+    would otherwise land in the machine's own network; here it lands in a
+    namespace with nothing but loopback, which vanishes with the run. Done
+    before any thread exists: unshare() changes only the calling thread.
+    """
+    if os.geteuid() != 0 or os.environ.get("VE_TESTS_HOST_NETWORK") == "1":
+        return
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(0x40000000) != 0:  # CLONE_NEWNET
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed")
+    import subprocess
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+
+
 def pytest_configure(config):
+    _private_network()
     config.addinivalue_line(
         "markers", "allowed_skip(reason): the test may skip on hosts without the named feature")
     # WhiteNoise looks for STATIC_ROOT, which only `make run` creates.

@@ -7,13 +7,14 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from hosting.core import audit
-from hosting.core.api import ReadOnlyOrStaff
+from hosting.core.api import IsStaff, ReadOnlyOrStaff
 from hosting.core.errors import Conflict, Forbidden, Invalid
 from hosting.customers.models import Customer
 from hosting.operations import services as operations
 from hosting.operations.api import OperationSerializer
 from hosting.operations.models import Operation
 from hosting.plans.models import Plan
+from hosting.usage import traffic
 
 from . import services
 from .models import OSTemplate, VirtualEnvironment as VE
@@ -66,12 +67,21 @@ class EnvironmentSerializer(serializers.ModelSerializer):
     template = serializers.SlugRelatedField(slug_field="name", read_only=True)
     addresses = serializers.SlugRelatedField(slug_field="address", many=True, read_only=True)
     url = serializers.HyperlinkedIdentityField(view_name="environment-detail", lookup_field="veid")
+    traffic = serializers.SerializerMethodField()
 
     class Meta:
         model = VE
         fields = ["veid", "url", "hostname", "owner", "plan", "node", "template",
-                  "desired_state", "actual_state", "addresses", "created"]
+                  "desired_state", "actual_state", "addresses", "traffic", "created"]
         read_only_fields = fields
+
+    def get_traffic(self, ve) -> dict:
+        """This month's traffic against the plan's quota (bytes; quota null = unmetered)."""
+        month = traffic.current(ve)
+        return {"month": month.month.strftime("%Y-%m"), "rx_bytes": month.rx_bytes,
+                "tx_bytes": month.tx_bytes, "used_bytes": month.total_bytes,
+                "quota_bytes": traffic.quota_bytes(ve, month), "extra_gib": month.extra_gib,
+                "throttled": ve.throttled, "suspended_for_traffic": ve.suspended_for_traffic}
 
 
 class OrderSerializer(serializers.Serializer):
@@ -103,6 +113,11 @@ class AddressSerializer(serializers.Serializer):
         if not attrs.get("version") and not attrs.get("address"):
             raise serializers.ValidationError("give a version (4 or 6) or an address")
         return attrs
+
+
+class ExtraTrafficSerializer(serializers.Serializer):
+    extra_gib = serializers.IntegerField(min_value=1, max_value=1_000_000,
+                                         help_text="GiB added to this month's allowance")
 
 
 class PasswordSerializer(serializers.Serializer):
@@ -216,6 +231,16 @@ class EnvironmentViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin,
                                 body.validated_data.get("root_password", ""),
                                 body.validated_data.get("ssh_key", ""))
         return accepted(op, request)
+
+    @extend_schema(request=ExtraTrafficSerializer, responses={200: EnvironmentSerializer})
+    @action(detail=True, methods=["post"], url_path="traffic", permission_classes=[IsStaff])
+    def add_traffic(self, request, veid=None):
+        """Staff: grant extra traffic this month; lifts a throttle or suspension it covers."""
+        body = ExtraTrafficSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        ve = services.add_traffic(self.get_object(), request.user,
+                                  body.validated_data["extra_gib"])
+        return Response(EnvironmentSerializer(ve, context={"request": request}).data)
 
     @extend_schema(request=AddressSerializer, responses={202: OperationSerializer})
     @action(detail=True, methods=["post"], url_path="addresses")

@@ -59,10 +59,9 @@ class VirtualEnvironment(models.Model):
     actual_state = models.CharField(max_length=16, choices=State.choices,
                                     default=State.CREATING)
     created = models.DateTimeField(auto_now_add=True)
-    # Traffic quota: staff may grant extra traffic for the current month; a VE
-    # over its quota is throttled (or suspended, as its plan says) until the
-    # next month or until the extra traffic covers it.
-    extra_traffic_gib = models.PositiveIntegerField(default=0)
+    # Traffic quota (hosting/usage/traffic.py): a VE over its month's quota is
+    # throttled or suspended, as its plan says, until the next month or until
+    # staff grant extra traffic that covers it.
     throttled = models.BooleanField(default=False)
     suspended_for_traffic = models.BooleanField(default=False)
 

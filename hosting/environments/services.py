@@ -215,3 +215,12 @@ def remove_address(ve, user, address):
         op = operations.request(ve, Operation.Kind.SET, user, {})
         audit.record(user, "ve.address_remove", ve, address=address, operation=str(op.pk))
     return op
+
+
+def add_traffic(ve, user, extra_gib):
+    """Staff grant ``extra_gib`` more traffic this month; a covered VE is set free at once."""
+    from hosting.usage import traffic
+    traffic.add_extra(ve, extra_gib)
+    audit.record(user, "ve.traffic_added", ve, extra_gib=extra_gib)
+    traffic.enforce(ve)
+    return VE.objects.get(pk=ve.pk)

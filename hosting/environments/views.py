@@ -9,6 +9,7 @@ from django.views.decorators.http import require_POST
 from hosting.core.errors import Forbidden, ServiceError
 from hosting.operations import services as operations
 from hosting.operations.models import Operation
+from hosting.usage import traffic
 
 from . import services
 from .forms import OrderForm, PasswordForm, ReinstallForm
@@ -54,12 +55,18 @@ def order(request):
     return render(request, "environments/order.html", {"form": form}, status=status)
 
 
+def _live_context(ve):
+    month = traffic.current(ve)
+    return {"ve": ve, "operations": ve.operations.select_related("requested_by")[:20],
+            "current": ve.operations.filter(state__in=Operation.UNFINISHED).first(),
+            "traffic": month, "quota": traffic.quota_bytes(ve, month)}
+
+
 @login_required
 def detail(request, veid, status=200, password_form=None, reinstall_form=None):
     ve = _own(request, veid)
     return render(request, "environments/detail.html", {
-        "ve": ve, "operations": ve.operations.select_related("requested_by")[:20],
-        "current": ve.operations.filter(state__in=Operation.UNFINISHED).first(),
+        **_live_context(ve),
         "password_form": password_form or PasswordForm(),
         "reinstall_form": reinstall_form or ReinstallForm(initial={"template": ve.template}),
     }, status=status)
@@ -68,10 +75,7 @@ def detail(request, veid, status=200, password_form=None, reinstall_form=None):
 @login_required
 def operations_fragment(request, veid):
     """The live part of the VPS page (state, progress, history), polled by the browser."""
-    ve = _own(request, veid)
-    return render(request, "environments/_live.html", {
-        "ve": ve, "operations": ve.operations.select_related("requested_by")[:20],
-        "current": ve.operations.filter(state__in=Operation.UNFINISHED).first()})
+    return render(request, "environments/_live.html", _live_context(_own(request, veid)))
 
 
 @login_required

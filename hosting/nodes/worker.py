@@ -40,8 +40,10 @@ def heartbeat(name):
 
 
 def _reconcile_soon(name):
-    from hosting.operations.dispatch import send_reconcile
-    send_reconcile(name)
+    """Ask this node's own queue to reconcile and count traffic (both need the engine)."""
+    from hosting.operations.dispatch import send_to_node
+    send_to_node(name, "hosting.operations.tasks.reconcile_node")
+    send_to_node(name, "hosting.usage.tasks.collect_traffic")
 
 
 def _beat_forever(name):

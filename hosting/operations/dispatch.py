@@ -29,12 +29,12 @@ def on_commit(op):
     transaction.on_commit(lambda: send(op_id, queue))
 
 
-def send_reconcile(node_name):
-    """Ask node ``node_name``'s worker to reconcile (runs in its pool, with the engine)."""
+def send_to_node(node_name, task_name):
+    """Send ``task_name(node_name)`` to that node's own queue (runs in its pool, with the engine)."""
+    from hosting.celery import app
     from hosting.nodes.models import Node
-    from .tasks import reconcile_node
     try:
-        reconcile_node.apply_async(args=[node_name], queue=Node(name=node_name).queue,
-                                   retry=True, retry_policy=_RETRY)
+        app.send_task(task_name, args=[node_name], queue=Node(name=node_name).queue,
+                      retry=True, retry_policy=_RETRY)
     except Exception as exc:
-        log.warning("reconcile of %s not sent: %s", node_name, exc)
+        log.warning("%s for %s not sent: %s", task_name, node_name, exc)

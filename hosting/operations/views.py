@@ -1,6 +1,7 @@
 """Staff pages: all VPSes with filters, the operation log and the audit log."""
 
 from django.core.paginator import Paginator
+from django.db.models import F, Q, Sum
 from django.shortcuts import render
 
 from hosting.core.decorators import staff_required
@@ -8,6 +9,7 @@ from hosting.core.models import AuditLog
 from hosting.environments.models import VirtualEnvironment as VE
 from hosting.nodes.models import Node
 from hosting.plans.models import Plan
+from hosting.usage import traffic
 
 from .models import Operation
 
@@ -20,8 +22,11 @@ def _page(request, queryset):
 
 @staff_required
 def environment_list(request):
+    month = traffic.month_of()
     ves = VE.objects.select_related("owner__user", "plan", "node", "template") \
-        .prefetch_related("addresses")
+        .prefetch_related("addresses").annotate(month_bytes=Sum(
+            F("traffic__rx_bytes") + F("traffic__tx_bytes"), filter=Q(traffic__month=month))) \
+        .order_by("veid")
     filters = {"actual_state": request.GET.get("state"), "node__name": request.GET.get("node"),
                "plan__name": request.GET.get("plan")}
     ves = ves.filter(**{k: v for k, v in filters.items() if v})
@@ -29,7 +34,7 @@ def environment_list(request):
         ves = ves.live()
     if request.GET.get("q"):
         q = request.GET["q"]
-        ves = ves.filter(hostname__icontains=q) | ves.filter(owner__user__username__icontains=q)
+        ves = ves.filter(Q(hostname__icontains=q) | Q(owner__user__username__icontains=q))
     return render(request, "staff/environments.html", {
         "page": _page(request, ves), "states": VE.State.choices,
         "nodes": Node.objects.values_list("name", flat=True),
