@@ -12,6 +12,8 @@ from . import ifb_ifname
 
 ROOT = 0x10000
 INGRESS = 0xFFFF0000
+TC_H_ROOT = 0xFFFFFFFF
+TC_H_INGRESS = 0xFFFFFFF1
 
 
 def burst_bytes(rate_mbit):
@@ -39,9 +41,9 @@ def apply(ipr, veid, host_index, rate_mbit):
 def clear(ipr, veid, host_index=None):
     """Remove the VE's qdiscs and its ifb (what a crashed start left, too)."""
     if host_index is not None:
-        for kind, handle in (("tbf", ROOT), ("ingress", INGRESS)):
+        for handle, parent in ((ROOT, TC_H_ROOT), (INGRESS, TC_H_INGRESS)):
             try:
-                ipr.tc("del", kind, host_index, handle)
+                ipr.tc("del", index=host_index, handle=handle, parent=parent)
             except Exception:
                 pass  # not there
     for index in ipr.link_lookup(ifname=ifb_ifname(veid)):

@@ -20,6 +20,7 @@ def prepare_host(ifname, routed):
     write(f"ipv6/conf/{ifname}/autoconf", 0)
     if routed:
         write(f"ipv4/conf/{ifname}/proxy_arp", 1)
+        write(f"ipv4/neigh/{ifname}/proxy_delay", 0)  # answer at once, not after ~0.8 s
         write(f"ipv4/conf/{ifname}/rp_filter", 1)
         write(f"ipv6/conf/{ifname}/disable_ipv6", 0)
         write("ipv4/ip_forward", 1)
