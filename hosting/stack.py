@@ -110,18 +110,19 @@ class Stack:
         self.manage("migrate", "--no-input", "-v", "0", user=self.web_user)
 
     def start_redis(self, port=None):
-        """Start a private redis-server (unix socket unless ``port``); set redis_url."""
+        """Start a private redis-server; set redis_url to its unix socket.
+
+        The socket reaches every process, also the node worker inside its own
+        network namespace; ``port`` (on 127.0.0.1) is for other tools.
+        """
         redis_dir = self.data_dir / "redis"
         redis_dir.mkdir(exist_ok=True)
         sock = redis_dir / "redis.sock"
         argv = [shutil.which("redis-server") or "redis-server", "--dir", str(redis_dir),
-                "--save", "", "--appendonly", "no", "--daemonize", "no"]
-        if port:
-            argv += ["--bind", "127.0.0.1", "--port", str(port)]
-            self.redis_url = f"redis://127.0.0.1:{port}/0"
-        else:
-            argv += ["--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "777"]
-            self.redis_url = f"redis+socket://{sock}"
+                "--save", "", "--appendonly", "no", "--daemonize", "no",
+                "--unixsocket", str(sock), "--unixsocketperm", "777"]
+        argv += ["--bind", "127.0.0.1", "--port", str(port)] if port else ["--port", "0"]
+        self.redis_url = f"redis+socket://{sock}"
         self._spawn("redis", argv)
         wait_until(lambda: _redis_ping(self.redis_url), 15, "redis-server did not come up")
 

@@ -29,17 +29,15 @@ class Command(BaseCommand):
         # 198.18.0.0/15 and fd00::/8 traffic cannot leave the machine.
         stack.prepare_node_netns(DEMO_GATEWAYS)
         stack.manage("seed_demo", "--node", stack.node_name, "-v", "0")
-        existing = f"redis://127.0.0.1:{redis_port}/0"
         try:
-            reuse = _redis_ping(existing)
+            taken = _redis_ping(f"redis://127.0.0.1:{redis_port}/0")
         except Exception:
-            reuse = False
+            taken = False
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
         try:
-            if reuse:
-                stack.redis_url = existing
-            else:
-                stack.start_redis(port=redis_port)
+            # Our own Redis on a unix socket (the node worker's network namespace
+            # cannot reach 127.0.0.1 of this one); TCP too if the port is free.
+            stack.start_redis(port=None if taken else redis_port)
             stack.start_node_worker()
             stack.start_housekeeping()
             stack.start_web()
