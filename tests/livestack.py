@@ -178,7 +178,11 @@ class LiveStack:
                   if any((h / self.cgroup_top / "ve").glob("[0-9]*"))]
         _remove_cgroup_tree(self.cgroup_top)
         self.stack.remove_node_netns()
-        subprocess.run(["rm", "-rf", "--one-file-system", str(self.data_dir), str(self.ve_root)])
+        if os.environ.get("HOSTING_E2E_KEEP_LOGS"):  # for debugging: logs stay in the data dir
+            subprocess.run(["rm", "-rf", "--one-file-system", str(self.ve_root)])
+        else:
+            subprocess.run(["rm", "-rf", "--one-file-system", str(self.data_dir),
+                            str(self.ve_root)])
         assert not leaked, f"VE cgroups left after destroying every VE: {leaked}"
 
 

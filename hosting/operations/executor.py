@@ -7,10 +7,11 @@ interrupted (its worker died) and runs again, since runners converge.
 """
 
 import logging
+import time
 from collections import namedtuple
 
 from django.conf import settings
-from django.db import transaction
+from django.db import OperationalError
 from django.db.models import F
 from django.utils import timezone
 
@@ -33,7 +34,12 @@ class Context(namedtuple("Context", "engine op ve")):
     __slots__ = ()
 
     def progress(self, percent, message):
-        Operation.objects.filter(pk=self.op.pk).update(progress=percent, message=message[:200])
+        """Report progress; a busy database only costs the report, never the operation."""
+        try:
+            Operation.objects.filter(pk=self.op.pk).update(progress=percent,
+                                                           message=message[:200])
+        except OperationalError:
+            log.warning("progress of operation %s not recorded (database busy)", self.op.pk)
 
 
 def engine():
@@ -124,14 +130,26 @@ def _observed_state(ctx):
 
 
 def _set_state(ctx, state):
-    VE.objects.filter(pk=ctx.ve.pk).update(actual_state=state)
+    _with_retries(lambda: VE.objects.filter(pk=ctx.ve.pk).update(actual_state=state))
 
 
 def _finish(op, state, message="", error=""):
     """Record the final state and wipe secrets from the stored parameters."""
-    with transaction.atomic():
-        params = {k: v for k, v in op.params.items() if k not in SECRET_PARAMS}
-        Operation.objects.filter(pk=op.pk).update(
-            state=state, finished=timezone.now(), params=params,
-            progress=100 if state == Operation.State.SUCCEEDED else F("progress"),
-            message=message or ("failed" if error else ""), error=error[:4000])
+    params = {k: v for k, v in op.params.items() if k not in SECRET_PARAMS}
+    _with_retries(lambda: Operation.objects.filter(pk=op.pk).update(
+        state=state, finished=timezone.now(), params=params,
+        progress=100 if state == Operation.State.SUCCEEDED else F("progress"),
+        message=message or ("failed" if error else ""), error=error[:4000]))
+
+
+def _with_retries(write, attempts=5):
+    """A result reached on the node must reach the database: a busy database is
+    waited for (else the operation would look interrupted and run again)."""
+    for attempt in range(attempts):
+        try:
+            return write()
+        except OperationalError:
+            if attempt == attempts - 1:
+                raise
+            log.warning("database busy while recording a result; retrying")
+            time.sleep(0.5 * (attempt + 1))

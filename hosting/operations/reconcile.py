@@ -33,8 +33,11 @@ def node(name, eng=None):
 
 def _resume_interrupted(name, eng):
     resumed = []
-    running = Operation.objects.filter(state=Operation.State.RUNNING,
-                                       environment__node__name=name).select_related("environment")
+    # list(): on SQLite an open read cursor would turn each write below into
+    # a read-to-write upgrade, which fails at once when another process wrote.
+    running = list(Operation.objects.filter(state=Operation.State.RUNNING,
+                                            environment__node__name=name)
+                   .select_related("environment"))
     for op in running:
         with locks.ve_lock(op.environment.veid, wait=False) as free:
             interrupted = free
@@ -55,7 +58,7 @@ def _compare(name, eng):
         return [f"cannot list VEs: {exc}"], queued, []
     live = VE.objects.filter(node__name=name).exclude(actual_state=VE.State.DESTROYED)
     known = set(live.values_list("veid", flat=True))
-    for ve in live.select_related("plan"):
+    for ve in list(live.select_related("plan")):
         with locks.ve_lock(ve.veid, wait=False) as free:
             if not free:
                 continue  # an operation is running on it right now

@@ -36,6 +36,6 @@ def requeue_lost():
                                     environment__isnull=False) \
         .exclude(environment__node__state="offline").select_related("environment__node")
     sent = 0
-    for op in lost:
+    for op in list(lost):
         sent += dispatch.send(op.pk, op.environment.node.queue)
     return sent

@@ -26,8 +26,8 @@ def save(plan, user, before=None):
                      limits=plan.engine_limits())
         if before is None or before == plan.engine_limits():
             return queued
-        for ve in plan.environments.live().exclude(actual_state=VE.State.CREATING) \
-                .select_related("node"):
+        for ve in list(plan.environments.live().exclude(actual_state=VE.State.CREATING)
+                       .select_related("node")):
             try:
                 op = operations.create(ve, Operation.Kind.SET, user, {})
             except Conflict:

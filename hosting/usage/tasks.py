@@ -20,7 +20,7 @@ def collect(node_name, eng=None):
     counted = 0
     ves = VE.objects.filter(node__name=node_name).live() \
         .exclude(actual_state=VE.State.CREATING).select_related("plan")
-    for ve in ves:
+    for ve in list(ves):  # no open read cursor while writing (SQLite)
         try:
             totals = eng.traffic(ve.veid)
         except VEError:

@@ -146,6 +146,7 @@ def test_second_delivery_of_a_finished_operation_changes_nothing(live_stack):
     veid = op["veid"]
     pid = live_stack.vectl_json("status", veid)["init_pid"]
     reboot = customer.wait_operation(customer.post(f"/api/v1/environments/{veid}/reboot/"))
+    assert reboot["attempts"] == 1, (reboot, live_stack.logs("node-worker"))
     pid_after = live_stack.vectl_json("status", veid)["init_pid"]
     assert pid_after != pid
     # Deliver the same reboot again, as Redis would after a lost ack.
@@ -223,7 +224,8 @@ def test_concurrent_orders_never_share_an_address(live_stack):
         ops = list(pool.map(lambda i: order(live_stack.api("demo"), f"e2e-many{i}.example.com"),
                             range(8)))
     finals = [customer.wait_operation(op, timeout=180) for op in ops]
-    assert all(f["state"] == "succeeded" for f in finals), finals
+    assert all(f["state"] == "succeeded" for f in finals), \
+        ([(f["veid"], f["state"], f["error"]) for f in finals], live_stack.logs("node-worker"))
     addresses = [a for f in finals
                  for a in customer.get(f"/api/v1/environments/{f['veid']}/")["addresses"]]
     assert len(addresses) == 16 and len(set(addresses)) == 16

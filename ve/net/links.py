@@ -5,10 +5,13 @@ link, rule, proxy entry and qdisc a VE had, including what a crashed start
 or a VE that died on its own left behind.
 """
 
+import contextlib
 import os
 import socket
 
 from pyroute2 import IPRoute
+
+from ..kernel import libc
 
 from . import IPV6_GATEWAY, VE_IFNAME, counters, host_ifname, rules, shaping, sysctl
 
@@ -83,7 +86,7 @@ def change_ips(cfg, pid, added, removed):
         for ip in removed:
             _quietly(rules.allow, ipr, name, ip, add=False)
             _quietly(_host_route, ipr, index, ip, routed, add=False)
-    with IPRoute(netns=f"/proc/{pid}/ns/net") as ns:
+    with _inside(pid) as ns:
         inside = ns.link_lookup(ifname=VE_IFNAME)[0]
         for ip in added:
             ns.addr("add", index=inside, address=ip, prefixlen=_prefix(ip), flags=IFA_F_NODAD)
@@ -100,7 +103,7 @@ def set_rate(veid, rate_mbit):
 
 def _configure_inside(pid, cfg):
     """Addresses and default routes on the VE's eth0, from inside its namespace."""
-    with IPRoute(netns=f"/proc/{pid}/ns/net") as ns:
+    with _inside(pid) as ns:
         index = ns.link_lookup(ifname=VE_IFNAME)[0]
         for ip in cfg.ips:
             ns.addr("add", index=index, address=ip, prefixlen=_prefix(ip), flags=IFA_F_NODAD)
@@ -113,6 +116,31 @@ def _configure_inside(pid, cfg):
                          family=socket.AF_INET6)
             else:
                 ns.route("add", dst="::/0", oif=index, family=socket.AF_INET6)
+
+
+@contextlib.contextmanager
+def _inside(pid):
+    """An IPRoute whose netlink socket lives in the network namespace of ``pid``.
+
+    The calling thread enters that namespace just long enough to open the
+    socket. (pyroute2's own netns mode forks a helper and ends it with
+    SIGTERM, which inside a Celery pool process hit the pool itself.)
+    """
+    own = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            libc.setns(target, libc.CLONE_NEWNET)
+            try:
+                ipr = IPRoute()
+            finally:
+                libc.setns(own, libc.CLONE_NEWNET)
+        finally:
+            os.close(target)
+    finally:
+        os.close(own)
+    with ipr:
+        yield ipr
 
 
 def _host_route(ipr, index, ip, routed, add):
