@@ -108,6 +108,28 @@ class Stack:
             for path in [db, *db.iterdir()]:
                 os.chown(path, account.pw_uid, account.pw_gid, follow_symlinks=False)
         self.manage("migrate", "--no-input", "-v", "0", user=self.web_user)
+        self._keep_sqlite_open()
+
+    def _keep_sqlite_open(self):
+        """Hold the SQLite database open, as the web user, while the stack runs.
+
+        SQLite removes its -wal and -shm files when the last connection
+        closes, and whoever opens it next creates them. When that is a root
+        process, the files are root's for a moment and a web process opening
+        them then is stuck read-only ("attempt to write a readonly
+        database"). One connection held open keeps them the web user's.
+        """
+        if os.environ.get("DATABASE_URL") or not self.web_user or "db-keeper" in self.processes:
+            return
+        database = self.data_dir / "db" / "hosting.sqlite3"
+        self._spawn("db-keeper", [sys.executable, "-c",
+                                  "import sqlite3, sys, time\n"
+                                  "db = sqlite3.connect(sys.argv[1])\n"
+                                  "db.execute('select count(*) from sqlite_master').fetchall()\n"
+                                  "while True: time.sleep(3600)", str(database)],
+                    user=self.web_user)
+        wait_until(lambda: (self.data_dir / "db" / "hosting.sqlite3-shm").exists(), 15,
+                   "the database keeper did not open the database")
 
     def start_redis(self, port=None):
         """Start a private redis-server; set redis_url to its unix socket.
@@ -203,7 +225,7 @@ class Stack:
         running operations, a warm shutdown); the group is killed only if it
         overstays ``timeout``.
         """
-        for name in ("web", "housekeeping", "node-worker", "redis"):
+        for name in ("web", "housekeeping", "node-worker", "redis", "db-keeper"):
             proc = self.processes.pop(name, None)
             if proc is None:
                 continue

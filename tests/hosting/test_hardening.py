@@ -123,7 +123,11 @@ def test_the_web_users_symlinks_are_not_followed_by_root():
         target = top / "root-only"
         target.write_text("secret")
         (data / "db" / "planted").symlink_to(target)  # as a compromised web process would
-        Stack(data).prepare()
+        stack = Stack(data)
+        try:
+            stack.prepare()
+        finally:
+            stack.stop()
         assert target.stat().st_uid == 0
         assert (data / "db" / "hosting.sqlite3").stat().st_uid != 0
         assert data.stat().st_uid == 0
