@@ -67,6 +67,7 @@ class Engine(QueryMixin, ShellMixin, NetMixin):
                 return cfg
             if existing is not None:
                 raise AlreadyExists("a VE with this VEID already exists", cfg.veid)
+            self._check_ips_free(cfg)
             self._remove_files(cfg.veid)  # leftovers of a create that crashed
             with Reverter() as undo:
                 undo.add(self._remove_files, cfg.veid)
@@ -127,6 +128,7 @@ class Engine(QueryMixin, ShellMixin, NetMixin):
                               nameservers=old.nameservers if nameservers is None else nameservers,
                               netmode=netmode or old.netmode,
                               bridge=old.bridge if bridge is None else bridge)
+            self._check_ips_free(new)
             record = self._running_init(veid)
             if record and (new.netmode, new.bridge) != (old.netmode, old.bridge):
                 raise StateError("stop the VE to change its network mode or bridge", veid)
@@ -187,7 +189,7 @@ class Engine(QueryMixin, ShellMixin, NetMixin):
         record = self._running_init(veid)
         cfg = self._read_config(veid, missing_ok=True)
         if record:
-            self._net_save_counters(cfg)
+            self._net_down(cfg, save_counters=True)
             pidfd = proc.pidfd_for(record.pid, record.start_time)
             if pidfd is not None:
                 try:

@@ -4,7 +4,14 @@ Only VEs with addresses (or bridged ones) load ve.net and pyroute2.
 """
 
 from . import net
-from .errors import ResourceError, StateError
+from .errors import AlreadyExists, ResourceError, StateError
+
+
+def _net_errors():
+    """What a netlink step may raise: OSError, pyroute2's NetlinkError (not an
+    OSError) and IndexError from a link that vanished under us."""
+    from pyroute2.netlink.exceptions import NetlinkError
+    return (OSError, NetlinkError, IndexError)
 
 # Written inside the VE (its own mount namespace, as its root) from stdin: the
 # host never follows paths in the private area.
@@ -30,7 +37,7 @@ class NetMixin:
         from .net import links
         try:
             links.attach(cfg, pid)
-        except OSError as exc:
+        except _net_errors() as exc:
             raise ResourceError(f"network setup failed: {exc}", cfg.veid) from exc
 
     def _net_files(self, cfg):
@@ -45,20 +52,21 @@ class NetMixin:
             hosts += [f"{ip}\t{names}" for ip in cfg.ips]
             self._write_inside(cfg.veid, _WRITE_HOSTS, "\n".join(hosts) + "\n")
 
-    def _net_save_counters(self, cfg):
-        """Before init dies (its netns takes the veth along): add up the counters."""
-        if cfg is not None and net.has_network(cfg):
-            from .net import links
-            links.save_counters(cfg.veid, self.layout.counters(cfg.veid))
+    def _net_down(self, cfg, save_counters=False):
+        """Remove everything the VE's network had on the host; safe to repeat.
 
-    def _net_down(self, cfg):
-        """Remove everything the VE's network had on the host; safe to repeat."""
+        ``save_counters``: first add the link's counters to the VE's totals
+        (a stop does this before init dies: its namespace takes the veth along).
+        The link goes at once, so the counters are never counted twice.
+        """
         if cfg is None or not net.has_network(cfg):
             return
         from .net import links
         try:
+            if save_counters:
+                links.save_counters(cfg.veid, self.layout.counters(cfg.veid))
             links.detach(cfg.veid, cfg.ips)
-        except OSError as exc:
+        except _net_errors() as exc:
             raise ResourceError(f"network cleanup failed: {exc}", cfg.veid) from exc
 
     def _net_change(self, old, new):
@@ -69,6 +77,8 @@ class NetMixin:
             raise StateError("the VE stopped while being changed", new.veid)
         if net.has_network(new) and not net.has_network(old):
             self._net_up(new, record.pid)
+        elif net.has_network(old) and not net.has_network(new):
+            self._net_down(old, save_counters=True)  # its last address went
         else:
             added = [ip for ip in new.ips if ip not in old.ips]
             removed = [ip for ip in old.ips if ip not in new.ips]
@@ -77,9 +87,23 @@ class NetMixin:
                     links.change_ips(new, record.pid, added, removed)
                 if new.limits.rate != old.limits.rate:
                     links.set_rate(new.veid, new.limits.rate)
-            except OSError as exc:
+            except _net_errors() as exc:
                 raise ResourceError(f"network change failed: {exc}", new.veid) from exc
         self._net_files(new)
+
+    def _check_ips_free(self, cfg):
+        """Refuse addresses another VE of this node already has (its routes would clash)."""
+        mine = set(cfg.ips)
+        if not mine:
+            return
+        for veid in self.layout.veids():
+            if veid == cfg.veid:
+                continue
+            other = self._read_config(veid, missing_ok=True)
+            taken = mine & set(other.ips) if other else set()
+            if taken:
+                raise AlreadyExists(f"address {', '.join(sorted(taken))} belongs to VE {veid}",
+                                    cfg.veid)
 
     def _write_inside(self, veid, script, text):
         result = self.exec(veid, ["/bin/sh", "-c", script], input=text.encode())

@@ -208,11 +208,11 @@ def remove_address(ve, user, address):
     except ValueError:
         raise Invalid(f"{address} is not an IP address", field="address") from None
     with transaction.atomic():
-        held = ve.addresses.filter(address=address)
-        if not held.exists():
+        if not ve.addresses.filter(address=address).exists():
             raise Invalid(f"VPS {ve.hostname} does not hold {address}", field="address")
-        held.delete()
-        op = operations.request(ve, Operation.Kind.SET, user, {})
+        # The address stays the VE's (and out of the pool) until its node has
+        # really dropped it: the 'set' runner releases it after the engine call.
+        op = operations.request(ve, Operation.Kind.SET, user, {"release": [address]})
         audit.record(user, "ve.address_remove", ve, address=address, operation=str(op.pk))
     return op
 

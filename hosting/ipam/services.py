@@ -40,6 +40,8 @@ def claim(ve, node, address):
         raise Invalid(f"{address} is not an IP address", field="address") from None
     for pool in IPPool.objects.filter(nodes=node):
         first, last = ipaddress.ip_address(pool.first), ipaddress.ip_address(pool.last)
+        if pool.gateway and wanted == ipaddress.ip_address(pool.gateway):
+            raise Invalid(f"{wanted} is the gateway of pool {pool.name}", field="address")
         if wanted.version == first.version and first <= wanted <= last:
             try:
                 with transaction.atomic():

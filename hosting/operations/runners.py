@@ -128,12 +128,20 @@ def password(ctx):
 
 
 def set_limits(ctx):
-    """Bring limits, addresses and name servers on the node in line with the dashboard."""
+    """Bring limits, addresses and name servers on the node in line with the dashboard.
+
+    Addresses in the operation's "release" list are dropped on the node first
+    and only then given back to their pool.
+    """
     ctx.progress(50, "applying limits and addresses")
+    release = set(ctx.op.params.get("release", ()))
     want, have = config_of(ctx.ve), ctx.engine.config(ctx.ve.veid)
-    ctx.engine.set(ctx.ve.veid, ipadd=[ip for ip in want.ips if ip not in have.ips],
-                   ipdel=[ip for ip in have.ips if ip not in want.ips],
+    ips = [ip for ip in want.ips if ip not in release]
+    ctx.engine.set(ctx.ve.veid, ipadd=[ip for ip in ips if ip not in have.ips],
+                   ipdel=[ip for ip in have.ips if ip not in ips],
                    nameservers=want.nameservers, **ctx.ve.engine_limits())
+    if release:
+        ctx.ve.addresses.filter(address__in=release).delete()
     return None
 
 

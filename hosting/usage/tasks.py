@@ -1,5 +1,7 @@
 """Node-side usage collection (runs in the node worker's pool: it needs the engine)."""
 
+import logging
+
 from celery import shared_task
 
 from hosting.environments.models import VirtualEnvironment as VE
@@ -7,6 +9,8 @@ from hosting.operations import executor
 from ve.errors import VEError
 
 from . import traffic
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(name="hosting.usage.tasks.collect_traffic")
@@ -23,9 +27,12 @@ def collect(node_name, eng=None):
     for ve in list(ves):  # no open read cursor while writing (SQLite)
         try:
             totals = eng.traffic(ve.veid)
+            traffic.record(ve, totals)
+            traffic.enforce(ve)
         except VEError:
             continue  # not (yet) on the node: reconcile reports it
-        traffic.record(ve, totals)
-        traffic.enforce(ve)
+        except Exception:  # one VE's trouble (a busy database) must not stop the rest
+            log.exception("traffic of VE %s not recorded", ve.veid)
+            continue
         counted += 1
     return counted

@@ -66,11 +66,14 @@ def record(ve, totals, moment=None):
     with transaction.atomic():
         row = _month_row(ve, month_of(moment))
         rx, tx = totals["rx_bytes"], totals["tx_bytes"]
-        # Totals below the last reading: the VE was reinstalled (its counters restarted).
-        row.rx_bytes += rx - row.last_rx_total if rx >= row.last_rx_total else rx
-        row.tx_bytes += tx - row.last_tx_total if tx >= row.last_tx_total else tx
+        # Totals below the last reading (the VE was reinstalled, or powered off
+        # and lost its last run's counters): start counting again from here.
+        # Never add the whole new total: better to miss a little than overbill.
+        row.rx_bytes += max(rx - row.last_rx_total, 0)
+        row.tx_bytes += max(tx - row.last_tx_total, 0)
         row.last_rx_total, row.last_tx_total = rx, tx
-        row.save()
+        row.save(update_fields=["rx_bytes", "tx_bytes", "last_rx_total", "last_tx_total",
+                                "updated"])
     return row
 
 

@@ -136,6 +136,19 @@ def test_nothing_reaches_an_address_the_ve_does_not_own(engine, hostnet):
         assert ping(engine, 401, target, count=3), "the VE's own address must still work"
     for target in (B[1][1], HOST_V6):
         assert not ping(engine, 401, target, source="fd00:7::99"), f"spoofed v6 reached {target}"
+    # Nor is anything from the foreign address delivered to the host itself
+    # (ping cannot tell: the reply has no way back; the host's counters can).
+    def echo_requests():
+        v4 = hostnet.run("cat", "/proc/net/snmp").stdout.splitlines()
+        names, values = [l.split() for l in v4 if l.startswith("Icmp:")][:2]
+        v6 = dict(l.split() for l in hostnet.run("cat", "/proc/net/snmp6").stdout.splitlines())
+        return int(values[names.index("InEchos")]), int(v6["Icmp6InEchos"])
+    before = echo_requests()
+    ping(engine, 401, HOST_V4, source="198.18.7.99")
+    ping(engine, 401, HOST_V6, source="fd00:7::99")
+    assert echo_requests() == before
+    ping(engine, 401, HOST_V6)
+    assert echo_requests()[1] == before[1] + 1  # the VE's own address is delivered
     # The host never routes the foreign address to the VE that claimed it.
     assert hostnet.run("busybox", "ping", "-c", "1", "-W", "1", "198.18.7.99",
                        check=False).returncode != 0
@@ -238,7 +251,11 @@ def test_counters_match_the_bytes_sent_and_survive_restart(engine, hostnet):
 def test_50_starts_and_stops_leave_the_host_network_as_it_was(engine, hostnet):
     make(engine, A, limits={"rate": 100}, nameservers=(HOST_V4,))
     make(engine, B)
+    # The first start prepares the host once (forwarding on, the "local" rule
+    # moved behind the anti-spoofing rules); from then on nothing may pile up.
+    hostnet.engine("e.start(401); e.stop(401, fast=True)\nprint('null')")
     before = hostnet.snapshot()
+    assert "20002:\tfrom all lookup local" in before and "0:\tfrom all lookup local" not in before
     cycles = hostnet.engine("""
         for i in range(50):
             e.start(401); e.start(402)
@@ -285,3 +302,27 @@ def test_bridged_ves_talk_over_the_bridge(engine, hostnet):
     assert "veth401" in members and "veth402" in members
     assert ping(engine, 401, B[1][0]) and ping(engine, 402, A[1][0])
     assert hostnet.run("ip", "route").stdout.count("veth40") == 0  # no host routes when bridged
+
+
+def test_an_address_of_another_ve_is_refused(engine, hostnet):
+    from ve.errors import AlreadyExists
+    make(engine, A)
+    with pytest.raises(AlreadyExists, match="belongs to VE 401"):
+        make(engine, (402, (A[1][0],)))
+    make(engine, B)
+    with pytest.raises(AlreadyExists, match="belongs to VE 401"):
+        engine.set(402, ipadd=[A[1][1]])
+
+
+def test_live_address_changes_from_none_to_some_and_back(engine, hostnet):
+    make(engine, (401, ()))
+    make(engine, B)
+    start(hostnet, 401, 402)
+    before = hostnet.snapshot()
+    hostnet.engine("e.set(401, ipadd=['198.18.7.31', 'fd00:7::31'])\nprint('null')")
+    assert ping(engine, 401, HOST_V4) and ping(engine, 401, HOST_V6)  # default routes came too
+    assert ping(engine, 402, "198.18.7.31")
+    hostnet.engine("e.set(401, ipdel=['all'])\nprint('null')")
+    after = hostnet.snapshot()
+    # Only VE 402's part may differ from nothing: 401 left no link, rule or route behind.
+    assert "veth401" not in after and "ifb401" not in after and after == before

@@ -1,7 +1,8 @@
 """Traffic counters of a VE that survive its restarts.
 
 The kernel's counters live on the host-side link and vanish with it, so at
-every stop the engine adds them to the totals kept in ``<VE_ROOT>/net/<VEID>``.
+every stop the engine adds them to the totals kept in
+``<VE_ROOT>/net/<VEID>.counters``.
 Directions are the VE's: its rx is what the host side sent.
 """
 

@@ -86,12 +86,18 @@ def change_ips(cfg, pid, added, removed):
         for ip in removed:
             _quietly(rules.allow, ipr, name, ip, add=False)
             _quietly(_host_route, ipr, index, ip, routed, add=False)
+    before = [ip for ip in cfg.ips if ip not in added] + list(removed)
     with _inside(pid) as ns:
         inside = ns.link_lookup(ifname=VE_IFNAME)[0]
         for ip in added:
             ns.addr("add", index=inside, address=ip, prefixlen=_prefix(ip), flags=IFA_F_NODAD)
         for ip in removed:
             _quietly(ns.addr, "del", index=inside, address=ip, prefixlen=_prefix(ip))
+        # The first address of a family needs that family's default route.
+        for v6 in (False, True):
+            if not any((":" in ip) == v6 for ip in before) and \
+                    any((":" in ip) == v6 for ip in added):
+                _default_route(ns, inside, v6, cfg.netmode == "routed")
 
 
 def set_rate(veid, rate_mbit):
@@ -108,14 +114,19 @@ def _configure_inside(pid, cfg):
         for ip in cfg.ips:
             ns.addr("add", index=index, address=ip, prefixlen=_prefix(ip), flags=IFA_F_NODAD)
         ns.link("set", index=index, state="up")
-        if any(":" not in ip for ip in cfg.ips):
-            ns.route("add", dst="0.0.0.0/0", oif=index, scope=SCOPE_LINK)
-        if any(":" in ip for ip in cfg.ips):
-            if cfg.netmode == "routed":
-                ns.route("add", dst="::/0", gateway=IPV6_GATEWAY, oif=index,
-                         family=socket.AF_INET6)
-            else:
-                ns.route("add", dst="::/0", oif=index, family=socket.AF_INET6)
+        for v6 in (False, True):
+            if any((":" in ip) == v6 for ip in cfg.ips):
+                _default_route(ns, index, v6, cfg.netmode == "routed")
+
+
+def _default_route(ns, index, v6, routed):
+    """IPv4: on-link default (the host side answers ARP); IPv6: via fe80::1 when routed."""
+    if not v6:
+        ns.route("add", dst="0.0.0.0/0", oif=index, scope=SCOPE_LINK)
+    elif routed:
+        ns.route("add", dst="::/0", gateway=IPV6_GATEWAY, oif=index, family=socket.AF_INET6)
+    else:
+        ns.route("add", dst="::/0", oif=index, family=socket.AF_INET6)
 
 
 @contextlib.contextmanager
