@@ -196,9 +196,10 @@ class Engine(QueryMixin, ShellMixin, NetMixin):
                     self._end_init(veid, pidfd, timeout, fast)
                 finally:
                     os.close(pidfd)
+        else:  # no live init: a crashed start may have left its host side
+            self._net_down(cfg)
         # Whatever is left (a helper, a process of a crashed start) goes too.
         self._clear_cgroup(str(veid))
-        self._net_down(cfg)
         state.forget_init(self.layout.state(veid))
 
     def _end_init(self, veid, pidfd, timeout, fast):

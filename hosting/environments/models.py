@@ -3,6 +3,8 @@
 from django.db import models
 from django.db.models.functions import Lower
 
+from hosting.core import scoping
+
 from .validators import validate_hostname, validate_template_name, validate_veid
 
 
@@ -24,11 +26,7 @@ class OSTemplate(models.Model):
 class VEQuerySet(models.QuerySet):
     def for_user(self, user):
         """The VEs ``user`` may see: all for staff, their own for a customer."""
-        if user.is_staff:
-            return self
-        if not user.is_authenticated or not hasattr(user, "customer"):
-            return self.none()
-        return self.filter(owner__user=user)
+        return scoping.for_user(self, user, "owner__user")
 
     def live(self):
         return self.exclude(actual_state="destroyed")

@@ -55,9 +55,12 @@ def order(request):
     return render(request, "environments/order.html", {"form": form}, status=status)
 
 
-def _live_context(ve):
+def _live_context(ve, viewer):
     month = traffic.current(ve)
-    return {"ve": ve, "operations": ve.operations.select_related("requested_by")[:20],
+    operations = list(ve.operations.select_related("requested_by")[:20])
+    for op in operations:
+        op.requester = op.requester_shown_to(viewer)
+    return {"ve": ve, "operations": operations,
             "current": ve.operations.filter(state__in=Operation.UNFINISHED).first(),
             "traffic": month, "quota": traffic.quota_bytes(ve, month)}
 
@@ -66,7 +69,7 @@ def _live_context(ve):
 def detail(request, veid, status=200, password_form=None, reinstall_form=None):
     ve = _own(request, veid)
     return render(request, "environments/detail.html", {
-        **_live_context(ve),
+        **_live_context(ve, request.user),
         "password_form": password_form or PasswordForm(),
         "reinstall_form": reinstall_form or ReinstallForm(initial={"template": ve.template}),
     }, status=status)
@@ -75,7 +78,7 @@ def detail(request, veid, status=200, password_form=None, reinstall_form=None):
 @login_required
 def operations_fragment(request, veid):
     """The live part of the VPS page (state, progress, history), polled by the browser."""
-    return render(request, "environments/_live.html", _live_context(_own(request, veid)))
+    return render(request, "environments/_live.html", _live_context(_own(request, veid), request.user))
 
 
 @login_required

@@ -19,12 +19,9 @@ class OperationSerializer(serializers.ModelSerializer):
 
     def get_requested_by(self, op) -> str | None:
         """Who asked; customers see staff only as "support" (staff logins stay private)."""
-        user, viewer = op.requested_by, self.context["request"].user
-        if user is None:
+        if op.requested_by is None:
             return None
-        if user.is_staff and not viewer.is_staff:
-            return "support"
-        return user.username
+        return op.requester_shown_to(self.context["request"].user)
 
 
 class OperationViewSet(viewsets.ReadOnlyModelViewSet):

@@ -5,15 +5,13 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from hosting.core import scoping
+
 
 class OperationQuerySet(models.QuerySet):
     def for_user(self, user):
         """The operations ``user`` may see: all for staff, those on their VEs for a customer."""
-        if user.is_staff:
-            return self
-        if not user.is_authenticated or not hasattr(user, "customer"):
-            return self.none()
-        return self.filter(environment__owner__user=user)
+        return scoping.for_user(self, user, "environment__owner__user")
 
 
 class Operation(models.Model):
@@ -71,6 +69,15 @@ class Operation(models.Model):
 
     def __str__(self):
         return f"{self.get_kind_display()} {self.environment} ({self.state})"
+
+    def requester_shown_to(self, viewer):
+        """Who asked, as ``viewer`` may see it: customers see staff only as "support"."""
+        user = self.requested_by
+        if user is None:
+            return "system"
+        if user.is_staff and not viewer.is_staff:
+            return "support"
+        return user.username
 
     @property
     def is_finished(self):
