@@ -17,6 +17,7 @@ import time
 import pytest
 
 from ve import Limits, VEConfig
+from ve.net import guard
 
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HOST_V4, HOST_V6 = "198.18.7.1", "fd00:7::1"
@@ -58,11 +59,11 @@ class HostNet:
         return json.loads(out.stdout.strip().splitlines()[-1]) if out.stdout.strip() else None
 
     def snapshot(self):
-        """Links, addresses, routes, rules and qdiscs of the host namespace, as text."""
+        """Links, addresses, routes, rules, qdiscs and nftables of the host namespace, as text."""
         parts = [self.run(*cmd).stdout for cmd in (
             ["ip", "-o", "link"], ["ip", "-o", "addr"], ["ip", "route"], ["ip", "-6", "route"],
             ["ip", "rule"], ["ip", "-6", "rule"], ["ip", "neigh", "show", "proxy"],
-            ["tc", "qdisc"])]
+            ["tc", "qdisc"], ["nft", "list", "ruleset"])]
         return "\n".join(parts)
 
     def close(self):
@@ -91,6 +92,69 @@ def ping(hostnet_or_engine, src_veid, target, source=None, count=1):
     """True if ``target`` answers at least one of ``count`` pings from the VE."""
     argv = ["ping", "-c", str(count), "-W", "2"] + (["-I", source] if source else []) + [target]
     return hostnet_or_engine.exec(src_veid, argv).returncode == 0
+
+
+RA_PREFIX = "fd00:99:"
+
+
+def send_router_advertisement(engine, veid):
+    """Send, from inside the VE's network namespace, a router advertisement
+    offering prefix fd00:99::/64 for address autoconfiguration."""
+    code = textwrap.dedent("""
+        import socket, struct, time
+        ra = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 1800, 0, 0)
+        prefix = struct.pack("!BBBBIII", 3, 4, 64, 0xC0, 86400, 14400, 0)
+        prefix += socket.inet_pton(socket.AF_INET6, "fd00:99::")
+        s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+        scope = socket.if_nametoindex("eth0")
+
+        def link_local_ready():  # eth0's fe80:: address has passed DAD
+            for line in open("/proc/net/if_inet6"):
+                addr, _, _, scope_id, flags, name = line.split()
+                if name == "eth0" and scope_id == "20" and not int(flags, 16) & 0x40:
+                    return True
+
+        for _ in range(100):
+            if link_local_ready():
+                break
+            time.sleep(0.1)
+        s.sendto(ra + prefix, ("ff02::1", 0, 0, scope))
+        print("sent")""")
+    pid = engine.status(veid).init_pid
+    out = subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", sys.executable, "-c", code],
+                         capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == "sent", out.stderr
+    time.sleep(1)  # let receivers process it
+
+
+def _wait_for(predicate, seconds=5):
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def echo_requests(run):
+    """(IPv4, IPv6) echo requests received so far by the namespace ``run`` runs in."""
+    v4 = run("cat", "/proc/net/snmp").stdout.splitlines()
+    names, values = [l.split() for l in v4 if l.startswith("Icmp:")][:2]
+    v6 = dict(l.split() for l in run("cat", "/proc/net/snmp6").stdout.splitlines())
+    return int(values[names.index("InEchos")]), int(v6["Icmp6InEchos"])
+
+
+def _in_ve(engine, veid):
+    """A ``run`` for ``echo_requests`` that reads the VE's own counters."""
+    def run(*argv):
+        return subprocess.CompletedProcess(argv, 0, engine.exec(veid, list(argv)).stdout.decode())
+    return run
+
+
+def _host_pings(hostnet, target):
+    return hostnet.run("busybox", "ping", "-c", "2", "-W", "1", target,
+                       check=False).returncode == 0
 
 
 def start(hostnet, *veids):
@@ -139,24 +203,29 @@ def test_nothing_reaches_an_address_the_ve_does_not_own(engine, hostnet):
         assert not ping(engine, 401, target, source="fd00:7::99"), f"spoofed v6 reached {target}"
     # Nor is anything from the foreign address delivered to the host itself
     # (ping cannot tell: the reply has no way back; the host's counters can).
-    def echo_requests():
-        v4 = hostnet.run("cat", "/proc/net/snmp").stdout.splitlines()
-        names, values = [l.split() for l in v4 if l.startswith("Icmp:")][:2]
-        v6 = dict(l.split() for l in hostnet.run("cat", "/proc/net/snmp6").stdout.splitlines())
-        return int(values[names.index("InEchos")]), int(v6["Icmp6InEchos"])
-    before = echo_requests()
+    before = echo_requests(hostnet.run)
     ping(engine, 401, HOST_V4, source="198.18.7.99")
     ping(engine, 401, HOST_V6, source="fd00:7::99")
-    assert echo_requests() == before
+    assert echo_requests(hostnet.run) == before
     # Its own address is delivered (named: with two addresses the kernel may pick either).
     assert ping(engine, 401, HOST_V6, source=A[1][1], count=3)
-    assert echo_requests()[1] > before[1]
+    assert echo_requests(hostnet.run)[1] > before[1]
     # The host never routes the foreign address to the VE that claimed it.
     assert hostnet.run("busybox", "ping", "-c", "1", "-W", "1", "198.18.7.99",
                        check=False).returncode != 0
-    # Router advertisements from the VE are ignored by the host side.
-    ra = hostnet.run("cat", "/proc/sys/net/ipv6/conf/veth401/accept_ra").stdout.strip()
-    assert ra == "0"
+
+
+def test_the_host_ignores_router_advertisements_from_a_routed_ve(engine, hostnet):
+    make(engine, A)
+    start(hostnet, 401)
+    send_router_advertisement(engine, 401)
+    assert RA_PREFIX not in hostnet.run("ip", "-6", "addr").stdout
+    assert "veth401" not in hostnet.run("ip", "-6", "route", "show", "default").stdout
+    # The advertisement is real: a link that accepts them takes the prefix.
+    hostnet.run("sysctl", "-q", "net.ipv6.conf.veth401.accept_ra=2",
+                "net.ipv6.conf.veth401.autoconf=1")
+    send_router_advertisement(engine, 401)
+    assert _wait_for(lambda: RA_PREFIX in hostnet.run("ip", "-6", "addr").stdout)
 
 
 def test_addresses_change_live_and_survive_a_restart(engine, hostnet):
@@ -304,6 +373,86 @@ def test_bridged_ves_talk_over_the_bridge(engine, hostnet):
     assert "veth401" in members and "veth402" in members
     assert ping(engine, 401, B[1][0]) and ping(engine, 402, A[1][0])
     assert hostnet.run("ip", "route").stdout.count("veth40") == 0  # no host routes when bridged
+
+
+def _bridge_with_host_address(hostnet):
+    """br0 with the host on it at 198.18.7.2/24 and fd00:7::2/64.
+
+    A spare port (a veth pair, both ends up; this kernel has no dummy links)
+    keeps its carrier, and so the host's view of it, steady while VEs come
+    and go."""
+    hostnet.run("ip", "link", "add", "br0", "type", "bridge")
+    hostnet.run("sysctl", "-q", "net.ipv6.conf.br0.accept_dad=0")
+    hostnet.run("ip", "link", "add", "brport0", "type", "veth", "peer", "name", "brpeer0")
+    hostnet.run("sysctl", "-q", "net.ipv6.conf.brport0.disable_ipv6=1",
+                "net.ipv6.conf.brpeer0.disable_ipv6=1")
+    hostnet.run("ip", "link", "set", "brpeer0", "up")
+    hostnet.run("ip", "link", "set", "brport0", "master", "br0", "up")
+    hostnet.run("ip", "link", "set", "br0", "up")
+    hostnet.run("ip", "addr", "add", "198.18.7.2/24", "dev", "br0")
+    hostnet.run("ip", "addr", "add", "fd00:7::2/64", "dev", "br0", "nodad")
+
+
+def test_a_bridged_ve_cannot_send_from_or_answer_for_a_foreign_address(engine, hostnet):
+    _bridge_with_host_address(hostnet)
+    # A is shaped: its frames pass the ifb detour and must still meet the guard.
+    make(engine, A, netmode="bridged", bridge="br0", limits={"rate": 100})
+    make(engine, B, netmode="bridged", bridge="br0")
+    start(hostnet, 401, 402)
+    for target in (B[1][0], B[1][1], "198.18.7.2", "fd00:7::2"):
+        assert ping(engine, 401, target, count=3), f"VE 401 cannot reach {target}"
+    assert engine.exec(401, ["ip", "addr", "add", "198.18.7.99/24", "dev", "eth0"]).returncode == 0
+    assert engine.exec(401, ["ip", "-6", "addr", "add", "fd00:7::99/64",
+                             "dev", "eth0"]).returncode == 0
+    time.sleep(2.5)  # duplicate address detection
+    host_before, b_before = echo_requests(hostnet.run), echo_requests(_in_ve(engine, 402))
+    for target, source in (("198.18.7.2", "198.18.7.99"), (B[1][0], "198.18.7.99"),
+                           ("fd00:7::2", "fd00:7::99"), (B[1][1], "fd00:7::99")):
+        assert not ping(engine, 401, target, source=source), f"{source} reached {target}"
+    assert echo_requests(hostnet.run) == host_before
+    assert echo_requests(_in_ve(engine, 402)) == b_before
+    # Nor does the VE answer ARP or neighbour solicitations for them.
+    for foreign in ("198.18.7.99", "fd00:7::99"):
+        assert not _host_pings(hostnet, foreign), f"the VE answered for {foreign}"
+    # A MAC of its own choosing gets it nowhere either.
+    engine.exec(401, ["ip", "link", "set", "eth0", "address", "02:00:00:00:00:99"])
+    assert not ping(engine, 401, "198.18.7.2", source=A[1][0], count=2)
+    engine.exec(401, ["ip", "link", "set", "eth0", "address", guard.ve_mac(401)])
+    assert ping(engine, 401, "198.18.7.2", source=A[1][0], count=3)
+    # The guard is what stopped it: without it the host reaches the foreign address.
+    hostnet.run("nft", "delete", "table", "bridge", guard.table_name(401))
+    assert _host_pings(hostnet, "198.18.7.99")
+
+
+def test_bridged_ves_and_the_host_ignore_router_advertisements_from_a_ve(engine, hostnet):
+    _bridge_with_host_address(hostnet)
+    make(engine, A, netmode="bridged", bridge="br0")
+    make(engine, B, netmode="bridged", bridge="br0")
+    start(hostnet, 401, 402)
+    send_router_advertisement(engine, 401)
+    assert RA_PREFIX not in hostnet.run("ip", "-6", "addr").stdout
+    assert RA_PREFIX not in engine.exec(402, ["ip", "-6", "addr"]).stdout.decode()
+    # Without the guard the same advertisement configures VE 402's address.
+    hostnet.run("nft", "delete", "table", "bridge", guard.table_name(401))
+    send_router_advertisement(engine, 401)
+    assert _wait_for(lambda: RA_PREFIX in engine.exec(402, ["ip", "-6", "addr"]).stdout.decode())
+
+
+def test_the_bridged_guard_follows_live_address_changes_and_goes_at_stop(engine, hostnet):
+    _bridge_with_host_address(hostnet)
+    make(engine, A, netmode="bridged", bridge="br0")
+    hostnet.engine("e.start(401); e.stop(401, fast=True)\nprint('null')")
+    before = hostnet.snapshot()
+    assert guard.table_name(401) not in before
+    start(hostnet, 401)
+    assert guard.table_name(401) in hostnet.snapshot()
+    hostnet.engine("e.set(401, ipadd=['198.18.7.41'])\nprint('null')")
+    assert ping(engine, 401, "198.18.7.2", source="198.18.7.41", count=3)
+    hostnet.engine("e.set(401, ipdel=['198.18.7.41'])\nprint('null')")
+    engine.exec(401, ["ip", "addr", "add", "198.18.7.41/24", "dev", "eth0"])
+    assert not ping(engine, 401, "198.18.7.2", source="198.18.7.41", count=2)
+    hostnet.engine("e.stop(401, fast=True)\nprint('null')")
+    assert hostnet.snapshot() == before
 
 
 def test_an_address_of_another_ve_is_refused(engine, hostnet):

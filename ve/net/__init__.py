@@ -6,10 +6,11 @@ host side (``veth<VEID>``) has no IPv4 address, answers ARP by proxy, owns
 fe80::1 as the VEs' IPv6 gateway, and carries one host route per VE address.
 Bridged mode: the host side joins a bridge instead.
 
-Routed mode: policy-routing rules drop anything the VE sends from an address
-it was not given (IPv4 and IPv6; bridged VEs are trusted, see
-docs/networking.md). Both modes: the host ignores router advertisements from
-the VE, tc shapes both directions (egress: tbf on the host side; ingress: the
+Anti-spoofing: routed, policy-routing rules drop anything the VE sends from
+an address it was not given (``rules``); bridged, an nftables bridge table per
+port does (``guard``), and also stops foreign ARP/NDP answers and router
+advertisements. Both modes: the host ignores router advertisements from the
+VE, tc shapes both directions (egress: tbf on the host side; ingress: the
 VE's traffic is redirected to ``ifb<VEID>`` and shaped there), and the
 host-side link counters are added up across restarts.
 

@@ -13,7 +13,7 @@ from pyroute2 import IPRoute
 
 from ..kernel import libc
 
-from . import IPV6_GATEWAY, VE_IFNAME, counters, host_ifname, rules, shaping, sysctl
+from . import IPV6_GATEWAY, VE_IFNAME, counters, guard, host_ifname, rules, shaping, sysctl
 
 IFA_F_NODAD = 0x02
 SCOPE_LINK = 253
@@ -28,7 +28,8 @@ def attach(cfg, pid):
         _remove_host_side(ipr, cfg.veid)
         try:
             ipr.link("add", ifname=name, kind="veth",
-                     peer={"ifname": VE_IFNAME, "net_ns_pid": pid})
+                     peer={"ifname": VE_IFNAME, "net_ns_pid": pid,
+                           "address": guard.ve_mac(cfg.veid)})
             index = ipr.link_lookup(ifname=name)[0]
             sysctl.prepare_host(name, routed)
             if routed:
@@ -39,6 +40,7 @@ def attach(cfg, pid):
                 if not bridge:
                     raise OSError(f"bridge {cfg.bridge} does not exist")
                 ipr.link("set", index=index, master=bridge[0])
+                guard.apply(cfg.veid, cfg.ips)  # before the port comes up
             ipr.link("set", index=index, state="up")
             rules.install(ipr, name, cfg.ips)
             for ip in cfg.ips:
@@ -86,6 +88,8 @@ def change_ips(cfg, pid, added, removed):
         for ip in removed:
             _quietly(rules.allow, ipr, name, ip, add=False)
             _quietly(_host_route, ipr, index, ip, routed, add=False)
+    if not routed:
+        guard.apply(cfg.veid, cfg.ips)
     before = [ip for ip in cfg.ips if ip not in added] + list(removed)
     with _inside(pid) as ns:
         inside = ns.link_lookup(ifname=VE_IFNAME)[0]
@@ -171,6 +175,7 @@ def _host_route(ipr, index, ip, routed, add):
 def _remove_host_side(ipr, veid, ips=()):
     name = host_ifname(veid)
     _quietly(rules.remove, ipr, name)
+    _quietly(guard.remove, veid)
     uplink = os.environ.get(UPLINK_ENV)
     up = ipr.link_lookup(ifname=uplink) if uplink else []
     for ip in ips:
