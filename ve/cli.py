@@ -22,6 +22,13 @@ LIMIT_OPTIONS = {
     "--cpus": ("cpus", True, "number of CPUs, 0 = all"),
     "--numproc": ("numproc", True, "maximum processes and threads"),
     "--rate": ("rate", True, "network rate limit each way in Mbit/s, 0 = none"),
+    "--diskspace": ("diskspace", True, "disk size, e.g. 20G (grows live; shrinks when stopped)"),
+    "--diskinodes": ("diskinodes", True, "files and directories the disk holds"),
+    "--ioweight": ("ioweight", True, "relative I/O weight 10..1000, 0 = host default"),
+    "--readbps": ("readbps", True, "disk read cap in bytes/s, e.g. 50M, 0 = none"),
+    "--writebps": ("writebps", True, "disk write cap in bytes/s, 0 = none"),
+    "--readiops": ("readiops", True, "disk read operations/s cap, 0 = none"),
+    "--writeiops": ("writeiops", True, "disk write operations/s cap, 0 = none"),
 }
 NET_OPTIONS = {
     "--nameserver": ("nameserver", REPEAT, "DNS server for /etc/resolv.conf (repeatable)"),
@@ -39,6 +46,8 @@ VERBS = {
         "--privileged": ("privileged", False,
                          "no user namespace: VE root is host root (staff only)"),
         "--ipadd": ("ipadd", REPEAT, "an IPv4 or IPv6 address of the VE (repeatable)"),
+        "--layout": ("layout", True, "image (default: ext4, or xfs where ext4 cannot grow "
+                                     "online), ext4, xfs, or dir (a directory: usage only)"),
         **NET_OPTIONS, **LIMIT_OPTIONS}, required=("--template", "--hostname")),
     "start": Verb("start a VE", VEID),
     "stop": Verb("shut a VE down cleanly (kill after --timeout)", VEID, {
@@ -46,6 +55,9 @@ VERBS = {
         "--fast": ("fast", False, "kill at once")}),
     "restart": Verb("stop and start a VE", VEID),
     "destroy": Verb("stop a VE and remove all its files", VEID),
+    "reinstall": Verb("give a VE a fresh root from a template, keeping its settings", VEID, {
+        "--template": ("template", True, "OS template (default: the VE's own)"),
+        "--keep-old": ("keep_old", True, "keep the old root as this directory of the new one")}),
     "status": Verb("show one VE", VEID),
     "set": Verb("change a VE's settings, live if it runs", VEID, {
         "--hostname": ("hostname", True, "new host name"),
@@ -120,7 +132,8 @@ def cmd_create(engine, args, as_json):
     cfg = VEConfig(veid=args.veid, hostname=args.hostname, template=args.template,
                    limits=Limits().replace(**_limits(args)), privileged=args.privileged,
                    ips=tuple(args.ipadd), nameservers=tuple(args.nameserver),
-                   netmode=args.netmode or "routed", bridge=args.bridge or "")
+                   netmode=args.netmode or "routed", bridge=args.bridge or "",
+                   layout=args.layout or "image")
     engine.create(cfg)
     return _done(as_json, {"veid": cfg.veid, "state": "stopped"}, f"VE {cfg.veid} created")
 
@@ -159,6 +172,13 @@ def cmd_destroy(engine, args, as_json):
     return _done(as_json, {"veid": int(args.veid), "state": "deleted"}, f"VE {args.veid} destroyed")
 
 
+def cmd_reinstall(engine, args, as_json):
+    cfg = engine.reinstall(args.veid, template=args.template, keep_old_as=args.keep_old)
+    kept = f"; the old root is in /{args.keep_old}" if args.keep_old else ""
+    return _done(as_json, {"veid": cfg.veid, "template": cfg.template, "kept": args.keep_old},
+                 f"VE {cfg.veid} reinstalled from {cfg.template}{kept}")
+
+
 def cmd_set(engine, args, as_json):
     cfg = engine.set(args.veid, hostname=args.hostname, ipadd=args.ipadd, ipdel=args.ipdel,
                      nameservers=tuple(args.nameserver) or None, netmode=args.netmode,
@@ -172,8 +192,11 @@ def cmd_set(engine, args, as_json):
 def cmd_status(engine, args, as_json):
     status = engine.status(args.veid)
     traffic = engine.traffic(args.veid)
-    text = _list_table([status]) + "\n" + "  ".join(f"{k} {v}" for k, v in traffic.items())
-    return _done(as_json, {**status.as_dict(), "traffic": traffic}, text)
+    disk = engine.disk_usage(args.veid)._asdict()
+    text = (_list_table([status]) + "\n" + "  ".join(f"{k} {v}" for k, v in traffic.items())
+            + f"\ndisk {_human(disk['space_used'])}/{_human(disk['space_total'])}  "
+            f"inodes {disk['inodes_used']}/{disk['inodes_total']}")
+    return _done(as_json, {**status.as_dict(), "traffic": traffic, "disk": disk}, text)
 
 
 def cmd_list(engine, args, as_json):

@@ -22,18 +22,31 @@ _LIMIT_CHECKS = {
     "cpus": lambda v: validate.integer(v, "cpus", 0, 1024),
     "numproc": lambda v: validate.integer(v, "numproc", 16, 4194304),
     "rate": lambda v: validate.integer(v, "rate", 0, 30000),
+    "diskspace": lambda v: validate.size(v, "diskspace"),
+    "diskinodes": lambda v: validate.integer(v, "diskinodes", 1024, 2**32 - 1),
+    "ioweight": lambda v: validate.integer(v, "ioweight", 0, 1000),
+    "readbps": lambda v: validate.size(v, "readbps"),
+    "writebps": lambda v: validate.size(v, "writebps"),
+    "readiops": lambda v: validate.integer(v, "readiops", 0, 10**7),
+    "writeiops": lambda v: validate.integer(v, "writeiops", 0, 10**7),
 }
+MIN_DISKSPACE, MAX_DISKSPACE = 32 << 20, 64 << 40
 
 
-class Limits(namedtuple("Limits", tuple(_LIMIT_CHECKS), defaults=(256 << 20, 0, 1000, 0, 0, 256, 0))):
+class Limits(namedtuple("Limits", tuple(_LIMIT_CHECKS),
+                        defaults=(256 << 20, 0, 1000, 0, 0, 256, 0, 2 << 30, 131072,
+                                  0, 0, 0, 0, 0))):
     """Resource limits of one VE (immutable; values are checked on creation).
 
     ram and swap are bytes (swap may be 0); cpuunits is the relative CPU weight
     (OpenVZ scale, 1000 = normal); cpulimit is % of one CPU (0 = no limit);
     cpus is how many host CPUs the VE may run on (0 = all); numproc caps
     processes and threads; rate caps the VE's network traffic each way in
-    Mbit/s (0 = no cap). Memory and process limits are always set. Each
-    field also accepts text such as "256M" or "50".
+    Mbit/s (0 = no cap); diskspace (bytes) and diskinodes size the VE's disk;
+    ioweight is its relative I/O weight (10..1000, 0 = the host's default),
+    readbps/writebps (bytes/s) and readiops/writeiops cap its disk I/O
+    (0 = no cap). Memory, process and disk limits are always set. Each field
+    also accepts text such as "256M" or "50".
     """
 
     __slots__ = ()
@@ -48,6 +61,11 @@ class Limits(namedtuple("Limits", tuple(_LIMIT_CHECKS), defaults=(256 << 20, 0, 
             values.append(value)
         if values[0] < 16 << 20:
             raise InvalidConfig(f"bad ram {validate.format_size(values[0])}: the minimum is 16M")
+        if not MIN_DISKSPACE <= values[7] <= MAX_DISKSPACE:
+            raise InvalidConfig(f"bad diskspace {validate.format_size(values[7])}: "
+                                "use 32M to 64T")
+        if 0 < values[9] < 10:
+            raise InvalidConfig(f"bad ioweight {values[9]}: use 10 to 1000, or 0 for the default")
         return cls._make(values)  # _make skips __new__: the values are checked
 
     def replace(self, **changes):
@@ -58,14 +76,22 @@ class Limits(namedtuple("Limits", tuple(_LIMIT_CHECKS), defaults=(256 << 20, 0, 
 ROUTED, BRIDGED = "routed", "bridged"
 
 
+IMAGE, EXT4, XFS, DIRECTORY = "image", "ext4", "xfs", "dir"
+LAYOUTS = (IMAGE, EXT4, XFS, DIRECTORY)
+
+
 class VEConfig(namedtuple("VEConfig", "veid hostname template limits privileged "
-                                      "ips nameservers netmode bridge",
-                          defaults=(Limits(), False, (), (), ROUTED, ""))):
+                                      "ips nameservers netmode bridge layout",
+                          defaults=(Limits(), False, (), (), ROUTED, "", IMAGE))):
     """Everything needed to (re)build a VE on any node (immutable, checked).
 
     ``ips`` are the VE's addresses (IPv4 and IPv6, no prefix); ``netmode`` is
     "routed" (venet style, the default) or "bridged" (the host side of the
     VE's veth joins ``bridge``); ``nameservers`` go to its /etc/resolv.conf.
+    ``layout`` is "ext4" or "xfs" (the private area is an image of that
+    filesystem, which enforces the disk limits), "image" (either: ``create``
+    picks the one this host can grow online, the default) or "dir" (a plain
+    directory: usage is accounted, not enforced).
     """
 
     __slots__ = ()
@@ -81,9 +107,12 @@ class VEConfig(namedtuple("VEConfig", "veid hostname template limits privileged 
         if raw.netmode == BRIDGED and not raw.bridge:
             raise InvalidConfig("bridged networking needs a bridge name")
         bridge = validate.ifname(raw.bridge, "bridge") if raw.bridge else ""
+        if raw.layout not in LAYOUTS:
+            raise InvalidConfig(f"bad layout {raw.layout!r}: use image, ext4, xfs or dir")
         return cls._make((validate.veid(raw.veid), validate.hostname(raw.hostname),
                           validate.template_name(raw.template), raw.limits,
-                          bool(raw.privileged), ips, nameservers, raw.netmode, bridge))
+                          bool(raw.privileged), ips, nameservers, raw.netmode, bridge,
+                          raw.layout))
 
     @property
     def idmap_base(self):
@@ -109,6 +138,13 @@ _LIMIT_KEYS = {
     "CPUS": ("cpus", False),
     "NUMPROC": ("numproc", False),
     "RATE": ("rate", False),
+    "DISKSPACE": ("diskspace", True),
+    "DISKINODES": ("diskinodes", False),
+    "IOWEIGHT": ("ioweight", False),
+    "READBPS": ("readbps", True),
+    "WRITEBPS": ("writebps", True),
+    "READIOPS": ("readiops", False),
+    "WRITEIOPS": ("writeiops", False),
 }
 _KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ_")
 _UNSAFE_VALUE_CHARS = frozenset('"\\$`')
@@ -138,7 +174,8 @@ def dumps(config):
         lines.append(f'{key}="{validate.format_size(value) if is_size else value}"')
     lines += [f'IP_ADDRESS="{" ".join(config.ips)}"',
               f'NAMESERVER="{" ".join(config.nameservers)}"',
-              f'NETMODE="{config.netmode}"', f'BRIDGE="{config.bridge}"']
+              f'NETMODE="{config.netmode}"', f'BRIDGE="{config.bridge}"',
+              f'LAYOUT="{config.layout}"']
     return "\n".join(lines) + "\n"
 
 
@@ -165,6 +202,7 @@ def loads(text, source="config"):
             nameservers=tuple(values.get("NAMESERVER", "").split()),
             netmode=values.get("NETMODE", ROUTED),
             bridge=values.get("BRIDGE", ""),
+            layout=values.get("LAYOUT", DIRECTORY),  # VEs from before images were directories
         )
     except KeyError as exc:
         raise InvalidConfig(f"{source}: missing {exc.args[0]}") from None

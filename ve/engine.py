@@ -11,6 +11,7 @@ import signal
 
 from . import cgroups, config as conf, state, validate
 from .errors import AlreadyExists, NotFound, ResourceError, StateError, VEError
+from .diskops import DiskMixin
 from .netops import NetMixin
 from .query import QueryMixin
 from .shell import EXEC_ENV, ShellMixin
@@ -28,7 +29,7 @@ LOCK_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
 
 
-class Engine(QueryMixin, ShellMixin, NetMixin):
+class Engine(QueryMixin, ShellMixin, NetMixin, DiskMixin):
     """The node's container engine: VEs under one VE_ROOT and one cgroup parent."""
 
     def __init__(self, root=None, cgroup_parent=None):
@@ -61,6 +62,7 @@ class Engine(QueryMixin, ShellMixin, NetMixin):
         """Create the VE described by ``cfg`` (a VEConfig); the same config again is a no-op."""
         self.layout.ensure()
         tarball = templates.cache_path(self.layout.cache_dir, cfg.template)
+        cfg = self._resolve_layout(cfg)
         with self._lock(cfg.veid):
             existing = self._read_config(cfg.veid, missing_ok=True)
             if existing == cfg:
@@ -71,7 +73,7 @@ class Engine(QueryMixin, ShellMixin, NetMixin):
             self._remove_files(cfg.veid)  # leftovers of a create that crashed
             with Reverter() as undo:
                 undo.add(self._remove_files, cfg.veid)
-                self._unpack(tarball, cfg)
+                self._disk_create(cfg, tarball)
                 with _host_errors(cfg.veid, "cannot write the VE's files"):
                     self.layout.mountpoint(cfg.veid).mkdir(mode=0o700)
                     conf.write(self.layout.conf(cfg.veid), cfg)
@@ -111,6 +113,41 @@ class Engine(QueryMixin, ShellMixin, NetMixin):
                 self._remove_files(veid)
                 state.forget_init(self.layout.state(veid))
 
+    def reinstall(self, veid, template=None, keep_old_as=None, timeout=STOP_TIMEOUT):
+        """Give the VE a fresh root from ``template`` (default: its own), keeping its
+        VEID, addresses, limits and host name; return the new config.
+
+        ``keep_old_as``: keep the old root as directory /<name> of the new one
+        (VE root's, mode 0700). A running VE is stopped and started again. If
+        the new tree cannot be made, the old one stays as it was.
+        """
+        veid = validate.veid(veid)
+        from .storage import reinstall as swap
+        keep = None if keep_old_as is None else swap.check_keep_name(keep_old_as)
+        with self._lock(veid):
+            cfg = self._read_config(veid)
+            new = cfg.replace(template=template or cfg.template)
+            tarball = templates.cache_path(self.layout.cache_dir, new.template)
+            was_running = self._running_init(veid) is not None
+            self._stop(veid, timeout, fast=False)
+            try:
+                self._disk_mount(cfg)
+                try:
+                    swap.reinstall(self.layout.private(veid), tarball, cfg.idmap_base, keep)
+                finally:
+                    self._disk_unmount(cfg)
+            except (OSError, VEError) as exc:
+                if was_running:
+                    self._start(cfg)  # as it was
+                if isinstance(exc, VEError):
+                    raise
+                raise ResourceError(f"reinstall failed, the old root stays: {exc}", veid) from exc
+            with _host_errors(veid, "cannot save the VE's config"):
+                conf.write(self.layout.conf(veid), new)
+            if was_running:
+                self._start(new)
+            return new
+
     def set(self, veid, hostname=None, ipadd=(), ipdel=(), nameservers=None, netmode=None,
             bridge=None, **limits):
         """Change host name, addresses, name servers and/or limits; live if running, then saved.
@@ -132,16 +169,21 @@ class Engine(QueryMixin, ShellMixin, NetMixin):
             record = self._running_init(veid)
             if record and (new.netmode, new.bridge) != (old.netmode, old.bridge):
                 raise StateError("stop the VE to change its network mode or bridge", veid)
+            io_changed = _io_limits(old.limits) != _io_limits(new.limits)
             with Reverter() as undo:
                 if record and new.limits != old.limits:
                     undo.add(self._apply_limits, veid, old.limits)
                     self._apply_limits(veid, new.limits)
+                if record and io_changed:
+                    undo.add(self._apply_io_limits, old, True)
+                    self._apply_io_limits(new, force=True)
                 if record and new.hostname != old.hostname:
                     self._set_hostname(veid, record, new)
                     undo.add(self._set_hostname, veid, record, old)
                 if record and _net_differs(old, new):
                     undo.add(self._net_change, new, old)
                     self._net_change(old, new)
+                self._disk_change(old, new)  # last: a grow cannot be taken back
                 conf.write(self.layout.conf(veid), new)
                 undo.commit()
             return new
@@ -155,12 +197,15 @@ class Engine(QueryMixin, ShellMixin, NetMixin):
         meta = templates.metadata(self.layout.cache_dir, cfg.template)
         name = str(cfg.veid)
         with Reverter() as undo:
+            undo.add(self._disk_unmount, cfg)
+            self._disk_mount(cfg)
             self._clear_cgroup(name)
             undo.add(self._clear_cgroup, name)  # create() may fail half-way
             try:
                 self.cgroups.create(name, cfg.limits)
             except OSError as exc:
                 raise ResourceError(f"cgroup setup failed: {exc}", cfg.veid) from exc
+            self._apply_io_limits(cfg)
             pid = self._spawn(cfg, meta.init)  # the cgroup undo also ends it
             undo.add(self._net_down, cfg)
             self._net_up(cfg, pid)
@@ -200,6 +245,7 @@ class Engine(QueryMixin, ShellMixin, NetMixin):
             self._net_down(cfg)
         # Whatever is left (a helper, a process of a crashed start) goes too.
         self._clear_cgroup(str(veid))
+        self._disk_unmount(cfg)
         state.forget_init(self.layout.state(veid))
 
     def _end_init(self, veid, pidfd, timeout, fast):
@@ -254,14 +300,15 @@ class Engine(QueryMixin, ShellMixin, NetMixin):
         finally:
             os.close(pidfd)
 
-    def _unpack(self, tarball, cfg):
+    def _unpack(self, tarball, cfg, dest, into_empty=False):
         try:
-            templates.unpack(tarball, self.layout.private(cfg.veid), cfg.idmap_base)
+            templates.unpack(tarball, dest, cfg.idmap_base, into_empty)
         except OSError as exc:
             raise ResourceError(f"cannot unpack template: {exc}", cfg.veid) from exc
 
     def _remove_files(self, veid):
         import shutil
+        self._disk_remove(veid)  # first: rmtree must never walk into a mounted image
         # rmtree never follows symlinks out of the tree (it works on fds).
         for path in (self.layout.private(veid), self.layout.mountpoint(veid)):
             if path.is_symlink() or path.is_file():
@@ -288,6 +335,10 @@ def _changed_ips(ips, add, delete):
         if "all" not in delete else set(ips)
     added = [validate.ip_address(ip) for ip in add]
     return tuple(ip for ip in ips if ip not in delete) + tuple(ip for ip in added if ip not in ips)
+
+
+def _io_limits(limits):
+    return (limits.ioweight, limits.readbps, limits.writebps, limits.readiops, limits.writeiops)
 
 
 def _net_differs(old, new):

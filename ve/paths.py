@@ -24,11 +24,13 @@ class Layout:
         self.lock_dir = self.root / "lock"
         self.dump_dir = self.root / "dump"
         self.net_dir = self.root / "net"
+        self.image_dir = self.root / "images"
 
     def ensure(self):
         """Create the top-level directories (root-only: they hold every VE)."""
         for directory in (self.conf_dir, self.private_dir, self.mount_dir,
-                          self.cache_dir, self.run_dir, self.lock_dir, self.dump_dir):
+                          self.cache_dir, self.run_dir, self.lock_dir, self.dump_dir,
+                          self.image_dir):
             directory.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
 
@@ -37,6 +39,10 @@ class Layout:
 
     def private(self, veid):
         return self.private_dir / str(veid)
+
+    def image(self, veid):
+        """The ext4 image of an image-layout VE (mounted at ``private`` while in use)."""
+        return self.image_dir / f"{veid}.img"
 
     def mountpoint(self, veid):
         return self.mount_dir / str(veid)

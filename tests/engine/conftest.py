@@ -41,6 +41,26 @@ def no_cgroup_left_behind():
     assert leftovers == [], f"tests leaked cgroups: {leftovers}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_image_left_behind(tmp_path_factory):
+    """After the session, no mount or loop device of a test's VE_ROOT may remain."""
+    yield
+    base = str(tmp_path_factory.getbasetemp())
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split()[4] for line in f if line.split()[4].startswith(base)]
+    loops = []
+    for name in os.listdir("/sys/block"):
+        try:
+            with open(f"/sys/block/{name}/loop/backing_file") as f:
+                if f.read().startswith(base):
+                    loops.append(name)
+        except OSError:
+            continue
+    for target in mounts:
+        subprocess.run(["umount", "-l", target], check=False)
+    assert (mounts, loops) == ([], []), f"tests leaked mounts {mounts} or loop devices {loops}"
+
+
 def _remove_cgroup_tree(top_name):
     """Kill everything under cgroup dirs named ``top_name`` in every hierarchy, then rmdir."""
     for hierarchy in CGROUP_ROOT.iterdir():

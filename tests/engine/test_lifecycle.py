@@ -96,7 +96,7 @@ def test_set_applies_live_and_persists(engine):
 def test_verbs_converge(engine):
     """Start on a running VE, stop on a stopped VE, create with the same config are no-ops."""
     cfg = make(engine)
-    assert engine.create(cfg) == cfg
+    assert engine.create(cfg) == engine.config(101)  # as saved: the layout made concrete
     first = engine.start(101)
     assert engine.start(101) == first
     engine.stop(101)

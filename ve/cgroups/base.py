@@ -42,6 +42,14 @@ class CgroupDriver(abc.ABC):
         """Change the limits of an existing group, live, in a safe order."""
 
     @abc.abstractmethod
+    def apply_io(self, name, limits, device):
+        """Cap the group's I/O to block device ``device`` ("MAJ:MIN") per ``limits``.
+
+        Raises Unsupported if ``limits`` ask for a weight or cap this host
+        cannot enforce.
+        """
+
+    @abc.abstractmethod
     def procs_files(self, name):
         """Return the ``cgroup.procs`` paths a process writes its PID into to join."""
 

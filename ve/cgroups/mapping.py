@@ -15,6 +15,9 @@ cpulimit (% CPU)   cpu.cfs_period_us = 100000,                  cpu.max = "QUOTA
 cpus (0 = all)     cpuset.cpus = first N of the parent's        same
                    effective CPUs
 numproc            pids.max                                     pids.max
+readbps, writebps  blkio.throttle.{read,write}_bps_device       io.max rbps= wbps=
+readiops, ...      blkio.throttle.{read,write}_iops_device      io.max riops= wiops=
+ioweight 10..1000  blkio.bfq.weight (BFQ groups only)           io.weight = weight*10
 (security)         devices.deny a + allow list (DEVICE_RULES)   none (BPF, not files)
 =================  ===========================================  ==========================
 
@@ -128,6 +131,33 @@ def v2_files(limits, parent_cpus):
         ("cpuset.cpus", pick_cpus(limits.cpus, parent_cpus)),
         ("pids.max", limits.numproc),
     ]
+
+
+def v1_io_files(limits, device):
+    """v1 blkio writes for the VE's disk ``device`` ("MAJ:MIN"); 0 lifts a cap.
+
+    The weight goes to BFQ's per-group weight, the only v1 weight kernels
+    since 5.0 have (CFQ is gone), and only where BFQ group scheduling is built.
+    """
+    files = [("blkio.throttle.read_bps_device", f"{device} {limits.readbps}"),
+             ("blkio.throttle.write_bps_device", f"{device} {limits.writebps}"),
+             ("blkio.throttle.read_iops_device", f"{device} {limits.readiops}"),
+             ("blkio.throttle.write_iops_device", f"{device} {limits.writeiops}")]
+    if limits.ioweight:
+        files.append(("blkio.bfq.weight", limits.ioweight))
+    return files
+
+
+def v2_io_files(limits, device):
+    """v2 io writes for ``device``: io.max caps ("max" lifts one) and the weight
+    (io.weight, from iocost or BFQ's io.bfq.weight; 10..1000 maps to 1..10000 x 10)."""
+    caps = " ".join(f"{key}={value or 'max'}" for key, value in (
+        ("rbps", limits.readbps), ("wbps", limits.writebps),
+        ("riops", limits.readiops), ("wiops", limits.writeiops)))
+    files = [("io.max", f"{device} {caps}")]
+    if limits.ioweight:
+        files.append(("io.weight", f"default {limits.ioweight * 10}"))
+    return files
 
 
 def proc_cgroup_paths(text):

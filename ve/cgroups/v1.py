@@ -104,6 +104,18 @@ class CgroupV1Driver(CgroupDriver):
         for filename, value in mapping.v1_files(limits, cpus, memsw):
             self._write(name, filename, value)
 
+    def apply_io(self, name, limits, device):
+        """Write the blkio caps (and BFQ weight) for ``device`` (see the base class)."""
+        for filename, value in mapping.v1_io_files(limits, device):
+            path = f"{self._dir('blkio', name)}/{filename}" if "blkio" in self.mounts else None
+            if path is None or not self.fs.exists(path):
+                raise Unsupported(f"cannot limit I/O here: cgroup v1 file {filename} is missing"
+                                  + (" (the kernel lacks BFQ group scheduling)"
+                                     if filename == "blkio.bfq.weight" else ""))
+            if filename == "blkio.bfq.weight":
+                _use_bfq(device)  # BFQ weights act only on a device BFQ schedules
+            self.fs.write(path, value)
+
     def _write(self, name, filename, value):
         controller = mapping.controller_of(filename)
         path = f"{self._dir(controller, name)}/{filename}" if controller in self.mounts else None
@@ -227,3 +239,13 @@ class CgroupV1Driver(CgroupDriver):
         except (FileNotFoundError, ProcessLookupError):
             return None
         return mapping.ve_name(paths.get("pids", paths.get("memory")), self.parent)
+
+
+def _use_bfq(device):
+    """Switch block device ``device`` ("MAJ:MIN") to the BFQ scheduler if it can."""
+    try:
+        with open(f"/sys/dev/block/{device}/queue/scheduler", "w") as f:
+            f.write("bfq")
+    except OSError as exc:
+        log.warning("cannot schedule %s with BFQ (%s): its I/O weights have no effect",
+                    device, exc)

@@ -25,3 +25,12 @@ def drop_bounding(highest):
     for number in DROPPED.values():
         if number <= highest:
             prctl(PR_CAPBSET_DROP, number)
+
+
+def effective(cap):
+    """True if capability number ``cap`` is in this process's effective set."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> cap & 1)
+    return False

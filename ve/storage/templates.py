@@ -29,10 +29,10 @@ def build_busybox(cache_dir, busybox="/bin/busybox"):
     return build(cache_dir, busybox)
 
 
-def unpack(tarball, dest, id_shift):
-    """Safely extract ``tarball`` into new directory ``dest``; see ``unpack.py``."""
+def unpack(tarball, dest, id_shift, into_empty=False):
+    """Safely extract ``tarball`` into new (or empty) directory ``dest``; see ``unpack.py``."""
     from .unpack import unpack as unpack_safely
-    return unpack_safely(tarball, dest, id_shift)
+    return unpack_safely(tarball, dest, id_shift, into_empty)
 
 
 def cache_path(cache_dir, name):

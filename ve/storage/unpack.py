@@ -10,6 +10,7 @@ host root astray.
 
 import os
 import shutil
+import stat
 from pathlib import Path
 
 from ..errors import AlreadyExists, InvalidConfig, NotFound, ResourceError
@@ -20,30 +21,53 @@ from .tree import Tree
 MAX_ID_SHIFT = 2**32 - 1 - ID_LIMIT  # 2**32 - 1 is the invalid uid
 
 
-def unpack(tarball, dest, id_shift):
+def unpack(tarball, dest, id_shift, into_empty=False):
     """Extract ``tarball`` into the new directory ``dest`` with ids shifted by ``id_shift``.
 
-    ``dest`` must not exist; its parent must. uid/gid N of a member becomes
+    ``dest`` must not exist (or, ``into_empty``, be an empty directory: a
+    freshly mounted image); its parent must. uid/gid N of a member becomes
     N + id_shift on the host; modes keep setuid, setgid and sticky bits. A
-    hostile member raises InvalidConfig naming it, and ``dest`` is removed
-    again, so a failed unpack leaves nothing behind.
+    hostile member raises InvalidConfig naming it, and what was extracted is
+    removed again, so a failed unpack leaves nothing behind.
     """
     with _open_tarball(tarball) as source:
-        unpack_fileobj(source, dest, id_shift)
+        unpack_fileobj(source, dest, id_shift, into_empty)
 
 
-def unpack_fileobj(source, dest, id_shift):
+def unpack_fileobj(source, dest, id_shift, into_empty=False):
     """Like ``unpack``, reading the tarball from the binary file object ``source``."""
     shift = _check_shift(id_shift)
     dest = Path(dest)
-    root_fd = _make_dest(dest)
+    root_fd = _open_empty(dest) if into_empty else _make_dest(dest)
     try:
         Extractor(source, Tree(root_fd, shift)).run()
     except BaseException:
-        shutil.rmtree(dest, ignore_errors=True)
+        if into_empty:
+            empty_directory(root_fd)
+        else:
+            shutil.rmtree(dest, ignore_errors=True)
         raise
     finally:
         os.close(root_fd)
+
+
+def empty_directory(dir_fd):
+    """Remove everything inside the open directory ``dir_fd`` (never following symlinks)."""
+    for entry in os.listdir(dir_fd):
+        try:
+            info = os.lstat(entry, dir_fd=dir_fd)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(info.st_mode):
+            sub = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                          dir_fd=dir_fd)
+            try:
+                empty_directory(sub)
+            finally:
+                os.close(sub)
+            os.rmdir(entry, dir_fd=dir_fd)
+        else:
+            os.unlink(entry, dir_fd=dir_fd)
 
 
 def _check_shift(id_shift):
@@ -60,6 +84,17 @@ def _open_tarball(tarball):
         raise NotFound(f"template tarball {tarball} does not exist") from None
     except OSError as exc:
         raise ResourceError(f"cannot read template tarball {tarball}: {exc}") from exc
+
+
+def _open_empty(dest):
+    try:
+        fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ResourceError(f"cannot open unpack destination {dest}: {exc}") from exc
+    if os.listdir(fd):
+        os.close(fd)
+        raise AlreadyExists(f"unpack destination {dest} is not empty")
+    return fd
 
 
 def _make_dest(dest):

@@ -1,0 +1,124 @@
+"""The disk half of the Engine's verbs: the private area as an image or a directory.
+
+Image layouts (ext4, xfs): ``images/<VEID>.img`` is mounted at
+``private/<VEID>`` while the VE runs or is being built, and unmounted
+otherwise; see ``storage/image.py``. Directory layout: ``private/<VEID>`` is
+a plain directory; usage is counted by walking it, not enforced.
+"""
+
+import errno
+
+from .config import DIRECTORY, IMAGE
+from .errors import InvalidConfig, ResourceError, StateError, Unsupported
+
+
+class DiskMixin:
+    """Disk steps of the Engine (needs ``layout``, ``cgroups`` and ``_unpack``)."""
+
+    def disk_usage(self, veid):
+        """The VE's DiskUsage: bytes and inodes used, and its totals."""
+        cfg = self._read_config(veid)
+        from .storage import image
+        if cfg.layout == DIRECTORY:
+            from .storage.du import directory_usage
+            used, inodes = directory_usage(self.layout.private(cfg.veid))
+            return image.DiskUsage(used, cfg.limits.diskspace, inodes, cfg.limits.diskinodes)
+        try:
+            return image.usage(self.layout.image(cfg.veid), self.layout.private(cfg.veid))
+        except OSError as exc:
+            raise ResourceError(f"cannot read the VE's disk usage: {exc}", cfg.veid) from exc
+
+    @staticmethod
+    def _resolve_layout(cfg):
+        """``cfg`` with an "image" layout made concrete (ext4 or xfs) for this host."""
+        if cfg.layout != IMAGE:
+            return cfg
+        from .storage import image
+        return cfg.replace(layout=image.default_fs())
+
+    def _disk_create(self, cfg, tarball):
+        """Make the private area and unpack ``tarball`` into it (left unmounted)."""
+        private = self.layout.private(cfg.veid)
+        if cfg.layout == DIRECTORY:
+            return self._unpack(tarball, cfg, private)
+        from .storage import image
+        try:
+            private.mkdir(mode=0o700)
+            image.create(self.layout.image(cfg.veid), cfg.layout, cfg.limits.diskspace,
+                         cfg.limits.diskinodes, private, cfg.idmap_base)
+        except OSError as exc:
+            raise ResourceError(f"cannot make the VE's disk image: {exc}", cfg.veid) from exc
+        self._unpack(tarball, cfg, private, into_empty=True)
+        self._disk_unmount(cfg)
+
+    def _disk_mount(self, cfg):
+        if cfg.layout == DIRECTORY:
+            return
+        from .storage import image
+        try:
+            image.mount(self.layout.image(cfg.veid), cfg.layout, self.layout.private(cfg.veid))
+        except OSError as exc:
+            raise ResourceError(f"cannot mount the VE's disk image: {exc}", cfg.veid) from exc
+
+    def _disk_unmount(self, cfg):
+        """Unmount the VE's image (safe to repeat; its loop device frees itself)."""
+        if cfg is None or cfg.layout == DIRECTORY:
+            return
+        from .storage import image
+        try:
+            image.unmount(self.layout.image(cfg.veid), self.layout.private(cfg.veid))
+        except OSError as exc:
+            raise ResourceError(f"cannot unmount the VE's disk image: {exc}", cfg.veid) from exc
+
+    def _disk_remove(self, veid):
+        """Unmount and delete the image, whatever the config says (it may be gone)."""
+        from .storage import image
+        path = self.layout.image(veid)
+        image.unmount(path, self.layout.private(veid))
+        image.remove(path)
+
+    def _disk_change(self, old, new):
+        """Apply a new diskspace/diskinodes: live while the image is mounted (grow only)."""
+        size, inodes = new.limits.diskspace, new.limits.diskinodes
+        if (size, inodes) == (old.limits.diskspace, old.limits.diskinodes) \
+                or new.layout == DIRECTORY:
+            return
+        from .storage import image
+        path, private = self.layout.image(new.veid), self.layout.private(new.veid)
+        used = image.usage(path, private)
+        if size < used.space_used + image.MIN_FREE:
+            raise InvalidConfig(f"the VE uses {_mib(used.space_used)}; its disk cannot shrink "
+                                f"to {_mib(size)}", new.veid)
+        if inodes < used.inodes_used:
+            raise InvalidConfig(f"the VE has {used.inodes_used} inodes in use; more than "
+                                f"{inodes}", new.veid)
+        try:
+            image.resize(path, new.layout, private, size, inodes, old.limits.diskinodes,
+                         new.idmap_base)
+        except OSError as exc:
+            cls = StateError if exc.errno == errno.EBUSY else ResourceError  # EBUSY: it runs
+            raise cls(f"cannot resize the VE's disk: {exc.strerror or exc}", new.veid) from exc
+
+    def _apply_io_limits(self, cfg, force=False):
+        """Cap the running VE's I/O on its image's loop device (if it has caps,
+        or ``force``: to lift old ones)."""
+        limits = cfg.limits
+        wanted = any((limits.ioweight, limits.readbps, limits.writebps,
+                      limits.readiops, limits.writeiops))
+        if not (wanted or force):
+            return
+        if cfg.layout == DIRECTORY:
+            raise Unsupported("I/O limits need an image layout (a device of the VE's own)",
+                              cfg.veid)
+        from .kernel import loop
+        devices = loop.devices_of(self.layout.image(cfg.veid))
+        if not devices:
+            raise StateError("the VE's disk image is not attached", cfg.veid)
+        try:
+            self.cgroups.apply_io(str(cfg.veid), limits, loop.device_number(devices[0]))
+        except OSError as exc:
+            raise ResourceError(f"could not apply I/O limits: {exc}", cfg.veid) from exc
+
+
+def _mib(nbytes):
+    return f"{nbytes >> 20} MiB"
