@@ -31,7 +31,7 @@ def _bounding_set():
 
 
 def facts(ve_root):
-    """Return {ram_bytes, cpus, disk_bytes, cgroup_version, warnings} of this host."""
+    """Return {ram_bytes, cpus, disk_bytes, disk_free_bytes, cgroup_version, warnings}."""
     warnings = []
     try:
         version = cgroups.detect()
@@ -47,12 +47,12 @@ def facts(ve_root):
             warnings.append("no swap accounting (memory.memsw): swap limits are not enforced")
         warnings.append("cgroup v1 host: production nodes should run cgroup v2")
     if not _bounding_set() >> CAP_SYS_RESOURCE & 1:
-        warnings.append("CAP_SYS_RESOURCE is not in the bounding set: "
-                        "disk quotas beyond the reserved blocks cannot be raised")
+        warnings.append("CAP_SYS_RESOURCE is not in the bounding set: a mounted ext4 cannot "
+                        "grow, so new VEs get xfs disk images")
     try:
         st = os.statvfs(ve_root if os.path.exists(ve_root) else "/")
-        disk = st.f_blocks * st.f_frsize
+        disk, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
     except OSError:
-        disk = 0
+        disk = free = 0
     return {"ram_bytes": memory_bytes(), "cpus": os.cpu_count() or 1, "disk_bytes": disk,
-            "cgroup_version": version, "warnings": warnings}
+            "disk_free_bytes": free, "cgroup_version": version, "warnings": warnings}

@@ -4,6 +4,7 @@ from django.urls import path
 from django.views.generic import RedirectView
 
 from hosting.customers import views as customers
+from hosting.environments import staff as templates
 from hosting.nodes import views as nodes
 from hosting.operations import views as operations
 from hosting.plans import views as plans
@@ -16,6 +17,11 @@ urlpatterns = [
     path("plans/new/", plans.plan_edit, name="staff-plan-new"),
     path("plans/<int:pk>/", plans.plan_edit, name="staff-plan-edit"),
     path("plans/<int:pk>/retire/", plans.plan_retire, name="staff-plan-retire"),
+    path("templates/", templates.template_list, name="staff-templates"),
+    path("templates/<int:pk>/retire/", templates.template_active, {"active": False},
+         name="staff-template-retire"),
+    path("templates/<int:pk>/offer/", templates.template_active, {"active": True},
+         name="staff-template-offer"),
     path("customers/", customers.customer_list, name="staff-customers"),
     path("customers/<int:pk>/<slug:status>/", customers.customer_status,
          name="staff-customer-status"),

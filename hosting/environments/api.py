@@ -100,6 +100,8 @@ class ReinstallSerializer(serializers.Serializer):
                                             required=False)
     root_password = serializers.CharField(required=False, allow_blank=True, write_only=True)
     ssh_key = serializers.CharField(required=False, allow_blank=True)
+    keep_old = serializers.BooleanField(required=False, default=False,
+                                        help_text="keep the old files in /old-root")
     current_password = serializers.CharField(required=False, write_only=True,
                                              help_text="customers: their login password")
 
@@ -229,7 +231,8 @@ class EnvironmentViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin,
         self._reauthenticate(body.validated_data)
         op = services.reinstall(ve, request.user, body.validated_data.get("template"),
                                 body.validated_data.get("root_password", ""),
-                                body.validated_data.get("ssh_key", ""))
+                                body.validated_data.get("ssh_key", ""),
+                                body.validated_data.get("keep_old", False))
         return accepted(op, request)
 
     @extend_schema(request=ExtraTrafficSerializer, responses={200: EnvironmentSerializer})

@@ -44,3 +44,4 @@ class ReinstallForm(ReauthForm):
                                     label="New root password")
     ssh_key = forms.CharField(required=False, label="SSH public key",
                               widget=forms.Textarea(attrs={"rows": 2}))
+    keep_old = forms.BooleanField(required=False, label="Keep my old files in /old-root")

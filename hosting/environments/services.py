@@ -132,12 +132,16 @@ def _order(customer, plan, template, hostname, requested_by, params, idempotency
     return op
 
 
-def reinstall(ve, user, template=None, root_password="", ssh_key=""):
-    """Queue a reinstall of ``ve`` from ``template`` (default: its current one)."""
+def reinstall(ve, user, template=None, root_password="", ssh_key="", keep_old=False):
+    """Queue a reinstall of ``ve`` from ``template`` (default: its current one).
+
+    ``keep_old``: the old files stay in /old-root of the new system.
+    """
     template = template or ve.template
     if not ve.plan.offered_templates().filter(pk=template.pk).exists() and template != ve.template:
         raise Invalid(f"plan {ve.plan.name} does not offer template {template.name}", field="template")
-    params = {"template": template.name, "ssh_key": check_ssh_key(ssh_key)}
+    params = {"template": template.name, "ssh_key": check_ssh_key(ssh_key),
+              "keep_old": bool(keep_old)}
     if root_password:
         params["password_hash"] = hash_password(root_password)
     return operations.request(ve, Operation.Kind.REINSTALL, user, params)

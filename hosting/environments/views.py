@@ -128,7 +128,7 @@ def reinstall(request, veid):
     try:
         services.reauthenticate(request.user, data["current_password"])
         services.reinstall(ve, request.user, data["template"], data["root_password"],
-                           data["ssh_key"])
+                           data["ssh_key"], data["keep_old"])
     except ServiceError as exc:
         form.add_error(exc.field if exc.field in form.fields else None, exc.message)
         return detail(request, veid, status=exc.status, reinstall_form=form)

@@ -28,6 +28,7 @@ class Node(models.Model):
     ram_bytes = models.PositiveBigIntegerField(default=0)
     cpus = models.PositiveIntegerField(default=0)
     disk_bytes = models.PositiveBigIntegerField(default=0)
+    disk_free_bytes = models.PositiveBigIntegerField(default=0, help_text="free where VEs live")
     cgroup_version = models.PositiveSmallIntegerField(null=True, blank=True)
     warnings = models.JSONField(default=list, blank=True)
     drift = models.JSONField(default=list, blank=True,

@@ -33,4 +33,5 @@ def node_detail(request, pk):
     node = get_object_or_404(Node, pk=pk)
     ves = node.environments.live().select_related("owner__user", "plan")
     return render(request, "staff/node.html", {"node": node, "usage": _usage(node),
-                                               "environments": ves})
+                                               "environments": ves,
+                                               "disk_allocated": placement.sold(node).disk})

@@ -7,13 +7,15 @@ A runner returns the VE's new actual state.
 """
 
 from ve import VEConfig, Limits, accounts
-from ve.errors import AlreadyExists, NotFound
+from ve.errors import AlreadyExists, NotFound, StateError
 
 from hosting.environments.models import OSTemplate, VirtualEnvironment as VE
 from hosting.ipam import services as ipam
 
 STOP_TIMEOUT = 10.0
 BUILDABLE = {"busybox"}  # templates a node builds itself when missing
+DISK_KEYS = ("diskspace", "diskinodes")
+OLD_ROOT = "old-root"  # where a reinstall keeps the old files when asked to
 
 
 class ForeignVE(AlreadyExists):
@@ -84,6 +86,7 @@ def undo_create(ctx, error=None):
 
 
 def start(ctx):
+    apply_pending_disk(ctx)
     ctx.progress(30, "starting")
     ctx.engine.start(ctx.ve.veid)
     return VE.State.RUNNING
@@ -97,22 +100,36 @@ def stop(ctx):
 
 def restart(ctx):
     ctx.progress(30, "rebooting")
+    if _disk_differs(ctx):  # a disk change that waited for a stop
+        ctx.engine.stop(ctx.ve.veid, timeout=STOP_TIMEOUT)
+        apply_pending_disk(ctx)
     ctx.engine.restart(ctx.ve.veid, timeout=STOP_TIMEOUT)
     return VE.State.RUNNING
 
 
 def reinstall(ctx):
+    """A fresh root from the template; addresses, limits and name stay (engine reinstall)."""
     name = ctx.op.params.get("template") or ctx.ve.template.name
     template = OSTemplate.objects.get(name=name)
     ctx.progress(10, "preparing the OS template")
     ensure_template(ctx.engine, name)
-    if _exists(ctx):  # a retried reinstall may find it already wiped
-        ctx.progress(20, "stopping")
+    if not _exists(ctx):  # lost on the node: make it anew
+        ctx.progress(40, "installing " + template.name)
+        ctx.engine.create(config_of(ctx.ve, template=name))
+    else:
+        ctx.progress(40, "installing " + template.name)
         ctx.engine.stop(ctx.ve.veid, timeout=STOP_TIMEOUT)
-    ctx.progress(40, "wiping the old system")
-    ctx.engine.destroy(ctx.ve.veid, timeout=STOP_TIMEOUT)
-    ctx.progress(60, "installing " + template.name)
-    ctx.engine.create(config_of(ctx.ve, template=name))
+        apply_pending_disk(ctx)
+        keep = OLD_ROOT if ctx.op.params.get("keep_old") else None
+        try:
+            ctx.engine.reinstall(ctx.ve.veid, template=name, keep_old_as=keep,
+                                 timeout=STOP_TIMEOUT)
+        except AlreadyExists:
+            # The root has /old-root already. On a first attempt that is the
+            # customer's own (they are told); on a retry, our earlier attempt
+            # got this far.
+            if not (keep and ctx.op.attempts):
+                raise
     ctx.ve.template = template
     ctx.ve.save(update_fields=["template"])
     ctx.progress(80, "starting")
@@ -137,9 +154,19 @@ def set_limits(ctx):
     release = set(ctx.op.params.get("release", ()))
     want, have = config_of(ctx.ve), ctx.engine.config(ctx.ve.veid)
     ips = [ip for ip in want.ips if ip not in release]
-    ctx.engine.set(ctx.ve.veid, ipadd=[ip for ip in ips if ip not in have.ips],
-                   ipdel=[ip for ip in have.ips if ip not in ips],
-                   nameservers=want.nameservers, **ctx.ve.engine_limits())
+    limits = ctx.ve.engine_limits()
+    change = dict(ipadd=[ip for ip in ips if ip not in have.ips],
+                  ipdel=[ip for ip in have.ips if ip not in ips],
+                  nameservers=want.nameservers)
+    try:
+        ctx.engine.set(ctx.ve.veid, **change, **limits)
+    except StateError:
+        # The disk cannot change while the VE runs (a shrink, say): the rest
+        # applies now and the disk at its next start, reboot or reinstall.
+        for key in DISK_KEYS:
+            limits.pop(key)
+        ctx.engine.set(ctx.ve.veid, **change, **limits)
+        ctx.progress(90, "the disk changes at the next reboot")
     if release:
         ctx.ve.addresses.filter(address__in=release).delete()
     return None
@@ -152,6 +179,7 @@ def suspend(ctx):
 
 
 def resume(ctx):
+    apply_pending_disk(ctx)
     ctx.progress(30, "starting")
     ctx.engine.start(ctx.ve.veid)
     return VE.State.RUNNING
@@ -167,6 +195,20 @@ def destroyed(ctx):
     """Book-keeping once the node holds nothing of the VE any more."""
     ipam.release(ctx.ve)
     return VE.State.DESTROYED
+
+
+def apply_pending_disk(ctx):
+    """Give a stopped VE the disk its plan sells, if a live change had to wait."""
+    if _disk_differs(ctx) and not ctx.engine.status(ctx.ve.veid).state == "running":
+        ctx.progress(20, "resizing the disk")
+        limits = ctx.ve.engine_limits()
+        ctx.engine.set(ctx.ve.veid, **{key: limits[key] for key in DISK_KEYS})
+
+
+def _disk_differs(ctx):
+    want = Limits(**ctx.ve.engine_limits())
+    have = ctx.engine.config(ctx.ve.veid).limits
+    return (want.diskspace, want.diskinodes) != (have.diskspace, have.diskinodes)
 
 
 def _exists(ctx):

@@ -1,11 +1,13 @@
 """Plans: what a VPS offer includes and costs."""
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 
-def _positive(**kwargs):
-    return models.PositiveIntegerField(validators=[MinValueValidator(1)], **kwargs)
+def _io_weight(value):
+    if 0 < value < 10 or value > 1000:
+        raise ValidationError("use 10 to 1000, or 0 for the node's default")
 
 
 class Plan(models.Model):
@@ -25,8 +27,27 @@ class Plan(models.Model):
                                        help_text="CPUs, 0 = all")
     processes = models.PositiveIntegerField(
         default=256, validators=[MinValueValidator(16), MaxValueValidator(4194304)])
-    disk_gib = _positive(default=10)
-    inodes = _positive(default=200000)
+    disk_gib = models.PositiveIntegerField(
+        default=10, validators=[MinValueValidator(1), MaxValueValidator(65536)],
+        help_text="disk space in GiB (grows live; a smaller disk applies at the next stop)")
+    inodes = models.PositiveIntegerField(
+        default=200000, validators=[MinValueValidator(1024), MaxValueValidator(2**32 - 1)],
+        help_text="files and directories the disk holds")
+    io_weight = models.PositiveIntegerField(
+        default=0, validators=[_io_weight],
+        help_text="relative disk I/O weight 10-1000, 0 = the node's default")
+    disk_read_mbps = models.PositiveIntegerField(
+        default=0, validators=[MaxValueValidator(100000)],
+        help_text="disk read cap in MB/s, 0 = none")
+    disk_write_mbps = models.PositiveIntegerField(
+        default=0, validators=[MaxValueValidator(100000)],
+        help_text="disk write cap in MB/s, 0 = none")
+    disk_read_iops = models.PositiveIntegerField(
+        default=0, validators=[MaxValueValidator(10**7)],
+        help_text="disk read operations per second, 0 = none")
+    disk_write_iops = models.PositiveIntegerField(
+        default=0, validators=[MaxValueValidator(10**7)],
+        help_text="disk write operations per second, 0 = none")
     bandwidth_gib = models.PositiveIntegerField(default=1000, help_text="per month, 0 = unmetered")
     port_speed_mbit = models.PositiveIntegerField(
         default=100, validators=[MinValueValidator(1), MaxValueValidator(30000)],
@@ -70,4 +91,8 @@ class Plan(models.Model):
         rate = self.throttled_speed_mbit if throttled else self.port_speed_mbit
         return {"ram": f"{self.ram_mb}M", "swap": f"{self.swap_mb}M",
                 "cpuunits": str(self.cpu_units), "cpulimit": str(self.cpu_limit_pct),
-                "cpus": str(self.cpus), "numproc": str(self.processes), "rate": str(rate)}
+                "cpus": str(self.cpus), "numproc": str(self.processes), "rate": str(rate),
+                "diskspace": f"{self.disk_gib}G", "diskinodes": str(self.inodes),
+                "ioweight": str(self.io_weight), "readbps": f"{self.disk_read_mbps}M",
+                "writebps": f"{self.disk_write_mbps}M", "readiops": str(self.disk_read_iops),
+                "writeiops": str(self.disk_write_iops)}

@@ -120,8 +120,8 @@ def test_portal_actions_refuse_get(page_as, world, path):
 
 STAFF_GETS = [
     "/staff/nodes/", "/staff/nodes/{node}/", "/staff/plans/", "/staff/plans/new/",
-    "/staff/plans/{plan}/", "/staff/customers/", "/staff/vps/", "/staff/operations/",
-    "/staff/audit/",
+    "/staff/plans/{plan}/", "/staff/templates/", "/staff/customers/", "/staff/vps/",
+    "/staff/operations/", "/staff/audit/",
 ]
 
 
@@ -156,20 +156,26 @@ def test_staff_vps_list_shows_every_customers_vps(page_as, world):
 
 
 PLAN_FORM = {"name": "small", "ram_mb": 1024, "swap_mb": 0, "cpu_units": 1000, "cpu_limit_pct": 0,
-             "cpus": 0, "processes": 256, "disk_gib": 10, "inodes": 200000,
+             "cpus": 0, "processes": 256, "disk_gib": 10, "inodes": 200000, "io_weight": 0,
+             "disk_read_mbps": 0, "disk_write_mbps": 50, "disk_read_iops": 0,
+             "disk_write_iops": 0,
              "bandwidth_gib": 1000, "port_speed_mbit": 100, "ipv4_count": 1, "ipv6_count": 2,
              "monthly_price": "5.00", "over_quota": "throttle", "throttled_speed_mbit": 1,
              "active": "on"}
 
 
 def _state(world):
+    from hosting.environments.models import OSTemplate
     world["plan"].refresh_from_db()
     world["b"].refresh_from_db()
+    world["template"].refresh_from_db()
     return {"plan_active": world["plan"].active, "ram_mb": world["plan"].ram_mb,
-            "b_status": world["b"].status}
+            "b_status": world["b"].status, "template_active": world["template"].active,
+            "templates": OSTemplate.objects.count()}
 
 
-UNCHANGED = {"plan_active": True, "ram_mb": 512, "b_status": Customer.Status.ACTIVE}
+UNCHANGED = {"plan_active": True, "ram_mb": 512, "b_status": Customer.Status.ACTIVE,
+             "template_active": True, "templates": 1}
 
 # (path, data, what a staff POST changes, statuses for anon, a, b, staff)
 STAFF_POSTS = [
@@ -177,6 +183,10 @@ STAFF_POSTS = [
     ("/staff/customers/{cust_b}/suspended/", {}, {"b_status": Customer.Status.SUSPENDED},
      (LOGIN, 403, 403, 302)),
     ("/staff/plans/{plan}/", PLAN_FORM, {"ram_mb": 1024}, (LOGIN, 403, 403, 302)),
+    ("/staff/templates/{template}/retire/", {}, {"template_active": False},
+     (LOGIN, 403, 403, 302)),
+    ("/staff/templates/", {"name": "debian-12", "title": "Debian 12"}, {"templates": 2},
+     (LOGIN, 403, 403, 302)),
 ]
 
 

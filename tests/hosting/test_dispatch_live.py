@@ -63,16 +63,35 @@ def test_order_reboot_replan_terminate(live_stack):
     assert live_stack.vectl_json("status", veid)["init_pid"] == status["init_pid"]  # no restart
     staff.patch(f"/api/v1/plans/{plan['id']}/", {"ram_mb": plan["ram_mb"]})
 
+    # And more disk: the VE's disk grows while it runs.
+    disk = live_stack.vectl_json("status", veid)["disk"]
+    assert disk["space_total"] <= plan["disk_gib"] << 30
+    _wait_idle(customer, veid)
+    staff.patch(f"/api/v1/plans/{plan['id']}/", {"disk_gib": plan["disk_gib"] + 1})
+    deadline = time.monotonic() + 30
+    while live_stack.vectl_json("status", veid)["disk"]["space_total"] <= plan["disk_gib"] << 30:
+        assert time.monotonic() < deadline, live_stack.logs("node-worker")
+        time.sleep(0.3)
+    assert live_stack.vectl_json("status", veid)["init_pid"] == status["init_pid"]
+    assert engine_config_disk(live_stack, veid) == (plan["disk_gib"] + 1) << 30
+    _wait_idle(customer, veid)
+    staff.patch(f"/api/v1/plans/{plan['id']}/", {"disk_gib": plan["disk_gib"]})
+
     _wait_idle(customer, veid)
     op = customer.wait_operation(customer.post(f"/api/v1/environments/{veid}/terminate/"))
     assert op["state"] == "succeeded", op
     assert veid not in {ve["veid"] for ve in live_stack.vectl_json("list", "-a")}
     engine = live_stack.engine()
     assert not engine.layout.conf(veid).exists() and not engine.layout.private(veid).exists()
+    assert not engine.layout.image(veid).exists()
     assert not any(Path("/sys/fs/cgroup").glob(f"*/{live_stack.cgroup_parent}/{veid}"))
     assert customer.get(f"/api/v1/environments/{veid}/")["addresses"] == []
     assert free_addresses(staff) == free_before
     assert f"veth{veid}" not in live_stack.in_node_netns("ip", "-o", "link").stdout
+
+
+def engine_config_disk(live_stack, veid):
+    return live_stack.engine().config(veid).limits.diskspace
 
 
 def _wait_idle(api, veid, timeout=30):
@@ -191,14 +210,20 @@ def test_reinstall_wipes_the_system_and_keeps_the_addresses(live_stack):
                       {"root_password": "fresh-root-pass", "current_password": "guess"})
     assert refused.value.status == 403
     op = customer.post(f"/api/v1/environments/{veid}/reinstall/", {
-        "root_password": "fresh-root-pass",
+        "root_password": "fresh-root-pass", "keep_old": True,
         "current_password": live_stack.credentials()["demo"]})
     op = customer.wait_operation(op)
     assert op["state"] == "succeeded", op
     assert engine.status(veid).state == "running"
     assert engine.exec(veid, ["ls", "/root/old-data"]).returncode != 0
+    assert engine.exec(veid, ["ls", "/old-root/root/old-data"]).returncode == 0  # kept
     assert engine.exec(veid, ["cat", "/etc/shadow"]).stdout != shadow
     assert customer.get(f"/api/v1/environments/{veid}/")["addresses"] == addresses
+    # Without keep_old nothing of the old system stays.
+    op = customer.wait_operation(customer.post(f"/api/v1/environments/{veid}/reinstall/", {
+        "current_password": live_stack.credentials()["demo"]}))
+    assert op["state"] == "succeeded", op
+    assert engine.exec(veid, ["ls", "/old-root"]).returncode != 0
     customer.wait_operation(customer.post(f"/api/v1/environments/{veid}/terminate/"))
 
 

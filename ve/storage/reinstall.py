@@ -15,7 +15,7 @@ A failure in 1-2 puts the old entries back, so the VE stays as it was.
 import os
 import stat
 
-from ..errors import InvalidConfig
+from ..errors import AlreadyExists, InvalidConfig
 from .unpack import empty_directory, unpack
 
 OLD, NEW, DONE = ".reinstall-old", ".reinstall-new", ".reinstall-done"
@@ -36,6 +36,9 @@ def reinstall(private, tarball, id_shift, keep_as=None):
     root = os.open(private, _DIR_FLAGS)
     try:
         recover(root)
+        if keep_as is not None and keep_as in os.listdir(root):
+            raise AlreadyExists(f"the VE already has /{keep_as}: remove it first or keep "
+                                "the old root under another name")
         os.mkdir(OLD, 0o700, dir_fd=root)
         old = os.open(OLD, _DIR_FLAGS, dir_fd=root)
         try:

@@ -1,0 +1,54 @@
+"""Staff pages: the OS templates on offer (add, retire, offer again)."""
+
+from django import forms
+from django.contrib import messages
+from django.db import transaction
+from django.db.models import Count
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from hosting.core import audit
+from hosting.core.decorators import staff_required
+
+from .models import OSTemplate, VirtualEnvironment as VE
+
+
+class TemplateForm(forms.ModelForm):
+    class Meta:
+        model = OSTemplate
+        fields = ["name", "title"]
+        help_texts = {"name": "as the nodes know it: `vectl template build NAME` or "
+                              "`vectl template import NAME FILE` on each node"}
+
+
+@staff_required
+def template_list(request):
+    form = TemplateForm(request.POST or None)
+    if request.method == "POST":
+        if form.is_valid():
+            with transaction.atomic():
+                template = form.save()
+                audit.record(request.user, "template.add", template, title=template.title)
+            messages.success(request, f"Template {template.name} is offered.")
+            return redirect("staff-templates")
+        status = 400
+    else:
+        status = 200
+    counts = dict(VE.objects.live().values_list("template").annotate(n=Count("pk")))
+    templates = [(t, counts.get(t.pk, 0)) for t in OSTemplate.objects.all()]
+    return render(request, "staff/templates.html", {"templates": templates, "form": form},
+                  status=status)
+
+
+@staff_required
+@require_POST
+def template_active(request, pk, active):
+    """Retire a template (existing VPSes keep it; no new orders or reinstalls) or offer it again."""
+    template = get_object_or_404(OSTemplate, pk=pk)
+    with transaction.atomic():
+        template.active = active
+        template.save(update_fields=["active"])
+        audit.record(request.user, "template.offer" if active else "template.retire", template)
+    state = "offered again" if active else "retired: existing VPSes keep it"
+    messages.success(request, f"Template {template.name} {state}.")
+    return redirect("staff-templates")
