@@ -30,7 +30,7 @@ CORE_FILES = {
 CONTROLLER_FILES = {
     "cpu": {"cpu.weight": "100", "cpu.max": "max 100000"},
     "cpuset": {"cpuset.cpus": "", "cpuset.mems": ""},
-    "io": {"io.weight": "default 100"},
+    "io": {"io.weight": "default 100", "io.max": ""},
     "memory": {"memory.max": "max", "memory.swap.max": "max", "memory.current": "0",
                "memory.swap.current": "0", "memory.events": "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0"},
     "pids": {"pids.max": "max", "pids.current": "0"},
@@ -173,6 +173,25 @@ def test_create_delegates_controllers_and_writes_limits(fake):
     assert fake.read(f"{group}/cpuset.cpus") == "0-1"
     assert fake.read(f"{group}/pids.max") == "300"
     assert drv.exists(NAME)
+
+
+def test_io_caps_and_weight_go_to_io_max_and_io_weight(fake):
+    """I/O caps name the VE's disk device; 0 lifts a cap ("max")."""
+    drv = CgroupV2Driver(fake, parent="ve")
+    drv.create(NAME, LIMITS)
+    io = LIMITS.replace(readbps=50 * M, writeiops=1000, ioweight=500)
+    drv.apply_io(NAME, io, "7:3")
+    assert fake.read("ve/101/io.max") == f"7:3 rbps={50 * M} wbps=max riops=max wiops=1000"
+    assert fake.read("ve/101/io.weight") == "default 5000"
+
+
+def test_io_weight_without_a_weight_file_is_refused(fake):
+    """A host whose io controller has no weight (no iocost, no BFQ) says so."""
+    drv = CgroupV2Driver(fake, parent="ve")
+    drv.create(NAME, LIMITS)
+    os.unlink(fake.path("ve/101/io.weight"))
+    with pytest.raises(Unsupported, match="io.weight is missing"):
+        drv.apply_io(NAME, LIMITS.replace(ioweight=100), "7:3")
 
 
 def test_create_twice_changes_nothing(fake):
