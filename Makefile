@@ -47,6 +47,10 @@ web-user:
 # + beat and the web server on 127.0.0.1:8000, with demo logins printed.
 run: deps
 	vectl template build busybox
+	@# Debian 12 takes about a minute the first time and needs Debian's mirror;
+	@# without it the demo offers busybox only (orders for Debian fail cleanly).
+	@vectl template list | grep -q '^debian-12 ' || vectl template build debian-12 || \
+		echo "warning: debian-12 was not built; the demo node has busybox only"
 	$(PY) manage.py runstack
 
 test: deps

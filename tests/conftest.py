@@ -21,14 +21,27 @@ def _private_network():
     namespace with nothing but loopback, which vanishes with the run. Done
     before any thread exists: unshare() changes only the calling thread.
     """
+    global _host_netns
     if os.geteuid() != 0 or os.environ.get("VE_TESTS_HOST_NETWORK") == "1":
         return
+    _host_netns = os.open("/proc/self/ns/net", os.O_RDONLY)  # kept for host_network()
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(0x40000000) != 0:  # CLONE_NEWNET
         raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed")
     import subprocess
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+
+
+_host_netns = None
+
+
+def host_network(argv):
+    """``argv`` made to run in the machine's own network namespace, the one the
+    test run left (for downloads from Debian's mirror; never for VE traffic)."""
+    if _host_netns is None:
+        return list(argv)
+    return ["nsenter", f"--net=/proc/{os.getpid()}/fd/{_host_netns}", *argv]
 
 
 def pytest_configure(config):

@@ -39,7 +39,13 @@ VEID = (("veid", "one"),)
 
 VERBS = {
     "template": Verb("build, import or list OS templates",
-                     (("action", "one"), ("name", "optional"), ("tarball", "optional"))),
+                     (("action", "one"), ("name", "optional"), ("tarball", "optional")), {
+                         "--distribution": ("distribution", True, "import: e.g. debian"),
+                         "--version": ("version", True, "import: e.g. 12"),
+                         "--init": ("init", True, "import: the VE's init (default /sbin/init)"),
+                         "--stop-signal": ("stop_signal", True,
+                                           "import: what makes init halt (default SIGTERM)"),
+                     }),
     "create": Verb("create a VE from an OS template", VEID, {
         "--template": ("template", True, "OS template name"),
         "--hostname": ("hostname", True, "host name of the VE"),
@@ -123,7 +129,11 @@ def cmd_template(engine, args, as_json):
     else:
         if not args.tarball:
             raise InvalidConfig("vectl template import: give NAME and TARBALL")
-        path = engine.template_import(args.name, args.tarball)
+        meta = {key: getattr(args, key) for key in ("distribution", "version", "stop_signal")
+                if getattr(args, key)}
+        if args.init:
+            meta["init"] = (args.init,)
+        path = engine.template_import(args.name, args.tarball, **meta)
     return _done(as_json, {"template": args.name, "path": str(path)},
                  f"template {args.name} is ready: {path}")
 

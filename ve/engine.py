@@ -10,7 +10,7 @@ import os
 import signal
 
 from . import cgroups, config as conf, state, validate
-from .errors import AlreadyExists, NotFound, ResourceError, StateError, VEError
+from .errors import AlreadyExists, ResourceError, StateError, VEError
 from .diskops import DiskMixin
 from .netops import NetMixin
 from .query import QueryMixin
@@ -43,14 +43,16 @@ class Engine(QueryMixin, ShellMixin, NetMixin, DiskMixin):
         """Build OS template ``name`` into the template cache; return its path."""
         validate.template_name(name)
         self.layout.ensure()
-        if name != "busybox":
-            raise NotFound(f"no recipe to build template {name!r} (known: busybox)")
-        return templates.build_busybox(self.layout.cache_dir)
+        return templates.build(self.layout.cache_dir, name)
 
-    def template_import(self, name, tarball):
-        """Install a rootfs tarball as template ``name`` after validating every entry."""
+    def template_import(self, name, tarball, **meta):
+        """Install a rootfs tarball as template ``name`` after validating every entry.
+
+        ``meta``: distribution, version, init (argv), stop_signal, arch, services.
+        """
         self.layout.ensure()
-        return templates.import_tarball(self.layout.cache_dir, validate.template_name(name), tarball)
+        return templates.import_tarball(self.layout.cache_dir, validate.template_name(name),
+                                        tarball, **meta)
 
     def template_list(self):
         """Return the metadata of every installed template."""
@@ -234,15 +236,17 @@ class Engine(QueryMixin, ShellMixin, NetMixin, DiskMixin):
         record = self._running_init(veid)
         cfg = self._read_config(veid, missing_ok=True)
         if record:
-            self._net_down(cfg, save_counters=True)
+            # Counters first (the link dies with the VE's namespace); the network
+            # stays up while init shuts down, so its services close their
+            # connections instead of leaving clients hanging.
+            self._net_save_counters(cfg)
             pidfd = proc.pidfd_for(record.pid, record.start_time)
             if pidfd is not None:
                 try:
                     self._end_init(veid, pidfd, timeout, fast)
                 finally:
                     os.close(pidfd)
-        else:  # no live init: a crashed start may have left its host side
-            self._net_down(cfg)
+        self._net_down(cfg)  # what a crashed start or the stop left on the host side
         # Whatever is left (a helper, a process of a crashed start) goes too.
         self._clear_cgroup(str(veid))
         self._disk_unmount(cfg)

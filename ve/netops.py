@@ -52,19 +52,33 @@ class NetMixin:
             hosts += [f"{ip}\t{names}" for ip in cfg.ips]
             self._write_inside(cfg.veid, _WRITE_HOSTS, "\n".join(hosts) + "\n")
 
-    def _net_down(self, cfg, save_counters=False):
-        """Remove everything the VE's network had on the host; safe to repeat.
+    def _net_save_counters(self, cfg):
+        """Add the running VE's link counters to its totals, just before it stops.
 
-        ``save_counters``: first add the link's counters to the VE's totals
-        (a stop does this before init dies: its namespace takes the veth along).
-        The link goes at once, so the counters are never counted twice.
+        Its namespace takes the veth along when init dies, so nothing can be
+        counted twice; what moves during the shutdown itself is not counted.
         """
         if cfg is None or not net.has_network(cfg):
             return
         from .net import links
         try:
-            if save_counters:
-                links.save_counters(cfg.veid, self.layout.counters(cfg.veid))
+            links.save_counters(cfg.veid, self.layout.counters(cfg.veid))
+        except _net_errors() as exc:
+            raise ResourceError(f"cannot save traffic counters: {exc}", cfg.veid) from exc
+
+    def _net_down(self, cfg, save_counters=False):
+        """Remove everything the VE's network had on the host; safe to repeat.
+
+        ``save_counters``: first add the link's counters to the VE's totals
+        (its last address went while it runs). The link goes at once, so the
+        counters are never counted twice.
+        """
+        if cfg is None or not net.has_network(cfg):
+            return
+        from .net import links
+        if save_counters:
+            self._net_save_counters(cfg)
+        try:
             links.detach(cfg.veid, cfg.ips)
         except _net_errors() as exc:
             raise ResourceError(f"network cleanup failed: {exc}", cfg.veid) from exc

@@ -7,13 +7,14 @@ A runner returns the VE's new actual state.
 """
 
 from ve import VEConfig, Limits, accounts
+from ve.storage import templates
 from ve.errors import AlreadyExists, NotFound, StateError
 
 from hosting.environments.models import OSTemplate, VirtualEnvironment as VE
 from hosting.ipam import services as ipam
 
 STOP_TIMEOUT = 10.0
-BUILDABLE = {"busybox"}  # templates a node builds itself when missing
+BUILDABLE = set(templates.BUILDABLE)  # templates a node builds itself when missing
 DISK_KEYS = ("diskspace", "diskinodes")
 OLD_ROOT = "old-root"  # where a reinstall keeps the old files when asked to
 

@@ -150,6 +150,29 @@ def test_staff_root_redirect_ends_in_the_same_verdict(page_as, world, role, expe
         assert final.status_code == expected
 
 
+def test_the_node_page_shows_free_and_allocated_disk(page_as, world):
+    node = world["node"]
+    node.disk_free_bytes = 123 << 30
+    node.save(update_fields=["disk_free_bytes"])
+    page = text(page_as("staff").get(fill("/staff/nodes/{node}/", world)))
+    # Two live VEs of the world's plan are allocated on the node.
+    allocated = 2 * world["plan"].disk_gib
+    assert "123.0\xa0GB free" in page and f"{allocated}.0\xa0GB allocated to VPSes" in page
+
+
+@pytest.mark.parametrize("data, error", [
+    ({"name": "../etc", "title": "x"}, "bad template name"),
+    ({"name": "busybox", "title": "again"}, "already exists"),
+    ({"name": "", "title": "x"}, "required"),
+])
+def test_a_bad_template_is_refused_and_nothing_is_written(page_as, world, data, error):
+    from hosting.environments.models import OSTemplate
+    before = counts()
+    response = page_as("staff").post("/staff/templates/", data)
+    assert response.status_code == 400 and error in text(response)
+    assert counts() == before and OSTemplate.objects.count() == 1
+
+
 def test_staff_vps_list_shows_every_customers_vps(page_as, world):
     page = text(page_as("staff").get("/staff/vps/"))
     assert world["ve_a"].hostname in page and world["ve_b"].hostname in page

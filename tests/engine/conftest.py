@@ -125,3 +125,15 @@ def vectl(engine, *args, check=True, **kwargs):
     if check and result.returncode != 0:
         raise AssertionError(f"vectl {args} failed ({result.returncode}): {result.stderr}")
     return result
+
+
+@pytest.fixture
+def hostnet(engine):
+    """The host network of the engine tests' node (see hostnet.py); VEs are stopped there."""
+    from .hostnet import HostNet
+    net = HostNet(engine)
+    yield net
+    try:  # stop the VEs here, where their host side is
+        net.engine("for veid in e.layout.veids(): e.destroy(veid, timeout=2)\nprint('null')")
+    finally:
+        net.close()

@@ -6,7 +6,7 @@ import pytest
 
 from ve.errors import InvalidConfig, NotFound
 
-from .test_network import A, HOST_V4, hostnet, make, ping  # noqa: F401 (fixture)
+from .test_network import A, HOST_V4, make, ping
 
 MiB = 1 << 20
 

@@ -5,7 +5,6 @@ vectl, not the dashboard's opinion of it.
 """
 
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -75,7 +74,16 @@ def test_order_reboot_replan_terminate(live_stack):
     assert live_stack.vectl_json("status", veid)["init_pid"] == status["init_pid"]
     assert engine_config_disk(live_stack, veid) == (plan["disk_gib"] + 1) << 30
     _wait_idle(customer, veid)
+    # Back down: a running VE's disk cannot shrink, so that waits for its next reboot.
     staff.patch(f"/api/v1/plans/{plan['id']}/", {"disk_gib": plan["disk_gib"]})
+    _wait_idle(customer, veid)
+    failed = staff.get(f"/api/v1/operations/?environment__veid={veid}&state=failed")
+    assert failed["count"] == 0, failed
+    assert live_stack.vectl_json("status", veid)["disk"]["space_total"] > plan["disk_gib"] << 30
+    op = customer.wait_operation(customer.post(f"/api/v1/environments/{veid}/reboot/"))
+    assert op["state"] == "succeeded", (op, live_stack.logs("node-worker"))
+    assert live_stack.vectl_json("status", veid)["disk"]["space_total"] <= plan["disk_gib"] << 30
+    assert engine_config_disk(live_stack, veid) == plan["disk_gib"] << 30
 
     _wait_idle(customer, veid)
     op = customer.wait_operation(customer.post(f"/api/v1/environments/{veid}/terminate/"))

@@ -57,8 +57,7 @@ def save_counters(veid, counters_path):
     with IPRoute() as ipr:
         link = _link(ipr, host_ifname(veid))
         if link is not None:
-            counters.save(counters_path, counters.add(counters.saved(counters_path),
-                                                      counters.from_link(link)))
+            counters.save_link(counters_path, link)
 
 
 def detach(veid, ips):
@@ -69,12 +68,8 @@ def detach(veid, ips):
 
 def traffic(veid, counters_path):
     """Totals of all runs so far, including the running one."""
-    total = counters.saved(counters_path)
     with IPRoute() as ipr:
-        link = _link(ipr, host_ifname(veid))
-        if link is not None:
-            total = counters.add(total, counters.from_link(link))
-    return total
+        return counters.total(counters_path, _link(ipr, host_ifname(veid)))
 
 
 def change_ips(cfg, pid, added, removed):

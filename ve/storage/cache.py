@@ -22,9 +22,14 @@ DEFAULT_INIT = ("/sbin/init",)
 DEFAULT_STOP_SIGNAL = "SIGTERM"
 
 
-class TemplateMeta(namedtuple("TemplateMeta", "name distribution version init stop_signal arch",
-                              defaults=("", "", DEFAULT_INIT, DEFAULT_STOP_SIGNAL, ""))):
-    """What the engine needs to know about a template to run VEs from it (checked)."""
+class TemplateMeta(namedtuple("TemplateMeta",
+                              "name distribution version init stop_signal arch services",
+                              defaults=("", "", DEFAULT_INIT, DEFAULT_STOP_SIGNAL, "", ()))):
+    """What the engine needs to know about a template to run VEs from it (checked).
+
+    ``init`` is the argv of the VE's PID 1 and ``stop_signal`` what asks it to
+    halt; ``services`` names what the template starts by default (e.g. sshd).
+    """
 
     __slots__ = ()
 
@@ -40,12 +45,16 @@ class TemplateMeta(namedtuple("TemplateMeta", "name distribution version init st
         for field in ("distribution", "version", "arch"):
             if not isinstance(getattr(meta, field), str):
                 raise InvalidConfig(f"template {meta.name}: {field} must be a string")
-        return meta._replace(init=init)
+        services = tuple(meta.services) if isinstance(meta.services, (list, tuple)) else None
+        if services is None or not all(isinstance(s, str) for s in services):
+            raise InvalidConfig(f"template {meta.name}: services must be a list of names")
+        return meta._replace(init=init, services=services)
 
     def to_dict(self):
         """Return the JSON form written to ``NAME.json``."""
         data = self._asdict()
         data["init"] = list(self.init)
+        data["services"] = list(self.services)
         return data
 
 
@@ -65,8 +74,8 @@ def read_meta(cache_dir, name):
         raise InvalidConfig(f"template {name}: unreadable metadata {path}: {exc}") from exc
     if not isinstance(data, dict):
         raise InvalidConfig(f"template {name}: metadata {path} is not a JSON object")
-    known = {k: data[k] for k in ("distribution", "version", "init", "stop_signal", "arch")
-             if k in data}
+    known = {k: data[k] for k in ("distribution", "version", "init", "stop_signal", "arch",
+                                  "services") if k in data}
     return TemplateMeta(**{"distribution": name, **known, "name": name})
 
 

@@ -22,6 +22,19 @@ __all__ = ["TemplateMeta", "build_busybox", "cache_path", "import_tarball",
 MAGIC = ((b"\x1f\x8b", ".tar.gz"), (b"\xfd7zXZ\x00", ".tar.xz"), (b"BZh", ".tar.bz2"))
 
 
+BUILDABLE = ("busybox", "debian-12")
+
+
+def build(cache_dir, name):
+    """Build template ``name`` (one of BUILDABLE) into ``cache_dir``; return its path."""
+    if name == "busybox":
+        return build_busybox(cache_dir)
+    if name == "debian-12":
+        from .debian import build_debian
+        return build_debian(cache_dir)
+    raise NotFound(f"no recipe to build template {name!r} (known: {', '.join(BUILDABLE)})")
+
+
 def build_busybox(cache_dir, busybox="/bin/busybox"):
     """Build the busybox template from Debian's busybox-static; see ``busybox.py``."""
     # Imported on use: tarfile and gzip would slow every vectl start.
@@ -77,7 +90,7 @@ def _template_of(filename):
 
 
 def import_tarball(cache_dir, name, source_path, *, distribution=None, version="",
-                   init=DEFAULT_INIT, stop_signal=DEFAULT_STOP_SIGNAL, arch=""):
+                   init=DEFAULT_INIT, stop_signal=DEFAULT_STOP_SIGNAL, arch="", services=()):
     """Install the rootfs tarball ``source_path`` as template ``name``; return its path.
 
     The file is copied first and the copy is test-unpacked with the same
@@ -86,7 +99,7 @@ def import_tarball(cache_dir, name, source_path, *, distribution=None, version="
     """
     name = validate.template_name(name)
     meta = TemplateMeta(name=name, distribution=distribution or name, version=version,
-                        init=init, stop_signal=stop_signal, arch=arch)
+                        init=init, stop_signal=stop_signal, arch=arch, services=services)
     cache_dir = Path(cache_dir)
     make_cache_dir(cache_dir)
     with _open_regular(source_path) as source:

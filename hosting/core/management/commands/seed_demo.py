@@ -1,5 +1,5 @@
-"""Demo data for one machine: staff and customer logins, plans, the busybox template,
-a node named after the host and test-range IP pools (198.18.0.0/15, fd00::/8)."""
+"""Demo data for one machine: staff and customer logins, plans, the busybox and Debian
+templates, a node named after the host and test-range IP pools (198.18.0.0/15, fd00::/8)."""
 
 import os
 import secrets
@@ -64,11 +64,13 @@ class Command(BaseCommand):
     def _catalogue(self):
         busybox, _ = OSTemplate.objects.get_or_create(
             name="busybox", defaults={"title": "BusyBox (minimal Linux)"})
+        debian, _ = OSTemplate.objects.get_or_create(
+            name="debian-12", defaults={"title": "Debian 12 (bookworm)"})
         for name, ram, swap, units, cap, cpus, procs, disk, price in PLANS:
             plan, _ = Plan.objects.get_or_create(name=name, defaults=dict(
                 ram_mb=ram, swap_mb=swap, cpu_units=units, cpu_limit_pct=cap, cpus=cpus,
                 processes=procs, disk_gib=disk, monthly_price=price))
-            plan.templates.add(busybox)
+            plan.templates.add(busybox, debian)
 
     def _node_and_pools(self, name):
         node, _ = Node.objects.get_or_create(name=name)
