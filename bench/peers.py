@@ -79,9 +79,14 @@ class Peer:
 
 
 class Ours(Peer):
-    """The engine through its Python API, from this warm process."""
+    """The engine through its Python API, from this warm process.
+
+    Its private area is a plain directory, like crun's and LXC's rootfs here,
+    so the three compare like with like; ``OursImage`` adds the disk image.
+    """
 
     name, label = "api", "ours, Python API (warm process)"
+    layout = "dir"
 
     def __init__(self, bench):
         self.bench = bench
@@ -90,7 +95,8 @@ class Ours(Peer):
 
     def prepare(self, ident):
         cfg = self.bench.VEConfig(ident, f"ve{ident}", "busybox",
-                                  self.bench.Limits(ram=RAM, swap=0, numproc=NUMPROC))
+                                  self.bench.Limits(ram=RAM, swap=0, numproc=NUMPROC),
+                                  layout=self.layout)
         self.engine.create(cfg)
         self.created.add(ident)
 
@@ -119,6 +125,14 @@ class Ours(Peer):
             except Exception as exc:
                 log(f"cleanup: destroy VE {ident}: {exc}")
         self.created.clear()
+
+
+class OursImage(Ours):
+    """The same with the default layout: a disk image that enforces the disk
+    limits (start attaches and mounts it, stop unmounts it)."""
+
+    name, label = "image", "ours, Python API, disk image"
+    layout = "image"
 
 
 class OursCLI(Peer):
@@ -483,8 +497,9 @@ class Bench:
         ws.on_cleanup(self.crun_ns.close)
         api = Ours(self)
         ws.on_cleanup(api.cleanup)
-        self.peers = {"api": api, "cli": OursCLI(self, api)}
+        self.peers = {"api": api, "cli": OursCLI(self, api), "image": OursImage(self)}
         ws.on_cleanup(self.peers["cli"].cleanup)
+        ws.on_cleanup(self.peers["image"].cleanup)
         self.peers["crun"] = Crun(self)
         ws.on_cleanup(self.peers["crun"].cleanup)
         self.peers["lxc"] = Lxc(self)

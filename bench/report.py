@@ -4,7 +4,7 @@ import re
 from pathlib import Path
 
 MODE_TITLES = {"idle": "idle {idle_ms:g} ms before each", "b2b": "back to back"}
-ROWS = ("api", "cli", "crun", "lxc", "floor", "floor_tasks")
+ROWS = ("api", "image", "cli", "crun", "lxc", "floor", "floor_tasks")
 MEM_ROWS = ("api", "crun", "lxc")
 MEM_LABELS = {"api": "ours (VE)", "crun": "crun", "lxc": "LXC"}
 GOAL_MEMORY_MIB = 0.5

@@ -30,8 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interrupts_as_exceptions, log, summary  # noqa: E402
 
 # Container id of each runtime in this benchmark (its VEID / uid range base / 65536).
-IDS = {"api": 101, "cli": 102, "crun": 103, "lxc": 104, "floor": 105, "floor_tasks": 106}
-ORDER = ("api", "cli", "crun", "lxc", "floor", "floor_tasks")
+IDS = {"api": 101, "cli": 102, "crun": 103, "lxc": 104, "floor": 105, "floor_tasks": 106,
+       "image": 107}
+ORDER = ("api", "image", "cli", "crun", "lxc", "floor", "floor_tasks")
 CLEAN_SETTLE = 0.5  # s between start and clean stop: init must have set its handlers
 MAX_ERRORS = 3
 
