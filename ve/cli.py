@@ -202,10 +202,14 @@ def cmd_set(engine, args, as_json):
 def cmd_status(engine, args, as_json):
     status = engine.status(args.veid)
     traffic = engine.traffic(args.veid)
-    disk = engine.disk_usage(args.veid)._asdict()
+    try:
+        disk = engine.disk_usage(args.veid)._asdict()
+        shown = (f"disk {_human(disk['space_used'])}/{_human(disk['space_total'])}  "
+                 f"inodes {disk['inodes_used']}/{disk['inodes_total']}")
+    except VEError as exc:  # e.g. an image whose figures are lost: the rest still shows
+        disk, shown = None, f"disk unknown ({exc})"
     text = (_list_table([status]) + "\n" + "  ".join(f"{k} {v}" for k, v in traffic.items())
-            + f"\ndisk {_human(disk['space_used'])}/{_human(disk['space_total'])}  "
-            f"inodes {disk['inodes_used']}/{disk['inodes_total']}")
+            + "\n" + shown)
     return _done(as_json, {**status.as_dict(), "traffic": traffic, "disk": disk}, text)
 
 

@@ -31,6 +31,7 @@ _LIMIT_CHECKS = {
     "writeiops": lambda v: validate.integer(v, "writeiops", 0, 10**7),
 }
 MIN_DISKSPACE, MAX_DISKSPACE = 32 << 20, 64 << 40
+INODE_BYTES = 4096  # ext4's inode tables must leave the disk room for data
 
 
 class Limits(namedtuple("Limits", tuple(_LIMIT_CHECKS),
@@ -64,6 +65,11 @@ class Limits(namedtuple("Limits", tuple(_LIMIT_CHECKS),
         if not MIN_DISKSPACE <= values[7] <= MAX_DISKSPACE:
             raise InvalidConfig(f"bad diskspace {validate.format_size(values[7])}: "
                                 "use 32M to 64T")
+        if values[8] > values[7] // INODE_BYTES:
+            raise InvalidConfig(f"bad diskinodes {values[8]}: at most one per "
+                                f"{INODE_BYTES} bytes of diskspace "
+                                f"({values[7] // INODE_BYTES} for "
+                                f"{validate.format_size(values[7])})")
         if 0 < values[9] < 10:
             raise InvalidConfig(f"bad ioweight {values[9]}: use 10 to 1000, or 0 for the default")
         return cls._make(values)  # _make skips __new__: the values are checked

@@ -9,7 +9,10 @@ a plain directory; usage is counted by walking it, not enforced.
 import errno
 
 from .config import DIRECTORY, IMAGE
-from .errors import InvalidConfig, ResourceError, StateError, Unsupported
+from .errors import InvalidConfig, NeedsStop, ResourceError, StateError, Unsupported
+from .log import get as get_logger
+
+log = get_logger(__name__)
 
 
 class DiskMixin:
@@ -77,15 +80,25 @@ class DiskMixin:
         image.unmount(path, self.layout.private(veid))
         image.remove(path)
 
-    def _disk_change(self, old, new):
-        """Apply a new diskspace/diskinodes: live while the image is mounted (grow only)."""
-        size, inodes = new.limits.diskspace, new.limits.diskinodes
-        if (size, inodes) == (old.limits.diskspace, old.limits.diskinodes) \
-                or new.layout == DIRECTORY:
+    def _disk_change(self, old, new, running):
+        """Apply a new diskspace/diskinodes: live while the VE runs (grow only).
+
+        The image's real size, not the saved config, says whether there is
+        anything to do. NeedsStop: it can change only while the VE is stopped.
+        """
+        if new.layout == DIRECTORY:
             return
         from .storage import image
         path, private = self.layout.image(new.veid), self.layout.private(new.veid)
-        used = image.usage(path, private)
+        size, inodes = new.limits.diskspace, new.limits.diskinodes
+        try:
+            if size == path.stat().st_size and inodes == old.limits.diskinodes:
+                return
+            if not running:
+                image.unmount(path, private)  # left by a VE that halted on its own
+            used = image.usage(path, private, fs=None if running else new.layout)
+        except OSError as exc:
+            raise ResourceError(f"cannot read the VE's disk: {exc}", new.veid) from exc
         if size < used.space_used + image.MIN_FREE:
             raise InvalidConfig(f"the VE uses {_mib(used.space_used)}; its disk cannot shrink "
                                 f"to {_mib(size)}", new.veid)
@@ -96,16 +109,21 @@ class DiskMixin:
             image.resize(path, new.layout, private, size, inodes, old.limits.diskinodes,
                          new.idmap_base)
         except OSError as exc:
-            cls = StateError if exc.errno == errno.EBUSY else ResourceError  # EBUSY: it runs
-            raise cls(f"cannot resize the VE's disk: {exc.strerror or exc}", new.veid) from exc
+            if exc.errno == errno.EBUSY:
+                raise NeedsStop(f"{exc.strerror or exc}", new.veid) from exc
+            raise ResourceError(f"cannot resize the VE's disk: {exc}", new.veid) from exc
 
-    def _apply_io_limits(self, cfg, force=False):
-        """Cap the running VE's I/O on its image's loop device (if it has caps,
-        or ``force``: to lift old ones)."""
+    def _apply_io_limits(self, cfg, before=None):
+        """Cap the running VE's I/O on its image's loop device.
+
+        At start (``before`` None) only caps it has are written, and a weight
+        this host cannot enforce is a warning: the VE may come from a node
+        that could. On a change (``before``: the old limits) everything is
+        written, lifted caps and weight included, and refusals are errors.
+        """
         limits = cfg.limits
-        wanted = any((limits.ioweight, limits.readbps, limits.writebps,
-                      limits.readiops, limits.writeiops))
-        if not (wanted or force):
+        wanted = any(_io_values(limits))
+        if not wanted and before is None:
             return
         if cfg.layout == DIRECTORY:
             raise Unsupported("I/O limits need an image layout (a device of the VE's own)",
@@ -114,10 +132,24 @@ class DiskMixin:
         devices = loop.devices_of(self.layout.image(cfg.veid))
         if not devices:
             raise StateError("the VE's disk image is not attached", cfg.veid)
+        reset_weight = before is not None and bool(before.ioweight) and not limits.ioweight
         try:
-            self.cgroups.apply_io(str(cfg.veid), limits, loop.device_number(devices[0]))
+            self.cgroups.apply_io(str(cfg.veid), limits, loop.device_number(devices[0]),
+                                  reset_weight)
+        except Unsupported:
+            if before is not None:
+                raise
+            log.warning("VE %s: I/O weight %s not enforced on this host", cfg.veid,
+                        limits.ioweight)
+            if any(_io_values(limits._replace(ioweight=0))):
+                self.cgroups.apply_io(str(cfg.veid), limits._replace(ioweight=0),
+                                      loop.device_number(devices[0]))
         except OSError as exc:
             raise ResourceError(f"could not apply I/O limits: {exc}", cfg.veid) from exc
+
+
+def _io_values(limits):
+    return (limits.ioweight, limits.readbps, limits.writebps, limits.readiops, limits.writeiops)
 
 
 def _mib(nbytes):

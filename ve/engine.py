@@ -9,7 +9,7 @@ import contextlib
 import os
 import signal
 
-from . import cgroups, config as conf, state, validate
+from . import cgroups, config as conf, fsutil, state, validate
 from .errors import AlreadyExists, ResourceError, StateError, VEError
 from .diskops import DiskMixin
 from .netops import NetMixin
@@ -115,13 +115,16 @@ class Engine(QueryMixin, ShellMixin, NetMixin, DiskMixin):
                 self._remove_files(veid)
                 state.forget_init(self.layout.state(veid))
 
-    def reinstall(self, veid, template=None, keep_old_as=None, timeout=STOP_TIMEOUT):
+    def reinstall(self, veid, template=None, keep_old_as=None, timeout=STOP_TIMEOUT,
+                  token=None):
         """Give the VE a fresh root from ``template`` (default: its own), keeping its
         VEID, addresses, limits and host name; return the new config.
 
         ``keep_old_as``: keep the old root as directory /<name> of the new one
         (VE root's, mode 0700). A running VE is stopped and started again. If
-        the new tree cannot be made, the old one stays as it was.
+        the new tree cannot be made, the old one stays as it was. ``token``
+        makes a retry safe: a reinstall whose token already completed is not
+        done again (the dashboard passes its operation id).
         """
         veid = validate.veid(veid)
         from .storage import reinstall as swap
@@ -130,12 +133,15 @@ class Engine(QueryMixin, ShellMixin, NetMixin, DiskMixin):
             cfg = self._read_config(veid)
             new = cfg.replace(template=template or cfg.template)
             tarball = templates.cache_path(self.layout.cache_dir, new.template)
+            if token is not None and self._reinstalled_token(veid) == str(token):
+                return cfg  # this very reinstall is done already
             was_running = self._running_init(veid) is not None
             self._stop(veid, timeout, fast=False)
             try:
                 self._disk_mount(cfg)
                 try:
-                    swap.reinstall(self.layout.private(veid), tarball, cfg.idmap_base, keep)
+                    swap.reinstall(self.layout.private(veid), tarball, cfg.idmap_base,
+                                   self._journal(veid), keep)
                 finally:
                     self._disk_unmount(cfg)
             except (OSError, VEError) as exc:
@@ -146,9 +152,21 @@ class Engine(QueryMixin, ShellMixin, NetMixin, DiskMixin):
                 raise ResourceError(f"reinstall failed, the old root stays: {exc}", veid) from exc
             with _host_errors(veid, "cannot save the VE's config"):
                 conf.write(self.layout.conf(veid), new)
+                if token is not None:
+                    fsutil.atomic_write(self._journal(veid, done=True), f"{token}\n")
             if was_running:
                 self._start(new)
             return new
+
+    def _journal(self, veid, done=False):
+        """Host-side record of a reinstall in progress (or the token of the last done)."""
+        return self.layout.run_dir / f"{veid}.{'reinstalled' if done else 'reinstall'}"
+
+    def _reinstalled_token(self, veid):
+        try:
+            return self._journal(veid, done=True).read_text().strip()
+        except OSError:
+            return None
 
     def set(self, veid, hostname=None, ipadd=(), ipdel=(), nameservers=None, netmode=None,
             bridge=None, **limits):
@@ -177,15 +195,15 @@ class Engine(QueryMixin, ShellMixin, NetMixin, DiskMixin):
                     undo.add(self._apply_limits, veid, old.limits)
                     self._apply_limits(veid, new.limits)
                 if record and io_changed:
-                    undo.add(self._apply_io_limits, old, True)
-                    self._apply_io_limits(new, force=True)
+                    undo.add(self._apply_io_limits, old, new.limits)
+                    self._apply_io_limits(new, before=old.limits)
                 if record and new.hostname != old.hostname:
                     self._set_hostname(veid, record, new)
                     undo.add(self._set_hostname, veid, record, old)
                 if record and _net_differs(old, new):
                     undo.add(self._net_change, new, old)
                     self._net_change(old, new)
-                self._disk_change(old, new)  # last: a grow cannot be taken back
+                self._disk_change(old, new, running=bool(record))  # last: a grow stays
                 conf.write(self.layout.conf(veid), new)
                 undo.commit()
             return new
@@ -201,6 +219,10 @@ class Engine(QueryMixin, ShellMixin, NetMixin, DiskMixin):
         with Reverter() as undo:
             undo.add(self._disk_unmount, cfg)
             self._disk_mount(cfg)
+            if self._journal(cfg.veid).exists():  # a reinstall was interrupted
+                from .storage import reinstall as swap
+                with _host_errors(cfg.veid, "cannot finish an interrupted reinstall"):
+                    swap.recover(self.layout.private(cfg.veid), self._journal(cfg.veid))
             self._clear_cgroup(name)
             undo.add(self._clear_cgroup, name)  # create() may fail half-way
             try:
@@ -319,7 +341,8 @@ class Engine(QueryMixin, ShellMixin, NetMixin, DiskMixin):
                 path.unlink()
             elif path.exists():
                 shutil.rmtree(path)
-        for path in (self.layout.conf(veid), self.layout.counters(veid)):
+        for path in (self.layout.conf(veid), self.layout.counters(veid), self._journal(veid),
+                     self._journal(veid, done=True)):
             if path.exists():
                 path.unlink()
 

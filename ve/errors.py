@@ -55,6 +55,10 @@ class StateError(VEError):
     exit_status = 5
 
 
+class NeedsStop(StateError):
+    """The change can be made only while the VE is stopped (a shrink, say)."""
+
+
 class ResourceError(VEError):
     """The host could not provide something (cgroup, mount, process, file)."""
 

@@ -46,6 +46,10 @@ def facts(ve_root):
         if memory and not os.path.exists(os.path.join(memory, "memory.memsw.limit_in_bytes")):
             warnings.append("no swap accounting (memory.memsw): swap limits are not enforced")
         warnings.append("cgroup v1 host: production nodes should run cgroup v2")
+        blkio = mounts["v1"].get("blkio")
+        if blkio and not os.path.exists(os.path.join(blkio, "blkio.bfq.weight")):
+            warnings.append("no BFQ group scheduling: plans' disk I/O weights are not "
+                            "enforced on this node (caps are)")
     if not _bounding_set() >> CAP_SYS_RESOURCE & 1:
         warnings.append("CAP_SYS_RESOURCE is not in the bounding set: a mounted ext4 cannot "
                         "grow, so new VEs get xfs disk images")

@@ -28,10 +28,20 @@ MAX_ATTEMPTS = 3
 SECRET_PARAMS = ("password_hash",)
 
 
-class Context(namedtuple("Context", "engine op ve")):
-    """What a runner gets: the engine, the operation and its VE."""
+class Context(namedtuple("Context", "engine op ve notes")):
+    """What a runner gets: the engine, the operation and its VE (and its notes)."""
 
     __slots__ = ()
+
+    @classmethod
+    def of(cls, eng, op):
+        return cls(eng, op, op.environment, [])
+
+    def note(self, message):
+        """Something the requester should know although the operation succeeds
+        (e.g. a disk change that waits for a reboot): kept in its final message."""
+        self.notes.append(message)
+        self.progress(90, message)
 
     def progress(self, percent, message):
         """Report progress; a busy database only costs the report, never the operation."""
@@ -64,16 +74,16 @@ def execute(op_id, eng=None):
         if op.is_finished:
             return
         if op.params.get("undoing"):  # killed while rolling back: finish the rollback
-            _failed(Context(eng or engine(), op, op.environment), op.error or "interrupted")
+            _failed(Context.of(eng or engine(), op), op.error or "interrupted")
             return
         if op.attempts >= MAX_ATTEMPTS:
-            _failed(Context(eng or engine(), op, op.environment),
+            _failed(Context.of(eng or engine(), op),
                     f"gave up after {op.attempts} interrupted attempts")
             return
         Operation.objects.filter(pk=op.pk).update(
             state=Operation.State.RUNNING, attempts=F("attempts") + 1,
             started=op.started or timezone.now(), message="started")
-        _run(Context(eng or engine(), op, op.environment))
+        _run(Context.of(eng or engine(), op))
 
 
 def _run(ctx):
@@ -89,7 +99,8 @@ def _run(ctx):
         _failed(ctx, f"internal error: {exc.__class__.__name__}: {exc}")
     else:
         _set_state(ctx, new_state or _observed_state(ctx))
-        _finish(op, Operation.State.SUCCEEDED, message="done")
+        _finish(op, Operation.State.SUCCEEDED,
+                message="; ".join(["done"] + ctx.notes)[:200])
 
 
 def _failed(ctx, error, exc=None):

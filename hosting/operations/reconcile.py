@@ -17,7 +17,7 @@ from ve.errors import NotFound, VEError
 
 from . import dispatch, executor, locks, services
 from .models import Operation
-from .runners import config_of
+from .runners import DISK_KEYS, IO_KEYS, config_of
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +109,17 @@ def _update(ve, state):
 
 
 def _limits_differ(eng, ve):
+    """True if the node's limits, addresses or name servers are not the dashboard's.
+
+    Disk size and I/O limits are left out: what cannot change live (a smaller
+    disk) waits for the VE's next start, and what a node cannot do (an I/O
+    weight without BFQ) it never will; a SET each cycle would change neither.
+    """
     try:
         have, want = eng.config(ve.veid), config_of(ve)
-        return (have.limits, have.ips, have.nameservers) != \
-            (want.limits, want.ips, want.nameservers)
+        skip = dict.fromkeys(DISK_KEYS + IO_KEYS, 0)
+        return (have.limits._replace(**skip), have.ips, have.nameservers) != \
+            (want.limits._replace(**skip), want.ips, want.nameservers)
     except (NotFound, VEError):
         return False
 

@@ -8,7 +8,7 @@ A runner returns the VE's new actual state.
 
 from ve import VEConfig, Limits, accounts
 from ve.storage import templates
-from ve.errors import AlreadyExists, NotFound, StateError
+from ve.errors import AlreadyExists, NeedsStop, NotFound, VEError
 
 from hosting.environments.models import OSTemplate, VirtualEnvironment as VE
 from hosting.ipam import services as ipam
@@ -16,6 +16,7 @@ from hosting.ipam import services as ipam
 STOP_TIMEOUT = 10.0
 BUILDABLE = set(templates.BUILDABLE)  # templates a node builds itself when missing
 DISK_KEYS = ("diskspace", "diskinodes")
+IO_KEYS = ("ioweight", "readbps", "writebps", "readiops", "writeiops")
 OLD_ROOT = "old-root"  # where a reinstall keeps the old files when asked to
 
 
@@ -101,9 +102,7 @@ def stop(ctx):
 
 def restart(ctx):
     ctx.progress(30, "rebooting")
-    if _disk_differs(ctx):  # a disk change that waited for a stop
-        ctx.engine.stop(ctx.ve.veid, timeout=STOP_TIMEOUT)
-        apply_pending_disk(ctx)
+    apply_pending_disk(ctx)  # stops it first if a disk change waited for a reboot
     ctx.engine.restart(ctx.ve.veid, timeout=STOP_TIMEOUT)
     return VE.State.RUNNING
 
@@ -122,15 +121,9 @@ def reinstall(ctx):
         ctx.engine.stop(ctx.ve.veid, timeout=STOP_TIMEOUT)
         apply_pending_disk(ctx)
         keep = OLD_ROOT if ctx.op.params.get("keep_old") else None
-        try:
-            ctx.engine.reinstall(ctx.ve.veid, template=name, keep_old_as=keep,
-                                 timeout=STOP_TIMEOUT)
-        except AlreadyExists:
-            # The root has /old-root already. On a first attempt that is the
-            # customer's own (they are told); on a retry, our earlier attempt
-            # got this far.
-            if not (keep and ctx.op.attempts):
-                raise
+        # The operation id makes a redelivered or retried reinstall a no-op.
+        ctx.engine.reinstall(ctx.ve.veid, template=name, keep_old_as=keep,
+                             timeout=STOP_TIMEOUT, token=f"op-{ctx.op.pk}")
     ctx.ve.template = template
     ctx.ve.save(update_fields=["template"])
     ctx.progress(80, "starting")
@@ -156,18 +149,15 @@ def set_limits(ctx):
     want, have = config_of(ctx.ve), ctx.engine.config(ctx.ve.veid)
     ips = [ip for ip in want.ips if ip not in release]
     limits = ctx.ve.engine_limits()
-    change = dict(ipadd=[ip for ip in ips if ip not in have.ips],
-                  ipdel=[ip for ip in have.ips if ip not in ips],
-                  nameservers=want.nameservers)
-    try:
-        ctx.engine.set(ctx.ve.veid, **change, **limits)
-    except StateError:
-        # The disk cannot change while the VE runs (a shrink, say): the rest
-        # applies now and the disk at its next start, reboot or reinstall.
-        for key in DISK_KEYS:
-            limits.pop(key)
-        ctx.engine.set(ctx.ve.veid, **change, **limits)
-        ctx.progress(90, "the disk changes at the next reboot")
+    disk = {key: limits.pop(key) for key in DISK_KEYS}
+    io = {key: limits.pop(key) for key in IO_KEYS}
+    ctx.engine.set(ctx.ve.veid, ipadd=[ip for ip in ips if ip not in have.ips],
+                   ipdel=[ip for ip in have.ips if ip not in ips],
+                   nameservers=want.nameservers, **limits)
+    # Disk and I/O apply where the node can; what cannot does not hold up the rest.
+    for note in (_try_set(ctx, disk, "disk"), _try_set(ctx, io, "disk I/O limits")):
+        if note:
+            ctx.note(note)
     if release:
         ctx.ve.addresses.filter(address__in=release).delete()
     return None
@@ -198,12 +188,31 @@ def destroyed(ctx):
     return VE.State.DESTROYED
 
 
+def _try_set(ctx, values, what):
+    """Set ``values`` on the node; return a note for the customer if it cannot be now."""
+    try:
+        ctx.engine.set(ctx.ve.veid, **values)
+    except NeedsStop:
+        return f"the {what} changes at the next reboot"
+    except VEError as exc:  # e.g. a smaller disk than the VE uses, no I/O weight here
+        return f"the {what} stays as it was: {exc.message}"
+    return ""
+
+
 def apply_pending_disk(ctx):
-    """Give a stopped VE the disk its plan sells, if a live change had to wait."""
-    if _disk_differs(ctx) and not ctx.engine.status(ctx.ve.veid).state == "running":
-        ctx.progress(20, "resizing the disk")
-        limits = ctx.ve.engine_limits()
-        ctx.engine.set(ctx.ve.veid, **{key: limits[key] for key in DISK_KEYS})
+    """Give a VE about to start the disk its plan sells, if a live change had to wait.
+
+    If the disk cannot change (it holds more than the plan's size, say), the
+    VE starts with the disk it has: it must never be kept from starting.
+    """
+    if not _disk_differs(ctx):
+        return
+    ctx.engine.stop(ctx.ve.veid, timeout=STOP_TIMEOUT)  # also clears a VE that halted itself
+    ctx.progress(20, "resizing the disk")
+    limits = ctx.ve.engine_limits()
+    note = _try_set(ctx, {key: limits[key] for key in DISK_KEYS}, "disk")
+    if note:
+        ctx.note(note)
 
 
 def _disk_differs(ctx):

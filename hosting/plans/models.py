@@ -77,6 +77,13 @@ class Plan(models.Model):
     def __str__(self):
         return self.name
 
+    def clean(self):
+        """What the engine would refuse is refused here: at most one inode per 4 KiB."""
+        from ve.config import INODE_BYTES
+        if self.disk_gib and self.inodes and self.inodes > (self.disk_gib << 30) // INODE_BYTES:
+            raise ValidationError({"inodes": f"at most {(self.disk_gib << 30) // INODE_BYTES} "
+                                             f"for {self.disk_gib} GiB (one per 4 KiB)"})
+
     def offered_templates(self):
         """The active OS templates a customer may pick for this plan."""
         from hosting.environments.models import OSTemplate

@@ -185,6 +185,15 @@ def test_io_caps_and_weight_go_to_io_max_and_io_weight(fake):
     assert fake.read("ve/101/io.weight") == "default 5000"
 
 
+def test_lifting_an_io_weight_writes_the_default_back(fake):
+    drv = CgroupV2Driver(fake, parent="ve")
+    drv.create(NAME, LIMITS)
+    drv.apply_io(NAME, LIMITS.replace(ioweight=500), "7:3")
+    drv.apply_io(NAME, LIMITS, "7:3", reset_weight=True)
+    assert fake.read("ve/101/io.weight") == "default 100"
+    assert fake.read("ve/101/io.max") == "7:3 rbps=max wbps=max riops=max wiops=max"
+
+
 def test_io_weight_without_a_weight_file_is_refused(fake):
     """A host whose io controller has no weight (no iocost, no BFQ) says so."""
     drv = CgroupV2Driver(fake, parent="ve")

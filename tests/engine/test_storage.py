@@ -128,7 +128,7 @@ def test_a_mounted_ext4_grows_only_where_the_host_allows_it(engine):
         assert engine.disk_usage(101).space_total > 120 * MiB
         return
     out = vectl(engine, "set", 101, "--diskspace", "128M", check=False)
-    assert out.returncode == 6 and "needs CAP_SYS_RESOURCE" in out.stderr
+    assert out.returncode == 5 and "needs CAP_SYS_RESOURCE" in out.stderr  # NeedsStop
     # Nothing changed: the image, the filesystem, the saved config.
     assert os.stat(engine.layout.image(101)).st_size == before
     assert engine.disk_usage(101).space_total < 64 * MiB
@@ -232,3 +232,42 @@ def test_an_io_weight_is_applied_or_refused_clearly(engine):
     else:
         engine.set(101, ioweight=500)
         assert engine.config(101).limits.ioweight == 500
+
+
+def test_an_image_still_in_use_elsewhere_is_never_attached_twice(engine, tmp_path):
+    """A copy of the mount can outlive the host's (a VE's mount namespace being
+    set up holds one briefly): a start then shares that filesystem, it does not
+    open the image a second time through another loop device."""
+    make(engine, "xfs")
+    path = engine.layout.image(101)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    image.mount(path, "xfs", elsewhere)
+    try:
+        engine.start(101)
+        assert len(loops_of(path)) == 1
+        sh(engine, "echo shared > /root/seen")
+        assert (elsewhere / "root" / "seen").read_text() == "shared\n"  # one filesystem
+        engine.stop(101, fast=True)
+    finally:
+        image.unmount(path, elsewhere)
+    assert wait_for(lambda: not loops_of(path), 5)
+
+
+def test_the_disk_of_a_ve_that_halted_by_itself_changes_as_a_stopped_one(engine):
+    import signal
+    make(engine, "xfs", diskspace=128 * MiB)
+    os.kill(engine.start(101), signal.SIGKILL)  # init dies: no stop ran, the image stays mounted
+    assert wait_for(lambda: engine.status(101).state == "stopped", 10)
+    engine.set(101, diskspace=64 * MiB)  # a shrink: only possible because it is stopped
+    assert os.stat(engine.layout.image(101)).st_size == 64 * MiB
+    engine.start(101)
+    assert 56 * MiB < engine.disk_usage(101).space_total <= 64 * MiB
+
+
+def test_more_inodes_than_the_disk_can_hold_are_refused(engine):
+    with pytest.raises(InvalidConfig, match="at most one per 4096 bytes"):
+        make(engine, diskspace=64 * MiB, diskinodes=100000)
+    make(engine, diskspace=64 * MiB, diskinodes=16384)  # the most 64 MiB takes
+    with pytest.raises(InvalidConfig, match="at most one per 4096 bytes"):
+        engine.set(101, diskspace=32 * MiB)

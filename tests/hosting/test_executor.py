@@ -114,3 +114,47 @@ def test_password_reset_and_ssh_key_reach_the_ve(ordered, engine, catalogue):
     assert after != before and after.startswith(b"root:$6$")
     keys = engine.exec(ve.veid, ["cat", "/root/.ssh/authorized_keys"]).stdout
     assert keys == b"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample alice\n"
+
+
+def _run(op, engine):
+    executor.execute(op.pk, engine)
+    return Operation.objects.get(pk=op.pk)
+
+
+def test_a_smaller_disk_waits_for_a_reboot_and_never_keeps_the_vps_down(
+        ordered, engine, catalogue, django_capture_on_commit_callbacks):
+    import os
+    from hosting.operations import services as operations
+    from hosting.plans import services as plans
+    plan, staff = catalogue["plan"], catalogue["user"]
+    plan.disk_gib = 2
+    plan.save()
+    executor.execute(ordered.pk, engine)
+    ve = VE.objects.get(pk=ordered.environment_id)
+    assert engine.disk_usage(ve.veid).space_total > 1536 << 20  # 2 GiB less the fs log
+
+    before = plan.engine_limits()
+    plan.disk_gib, plan.ram_mb = 1, 160
+    with django_capture_on_commit_callbacks(execute=False):
+        (op,) = plans.save(plan, staff, before=before)
+    op = _run(op, engine)
+    assert op.state == "succeeded" and "disk changes at the next reboot" in op.message
+    assert engine.config(ve.veid).limits.ram == 160 << 20  # the rest applied live
+    assert engine.status(ve.veid).state == "running"
+
+    # Meanwhile the customer stores 1.2 GiB (allocated in place, no writing needed).
+    fd = os.open(engine.layout.private(ve.veid) / "root" / "data", os.O_CREAT | os.O_WRONLY)
+    os.posix_fallocate(fd, 0, 1200 << 20)
+    os.close(fd)
+    # The reboot tries the smaller disk; the data does not fit, so it keeps its disk.
+    with django_capture_on_commit_callbacks(execute=False):
+        op = operations.request(VE.objects.get(pk=ve.pk), Operation.Kind.RESTART, staff, {})
+    op = _run(op, engine)
+    assert op.state == "succeeded", op.error
+    assert "disk stays as it was" in op.message and "cannot shrink" in op.message
+    assert engine.status(ve.veid).state == "running"
+    assert engine.config(ve.veid).limits.diskspace == 2 << 30
+    # Reconcile does not retry it every cycle: it waits for a reboot after the data went.
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        summary = reconcile.node("hn1", engine)
+    assert summary["queued"] == [] and sent == []

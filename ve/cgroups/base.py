@@ -42,11 +42,11 @@ class CgroupDriver(abc.ABC):
         """Change the limits of an existing group, live, in a safe order."""
 
     @abc.abstractmethod
-    def apply_io(self, name, limits, device):
+    def apply_io(self, name, limits, device, reset_weight=False):
         """Cap the group's I/O to block device ``device`` ("MAJ:MIN") per ``limits``.
 
         Raises Unsupported if ``limits`` ask for a weight or cap this host
-        cannot enforce.
+        cannot enforce. ``reset_weight``: write the default weight for 0.
         """
 
     @abc.abstractmethod

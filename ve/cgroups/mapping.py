@@ -133,30 +133,34 @@ def v2_files(limits, parent_cpus):
     ]
 
 
-def v1_io_files(limits, device):
+DEFAULT_BFQ_WEIGHT, DEFAULT_IO_WEIGHT = 100, 100  # the kernel's own defaults
+
+
+def v1_io_files(limits, device, reset_weight=False):
     """v1 blkio writes for the VE's disk ``device`` ("MAJ:MIN"); 0 lifts a cap.
 
     The weight goes to BFQ's per-group weight, the only v1 weight kernels
     since 5.0 have (CFQ is gone), and only where BFQ group scheduling is built.
+    ``reset_weight``: a weight of 0 writes the kernel's default back (lifting one).
     """
     files = [("blkio.throttle.read_bps_device", f"{device} {limits.readbps}"),
              ("blkio.throttle.write_bps_device", f"{device} {limits.writebps}"),
              ("blkio.throttle.read_iops_device", f"{device} {limits.readiops}"),
              ("blkio.throttle.write_iops_device", f"{device} {limits.writeiops}")]
-    if limits.ioweight:
-        files.append(("blkio.bfq.weight", limits.ioweight))
+    if limits.ioweight or reset_weight:
+        files.append(("blkio.bfq.weight", limits.ioweight or DEFAULT_BFQ_WEIGHT))
     return files
 
 
-def v2_io_files(limits, device):
+def v2_io_files(limits, device, reset_weight=False):
     """v2 io writes for ``device``: io.max caps ("max" lifts one) and the weight
     (io.weight, from iocost or BFQ's io.bfq.weight; 10..1000 maps to 1..10000 x 10)."""
     caps = " ".join(f"{key}={value or 'max'}" for key, value in (
         ("rbps", limits.readbps), ("wbps", limits.writebps),
         ("riops", limits.readiops), ("wiops", limits.writeiops)))
     files = [("io.max", f"{device} {caps}")]
-    if limits.ioweight:
-        files.append(("io.weight", f"default {limits.ioweight * 10}"))
+    if limits.ioweight or reset_weight:
+        files.append(("io.weight", f"default {limits.ioweight * 10 or DEFAULT_IO_WEIGHT}"))
     return files
 
 

@@ -104,9 +104,9 @@ class CgroupV1Driver(CgroupDriver):
         for filename, value in mapping.v1_files(limits, cpus, memsw):
             self._write(name, filename, value)
 
-    def apply_io(self, name, limits, device):
+    def apply_io(self, name, limits, device, reset_weight=False):
         """Write the blkio caps (and BFQ weight) for ``device`` (see the base class)."""
-        for filename, value in mapping.v1_io_files(limits, device):
+        for filename, value in mapping.v1_io_files(limits, device, reset_weight):
             path = f"{self._dir('blkio', name)}/{filename}" if "blkio" in self.mounts else None
             if path is None or not self.fs.exists(path):
                 raise Unsupported(f"cannot limit I/O here: cgroup v1 file {filename} is missing"

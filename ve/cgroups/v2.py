@@ -80,10 +80,10 @@ class CgroupV2Driver(CgroupDriver):
             else:
                 log.warning("cgroup v2: %s unavailable, VE %s runs without it", filename, name)
 
-    def apply_io(self, name, limits, device):
+    def apply_io(self, name, limits, device, reset_weight=False):
         """Write io.max (and io.weight) for ``device`` (see the base class)."""
         group = self._dir(name)
-        for filename, value in mapping.v2_io_files(limits, device):
+        for filename, value in mapping.v2_io_files(limits, device, reset_weight):
             if not self.fs.exists(f"{group}/{filename}"):
                 raise Unsupported(f"cannot limit I/O here: cgroup v2 file {filename} is missing"
                                   " (io controller off, or no iocost/BFQ for weights)")

@@ -73,7 +73,10 @@ def build_debian(cache_dir, mirror=None):
     work = Path(tempfile.mkdtemp(prefix=".build-debian-", dir=cache_dir))  # 0700, dot-named
     try:
         root = work / "rootfs"
-        _run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
+        # In a mount namespace of its own: the /proc and /sys it mounts in the
+        # rootfs vanish with it, even if it is killed (a timeout) mid-way.
+        _run(["unshare", "--mount", "--propagation", "private",
+              "debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
               SUITE, str(root), mirror], "debootstrap")
         _adjust(root)
         arch = _run(["chroot", str(root), "dpkg", "--print-architecture"], "dpkg").strip()

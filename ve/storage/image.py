@@ -20,12 +20,14 @@ Two filesystems, because growing one online needs a capability:
 mkfs, e2fsck, resize2fs and cp run with argument lists; the rest is ioctls.
 """
 
+import contextlib
 import errno
 import fcntl
 import math
 import os
 import struct
 import subprocess
+import time
 from collections import namedtuple
 
 from ..kernel import caps, libc, loop
@@ -88,15 +90,34 @@ def xfs_maxpct(size, inodes):
     return min(100, max(1, math.ceil(inodes * XFS_INODE_SIZE * 100 / size)))
 
 
-def mount(path, fs, mountpoint):
-    """Attach ``path`` to a loop device and mount it at ``mountpoint`` (if not yet)."""
+def mount(path, fs, mountpoint, attempts=50):
+    """Mount image ``path`` at ``mountpoint`` (if not yet) through a loop device.
+
+    An image still attached to a loop device is mounted from that device:
+    its filesystem may still be alive elsewhere (a lazy unmount, or a copy of
+    the mount in a VE's mount namespace while that VE starts), and mounting
+    the same device again shares that one filesystem instead of opening a
+    second, corrupting view of it. A device that frees itself meanwhile is
+    retried with a fresh one.
+    """
     if is_mounted(mountpoint):
         return
-    device, fd = loop.attach(path)
-    try:
-        libc.mount(device, str(mountpoint), fs)
-    finally:
-        os.close(fd)  # autoclear: without the mount the device frees itself now
+    for _ in range(attempts):
+        attached = loop.devices_of(path)
+        if attached:
+            try:
+                libc.mount(attached[0], str(mountpoint), fs)
+                return
+            except OSError:
+                time.sleep(0.02)  # it was letting go: take a fresh device next time
+                continue
+        device, fd = loop.attach(path)
+        try:
+            libc.mount(device, str(mountpoint), fs)
+            return
+        finally:
+            os.close(fd)  # autoclear: without the mount the device frees itself now
+    raise OSError(errno.EIO, f"{path} stays attached to a loop device that cannot be mounted")
 
 
 def unmount(path, mountpoint):
@@ -132,12 +153,14 @@ def is_mounted(mountpoint):
         return False
 
 
-def usage(path, mountpoint):
+def usage(path, mountpoint, fs=None):
     """DiskUsage of the VE.
 
     Cheap either way: one statfs of the mounted filesystem, else the figures
     saved at the last unmount, else (ext4) one 1 KiB read of the superblock,
-    whose totals include ext4's own metadata.
+    whose totals include ext4's own metadata. Only given ``fs`` (the caller
+    holds the VE's lock and it is stopped) may a last resort mount the image
+    aside to look.
     """
     if is_mounted(mountpoint):
         return _statfs_usage(mountpoint)
@@ -150,7 +173,10 @@ def usage(path, mountpoint):
         f.seek(1024)
         raw = f.read(1024)
     if len(raw) < 1024 or struct.unpack_from("<H", raw, 56)[0] != _EXT4_MAGIC:
-        raise OSError(errno.ENODATA, f"no usage recorded for {path} yet")
+        if fs is None:
+            raise OSError(errno.ENODATA, f"no usage recorded for {path} yet")
+        with _mounted_aside(path, fs) as where:
+            return _statfs_usage(where)
     inodes, blocks, _, free_blocks, free_inodes, _ = _SUPER.unpack_from(raw, 0)
     block = 1024 << struct.unpack_from("<I", raw, 24)[0]
     return DiskUsage((blocks - free_blocks) * block, blocks * block,
@@ -158,10 +184,18 @@ def usage(path, mountpoint):
 
 
 def remove(path):
-    """Delete an unmounted image and its saved usage."""
-    for name in (path, _usage_file(path)):
-        if os.path.exists(name):
-            os.unlink(name)
+    """Delete an unmounted image, its saved usage and what a crashed resize left."""
+    path = str(path)
+    for image in (f"{path}.new", path):
+        aside = f"{image}.mnt"
+        if os.path.isdir(aside):
+            unmount(image, aside)
+            os.rmdir(aside)
+        elif os.path.exists(image):
+            unmount(image, aside)  # only detaches loop devices
+        for name in (image, _usage_file(image)):
+            if os.path.exists(name):
+                os.unlink(name)
 
 
 def resize(path, fs, mountpoint, size, inodes, old_inodes, owner):
@@ -201,25 +235,29 @@ def _grow_mounted(path, fs, mountpoint, size, inodes):
         os.ftruncate(fd, max(size, old_size))
     finally:
         os.close(fd)
+    root = None
     try:
         for device in loop.devices_of(path):
             loop.refresh_capacity(device)
         root = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            if fs == EXT4:
-                fcntl.ioctl(root, EXT4_IOC_RESIZE_FS, struct.pack("=Q", size // BLOCK_SIZE))
-            else:
-                fcntl.ioctl(root, XFS_IOC_FSGROWFSDATA, struct.pack(
-                    "=QI4x", size // BLOCK_SIZE, xfs_maxpct(size, inodes)))
-        finally:
-            os.close(root)
+        if fs == EXT4:
+            fcntl.ioctl(root, EXT4_IOC_RESIZE_FS, struct.pack("=Q", size // BLOCK_SIZE))
+        else:
+            fcntl.ioctl(root, XFS_IOC_FSGROWFSDATA, struct.pack(
+                "=QI4x", size // BLOCK_SIZE, xfs_maxpct(size, inodes)))
     except OSError as exc:
-        os.truncate(path, old_size)  # the filesystem never used the new tail
+        # Refused outright (EPERM, or before the ioctl): the filesystem never
+        # used the new tail. After a partial grow the file must stay as long.
+        if exc.errno == errno.EPERM or root is None:
+            os.truncate(path, old_size)
         if exc.errno == errno.EPERM and fs == EXT4:
-            raise OSError(errno.EPERM, "growing a mounted ext4 needs CAP_SYS_RESOURCE, which "
-                          "this host's capability bounding set lacks; stop the VE to resize "
-                          "it, or make its image xfs") from None
+            raise OSError(errno.EBUSY, "growing a mounted ext4 needs CAP_SYS_RESOURCE, which "
+                          "this host's capability bounding set lacks; it grows at the VE's "
+                          "next stop or start (or make its image xfs)") from None
         raise
+    finally:
+        if root is not None:
+            os.close(root)
 
 
 def _rebuild(path, fs, size, inodes, owner):
@@ -237,12 +275,11 @@ def _rebuild(path, fs, size, inodes, owner):
             _run(["cp", "-a", "--sparse=always", "--one-file-system", "--",
                   f"{old_root}/.", f"{target}/"])
             unmount(new, target)
-        except BaseException:
-            unmount(new, target)
-            remove(new)
-            raise
-        finally:
             os.rmdir(target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                remove(new)  # unmounts and removes the half-made image and its mount point
+            raise
     os.replace(new, path)
     os.replace(_usage_file(new), _usage_file(path))
 
@@ -263,10 +300,8 @@ class _mounted_aside:
         return self.where
 
     def __exit__(self, *exc):
-        try:
-            unmount(self.path, self.where)
-        finally:
-            os.rmdir(self.where)
+        unmount(self.path, self.where)
+        os.rmdir(self.where)
 
 
 def _aside(path):

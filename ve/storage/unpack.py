@@ -10,7 +10,7 @@ host root astray.
 
 import os
 import shutil
-import stat
+import subprocess
 from pathlib import Path
 
 from ..errors import AlreadyExists, InvalidConfig, NotFound, ResourceError
@@ -43,7 +43,7 @@ def unpack_fileobj(source, dest, id_shift, into_empty=False):
         Extractor(source, Tree(root_fd, shift)).run()
     except BaseException:
         if into_empty:
-            empty_directory(root_fd)
+            empty_directory(dest)
         else:
             shutil.rmtree(dest, ignore_errors=True)
         raise
@@ -51,23 +51,12 @@ def unpack_fileobj(source, dest, id_shift, into_empty=False):
         os.close(root_fd)
 
 
-def empty_directory(dir_fd):
-    """Remove everything inside the open directory ``dir_fd`` (never following symlinks)."""
-    for entry in os.listdir(dir_fd):
-        try:
-            info = os.lstat(entry, dir_fd=dir_fd)
-        except FileNotFoundError:
-            continue
-        if stat.S_ISDIR(info.st_mode):
-            sub = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                          dir_fd=dir_fd)
-            try:
-                empty_directory(sub)
-            finally:
-                os.close(sub)
-            os.rmdir(entry, dir_fd=dir_fd)
-        else:
-            os.unlink(entry, dir_fd=dir_fd)
+def empty_directory(path):
+    """Remove everything inside directory ``path`` (``rm -rf``: no symlink is
+    followed, no other filesystem entered, no recursion limit)."""
+    for name in os.listdir(path):
+        subprocess.run(["rm", "-rf", "--one-file-system", "--", os.path.join(path, name)],
+                       check=False)
 
 
 def _check_shift(id_shift):
