@@ -13,6 +13,7 @@ from . import cgroups, config as conf, fsutil, state, validate
 from .errors import AlreadyExists, ResourceError, StateError, VEError
 from .diskops import DiskMixin
 from .netops import NetMixin
+from .sampling import SamplingMixin
 from .query import QueryMixin
 from .shell import EXEC_ENV, ShellMixin
 from .kernel import proc
@@ -29,7 +30,7 @@ LOCK_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
 
 
-class Engine(QueryMixin, ShellMixin, NetMixin, DiskMixin):
+class Engine(QueryMixin, ShellMixin, NetMixin, DiskMixin, SamplingMixin):
     """The node's container engine: VEs under one VE_ROOT and one cgroup parent."""
 
     def __init__(self, root=None, cgroup_parent=None):

@@ -152,3 +152,12 @@ def test_proc_cgroup_paths_reads_v1_and_v2_lines():
 def test_ve_name_from_path(path, parent, name):
     """Only /<parent>/<name>[/...] names a VE."""
     assert mapping.ve_name(path, parent) == name
+
+
+def test_block_io_totals_sum_every_device():
+    v1 = "7:3 Read 4096\n7:3 Write 8192\n7:3 Total 12288\n8:0 Read 100\nTotal 12388\n"
+    assert mapping.v1_blkio_totals(v1) == (4196, 8192)
+    v2 = ("7:3 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n"
+          "8:0 rbytes=100 wbytes=0 rios=1 wios=0 dbytes=0 dios=0\n")
+    assert mapping.v2_io_totals(v2) == (4196, 8192, 2, 2)
+    assert mapping.v2_io_totals("") == (0, 0, 0, 0)

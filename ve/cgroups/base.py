@@ -11,17 +11,23 @@ from collections import namedtuple
 
 
 class Usage(namedtuple("Usage", "cpu_ns memory memory_limit swap processes "
-                                 "memory_failcnt oom_kills")):
+                                 "memory_failcnt oom_kills io_read_bytes io_write_bytes "
+                                 "io_read_ops io_write_ops", defaults=(0, 0, 0, 0))):
     """What a VE's processes use right now.
 
     cpu_ns: CPU time consumed since the group was made; memory: RAM in use,
     bytes (page cache included, like vzlist); memory_limit: the RAM limit in
     force; swap: swap in use; processes: tasks (processes and threads);
     memory_failcnt: times the RAM limit was hit (OpenVZ's failcnt);
-    oom_kills: processes killed by the OOM killer inside the group.
+    oom_kills: processes killed by the OOM killer inside the group;
+    io_*: block I/O the group did since it was made, all devices (on v1 the
+    throttle layer's count: reads and direct writes, not writeback).
     """
 
     __slots__ = ()
+
+
+IO_FIELDS = ("io_read_bytes", "io_write_bytes", "io_read_ops", "io_write_ops")
 
 
 class CgroupDriver(abc.ABC):

@@ -164,6 +164,29 @@ def v2_io_files(limits, device, reset_weight=False):
     return files
 
 
+def v1_blkio_totals(text):
+    """(read, write) summed over devices from a blkio.throttle.io_service_* file."""
+    read = write = 0
+    for fields in map(str.split, text.splitlines()):
+        if len(fields) == 3 and fields[1] in ("Read", "Write") and fields[2].isdigit():
+            if fields[1] == "Read":
+                read += int(fields[2])
+            else:
+                write += int(fields[2])
+    return read, write
+
+
+def v2_io_totals(text):
+    """(rbytes, wbytes, rios, wios) summed over devices from an io.stat file."""
+    totals = dict.fromkeys(("rbytes", "wbytes", "rios", "wios"), 0)
+    for line in text.splitlines():
+        for pair in line.split()[1:]:
+            key, _, value = pair.partition("=")
+            if key in totals and value.isdigit():
+                totals[key] += int(value)
+    return totals["rbytes"], totals["wbytes"], totals["rios"], totals["wios"]
+
+
 def proc_cgroup_paths(text):
     """Map each controller of a ``/proc/<pid>/cgroup`` text to its group path.
 

@@ -16,7 +16,7 @@ import errno
 
 from ..errors import Unsupported
 from . import mapping
-from .base import CgroupDriver, Usage
+from .base import IO_FIELDS, CgroupDriver, Usage
 from .fs import poll, sigkill
 from ..log import get as get_logger
 
@@ -214,7 +214,20 @@ class CgroupV1Driver(CgroupDriver):
             processes=self._int("pids", name, "pids.current"),
             memory_failcnt=self._failcnt(name),
             oom_kills=self._oom_kills(name),
+            **dict(zip(IO_FIELDS, self._io(name))),
         )
+
+    def _io(self, name):
+        if "blkio" not in self.mounts:
+            return 0, 0, 0, 0
+        try:
+            nbytes = mapping.v1_blkio_totals(self._read(
+                "blkio", name, "blkio.throttle.io_service_bytes_recursive"))
+            ops = mapping.v1_blkio_totals(self._read(
+                "blkio", name, "blkio.throttle.io_serviced_recursive"))
+        except FileNotFoundError:
+            return 0, 0, 0, 0
+        return nbytes + ops
 
     def _failcnt(self, name):
         # A charge is checked against memsw first and fails on at most one of the

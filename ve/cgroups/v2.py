@@ -14,7 +14,7 @@ import errno
 
 from ..errors import Unsupported
 from . import mapping
-from .base import CgroupDriver, Usage
+from .base import IO_FIELDS, CgroupDriver, Usage
 from .fs import poll, sigkill
 from ..log import get as get_logger
 
@@ -155,6 +155,8 @@ class CgroupV2Driver(CgroupDriver):
             processes=self._int(group, "pids.current", present),
             memory_failcnt=events.get("max", 0),
             oom_kills=events.get("oom_kill", 0),
+            **dict(zip(IO_FIELDS, mapping.v2_io_totals(
+                self._text(group, "io.stat", present) or ""))),
         )
 
     def _text(self, group, filename, present):

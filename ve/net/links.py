@@ -6,10 +6,12 @@ or a VE that died on its own left behind.
 """
 
 import contextlib
+import errno
 import os
 import socket
 
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
 from ..kernel import libc
 
@@ -179,7 +181,11 @@ def _remove_host_side(ipr, veid, ips=()):
                      family=socket.AF_INET6 if ":" in ip else socket.AF_INET)
     shaping.clear(ipr, veid)
     for index in ipr.link_lookup(ifname=name):
-        ipr.link("del", index=index)  # takes the VE's eth0, host routes and qdiscs with it
+        try:
+            ipr.link("del", index=index)  # takes the VE's eth0, host routes and qdiscs with it
+        except NetlinkError as exc:
+            if exc.code != errno.ENODEV:
+                raise  # ENODEV: the VE's namespace, dying, took the pair along meanwhile
 
 
 def _link(ipr, name):

@@ -1,0 +1,108 @@
+"""One cheap look at everything a node's VEs use, for usage graphs and reports.
+
+``Engine.sample()`` reads, for every VE, its cgroup counters (CPU time, RAM,
+swap, processes, limit hits, OOM kills, block I/O), its disk figures (statfs
+of a mounted image, else the figures saved at its last unmount) and its
+traffic totals, plus the node's own totals. All network links come from one
+netlink dump, not one per VE. Counters are cumulative (CPU time, bytes, ops,
+hits); the dashboard turns them into rates and notices resets (a restart
+makes a new cgroup).
+
+Directory-layout VEs get no disk figures here: counting their files is a
+walk of the tree, far too dear for every sample (``Engine.disk_usage`` does
+it on demand).
+"""
+
+import os
+import time
+
+from . import net
+from .config import DIRECTORY
+from .errors import NotFound
+from .query import RUNNING, STOPPED
+
+VE_FIELDS = ("veid", "state", "cpu_ns", "ram_bytes", "ram_limit", "swap_bytes", "processes",
+             "memory_failcnt", "oom_kills", "disk_used", "disk_total", "inodes_used",
+             "inodes_total", "rx_bytes", "tx_bytes", "rx_packets", "tx_packets",
+             "io_read_bytes", "io_write_bytes", "io_read_ops", "io_write_ops")
+
+
+class SamplingMixin:
+    """``sample()`` of the Engine (needs layout, cgroups and the query helpers)."""
+
+    def sample(self):
+        """{"time": epoch seconds, "node": {...}, "ves": [{VE_FIELDS...}, ...]}.
+
+        Missing figures are None (a stopped VE's CPU, a dir-layout VE's disk).
+        """
+        taken = time.time()
+        configs = []
+        for veid in self.layout.veids():
+            cfg = self._read_config(veid, missing_ok=True)
+            if cfg is not None:
+                configs.append(cfg)
+        links = _links() if any(net.has_network(c) for c in configs) else {}
+        ves = []
+        for cfg in configs:
+            try:
+                ves.append(self._sample_one(cfg, links))
+            except NotFound:
+                continue  # destroyed while we looked
+        return {"time": taken, "node": node_totals(str(self.layout.root)), "ves": ves}
+
+    def _sample_one(self, cfg, links):
+        row = dict.fromkeys(VE_FIELDS)
+        row.update(veid=cfg.veid, state=STOPPED, ram_limit=cfg.limits.ram)
+        if self._running_init(cfg.veid) is not None:
+            try:
+                use = self.cgroups.usage(str(cfg.veid))
+            except OSError:
+                use = None  # stopped between the two looks
+            if use is not None:
+                row.update(state=RUNNING, cpu_ns=use.cpu_ns, ram_bytes=use.memory,
+                           swap_bytes=use.swap, processes=use.processes,
+                           memory_failcnt=use.memory_failcnt, oom_kills=use.oom_kills,
+                           io_read_bytes=use.io_read_bytes, io_write_bytes=use.io_write_bytes,
+                           io_read_ops=use.io_read_ops, io_write_ops=use.io_write_ops)
+        if cfg.layout != DIRECTORY:
+            from .storage import image
+            try:
+                disk = image.usage(self.layout.image(cfg.veid), self.layout.private(cfg.veid))
+                row.update(disk_used=disk.space_used, disk_total=disk.space_total,
+                           inodes_used=disk.inodes_used, inodes_total=disk.inodes_total)
+            except OSError:
+                pass  # no figures yet: None
+        from .net import counters
+        row.update(counters.total(self.layout.counters(cfg.veid),
+                                  links.get(net.host_ifname(cfg.veid))))
+        return row
+
+
+def _links():
+    """Every link of this network namespace by name, from one netlink dump."""
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        return {link.get_attr("IFLA_IFNAME"): link for link in ipr.get_links()}
+
+
+def node_totals(ve_root):
+    """The node's own CPU time, memory, swap, load and disk where VEs live."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    jiffies = [int(v) for v in fields]
+    tick = os.sysconf("SC_CLK_TCK")
+    busy = sum(jiffies) - jiffies[3] - (jiffies[4] if len(jiffies) > 4 else 0)  # not idle/iowait
+    memory = {}
+    with open("/proc/meminfo") as f:
+        for line in f:
+            key, value = line.split(":", 1)
+            memory[key] = int(value.split()[0]) * 1024
+    st = os.statvfs(ve_root)
+    return {"cpu_busy_ns": busy * 1_000_000_000 // tick, "cpus": os.cpu_count() or 1,
+            "ram_total": memory.get("MemTotal", 0),
+            "ram_used": memory.get("MemTotal", 0) - memory.get("MemAvailable", 0),
+            "swap_total": memory.get("SwapTotal", 0),
+            "swap_used": memory.get("SwapTotal", 0) - memory.get("SwapFree", 0),
+            "load1": os.getloadavg()[0],
+            "disk_total": st.f_blocks * st.f_frsize,
+            "disk_used": (st.f_blocks - st.f_bfree) * st.f_frsize}
