@@ -150,6 +150,7 @@ CELERY_BEAT_SCHEDULE = {
     "mark-stale-nodes": {"task": "hosting.nodes.tasks.mark_stale_nodes", "schedule": 30.0},
     "requeue-lost-operations": {"task": "hosting.operations.tasks.requeue_lost",
                                 "schedule": 60.0},
+    "roll-up-usage": {"task": "hosting.usage.tasks.roll_up_usage", "schedule": 300.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(DB_DIR / "celerybeat-schedule")
 
@@ -158,6 +159,8 @@ NODE_NAME = os.environ.get("HOSTING_NODE_NAME", "")
 NODE_RUN_DIR = os.environ.get("HOSTING_NODE_RUN_DIR", "/run/hosting-node")
 NODE_HEARTBEAT_SECONDS = float(os.environ.get("HOSTING_HEARTBEAT_SECONDS", "10"))
 NODE_OFFLINE_AFTER_SECONDS = float(os.environ.get("HOSTING_OFFLINE_AFTER_SECONDS", "60"))
+# How often a node samples its VEs' usage (graphs, overcommit reports).
+NODE_SAMPLE_SECONDS = float(os.environ.get("HOSTING_SAMPLE_SECONDS", "30"))
 # A queued operation no worker took within this time is sent again.
 OPERATION_REQUEUE_SECONDS = float(os.environ.get("HOSTING_REQUEUE_SECONDS", "120"))
 

@@ -48,6 +48,7 @@ def _reconcile_soon(name):
 
 def _beat_forever(name):
     beats = 0
+    sample_every = max(1, round(settings.NODE_SAMPLE_SECONDS / settings.NODE_HEARTBEAT_SECONDS))
     while not _stop.wait(settings.NODE_HEARTBEAT_SECONDS):
         try:
             close_old_connections()
@@ -55,6 +56,9 @@ def _beat_forever(name):
             beats += 1
             if beats % RECONCILE_EVERY == 0:
                 _reconcile_soon(name)
+            if beats % sample_every == 0:
+                from hosting.operations.dispatch import send_to_node
+                send_to_node(name, "hosting.usage.tasks.sample_node")
         except Exception:  # a database hiccup must not end the heartbeat
             log.exception("heartbeat of node %s failed", name)
 

@@ -1,6 +1,8 @@
-"""What VEs use: monthly traffic (for billing and quotas)."""
+"""What VEs use: monthly traffic (billing, quotas) and usage samples (graphs, reports)."""
 
 from django.db import models
+
+from .sampling import METRICS
 
 
 class TrafficMonth(models.Model):
@@ -28,3 +30,69 @@ class TrafficMonth(models.Model):
     @property
     def total_bytes(self):
         return self.rx_bytes + self.tx_bytes
+
+
+class UsageSample(models.Model):
+    """One raw reading of one VE (kept a day): gauges and the engine's cumulative counters."""
+
+    environment = models.ForeignKey("environments.VirtualEnvironment", on_delete=models.CASCADE,
+                                    related_name="+")
+    time = models.DateTimeField()
+    ram = models.BigIntegerField(null=True)
+    swap = models.BigIntegerField(null=True)
+    processes = models.IntegerField(null=True)
+    disk = models.BigIntegerField(null=True)
+    inodes = models.BigIntegerField(null=True)
+    cpu_ns = models.BigIntegerField(null=True)
+    rx_bytes = models.BigIntegerField(null=True)
+    tx_bytes = models.BigIntegerField(null=True)
+    io_read_bytes = models.BigIntegerField(null=True)
+    io_write_bytes = models.BigIntegerField(null=True)
+    memory_failcnt = models.BigIntegerField(null=True)
+    oom_kills = models.BigIntegerField(null=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["environment", "time"])]
+
+
+class UsageRollup(models.Model):
+    """A VE's usage over 5 minutes or an hour: avg, max and p95 per metric (see sampling.py).
+
+    The metric columns (``<metric>_avg``/``_max``/``_p95``) are added below
+    from sampling.METRICS, so the list lives in one place.
+    """
+
+    environment = models.ForeignKey("environments.VirtualEnvironment", on_delete=models.CASCADE,
+                                    related_name="+")
+    resolution = models.PositiveIntegerField(help_text="seconds: 300 or 3600")
+    time = models.DateTimeField(help_text="start of the period")
+    samples = models.PositiveIntegerField()
+    limit_hits = models.BigIntegerField(default=0)
+    oom_kills = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["environment", "resolution", "time"],
+                                               name="one_rollup_per_ve_period")]
+
+
+for _metric in METRICS:
+    for _stat in ("avg", "max", "p95"):
+        UsageRollup.add_to_class(f"{_metric}_{_stat}", models.FloatField(null=True))
+
+
+class NodeSample(models.Model):
+    """One raw reading of a node's own totals (kept a day)."""
+
+    node = models.ForeignKey("nodes.Node", on_delete=models.CASCADE, related_name="+")
+    time = models.DateTimeField()
+    cpu_busy_ns = models.BigIntegerField()
+    cpus = models.PositiveIntegerField()
+    ram_used = models.BigIntegerField()
+    ram_total = models.BigIntegerField()
+    swap_used = models.BigIntegerField()
+    disk_used = models.BigIntegerField()
+    disk_total = models.BigIntegerField()
+    load1 = models.FloatField()
+
+    class Meta:
+        indexes = [models.Index(fields=["node", "time"])]

@@ -1,4 +1,5 @@
-"""Node-side usage collection (runs in the node worker's pool: it needs the engine)."""
+"""Usage collection: traffic and samples on the node (its pool has the engine), rollups
+and pruning in housekeeping."""
 
 import logging
 
@@ -8,7 +9,7 @@ from hosting.environments.models import VirtualEnvironment as VE
 from hosting.operations import executor
 from ve.errors import VEError
 
-from . import traffic
+from . import collection, traffic
 
 log = logging.getLogger(__name__)
 
@@ -36,3 +37,16 @@ def collect(node_name, eng=None):
             continue
         counted += 1
     return counted
+
+
+@shared_task(name="hosting.usage.tasks.sample_node")
+def sample_node(node_name):
+    """Sample every VE of this node once and store it (NODE_SAMPLE_SECONDS apart)."""
+    return collection.store(node_name, executor.engine().sample())
+
+
+@shared_task(name="hosting.usage.tasks.roll_up_usage")
+def roll_up_usage():
+    """Roll complete periods up and prune what is past its retention."""
+    made = collection.roll_up()
+    return {"rollups": made, "pruned": collection.prune()}

@@ -158,3 +158,15 @@ def test_a_smaller_disk_waits_for_a_reboot_and_never_keeps_the_vps_down(
     with django_capture_on_commit_callbacks(execute=False) as sent:
         summary = reconcile.node("hn1", engine)
     assert summary["queued"] == [] and sent == []
+
+
+def test_a_node_sample_of_a_real_ve_is_stored(ordered, engine):
+    from hosting.usage import collection
+    from hosting.usage.models import NodeSample, UsageSample
+    executor.execute(ordered.pk, engine)
+    ve = VE.objects.get(pk=ordered.environment_id)
+    assert collection.store("hn1", engine.sample()) == 1
+    sample = UsageSample.objects.get(environment=ve)
+    assert sample.ram > 0 and sample.processes >= 1 and sample.cpu_ns > 0
+    assert sample.disk > 0 and sample.inodes > 0
+    assert NodeSample.objects.get().cpus >= 1

@@ -1,0 +1,102 @@
+"""Storing a node's samples, rolling them up and pruning them (see sampling.py)."""
+
+from datetime import datetime, timezone as tz
+
+from django.db import transaction
+from django.utils import timezone
+
+from hosting.environments.models import VirtualEnvironment as VE
+from hosting.nodes.models import Node
+
+from . import sampling
+from .models import NodeSample, UsageRollup, UsageSample
+
+GRACE_SECONDS = 60  # a period is rolled up once its last sample has surely arrived
+
+# engine sample field -> UsageSample field
+_RAW = {"ram_bytes": "ram", "swap_bytes": "swap", "processes": "processes",
+        "disk_used": "disk", "inodes_used": "inodes", "cpu_ns": "cpu_ns",
+        "rx_bytes": "rx_bytes", "tx_bytes": "tx_bytes", "io_read_bytes": "io_read_bytes",
+        "io_write_bytes": "io_write_bytes", "memory_failcnt": "memory_failcnt",
+        "oom_kills": "oom_kills"}
+
+
+def store(node_name, sample):
+    """Save one ``Engine.sample()`` of node ``node_name``; return the VE rows written.
+
+    VEs the dashboard does not know (or is still creating) are left out.
+    """
+    moment = datetime.fromtimestamp(sample["time"], tz.utc)
+    node = Node.objects.get(name=node_name)
+    known = dict(VE.objects.filter(node=node).live().exclude(actual_state=VE.State.CREATING)
+                 .values_list("veid", "pk"))
+    rows = [UsageSample(environment_id=known[ve["veid"]], time=moment,
+                        **{field: ve.get(key) for key, field in _RAW.items()})
+            for ve in sample["ves"] if ve["veid"] in known]
+    totals = sample["node"]
+    with transaction.atomic():
+        UsageSample.objects.bulk_create(rows)
+        NodeSample.objects.create(
+            node=node, time=moment, cpu_busy_ns=totals["cpu_busy_ns"], cpus=totals["cpus"],
+            ram_used=totals["ram_used"], ram_total=totals["ram_total"],
+            swap_used=totals["swap_used"], disk_used=totals["disk_used"],
+            disk_total=totals["disk_total"], load1=totals["load1"])
+    return len(rows)
+
+
+def roll_up(now=None):
+    """Roll every complete 5-minute and hourly period of raw samples up; return rows made."""
+    now = now or timezone.now()
+    made = 0
+    for env_id in UsageSample.objects.values_list("environment_id", flat=True).distinct():
+        for resolution in (sampling.FIVE_MINUTES, sampling.HOUR):
+            made += _roll_up_one(env_id, resolution, now)
+    return made
+
+
+def _roll_up_one(env_id, resolution, now):
+    done = (UsageRollup.objects.filter(environment_id=env_id, resolution=resolution)
+            .order_by("-time").values_list("time", flat=True).first())
+    raw = UsageSample.objects.filter(environment_id=env_id).order_by("time")
+    if done is not None:
+        raw = raw.filter(time__gte=done)  # the period rolled up last gives "previous"
+    fields = ["time"] + list(_RAW.values())
+    samples = [dict(zip(fields, values)) for values in raw.values_list(*fields)]
+    cutoff = now.timestamp() - GRACE_SECONDS  # periods ending later are not complete yet
+    buckets, previous = {}, None
+    for sample in samples:
+        start = sampling.bucket_start(sample["time"], resolution)
+        if done is not None and start <= done:
+            previous = sample
+            continue
+        if start.timestamp() + resolution > cutoff:
+            break
+        buckets.setdefault(start, {"previous": previous, "samples": []})["samples"].append(
+            sample)
+        previous = sample
+    rows = []
+    for start, bucket in buckets.items():
+        values = sampling.series(bucket["samples"], bucket["previous"])
+        row = UsageRollup(environment_id=env_id, resolution=resolution, time=start,
+                          samples=len(bucket["samples"]),
+                          limit_hits=sum(v for v in values["limit_hits"] if v),
+                          oom_kills=sum(v for v in values["oom_kills"] if v))
+        for metric in sampling.METRICS:
+            avg, top, p95 = sampling.summarize(values[metric])
+            setattr(row, f"{metric}_avg", avg)
+            setattr(row, f"{metric}_max", top)
+            setattr(row, f"{metric}_p95", p95)
+        rows.append(row)
+    UsageRollup.objects.bulk_create(rows, ignore_conflicts=True)
+    return len(rows)
+
+
+def prune(now=None):
+    """Delete what is past its retention (sampling.py); return rows deleted per kind."""
+    now = now or timezone.now()
+    deleted = {"raw": UsageSample.objects.filter(time__lt=now - sampling.RAW_KEEP).delete()[0]
+               + NodeSample.objects.filter(time__lt=now - sampling.RAW_KEEP).delete()[0]}
+    for resolution, keep in sampling.KEEP.items():
+        deleted[resolution] = UsageRollup.objects.filter(
+            resolution=resolution, time__lt=now - keep).delete()[0]
+    return deleted

@@ -1,0 +1,84 @@
+"""Usage samples: raw every NODE_SAMPLE_SECONDS, rolled up to 5 minutes and to hours.
+
+A raw sample keeps the engine's figures as they are: gauges (RAM, swap,
+processes, disk, inodes) and cumulative counters (CPU time, traffic, block
+I/O, limit hits, OOM kills). Rates come from consecutive samples when rolling
+up: a counter that went down (the VE restarted, a new cgroup) starts a new
+series, and that interval counts nothing. Rollups keep avg, max and p95
+(nearest rank) per metric; events (limit hits, OOM kills) are summed.
+
+Retention (per VE, so growth is bounded: ~2,900 raw + 8,640 five-minute +
+8,760 hourly rows, about 20,000 rows a year whatever its age):
+raw 1 day, 5-minute 30 days, hourly 365 days.
+"""
+
+import math
+from datetime import timedelta
+
+GAUGES = ("ram", "swap", "processes", "disk", "inodes")
+# rate metric -> (cumulative field, unit divisor): CPU in CPUs busy, the rest bytes/s
+COUNTERS = {"cpu": ("cpu_ns", 10**9), "rx": ("rx_bytes", 1), "tx": ("tx_bytes", 1),
+            "io_read": ("io_read_bytes", 1), "io_write": ("io_write_bytes", 1)}
+EVENTS = {"limit_hits": "memory_failcnt", "oom_kills": "oom_kills"}
+METRICS = GAUGES + tuple(COUNTERS)
+RAW_KEEP = timedelta(days=1)
+FIVE_MINUTES, HOUR = 300, 3600
+KEEP = {FIVE_MINUTES: timedelta(days=30), HOUR: timedelta(days=365)}
+
+
+def p95(values):
+    """Nearest-rank 95th percentile (a value that occurred), None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+def summarize(values):
+    """(avg, max, p95) of ``values``; Nones when there are none."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None, None
+    return sum(values) / len(values), max(values), p95(values)
+
+
+def series(samples, previous=None):
+    """Per-metric values of a time-ordered run of raw samples (dicts).
+
+    Gauges are the samples' own values; counters become per-second rates
+    over each interval (CPU: CPUs busy), and events the increase per
+    interval. ``previous`` is the sample before the run, for its first
+    interval. A counter that went down (a restart) gives no value there.
+    """
+    out = {name: [] for name in METRICS + tuple(EVENTS)}
+    last = previous
+    for sample in samples:
+        for name in GAUGES:
+            out[name].append(sample.get(name))
+        for name, (field, divisor) in COUNTERS.items():
+            out[name].append(_rate(last, sample, field, divisor))
+        for name, field in EVENTS.items():
+            out[name].append(_increase(last, sample, field))
+        last = sample
+    return out
+
+
+def _rate(before, after, field, divisor):
+    increase = _increase(before, after, field)
+    if increase is None:
+        return None
+    seconds = (after["time"] - before["time"]).total_seconds()
+    return increase / divisor / seconds if seconds > 0 else None
+
+
+def _increase(before, after, field):
+    if before is None or before.get(field) is None or after.get(field) is None:
+        return None
+    delta = after[field] - before[field]
+    return delta if delta >= 0 else None  # reset: a new series starts here
+
+
+def bucket_start(moment, seconds):
+    """The start of the ``seconds``-long bucket holding ``moment`` (aligned to the epoch)."""
+    stamp = int(moment.timestamp())
+    return moment - timedelta(seconds=stamp % seconds, microseconds=moment.microsecond)
