@@ -105,6 +105,7 @@ class LiveStack:
                                "VE_CGROUP_PARENT": self.cgroup_parent,
                                "HOSTING_NODE_RUN_DIR": str(self.data_dir / "node-run"),
                                "HOSTING_HEARTBEAT_SECONDS": "2",
+                               "HOSTING_SAMPLE_SECONDS": "2",  # graphs get points at once
                                "HOSTING_LOG_LEVEL": "INFO"})
 
     def start(self):

@@ -1,7 +1,8 @@
 """API: OS templates and VPSes, with lifecycle actions answering 202 + Operation."""
 
 import django_filters
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -14,7 +15,7 @@ from hosting.operations import services as operations
 from hosting.operations.api import OperationSerializer
 from hosting.operations.models import Operation
 from hosting.plans.models import Plan
-from hosting.usage import traffic
+from hosting.usage import graphs, traffic
 
 from . import services
 from .models import OSTemplate, VirtualEnvironment as VE
@@ -264,6 +265,19 @@ class EnvironmentViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin,
         return accepted(op, request)
 
     @extend_schema(request=PasswordSerializer, responses={202: OperationSerializer})
+    @extend_schema(parameters=[OpenApiParameter("range", str, enum=list(graphs.RANGES),
+                                                default="24h")],
+                   responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["get"])
+    def usage(self, request, veid=None):
+        """Usage over 1h, 24h, 7d or 30d for graphs: CPU (CPUs busy), RAM, swap, disk,
+        inodes, processes, traffic and disk I/O (bytes/s), limit hits, and the limits."""
+        ve = self.get_object()
+        name = request.query_params.get("range", "24h")
+        if name not in graphs.RANGES:
+            raise Invalid(f"range must be one of {', '.join(graphs.RANGES)}", field="range")
+        return Response(graphs.usage(ve, name))
+
     @action(detail=True, methods=["post"])
     def password(self, request, veid=None):
         """Set the VPS's root password (sent to the node as a hash only)."""

@@ -9,7 +9,7 @@ from django.views.decorators.http import require_POST
 from hosting.core.errors import Forbidden, ServiceError
 from hosting.operations import services as operations
 from hosting.operations.models import Operation
-from hosting.usage import traffic
+from hosting.usage import graphs, traffic
 
 from . import services
 from .forms import OrderForm, PasswordForm, ReinstallForm
@@ -65,6 +65,11 @@ def _live_context(ve, viewer):
             "traffic": month, "quota": traffic.quota_bytes(ve, month)}
 
 
+# (chart id, title) on the VPS page; static/js/usage.js draws them from the usage API.
+USAGE_CHARTS = [("cpu", "CPU (CPUs busy)"), ("ram", "RAM"), ("disk", "Disk"),
+                ("net", "Network"), ("processes", "Processes")]
+
+
 @login_required
 def detail(request, veid, status=200, password_form=None, reinstall_form=None):
     ve = _own(request, veid)
@@ -72,6 +77,8 @@ def detail(request, veid, status=200, password_form=None, reinstall_form=None):
         **_live_context(ve, request.user),
         "password_form": password_form or PasswordForm(),
         "reinstall_form": reinstall_form or ReinstallForm(initial={"template": ve.template}),
+        "usage_ranges": list(graphs.RANGES),
+        "usage_charts": USAGE_CHARTS,
     }, status=status)
 
 

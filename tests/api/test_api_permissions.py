@@ -35,6 +35,8 @@ READS = [
     ("/api/v1/", (401, 200, 200, 200)),
     ("/api/v1/environments/", (401, 200, 200, 200)),
     ("/api/v1/environments/{ve_b}/", (401, 404, 200, 200)),
+    ("/api/v1/environments/{ve_b}/usage/", (401, 404, 200, 200)),
+    ("/api/v1/environments/{ve_b}/usage/?range=30d", (401, 404, 200, 200)),
     ("/api/v1/operations/", (401, 200, 200, 200)),
     ("/api/v1/operations/{op_b}/", (401, 404, 200, 200)),
     ("/api/v1/plans/", (401, 200, 200, 200)),

@@ -105,3 +105,38 @@ def test_customer_orders_and_reboots_then_staff_raise_the_plans_ram(browser, liv
 
     api = live_stack.api("demo")
     api.wait_operation(api.post(f"/api/v1/environments/{veid}/terminate/"))
+
+
+def test_the_customer_sees_usage_graphs_and_staff_see_limits(browser, live_stack):
+    api = live_stack.api("demo")
+    op = api.wait_operation(api.post("/api/v1/environments/", {
+        "plan": "VPS S", "template": "busybox", "hostname": "graphs.example.com",
+        "root_password": "graphs-pass-1"}))
+    assert op["state"] == "succeeded", op
+    veid = op["veid"]
+    # A little work inside, so the graphs have something to show.
+    live_stack.engine().exec(veid, ["sh", "-c", "dd if=/dev/zero of=/fill bs=1M count=20"])
+    wait_for(lambda: len(api.get(f"/api/v1/environments/{veid}/usage/?range=1h")["time"]) >= 3,
+             60, "three usage samples of the new VPS")
+
+    page = sign_in(browser, live_stack, "demo")
+    page.goto(f"{live_stack.base}/vps/{veid}/")
+    page.click("#usage [data-range='1h']")
+    page.wait_for_selector("#usage[data-loaded='1h']")
+    for chart in ("cpu", "ram", "disk", "net", "processes"):
+        figure = page.locator(f"#chart-{chart}")
+        figure.locator("canvas").first.wait_for()
+        assert int(figure.get_attribute("data-points")) >= 3, chart
+    assert page.locator("#chart-hits").count() == 0  # limit lines and hits are for staff
+    shot(page, "09-customer-usage-graphs")
+    page.context.close()
+
+    staff = sign_in(browser, live_stack, "admin")
+    staff.goto(f"{live_stack.base}/vps/{veid}/")
+    staff.click("#usage [data-range='1h']")
+    staff.wait_for_selector("#usage[data-loaded='1h']")
+    staff.locator("#chart-hits canvas").first.wait_for()
+    assert staff.locator("#chart-ram .u-legend", has_text="limit").count() == 1
+    shot(staff, "10-staff-usage-graphs")
+    staff.context.close()
+    api.wait_operation(api.post(f"/api/v1/environments/{veid}/terminate/"))

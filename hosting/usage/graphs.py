@@ -1,0 +1,65 @@
+"""Usage series of one VE for its graphs: 1 h from raw samples, 24 h and 7 d from
+5-minute rollups, 30 d from hourly ones (see sampling.py)."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+from django.utils import timezone
+
+from . import sampling
+from .models import UsageRollup, UsageSample
+
+RANGES = {"1h": (timedelta(hours=1), None), "24h": (timedelta(days=1), sampling.FIVE_MINUTES),
+          "7d": (timedelta(days=7), sampling.FIVE_MINUTES),
+          "30d": (timedelta(days=30), sampling.HOUR)}
+SERIES = ("cpu", "ram", "swap", "disk", "inodes", "processes", "rx", "tx", "io_read", "io_write")
+PEAKS = ("cpu", "ram")  # rollups also give these periods' maxima (a spike is not averaged away)
+_RAW_FIELDS = ("time", "ram", "swap", "processes", "disk", "inodes", "cpu_ns", "rx_bytes",
+               "tx_bytes", "io_read_bytes", "io_write_bytes", "memory_failcnt", "oom_kills")
+
+
+def usage(ve, range_name, now=None):
+    """{"range", "resolution", "time": [epoch s], <metric>: [...], "limits": {...}}.
+
+    Values are None where nothing was measured (a stopped VE, a gap). CPU is
+    in CPUs busy, traffic and disk I/O in bytes/s, the rest as measured.
+    """
+    span, resolution = RANGES[range_name]
+    since = (now or timezone.now()) - span
+    if resolution is None:
+        out = _from_raw(ve, since)
+    else:
+        out = _from_rollups(ve, since, resolution)
+    plan = ve.plan
+    cpus = plan.cpus or ve.node.cpus or None
+    if plan.cpu_limit_pct:
+        cpus = min(cpus or 10**6, Decimal(plan.cpu_limit_pct) / 100)
+    out.update(range=range_name, resolution=resolution or 0, limits={
+        "ram": plan.ram_mb << 20, "swap": plan.swap_mb << 20, "disk": plan.disk_gib << 30,
+        "inodes": plan.inodes, "processes": plan.processes,
+        "cpu": float(cpus) if cpus else None})
+    return out
+
+
+def _from_raw(ve, since):
+    rows = UsageSample.objects.filter(environment=ve)
+    previous = rows.filter(time__lt=since).order_by("-time").values(*_RAW_FIELDS).first()
+    samples = list(rows.filter(time__gte=since).order_by("time").values(*_RAW_FIELDS))
+    values = sampling.series(samples, previous)
+    out = {"time": [s["time"].timestamp() for s in samples]}
+    out.update({name: values[name] for name in SERIES})
+    out["limit_hits"] = [(a or 0) + (b or 0) for a, b in zip(values["limit_hits"],
+                                                                values["oom_kills"])]
+    return out
+
+
+def _from_rollups(ve, since, resolution):
+    fields = ["time", "limit_hits", "oom_kills"] + [f"{m}_avg" for m in SERIES] + \
+        [f"{m}_max" for m in PEAKS]
+    rows = list(UsageRollup.objects.filter(environment=ve, resolution=resolution,
+                                           time__gte=since).order_by("time").values(*fields))
+    out = {"time": [r["time"].timestamp() for r in rows]}
+    out.update({m: [r[f"{m}_avg"] for r in rows] for m in SERIES})
+    out.update({f"{m}_max": [r[f"{m}_max"] for r in rows] for m in PEAKS})
+    out["limit_hits"] = [r["limit_hits"] + r["oom_kills"] for r in rows]
+    return out

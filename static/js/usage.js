@@ -1,0 +1,100 @@
+// Usage graphs on the VPS page, drawn with uPlot (static/vendor/uplot) from
+// GET <data-url>?range=1h|24h|7d|30d (the API's usage action). Staff pages
+// (data-limits="yes") also draw the plan's limits and the limit hits.
+(function () {
+  "use strict";
+
+  var GiB = 1 << 30, MiB = 1 << 20;
+
+  function bytes(v) {
+    if (v == null) return "–";
+    if (Math.abs(v) >= GiB) return (v / GiB).toFixed(2) + " GiB";
+    if (Math.abs(v) >= MiB) return (v / MiB).toFixed(1) + " MiB";
+    if (Math.abs(v) >= 1024) return (v / 1024).toFixed(1) + " KiB";
+    return Math.round(v) + " B";
+  }
+  function rate(v) { return v == null ? "–" : bytes(v) + "/s"; }
+  function plain(v) { return v == null ? "–" : (Math.round(v * 100) / 100).toString(); }
+
+  // One chart per figure: its series from the API answer, limits for staff.
+  function charts(data, withLimits) {
+    var limits = data.limits || {};
+    function limitLine(value) {
+      return data.time.map(function () { return value; });
+    }
+    var defs = {
+      cpu: { fmt: plain, series: [["used", data.cpu, "#2563eb"]] },
+      ram: { fmt: bytes, series: [["used", data.ram, "#16a34a"], ["swap", data.swap, "#ca8a04"]] },
+      disk: { fmt: bytes, series: [["used", data.disk, "#9333ea"]] },
+      net: { fmt: rate, series: [["in", data.rx, "#0891b2"], ["out", data.tx, "#db2777"]] },
+      processes: { fmt: plain, series: [["processes", data.processes, "#ea580c"]] }
+    };
+    if (data.cpu_max) defs.cpu.series.push(["peak", data.cpu_max, "#93c5fd"]);
+    if (data.ram_max) defs.ram.series.push(["peak", data.ram_max, "#86efac"]);
+    if (withLimits) {
+      var caps = { cpu: limits.cpu, ram: limits.ram, disk: limits.disk, processes: limits.processes };
+      Object.keys(caps).forEach(function (id) {
+        if (caps[id]) defs[id].series.push(["limit", limitLine(caps[id]), "#dc2626", [6, 4]]);
+      });
+      defs.hits = { fmt: plain, series: [["limit hits", data.limit_hits, "#dc2626"]] };
+    }
+    return defs;
+  }
+
+  function draw(box, data) {
+    var withLimits = box.getAttribute("data-limits") === "yes";
+    var defs = charts(data, withLimits);
+    var holder = box.querySelector(".charts");
+    if (withLimits && !document.getElementById("chart-hits")) {
+      var fig = document.createElement("figure");
+      fig.className = "chart"; fig.id = "chart-hits";
+      fig.innerHTML = "<figcaption>Limit hits and OOM kills</figcaption>";
+      holder.appendChild(fig);
+    }
+    Object.keys(defs).forEach(function (id) {
+      var fig = document.getElementById("chart-" + id);
+      if (!fig) return;
+      fig.querySelectorAll(".uplot").forEach(function (old) { old.remove(); });
+      var def = defs[id];
+      var series = [{}].concat(def.series.map(function (s) {
+        return { label: s[0], stroke: s[2], width: 1.5, dash: s[3], spanGaps: false,
+                 value: function (u, v) { return def.fmt(v); } };
+      }));
+      var opts = {
+        width: Math.max(280, fig.clientWidth - 8), height: 170, series: series,
+        axes: [{}, { values: function (u, vals) { return vals.map(def.fmt); }, size: 84 }]
+      };
+      var columns = [data.time].concat(def.series.map(function (s) { return s[1]; }));
+      new uPlot(opts, columns, fig);
+      fig.setAttribute("data-points", String(data.time.length));
+    });
+    var note = document.getElementById("usage-note");
+    note.textContent = data.time.length ? "" :
+      "No samples for this period yet: the node samples every 30 seconds.";
+    box.setAttribute("data-loaded", data.range);
+  }
+
+  function load(box, range) {
+    var url = box.getAttribute("data-url") + "?range=" + encodeURIComponent(range);
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
+      .then(function (data) { draw(box, data); })
+      .catch(function () {
+        document.getElementById("usage-note").textContent = "Usage could not be loaded.";
+      });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var box = document.getElementById("usage");
+    if (!box || typeof uPlot === "undefined") return;
+    box.querySelectorAll("[data-range]").forEach(function (button) {
+      button.addEventListener("click", function () {
+        box.querySelectorAll("[data-range]").forEach(function (b) {
+          b.setAttribute("aria-pressed", b === button ? "true" : "false");
+        });
+        load(box, button.getAttribute("data-range"));
+      });
+    });
+    load(box, "24h");
+  });
+})();

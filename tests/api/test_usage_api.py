@@ -1,0 +1,60 @@
+"""The usage API behind the graphs: series per range, from raw samples or rollups."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from hosting.usage.models import UsageRollup, UsageSample
+
+from .helpers import counts, fill
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_last_hour_comes_from_raw_samples_as_rates(api_as, world):
+    ve, now = world["ve_b"], timezone.now()
+    for i, (ram, cpu) in enumerate([(100, 0), (200, 30), (300, 45)]):
+        UsageSample.objects.create(environment=ve, time=now - timedelta(seconds=90 - 30 * i),
+                                   ram=ram << 20, cpu_ns=cpu * 10**9, processes=4 + i,
+                                   memory_failcnt=i)
+    UsageSample.objects.create(environment=world["ve_a"], time=now, ram=1)  # not B's
+    data = api_as("b").get(fill("/api/v1/environments/{ve_b}/usage/?range=1h", world)).json()
+    assert (data["range"], data["resolution"]) == ("1h", 0)
+    assert len(data["time"]) == 3
+    assert data["ram"] == [100 << 20, 200 << 20, 300 << 20]
+    assert data["cpu"] == [None, 1.0, 0.5]  # CPUs busy over each 30 s
+    assert data["limit_hits"] == [0, 1, 1]
+    assert data["limits"]["ram"] == world["plan"].ram_mb << 20
+    assert data["limits"]["disk"] == world["plan"].disk_gib << 30
+
+
+def test_longer_ranges_come_from_rollups_with_peaks(api_as, world):
+    ve, now = world["ve_b"], timezone.now()
+    for hours in (1, 2, 40):
+        UsageRollup.objects.create(environment=ve, resolution=300, samples=10,
+                                   time=now - timedelta(hours=hours), ram_avg=5, ram_max=9,
+                                   cpu_avg=0.25, cpu_max=1, limit_hits=2, oom_kills=1)
+    data = api_as("staff").get(fill("/api/v1/environments/{ve_b}/usage/?range=24h",
+                                    world)).json()
+    assert data["resolution"] == 300 and len(data["time"]) == 2  # the 40 h old one is out
+    assert data["ram"] == [5, 5] and data["ram_max"] == [9, 9] and data["cpu_max"] == [1, 1]
+    assert data["limit_hits"] == [3, 3]
+    assert len(api_as("staff").get(fill("/api/v1/environments/{ve_b}/usage/?range=7d",
+                                        world)).json()["time"]) == 3
+
+
+def test_a_bad_range_is_a_clear_400_and_writes_nothing(api_as, world):
+    before = counts()
+    response = api_as("b").get(fill("/api/v1/environments/{ve_b}/usage/?range=1y", world))
+    assert response.status_code == 400 and "range must be one of" in response.content.decode()
+    assert counts() == before
+
+
+def test_the_vps_page_carries_the_graphs(page_as, world):
+    page = page_as("b").get(fill("/vps/{ve_b}/", world)).content.decode()
+    assert 'id="usage"' in page and "vendor/uplot/uPlot.iife.min.js" in page
+    assert fill('data-url="/api/v1/environments/{ve_b}/usage/"', world) in page
+    assert 'data-limits=""' in page  # customers: no limit lines
+    staff = page_as("staff").get(fill("/vps/{ve_b}/", world)).content.decode()
+    assert 'data-limits="yes"' in staff
