@@ -1,9 +1,15 @@
 """API: nodes (staff). Facts come from the node's heartbeat; staff set ratios and draining."""
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
 
 from hosting.core import audit
 from hosting.core.api import IsStaff
+from hosting.core.errors import Invalid
+from hosting.usage import graphs
 
 from .models import Node
 
@@ -15,10 +21,10 @@ class NodeSerializer(serializers.ModelSerializer):
     class Meta:
         model = Node
         fields = ["id", "name", "queue", "state", "last_heartbeat", "ram_bytes", "cpus",
-                  "disk_bytes", "cgroup_version", "warnings", "drift", "ram_overcommit",
+                  "disk_bytes", "disk_free_bytes", "cgroup_version", "warnings", "drift", "ram_overcommit",
                   "swap_overcommit", "cpu_overcommit", "disk_overcommit", "environments"]
         read_only_fields = ["last_heartbeat", "ram_bytes", "cpus", "disk_bytes",
-                            "cgroup_version", "warnings", "drift"]
+                            "disk_free_bytes", "cgroup_version", "warnings", "drift"]
 
     def get_environments(self, node) -> int:
         return node.environments.live().count()
@@ -31,6 +37,19 @@ class NodeViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.Rea
     serializer_class = NodeSerializer
     permission_classes = [IsStaff]
     filterset_fields = ["state"]
+
+    @extend_schema(parameters=[OpenApiParameter("range", str, enum=list(graphs.RANGES),
+                                                default="24h")],
+                   responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["get"])
+    def usage(self, request, pk=None):
+        """RAM and CPU of the node's VEs over a range (the biggest on their own), and
+        the node's physical capacity: for its stacked graphs."""
+        node = self.get_object()
+        name = request.query_params.get("range", "24h")
+        if name not in graphs.RANGES:
+            raise Invalid(f"range must be one of {', '.join(graphs.RANGES)}", field="range")
+        return Response(graphs.node_usage(node, name))
 
     def perform_create(self, serializer):
         audit.record(self.request.user, "node.create", serializer.save())

@@ -4,6 +4,8 @@ from django.shortcuts import get_object_or_404, render
 
 from hosting.core.decorators import staff_required
 
+from hosting.usage import graphs
+
 from . import placement
 from .models import Node
 
@@ -34,4 +36,5 @@ def node_detail(request, pk):
     ves = node.environments.live().select_related("owner__user", "plan")
     return render(request, "staff/node.html", {"node": node, "usage": _usage(node),
                                                "environments": ves,
-                                               "disk_allocated": placement.sold(node).disk})
+                                               "disk_allocated": placement.sold(node).disk,
+                                               "usage_ranges": list(graphs.RANGES)})

@@ -63,3 +63,52 @@ def _from_rollups(ve, since, resolution):
     out.update({f"{m}_max": [r[f"{m}_max"] for r in rows] for m in PEAKS})
     out["limit_hits"] = [r["limit_hits"] + r["oom_kills"] for r in rows]
     return out
+
+
+TOP_VES = 8  # a node's graph names its biggest VEs; the rest are summed as "others"
+
+
+def node_usage(node, range_name, now=None):
+    """Every live VE's RAM and CPU on ``node`` over ``range_name``, for stacked graphs,
+    with the node's physical capacity: {"time", "ves": [{veid, hostname, ram, cpu}],
+    "capacity": {"ram", "cpus"}}. The biggest TOP_VES VEs (by average RAM) are
+    shown on their own, the others summed."""
+    from hosting.environments.models import VirtualEnvironment as VE
+    span, resolution = RANGES[range_name]
+    since = (now or timezone.now()) - span
+    ves = {ve.pk: ve for ve in VE.objects.filter(node=node).live()}
+    per_ve, times = {}, set()
+    if resolution is None:
+        for pk in ves:
+            series = _from_raw(ves[pk], since)
+            per_ve[pk] = {t: (r, c) for t, r, c in zip(series["time"], series["ram"],
+                                                       series["cpu"])}
+            times.update(series["time"])
+    else:
+        rows = UsageRollup.objects.filter(environment_id__in=list(ves), resolution=resolution,
+                                          time__gte=since)
+        for pk, moment, ram, cpu in rows.values_list("environment_id", "time", "ram_avg",
+                                                      "cpu_avg"):
+            per_ve.setdefault(pk, {})[moment.timestamp()] = (ram, cpu)
+            times.add(moment.timestamp())
+    timeline = sorted(times)
+
+    def column(pk, index):
+        values = per_ve.get(pk, {})
+        return [values.get(t, (None, None))[index] for t in timeline]
+
+    def mean(values):
+        values = [v for v in values if v is not None]
+        return sum(values) / len(values) if values else 0
+
+    ranked = sorted(ves, key=lambda pk: -mean(column(pk, 0)))
+    shown = [{"veid": ves[pk].veid, "hostname": ves[pk].hostname, "ram": column(pk, 0),
+              "cpu": column(pk, 1)} for pk in ranked[:TOP_VES]]
+    rest = ranked[TOP_VES:]
+    if rest:
+        sums = [[sum(v for v in values if v is not None) for values in zip(*columns)]
+                for columns in ([column(pk, 0) for pk in rest], [column(pk, 1) for pk in rest])]
+        shown.append({"veid": None, "hostname": f"{len(rest)} others", "ram": sums[0],
+                      "cpu": sums[1]})
+    return {"range": range_name, "resolution": resolution or 0, "time": timeline, "ves": shown,
+            "capacity": {"ram": node.ram_bytes, "cpus": node.cpus}}

@@ -1,6 +1,7 @@
-// Usage graphs on the VPS page, drawn with uPlot (static/vendor/uplot) from
-// GET <data-url>?range=1h|24h|7d|30d (the API's usage action). Staff pages
-// (data-limits="yes") also draw the plan's limits and the limit hits.
+// Usage graphs, drawn with uPlot (static/vendor/uplot) from GET
+// <data-url>?range=1h|24h|7d|30d (the API's usage actions): on the VPS page
+// (#usage; staff, data-limits="yes", also get the plan's limits and the limit
+// hits) and on a node's page (#node-usage: its VEs stacked against capacity).
 (function () {
   "use strict";
 
@@ -74,18 +75,51 @@
     box.setAttribute("data-loaded", data.range);
   }
 
+  var PALETTE = ["#2563eb", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#db2777",
+                 "#ca8a04", "#4f46e5", "#64748b"];
+
+  // A node: its VEs' RAM and CPU stacked (each line is the sum of those below
+  // it, filled; drawn biggest first), against the physical capacity.
+  function drawNode(box, data) {
+    [["ram", bytes, data.capacity.ram], ["cpu", plain, data.capacity.cpus]].forEach(function (c) {
+      var fig = document.getElementById("chart-node-" + c[0]);
+      fig.querySelectorAll(".uplot").forEach(function (old) { old.remove(); });
+      var running = data.time.map(function () { return 0; });
+      var stacked = data.ves.map(function (ve) {
+        running = running.map(function (sum, i) { return sum + (ve[c[0]][i] || 0); });
+        return { label: ve.veid ? ve.veid + " " + ve.hostname : ve.hostname, values: running };
+      }).reverse();
+      var series = [{}].concat(stacked.map(function (s, i) {
+        var color = PALETTE[(stacked.length - 1 - i) % PALETTE.length];
+        return { label: s.label, stroke: color, fill: color + "55", width: 1,
+                 value: function (u, v) { return c[1](v); } };
+      }));
+      series.push({ label: "physical", stroke: "#dc2626", dash: [6, 4], width: 1.5,
+                    value: function (u, v) { return c[1](v); } });
+      var columns = [data.time].concat(stacked.map(function (s) { return s.values; }));
+      columns.push(data.time.map(function () { return c[2]; }));
+      new uPlot({ width: Math.max(320, fig.clientWidth - 8), height: 220, series: series,
+                  axes: [{}, { values: function (u, vals) { return vals.map(c[1]); }, size: 84 }] },
+                columns, fig);
+      fig.setAttribute("data-points", String(data.time.length));
+    });
+    document.getElementById("usage-note").textContent = data.time.length ? "" :
+      "No samples for this period yet.";
+    box.setAttribute("data-loaded", data.range);
+  }
+
   function load(box, range) {
     var url = box.getAttribute("data-url") + "?range=" + encodeURIComponent(range);
     fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
-      .then(function (data) { draw(box, data); })
+      .then(function (data) { (box.id === "node-usage" ? drawNode : draw)(box, data); })
       .catch(function () {
         document.getElementById("usage-note").textContent = "Usage could not be loaded.";
       });
   }
 
   document.addEventListener("DOMContentLoaded", function () {
-    var box = document.getElementById("usage");
+    var box = document.getElementById("usage") || document.getElementById("node-usage");
     if (!box || typeof uPlot === "undefined") return;
     box.querySelectorAll("[data-range]").forEach(function (button) {
       button.addEventListener("click", function () {

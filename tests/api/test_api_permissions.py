@@ -47,6 +47,7 @@ READS = [
     ("/api/v1/customers/{cust_b}/", (401, 403, 403, 200)),
     ("/api/v1/nodes/", (401, 403, 403, 200)),
     ("/api/v1/nodes/{node}/", (401, 403, 403, 200)),
+    ("/api/v1/nodes/{node}/usage/?range=7d", (401, 403, 403, 200)),
     ("/api/v1/ip-pools/", (401, 403, 403, 200)),
     ("/api/v1/ip-pools/{pool}/", (401, 403, 403, 200)),
     ("/api/v1/audit-log/", (401, 403, 403, 200)),

@@ -58,3 +58,25 @@ def test_the_vps_page_carries_the_graphs(page_as, world):
     assert 'data-limits=""' in page  # customers: no limit lines
     staff = page_as("staff").get(fill("/vps/{ve_b}/", world)).content.decode()
     assert 'data-limits="yes"' in staff
+
+
+def test_a_nodes_ves_stack_up_against_its_capacity(api_as, world, monkeypatch):
+    from hosting.usage import graphs
+    now = timezone.now()
+    for ve, ram in ((world["ve_a"], 100), (world["ve_b"], 300)):
+        for hours in (1, 2):
+            UsageRollup.objects.create(environment=ve, resolution=300, samples=10,
+                                       time=now.replace(microsecond=0) - timedelta(hours=hours),
+                                       ram_avg=ram + hours, cpu_avg=0.5)
+    url = fill("/api/v1/nodes/{node}/usage/?range=24h", world)
+    data = api_as("staff").get(url).json()
+    assert len(data["time"]) == 2
+    assert [v["veid"] for v in data["ves"]] == [102, 101]  # biggest first
+    assert data["ves"][0]["ram"] == [302, 301] and data["ves"][1]["cpu"] == [0.5, 0.5]
+    assert data["capacity"] == {"ram": world["node"].ram_bytes, "cpus": world["node"].cpus}
+    monkeypatch.setattr(graphs, "TOP_VES", 1)  # the rest are summed
+    data = api_as("staff").get(url).json()
+    assert [v["hostname"] for v in data["ves"]] == ["web-b.example.com", "1 others"]
+    assert data["ves"][1]["ram"] == [102, 101]
+    assert api_as("staff").get(fill("/api/v1/nodes/{node}/usage/?range=x", world)) \
+        .status_code == 400

@@ -107,7 +107,7 @@ def test_customer_orders_and_reboots_then_staff_raise_the_plans_ram(browser, liv
     api.wait_operation(api.post(f"/api/v1/environments/{veid}/terminate/"))
 
 
-def test_the_customer_sees_usage_graphs_and_staff_see_limits(browser, live_stack):
+def test_usage_graphs_for_the_customer_and_staff_and_the_node(browser, live_stack):
     api = live_stack.api("demo")
     op = api.wait_operation(api.post("/api/v1/environments/", {
         "plan": "VPS S", "template": "busybox", "hostname": "graphs.example.com",
@@ -138,5 +138,15 @@ def test_the_customer_sees_usage_graphs_and_staff_see_limits(browser, live_stack
     staff.locator("#chart-hits canvas").first.wait_for()
     assert staff.locator("#chart-ram .u-legend", has_text="limit").count() == 1
     shot(staff, "10-staff-usage-graphs")
+    node = live_stack.api("admin").get("/api/v1/nodes/")["results"][0]["id"]
+    staff.goto(f"{live_stack.base}/staff/nodes/{node}/")
+    staff.click("#node-usage [data-range='1h']")
+    staff.wait_for_selector("#node-usage[data-loaded='1h']")
+    for chart in ("ram", "cpu"):
+        figure = staff.locator(f"#chart-node-{chart}")
+        figure.locator("canvas").first.wait_for()
+        assert int(figure.get_attribute("data-points")) >= 3, chart
+        assert figure.locator(".u-legend", has_text="graphs.example.com").count() == 1
+    shot(staff, "11-staff-node-usage")
     staff.context.close()
     api.wait_operation(api.post(f"/api/v1/environments/{veid}/terminate/"))
