@@ -48,7 +48,8 @@ def roll_up(now=None):
     """Roll every complete 5-minute and hourly period of raw samples up; return rows made."""
     now = now or timezone.now()
     made = 0
-    for env_id in UsageSample.objects.values_list("environment_id", flat=True).distinct():
+    # A list first: no read cursor stays open while rows are written (SQLite).
+    for env_id in list(UsageSample.objects.values_list("environment_id", flat=True).distinct()):
         for resolution in (sampling.FIVE_MINUTES, sampling.HOUR):
             made += _roll_up_one(env_id, resolution, now)
     return made
