@@ -8,6 +8,7 @@ from hosting.environments import staff as templates
 from hosting.nodes import views as nodes
 from hosting.operations import views as operations
 from hosting.plans import views as plans
+from hosting.usage import views as usage
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="staff-nodes"), name="staff-home"),
@@ -28,4 +29,5 @@ urlpatterns = [
     path("vps/", operations.environment_list, name="staff-vps"),
     path("operations/", operations.operation_list, name="staff-operations"),
     path("audit/", operations.audit_list, name="staff-audit"),
+    path("reports/overcommit/", usage.overcommit, name="staff-overcommit"),
 ]

@@ -22,7 +22,8 @@ class NodeSerializer(serializers.ModelSerializer):
         model = Node
         fields = ["id", "name", "queue", "state", "last_heartbeat", "ram_bytes", "cpus",
                   "disk_bytes", "disk_free_bytes", "cgroup_version", "warnings", "drift", "ram_overcommit",
-                  "swap_overcommit", "cpu_overcommit", "disk_overcommit", "environments"]
+                  "swap_overcommit", "cpu_overcommit", "disk_overcommit", "risk_pct",
+                  "environments"]
         read_only_fields = ["last_heartbeat", "ram_bytes", "cpus", "disk_bytes",
                             "disk_free_bytes", "cgroup_version", "warnings", "drift"]
 

@@ -2,7 +2,7 @@
 
 from decimal import Decimal
 
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
 node_name = RegexValidator(r"^[a-z0-9][a-z0-9-]{0,62}$",
@@ -41,6 +41,10 @@ class Node(models.Model):
     swap_overcommit = _ratio("1.0")
     cpu_overcommit = _ratio("4.0")
     disk_overcommit = _ratio("1.0")
+    risk_pct = models.PositiveSmallIntegerField(
+        default=80, validators=[MinValueValidator(10), MaxValueValidator(100)],
+        help_text="the p95 of the node's total RAM and CPU use may reach this % of physical "
+                  "(drives the reports' headroom and fits)")
 
     class Meta:
         ordering = ["name"]

@@ -121,7 +121,8 @@ def test_portal_actions_refuse_get(page_as, world, path):
 STAFF_GETS = [
     "/staff/nodes/", "/staff/nodes/{node}/", "/staff/plans/", "/staff/plans/new/",
     "/staff/plans/{plan}/", "/staff/templates/", "/staff/customers/", "/staff/vps/",
-    "/staff/operations/", "/staff/audit/",
+    "/staff/operations/", "/staff/audit/", "/staff/reports/overcommit/",
+    "/staff/reports/overcommit/?format=csv&table=plans",
 ]
 
 

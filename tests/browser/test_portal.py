@@ -148,5 +148,11 @@ def test_usage_graphs_for_the_customer_and_staff_and_the_node(browser, live_stac
         assert int(figure.get_attribute("data-points")) >= 3, chart
         assert figure.locator(".u-legend", has_text="graphs.example.com").count() == 1
     shot(staff, "11-staff-node-usage")
+    staff.goto(f"{live_stack.base}/staff/reports/overcommit/?days=1")
+    row = staff.locator("#nodes-report tr[data-node]").first
+    row.wait_for()
+    assert "1" in row.locator("td").nth(1).inner_text()  # the one VPS of the node
+    assert staff.locator("#plans-report tr[data-plan='VPS S']").count() == 1
+    shot(staff, "12-staff-overcommit-report")
     staff.context.close()
     api.wait_operation(api.post(f"/api/v1/environments/{veid}/terminate/"))

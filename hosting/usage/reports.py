@@ -1,0 +1,137 @@
+"""Overcommit and density reports: what was sold next to what is really used.
+
+Built from the hourly rollups of the last ``days`` (default 30). For a node,
+its total usage in an hour is the sum of its VEs' hourly averages; the
+report gives that total's p95 and peak against the physical size, next to
+what was sold (plans' limits) and the overcommit ratio. The *coincident-peak
+factor* is the sum of each VE's own p95 over the p95 of the sum: 1.0 means
+the VEs peak together; 3.0 means their peaks overlap so little that a third
+of the sum of peaks is ever needed at once. *Headroom* is what the node may
+still use at its risk level (``Node.risk_pct`` of physical RAM and CPUs for
+the p95 total); how many more VEs of a plan fit follows from what that
+plan's VEs really use (its p95 share of the limit, from the per-plan report).
+"""
+
+import math
+from collections import defaultdict
+from datetime import timedelta
+
+from django.utils import timezone
+
+from hosting.nodes import placement
+from hosting.nodes.models import Node
+from hosting.plans.models import Plan
+
+from . import sampling
+from .models import UsageRollup
+
+GIB = 1 << 30
+
+
+def _hourly(env_ids, since):
+    """{env_id: {epoch hour: (ram_avg, cpu_avg, disk_max)}} of the given VEs."""
+    rows = UsageRollup.objects.filter(environment_id__in=env_ids, resolution=sampling.HOUR,
+                                      time__gte=since)
+    out = defaultdict(dict)
+    for env_id, moment, ram, cpu, disk in rows.values_list("environment_id", "time", "ram_avg",
+                                                           "cpu_avg", "disk_max"):
+        out[env_id][moment.timestamp()] = (ram or 0, cpu or 0, disk)
+    return out
+
+
+def plan_report(days=30, now=None):
+    """Per plan: observed RAM and CPU p95 as shares of the limits, disk used of sold."""
+    since = (now or timezone.now()) - timedelta(days=days)
+    rows = []
+    for plan in Plan.objects.all():
+        ves = list(plan.environments.live().select_related("node"))
+        hourly = _hourly([ve.pk for ve in ves], since)
+        ram_shares, cpu_shares, disk_used = [], [], []
+        for ve in ves:
+            series = list(hourly.get(ve.pk, {}).values())
+            if not series:
+                continue
+            ram_shares.append(sampling.p95([s[0] for s in series]) / (plan.ram_mb << 20))
+            cpus = float(placement.demand(plan, ve.node.cpus).cpu) or 1.0
+            cpu_shares.append(sampling.p95([s[1] for s in series]) / cpus)
+            disks = [s[2] for s in series if s[2] is not None]
+            if disks:
+                disk_used.append(disks[-1])
+        rows.append({
+            "plan": plan.name, "ves": len(ves), "measured": len(ram_shares),
+            "ram_p95_share": _median(ram_shares), "cpu_p95_share": _median(cpu_shares),
+            "disk_used_share": (sum(disk_used) / len(disk_used) / (plan.disk_gib * GIB))
+            if disk_used else None})
+    return rows
+
+
+def node_report(days=30, now=None):
+    """Per node: sold vs physical, usage p95/peak vs physical, coincidence, headroom, fits."""
+    since = (now or timezone.now()) - timedelta(days=days)
+    shares = {row["plan"]: row for row in plan_report(days, now)}
+    plans = list(Plan.objects.filter(active=True))
+    rows = []
+    for node in Node.objects.all():
+        ves = list(node.environments.live().select_related("plan"))
+        hourly = _hourly([ve.pk for ve in ves], since)
+        totals = defaultdict(lambda: [0.0, 0.0])
+        own_p95 = [0.0, 0.0]
+        for ve in ves:
+            series = hourly.get(ve.pk, {})
+            for hour, (ram, cpu, _) in series.items():
+                totals[hour][0] += ram
+                totals[hour][1] += cpu
+            if series:
+                own_p95[0] += sampling.p95([s[0] for s in series.values()])
+                own_p95[1] += sampling.p95([s[1] for s in series.values()])
+        ram_totals = [t[0] for t in totals.values()]
+        cpu_totals = [t[1] for t in totals.values()]
+        sold = placement.sold(node)
+        ram_p95, cpu_p95 = sampling.p95(ram_totals), sampling.p95(cpu_totals)
+        risk = node.risk_pct / 100
+        headroom_ram = node.ram_bytes * risk - (ram_p95 or 0)
+        headroom_cpu = node.cpus * risk - (cpu_p95 or 0)
+        rows.append({
+            "node": node.name, "ves": len(ves), "cpus": node.cpus,
+            "ves_per_core": len(ves) / node.cpus if node.cpus else None,
+            "ram_physical": node.ram_bytes, "ram_sold": sold.ram,
+            "ram_overcommit": _ratio(sold.ram, node.ram_bytes),
+            "swap_sold": sold.swap, "swap_overcommit": _ratio(sold.swap, node.ram_bytes),
+            "cpu_sold": float(sold.cpu), "cpu_overcommit": _ratio(float(sold.cpu), node.cpus),
+            "disk_physical": node.disk_bytes, "disk_sold": sold.disk,
+            "disk_overcommit": _ratio(sold.disk, node.disk_bytes),
+            "ram_p95": ram_p95, "ram_peak": max(ram_totals) if ram_totals else None,
+            "ram_p95_of_physical": _ratio(ram_p95, node.ram_bytes),
+            "cpu_p95": cpu_p95, "cpu_peak": max(cpu_totals) if cpu_totals else None,
+            "cpu_p95_of_physical": _ratio(cpu_p95, node.cpus),
+            "ram_coincidence": _ratio(own_p95[0], ram_p95),
+            "cpu_coincidence": _ratio(own_p95[1], cpu_p95),
+            "risk_pct": node.risk_pct, "headroom_ram": headroom_ram,
+            "headroom_cpu": headroom_cpu,
+            "fits": {plan.name: _fits(plan, node, shares.get(plan.name), headroom_ram,
+                                      headroom_cpu) for plan in plans}})
+    return rows
+
+
+def _fits(plan, node, share, headroom_ram, headroom_cpu):
+    """More VEs of ``plan`` the node takes at its risk level (unmeasured plans count
+    at their full limits), never more than its sold-based limits allow."""
+    ram_share = (share or {}).get("ram_p95_share") or 1.0
+    cpu_share = (share or {}).get("cpu_p95_share") or 1.0
+    need = placement.demand(plan, node.cpus)
+    by_ram = headroom_ram / (need.ram * ram_share) if need.ram else math.inf
+    by_cpu = headroom_cpu / (float(need.cpu) * cpu_share) if need.cpu else math.inf
+    return max(0, math.floor(min(by_ram, by_cpu)))
+
+
+def _ratio(part, whole):
+    return part / whole if part is not None and whole else None
+
+
+def _median(values):
+    if not values:
+        return None
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+

@@ -1,0 +1,53 @@
+"""Staff pages: the overcommit and density report, also as CSV."""
+
+import csv
+
+from django.http import HttpResponse
+from django.shortcuts import render
+
+from hosting.core.decorators import staff_required
+
+from . import reports
+
+NODE_COLUMNS = ("node", "ves", "cpus", "ves_per_core", "ram_physical", "ram_sold",
+                "ram_overcommit", "swap_sold", "swap_overcommit", "cpu_sold", "cpu_overcommit",
+                "disk_physical", "disk_sold", "disk_overcommit", "ram_p95", "ram_peak",
+                "ram_p95_of_physical", "cpu_p95", "cpu_peak", "cpu_p95_of_physical",
+                "ram_coincidence", "cpu_coincidence", "risk_pct", "headroom_ram",
+                "headroom_cpu")
+PLAN_COLUMNS = ("plan", "ves", "measured", "ram_p95_share", "cpu_p95_share", "disk_used_share")
+DAYS = (1, 7, 30)
+
+
+@staff_required
+def overcommit(request):
+    """Per node and per plan, what was sold next to what is used (``?format=csv&table=``)."""
+    days = int(request.GET.get("days", "30")) if request.GET.get("days") in map(str, DAYS) \
+        else 30
+    nodes, plans = reports.node_report(days), reports.plan_report(days)
+    if request.GET.get("format") == "csv":
+        table = request.GET.get("table", "nodes")
+        return _csv(f"overcommit-{table}-{days}d.csv", *(
+            (PLAN_COLUMNS, plans, []) if table == "plans" else
+            (NODE_COLUMNS, nodes, sorted({p for row in nodes for p in row["fits"]}))))
+    fit_plans = sorted({p for row in nodes for p in row["fits"]})
+    for row in nodes:
+        row["fit_list"] = [row["fits"][p] for p in fit_plans]
+    return render(request, "staff/overcommit.html", {
+        "nodes": nodes, "plans": plans, "days": days, "day_choices": DAYS,
+        "fit_plans": fit_plans})
+
+
+def _csv(filename, columns, rows, fit_plans):
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    writer = csv.writer(response)
+    writer.writerow(list(columns) + [f"fits_{p}" for p in fit_plans])
+    for row in rows:
+        writer.writerow([_cell(row[c]) for c in columns] +
+                        [row["fits"].get(p, "") for p in fit_plans])
+    return response
+
+
+def _cell(value):
+    return "" if value is None else round(value, 4) if isinstance(value, float) else value

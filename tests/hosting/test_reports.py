@@ -1,0 +1,116 @@
+"""The overcommit report against a hand-built fleet: 3 nodes, 5 plans, 200 VEs, a day
+of hourly usage in which VE i idles at a quarter of its plan's RAM and peaks
+at three quarters in hour i % 24. The expected figures are worked out below
+with plain loops, apart from the code under test."""
+
+import csv
+import io
+import math
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+from hosting.environments.models import VirtualEnvironment as VE
+from hosting.nodes.models import Node
+from hosting.plans.models import Plan
+from hosting.usage import reports
+from hosting.usage.models import UsageRollup
+
+pytestmark = pytest.mark.django_db
+
+GiB, MiB = 1 << 30, 1 << 20
+NOW = datetime(2026, 11, 3, 0, 0, tzinfo=timezone.utc)
+NODES = (("n1", 16, 8), ("n2", 32, 16), ("n3", 8, 4))  # name, RAM GiB, CPUs
+PLAN_RAM = (256, 512, 1024, 2048, 4096)  # MiB
+
+
+@pytest.fixture
+def fleet(catalogue):
+    nodes = [Node.objects.create(name=name, state="online", ram_bytes=ram * GiB, cpus=cpus,
+                                 disk_bytes=1000 * GiB) for name, ram, cpus in NODES]
+    plans = [Plan.objects.create(name=f"P{mb}", ram_mb=mb, cpus=1, cpu_limit_pct=100,
+                                 disk_gib=10, inodes=100000, monthly_price=Decimal("1"))
+             for mb in PLAN_RAM]
+    rollups, ves = [], []
+    for i in range(200):
+        plan, node = plans[i % 5], nodes[i % 3]
+        ve = VE.objects.create(veid=1000 + i, owner=catalogue["customer"], plan=plan,
+                               node=node, template=catalogue["template"],
+                               hostname=f"f{i}.example.com", actual_state="running")
+        ves.append(ve)
+        for hour in range(24):
+            peak = hour == i % 24
+            rollups.append(UsageRollup(
+                environment=ve, resolution=3600, samples=120,
+                time=NOW - timedelta(hours=24 - hour),
+                ram_avg=plan.ram_mb * MiB * (0.75 if peak else 0.25),
+                cpu_avg=0.5 if peak else 0.1, disk_max=2 * GiB))
+    UsageRollup.objects.bulk_create(rollups)
+    return nodes, plans, ves
+
+
+def expected_node(name, ves):
+    """The node's figures by hand: hourly totals, their p95 (the 23rd of 24 sorted
+    values, nearest rank) and peak, and the sum of each VE's own p95."""
+    mine = [(i, ve) for i, ve in enumerate(ves) if ve.node.name == name]
+    totals = []
+    for hour in range(24):
+        totals.append(sum(ve.plan.ram_mb * MiB * (0.75 if hour == i % 24 else 0.25)
+                          for i, ve in mine))
+    p95 = sorted(totals)[22]
+    own = sum(ve.plan.ram_mb * MiB * 0.25 for _, ve in mine)  # each VE's p95: its idle
+    return {"count": len(mine), "p95": p95, "peak": max(totals), "own": own,
+            "sold": sum(ve.plan.ram_mb * MiB for _, ve in mine)}
+
+
+def test_node_figures_match_the_hand_computed_fleet(fleet):
+    nodes, plans, ves = fleet
+    rows = {row["node"]: row for row in reports.node_report(days=1, now=NOW)}
+    for name, ram_gib, cpus in NODES:
+        want, row = expected_node(name, ves), rows[name]
+        assert row["ves"] == want["count"] and row["ves_per_core"] == want["count"] / cpus
+        assert row["ram_sold"] == want["sold"]
+        assert row["ram_overcommit"] == pytest.approx(want["sold"] / (ram_gib * GiB))
+        assert row["ram_p95"] == pytest.approx(want["p95"])
+        assert row["ram_peak"] == pytest.approx(want["peak"])
+        assert row["ram_coincidence"] == pytest.approx(want["own"] / want["p95"])
+        assert row["cpu_sold"] == want["count"]  # one CPU each (100% cap)
+        assert row["headroom_ram"] == pytest.approx(0.8 * ram_gib * GiB - want["p95"])
+        # Every plan's VEs use a quarter of their RAM at p95 and 0.1 of a CPU.
+        cpu_p95 = sorted(0.1 * want["count"] + 0.4 * sum(
+            1 for i in range(200) if i % 3 == NODES.index((name, ram_gib, cpus))
+            and i % 24 == hour) for hour in range(24))[22]
+        assert row["cpu_p95"] == pytest.approx(cpu_p95)
+        for plan in plans:
+            by_ram = (0.8 * ram_gib * GiB - want["p95"]) / (plan.ram_mb * MiB * 0.25)
+            by_cpu = (0.8 * cpus - cpu_p95) / (1 * 0.1)
+            assert row["fits"][plan.name] == max(0, math.floor(min(by_ram, by_cpu))), plan
+    # Worked out on paper: n1 has VEs 0, 3, ..., 198 (67), n3 has 2, 5, ..., 197 (66).
+    assert (rows["n1"]["ves"], rows["n2"]["ves"], rows["n3"]["ves"]) == (67, 67, 66)
+
+
+def test_plan_figures_are_shares_of_what_they_sell(fleet):
+    rows = {row["plan"]: row for row in reports.plan_report(days=1, now=NOW)}
+    for mb in PLAN_RAM:
+        row = rows[f"P{mb}"]
+        assert row["ves"] == 40 and row["measured"] == 40
+        assert row["ram_p95_share"] == pytest.approx(0.25)
+        assert row["cpu_p95_share"] == pytest.approx(0.1)
+        assert row["disk_used_share"] == pytest.approx(0.2)
+
+
+def test_the_report_page_and_its_csv(fleet, client):
+    from django.contrib.auth.models import User
+    staff = User.objects.create_user("boss", password="boss-pass-1", is_staff=True)
+    client.force_login(staff)
+    page = client.get("/staff/reports/overcommit/?days=1")
+    assert page.status_code == 200 and 'data-node="n1"' in page.content.decode()
+    response = client.get("/staff/reports/overcommit/?days=1&format=csv&table=nodes")
+    assert response["Content-Type"].startswith("text/csv")
+    table = list(csv.DictReader(io.StringIO(response.content.decode())))
+    assert {row["node"] for row in table} >= {"n1", "n2", "n3"}
+    n3 = next(row for row in table if row["node"] == "n3")
+    assert int(n3["ves"]) == 66 and "fits_P256" in n3
+    plans = client.get("/staff/reports/overcommit/?days=1&format=csv&table=plans")
+    assert "ram_p95_share" in plans.content.decode().splitlines()[0]
