@@ -4,11 +4,14 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from hosting.usage.metrics import MetricsView
+
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("hosting.api_urls")),
+    path("metrics", MetricsView.as_view(), name="metrics"),
     path("staff/", include("hosting.core.staff_urls")),
     path("", include("hosting.environments.urls")),
 ]

@@ -1,7 +1,8 @@
 // Usage graphs, drawn with uPlot (static/vendor/uplot) from GET
 // <data-url>?range=1h|24h|7d|30d (the API's usage actions): on the VPS page
-// (#usage; staff, data-limits="yes", also get the plan's limits and the limit
-// hits) and on a node's page (#node-usage: its VEs stacked against capacity).
+// (#usage, with limit hits and OOM kills; staff, data-limits="yes", also get
+// the plan's limits as lines) and on a node's page (#node-usage: its VEs
+// stacked against capacity).
 (function () {
   "use strict";
 
@@ -37,8 +38,9 @@
       Object.keys(caps).forEach(function (id) {
         if (caps[id]) defs[id].series.push(["limit", limitLine(caps[id]), "#dc2626", [6, 4]]);
       });
-      defs.hits = { fmt: plain, series: [["limit hits", data.limit_hits, "#dc2626"]] };
     }
+    // Limit hits and OOM kills (OpenVZ's failcnt): customers see theirs too.
+    defs.hits = { fmt: plain, series: [["limit hits", data.limit_hits, "#dc2626"]] };
     return defs;
   }
 
@@ -46,7 +48,7 @@
     var withLimits = box.getAttribute("data-limits") === "yes";
     var defs = charts(data, withLimits);
     var holder = box.querySelector(".charts");
-    if (withLimits && !document.getElementById("chart-hits")) {
+    if (!document.getElementById("chart-hits")) {
       var fig = document.createElement("figure");
       fig.className = "chart"; fig.id = "chart-hits";
       fig.innerHTML = "<figcaption>Limit hits and OOM kills</figcaption>";

@@ -80,3 +80,35 @@ def test_a_nodes_ves_stack_up_against_its_capacity(api_as, world, monkeypatch):
     assert data["ves"][1]["ram"] == [102, 101]
     assert api_as("staff").get(fill("/api/v1/nodes/{node}/usage/?range=x", world)) \
         .status_code == 400
+
+
+def test_prometheus_metrics_show_the_latest_sample_round(api_as, world):
+    from rest_framework.test import APIClient
+
+    from hosting.usage.models import NodeSample
+    now = timezone.now()
+    node = world["node"]
+    for age, ram in ((60, 1), (0, 64 << 20)):  # an older round, then the latest
+        moment = now - timedelta(seconds=age)
+        NodeSample.objects.create(node=node, time=moment, cpu_busy_ns=5 * 10**9, cpus=4,
+                                  ram_used=ram, ram_total=8 << 30, swap_used=0,
+                                  disk_used=1, disk_total=2, load1=0.25)
+        UsageSample.objects.create(environment=world["ve_b"], time=moment, ram=ram,
+                                   cpu_ns=3 * 10**9, oom_kills=2)
+    response = api_as("staff").get("/metrics")
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/plain")
+    text = response.content.decode()
+    labels = f'veid="{world["ve_b"].veid}",hostname="web-b.example.com",node="{node.name}"'
+    assert f'hosting_ve_ram_bytes{{{labels},plan="{world["plan"].name}"}} {64 << 20}' in text
+    assert f"hosting_ve_cpu_seconds_total{{{labels}" in text and " 3.0" in text
+    assert f'hosting_node_ram_used_bytes{{node="{node.name}"}} {64 << 20}' in text
+    assert "# TYPE hosting_ve_oom_kills_total counter" in text
+    assert "hosting_ve_ram_bytes" in text and text.count("hosting_ve_ram_bytes{") == 1
+    # A Prometheus scraper uses a staff token; customers and strangers get nothing.
+    from rest_framework.authtoken.models import Token
+    token = Token.objects.create(user=world["staff"])
+    scraper = APIClient()
+    scraper.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert scraper.get("/metrics").status_code == 200
+    assert api_as("b").get("/metrics").status_code == 403
+    assert APIClient().get("/metrics").status_code == 401
