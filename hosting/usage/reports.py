@@ -135,3 +135,41 @@ def _median(values):
     middle = len(ordered) // 2
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
+
+
+# Right-sizing: a VE above this share of its RAM in more than half of the
+# hours of the last 30 days needs a bigger plan; one that barely used a CPU
+# or the network in any hour of the last 60 days is idle.
+TIGHT_RAM_SHARE, TIGHT_DAYS = 0.9, 30
+IDLE_CPU, IDLE_BYTES_PER_S, IDLE_DAYS = 0.01, 1024, 60
+
+
+def rightsizing(now=None):
+    """[{veid, hostname, plan, node, signal: "tight"|"idle", detail}] for live VEs."""
+    from hosting.environments.models import VirtualEnvironment as VE
+    now = now or timezone.now()
+    since = now - timedelta(days=IDLE_DAYS)
+    rows = UsageRollup.objects.filter(resolution=sampling.HOUR, time__gte=since)
+    hours = defaultdict(list)
+    for env_id, moment, ram, cpu, rx, tx in rows.values_list(
+            "environment_id", "time", "ram_avg", "cpu_avg", "rx_avg", "tx_avg"):
+        hours[env_id].append((moment, ram or 0, cpu or 0, (rx or 0) + (tx or 0)))
+    signals = []
+    for ve in VE.objects.live().filter(pk__in=list(hours)).select_related("plan", "node"):
+        series = sorted(hours[ve.pk])
+        limit = ve.plan.ram_mb << 20
+        recent = [h for h in series if h[0] >= now - timedelta(days=TIGHT_DAYS)]
+        tight = [h for h in recent if h[1] >= TIGHT_RAM_SHARE * limit]
+        base = {"veid": ve.veid, "hostname": ve.hostname, "plan": ve.plan.name,
+                "node": ve.node.name}
+        if recent and len(tight) > len(recent) / 2:
+            signals.append(dict(base, signal="tight", detail=(
+                f"above {TIGHT_RAM_SHARE:.0%} of its RAM in {len(tight)} of {len(recent)} "
+                "hours: a bigger plan")))
+        covered = (series[-1][0] - series[0][0]).days + 1 if series else 0
+        if covered >= IDLE_DAYS - 1 and all(h[2] < IDLE_CPU and h[3] < IDLE_BYTES_PER_S
+                                            for h in series):
+            signals.append(dict(base, signal="idle", detail=(
+                f"idle for {covered} days (under {IDLE_CPU} CPUs and "
+                f"{IDLE_BYTES_PER_S} B/s every hour): downsize or reclaim")))
+    return signals

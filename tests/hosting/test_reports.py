@@ -114,3 +114,36 @@ def test_the_report_page_and_its_csv(fleet, client):
     assert int(n3["ves"]) == 66 and "fits_P256" in n3
     plans = client.get("/staff/reports/overcommit/?days=1&format=csv&table=plans")
     assert "ram_p95_share" in plans.content.decode().splitlines()[0]
+    signals = client.get("/staff/reports/overcommit/?format=csv&table=rightsizing")
+    assert signals.content.decode().splitlines()[0] == "veid,hostname,plan,node,signal,detail"
+    assert 'id="rightsizing-report"' in page.content.decode()
+
+
+def test_rightsizing_finds_tight_and_idle_ves(catalogue):
+    from hosting.usage.reports import rightsizing
+    plan = catalogue["plan"]  # 128 MiB
+    limit = plan.ram_mb * MiB
+
+    def ve(veid):
+        return VE.objects.create(veid=veid, owner=catalogue["customer"], plan=plan,
+                                 node=catalogue["node"], template=catalogue["template"],
+                                 hostname=f"r{veid}.example.com", actual_state="running")
+    tight, busy, idle, short = ve(501), ve(502), ve(503), ve(504)
+    rows = []
+    for hour in range(60 * 24):  # 60 days of hours up to NOW
+        moment = NOW - timedelta(hours=60 * 24 - hour)
+        recent = moment >= NOW - timedelta(days=30)
+        # 501: 95% of its RAM in 2 of every 3 recent hours; 502: at 95% only a third.
+        rows.append(UsageRollup(environment=tight, resolution=3600, samples=1, time=moment,
+                                ram_avg=limit * (0.95 if hour % 3 else 0.5), cpu_avg=0.3))
+        rows.append(UsageRollup(environment=busy, resolution=3600, samples=1, time=moment,
+                                ram_avg=limit * (0.95 if hour % 3 == 0 else 0.5),
+                                cpu_avg=0.3))
+        rows.append(UsageRollup(environment=idle, resolution=3600, samples=1, time=moment,
+                                ram_avg=limit * 0.2, cpu_avg=0.001, rx_avg=10, tx_avg=10))
+        if recent:  # idle too, but only 30 days known: not yet "idle for 60 days"
+            rows.append(UsageRollup(environment=short, resolution=3600, samples=1,
+                                    time=moment, ram_avg=1, cpu_avg=0.0))
+    UsageRollup.objects.bulk_create(rows)
+    found = {(s["veid"], s["signal"]) for s in rightsizing(now=NOW)}
+    assert found == {(501, "tight"), (503, "idle")}
