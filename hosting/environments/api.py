@@ -264,7 +264,6 @@ class EnvironmentViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin,
         op = services.remove_address(self.get_object(), request.user, address)
         return accepted(op, request)
 
-    @extend_schema(request=PasswordSerializer, responses={202: OperationSerializer})
     @extend_schema(parameters=[OpenApiParameter("range", str, enum=list(graphs.RANGES),
                                                 default="24h")],
                    responses={200: OpenApiTypes.OBJECT})
@@ -278,6 +277,7 @@ class EnvironmentViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin,
             raise Invalid(f"range must be one of {', '.join(graphs.RANGES)}", field="range")
         return Response(graphs.usage(ve, name))
 
+    @extend_schema(request=PasswordSerializer, responses={202: OperationSerializer})
     @action(detail=True, methods=["post"])
     def password(self, request, veid=None):
         """Set the VPS's root password (sent to the node as a hash only)."""

@@ -58,7 +58,9 @@ def _beat_forever(name):
                 _reconcile_soon(name)
             if beats % sample_every == 0:
                 from hosting.operations.dispatch import send_to_node
-                send_to_node(name, "hosting.usage.tasks.sample_node")
+                # Stale samples would only crowd a busy pool and skew the rates.
+                send_to_node(name, "hosting.usage.tasks.sample_node",
+                             expires=settings.NODE_SAMPLE_SECONDS)
         except Exception:  # a database hiccup must not end the heartbeat
             log.exception("heartbeat of node %s failed", name)
 

@@ -29,12 +29,13 @@ def on_commit(op):
     transaction.on_commit(lambda: send(op_id, queue))
 
 
-def send_to_node(node_name, task_name):
-    """Send ``task_name(node_name)`` to that node's own queue (runs in its pool, with the engine)."""
+def send_to_node(node_name, task_name, expires=None):
+    """Send ``task_name(node_name)`` to that node's own queue (runs in its pool, with the
+    engine). ``expires`` (seconds): drop it if no worker took it by then."""
     from hosting.celery import app
     from hosting.nodes.models import Node
     try:
         app.send_task(task_name, args=[node_name], queue=Node(name=node_name).queue,
-                      retry=True, retry_policy=_RETRY)
+                      retry=True, retry_policy=_RETRY, expires=expires)
     except Exception as exc:
         log.warning("%s for %s not sent: %s", task_name, node_name, exc)

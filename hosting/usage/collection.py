@@ -1,5 +1,6 @@
 """Storing a node's samples, rolling them up and pruning them (see sampling.py)."""
 
+import logging
 from datetime import datetime, timezone as tz
 
 from django.db import transaction
@@ -11,6 +12,7 @@ from hosting.nodes.models import Node
 from . import sampling
 from .models import NodeSample, UsageRollup, UsageSample
 
+log = logging.getLogger(__name__)
 GRACE_SECONDS = 60  # a period is rolled up once its last sample has surely arrived
 
 # engine sample field -> UsageSample field
@@ -51,7 +53,10 @@ def roll_up(now=None):
     # A list first: no read cursor stays open while rows are written (SQLite).
     for env_id in list(UsageSample.objects.values_list("environment_id", flat=True).distinct()):
         for resolution in (sampling.FIVE_MINUTES, sampling.HOUR):
-            made += _roll_up_one(env_id, resolution, now)
+            try:
+                made += _roll_up_one(env_id, resolution, now)
+            except Exception:  # one VE's trouble (a busy database) must not stop the rest
+                log.exception("usage of environment %s not rolled up", env_id)
     return made
 
 
@@ -63,7 +68,10 @@ def _roll_up_one(env_id, resolution, now):
         raw = raw.filter(time__gte=done)  # the period rolled up last gives "previous"
     fields = ["time"] + list(_RAW.values())
     samples = [dict(zip(fields, values)) for values in raw.values_list(*fields)]
-    cutoff = now.timestamp() - GRACE_SECONDS  # periods ending later are not complete yet
+    # A period is complete once a later sample arrived (node clocks may lag ours)
+    # and the grace time has passed.
+    latest = samples[-1]["time"].timestamp() if samples else 0
+    cutoff = min(now.timestamp() - GRACE_SECONDS, latest)
     buckets, previous = {}, None
     for sample in samples:
         start = sampling.bucket_start(sample["time"], resolution)

@@ -4,6 +4,7 @@
 from datetime import timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.utils import timezone
 
 from . import sampling
@@ -27,17 +28,29 @@ def usage(ve, range_name, now=None):
     span, resolution = RANGES[range_name]
     since = (now or timezone.now()) - span
     if resolution is None:
-        out = _from_raw(ve, since)
+        out = _with_gaps(_from_raw(ve, since), settings.NODE_SAMPLE_SECONDS)
     else:
-        out = _from_rollups(ve, since, resolution)
+        out = _with_gaps(_from_rollups(ve, since, resolution), resolution)
     plan = ve.plan
-    cpus = plan.cpus or ve.node.cpus or None
+    cpus = plan.cpus or None  # "all of the node's" is not shown: no node sizes to customers
     if plan.cpu_limit_pct:
         cpus = min(cpus or 10**6, Decimal(plan.cpu_limit_pct) / 100)
     out.update(range=range_name, resolution=resolution or 0, limits={
         "ram": plan.ram_mb << 20, "swap": plan.swap_mb << 20, "disk": plan.disk_gib << 30,
         "inodes": plan.inodes, "processes": plan.processes,
         "cpu": float(cpus) if cpus else None})
+    return out
+
+
+def _with_gaps(out, step):
+    """Put a point of Nones where samples are missing (more than 1.5 steps apart), so
+    a graph shows the gap instead of a straight line across it."""
+    times, keys = out["time"], [k for k in out if k != "time"]
+    gaps = [i for i in range(1, len(times)) if times[i] - times[i - 1] > 1.5 * step]
+    for i in reversed(gaps):
+        times.insert(i, times[i - 1] + step)
+        for key in keys:
+            out[key].insert(i, None)
     return out
 
 

@@ -6,7 +6,11 @@ with a staff user's API token (``authorization: {type: Token, credentials:
 round, so a scrape costs two queries whatever the interval.
 """
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.db.models import Max
+from django.utils import timezone
 from rest_framework import renderers
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -62,11 +66,13 @@ class PrometheusRenderer(renderers.BaseRenderer):
 def exposition():
     """The text exposition format (version 0.0.4) of the latest samples."""
     lines = []
-    latest = dict(NodeSample.objects.values("node_id").annotate(last=Max("time"))
-                  .values_list("node_id", "last"))
+    # A node silent for two sampling intervals exports nothing rather than stale values.
+    fresh = timezone.now() - timedelta(seconds=2 * settings.NODE_SAMPLE_SECONDS)
+    latest = dict(NodeSample.objects.filter(time__gte=fresh).values("node_id")
+                  .annotate(last=Max("time")).values_list("node_id", "last"))
     nodes = {n.pk: n for n in Node.objects.all()}
-    node_rows = [(nodes[s.node_id], s) for s in NodeSample.objects.filter(node_id__in=latest)
-                 if s.time == latest[s.node_id]]
+    node_rows = [(nodes[node_id], NodeSample.objects.filter(node_id=node_id, time=last).first())
+                 for node_id, last in latest.items()]
     for name, text, kind, field, scale in NODE_METRICS:
         lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
         lines += [f"{name}{_labels(node=node.name)} {_number(getattr(s, field), scale)}"

@@ -52,7 +52,8 @@ class UsageSample(models.Model):
     oom_kills = models.BigIntegerField(null=True)
 
     class Meta:
-        indexes = [models.Index(fields=["environment", "time"])]
+        indexes = [models.Index(fields=["environment", "time"]),
+                   models.Index(fields=["time"])]  # pruning
 
 
 class UsageRollup(models.Model):
@@ -73,6 +74,7 @@ class UsageRollup(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["environment", "resolution", "time"],
                                                name="one_rollup_per_ve_period")]
+        indexes = [models.Index(fields=["resolution", "time"])]  # pruning, reports
 
 
 for _metric in METRICS:
@@ -95,4 +97,4 @@ class NodeSample(models.Model):
     load1 = models.FloatField()
 
     class Meta:
-        indexes = [models.Index(fields=["node", "time"])]
+        indexes = [models.Index(fields=["node", "time"]), models.Index(fields=["time"])]

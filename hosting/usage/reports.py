@@ -31,7 +31,7 @@ GIB = 1 << 30
 def _hourly(env_ids, since):
     """{env_id: {epoch hour: (ram_avg, cpu_avg, disk_max)}} of the given VEs."""
     rows = UsageRollup.objects.filter(environment_id__in=env_ids, resolution=sampling.HOUR,
-                                      time__gte=since)
+                                      time__gte=since).order_by("time")
     out = defaultdict(dict)
     for env_id, moment, ram, cpu, disk in rows.values_list("environment_id", "time", "ram_avg",
                                                            "cpu_avg", "disk_max"):
@@ -121,7 +121,10 @@ def _fits(plan, node, share, headroom_ram, headroom_cpu):
     need = placement.demand(plan, node.cpus)
     by_ram = headroom_ram / (need.ram * ram_share) if need.ram else math.inf
     by_cpu = headroom_cpu / (float(need.cpu) * cpu_share) if need.cpu else math.inf
-    return max(0, math.floor(min(by_ram, by_cpu)))
+    have, sold = placement.capacity(node), placement.sold(node)
+    by_sales = min((float(h) - float(s)) / float(n)
+                   for h, s, n in zip(have, sold, need) if n) if any(need) else math.inf
+    return max(0, math.floor(min(by_ram, by_cpu, by_sales)))
 
 
 def _ratio(part, whole):

@@ -28,6 +28,9 @@ def overcommit(request):
     nodes, plans = reports.node_report(days), reports.plan_report(days)
     if request.GET.get("format") == "csv":
         table = request.GET.get("table", "nodes")
+        if table not in ("nodes", "plans", "rightsizing"):
+            return HttpResponse("table must be nodes, plans or rightsizing\n", status=400,
+                                content_type="text/plain")
         if table == "rightsizing":
             return _csv("rightsizing.csv", SIGNAL_COLUMNS, reports.rightsizing(), [])
         return _csv(f"overcommit-{table}-{days}d.csv", *(
@@ -45,7 +48,7 @@ def _csv(filename, columns, rows, fit_plans):
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     writer = csv.writer(response)
-    writer.writerow(list(columns) + [f"fits_{p}" for p in fit_plans])
+    writer.writerow(list(columns) + [_cell(f"fits_{p}") for p in fit_plans])
     for row in rows:
         writer.writerow([_cell(row[c]) for c in columns] +
                         [row["fits"].get(p, "") for p in fit_plans])
@@ -53,4 +56,10 @@ def _csv(filename, columns, rows, fit_plans):
 
 
 def _cell(value):
-    return "" if value is None else round(value, 4) if isinstance(value, float) else value
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+        return "'" + value  # a spreadsheet must not run a staff-named plan as a formula
+    return value

@@ -87,9 +87,14 @@
       var fig = document.getElementById("chart-node-" + c[0]);
       fig.querySelectorAll(".uplot").forEach(function (old) { old.remove(); });
       var running = data.time.map(function () { return 0; });
+      // An hour no VE reported is a gap (null), not a dip to zero.
+      var measured = data.time.map(function (t, i) {
+        return data.ves.some(function (ve) { return ve[c[0]][i] != null; });
+      });
       var stacked = data.ves.map(function (ve) {
         running = running.map(function (sum, i) { return sum + (ve[c[0]][i] || 0); });
-        return { label: ve.veid ? ve.veid + " " + ve.hostname : ve.hostname, values: running };
+        return { label: ve.veid ? ve.veid + " " + ve.hostname : ve.hostname,
+                 values: running.map(function (v, i) { return measured[i] ? v : null; }) };
       }).reverse();
       var series = [{}].concat(stacked.map(function (s, i) {
         var color = PALETTE[(stacked.length - 1 - i) % PALETTE.length];

@@ -37,11 +37,13 @@ def test_longer_ranges_come_from_rollups_with_peaks(api_as, world):
                                    cpu_avg=0.25, cpu_max=1, limit_hits=2, oom_kills=1)
     data = api_as("staff").get(fill("/api/v1/environments/{ve_b}/usage/?range=24h",
                                     world)).json()
-    assert data["resolution"] == 300 and len(data["time"]) == 2  # the 40 h old one is out
-    assert data["ram"] == [5, 5] and data["ram_max"] == [9, 9] and data["cpu_max"] == [1, 1]
-    assert data["limit_hits"] == [3, 3]
-    assert len(api_as("staff").get(fill("/api/v1/environments/{ve_b}/usage/?range=7d",
-                                        world)).json()["time"]) == 3
+    # The 40 h old one is out; the hour between the two is a gap (None), not a line.
+    assert data["resolution"] == 300 and len(data["time"]) == 3
+    assert data["ram"] == [5, None, 5] and data["ram_max"] == [9, None, 9]
+    assert data["cpu_max"] == [1, None, 1] and data["limit_hits"] == [3, None, 3]
+    week = api_as("staff").get(fill("/api/v1/environments/{ve_b}/usage/?range=7d",
+                                    world)).json()
+    assert [v for v in week["ram"] if v is not None] == [5, 5, 5]
 
 
 def test_a_bad_range_is_a_clear_400_and_writes_nothing(api_as, world):
@@ -112,3 +114,12 @@ def test_prometheus_metrics_show_the_latest_sample_round(api_as, world):
     assert scraper.get("/metrics").status_code == 200
     assert api_as("b").get("/metrics").status_code == 403
     assert APIClient().get("/metrics").status_code == 401
+
+
+def test_a_gap_in_the_samples_is_shown_as_a_gap(api_as, world):
+    ve, now = world["ve_b"], timezone.now()
+    for hours in (1, 4):  # nothing in between: the node was down
+        UsageRollup.objects.create(environment=ve, resolution=300, samples=10,
+                                   time=now - timedelta(hours=hours), ram_avg=5)
+    data = api_as("b").get(fill("/api/v1/environments/{ve_b}/usage/?range=24h", world)).json()
+    assert data["ram"] == [5, None, 5] and len(data["time"]) == 3

@@ -21,14 +21,16 @@ pytestmark = pytest.mark.django_db
 
 GiB, MiB = 1 << 30, 1 << 20
 NOW = datetime(2026, 11, 3, 0, 0, tzinfo=timezone.utc)
-NODES = (("n1", 16, 8), ("n2", 32, 16), ("n3", 8, 4))  # name, RAM GiB, CPUs
+NODES = (("n1", 64, 32), ("n2", 128, 64), ("n3", 32, 16))  # name, RAM GiB, CPUs
+RAM_RATIO, CPU_RATIO = 3, 20  # generous sales, so usage is what limits most fits
 PLAN_RAM = (256, 512, 1024, 2048, 4096)  # MiB
 
 
 @pytest.fixture
 def fleet(catalogue):
     nodes = [Node.objects.create(name=name, state="online", ram_bytes=ram * GiB, cpus=cpus,
-                                 disk_bytes=1000 * GiB) for name, ram, cpus in NODES]
+                                 disk_bytes=10000 * GiB, ram_overcommit=RAM_RATIO,
+                                 cpu_overcommit=CPU_RATIO) for name, ram, cpus in NODES]
     plans = [Plan.objects.create(name=f"P{mb}", ram_mb=mb, cpus=1, cpu_limit_pct=100,
                                  disk_gib=10, inodes=100000, monthly_price=Decimal("1"))
              for mb in PLAN_RAM]
@@ -67,6 +69,7 @@ def expected_node(name, ves):
 def test_node_figures_match_the_hand_computed_fleet(fleet):
     nodes, plans, ves = fleet
     rows = {row["node"]: row for row in reports.node_report(days=1, now=NOW)}
+    fits = set()
     for name, ram_gib, cpus in NODES:
         want, row = expected_node(name, ves), rows[name]
         assert row["ves"] == want["count"] and row["ves_per_core"] == want["count"] / cpus
@@ -85,7 +88,14 @@ def test_node_figures_match_the_hand_computed_fleet(fleet):
         for plan in plans:
             by_ram = (0.8 * ram_gib * GiB - want["p95"]) / (plan.ram_mb * MiB * 0.25)
             by_cpu = (0.8 * cpus - cpu_p95) / (1 * 0.1)
-            assert row["fits"][plan.name] == max(0, math.floor(min(by_ram, by_cpu))), plan
+            # and never more than the node may still sell: RAM, swap (none), CPUs, disk
+            by_sales = min((RAM_RATIO * ram_gib * GiB - want["sold"]) / (plan.ram_mb * MiB),
+                           (CPU_RATIO * cpus - want["count"]) / 1,
+                           (10000 * GiB - want["count"] * 10 * GiB) / (10 * GiB))
+            expected = max(0, math.floor(min(by_ram, by_cpu, by_sales)))
+            assert row["fits"][plan.name] == expected, plan
+            fits.add(expected)
+    assert len(fits) > 2 and max(fits) > 0  # the fixture exercises real numbers
     # Worked out on paper: n1 has VEs 0, 3, ..., 198 (67), n3 has 2, 5, ..., 197 (66).
     assert (rows["n1"]["ves"], rows["n2"]["ves"], rows["n3"]["ves"]) == (67, 67, 66)
 

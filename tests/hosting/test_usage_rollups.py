@@ -60,6 +60,10 @@ def test_the_next_run_continues_where_the_last_stopped(ve):
     for i in range(20):  # 10:00 .. 10:09:30, RAM i MiB
         raw(ve, 30 * i, ram=i << 20, cpu_ns=i * 10**9)
     collection.roll_up(now=T0 + timedelta(minutes=6))
+    # 10:05-10:10 is complete only once a later sample is in (the node's clock may lag).
+    collection.roll_up(now=T0 + timedelta(minutes=11))
+    assert UsageRollup.objects.filter(resolution=300).count() == 1
+    raw(ve, 600, ram=99 << 20, cpu_ns=20 * 10**9)
     collection.roll_up(now=T0 + timedelta(minutes=11))
     collection.roll_up(now=T0 + timedelta(minutes=11))  # again: nothing new
     rows = list(UsageRollup.objects.filter(resolution=300).order_by("time"))
