@@ -176,3 +176,74 @@ def rightsizing(now=None):
                 f"idle for {covered} days (under {IDLE_CPU} CPUs and "
                 f"{IDLE_BYTES_PER_S} B/s every hour): downsize or reclaim")))
     return signals
+
+
+def runway(days=30, now=None):
+    """Days until each node (and the fleet) runs out, at the growth of the last ``days``.
+
+    Usage: a least-squares line through the daily means of the node's hourly
+    total RAM and disk use, run forward to the node's risk level of physical
+    RAM, and to its whole disk. Sales: the RAM sold to VEs made in the period,
+    per day, run forward to what the node may sell (RAM times its overcommit
+    ratio). None: not growing (or nothing measured), so no end in sight.
+    """
+    now = now or timezone.now()
+    since = now - timedelta(days=days)
+    rows, fleet = [], {"ram_use": [], "disk_use": [], "ram_room": 0.0, "disk_room": 0.0,
+                       "sold_room": 0.0, "sold_per_day": 0.0}
+    for node in Node.objects.all():
+        ves = list(node.environments.live().select_related("plan"))
+        ram_daily, disk_daily = defaultdict(lambda: defaultdict(float)), defaultdict(float)
+        for env_id, hours in _hourly([ve.pk for ve in ves], since).items():
+            for hour, (ram, _, disk) in hours.items():
+                day = int((hour - since.timestamp()) // 86400)
+                ram_daily[day][hour] += ram
+                if disk is not None:
+                    disk_daily[(day, env_id)] = max(disk_daily[(day, env_id)], disk)
+        ram_use = {day: sum(h.values()) / len(h) for day, h in ram_daily.items()}
+        disk_use = defaultdict(float)
+        for (day, _), value in disk_daily.items():
+            disk_use[day] += value
+        new_sold = sum(ve.plan.ram_mb << 20 for ve in ves if ve.created >= since)
+        sold_per_day = new_sold / days
+        room_sold = node.ram_bytes * float(node.ram_overcommit) - placement.sold(node).ram
+        ram_room = node.ram_bytes * node.risk_pct / 100
+        rows.append({
+            "node": node.name,
+            "ram_days": _days_left(ram_use, ram_room),
+            "disk_days": _days_left(disk_use, node.disk_bytes),
+            "sales_days": max(0.0, room_sold / sold_per_day) if sold_per_day else None})
+        fleet["ram_use"].append(ram_use)
+        fleet["disk_use"].append(disk_use)
+        fleet["ram_room"] += ram_room
+        fleet["disk_room"] += node.disk_bytes
+        fleet["sold_room"] += room_sold
+        fleet["sold_per_day"] += sold_per_day
+    total_ram = defaultdict(float)
+    total_disk = defaultdict(float)
+    for use in fleet["ram_use"]:
+        for day, value in use.items():
+            total_ram[day] += value
+    for use in fleet["disk_use"]:
+        for day, value in use.items():
+            total_disk[day] += value
+    rows.append({"node": "fleet", "ram_days": _days_left(total_ram, fleet["ram_room"]),
+                 "disk_days": _days_left(total_disk, fleet["disk_room"]),
+                 "sales_days": max(0.0, fleet["sold_room"] / fleet["sold_per_day"])
+                 if fleet["sold_per_day"] else None})
+    return rows
+
+
+def _days_left(daily, limit):
+    """Days from the last measured day until the fitted line through ``daily``
+    ({day index: value}) reaches ``limit``; None if it does not grow."""
+    if len(daily) < 2:
+        return None
+    xs, ys = zip(*sorted(daily.items()))
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / spread
+    if slope <= 0:
+        return None
+    at_last = mean_y + slope * (xs[-1] - mean_x)
+    return max(0.0, (limit - at_last) / slope)

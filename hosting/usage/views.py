@@ -15,6 +15,7 @@ NODE_COLUMNS = ("node", "ves", "cpus", "ves_per_core", "ram_physical", "ram_sold
                 "ram_p95_of_physical", "cpu_p95", "cpu_peak", "cpu_p95_of_physical",
                 "ram_coincidence", "cpu_coincidence", "risk_pct", "headroom_ram",
                 "headroom_cpu")
+RUNWAY_COLUMNS = ("node", "ram_days", "disk_days", "sales_days")
 SIGNAL_COLUMNS = ("veid", "hostname", "plan", "node", "signal", "detail")
 PLAN_COLUMNS = ("plan", "ves", "measured", "ram_p95_share", "cpu_p95_share", "disk_used_share")
 DAYS = (1, 7, 30)
@@ -28,11 +29,13 @@ def overcommit(request):
     nodes, plans = reports.node_report(days), reports.plan_report(days)
     if request.GET.get("format") == "csv":
         table = request.GET.get("table", "nodes")
-        if table not in ("nodes", "plans", "rightsizing"):
-            return HttpResponse("table must be nodes, plans or rightsizing\n", status=400,
-                                content_type="text/plain")
+        if table not in ("nodes", "plans", "rightsizing", "runway"):
+            return HttpResponse("table must be nodes, plans, rightsizing or runway\n",
+                                status=400, content_type="text/plain")
         if table == "rightsizing":
             return _csv("rightsizing.csv", SIGNAL_COLUMNS, reports.rightsizing(), [])
+        if table == "runway":
+            return _csv(f"runway-{days}d.csv", RUNWAY_COLUMNS, reports.runway(days), [])
         return _csv(f"overcommit-{table}-{days}d.csv", *(
             (PLAN_COLUMNS, plans, []) if table == "plans" else
             (NODE_COLUMNS, nodes, sorted({p for row in nodes for p in row["fits"]}))))
@@ -41,7 +44,8 @@ def overcommit(request):
         row["fit_list"] = [row["fits"][p] for p in fit_plans]
     return render(request, "staff/overcommit.html", {
         "nodes": nodes, "plans": plans, "days": days, "day_choices": DAYS,
-        "fit_plans": fit_plans, "signals": reports.rightsizing()})
+        "fit_plans": fit_plans, "signals": reports.rightsizing(),
+        "runway": reports.runway(days)})
 
 
 def _csv(filename, columns, rows, fit_plans):

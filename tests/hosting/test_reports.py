@@ -127,6 +127,10 @@ def test_the_report_page_and_its_csv(fleet, client):
     signals = client.get("/staff/reports/overcommit/?format=csv&table=rightsizing")
     assert signals.content.decode().splitlines()[0] == "veid,hostname,plan,node,signal,detail"
     assert 'id="rightsizing-report"' in page.content.decode()
+    assert 'id="runway-report"' in page.content.decode()
+    runway = client.get("/staff/reports/overcommit/?days=1&format=csv&table=runway")
+    assert runway.content.decode().splitlines()[0] == "node,ram_days,disk_days,sales_days"
+    assert client.get("/staff/reports/overcommit/?format=csv&table=x").status_code == 400
 
 
 def test_rightsizing_finds_tight_and_idle_ves(catalogue):
@@ -157,3 +161,34 @@ def test_rightsizing_finds_tight_and_idle_ves(catalogue):
     UsageRollup.objects.bulk_create(rows)
     found = {(s["veid"], s["signal"]) for s in rightsizing(now=NOW)}
     assert found == {(501, "tight"), (503, "idle")}
+
+
+def test_runway_runs_the_growth_forward(catalogue):
+    from hosting.usage.reports import runway
+    node = Node.objects.create(name="grow", state="online", ram_bytes=10 * GiB, cpus=4,
+                               disk_bytes=100 * GiB)  # RAM x1.5 may be sold, risk 80%
+    plan = Plan.objects.create(name="G", ram_mb=4096, disk_gib=50, inodes=100000,
+                               monthly_price=Decimal("1"))
+    ve = VE.objects.create(veid=777, owner=catalogue["customer"], plan=plan, node=node,
+                           template=catalogue["template"], hostname="grow.example.com",
+                           actual_state="running")
+    VE.objects.filter(pk=ve.pk).update(created=NOW - timedelta(days=5))
+    since = NOW - timedelta(days=10)
+    UsageRollup.objects.bulk_create([  # day d: RAM 1 + 0.1 d GiB, disk 1 + d GiB
+        UsageRollup(environment=ve, resolution=3600, samples=1,
+                    time=since + timedelta(days=d, hours=h),
+                    ram_avg=(1 + 0.1 * d) * GiB, disk_max=(1 + d) * GiB)
+        for d in range(10) for h in range(24)])
+    rows = {row["node"]: row for row in runway(days=10, now=NOW)}
+    grow = rows["grow"]
+    # RAM: 1.9 GiB on the last day, +0.1 a day, to 80% of 10 GiB: (8 - 1.9) / 0.1.
+    assert grow["ram_days"] == pytest.approx(61)
+    assert grow["disk_days"] == pytest.approx(90)  # (100 - 10) / 1
+    # Sales: 4 GiB sold in 10 days; 15 GiB may be sold, 4 are: 11 / 0.4.
+    assert grow["sales_days"] == pytest.approx(27.5)
+    # The fleet adds the catalogue's empty node (8 GiB, 500 GiB disk): more room, same growth.
+    fleet = rows["fleet"]
+    assert fleet["ram_days"] == pytest.approx((8 + 6.4 - 1.9) / 0.1)
+    assert fleet["disk_days"] == pytest.approx(590)
+    assert fleet["sales_days"] == pytest.approx((11 + 12) / 0.4)
+    assert rows[catalogue["node"].name]["ram_days"] is None  # nothing grows there

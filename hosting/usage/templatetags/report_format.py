@@ -22,5 +22,10 @@ def size(value):
 
 
 @register.filter
+def days(value):
+    return "not running out" if value is None else f"{value:.0f} days"
+
+
+@register.filter
 def cpus(value):
     return "—" if value is None else f"{value:.2f}"
