@@ -247,3 +247,50 @@ def _days_left(daily, limit):
         return None
     at_last = mean_y + slope * (xs[-1] - mean_x)
     return max(0.0, (limit - at_last) / slope)
+
+
+def noisy_neighbours(days=7, now=None, top=3):
+    """Pressure episodes: runs of hours in which a node's total RAM or CPU use passed
+    its risk level, each with the VEs that drove it (most above their own usual
+    use over the episode first). [{node, resource, start, end, hours, peak, drivers}]"""
+    now = now or timezone.now()
+    since = now - timedelta(days=days)
+    episodes = []
+    for node in Node.objects.all():
+        ves = {ve.pk: ve for ve in node.environments.live()}
+        hourly = _hourly(list(ves), since)
+        for index, resource, limit in ((0, "ram", node.ram_bytes * node.risk_pct / 100),
+                                       (1, "cpu", node.cpus * node.risk_pct / 100)):
+            totals = defaultdict(float)
+            for series in hourly.values():
+                for hour, values in series.items():
+                    totals[hour] += values[index]
+            hot = sorted(hour for hour, total in totals.items() if limit and total > limit)
+            for run in _runs(hot):
+                excess = {}
+                for pk, series in hourly.items():
+                    usual = _median([v[index] for v in series.values()]) or 0
+                    during = [series[h][index] for h in run if h in series]
+                    if during:  # how far above its own usual (median) use it went
+                        excess[pk] = sum(during) / len(during) - usual
+                drivers = sorted(excess, key=lambda pk: -excess[pk])[:top]
+                episodes.append({
+                    "node": node.name, "resource": resource,
+                    "start": run[0], "end": run[-1] + 3600, "hours": len(run),
+                    "peak": max(totals[h] for h in run) / limit,
+                    "drivers": [{"veid": ves[pk].veid, "hostname": ves[pk].hostname,
+                                 "share": sum(hourly[pk][h][index] for h in run
+                                              if h in hourly[pk]) /
+                                 sum(totals[h] for h in run)} for pk in drivers]})
+    return sorted(episodes, key=lambda e: -e["start"])
+
+
+def _runs(hours):
+    """Consecutive hours (epoch seconds, sorted) grouped into runs."""
+    runs = []
+    for hour in hours:
+        if runs and hour - runs[-1][-1] == 3600:
+            runs[-1].append(hour)
+        else:
+            runs.append([hour])
+    return runs

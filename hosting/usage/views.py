@@ -45,7 +45,18 @@ def overcommit(request):
     return render(request, "staff/overcommit.html", {
         "nodes": nodes, "plans": plans, "days": days, "day_choices": DAYS,
         "fit_plans": fit_plans, "signals": reports.rightsizing(),
-        "runway": reports.runway(days)})
+        "runway": reports.runway(days), "episodes": _episodes(days)})
+
+
+def _episodes(days):
+    """Pressure episodes with readable times and drivers, for the page."""
+    from datetime import datetime, timezone
+    rows = reports.noisy_neighbours(days)
+    for row in rows:
+        row["start_time"] = datetime.fromtimestamp(row["start"], timezone.utc)
+        row["driver_text"] = ", ".join(f"{d['veid']} {d['hostname']} ({d['share']:.0%})"
+                                       for d in row["drivers"])
+    return rows
 
 
 def _csv(filename, columns, rows, fit_plans):

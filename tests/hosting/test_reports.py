@@ -128,6 +128,7 @@ def test_the_report_page_and_its_csv(fleet, client):
     assert signals.content.decode().splitlines()[0] == "veid,hostname,plan,node,signal,detail"
     assert 'id="rightsizing-report"' in page.content.decode()
     assert 'id="runway-report"' in page.content.decode()
+    assert 'id="episodes-report"' in page.content.decode()
     runway = client.get("/staff/reports/overcommit/?days=1&format=csv&table=runway")
     assert runway.content.decode().splitlines()[0] == "node,ram_days,disk_days,sales_days"
     assert client.get("/staff/reports/overcommit/?format=csv&table=x").status_code == 400
@@ -192,3 +193,28 @@ def test_runway_runs_the_growth_forward(catalogue):
     assert fleet["disk_days"] == pytest.approx(590)
     assert fleet["sales_days"] == pytest.approx((11 + 12) / 0.4)
     assert rows[catalogue["node"].name]["ram_days"] is None  # nothing grows there
+
+
+def test_noisy_neighbours_name_the_ves_behind_a_pressure_episode(catalogue):
+    from hosting.usage.reports import noisy_neighbours
+    node = Node.objects.create(name="busy", state="online", ram_bytes=10 * GiB, cpus=4,
+                               disk_bytes=100 * GiB)  # risk 80%: 8 GiB
+    plan = Plan.objects.create(name="N", ram_mb=8192, disk_gib=10, inodes=100000,
+                               monthly_price=Decimal("1"))
+    usual = {"x": 1, "y": 3, "z": 1, "w": 1}  # GiB; x jumps to 6 GiB in hours 10-12
+    ves = {name: VE.objects.create(veid=880 + i, owner=catalogue["customer"], plan=plan,
+                                   node=node, template=catalogue["template"],
+                                   hostname=f"{name}.example.com", actual_state="running")
+           for i, name in enumerate(usual)}
+    start = NOW - timedelta(hours=24)
+    UsageRollup.objects.bulk_create([
+        UsageRollup(environment=ves[name], resolution=3600, samples=1,
+                    time=start + timedelta(hours=h), cpu_avg=0.1,
+                    ram_avg=(6 if name == "x" and 10 <= h <= 12 else gib) * GiB)
+        for name, gib in usual.items() for h in range(24)])
+    (episode,) = noisy_neighbours(days=1, now=NOW)
+    assert (episode["node"], episode["resource"], episode["hours"]) == ("busy", "ram", 3)
+    assert episode["start"] == (start + timedelta(hours=10)).timestamp()
+    assert episode["peak"] == pytest.approx(11 / 8)  # 6 + 3 + 1 + 1 GiB over 8
+    assert episode["drivers"][0]["hostname"] == "x.example.com"
+    assert episode["drivers"][0]["share"] == pytest.approx(18 / 33)
