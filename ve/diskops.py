@@ -122,7 +122,7 @@ class DiskMixin:
         written, lifted caps and weight included, and refusals are errors.
         """
         limits = cfg.limits
-        wanted = any(_io_values(limits))
+        wanted = any(io_values(limits))
         if not wanted and before is None:
             return
         if cfg.layout == DIRECTORY:
@@ -141,14 +141,15 @@ class DiskMixin:
                 raise
             log.warning("VE %s: I/O weight %s not enforced on this host", cfg.veid,
                         limits.ioweight)
-            if any(_io_values(limits._replace(ioweight=0))):
+            if any(io_values(limits._replace(ioweight=0))):
                 self.cgroups.apply_io(str(cfg.veid), limits._replace(ioweight=0),
                                       loop.device_number(devices[0]))
         except OSError as exc:
             raise ResourceError(f"could not apply I/O limits: {exc}", cfg.veid) from exc
 
 
-def _io_values(limits):
+def io_values(limits):
+    """The I/O weight and caps of ``limits`` (any non-zero: the VE has I/O limits)."""
     return (limits.ioweight, limits.readbps, limits.writebps, limits.readiops, limits.writeiops)
 
 

@@ -11,7 +11,7 @@ import signal
 
 from . import cgroups, config as conf, fsutil, state, validate
 from .errors import AlreadyExists, ResourceError, StateError, VEError
-from .diskops import DiskMixin
+from .diskops import DiskMixin, io_values
 from .netops import NetMixin
 from .sampling import SamplingMixin
 from .query import QueryMixin
@@ -190,7 +190,7 @@ class Engine(QueryMixin, ShellMixin, NetMixin, DiskMixin, SamplingMixin):
             record = self._running_init(veid)
             if record and (new.netmode, new.bridge) != (old.netmode, old.bridge):
                 raise StateError("stop the VE to change its network mode or bridge", veid)
-            io_changed = _io_limits(old.limits) != _io_limits(new.limits)
+            io_changed = io_values(old.limits) != io_values(new.limits)
             with Reverter() as undo:
                 if record and new.limits != old.limits:
                     undo.add(self._apply_limits, veid, old.limits)
@@ -363,10 +363,6 @@ def _changed_ips(ips, add, delete):
         if "all" not in delete else set(ips)
     added = [validate.ip_address(ip) for ip in add]
     return tuple(ip for ip in ips if ip not in delete) + tuple(ip for ip in added if ip not in ips)
-
-
-def _io_limits(limits):
-    return (limits.ioweight, limits.readbps, limits.writebps, limits.readiops, limits.writeiops)
 
 
 def _net_differs(old, new):

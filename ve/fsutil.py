@@ -32,3 +32,15 @@ def atomic_write(path, content, mode=0o600, durable=True):
         except FileNotFoundError:
             pass
         raise
+
+
+def remove_tree(path):
+    """Remove ``path``, a whole tree if it is one, with ``rm -rf --one-file-system``:
+    no symlink followed, no other filesystem entered, no recursion limit (a VE's
+    tree may be hostile and arbitrarily deep). OSError if something stays."""
+    import subprocess  # on use: this module is on every vectl call's import path
+    out = subprocess.run(["rm", "-rf", "--one-file-system", "--", os.fspath(path)],
+                         capture_output=True, text=True)
+    if out.returncode:
+        raise OSError(f"cannot remove {path}: {out.stderr.strip()}")
+

@@ -21,6 +21,7 @@ _RAW = {"ram_bytes": "ram", "swap_bytes": "swap", "processes": "processes",
         "rx_bytes": "rx_bytes", "tx_bytes": "tx_bytes", "io_read_bytes": "io_read_bytes",
         "io_write_bytes": "io_write_bytes", "memory_failcnt": "memory_failcnt",
         "oom_kills": "oom_kills"}
+RAW_FIELDS = ("time",) + tuple(_RAW.values())  # what rollups and graphs read of a sample
 
 
 def store(node_name, sample):
@@ -66,8 +67,7 @@ def _roll_up_one(env_id, resolution, now):
     raw = UsageSample.objects.filter(environment_id=env_id).order_by("time")
     if done is not None:
         raw = raw.filter(time__gte=done)  # the period rolled up last gives "previous"
-    fields = ["time"] + list(_RAW.values())
-    samples = [dict(zip(fields, values)) for values in raw.values_list(*fields)]
+    samples = list(raw.values(*RAW_FIELDS))
     # A period is complete once a later sample arrived (node clocks may lag ours)
     # and the grace time has passed.
     latest = samples[-1]["time"].timestamp() if samples else 0

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from . import sampling
+from .collection import RAW_FIELDS
 from .models import UsageRollup, UsageSample
 
 RANGES = {"1h": (timedelta(hours=1), None), "24h": (timedelta(days=1), sampling.FIVE_MINUTES),
@@ -15,8 +16,6 @@ RANGES = {"1h": (timedelta(hours=1), None), "24h": (timedelta(days=1), sampling.
           "30d": (timedelta(days=30), sampling.HOUR)}
 SERIES = ("cpu", "ram", "swap", "disk", "inodes", "processes", "rx", "tx", "io_read", "io_write")
 PEAKS = ("cpu", "ram")  # rollups also give these periods' maxima (a spike is not averaged away)
-_RAW_FIELDS = ("time", "ram", "swap", "processes", "disk", "inodes", "cpu_ns", "rx_bytes",
-               "tx_bytes", "io_read_bytes", "io_write_bytes", "memory_failcnt", "oom_kills")
 
 
 def usage(ve, range_name, now=None):
@@ -56,8 +55,8 @@ def _with_gaps(out, step):
 
 def _from_raw(ve, since):
     rows = UsageSample.objects.filter(environment=ve)
-    previous = rows.filter(time__lt=since).order_by("-time").values(*_RAW_FIELDS).first()
-    samples = list(rows.filter(time__gte=since).order_by("time").values(*_RAW_FIELDS))
+    previous = rows.filter(time__lt=since).order_by("-time").values(*RAW_FIELDS).first()
+    samples = list(rows.filter(time__gte=since).order_by("time").values(*RAW_FIELDS))
     values = sampling.series(samples, previous)
     out = {"time": [s["time"].timestamp() for s in samples]}
     out.update({name: values[name] for name in SERIES})

@@ -65,10 +65,14 @@ def plan_report(days=30, now=None):
     return rows
 
 
-def node_report(days=30, now=None):
-    """Per node: sold vs physical, usage p95/peak vs physical, coincidence, headroom, fits."""
+def node_report(days=30, now=None, plan_rows=None):
+    """Per node: sold vs physical, usage p95/peak vs physical, coincidence, headroom, fits.
+
+    ``plan_rows``: the plan_report of the same period, if the caller has it.
+    """
     since = (now or timezone.now()) - timedelta(days=days)
-    shares = {row["plan"]: row for row in plan_report(days, now)}
+    plan_rows = plan_report(days, now) if plan_rows is None else plan_rows
+    shares = {row["plan"]: row for row in plan_rows}
     plans = list(Plan.objects.filter(active=True))
     rows = []
     for node in Node.objects.all():

@@ -26,19 +26,10 @@ def overcommit(request):
     """Per node and per plan, what was sold next to what is used (``?format=csv&table=``)."""
     days = int(request.GET.get("days", "30")) if request.GET.get("days") in map(str, DAYS) \
         else 30
-    nodes, plans = reports.node_report(days), reports.plan_report(days)
     if request.GET.get("format") == "csv":
-        table = request.GET.get("table", "nodes")
-        if table not in ("nodes", "plans", "rightsizing", "runway"):
-            return HttpResponse("table must be nodes, plans, rightsizing or runway\n",
-                                status=400, content_type="text/plain")
-        if table == "rightsizing":
-            return _csv("rightsizing.csv", SIGNAL_COLUMNS, reports.rightsizing(), [])
-        if table == "runway":
-            return _csv(f"runway-{days}d.csv", RUNWAY_COLUMNS, reports.runway(days), [])
-        return _csv(f"overcommit-{table}-{days}d.csv", *(
-            (PLAN_COLUMNS, plans, []) if table == "plans" else
-            (NODE_COLUMNS, nodes, sorted({p for row in nodes for p in row["fits"]}))))
+        return _table_csv(request.GET.get("table", "nodes"), days)
+    plans = reports.plan_report(days)
+    nodes = reports.node_report(days, plan_rows=plans)
     fit_plans = sorted({p for row in nodes for p in row["fits"]})
     for row in nodes:
         row["fit_list"] = [row["fits"][p] for p in fit_plans]
@@ -46,6 +37,22 @@ def overcommit(request):
         "nodes": nodes, "plans": plans, "days": days, "day_choices": DAYS,
         "fit_plans": fit_plans, "signals": reports.rightsizing(),
         "runway": reports.runway(days), "episodes": _episodes(days)})
+
+
+def _table_csv(table, days):
+    """One report table as CSV (only that one is computed)."""
+    if table == "rightsizing":
+        return _csv("rightsizing.csv", SIGNAL_COLUMNS, reports.rightsizing(), [])
+    if table == "runway":
+        return _csv(f"runway-{days}d.csv", RUNWAY_COLUMNS, reports.runway(days), [])
+    if table == "plans":
+        return _csv(f"overcommit-plans-{days}d.csv", PLAN_COLUMNS, reports.plan_report(days), [])
+    if table == "nodes":
+        nodes = reports.node_report(days)
+        return _csv(f"overcommit-nodes-{days}d.csv", NODE_COLUMNS, nodes,
+                    sorted({p for row in nodes for p in row["fits"]}))
+    return HttpResponse("table must be nodes, plans, rightsizing or runway\n", status=400,
+                        content_type="text/plain")
 
 
 def _episodes(days):

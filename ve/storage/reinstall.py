@@ -18,10 +18,9 @@ the host side (never in the VE's tree, whose names the VE chooses), so
 import json
 import os
 import secrets
-import subprocess
 
 from ..errors import AlreadyExists, InvalidConfig
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, remove_tree
 from .unpack import unpack
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -148,8 +147,4 @@ def _move_all(source_fd, target, to_sub, skip=()):
 
 
 def _remove(private, name):
-    """Delete entry ``name`` of ``private``, a whole tree if it is one."""
-    out = subprocess.run(["rm", "-rf", "--one-file-system", "--", os.path.join(private, name)],
-                         capture_output=True, text=True)
-    if out.returncode:
-        raise OSError(f"cannot remove {name}: {out.stderr.strip()}")
+    remove_tree(os.path.join(private, name))

@@ -8,12 +8,13 @@ directory descriptors (``tree.py``), never through a path that could lead
 host root astray.
 """
 
+import contextlib
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 from ..errors import AlreadyExists, InvalidConfig, NotFound, ResourceError
+from ..fsutil import remove_tree
 from .extract import Extractor
 from .members import ID_LIMIT
 from .tree import Tree
@@ -43,7 +44,8 @@ def unpack_fileobj(source, dest, id_shift, into_empty=False):
         Extractor(source, Tree(root_fd, shift)).run()
     except BaseException:
         if into_empty:
-            empty_directory(dest)
+            with contextlib.suppress(OSError):  # best effort: the unpack error matters
+                empty_directory(dest)
         else:
             shutil.rmtree(dest, ignore_errors=True)
         raise
@@ -55,8 +57,7 @@ def empty_directory(path):
     """Remove everything inside directory ``path`` (``rm -rf``: no symlink is
     followed, no other filesystem entered, no recursion limit)."""
     for name in os.listdir(path):
-        subprocess.run(["rm", "-rf", "--one-file-system", "--", os.path.join(path, name)],
-                       check=False)
+        remove_tree(os.path.join(path, name))
 
 
 def _check_shift(id_shift):
