@@ -271,3 +271,15 @@ def test_more_inodes_than_the_disk_can_hold_are_refused(engine):
     make(engine, diskspace=64 * MiB, diskinodes=16384)  # the most 64 MiB takes
     with pytest.raises(InvalidConfig, match="at most one per 4096 bytes"):
         engine.set(101, diskspace=32 * MiB)
+
+
+def test_a_weight_this_host_cannot_enforce_never_keeps_a_ve_down(engine):
+    """A VE whose config carries an I/O weight (made on a node that had BFQ) starts
+    here anyway, with its caps applied; only `set` refuses a weight outright."""
+    make(engine, ioweight=500, writebps=4 * MiB)
+    engine.start(101)
+    group = f"/sys/fs/cgroup/blkio/{engine.cgroups.parent}/101"
+    if engine.cgroups.version == 1:  # the caps are there, weight or not
+        with open(f"{group}/blkio.throttle.write_bps_device") as f:
+            assert f.read().split()[-1] == str(4 * MiB)
+    assert engine.status(101).state == "running"
