@@ -1,6 +1,7 @@
 """Storing a node's samples, rolling them up and pruning them (see sampling.py)."""
 
 import logging
+from collections import namedtuple
 from datetime import datetime, timezone as tz
 
 from django.db import transaction
@@ -10,7 +11,7 @@ from hosting.environments.models import VirtualEnvironment as VE
 from hosting.nodes.models import Node
 
 from . import sampling
-from .models import NodeSample, UsageRollup, UsageSample
+from .models import NodeRollup, NodeSample, UsageRollup, UsageSample
 
 log = logging.getLogger(__name__)
 GRACE_SECONDS = 60  # a period is rolled up once its last sample has surely arrived
@@ -22,6 +23,12 @@ _RAW = {"ram_bytes": "ram", "swap_bytes": "swap", "processes": "processes",
         "io_write_bytes": "io_write_bytes", "memory_failcnt": "memory_failcnt",
         "oom_kills": "oom_kills"}
 RAW_FIELDS = ("time",) + tuple(_RAW.values())  # what rollups and graphs read of a sample
+NODE_RAW_FIELDS = ("time", "cpu_busy_ns", "ram_used", "swap_used", "disk_used", "load1")
+
+# What rolls up: raw rows of ``raw`` per ``owner`` (a foreign key column) into ``rollup``.
+Source = namedtuple("Source", "raw rollup owner fields kind")
+VES = Source(UsageSample, UsageRollup, "environment_id", RAW_FIELDS, sampling.VE)
+NODES = Source(NodeSample, NodeRollup, "node_id", NODE_RAW_FIELDS, sampling.NODE)
 
 
 def store(node_name, sample):
@@ -48,26 +55,30 @@ def store(node_name, sample):
 
 
 def roll_up(now=None):
-    """Roll every complete 5-minute and hourly period of raw samples up; return rows made."""
+    """Roll every complete 5-minute and hourly period of raw samples (of VEs and of
+    nodes) up; return rows made."""
     now = now or timezone.now()
     made = 0
-    # A list first: no read cursor stays open while rows are written (SQLite).
-    for env_id in list(UsageSample.objects.values_list("environment_id", flat=True).distinct()):
-        for resolution in (sampling.FIVE_MINUTES, sampling.HOUR):
-            try:
-                made += _roll_up_one(env_id, resolution, now)
-            except Exception:  # one VE's trouble (a busy database) must not stop the rest
-                log.exception("usage of environment %s not rolled up", env_id)
+    for source in (VES, NODES):
+        # A list first: no read cursor stays open while rows are written (SQLite).
+        owners = list(source.raw.objects.values_list(source.owner, flat=True).distinct())
+        for owner in owners:
+            for resolution in (sampling.FIVE_MINUTES, sampling.HOUR):
+                try:
+                    made += _roll_up_one(source, owner, resolution, now)
+                except Exception:  # one VE's trouble (a busy database) must not stop the rest
+                    log.exception("usage of %s %s not rolled up", source.owner, owner)
     return made
 
 
-def _roll_up_one(env_id, resolution, now):
-    done = (UsageRollup.objects.filter(environment_id=env_id, resolution=resolution)
+def _roll_up_one(source, owner, resolution, now):
+    mine = {source.owner: owner}
+    done = (source.rollup.objects.filter(resolution=resolution, **mine)
             .order_by("-time").values_list("time", flat=True).first())
-    raw = UsageSample.objects.filter(environment_id=env_id).order_by("time")
+    raw = source.raw.objects.filter(**mine).order_by("time")
     if done is not None:
         raw = raw.filter(time__gte=done)  # the period rolled up last gives "previous"
-    samples = list(raw.values(*RAW_FIELDS))
+    samples = list(raw.values(*source.fields))
     # A period is complete once a later sample arrived (node clocks may lag ours)
     # and the grace time has passed.
     latest = samples[-1]["time"].timestamp() if samples else 0
@@ -85,18 +96,18 @@ def _roll_up_one(env_id, resolution, now):
         previous = sample
     rows = []
     for start, bucket in buckets.items():
-        values = sampling.series(bucket["samples"], bucket["previous"])
-        row = UsageRollup(environment_id=env_id, resolution=resolution, time=start,
-                          samples=len(bucket["samples"]),
-                          limit_hits=sum(v for v in values["limit_hits"] if v),
-                          oom_kills=sum(v for v in values["oom_kills"] if v))
-        for metric in sampling.METRICS:
+        values = sampling.series(bucket["samples"], bucket["previous"], source.kind)
+        row = source.rollup(resolution=resolution, time=start, samples=len(bucket["samples"]),
+                            **mine)
+        for event in source.kind.events:
+            setattr(row, event, sum(v for v in values[event] if v))
+        for metric in source.kind.metrics:
             avg, top, p95 = sampling.summarize(values[metric])
             setattr(row, f"{metric}_avg", avg)
             setattr(row, f"{metric}_max", top)
             setattr(row, f"{metric}_p95", p95)
         rows.append(row)
-    UsageRollup.objects.bulk_create(rows, ignore_conflicts=True)
+    source.rollup.objects.bulk_create(rows, ignore_conflicts=True)
     return len(rows)
 
 
@@ -106,6 +117,7 @@ def prune(now=None):
     deleted = {"raw": UsageSample.objects.filter(time__lt=now - sampling.RAW_KEEP).delete()[0]
                + NodeSample.objects.filter(time__lt=now - sampling.RAW_KEEP).delete()[0]}
     for resolution, keep in sampling.KEEP.items():
-        deleted[resolution] = UsageRollup.objects.filter(
-            resolution=resolution, time__lt=now - keep).delete()[0]
+        deleted[resolution] = sum(
+            rollup.objects.filter(resolution=resolution, time__lt=now - keep).delete()[0]
+            for rollup in (UsageRollup, NodeRollup))
     return deleted

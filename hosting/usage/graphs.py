@@ -8,8 +8,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from . import sampling
-from .collection import RAW_FIELDS
-from .models import UsageRollup, UsageSample
+from .collection import NODE_RAW_FIELDS, RAW_FIELDS
+from .models import NodeRollup, NodeSample, UsageRollup, UsageSample
 
 RANGES = {"1h": (timedelta(hours=1), None), "24h": (timedelta(days=1), sampling.FIVE_MINUTES),
           "7d": (timedelta(days=7), sampling.FIVE_MINUTES),
@@ -82,9 +82,10 @@ TOP_VES = 8  # a node's graph names its biggest VEs; the rest are summed as "oth
 
 def node_usage(node, range_name, now=None):
     """Every live VE's RAM and CPU on ``node`` over ``range_name``, for stacked graphs,
-    with the node's physical capacity: {"time", "ves": [{veid, hostname, ram, cpu}],
-    "capacity": {"ram", "cpus"}}. The biggest TOP_VES VEs (by average RAM) are
-    shown on their own, the others summed."""
+    with the node's own measured totals (host processes and page cache included)
+    and its physical capacity: {"time", "ves": [{veid, hostname, ram, cpu}],
+    "node": {"ram", "cpu"}, "capacity": {"ram", "cpus"}}. The biggest TOP_VES VEs
+    (by average RAM) are shown on their own, the others summed."""
     from hosting.environments.models import VirtualEnvironment as VE
     span, resolution = RANGES[range_name]
     since = (now or timezone.now()) - span
@@ -103,7 +104,8 @@ def node_usage(node, range_name, now=None):
                                                       "cpu_avg"):
             per_ve.setdefault(pk, {})[moment.timestamp()] = (ram, cpu)
             times.add(moment.timestamp())
-    timeline = sorted(times)
+    own = _node_totals(node, since, resolution)
+    timeline = sorted(times | set(own))
 
     def column(pk, index):
         values = per_ve.get(pk, {})
@@ -123,4 +125,20 @@ def node_usage(node, range_name, now=None):
         shown.append({"veid": None, "hostname": f"{len(rest)} others", "ram": sums[0],
                       "cpu": sums[1]})
     return {"range": range_name, "resolution": resolution or 0, "time": timeline, "ves": shown,
+            "node": {"ram": [own.get(t, (None, None))[0] for t in timeline],
+                     "cpu": [own.get(t, (None, None))[1] for t in timeline]},
             "capacity": {"ram": node.ram_bytes, "cpus": node.cpus}}
+
+
+def _node_totals(node, since, resolution):
+    """{epoch s: (ram used, CPUs busy)} of the node itself, raw or rolled up."""
+    if resolution is None:
+        rows = NodeSample.objects.filter(node=node)
+        previous = rows.filter(time__lt=since).order_by("-time").values(*NODE_RAW_FIELDS).first()
+        samples = list(rows.filter(time__gte=since).order_by("time").values(*NODE_RAW_FIELDS))
+        values = sampling.series(samples, previous, sampling.NODE)
+        return {s["time"].timestamp(): (ram, cpu)
+                for s, ram, cpu in zip(samples, values["ram_used"], values["cpu"])}
+    rows = NodeRollup.objects.filter(node=node, resolution=resolution, time__gte=since)
+    return {moment.timestamp(): (ram, cpu)
+            for moment, ram, cpu in rows.values_list("time", "ram_used_avg", "cpu_avg")}

@@ -2,7 +2,7 @@
 
 from django.db import models
 
-from .sampling import METRICS
+from .sampling import METRICS, NODE
 
 
 class TrafficMonth(models.Model):
@@ -98,3 +98,23 @@ class NodeSample(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["node", "time"]), models.Index(fields=["time"])]
+
+
+class NodeRollup(models.Model):
+    """A node's own totals over 5 minutes or an hour (``<metric>_avg``/``_max``/``_p95``
+    per sampling.NODE metric, added below)."""
+
+    node = models.ForeignKey("nodes.Node", on_delete=models.CASCADE, related_name="+")
+    resolution = models.PositiveIntegerField(help_text="seconds: 300 or 3600")
+    time = models.DateTimeField(help_text="start of the period")
+    samples = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["node", "resolution", "time"],
+                                               name="one_rollup_per_node_period")]
+        indexes = [models.Index(fields=["resolution", "time"])]
+
+
+for _metric in NODE.metrics:
+    for _stat in ("avg", "max", "p95"):
+        NodeRollup.add_to_class(f"{_metric}_{_stat}", models.FloatField(null=True))

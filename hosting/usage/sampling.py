@@ -7,12 +7,13 @@ up: a counter that went down (the VE restarted, a new cgroup) starts a new
 series, and that interval counts nothing. Rollups keep avg, max and p95
 (nearest rank) per metric; events (limit hits, OOM kills) are summed.
 
-Retention (per VE, so growth is bounded: ~2,900 raw + 8,640 five-minute +
-8,760 hourly rows, about 20,000 rows a year whatever its age):
+Retention (per VE and per node alike, so growth is bounded: ~2,900 raw +
+8,640 five-minute + 8,760 hourly rows, about 20,300 rows whatever its age):
 raw 1 day, 5-minute 30 days, hourly 365 days.
 """
 
 import math
+from collections import namedtuple
 from datetime import timedelta
 
 GAUGES = ("ram", "swap", "processes", "disk", "inodes")
@@ -21,6 +22,21 @@ COUNTERS = {"cpu": ("cpu_ns", 10**9), "rx": ("rx_bytes", 1), "tx": ("tx_bytes", 
             "io_read": ("io_read_bytes", 1), "io_write": ("io_write_bytes", 1)}
 EVENTS = {"limit_hits": "memory_failcnt", "oom_kills": "oom_kills"}
 METRICS = GAUGES + tuple(COUNTERS)
+
+
+class Kind(namedtuple("Kind", "gauges counters events")):
+    """What a raw sample holds: gauge fields, counters (rate name -> (field, divisor)),
+    and events (name -> cumulative field, summed as increases)."""
+
+    @property
+    def metrics(self):
+        return self.gauges + tuple(self.counters)
+
+
+VE = Kind(GAUGES, COUNTERS, EVENTS)
+# A node's own totals (NodeSample): CPU in CPUs busy, the rest as measured.
+NODE = Kind(("ram_used", "swap_used", "disk_used", "load1"), {"cpu": ("cpu_busy_ns", 10**9)},
+            {})
 RAW_KEEP = timedelta(days=1)
 FIVE_MINUTES, HOUR = 300, 3600
 KEEP = {FIVE_MINUTES: timedelta(days=30), HOUR: timedelta(days=365)}
@@ -42,22 +58,22 @@ def summarize(values):
     return sum(values) / len(values), max(values), p95(values)
 
 
-def series(samples, previous=None):
-    """Per-metric values of a time-ordered run of raw samples (dicts).
+def series(samples, previous=None, kind=VE):
+    """Per-metric values of a time-ordered run of raw samples (dicts) of ``kind``.
 
     Gauges are the samples' own values; counters become per-second rates
     over each interval (CPU: CPUs busy), and events the increase per
     interval. ``previous`` is the sample before the run, for its first
     interval. A counter that went down (a restart) gives no value there.
     """
-    out = {name: [] for name in METRICS + tuple(EVENTS)}
+    out = {name: [] for name in kind.metrics + tuple(kind.events)}
     last = previous
     for sample in samples:
-        for name in GAUGES:
+        for name in kind.gauges:
             out[name].append(sample.get(name))
-        for name, (field, divisor) in COUNTERS.items():
+        for name, (field, divisor) in kind.counters.items():
             out[name].append(_rate(last, sample, field, divisor))
-        for name, field in EVENTS.items():
+        for name, field in kind.events.items():
             out[name].append(_increase(last, sample, field))
         last = sample
     return out

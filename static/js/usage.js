@@ -101,9 +101,14 @@
         return { label: s.label, stroke: color, fill: color + "55", width: 1,
                  value: function (u, v) { return c[1](v); } };
       }));
+      // What the node itself measured (host processes and page cache included),
+      // so staff see what the VEs' sum leaves out.
+      series.push({ label: "node total", stroke: "#111827", width: 1.5,
+                    value: function (u, v) { return c[1](v); } });
       series.push({ label: "physical", stroke: "#dc2626", dash: [6, 4], width: 1.5,
                     value: function (u, v) { return c[1](v); } });
       var columns = [data.time].concat(stacked.map(function (s) { return s.values; }));
+      columns.push(data.node[c[0]]);
       columns.push(data.time.map(function () { return c[2]; }));
       new uPlot({ width: Math.max(320, fig.clientWidth - 8), height: 220, series: series,
                   axes: [{}, { values: function (u, vals) { return vals.map(c[1]); }, size: 84 }] },

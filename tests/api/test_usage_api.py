@@ -76,12 +76,32 @@ def test_a_nodes_ves_stack_up_against_its_capacity(api_as, world, monkeypatch):
     assert [v["veid"] for v in data["ves"]] == [102, 101]  # biggest first
     assert data["ves"][0]["ram"] == [302, 301] and data["ves"][1]["cpu"] == [0.5, 0.5]
     assert data["capacity"] == {"ram": world["node"].ram_bytes, "cpus": world["node"].cpus}
+    assert data["node"] == {"ram": [None, None], "cpu": [None, None]}  # no node rollups yet
     monkeypatch.setattr(graphs, "TOP_VES", 1)  # the rest are summed
     data = api_as("staff").get(url).json()
     assert [v["hostname"] for v in data["ves"]] == ["web-b.example.com", "1 others"]
     assert data["ves"][1]["ram"] == [102, 101]
     assert api_as("staff").get(fill("/api/v1/nodes/{node}/usage/?range=x", world)) \
         .status_code == 400
+
+
+def test_the_node_graph_carries_the_nodes_own_totals(api_as, world):
+    from hosting.usage.models import NodeRollup, NodeSample
+    node, now = world["node"], timezone.now().replace(microsecond=0)
+    hour = now - timedelta(hours=2)
+    NodeRollup.objects.create(node=node, resolution=300, time=hour, samples=10,
+                              ram_used_avg=3 << 30, cpu_avg=1.5)
+    UsageRollup.objects.create(environment=world["ve_b"], resolution=300, samples=10,
+                               time=hour, ram_avg=1 << 30, cpu_avg=0.5)
+    data = api_as("staff").get(fill("/api/v1/nodes/{node}/usage/?range=24h", world)).json()
+    assert data["node"] == {"ram": [3 << 30], "cpu": [1.5]}
+    # The last hour comes from raw samples: CPU as a rate between two readings.
+    for age, busy in ((60, 10 * 10**9), (30, 40 * 10**9)):
+        NodeSample.objects.create(node=node, time=now - timedelta(seconds=age),
+                                  cpu_busy_ns=busy, cpus=4, ram_used=age, ram_total=8 << 30,
+                                  swap_used=0, disk_used=1, disk_total=2, load1=0.1)
+    data = api_as("staff").get(fill("/api/v1/nodes/{node}/usage/?range=1h", world)).json()
+    assert data["node"] == {"ram": [60, 30], "cpu": [None, 1.0]}
 
 
 def test_prometheus_metrics_show_the_latest_sample_round(api_as, world):

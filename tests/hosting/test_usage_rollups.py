@@ -6,7 +6,7 @@ import pytest
 
 from hosting.environments.models import VirtualEnvironment as VE
 from hosting.usage import collection, sampling
-from hosting.usage.models import NodeSample, UsageRollup, UsageSample
+from hosting.usage.models import NodeRollup, NodeSample, UsageRollup, UsageSample
 
 pytestmark = pytest.mark.django_db
 
@@ -84,6 +84,25 @@ def test_an_hour_rolls_up_from_the_raw_samples(ve):
     assert UsageRollup.objects.filter(resolution=300).count() == 12
 
 
+def test_a_nodes_own_totals_roll_up_too(catalogue):
+    node = catalogue["node"]
+    busy = [0, 30, 90, 90, 150]  # CPU seconds busy, cumulative: 1, 2, 0, 2 CPUs
+    for i, seconds in enumerate(busy):
+        NodeSample.objects.create(node=node, time=T0 + timedelta(seconds=30 * i),
+                                  cpu_busy_ns=seconds * 10**9, cpus=4, ram_used=(i + 1) * GiB,
+                                  ram_total=8 * GiB, swap_used=0, disk_used=10 * GiB,
+                                  disk_total=100 * GiB, load1=i)
+    NodeSample.objects.create(node=node, time=T0 + timedelta(seconds=300), cpu_busy_ns=0,
+                              cpus=4, ram_used=0, ram_total=8 * GiB, swap_used=0, disk_used=0,
+                              disk_total=100 * GiB, load1=0)
+    assert collection.roll_up(now=T0 + timedelta(minutes=7)) == 1
+    row = NodeRollup.objects.get()
+    assert (row.resolution, row.time, row.samples) == (300, T0, 5)
+    assert row.cpu_avg == pytest.approx(5 / 4) and row.cpu_max == 2 and row.cpu_p95 == 2
+    assert row.ram_used_avg == 3 * GiB and row.ram_used_max == 5 * GiB
+    assert (row.load1_avg, row.disk_used_p95) == (2, 10 * GiB)
+
+
 def test_pruning_keeps_the_documented_bounds(ve):
     now = T0 + timedelta(days=400)
     for hours in (1, 23, 25, 48):
@@ -91,10 +110,13 @@ def test_pruning_keeps_the_documented_bounds(ve):
     for days, resolution in ((29, 300), (31, 300), (364, 3600), (366, 3600)):
         UsageRollup.objects.create(environment=ve, resolution=resolution, samples=1,
                                    time=now - timedelta(days=days))
+        NodeRollup.objects.create(node=ve.node, resolution=resolution, samples=1,
+                                  time=now - timedelta(days=days))
     deleted = collection.prune(now=now)
-    assert deleted == {"raw": 2, 300: 1, 3600: 1}
+    assert deleted == {"raw": 2, 300: 2, 3600: 2}
     assert UsageSample.objects.count() == 2  # the last day
     assert sorted(UsageRollup.objects.values_list("resolution", flat=True)) == [300, 3600]
+    assert sorted(NodeRollup.objects.values_list("resolution", flat=True)) == [300, 3600]
 
 
 def test_an_engine_sample_is_stored_for_known_ves_only(ve, catalogue):
