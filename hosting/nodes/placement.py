@@ -1,11 +1,23 @@
-"""Placement: which online node can take one more VE of a plan.
+"""Placement: which online node takes one more VE, by what was sold and what is used.
 
-A node sells each resource up to its physical size times its overcommit
-ratio for that resource. What is "sold" is the sum over the node's live VEs
-of their plans' limits. The same rule answers real orders and (later) the
-what-if reports.
+Both rules must hold on a node after placing:
+
+- *Sales*: for RAM, swap, CPUs and disk, the sum of its live VEs' plan limits
+  stays within physical size times the node's overcommit ratio.
+- *Use*: its expected RAM and CPU use stays within its risk level
+  (``Node.risk_pct`` of physical). Expected use is the node's measured load
+  (hosting/usage/capacity.py: p95 of the hourly sum of its measured VEs) plus,
+  for each VE not measured yet (new ones included), its plan's limit times the
+  plan's observed p95 share. A plan never measured counts at risk/ratio of its
+  limit, the share the overcommit ratio assumes: selling up to the ratio then
+  fills the node exactly to its risk level until real figures arrive.
+
+Among the nodes that fit, the one with the most RAM use left wins (then the
+most RAM left to sell, then the name). The same Room and Fleet answer real
+orders (choose_node, shortfall) and the what-if report, so they cannot disagree.
 """
 
+import math
 from collections import namedtuple
 from decimal import Decimal
 
@@ -16,13 +28,15 @@ from .models import Node
 GIB = 1 << 30
 MIB = 1 << 20
 LIVE = ~Q(actual_state="destroyed")
+SLACK = 1e-9  # float sums of use: "exactly at the limit" still fits
 
 
 class NoCapacity(Exception):
-    """No online node fits the plan; the message says what ran out."""
+    """No online node fits; the message says what ran out where."""
 
 
-Demand = namedtuple("Demand", "ram swap cpu disk")
+Demand = namedtuple("Demand", "ram swap cpu disk")  # what a VE is sold: bytes, bytes, CPUs, bytes
+Use = namedtuple("Use", "ram cpu")  # what it is expected to use: bytes, CPUs busy
 
 
 def demand(plan, node_cpus):
@@ -35,10 +49,13 @@ def demand(plan, node_cpus):
 
 def sold(node):
     """Sum of the demands of the node's live VEs."""
+    return _sum_demands(node, node.environments.filter(LIVE).select_related("plan"))
+
+
+def _sum_demands(node, ves):
     total = Demand(0, 0, Decimal(0), 0)
-    for ve in node.environments.filter(LIVE).select_related("plan"):
-        one = demand(ve.plan, node.cpus)
-        total = Demand(*(a + b for a, b in zip(total, one)))
+    for ve in ves:
+        total = Demand(*(a + b for a, b in zip(total, demand(ve.plan, node.cpus))))
     return total
 
 
@@ -50,33 +67,145 @@ def capacity(node):
                   int(node.disk_bytes * node.disk_overcommit))
 
 
-def headroom(node, plan):
-    """Return what the node has left after one more VE of ``plan`` (negative = lacking)."""
-    need, have, used = demand(plan, node.cpus), capacity(node), sold(node)
-    return Demand(*(h - u - n for n, h, u in zip(need, have, used)))
+class Room:
+    """One node as placement sees it: sold and capacity, expected use and its limit."""
+
+    def __init__(self, node, profile, ves=None):
+        self.node = node
+        ves = list(node.environments.filter(LIVE).select_related("plan")) if ves is None else ves
+        self.ves = len(ves)
+        self.capacity, self.sold = capacity(node), _sum_demands(node, ves)
+        self.profile = profile
+        load = profile.nodes.get(node.pk)
+        measured = load.measured if load else frozenset()
+        use = Use(load.ram_p95 or 0.0, load.cpu_p95 or 0.0) if load else Use(0.0, 0.0)
+        for ve in ves:
+            if ve.pk not in measured:
+                use = _plus(use, self.expect(ve.plan))
+        self.use = use
+        risk = node.risk_pct / 100
+        self.limit = Use(node.ram_bytes * risk, node.cpus * risk)
+
+    def expect(self, plan):
+        """The use expected of one VE of ``plan`` here (see the module's docstring)."""
+        need = demand(plan, self.node.cpus)
+        observed = self.profile.plans.get(plan.pk)
+        risk = self.node.risk_pct / 100
+        ram_share = observed.ram_share if observed else risk / float(self.node.ram_overcommit)
+        cpu_share = observed.cpu_share if observed else risk / float(self.node.cpu_overcommit)
+        return Use(need.ram * ram_share, float(need.cpu) * cpu_share)
+
+    def want(self, plan):
+        """(Demand, Use) of one more VE of ``plan`` here."""
+        return demand(plan, self.node.cpus), self.expect(plan)
+
+    def lacking(self, need, expect):
+        """What the node lacks for a VE of ``need`` sold and ``expect`` use (empty = fits)."""
+        names = [name for name, have, used, more in zip(Demand._fields, self.capacity,
+                                                        self.sold, need) if used + more > have]
+        # Use past the risk level is named only where sales did not already run out.
+        names += [f"{name} headroom" for name, limit, used, more in zip(
+            Use._fields, self.limit, self.use, expect)
+            if used + more > limit * (1 + SLACK) and name not in names]
+        return names
+
+    def take(self, need, expect):
+        """Count one more VE of ``need`` and ``expect`` as placed here."""
+        self.sold = Demand(*(a + b for a, b in zip(self.sold, need)))
+        self.use = _plus(self.use, expect)
+        self.ves += 1
+
+    def fits(self, plan):
+        """How many more VEs of ``plan`` fit here (placing them one by one gives the same)."""
+        need, expect = self.want(plan)
+        counts = [(float(have) - float(used)) / float(more) for have, used, more in
+                  zip(self.capacity, self.sold, need) if more]
+        counts += [(limit * (1 + SLACK) - used) / more for limit, used, more in
+                   zip(self.limit, self.use, expect) if more]
+        return max(0, math.floor(min(counts))) if counts else 0
+
+    def summary(self):
+        """Ratios and headroom: sold/physical per resource, expected use/physical, limit-use."""
+        node = self.node
+        return {"node": node.name, "ves": self.ves,
+                "ram_overcommit": _ratio(self.sold.ram, node.ram_bytes),
+                "cpu_overcommit": _ratio(float(self.sold.cpu), node.cpus),
+                "disk_overcommit": _ratio(self.sold.disk, node.disk_bytes),
+                "ram_use": _ratio(self.use.ram, node.ram_bytes),
+                "cpu_use": _ratio(self.use.cpu, node.cpus),
+                "headroom_ram": self.limit.ram - self.use.ram,
+                "headroom_cpu": self.limit.cpu - self.use.cpu}
+
+    def _rank(self, need, expect):
+        return (-(self.limit.ram - self.use.ram - expect.ram),
+                -float(self.capacity.ram - self.sold.ram - need.ram), self.node.name)
 
 
-def shortfall(node, plan):
-    """Return the resources the node lacks for one more VE of ``plan`` (empty = fits)."""
-    return [name for name, left in headroom(node, plan)._asdict().items() if left < 0]
+class Fleet:
+    """Rooms of several nodes; places VEs one after the other."""
+
+    def __init__(self, nodes, profile=None):
+        if profile is None:
+            from hosting.usage import capacity as measured  # usage depends on nodes, not back
+            profile = measured.stored()
+        self.profile = profile
+        self.rooms = [Room(node, profile) for node in nodes]
+
+    @classmethod
+    def online(cls, profile=None, exclude=None):
+        nodes = Node.objects.filter(state=Node.State.ONLINE)
+        if exclude is not None:
+            nodes = nodes.exclude(pk=exclude.pk)
+        return cls(list(nodes), profile)
+
+    def choose(self, want, what):
+        """The best Room for a VE; ``want(room)`` gives its (Demand, Use) there.
+
+        Raise NoCapacity naming what each node lacks (``what`` names the VE).
+        """
+        candidates, reasons = [], {}
+        for room in self.rooms:
+            need, expect = want(room)
+            lacking = room.lacking(need, expect)
+            if lacking:
+                reasons[room.node.name] = lacking
+            else:
+                candidates.append((room._rank(need, expect), room))
+        if candidates:
+            return min(candidates, key=lambda c: c[0])[1]
+        if not reasons:
+            raise NoCapacity("no node is online")
+        detail = "; ".join(f"{name}: no {', '.join(lacks)} left"
+                           for name, lacks in sorted(reasons.items()))
+        raise NoCapacity(f"no online node fits {what} ({detail})")
+
+    def place(self, want, what):
+        """Choose a Room for a VE and count it there; return the Room."""
+        room = self.choose(want, what)
+        room.take(*want(room))
+        return room
+
+    def place_plan(self, plan):
+        return self.place(lambda room: room.want(plan), f"plan {plan.name}")
 
 
 def choose_node(plan):
-    """Return the online node with the most RAM left after placing ``plan``.
+    """Return the online node a new VE of ``plan`` goes to (the module's rule).
 
     Raise NoCapacity naming what ran out when no online node fits.
     """
-    candidates, reasons = [], {}
-    for node in Node.objects.filter(state=Node.State.ONLINE):
-        left = headroom(node, plan)
-        lacking = [name for name, value in left._asdict().items() if value < 0]
-        if lacking:
-            reasons[node.name] = lacking
-        else:
-            candidates.append((left.ram, node.name, node))
-    if candidates:
-        return max(candidates)[2]
-    if not reasons:
-        raise NoCapacity("no node is online")
-    detail = "; ".join(f"{name}: no {', '.join(what)} left" for name, what in sorted(reasons.items()))
-    raise NoCapacity(f"no online node fits plan {plan.name} ({detail})")
+    return Fleet.online().choose(lambda room: room.want(plan), f"plan {plan.name}").node
+
+
+def shortfall(node, plan):
+    """Return what ``node`` lacks for one more VE of ``plan`` (empty = fits)."""
+    room = Fleet([node]).rooms[0]
+    return room.lacking(*room.want(plan))
+
+
+def _plus(use, more):
+    return Use(use.ram + more.ram, use.cpu + more.cpu)
+
+
+def _ratio(part, whole):
+    return part / whole if whole else None

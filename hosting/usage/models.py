@@ -118,3 +118,25 @@ class NodeRollup(models.Model):
 for _metric in NODE.metrics:
     for _stat in ("avg", "max", "p95"):
         NodeRollup.add_to_class(f"{_metric}_{_stat}", models.FloatField(null=True))
+
+
+class NodeLoad(models.Model):
+    """A node's measured load, as the placement rule uses it (see capacity.py)."""
+
+    node = models.OneToOneField("nodes.Node", on_delete=models.CASCADE, related_name="+")
+    computed_at = models.DateTimeField()
+    days = models.PositiveSmallIntegerField()
+    ram_p95 = models.FloatField(help_text="bytes: p95 of the hourly sum of its measured VEs")
+    cpu_p95 = models.FloatField(help_text="CPUs busy, likewise")
+    measured = models.JSONField(default=list, help_text="the VEs (pks) in those sums")
+
+
+class PlanLoad(models.Model):
+    """A plan's observed use as a share of what it sells (see capacity.py)."""
+
+    plan = models.OneToOneField("plans.Plan", on_delete=models.CASCADE, related_name="+")
+    computed_at = models.DateTimeField()
+    days = models.PositiveSmallIntegerField()
+    ram_share = models.FloatField(null=True)
+    cpu_share = models.FloatField(null=True)
+    measured = models.PositiveIntegerField(help_text="VEs it was measured on")

@@ -12,7 +12,6 @@ the p95 total); how many more VEs of a plan fit follows from what that
 plan's VEs really use (its p95 share of the limit, from the per-plan report).
 """
 
-import math
 from collections import defaultdict
 from datetime import timedelta
 
@@ -22,57 +21,46 @@ from hosting.nodes import placement
 from hosting.nodes.models import Node
 from hosting.plans.models import Plan
 
-from . import sampling
+from . import capacity, sampling
+from .capacity import hourly as _hourly, median as _median
 from .models import UsageRollup
 
 GIB = 1 << 30
 
 
-def _hourly(env_ids, since):
-    """{env_id: {epoch hour: (ram_avg, cpu_avg, disk_max)}} of the given VEs."""
-    rows = UsageRollup.objects.filter(environment_id__in=env_ids, resolution=sampling.HOUR,
-                                      time__gte=since).order_by("time")
-    out = defaultdict(dict)
-    for env_id, moment, ram, cpu, disk in rows.values_list("environment_id", "time", "ram_avg",
-                                                           "cpu_avg", "disk_max"):
-        out[env_id][moment.timestamp()] = (ram or 0, cpu or 0, disk)
-    return out
+def plan_report(days=30, now=None, profile=None):
+    """Per plan: observed RAM and CPU p95 as shares of the limits (the median over its
+    measured VEs, as placement uses them), and disk used of sold.
 
-
-def plan_report(days=30, now=None):
-    """Per plan: observed RAM and CPU p95 as shares of the limits, disk used of sold."""
+    ``profile``: capacity.measure() of the same period, if the caller has it.
+    """
     since = (now or timezone.now()) - timedelta(days=days)
+    profile = capacity.measure(days, now) if profile is None else profile
     rows = []
     for plan in Plan.objects.all():
-        ves = list(plan.environments.live().select_related("node"))
-        hourly = _hourly([ve.pk for ve in ves], since)
-        ram_shares, cpu_shares, disk_used = [], [], []
-        for ve in ves:
-            series = list(hourly.get(ve.pk, {}).values())
-            if not series:
-                continue
-            ram_shares.append(sampling.p95([s[0] for s in series]) / (plan.ram_mb << 20))
-            cpus = float(placement.demand(plan, ve.node.cpus).cpu) or 1.0
-            cpu_shares.append(sampling.p95([s[1] for s in series]) / cpus)
-            disks = [s[2] for s in series if s[2] is not None]
-            if disks:
-                disk_used.append(disks[-1])
+        ves = list(plan.environments.live().values_list("pk", flat=True))
+        disks = UsageRollup.objects.filter(environment_id__in=ves, resolution=sampling.HOUR,
+                                           time__gte=since, disk_max__isnull=False)
+        latest = {}  # each VE's disk use in its last measured hour
+        for env_id, disk in disks.order_by("time").values_list("environment_id", "disk_max"):
+            latest[env_id] = disk
+        use = profile.plans.get(plan.pk)
         rows.append({
-            "plan": plan.name, "ves": len(ves), "measured": len(ram_shares),
-            "ram_p95_share": _median(ram_shares), "cpu_p95_share": _median(cpu_shares),
-            "disk_used_share": (sum(disk_used) / len(disk_used) / (plan.disk_gib * GIB))
-            if disk_used else None})
+            "plan": plan.name, "ves": len(ves), "measured": use.measured if use else 0,
+            "ram_p95_share": use.ram_share if use else None,
+            "cpu_p95_share": use.cpu_share if use else None,
+            "disk_used_share": (sum(latest.values()) / len(latest) / (plan.disk_gib * GIB))
+            if latest and plan.disk_gib else None})
     return rows
 
 
-def node_report(days=30, now=None, plan_rows=None):
+def node_report(days=30, now=None, profile=None):
     """Per node: sold vs physical, usage p95/peak vs physical, coincidence, headroom, fits.
 
-    ``plan_rows``: the plan_report of the same period, if the caller has it.
+    ``profile``: capacity.measure() of the same period, if the caller has it.
     """
     since = (now or timezone.now()) - timedelta(days=days)
-    plan_rows = plan_report(days, now) if plan_rows is None else plan_rows
-    shares = {row["plan"]: row for row in plan_rows}
+    profile = capacity.measure(days, now) if profile is None else profile
     plans = list(Plan.objects.filter(active=True))
     rows = []
     for node in Node.objects.all():
@@ -90,7 +78,8 @@ def node_report(days=30, now=None, plan_rows=None):
                 own_p95[1] += sampling.p95([s[1] for s in series.values()])
         ram_totals = [t[0] for t in totals.values()]
         cpu_totals = [t[1] for t in totals.values()]
-        sold = placement.sold(node)
+        room = placement.Room(node, profile, ves)
+        sold = room.sold
         ram_p95, cpu_p95 = sampling.p95(ram_totals), sampling.p95(cpu_totals)
         risk = node.risk_pct / 100
         headroom_ram = node.ram_bytes * risk - (ram_p95 or 0)
@@ -112,36 +101,17 @@ def node_report(days=30, now=None, plan_rows=None):
             "cpu_coincidence": _ratio(own_p95[1], cpu_p95),
             "risk_pct": node.risk_pct, "headroom_ram": headroom_ram,
             "headroom_cpu": headroom_cpu,
-            "fits": {plan.name: _fits(plan, node, shares.get(plan.name), headroom_ram,
-                                      headroom_cpu) for plan in plans}})
+            "fits": _fits(room, plans)})
     return rows
 
 
-def _fits(plan, node, share, headroom_ram, headroom_cpu):
-    """More VEs of ``plan`` the node takes at its risk level (unmeasured plans count
-    at their full limits), never more than its sold-based limits allow."""
-    ram_share = (share or {}).get("ram_p95_share") or 1.0
-    cpu_share = (share or {}).get("cpu_p95_share") or 1.0
-    need = placement.demand(plan, node.cpus)
-    by_ram = headroom_ram / (need.ram * ram_share) if need.ram else math.inf
-    by_cpu = headroom_cpu / (float(need.cpu) * cpu_share) if need.cpu else math.inf
-    have, sold = placement.capacity(node), placement.sold(node)
-    by_sales = min((float(h) - float(s)) / float(n)
-                   for h, s, n in zip(have, sold, need) if n) if any(need) else math.inf
-    return max(0, math.floor(min(by_ram, by_cpu, by_sales)))
+def _fits(room, plans):
+    """{plan name: how many more VEs of it the placement rule puts on this node alone}."""
+    return {plan.name: room.fits(plan) for plan in plans}
 
 
 def _ratio(part, whole):
     return part / whole if part is not None and whole else None
-
-
-def _median(values):
-    if not values:
-        return None
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
 
 
 # Right-sizing: a VE above this share of its RAM in more than half of the

@@ -9,7 +9,7 @@ from hosting.environments.models import VirtualEnvironment as VE
 from hosting.operations import executor
 from ve.errors import VEError
 
-from . import collection, traffic
+from . import capacity, collection, traffic
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,10 @@ def sample_node(node_name):
 
 @shared_task(name="hosting.usage.tasks.roll_up_usage")
 def roll_up_usage():
-    """Roll complete periods up and prune what is past its retention."""
+    """Roll complete periods up, prune what is past its retention, and re-measure
+    what placement reads once an hour."""
     made = collection.roll_up()
-    return {"rollups": made, "pruned": collection.prune()}
+    pruned = collection.prune()
+    if capacity.due():
+        capacity.refresh()
+    return {"rollups": made, "pruned": pruned}

@@ -6,8 +6,10 @@ from django.http import HttpResponse
 from django.shortcuts import render
 
 from hosting.core.decorators import staff_required
+from hosting.nodes.models import Node
+from hosting.plans.models import Plan
 
-from . import reports
+from . import capacity, reports, whatif
 
 NODE_COLUMNS = ("node", "ves", "cpus", "ves_per_core", "ram_physical", "ram_sold",
                 "ram_overcommit", "swap_sold", "swap_overcommit", "cpu_sold", "cpu_overcommit",
@@ -19,6 +21,10 @@ RUNWAY_COLUMNS = ("node", "ram_days", "disk_days", "sales_days")
 SIGNAL_COLUMNS = ("veid", "hostname", "plan", "node", "signal", "detail")
 PLAN_COLUMNS = ("plan", "ves", "measured", "ram_p95_share", "cpu_p95_share", "disk_used_share")
 DAYS = (1, 7, 30)
+WHATIF_FIGURES = ("ves", "ram_overcommit", "cpu_overcommit", "disk_overcommit", "ram_use",
+                  "cpu_use", "headroom_ram", "headroom_cpu")
+WHATIF_COLUMNS = ("node", "added") + tuple(f"{when}_{figure}" for figure in WHATIF_FIGURES
+                                          for when in ("before", "after"))
 
 
 @staff_required
@@ -26,17 +32,71 @@ def overcommit(request):
     """Per node and per plan, what was sold next to what is used (``?format=csv&table=``)."""
     days = int(request.GET.get("days", "30")) if request.GET.get("days") in map(str, DAYS) \
         else 30
+    question, asked, error = _whatif(request.GET)
     if request.GET.get("format") == "csv":
+        if request.GET.get("table") in ("whatif", "placements"):
+            if asked is None:
+                return _bad(error or "ask a what-if: whatif=add&plan=&count= or "
+                                     "whatif=drain&node=")
+            return _whatif_csv(request.GET["table"], asked)
         return _table_csv(request.GET.get("table", "nodes"), days)
-    plans = reports.plan_report(days)
-    nodes = reports.node_report(days, plan_rows=plans)
+    profile = capacity.measure(days)
+    plans = reports.plan_report(days, profile=profile)
+    nodes = reports.node_report(days, profile=profile)
     fit_plans = sorted({p for row in nodes for p in row["fits"]})
     for row in nodes:
         row["fit_list"] = [row["fits"][p] for p in fit_plans]
     return render(request, "staff/overcommit.html", {
         "nodes": nodes, "plans": plans, "days": days, "day_choices": DAYS,
         "fit_plans": fit_plans, "signals": reports.rightsizing(),
-        "runway": reports.runway(days), "episodes": _episodes(days)})
+        "runway": reports.runway(days), "episodes": _episodes(days),
+        "whatif": asked, "whatif_error": error, "question": question,
+        "all_plans": Plan.objects.filter(active=True), "all_nodes": Node.objects.all(),
+        "placement_profile": capacity.stored()})
+
+
+def _whatif(params):
+    """(question, result, error) of the what-if ``params`` ask; all None if none."""
+    kind = params.get("whatif")
+    if not kind:
+        return None, None, None
+    try:
+        if kind == "add":
+            plan = Plan.objects.filter(pk=_number(params.get("plan"))).first()
+            if plan is None:
+                raise whatif.Refused("choose a plan")
+            count = _number(params.get("count"))
+            return f"{count} more VPSes of plan {plan.name}", whatif.add(plan, count), None
+        if kind == "drain":
+            node = Node.objects.filter(pk=_number(params.get("node"))).first()
+            if node is None:
+                raise whatif.Refused("choose a node")
+            return f"drain node {node.name}", whatif.drain(node), None
+        raise whatif.Refused("a what-if is whatif=add or whatif=drain")
+    except whatif.Refused as exc:
+        return None, None, str(exc)
+
+
+def _number(text):
+    try:
+        return int(text or "")
+    except ValueError:
+        raise whatif.Refused(f"not a whole number: {text!r}") from None
+
+
+def _whatif_csv(table, asked):
+    if table == "placements":
+        rows = [{"vps": label, "node": node, "why_not": ""} for label, node in asked["placed"]]
+        rows += [{"vps": label, "node": "", "why_not": why} for label, why in asked["unplaced"]]
+        return _csv("whatif-placements.csv", ("vps", "node", "why_not"), rows, [])
+    rows = [dict({"node": n["node"], "added": n["added"]},
+                 **{f"{when}_{figure}": n[when][figure] for figure in WHATIF_FIGURES
+                    for when in ("before", "after")}) for n in asked["nodes"]]
+    return _csv("whatif-nodes.csv", WHATIF_COLUMNS, rows, [])
+
+
+def _bad(message):
+    return HttpResponse(message + "\n", status=400, content_type="text/plain")
 
 
 def _table_csv(table, days):
@@ -51,8 +111,7 @@ def _table_csv(table, days):
         nodes = reports.node_report(days)
         return _csv(f"overcommit-nodes-{days}d.csv", NODE_COLUMNS, nodes,
                     sorted({p for row in nodes for p in row["fits"]}))
-    return HttpResponse("table must be nodes, plans, rightsizing or runway\n", status=400,
-                        content_type="text/plain")
+    return _bad("table must be nodes, plans, rightsizing, runway, whatif or placements")
 
 
 def _episodes(days):

@@ -1,5 +1,6 @@
-"""Placement of new VEs within each node's overcommit limits."""
+"""Placement of new VEs within each node's overcommit limits and its risk level."""
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -8,8 +9,12 @@ from django.contrib.auth.models import User
 from hosting.customers.models import Customer
 from hosting.environments.models import OSTemplate, VirtualEnvironment
 from hosting.nodes.models import Node
-from hosting.nodes.placement import NoCapacity, choose_node, shortfall
+from django.utils import timezone
+
+from hosting.nodes.placement import Fleet, NoCapacity, choose_node, shortfall
 from hosting.plans.models import Plan
+from hosting.usage import capacity
+from hosting.usage.models import UsageRollup
 
 pytestmark = pytest.mark.django_db
 GIB = 1 << 30
@@ -39,7 +44,8 @@ def test_ram_may_be_sold_up_to_the_overcommit_ratio():
     for veid in range(100, 106):
         assert shortfall(hn, small) == []
         place(hn, small, veid)
-    assert shortfall(hn, small) == ["ram"]
+    # Unmeasured, each counts at risk/ratio of its RAM: six fill the node to its 80%.
+    assert shortfall(hn, small) == ["ram"]  # (its use is at the risk level too)
 
 
 def test_destroyed_ves_free_their_share():
@@ -75,3 +81,64 @@ def test_cpu_limit_counts_as_a_fraction_of_a_cpu():
     assert shortfall(hn, half) == []
     place(hn, half, 101)
     assert shortfall(hn, half) == ["cpu"]
+
+
+def measured(ve, ram, cpu=0.0, hours=24):
+    """Give ``ve`` ``hours`` of hourly rollups using ``ram`` bytes and ``cpu`` CPUs."""
+    now = timezone.now().replace(minute=0, second=0, microsecond=0)
+    UsageRollup.objects.bulk_create(
+        UsageRollup(environment=ve, resolution=3600, samples=120, ram_avg=ram, cpu_avg=cpu,
+                    time=now - timedelta(hours=hour + 1)) for hour in range(hours))
+
+
+def test_measured_use_lets_a_node_sell_past_what_full_limits_would_allow():
+    hn = node("hn1", ram_gib=4, ram_overcommit=Decimal("3"),  # 12 GiB may be sold
+              cpu_overcommit=Decimal("10"), disk_gib=1000)
+    small = plan()
+    for veid in range(100, 104):
+        measured(place(hn, small, veid), ram=GIB // 8)  # each uses 1/8 of its 1 GiB
+    capacity.refresh()
+    # Use: 4 x 128 MiB measured, each new one expected at 128 MiB: (3.2 GiB - 0.5) / 0.125.
+    assert Fleet([hn]).rooms[0].fits(small) == 8  # sales stop it first: 12 - 4 GiB
+    for veid in range(104, 112):
+        assert shortfall(hn, small) == []
+        place(hn, small, veid)  # new, unmeasured: each counts at the plan's observed 1/8
+    assert shortfall(hn, small) == ["ram"]
+
+
+def test_a_node_past_its_risk_level_takes_nothing_even_with_sales_left():
+    hn = node("hn1", ram_gib=4, ram_overcommit=Decimal("4"))
+    measured(place(hn, plan("L", ram_mb=4096), 100), ram=int(3.3 * GIB))  # past 80% of 4 GiB
+    tiny = plan("XS", ram_mb=128)  # never measured: 0.8/4 of its RAM, 25.6 MiB
+    capacity.refresh()
+    assert shortfall(hn, tiny) == ["ram headroom"]
+    with pytest.raises(NoCapacity, match=r"hn1: no ram headroom left"):
+        choose_node(tiny)
+    hn.risk_pct = 90  # staff accept more risk on this node: 3.6 GiB
+    hn.save()
+    assert shortfall(hn, tiny) == []
+
+
+def test_the_node_with_most_use_left_wins_over_the_one_with_most_sales_left():
+    busy = node("busy", ram_gib=8)  # more left to sell, but its VEs really use their RAM
+    quiet = node("quiet", ram_gib=6)
+    s = plan()
+    measured(place(busy, plan("L", ram_mb=4096), 100), ram=4 * GIB)
+    for veid in (101, 102, 103):
+        measured(place(quiet, s, veid), ram=GIB // 16)
+    capacity.refresh()
+    # Sales left: busy 12 - 4 GiB, quiet 9 - 3; use left: busy 6.4 - 4, quiet 4.8 - 3/16.
+    assert choose_node(s).name == "quiet"
+    assert capacity.stored().nodes[busy.pk].ram_p95 == 4 * GIB
+
+
+def test_a_vps_with_less_than_half_a_day_of_history_counts_at_its_plans_share():
+    hn = node("hn1", ram_gib=4, ram_overcommit=Decimal("2"))
+    s = plan()
+    measured(place(hn, s, 100), ram=GIB // 2)
+    young = place(hn, s, 101)
+    measured(young, ram=GIB, hours=capacity.MIN_HOURS - 1)  # a big but brief history
+    profile = capacity.refresh()
+    assert profile.nodes[hn.pk].measured == {Plan.objects.get().environments.get(veid=100).pk}
+    room = Fleet([hn], profile).rooms[0]
+    assert room.use.ram == GIB // 2 + GIB // 2  # the young one at the plan's share, 1/2

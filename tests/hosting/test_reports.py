@@ -218,3 +218,121 @@ def test_noisy_neighbours_name_the_ves_behind_a_pressure_episode(catalogue):
     assert episode["peak"] == pytest.approx(11 / 8)  # 6 + 3 + 1 + 1 GiB over 8
     assert episode["drivers"][0]["hostname"] == "x.example.com"
     assert episode["drivers"][0]["share"] == pytest.approx(18 / 33)
+
+
+@pytest.fixture
+def pools(fleet, catalogue):
+    """Addresses enough for every node, so real orders can be placed."""
+    from hosting.ipam.models import IPPool
+    v4 = IPPool.objects.create(name="fleet4", network="198.18.64.0/20",
+                               gateway="198.18.64.1", first="198.18.64.2",
+                               last="198.18.79.254")
+    v6 = IPPool.objects.create(name="fleet6", network="fd00:64::/64", first="fd00:64::10",
+                               last="fd00:64::ffff")
+    for node in Node.objects.all():
+        v4.nodes.add(node)
+        v6.nodes.add(node)
+    return fleet
+
+
+def test_what_if_and_real_orders_place_alike(pools, catalogue):
+    from hosting.core.errors import Conflict
+    from hosting.environments import services
+    from hosting.usage import capacity, whatif
+    nodes, plans, ves = pools
+    capacity.refresh(now=NOW)  # what the beat stores each hour
+    big = plans[-1]  # P4096: each expected at a quarter (its VEs' observed p95)
+    asked = whatif.add(big, 200)
+    assert 0 < len(asked["placed"]) < 200 and asked["unplaced"]
+    assert {node for _, node in asked["placed"]} >= {"n1", "n2"}  # spread by use left
+    for i, (_, expected_node) in enumerate(asked["placed"]):
+        services.order(catalogue["customer"], big, catalogue["template"], f"w{i}.example.com",
+                       catalogue["user"], root_password="root-pass-123")
+        assert VE.objects.get(hostname=f"w{i}.example.com").node.name == expected_node, i
+    with pytest.raises(Conflict) as refused:
+        services.order(catalogue["customer"], big, catalogue["template"], "one-more.example.com",
+                       catalogue["user"], root_password="root-pass-123")
+    assert str(refused.value) == asked["unplaced"][0][1]
+    # Node by node, the report's "fits" is the same rule with one node to choose from.
+    from hosting.nodes.placement import Fleet
+    for node in Node.objects.all():
+        assert Fleet([node]).rooms[0].fits(big) == 0
+
+
+def test_fits_counts_what_placing_one_by_one_places(fleet):
+    from hosting.nodes.placement import Fleet
+    from hosting.usage import capacity
+    profile = capacity.measure(days=1, now=NOW)
+    for node in Node.objects.filter(name__startswith="n"):
+        for plan in Plan.objects.all():
+            counted, fleet_of_one = Fleet([node], profile).rooms[0].fits(plan), \
+                Fleet([node], profile)
+            placed = 0
+            while placed <= counted:
+                try:
+                    fleet_of_one.place_plan(plan)
+                except Exception:
+                    break
+                placed += 1
+            assert placed == counted, (node.name, plan.name)
+
+
+def test_draining_a_node_moves_each_vps_with_its_own_use(pools):
+    from hosting.usage import capacity, whatif
+    nodes, plans, ves = pools
+    capacity.refresh(now=NOW)
+    n3 = Node.objects.get(name="n3")
+    moved = whatif.drain(n3)
+    mine = [ve for ve in ves if ve.node.name == "n3"]
+    assert len(moved["placed"]) + len(moved["unplaced"]) == len(mine) == 66
+    assert not moved["unplaced"]  # n1 and n2 (and the empty hn1) have the room
+    assert {row["node"] for row in moved["nodes"]} == {"hn1", "n1", "n2"}  # n3 not a target
+    by_label = {label: node for label, node in moved["placed"]}
+    for row in moved["nodes"]:
+        node = Node.objects.get(name=row["node"])
+        arriving = [ve for ve in mine if by_label[f"{ve.veid} {ve.hostname}"] == node.name]
+        assert row["added"] == len(arriving)
+        # Each arrives with its own p95: a quarter of its plan's RAM (idle most hours).
+        own = sum(ve.plan.ram_mb * MiB * 0.25 for ve in arriving)
+        assert row["after"]["ram_use"] * node.ram_bytes == pytest.approx(
+            row["before"]["ram_use"] * node.ram_bytes + own)
+        sold = sum(ve.plan.ram_mb * MiB for ve in arriving)
+        assert row["after"]["ram_overcommit"] == pytest.approx(
+            row["before"]["ram_overcommit"] + sold / node.ram_bytes)
+    biggest_first = [label for label, _ in moved["placed"]][:14]
+    assert all(label.startswith(str(ve.veid)) for label, ve in zip(
+        biggest_first, sorted((ve for ve in mine if ve.plan.ram_mb == 4096),
+                              key=lambda ve: ve.veid)))
+
+
+def test_the_what_if_on_the_report_page_and_as_csv(pools, client):
+    from django.contrib.auth.models import User
+    from hosting.usage import capacity
+    capacity.refresh(now=NOW)
+    client.force_login(User.objects.create_user("boss", password="boss-pass-1", is_staff=True))
+    plan = Plan.objects.get(name="P1024")
+    page = client.get(f"/staff/reports/overcommit/?days=1&whatif=add&plan={plan.pk}&count=25")
+    text = page.content.decode()
+    assert page.status_code == 200 and 'id="whatif-report"' in text
+    assert "25 more VPSes of plan P1024: 25 placed" in text
+    table = list(csv.DictReader(io.StringIO(client.get(
+        f"/staff/reports/overcommit/?whatif=add&plan={plan.pk}&count=25&format=csv"
+        "&table=whatif").content.decode())))
+    assert sum(int(row["added"]) for row in table) == 25
+    assert {"before_ram_overcommit", "after_headroom_ram"} <= set(table[0])
+    per_vps = client.get(f"/staff/reports/overcommit/?whatif=add&plan={plan.pk}&count=3"
+                         "&format=csv&table=placements").content.decode().splitlines()
+    assert per_vps[0] == "vps,node,why_not" and len(per_vps) == 4
+    n1 = Node.objects.get(name="n1")
+    drained = client.get(f"/staff/reports/overcommit/?whatif=drain&node={n1.pk}").content.decode()
+    assert "drain node n1: 67 placed" in drained and 'id="whatif-moves"' in drained
+    for query, message in (("whatif=add&plan=999999&count=2", "choose a plan"),
+                           (f"whatif=add&plan={plan.pk}&count=0", "between 1 and 10000"),
+                           (f"whatif=add&plan={plan.pk}&count=x", "not a whole number"),
+                           ("whatif=drain&node=abc", "not a whole number"),
+                           ("whatif=grow", "whatif=add or whatif=drain")):
+        page = client.get(f"/staff/reports/overcommit/?{query}")
+        assert page.status_code == 200 and message in page.content.decode(), query
+        csv_answer = client.get(f"/staff/reports/overcommit/?{query}&format=csv&table=whatif")
+        assert csv_answer.status_code == 400 and message in csv_answer.content.decode()
+    assert VE.objects.count() == 200  # asking placed nothing

@@ -142,3 +142,21 @@ def test_p95_is_the_nearest_rank():
     assert sampling.p95(list(range(1, 101))) == 95
     assert sampling.p95([3]) == 3 and sampling.p95([]) is None
     assert sampling.p95([1, 2]) == 2
+
+
+def test_housekeeping_re_measures_what_placement_reads_once_an_hour(ve):
+    from django.utils import timezone as django_tz
+
+    from hosting.usage import capacity, tasks
+    from hosting.usage.models import NodeLoad
+    hour = django_tz.now().replace(minute=0, second=0, microsecond=0)
+    UsageRollup.objects.bulk_create(
+        UsageRollup(environment=ve, resolution=3600, samples=120, ram_avg=(i + 1) << 20,
+                    cpu_avg=0.5, time=hour - timedelta(hours=i + 1)) for i in range(20))
+    tasks.roll_up_usage()
+    load = NodeLoad.objects.get()
+    assert (load.ram_p95, load.measured) == (19 << 20, [ve.pk])  # 19th of 20 sorted
+    assert not capacity.due()
+    tasks.roll_up_usage()  # within the hour: the stored measurement stays
+    assert NodeLoad.objects.get().computed_at == load.computed_at
+    assert capacity.due(now=load.computed_at + capacity.REFRESH)

@@ -1,0 +1,120 @@
+"""What the placement rule knows of real usage: each node's measured load and each
+plan's observed share of what it sells.
+
+Measured from the hourly rollups of the last PLACEMENT_DAYS. A VE counts as
+measured once it has MIN_HOURS of them in the window; a node's load is the p95
+of the hourly sums of its measured live VEs (RAM bytes, CPUs busy); a plan's
+share is the median over its measured VEs of each one's p95 as a share of the
+plan's limit. ``refresh`` stores a measurement after the hourly rollups (a
+beat task), so an order reads a few rows instead of a month of samples;
+reports measure their own period with ``measure``.
+"""
+
+from collections import defaultdict, namedtuple
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from . import sampling
+from .models import NodeLoad, PlanLoad, UsageRollup
+
+PLACEMENT_DAYS = 30
+MIN_HOURS = 12  # less than half a day of history does not define a VE's use
+REFRESH = timedelta(hours=1)  # hourly rollups are what it reads
+
+NodeUse = namedtuple("NodeUse", "ram_p95 cpu_p95 measured")  # measured: VE pks in the p95
+PlanUse = namedtuple("PlanUse", "ram_share cpu_share measured")  # shares None: no data
+Profile = namedtuple("Profile", "nodes plans computed_at days")  # {node pk: NodeUse}, {plan pk: PlanUse}
+EMPTY = Profile({}, {}, None, PLACEMENT_DAYS)
+
+
+def hourly(env_ids, since):
+    """{env pk: {epoch hour: (ram_avg, cpu_avg, disk_max)}} of the given VEs since ``since``."""
+    rows = UsageRollup.objects.filter(environment_id__in=env_ids, resolution=sampling.HOUR,
+                                      time__gte=since).order_by("time")
+    out = defaultdict(dict)
+    for env_id, moment, ram, cpu, disk in rows.values_list("environment_id", "time", "ram_avg",
+                                                           "cpu_avg", "disk_max").iterator():
+        out[env_id][moment.timestamp()] = (ram or 0, cpu or 0, disk)
+    return out
+
+
+def measure(days=PLACEMENT_DAYS, now=None):
+    """The Profile of the live VEs over the last ``days``."""
+    from hosting.environments.models import VirtualEnvironment as VE
+    from hosting.nodes import placement
+    now = now or timezone.now()
+    ves = list(VE.objects.live().select_related("plan", "node"))
+    series = hourly([ve.pk for ve in ves], now - timedelta(days=days))
+    node_totals = defaultdict(lambda: defaultdict(lambda: [0.0, 0.0]))
+    measured = defaultdict(set)
+    ram_shares, cpu_shares = defaultdict(list), defaultdict(list)
+    for ve in ves:
+        hours = series.get(ve.pk, {})
+        if len(hours) < MIN_HOURS:
+            continue
+        measured[ve.node_id].add(ve.pk)
+        totals = node_totals[ve.node_id]
+        for hour, (ram, cpu, _) in hours.items():
+            totals[hour][0] += ram
+            totals[hour][1] += cpu
+        ram_shares[ve.plan_id].append(
+            sampling.p95([h[0] for h in hours.values()]) / (ve.plan.ram_mb << 20))
+        cpus = float(placement.demand(ve.plan, ve.node.cpus).cpu) or 1.0
+        cpu_shares[ve.plan_id].append(sampling.p95([h[1] for h in hours.values()]) / cpus)
+    nodes = {node_id: NodeUse(sampling.p95([t[0] for t in totals.values()]),
+                              sampling.p95([t[1] for t in totals.values()]),
+                              frozenset(measured[node_id]))
+             for node_id, totals in node_totals.items()}
+    plans = {plan_id: PlanUse(median(shares), median(cpu_shares[plan_id]), len(shares))
+             for plan_id, shares in ram_shares.items()}
+    return Profile(nodes, plans, now, days)
+
+
+def refresh(now=None):
+    """Measure the last PLACEMENT_DAYS and store it for placement; return the Profile."""
+    from hosting.nodes.models import Node
+    from hosting.plans.models import Plan
+    profile = measure(PLACEMENT_DAYS, now)
+    nodes, plans = set(Node.objects.values_list("pk", flat=True)), \
+        set(Plan.objects.values_list("pk", flat=True))  # none deleted meanwhile
+    with transaction.atomic():
+        NodeLoad.objects.all().delete()
+        PlanLoad.objects.all().delete()
+        NodeLoad.objects.bulk_create(
+            NodeLoad(node_id=pk, computed_at=profile.computed_at, days=profile.days,
+                     ram_p95=use.ram_p95, cpu_p95=use.cpu_p95, measured=sorted(use.measured))
+            for pk, use in profile.nodes.items() if pk in nodes)
+        PlanLoad.objects.bulk_create(
+            PlanLoad(plan_id=pk, computed_at=profile.computed_at, days=profile.days,
+                     ram_share=use.ram_share, cpu_share=use.cpu_share, measured=use.measured)
+            for pk, use in profile.plans.items() if pk in plans)
+    return profile
+
+
+def due(now=None):
+    """True when the stored measurement is older than REFRESH (or missing)."""
+    last = NodeLoad.objects.order_by("-computed_at").values_list("computed_at", flat=True).first()
+    return last is None or last <= (now or timezone.now()) - REFRESH
+
+
+def stored():
+    """The Profile ``refresh`` stored last (EMPTY before the first)."""
+    node_rows, plan_rows = list(NodeLoad.objects.all()), list(PlanLoad.objects.all())
+    if not node_rows:
+        return EMPTY  # no VE measured yet: plans' shares need measured VEs too
+    return Profile({row.node_id: NodeUse(row.ram_p95, row.cpu_p95, frozenset(row.measured))
+                    for row in node_rows},
+                   {row.plan_id: PlanUse(row.ram_share, row.cpu_share, row.measured)
+                    for row in plan_rows},
+                   node_rows[0].computed_at, node_rows[0].days)
+
+
+def median(values):
+    """The median of ``values``, None for none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2

@@ -1,0 +1,72 @@
+"""What-if: where a number of new VEs of a plan, or a node's VEs, would go.
+
+Both run the placement rule real orders follow (hosting/nodes/placement.py),
+on the stored measurement real orders read (capacity.stored), one VE after
+the other, and give each online node's ratios and headroom before and after.
+"""
+
+from hosting.nodes import placement
+
+from . import capacity, sampling
+from .capacity import hourly
+
+MAX_COUNT = 10000
+
+
+class Refused(ValueError):
+    """A what-if that cannot be asked (the message says why)."""
+
+
+def add(plan, count, profile=None):
+    """Place ``count`` new VEs of ``plan``: {"placed": [node name per VE], "unplaced",
+    "why", "nodes": [{node, before, after}]}."""
+    if not 1 <= count <= MAX_COUNT:
+        raise Refused(f"count must be between 1 and {MAX_COUNT}")
+    fleet = placement.Fleet.online(profile)
+    return _run(fleet, [(f"{plan.name} #{i + 1}", f"plan {plan.name}",
+                         lambda room: room.want(plan)) for i in range(count)])
+
+
+def drain(node, profile=None):
+    """Move every live VE of ``node`` (biggest RAM first) to the other online nodes; each
+    measured VE takes its own p95 with it, a young one its plan's expected use."""
+    profile = capacity.stored() if profile is None else profile
+    ves = sorted(node.environments.live().select_related("plan"),
+                 key=lambda ve: (-ve.plan.ram_mb, ve.veid))
+    own = _own_p95(ves, profile)
+    fleet = placement.Fleet.online(profile, exclude=node)
+
+    def want(ve):
+        def of(room):
+            need = placement.demand(ve.plan, room.node.cpus)
+            return need, own.get(ve.pk) or room.expect(ve.plan)
+        return of
+    return _run(fleet, [(f"{ve.veid} {ve.hostname}", f"VE {ve.veid}", want(ve)) for ve in ves])
+
+
+def _run(fleet, wants):
+    before = {room.node.name: room.summary() for room in fleet.rooms}
+    placed, unplaced = [], []
+    for label, what, want in wants:
+        try:
+            placed.append((label, fleet.place(want, what).node.name))
+        except placement.NoCapacity as exc:
+            unplaced.append((label, str(exc)))
+    return {"placed": placed, "unplaced": unplaced,
+            "nodes": [{"node": room.node.name, "before": before[room.node.name],
+                       "after": room.summary(),
+                       "added": sum(1 for _, name in placed if name == room.node.name)}
+                      for room in fleet.rooms]}
+
+
+def _own_p95(ves, profile):
+    """{VE pk: Use(p95 RAM, p95 CPU)} of the measured ones among ``ves``."""
+    from datetime import timedelta
+    if not profile.computed_at:
+        return {}
+    measured = set().union(*(use.measured for use in profile.nodes.values()))
+    series = hourly([ve.pk for ve in ves if ve.pk in measured],
+                    profile.computed_at - timedelta(days=profile.days))
+    return {pk: placement.Use(sampling.p95([h[0] for h in hours.values()]),
+                              sampling.p95([h[1] for h in hours.values()]))
+            for pk, hours in series.items() if hours}
