@@ -8,7 +8,7 @@ WEB_USER := hosting
 VENV := .venv
 PY := $(CURDIR)/$(VENV)/bin/python
 APT_PACKAGES := busybox-static psmisc procps iproute2 util-linux gcc libc6-dev python3-venv \
-	python3-dev redis-server chromium nftables e2fsprogs xfsprogs debootstrap
+	python3-dev redis-server chromium nftables e2fsprogs xfsprogs debootstrap postgresql
 VECTL := /usr/local/bin/vectl
 STAMP := $(VENV)/.installed
 
@@ -53,8 +53,10 @@ run: deps
 		echo "warning: debian-12 was not built; the demo node has busybox only"
 	$(PY) manage.py runstack
 
+# Everything on SQLite, then the dashboard's tests again on a throw-away PostgreSQL.
 test: deps
 	VE_TESTS_STRICT=1 $(PY) -m pytest tests -ra -p no:cacheprovider --ds=hosting.settings
+	$(PY) tests/on_postgres.py
 
 bench: deps
 	$(PY) bench/run.py $(BENCH_ARGS)

@@ -65,6 +65,15 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = 1
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Each test starts with an empty in-process cache (usage figures are cached by
+    data version, and rolled-back tests can repeat versions with other data)."""
+    from django.conf import settings
+    if "locmem" in settings.CACHES["default"]["BACKEND"].lower():
+        from django.core.cache import cache
+        cache.clear()
+
 
 def _require(condition, what):
     if not condition:

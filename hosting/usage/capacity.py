@@ -1,7 +1,7 @@
 """What the placement rule knows of real usage: each node's measured load and each
 plan's observed share of what it sells.
 
-Measured from the hourly rollups of the last PLACEMENT_DAYS. A VE counts as
+Measured from the hourly rollups of the last PLACEMENT_DAYS (period.py). A VE counts as
 measured once it has MIN_HOURS of them in the window; a node's load is the p95
 of the hourly sums of its measured live VEs (RAM bytes, CPUs busy); a plan's
 share is the median over its measured VEs of each one's p95 as a share of the
@@ -17,10 +17,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import sampling
-from .models import NodeLoad, PlanLoad, UsageRollup
+from .models import NodeLoad, PlanLoad
+from .period import MIN_HOURS, Period  # noqa: F401 (MIN_HOURS: part of the contract)
 
 PLACEMENT_DAYS = 30
-MIN_HOURS = 12  # less than half a day of history does not define a VE's use
 REFRESH = timedelta(hours=1)  # hourly rollups are what it reads
 
 NodeUse = namedtuple("NodeUse", "ram_p95 cpu_p95 measured")  # measured: VE pks in the p95
@@ -29,47 +29,28 @@ Profile = namedtuple("Profile", "nodes plans computed_at days")  # {node pk: Nod
 EMPTY = Profile({}, {}, None, PLACEMENT_DAYS)
 
 
-def hourly(env_ids, since):
-    """{env pk: {epoch hour: (ram_avg, cpu_avg, disk_max)}} of the given VEs since ``since``."""
-    rows = UsageRollup.objects.filter(environment_id__in=env_ids, resolution=sampling.HOUR,
-                                      time__gte=since).order_by("time")
-    out = defaultdict(dict)
-    for env_id, moment, ram, cpu, disk in rows.values_list("environment_id", "time", "ram_avg",
-                                                           "cpu_avg", "disk_max").iterator():
-        out[env_id][moment.timestamp()] = (ram or 0, cpu or 0, disk)
-    return out
-
-
-def measure(days=PLACEMENT_DAYS, now=None):
-    """The Profile of the live VEs over the last ``days``."""
+def measure(days=PLACEMENT_DAYS, now=None, period=None):
+    """The Profile of the live VEs over the last ``days`` (or over ``period``)."""
     from hosting.environments.models import VirtualEnvironment as VE
     from hosting.nodes import placement
-    now = now or timezone.now()
-    ves = list(VE.objects.live().select_related("plan", "node"))
-    series = hourly([ve.pk for ve in ves], now - timedelta(days=days))
-    node_totals = defaultdict(lambda: defaultdict(lambda: [0.0, 0.0]))
-    measured = defaultdict(set)
-    ram_shares, cpu_shares = defaultdict(list), defaultdict(list)
-    for ve in ves:
-        hours = series.get(ve.pk, {})
-        if len(hours) < MIN_HOURS:
-            continue
-        measured[ve.node_id].add(ve.pk)
-        totals = node_totals[ve.node_id]
-        for hour, (ram, cpu, _) in hours.items():
-            totals[hour][0] += ram
-            totals[hour][1] += cpu
-        ram_shares[ve.plan_id].append(
-            sampling.p95([h[0] for h in hours.values()]) / (ve.plan.ram_mb << 20))
+    period = period or Period(days, now)
+    ves = {ve.pk: ve for ve in VE.objects.live().select_related("plan", "node")}
+    measured = {pk for pk in period.measured if pk in ves}
+    ram_shares, cpu_shares, by_node = defaultdict(list), defaultdict(list), defaultdict(set)
+    for pk in measured:
+        ve = ves[pk]
+        by_node[ve.node_id].add(pk)
+        ram_shares[ve.plan_id].append(period.ram_p95[pk] / (ve.plan.ram_mb << 20))
         cpus = float(placement.demand(ve.plan, ve.node.cpus).cpu) or 1.0
-        cpu_shares[ve.plan_id].append(sampling.p95([h[1] for h in hours.values()]) / cpus)
-    nodes = {node_id: NodeUse(sampling.p95([t[0] for t in totals.values()]),
-                              sampling.p95([t[1] for t in totals.values()]),
-                              frozenset(measured[node_id]))
-             for node_id, totals in node_totals.items()}
+        cpu_shares[ve.plan_id].append(period.cpu_p95[pk] / cpus)
+    totals = period.measured_totals
+    nodes = {node_id: NodeUse(sampling.p95([t[0] for t in totals.get(node_id, {}).values()]),
+                              sampling.p95([t[1] for t in totals.get(node_id, {}).values()]),
+                              frozenset(pks))
+             for node_id, pks in by_node.items()}
     plans = {plan_id: PlanUse(median(shares), median(cpu_shares[plan_id]), len(shares))
              for plan_id, shares in ram_shares.items()}
-    return Profile(nodes, plans, now, days)
+    return Profile(nodes, plans, period.now, period.days)
 
 
 def refresh(now=None):

@@ -1,10 +1,13 @@
 """Usage series of one VE for its graphs: 1 h from raw samples, 24 h and 7 d from
 5-minute rollups, 30 d from hourly ones (see sampling.py)."""
 
+from collections import defaultdict
 from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.db.models import Avg, Sum, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from . import sampling
@@ -89,45 +92,71 @@ def node_usage(node, range_name, now=None):
     from hosting.environments.models import VirtualEnvironment as VE
     span, resolution = RANGES[range_name]
     since = (now or timezone.now()) - span
-    ves = {ve.pk: ve for ve in VE.objects.filter(node=node).live()}
-    per_ve, times = {}, set()
+    ves = {ve.pk: ve for ve in VE.objects.filter(node=node).live().order_by("pk")}
     if resolution is None:
-        for pk in ves:
-            series = _from_raw(ves[pk], since)
-            per_ve[pk] = {t: (r, c) for t, r, c in zip(series["time"], series["ram"],
-                                                       series["cpu"])}
-            times.update(series["time"])
+        per_ve = _raw_of_node(list(ves), since)
+        means = {pk: _mean([ram for ram, _ in series.values()]) for pk, series in per_ve.items()}
     else:
         rows = UsageRollup.objects.filter(environment_id__in=list(ves), resolution=resolution,
                                           time__gte=since)
-        for pk, moment, ram, cpu in rows.values_list("environment_id", "time", "ram_avg",
-                                                      "cpu_avg"):
-            per_ve.setdefault(pk, {})[moment.timestamp()] = (ram, cpu)
-            times.add(moment.timestamp())
+        means = dict(rows.values("environment_id").annotate(mean=Avg("ram_avg"))
+                     .values_list("environment_id", "mean"))
+    ranked = sorted(ves, key=lambda pk: -(means.get(pk) or 0))
+    top, rest = ranked[:TOP_VES], ranked[TOP_VES:]
+    if resolution is None:
+        others = defaultdict(lambda: [0.0, 0.0])
+        for pk in rest:
+            for moment, (ram, cpu) in per_ve.get(pk, {}).items():
+                others[moment][0] += ram or 0
+                others[moment][1] += cpu or 0
+    else:
+        per_ve = defaultdict(dict)  # the series of the VEs shown on their own
+        for pk, moment, ram, cpu in rows.filter(environment_id__in=top).values_list(
+                "environment_id", "time", "ram_avg", "cpu_avg"):
+            per_ve[pk][moment.timestamp()] = (ram, cpu)
+        zero = Value(0.0)
+        others = {moment.timestamp(): (ram, cpu) for moment, ram, cpu in
+                  rows.filter(environment_id__in=rest).values("time").annotate(
+                      ram=Sum(Coalesce("ram_avg", zero)), cpu=Sum(Coalesce("cpu_avg", zero)))
+                  .values_list("time", "ram", "cpu")}
     own = _node_totals(node, since, resolution)
-    timeline = sorted(times | set(own))
+    timeline = sorted(set(own).union(others, *(per_ve.get(pk, {}) for pk in top)))
 
-    def column(pk, index):
-        values = per_ve.get(pk, {})
-        return [values.get(t, (None, None))[index] for t in timeline]
+    def column(values, index, missing=None):
+        return [values.get(t, (missing, missing))[index] for t in timeline]
 
-    def mean(values):
-        values = [v for v in values if v is not None]
-        return sum(values) / len(values) if values else 0
-
-    ranked = sorted(ves, key=lambda pk: -mean(column(pk, 0)))
-    shown = [{"veid": ves[pk].veid, "hostname": ves[pk].hostname, "ram": column(pk, 0),
-              "cpu": column(pk, 1)} for pk in ranked[:TOP_VES]]
-    rest = ranked[TOP_VES:]
-    if rest:
-        sums = [[sum(v for v in values if v is not None) for values in zip(*columns)]
-                for columns in ([column(pk, 0) for pk in rest], [column(pk, 1) for pk in rest])]
-        shown.append({"veid": None, "hostname": f"{len(rest)} others", "ram": sums[0],
-                      "cpu": sums[1]})
+    shown = [{"veid": ves[pk].veid, "hostname": ves[pk].hostname,
+              "ram": column(per_ve.get(pk, {}), 0), "cpu": column(per_ve.get(pk, {}), 1)}
+             for pk in top]
+    if rest:  # an hour none of them reported sums to 0, as the stack needs
+        shown.append({"veid": None, "hostname": f"{len(rest)} others",
+                      "ram": column(others, 0, 0), "cpu": column(others, 1, 0)})
     return {"range": range_name, "resolution": resolution or 0, "time": timeline, "ves": shown,
-            "node": {"ram": [own.get(t, (None, None))[0] for t in timeline],
-                     "cpu": [own.get(t, (None, None))[1] for t in timeline]},
+            "node": {"ram": column(own, 0), "cpu": column(own, 1)},
             "capacity": {"ram": node.ram_bytes, "cpus": node.cpus}}
+
+
+def _raw_of_node(env_ids, since):
+    """{VE pk: {epoch s: (RAM, CPUs busy)}} from the raw samples since ``since``, in one
+    query (from a few samples earlier, so the first point has a CPU rate too)."""
+    rows = UsageSample.objects.filter(
+        environment_id__in=env_ids,
+        time__gte=since - timedelta(seconds=3 * settings.NODE_SAMPLE_SECONDS)).order_by(
+        "environment_id", "time").values("environment_id", "time", "ram", "cpu_ns")
+    by_ve = defaultdict(list)
+    for row in rows:
+        by_ve[row["environment_id"]].append(row)
+    out = {}
+    for pk, samples in by_ve.items():
+        values = sampling.series(samples)
+        out[pk] = {s["time"].timestamp(): (ram, cpu) for s, ram, cpu in
+                   zip(samples, values["ram"], values["cpu"]) if s["time"] >= since}
+    return out
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else 0
 
 
 def _node_totals(node, since, resolution):

@@ -52,5 +52,6 @@ def roll_up_usage():
     made = collection.roll_up()
     pruned = collection.prune()
     if capacity.due():
+        collection.analyze()
         capacity.refresh()
     return {"rollups": made, "pruned": pruned}

@@ -10,6 +10,7 @@ from hosting.nodes.models import Node
 from hosting.plans.models import Plan
 
 from . import capacity, reports, whatif
+from .period import Period
 
 NODE_COLUMNS = ("node", "ves", "cpus", "ves_per_core", "ram_physical", "ram_sold",
                 "ram_overcommit", "swap_sold", "swap_overcommit", "cpu_sold", "cpu_overcommit",
@@ -40,16 +41,17 @@ def overcommit(request):
                                      "whatif=drain&node=")
             return _whatif_csv(request.GET["table"], asked)
         return _table_csv(request.GET.get("table", "nodes"), days)
-    profile = capacity.measure(days)
-    plans = reports.plan_report(days, profile=profile)
-    nodes = reports.node_report(days, profile=profile)
+    period = Period(days)  # each figure aggregated once for all the tables
+    profile = capacity.measure(period=period)
+    plans = reports.plan_report(profile=profile, period=period)
+    nodes = reports.node_report(profile=profile, period=period)
     fit_plans = sorted({p for row in nodes for p in row["fits"]})
     for row in nodes:
         row["fit_list"] = [row["fits"][p] for p in fit_plans]
     return render(request, "staff/overcommit.html", {
         "nodes": nodes, "plans": plans, "days": days, "day_choices": DAYS,
         "fit_plans": fit_plans, "signals": reports.rightsizing(),
-        "runway": reports.runway(days), "episodes": _episodes(days),
+        "runway": reports.runway(period=period), "episodes": _episodes(period),
         "whatif": asked, "whatif_error": error, "question": question,
         "all_plans": Plan.objects.filter(active=True), "all_nodes": Node.objects.all(),
         "placement_profile": capacity.stored()})
@@ -114,10 +116,10 @@ def _table_csv(table, days):
     return _bad("table must be nodes, plans, rightsizing, runway, whatif or placements")
 
 
-def _episodes(days):
+def _episodes(period):
     """Pressure episodes with readable times and drivers, for the page."""
     from datetime import datetime, timezone
-    rows = reports.noisy_neighbours(days)
+    rows = reports.noisy_neighbours(period=period)
     for row in rows:
         row["start_time"] = datetime.fromtimestamp(row["start"], timezone.utc)
         row["driver_text"] = ", ".join(f"{d['veid']} {d['hostname']} ({d['share']:.0%})"

@@ -7,8 +7,8 @@ the other, and give each online node's ratios and headroom before and after.
 
 from hosting.nodes import placement
 
-from . import capacity, sampling
-from .capacity import hourly
+from . import capacity
+from .period import Period
 
 MAX_COUNT = 10000
 
@@ -61,12 +61,10 @@ def _run(fleet, wants):
 
 def _own_p95(ves, profile):
     """{VE pk: Use(p95 RAM, p95 CPU)} of the measured ones among ``ves``."""
-    from datetime import timedelta
     if not profile.computed_at:
         return {}
     measured = set().union(*(use.measured for use in profile.nodes.values()))
-    series = hourly([ve.pk for ve in ves if ve.pk in measured],
-                    profile.computed_at - timedelta(days=profile.days))
-    return {pk: placement.Use(sampling.p95([h[0] for h in hours.values()]),
-                              sampling.p95([h[1] for h in hours.values()]))
-            for pk, hours in series.items() if hours}
+    mine = [ve.pk for ve in ves if ve.pk in measured]
+    period = Period(profile.days, profile.computed_at)
+    ram, cpu = period.rank("ram_avg", 95, mine), period.rank("cpu_avg", 95, mine)
+    return {pk: placement.Use(ram[pk], cpu.get(pk, 0.0)) for pk in ram}

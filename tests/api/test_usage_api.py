@@ -100,8 +100,15 @@ def test_the_node_graph_carries_the_nodes_own_totals(api_as, world):
         NodeSample.objects.create(node=node, time=now - timedelta(seconds=age),
                                   cpu_busy_ns=busy, cpus=4, ram_used=age, ram_total=8 << 30,
                                   swap_used=0, disk_used=1, disk_total=2, load1=0.1)
+        UsageSample.objects.create(environment=world["ve_b"], time=now - timedelta(seconds=age),
+                                   ram=age << 20, cpu_ns=busy // 4)
+    UsageSample.objects.create(environment=world["ve_a"], time=now - timedelta(hours=2),
+                               ram=1, cpu_ns=0)  # before the hour: not drawn
     data = api_as("staff").get(fill("/api/v1/nodes/{node}/usage/?range=1h", world)).json()
     assert data["node"] == {"ram": [60, 30], "cpu": [None, 1.0]}
+    assert [(v["veid"], v["ram"], v["cpu"]) for v in data["ves"]] == [
+        (world["ve_b"].veid, [60 << 20, 30 << 20], [None, 0.25]),
+        (world["ve_a"].veid, [None, None], [None, None])]
 
 
 def test_prometheus_metrics_show_the_latest_sample_round(api_as, world):

@@ -109,12 +109,13 @@ def test_ssh_key_comments_are_written_verbatim_once(catalogue, engine, node_run_
     assert keys == (key + "\n").encode()
 
 
-def test_the_web_users_symlinks_are_not_followed_by_root():
+def test_the_web_users_symlinks_are_not_followed_by_root(monkeypatch):
     import shutil
     import tempfile
     from pathlib import Path
 
     from hosting.stack import Stack
+    monkeypatch.delenv("DATABASE_URL", raising=False)  # the stack's own SQLite file is the point
     top = Path(tempfile.mkdtemp(prefix="hosting-chown-", dir="/tmp"))  # readable by 'hosting'
     try:
         os.chmod(top, 0o755)
