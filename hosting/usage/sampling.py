@@ -12,7 +12,6 @@ Retention (per VE and per node alike, so growth is bounded: ~2,900 raw +
 raw 1 day, 5-minute 30 days, hourly 365 days.
 """
 
-import math
 from collections import namedtuple
 from datetime import timedelta
 
@@ -44,10 +43,16 @@ KEEP = {FIVE_MINUTES: timedelta(days=30), HOUR: timedelta(days=365)}
 
 def p95(values):
     """Nearest-rank 95th percentile (a value that occurred), None for no values."""
+    return percentile(values, 95)
+
+
+def percentile(values, percent):
+    """Nearest rank: the ceil(n * percent / 100)-th smallest (whole-number arithmetic,
+    so no rounding moves the rank), None for no values."""
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+    return ordered[max(0, -(-len(ordered) * percent // 100) - 1)]
 
 
 def summarize(values):
