@@ -6,7 +6,7 @@ SQLite database.
 Times, cold (empty cache) and warm (median of --rounds): the hourly re-measurement placement reads
 (capacity.refresh), one placement decision (choose_node), the overcommit page
 (every table), the node graph for 24 h / 7 d / 30 d, and a VPS graph for 30 d.
-Writes bench/results/reports.json.
+Writes bench/results/reports-<database>.json.
 
     .venv/bin/python bench/reports.py [--ves 500] [--days 30] [--rounds 3]
 """
@@ -154,7 +154,9 @@ def run(node, plans, envs, args):
     for span in ("24h", "7d", "30d"):
         timed(f"node graph {span}", lambda: graphs.node_usage(node, span), args.rounds, out)
     timed("VPS graph 30d", lambda: graphs.usage(envs[0], "30d"), args.rounds, out)
-    write_json(RESULTS_DIR / "reports.json", out)
+    from django.db import connection
+    out["database"] = connection.vendor
+    write_json(RESULTS_DIR / f"reports-{connection.vendor}.json", out)
 
 
 if __name__ == "__main__":

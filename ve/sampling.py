@@ -1,7 +1,8 @@
 """One cheap look at everything a node's VEs use, for usage graphs and reports.
 
-``Engine.sample()`` reads, for every VE, its cgroup counters (CPU time, RAM,
-swap, processes, limit hits, OOM kills, block I/O), its disk figures (statfs
+``Engine.sample()`` reads, for every VE, its cgroup counters (CPU time, RAM
+in use apart from reclaimable file cache, that cache, swap, processes, limit
+hits, OOM kills, block I/O), its disk figures (statfs
 of a mounted image, else the figures saved at its last unmount) and its
 traffic totals, plus the node's own totals. All network links come from one
 netlink dump, not one per VE. Counters are cumulative (CPU time, bytes, ops,
@@ -21,7 +22,8 @@ from .config import DIRECTORY
 from .errors import NotFound
 from .query import RUNNING, STOPPED
 
-VE_FIELDS = ("veid", "state", "cpu_ns", "ram_bytes", "ram_limit", "swap_bytes", "processes",
+VE_FIELDS = ("veid", "state", "cpu_ns", "ram_bytes", "ram_cache_bytes", "ram_limit",
+             "swap_bytes", "processes",
              "memory_failcnt", "oom_kills", "disk_used", "disk_total", "inodes_used",
              "inodes_total", "rx_bytes", "tx_bytes", "rx_packets", "tx_packets",
              "io_read_bytes", "io_write_bytes", "io_read_ops", "io_write_ops")
@@ -59,8 +61,11 @@ class SamplingMixin:
             except OSError:
                 use = None  # stopped between the two looks
             if use is not None:
-                row.update(state=RUNNING, cpu_ns=use.cpu_ns, ram_bytes=use.memory,
-                           swap_bytes=use.swap, processes=use.processes,
+                # RAM: the working set; the inactive file cache the kernel
+                # reclaims first is its own figure (the two add up to the cgroup's).
+                cache = min(use.memory_reclaimable, use.memory)
+                row.update(state=RUNNING, cpu_ns=use.cpu_ns, ram_bytes=use.memory - cache,
+                           ram_cache_bytes=cache, swap_bytes=use.swap, processes=use.processes,
                            memory_failcnt=use.memory_failcnt, oom_kills=use.oom_kills,
                            io_read_bytes=use.io_read_bytes, io_write_bytes=use.io_write_bytes,
                            io_read_ops=use.io_read_ops, io_write_ops=use.io_write_ops)

@@ -17,7 +17,7 @@ from .models import NodeRollup, NodeSample, UsageRollup, UsageSample
 RANGES = {"1h": (timedelta(hours=1), None), "24h": (timedelta(days=1), sampling.FIVE_MINUTES),
           "7d": (timedelta(days=7), sampling.FIVE_MINUTES),
           "30d": (timedelta(days=30), sampling.HOUR)}
-SERIES = ("cpu", "ram", "swap", "disk", "inodes", "processes", "rx", "tx", "io_read", "io_write")
+SERIES = ("cpu", "ram", "ram_cache", "swap", "disk", "inodes", "processes", "rx", "tx", "io_read", "io_write")
 PEAKS = ("cpu", "ram")  # rollups also give these periods' maxima (a spike is not averaged away)
 
 
@@ -85,7 +85,7 @@ TOP_VES = 8  # a node's graph names its biggest VEs; the rest are summed as "oth
 
 def node_usage(node, range_name, now=None):
     """Every live VE's RAM and CPU on ``node`` over ``range_name``, for stacked graphs,
-    with the node's own measured totals (host processes and page cache included)
+    with the node's own measured totals (MemTotal - MemAvailable: host processes in)
     and its physical capacity: {"time", "ves": [{veid, hostname, ram, cpu}],
     "node": {"ram", "cpu"}, "capacity": {"ram", "cpus"}}. The biggest TOP_VES VEs
     (by average RAM) are shown on their own, the others summed."""

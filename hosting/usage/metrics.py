@@ -25,7 +25,9 @@ from .models import NodeSample, UsageSample
 VE_METRICS = (
     ("hosting_ve_cpu_seconds_total", "CPU time used since the VE started", "counter",
      "cpu_ns", 1e-9),
-    ("hosting_ve_ram_bytes", "RAM in use (page cache included)", "gauge", "ram", 1),
+    ("hosting_ve_ram_bytes", "RAM in use apart from reclaimable file cache (working set)",
+     "gauge", "ram", 1),
+    ("hosting_ve_ram_cache_bytes", "inactive file cache, reclaimable", "gauge", "ram_cache", 1),
     ("hosting_ve_swap_bytes", "swap in use", "gauge", "swap", 1),
     ("hosting_ve_processes", "processes and threads", "gauge", "processes", 1),
     ("hosting_ve_disk_used_bytes", "disk space used", "gauge", "disk", 1),

@@ -38,7 +38,9 @@ class UsageSample(models.Model):
     environment = models.ForeignKey("environments.VirtualEnvironment", on_delete=models.CASCADE,
                                     related_name="+")
     time = models.DateTimeField()
-    ram = models.BigIntegerField(null=True)
+    ram = models.BigIntegerField(null=True, help_text="the working set: in use, apart from "
+                                                      "inactive file cache")
+    ram_cache = models.BigIntegerField(null=True, help_text="inactive file cache (reclaimable)")
     swap = models.BigIntegerField(null=True)
     processes = models.IntegerField(null=True)
     disk = models.BigIntegerField(null=True)

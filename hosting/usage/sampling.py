@@ -1,6 +1,7 @@
 """Usage samples: raw every NODE_SAMPLE_SECONDS, rolled up to 5 minutes and to hours.
 
-A raw sample keeps the engine's figures as they are: gauges (RAM, swap,
+A raw sample keeps the engine's figures as they are: gauges (RAM the VE
+needs, i.e. its working set; the reclaimable file cache apart; swap,
 processes, disk, inodes) and cumulative counters (CPU time, traffic, block
 I/O, limit hits, OOM kills). Rates come from consecutive samples when rolling
 up: a counter that went down (the VE restarted, a new cgroup) starts a new
@@ -15,7 +16,7 @@ raw 1 day, 5-minute 30 days, hourly 365 days.
 from collections import namedtuple
 from datetime import timedelta
 
-GAUGES = ("ram", "swap", "processes", "disk", "inodes")
+GAUGES = ("ram", "ram_cache", "swap", "processes", "disk", "inodes")
 # rate metric -> (cumulative field, unit divisor): CPU in CPUs busy, the rest bytes/s
 COUNTERS = {"cpu": ("cpu_ns", 10**9), "rx": ("rx_bytes", 1), "tx": ("tx_bytes", 1),
             "io_read": ("io_read_bytes", 1), "io_write": ("io_write_bytes", 1)}

@@ -26,7 +26,8 @@
     }
     var defs = {
       cpu: { fmt: plain, series: [["used", data.cpu, "#2563eb"]] },
-      ram: { fmt: bytes, series: [["used", data.ram, "#16a34a"], ["swap", data.swap, "#ca8a04"]] },
+      ram: { fmt: bytes, series: [["used", data.ram, "#16a34a"], ["file cache", data.ram_cache, "#a3a3a3"],
+                                  ["swap", data.swap, "#ca8a04"]] },
       disk: { fmt: bytes, series: [["used", data.disk, "#9333ea"]] },
       net: { fmt: rate, series: [["in", data.rx, "#0891b2"], ["out", data.tx, "#db2777"]] },
       processes: { fmt: plain, series: [["processes", data.processes, "#ea580c"]] }

@@ -148,6 +148,7 @@ def test_usage_graphs_for_the_customer_and_staff_and_the_node(browser, live_stac
         figure.locator("canvas").first.wait_for()
         assert int(figure.get_attribute("data-points")) >= 3, chart
         assert figure.locator(".u-legend", has_text="graphs.example.com").count() == 1
+        assert figure.locator(".u-legend", has_text="node total").count() == 1
     shot(staff, "11-staff-node-usage")
     staff.goto(f"{live_stack.base}/staff/reports/overcommit/?days=1")
     row = staff.locator("#nodes-report tr[data-node]").first
@@ -155,5 +156,14 @@ def test_usage_graphs_for_the_customer_and_staff_and_the_node(browser, live_stac
     assert "1" in row.locator("td").nth(1).inner_text()  # the one VPS of the node
     assert staff.locator("#plans-report tr[data-plan='VPS S']").count() == 1
     shot(staff, "12-staff-overcommit-report")
+    # What if three more VPS S were ordered: the form answers with the placement rule.
+    staff.fill("#whatif-add input[name='count']", "3")
+    staff.select_option("#whatif-add select[name='plan']", label="VPS S")
+    staff.click("#whatif-add button[type='submit']")
+    staff.wait_for_selector("#whatif-report")
+    assert "3 more VPSes of plan VPS S: 3 placed" in staff.inner_text("#whatif-question")
+    added = staff.locator("#whatif-report tr[data-node]")
+    assert sum(int(added.nth(i).get_attribute("data-added")) for i in range(added.count())) == 3
+    shot(staff, "13-staff-what-if")
     staff.context.close()
     api.wait_operation(api.post(f"/api/v1/environments/{veid}/terminate/"))

@@ -34,7 +34,8 @@ CONTROLLER_FILES = {
            "io.stat": "7:3 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n"
                       "8:0 rbytes=100 wbytes=0 rios=1 wios=0 dbytes=0 dios=0"},
     "memory": {"memory.max": "max", "memory.swap.max": "max", "memory.current": "0",
-               "memory.swap.current": "0", "memory.events": "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0"},
+               "memory.swap.current": "0", "memory.events": "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0",
+               "memory.stat": "anon 0\nfile 0\ninactive_file 0\nactive_file 0"},
     "pids": {"pids.max": "max", "pids.current": "0"},
 }
 
@@ -256,7 +257,7 @@ def test_apply_changes_the_files(fake):
 
 
 def test_usage_parses_the_counters(fake):
-    """usage() reads cpu.stat, memory.current/max/events, swap, pids and io.stat counters."""
+    """usage() reads cpu.stat, memory.current/max/events/stat, swap, pids and io.stat."""
     drv = CgroupV2Driver(fake, parent="ve")
     drv.create(NAME, LIMITS)
     fake._put("ve/101/cpu.stat", "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 0\n")
@@ -264,10 +265,12 @@ def test_usage_parses_the_counters(fake):
     fake._put("ve/101/memory.swap.current", "4096\n")
     fake._put("ve/101/pids.current", "7\n")
     fake._put("ve/101/memory.events", "low 0\nhigh 2\nmax 5\noom 1\noom_kill 3\noom_group_kill 0\n")
+    fake._put("ve/101/memory.stat", "anon 4194304\nfile 6291456\nactive_file 2097152\n"
+                                    "inactive_file 4194304\n")
     assert drv.usage(NAME) == Usage(cpu_ns=1_500_000, memory=10 * M, memory_limit=512 * M,
                                     swap=4096, processes=7, memory_failcnt=5, oom_kills=3,
                                     io_read_bytes=4196, io_write_bytes=8192, io_read_ops=2,
-                                    io_write_ops=2)
+                                    io_write_ops=2, memory_reclaimable=4 * M)
     fake._put("ve/101/memory.max", "max\n")
     os.unlink(fake.path("ve/101/memory.swap.current"))  # no swap accounting: 0
     usage = drv.usage(NAME)

@@ -38,6 +38,17 @@ def test_a_memory_hog_of_a_known_size(engine):
     assert abs(grown - 96 * MiB) <= 0.1 * 96 * MiB, grown / MiB
 
 
+def test_file_cache_is_told_apart_from_the_ram_a_vps_needs(engine):
+    make(engine, ram=512 * MiB)
+    before = row(engine)
+    # 64 MiB written and synced: clean file pages the kernel may take back at will.
+    sh(engine, "dd if=/dev/zero of=/cached bs=1M count=64 conv=fsync 2>/dev/null")
+    after = row(engine)
+    cached = after["ram_cache_bytes"] - before["ram_cache_bytes"]
+    assert abs(cached - 64 * MiB) <= 0.1 * 64 * MiB, cached / MiB
+    assert after["ram_bytes"] - before["ram_bytes"] <= 0.1 * 64 * MiB  # not RAM it needs
+
+
 def test_a_cpu_hog_at_a_known_limit(engine):
     make(engine, cpulimit=50)
     engine.exec(101, ["sh", "-c", "(while :; do :; done) >/dev/null 2>&1 &"])

@@ -12,16 +12,21 @@ from collections import namedtuple
 
 class Usage(namedtuple("Usage", "cpu_ns memory memory_limit swap processes "
                                  "memory_failcnt oom_kills io_read_bytes io_write_bytes "
-                                 "io_read_ops io_write_ops", defaults=(0, 0, 0, 0))):
+                                 "io_read_ops io_write_ops memory_reclaimable",
+                       defaults=(0, 0, 0, 0, 0))):
     """What a VE's processes use right now.
 
     cpu_ns: CPU time consumed since the group was made; memory: RAM in use,
-    bytes (page cache included, like vzlist); memory_limit: the RAM limit in
+    bytes (page cache included, like vzlist's); memory_limit: the RAM limit in
     force; swap: swap in use; processes: tasks (processes and threads);
     memory_failcnt: times the RAM limit was hit (OpenVZ's failcnt);
     oom_kills: processes killed by the OOM killer inside the group;
     io_*: block I/O the group did since it was made, all devices (on v1 the
-    throttle layer's count: reads and direct writes, not writeback).
+    throttle layer's count: reads and direct writes, not writeback);
+    memory_reclaimable: the part of ``memory`` that is inactive file cache,
+    which the kernel takes back first under pressure. ``memory`` minus it is
+    the working set (what cAdvisor and Kubernetes call it too): what the VE
+    needs, where ``memory`` grows towards the limit with any file reading.
     """
 
     __slots__ = ()

@@ -215,7 +215,15 @@ class CgroupV1Driver(CgroupDriver):
             memory_failcnt=self._failcnt(name),
             oom_kills=self._oom_kills(name),
             **dict(zip(IO_FIELDS, self._io(name))),
+            memory_reclaimable=self._stat(name).get("total_inactive_file", 0),
         )
+
+    def _stat(self, name):
+        """memory.stat as {key: int} (empty without the memory controller)."""
+        if "memory" not in self.mounts:
+            return {}
+        pairs = (line.split() for line in self._read("memory", name, "memory.stat").splitlines())
+        return {f[0]: int(f[1]) for f in pairs if len(f) == 2}
 
     def _io(self, name):
         if "blkio" not in self.mounts:

@@ -157,6 +157,7 @@ class CgroupV2Driver(CgroupDriver):
             oom_kills=events.get("oom_kill", 0),
             **dict(zip(IO_FIELDS, mapping.v2_io_totals(
                 self._text(group, "io.stat", present) or ""))),
+            memory_reclaimable=self._keyed(group, "memory.stat", present).get("inactive_file", 0),
         )
 
     def _text(self, group, filename, present):
