@@ -34,7 +34,8 @@ def node_list(request):
 def node_detail(request, pk):
     node = get_object_or_404(Node, pk=pk)
     ves = node.environments.live().select_related("owner__user", "plan")
+    room = placement.Fleet([node]).rooms[0]  # what placement sees: expected use, risk level
     return render(request, "staff/node.html", {"node": node, "usage": _usage(node),
-                                               "environments": ves,
-                                               "disk_allocated": placement.sold(node).disk,
+                                               "environments": ves, "room": room,
+                                               "disk_allocated": room.sold.disk,
                                                "usage_ranges": list(graphs.RANGES)})

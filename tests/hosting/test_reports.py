@@ -324,6 +324,14 @@ def test_the_what_if_on_the_report_page_and_as_csv(pools, client):
                          "&format=csv&table=placements").content.decode().splitlines()
     assert per_vps[0] == "vps,node,why_not" and len(per_vps) == 4
     n1 = Node.objects.get(name="n1")
+    node_page = client.get(f"/staff/nodes/{n1.pk}/").content.decode()
+    from django.template.defaultfilters import filesizeformat
+    from hosting.nodes.placement import Fleet
+    room = Fleet([n1]).rooms[0]
+    ram = filesizeformat(room.use.ram).replace("\xa0", " ")
+    assert f"Expected use (what placement counts): {ram} RAM" in \
+        node_page.replace("&nbsp;", " ").replace("\xa0", " ")
+    assert f"?whatif=drain&amp;node={n1.pk}#whatif" in node_page
     drained = client.get(f"/staff/reports/overcommit/?whatif=drain&node={n1.pk}").content.decode()
     assert "drain node n1: 67 placed" in drained and 'id="whatif-moves"' in drained
     for query, message in (("whatif=add&plan=999999&count=2", "choose a plan"),
