@@ -73,7 +73,7 @@ class Room:
     def __init__(self, node, profile, ves=None):
         self.node = node
         ves = list(node.environments.filter(LIVE).select_related("plan")) if ves is None else ves
-        self.ves = len(ves)
+        self.ve_count = len(ves)
         self.capacity, self.sold = capacity(node), _sum_demands(node, ves)
         self.profile = profile
         load = profile.nodes.get(node.pk)
@@ -113,21 +113,23 @@ class Room:
         """Count one more VE of ``need`` and ``expect`` as placed here."""
         self.sold = Demand(*(a + b for a, b in zip(self.sold, need)))
         self.use = _plus(self.use, expect)
-        self.ves += 1
+        self.ve_count += 1
 
     def fits(self, plan):
         """How many more VEs of ``plan`` fit here (placing them one by one gives the same)."""
         need, expect = self.want(plan)
-        counts = [(float(have) - float(used)) / float(more) for have, used, more in
+        # Sales in exact arithmetic (ints and Decimals, as ``lacking`` compares them);
+        # use in floats with the same slack.
+        counts = [(have - used) // more for have, used, more in
                   zip(self.capacity, self.sold, need) if more]
-        counts += [(limit * (1 + SLACK) - used) / more for limit, used, more in
+        counts += [math.floor((limit * (1 + SLACK) - used) / more) for limit, used, more in
                    zip(self.limit, self.use, expect) if more]
-        return max(0, math.floor(min(counts))) if counts else 0
+        return max(0, int(min(counts))) if counts else 0
 
     def summary(self):
         """Ratios and headroom: sold/physical per resource, expected use/physical, limit-use."""
         node = self.node
-        return {"node": node.name, "ves": self.ves,
+        return {"node": node.name, "ves": self.ve_count,
                 "ram_overcommit": _ratio(self.sold.ram, node.ram_bytes),
                 "cpu_overcommit": _ratio(float(self.sold.cpu), node.cpus),
                 "disk_overcommit": _ratio(self.sold.disk, node.disk_bytes),

@@ -13,6 +13,7 @@ reports measure their own period with ``measure``.
 from collections import defaultdict, namedtuple
 from datetime import timedelta
 
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
@@ -22,9 +23,10 @@ from .period import MIN_HOURS, Period  # noqa: F401 (MIN_HOURS: part of the cont
 
 PLACEMENT_DAYS = 30
 REFRESH = timedelta(hours=1)  # hourly rollups are what it reads
+REFRESHED_KEY = "usage-capacity-refreshed"
 
 NodeUse = namedtuple("NodeUse", "ram_p95 cpu_p95 measured")  # measured: VE pks in the p95
-PlanUse = namedtuple("PlanUse", "ram_share cpu_share measured")  # shares None: no data
+PlanUse = namedtuple("PlanUse", "ram_share cpu_share measured")  # only for measured plans
 Profile = namedtuple("Profile", "nodes plans computed_at days")  # {node pk: NodeUse}, {plan pk: PlanUse}
 EMPTY = Profile({}, {}, None, PLACEMENT_DAYS)
 
@@ -44,8 +46,8 @@ def measure(days=PLACEMENT_DAYS, now=None, period=None):
         cpus = float(placement.demand(ve.plan, ve.node.cpus).cpu) or 1.0
         cpu_shares[ve.plan_id].append(period.cpu_p95[pk] / cpus)
     totals = period.measured_totals
-    nodes = {node_id: NodeUse(sampling.p95([t[0] for t in totals.get(node_id, {}).values()]),
-                              sampling.p95([t[1] for t in totals.get(node_id, {}).values()]),
+    nodes = {node_id: NodeUse(sampling.p95([t[0] for t in totals.get(node_id, [])]),
+                              sampling.p95([t[1] for t in totals.get(node_id, [])]),
                               frozenset(pks))
              for node_id, pks in by_node.items()}
     plans = {plan_id: PlanUse(median(shares), median(cpu_shares[plan_id]), len(shares))
@@ -58,6 +60,9 @@ def refresh(now=None):
     from hosting.nodes.models import Node
     from hosting.plans.models import Plan
     profile = measure(PLACEMENT_DAYS, now)
+    # Noted in the cache, so an idle fleet (nothing measured, no rows stored) is
+    # not re-measured on every housekeeping run either.
+    cache.set(REFRESHED_KEY, profile.computed_at.timestamp(), None)
     nodes, plans = set(Node.objects.values_list("pk", flat=True)), \
         set(Plan.objects.values_list("pk", flat=True))  # none deleted meanwhile
     with transaction.atomic():
@@ -75,9 +80,9 @@ def refresh(now=None):
 
 
 def due(now=None):
-    """True when the stored measurement is older than REFRESH (or missing)."""
-    last = NodeLoad.objects.order_by("-computed_at").values_list("computed_at", flat=True).first()
-    return last is None or last <= (now or timezone.now()) - REFRESH
+    """True when the last ``refresh`` is older than REFRESH (or unknown)."""
+    last = cache.get(REFRESHED_KEY)
+    return last is None or last <= ((now or timezone.now()) - REFRESH).timestamp()
 
 
 def stored():

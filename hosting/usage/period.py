@@ -13,8 +13,8 @@ from datetime import datetime, timedelta, timezone as tz
 from functools import cached_property
 
 from django.core.cache import cache
-from django.db.models import Count, F, Max, Sum, Value, Window
-from django.db.models.functions import Coalesce, RowNumber
+from django.db.models import CharField, Count, F, Max, Q, Sum, Value, Window
+from django.db.models.functions import Cast, Coalesce, RowNumber
 from django.utils import timezone
 
 from . import sampling
@@ -26,7 +26,7 @@ CACHE_SECONDS = 3600
 
 
 class Period:
-    """The last ``days`` (up to ``now``) of hourly rollups of live VEs."""
+    """The hourly rollups of live VEs from ``days`` before ``now`` up to ``now``."""
 
     def __init__(self, days, now=None):
         self.days = days
@@ -35,14 +35,14 @@ class Period:
 
     @cached_property
     def _version(self):
-        """What the figures depend on besides the period: the newest hourly rollup and
-        the VEs destroyed (their rollups stop counting)."""
+        """What the figures depend on besides the period: the newest hourly rollup, and
+        the VEs (made, destroyed or deleted: their rollups count or stop counting)."""
         from hosting.environments.models import VirtualEnvironment as VE
-        newest = UsageRollup.objects.filter(resolution=sampling.HOUR).aggregate(
-            top=Max("id"), rows=Count("id"))
-        gone = VE.objects.filter(actual_state="destroyed").aggregate(n=Count("id"), top=Max("id"))
+        newest = UsageRollup.objects.filter(resolution=sampling.HOUR).aggregate(top=Max("id"))
+        ves = VE.objects.aggregate(n=Count("id"), top=Max("id"),
+                                   gone=Count("id", filter=Q(actual_state="destroyed")))
         return (f"{self.days}:{int(self.since.timestamp()) // 3600}:{newest['top']}:"
-                f"{newest['rows']}:{gone['n']}:{gone['top']}")
+                f"{ves['n']}:{ves['top']}:{ves['gone']}")
 
     def remember(self, name, compute):
         """``compute()``, or its cached result for this period and data version."""
@@ -54,16 +54,46 @@ class Period:
         return value
 
     def rows(self, env_ids=None):
-        rows = UsageRollup.objects.filter(resolution=sampling.HOUR, time__gte=self.since) \
+        rows = UsageRollup.objects.filter(resolution=sampling.HOUR, time__gte=self.since,
+                                          time__lt=self.now) \
             .exclude(environment__actual_state="destroyed")
         return rows if env_ids is None else rows.filter(environment_id__in=list(env_ids))
 
     @cached_property
+    def _per_ve(self):
+        """Hours, p95s and the filled node sums placement reads, from one pass."""
+        return self.remember("per-ve", self._measure_per_ve)
+
+    def _measure_per_ve(self):
+        # One stream of bare values; the hour as text is only a key (no datetimes built).
+        series, node_of = defaultdict(dict), {}
+        rows = self.rows().values_list("environment_id", "environment__node_id",
+                                       Cast("time", CharField()), "ram_avg", "cpu_avg")
+        for env_id, node_id, hour, ram, cpu in rows.iterator(chunk_size=10000):
+            series[env_id][hour] = (ram or 0.0, cpu or 0.0)
+            node_of[env_id] = node_id
+        ram_p95 = {pk: sampling.p95([v[0] for v in hours.values()]) for pk, hours in series.items()}
+        cpu_p95 = {pk: sampling.p95([v[1] for v in hours.values()]) for pk, hours in series.items()}
+        measured = [pk for pk, hours in series.items() if len(hours) >= MIN_HOURS]
+        by_node = defaultdict(list)
+        for pk in measured:
+            by_node[node_of[pk]].append(pk)
+        filled = {}
+        for node_id, pks in by_node.items():
+            # A VE younger than the period counts at its own p95 in the hours before
+            # it had figures, so a new one weighs on its node from its first day.
+            hours = set().union(*(series[pk] for pk in pks))
+            filled[node_id] = [
+                (sum(series[pk].get(hour, (ram_p95[pk], 0))[0] for pk in pks),
+                 sum(series[pk].get(hour, (0, cpu_p95[pk]))[1] for pk in pks))
+                for hour in hours]
+        return {"hours": {pk: len(hours) for pk, hours in series.items()},
+                "ram_p95": ram_p95, "cpu_p95": cpu_p95, "filled": filled}
+
+    @cached_property
     def hours(self):
         """{VE pk: hours it was measured}."""
-        return self.remember("hours", lambda: dict(
-            self.rows().values("environment_id").annotate(n=Count("id"))
-            .values_list("environment_id", "n")))
+        return self._per_ve["hours"]
 
     @cached_property
     def measured(self):
@@ -73,20 +103,23 @@ class Period:
     @cached_property
     def ram_p95(self):
         """{VE pk: p95 of its hourly RAM averages (nearest rank)}."""
-        return self._p95s[0]
+        return self._per_ve["ram_p95"]
 
     @cached_property
     def cpu_p95(self):
         """{VE pk: p95 of its hourly CPU averages}."""
-        return self._p95s[1]
+        return self._per_ve["cpu_p95"]
 
     @cached_property
-    def _p95s(self):
-        return self.remember("p95s", lambda: self.percentiles(("ram_avg", "cpu_avg"), 95))
+    def measured_totals(self):
+        """{node pk: [(RAM, CPUs) per hour]}: the hourly sums over its measured VEs, each
+        VE's own p95 standing in for the hours before its first figures."""
+        return self._per_ve["filled"]
 
-    def rank(self, field, percent, env_ids=None):
-        """{VE pk: nearest-rank ``percent`` percentile of ``field`` (missing = 0)}."""
-        return self.percentiles((field,), percent, env_ids)[0]
+    @cached_property
+    def medians(self):
+        """({VE pk: median hourly RAM}, {VE pk: median hourly CPU}), nearest rank."""
+        return self.remember("medians", lambda: self.percentiles(("ram_avg", "cpu_avg"), 50))
 
     def percentiles(self, fields, percent, env_ids=None):
         """[{VE pk: nearest-rank ``percent`` percentile of the field}, one per field].
@@ -120,11 +153,6 @@ class Period:
     def all_totals(self):
         """totals() over every live VE with data."""
         return self.remember("all_totals", self.totals)
-
-    @cached_property
-    def measured_totals(self):
-        """totals() over the measured VEs only."""
-        return self.remember("measured_totals", lambda: self.totals(self.measured))
 
     @cached_property
     def last_disk(self):

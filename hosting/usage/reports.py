@@ -208,16 +208,18 @@ def noisy_neighbours(days=7, now=None, top=3, period=None):
     episodes = []
     for node in Node.objects.all():
         totals = period.all_totals.get(node.pk, {})
-        for index, field, resource, limit in (
-                (0, "ram_avg", "ram", node.ram_bytes * node.risk_pct / 100),
-                (1, "cpu_avg", "cpu", node.cpus * node.risk_pct / 100)):
+        for index, resource, limit in ((0, "ram", node.ram_bytes * node.risk_pct / 100),
+                                       (1, "cpu", node.cpus * node.risk_pct / 100)):
             hot = sorted(hour for hour, total in totals.items() if limit and total[index] > limit)
             if not hot:
                 continue
             ves = {ve.pk: ve for ve in node.environments.live()}
-            usual = period.rank(field, 50, ves)  # each VE's median hour
+            usual = period.medians[index]  # each VE's median hour
+            during_any = period.at(hot, ves)  # {pk: {hour: (RAM, CPUs)}}, one query
             for run in _runs(hot):
-                during = period.at(run, ves)
+                during = {pk: {h: hours[h] for h in run if h in hours}
+                          for pk, hours in during_any.items()}
+                during = {pk: hours for pk, hours in during.items() if hours}
                 run_total = sum(totals[h][index] for h in run)
                 # how far above its own usual (median) use each VE went
                 excess = {pk: sum(v[index] for v in hours.values()) / len(hours) -

@@ -60,11 +60,11 @@ def _run(fleet, wants):
 
 
 def _own_p95(ves, profile):
-    """{VE pk: Use(p95 RAM, p95 CPU)} of the measured ones among ``ves``."""
+    """{VE pk: Use(p95 RAM, p95 CPU)} of the measured ones among ``ves``, over the
+    period the stored measurement covers."""
     if not profile.computed_at:
         return {}
     measured = set().union(*(use.measured for use in profile.nodes.values()))
-    mine = [ve.pk for ve in ves if ve.pk in measured]
     period = Period(profile.days, profile.computed_at)
-    ram, cpu = period.rank("ram_avg", 95, mine), period.rank("cpu_avg", 95, mine)
-    return {pk: placement.Use(ram[pk], cpu.get(pk, 0.0)) for pk in ram}
+    return {ve.pk: placement.Use(period.ram_p95[ve.pk], period.cpu_p95[ve.pk])
+            for ve in ves if ve.pk in measured and ve.pk in period.ram_p95}

@@ -102,8 +102,8 @@
         return { label: s.label, stroke: color, fill: color + "55", width: 1,
                  value: function (u, v) { return c[1](v); } };
       }));
-      // What the node itself measured (host processes and page cache included),
-      // so staff see what the VEs' sum leaves out.
+      // What the node itself measured (MemTotal - MemAvailable: host processes
+      // included), so staff see what the VEs' sum leaves out.
       series.push({ label: "node total", stroke: "#111827", width: 1.5,
                     value: function (u, v) { return c[1](v); } });
       series.push({ label: "physical", stroke: "#dc2626", dash: [6, 4], width: 1.5,

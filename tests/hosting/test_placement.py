@@ -142,3 +142,28 @@ def test_a_vps_with_less_than_half_a_day_of_history_counts_at_its_plans_share():
     assert profile.nodes[hn.pk].measured == {Plan.objects.get().environments.get(veid=100).pk}
     room = Fleet([hn], profile).rooms[0]
     assert room.use.ram == GIB // 2 + GIB // 2  # the young one at the plan's share, 1/2
+
+
+def test_a_young_vps_weighs_on_its_node_at_its_own_p95_before_its_first_figures():
+    hn = node("hn1", ram_gib=16)
+    s = plan()
+    measured(place(hn, s, 100), ram=GIB, hours=720)  # a month at 1 GiB
+    measured(place(hn, s, 101), ram=2 * GIB, hours=20)  # a day old, at 2 GiB
+    # Without standing in for its first 700 hours, the 20 hours it adds would sit
+    # in the top 5% and the p95 of the sums would be 1 GiB.
+    assert capacity.refresh().nodes[hn.pk].ram_p95 == 3 * GIB
+
+
+def test_fits_agrees_with_placing_one_by_one_to_the_last_vps():
+    hn = node("hn1", ram_gib=64, cpus=4, disk_gib=10000)  # 16 CPUs may be sold
+    tenth = Plan.objects.create(name="tenth", ram_mb=64, cpus=0, cpu_limit_pct=10,
+                                disk_gib=1, monthly_price=Decimal("1"))
+    for veid in (100, 101, 102):
+        place(hn, tenth, veid)
+    fleet = Fleet([hn])
+    counted = fleet.rooms[0].fits(tenth)
+    assert counted == 157  # (16 - 0.3) / 0.1, exactly: no float rounding down
+    for _ in range(counted):
+        fleet.place_plan(tenth)
+    with pytest.raises(NoCapacity, match="no cpu left"):
+        fleet.place_plan(tenth)
