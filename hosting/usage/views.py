@@ -20,6 +20,7 @@ NODE_COLUMNS = ("node", "ves", "cpus", "ves_per_core", "ram_physical", "ram_sold
                 "headroom_cpu")
 RUNWAY_COLUMNS = ("node", "ram_days", "disk_days", "sales_days")
 SIGNAL_COLUMNS = ("veid", "hostname", "plan", "node", "signal", "detail")
+EPISODE_COLUMNS = ("node", "resource", "start_time", "hours", "peak", "driver_text")
 PLAN_COLUMNS = ("plan", "ves", "measured", "ram_p95_share", "cpu_p95_share", "disk_used_share")
 DAYS = (1, 7, 30)
 WHATIF_FIGURES = ("ves", "ram_overcommit", "cpu_overcommit", "disk_overcommit", "ram_use",
@@ -113,7 +114,11 @@ def _table_csv(table, days):
         nodes = reports.node_report(days)
         return _csv(f"overcommit-nodes-{days}d.csv", NODE_COLUMNS, nodes,
                     sorted({p for row in nodes for p in row["fits"]}))
-    return _bad("table must be nodes, plans, rightsizing, runway, whatif or placements")
+    if table == "episodes":
+        return _csv(f"pressure-episodes-{days}d.csv", EPISODE_COLUMNS,
+                    _episodes(Period(days)), [])
+    return _bad("table must be nodes, plans, rightsizing, runway, episodes, whatif or "
+                "placements")
 
 
 def _episodes(period):

@@ -195,7 +195,7 @@ def test_runway_runs_the_growth_forward(catalogue):
     assert rows[catalogue["node"].name]["ram_days"] is None  # nothing grows there
 
 
-def test_noisy_neighbours_name_the_ves_behind_a_pressure_episode(catalogue):
+def test_noisy_neighbours_name_the_ves_behind_a_pressure_episode(catalogue, monkeypatch):
     from hosting.usage.reports import noisy_neighbours
     node = Node.objects.create(name="busy", state="online", ram_bytes=10 * GiB, cpus=4,
                                disk_bytes=100 * GiB)  # risk 80%: 8 GiB
@@ -218,6 +218,16 @@ def test_noisy_neighbours_name_the_ves_behind_a_pressure_episode(catalogue):
     assert episode["peak"] == pytest.approx(11 / 8)  # 6 + 3 + 1 + 1 GiB over 8
     assert episode["drivers"][0]["hostname"] == "x.example.com"
     assert episode["drivers"][0]["share"] == pytest.approx(18 / 33)
+    from django.contrib.auth.models import User
+    from django.test import Client
+    client = Client()
+    client.force_login(User.objects.create_user("boss", password="boss-pass-1", is_staff=True))
+    from hosting.usage import period
+    monkeypatch.setattr(period.timezone, "now", lambda: NOW)  # the page's "last day"
+    exported = client.get("/staff/reports/overcommit/?days=1&format=csv&table=episodes")
+    rows = list(csv.DictReader(io.StringIO(exported.content.decode())))
+    assert [(r["node"], r["resource"], r["hours"]) for r in rows] == [("busy", "ram", "3")]
+    assert rows[0]["driver_text"].startswith("880 x.example.com (55%)")
 
 
 @pytest.fixture
