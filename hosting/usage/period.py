@@ -126,7 +126,7 @@ class Period:
 
         Percentiles are taken in Python from the bare values: measured on a month
         of 500 VEs, streaming the floats beats sorting each VE's rows by a window
-        function on SQLite (1.75x) and about equals it on PostgreSQL
+        function on SQLite (1.7x) and trails it by 17% on PostgreSQL
         (bench/reports.py)."""
         values = defaultdict(lambda: tuple([] for _ in fields))
         rows = self.rows(env_ids).values_list("environment_id", *fields)
