@@ -67,7 +67,7 @@ def _live_context(ve, viewer):
 
 # (chart id, title) on the VPS page; static/js/usage.js draws them from the usage API.
 USAGE_CHARTS = [("cpu", "CPU (CPUs busy)"), ("ram", "RAM"), ("disk", "Disk"),
-                ("net", "Network"), ("processes", "Processes")]
+                ("net", "Network"), ("packets", "Packets"), ("processes", "Processes")]
 
 
 @login_required

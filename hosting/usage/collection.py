@@ -19,7 +19,8 @@ GRACE_SECONDS = 60  # a period is rolled up once its last sample has surely arri
 # engine sample field -> UsageSample field
 _RAW = {"ram_bytes": "ram", "ram_cache_bytes": "ram_cache", "swap_bytes": "swap", "processes": "processes",
         "disk_used": "disk", "inodes_used": "inodes", "cpu_ns": "cpu_ns",
-        "rx_bytes": "rx_bytes", "tx_bytes": "tx_bytes", "io_read_bytes": "io_read_bytes",
+        "rx_bytes": "rx_bytes", "tx_bytes": "tx_bytes", "rx_packets": "rx_packets",
+        "tx_packets": "tx_packets", "io_read_bytes": "io_read_bytes",
         "io_write_bytes": "io_write_bytes", "memory_failcnt": "memory_failcnt",
         "oom_kills": "oom_kills"}
 RAW_FIELDS = ("time",) + tuple(_RAW.values())  # what rollups and graphs read of a sample

@@ -17,7 +17,8 @@ from .models import NodeRollup, NodeSample, UsageRollup, UsageSample
 RANGES = {"1h": (timedelta(hours=1), None), "24h": (timedelta(days=1), sampling.FIVE_MINUTES),
           "7d": (timedelta(days=7), sampling.FIVE_MINUTES),
           "30d": (timedelta(days=30), sampling.HOUR)}
-SERIES = ("cpu", "ram", "ram_cache", "swap", "disk", "inodes", "processes", "rx", "tx", "io_read", "io_write")
+SERIES = ("cpu", "ram", "ram_cache", "swap", "disk", "inodes", "processes", "rx", "tx",
+          "rx_packets", "tx_packets", "io_read", "io_write")
 PEAKS = ("cpu", "ram")  # rollups also give these periods' maxima (a spike is not averaged away)
 
 

@@ -48,6 +48,8 @@ class UsageSample(models.Model):
     cpu_ns = models.BigIntegerField(null=True)
     rx_bytes = models.BigIntegerField(null=True)
     tx_bytes = models.BigIntegerField(null=True)
+    rx_packets = models.BigIntegerField(null=True)
+    tx_packets = models.BigIntegerField(null=True)
     io_read_bytes = models.BigIntegerField(null=True)
     io_write_bytes = models.BigIntegerField(null=True)
     memory_failcnt = models.BigIntegerField(null=True)

@@ -30,6 +30,8 @@
                                   ["swap", data.swap, "#ca8a04"]] },
       disk: { fmt: bytes, series: [["used", data.disk, "#9333ea"]] },
       net: { fmt: rate, series: [["in", data.rx, "#0891b2"], ["out", data.tx, "#db2777"]] },
+      packets: { fmt: plain, series: [["in /s", data.rx_packets, "#0891b2"],
+                                      ["out /s", data.tx_packets, "#db2777"]] },
       processes: { fmt: plain, series: [["processes", data.processes, "#ea580c"]] }
     };
     if (data.cpu_max) defs.cpu.series.push(["peak", data.cpu_max, "#93c5fd"]);

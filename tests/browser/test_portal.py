@@ -123,7 +123,7 @@ def test_usage_graphs_for_the_customer_and_staff_and_the_node(browser, live_stac
     page.goto(f"{live_stack.base}/vps/{veid}/")
     page.click("#usage [data-range='1h']")
     page.wait_for_selector("#usage[data-loaded='1h']")
-    for chart in ("cpu", "ram", "disk", "net", "processes"):
+    for chart in ("cpu", "ram", "disk", "net", "packets", "processes"):
         figure = page.locator(f"#chart-{chart}")
         figure.locator("canvas").first.wait_for()
         assert int(figure.get_attribute("data-points")) >= 3, chart

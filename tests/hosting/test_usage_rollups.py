@@ -33,6 +33,7 @@ def test_a_five_minute_rollup_matches_the_hand_computed_series(ve):
     rx = [0, 3000, 6000, 6000, 9000, 0, 3000, 6000, 9000, 12000]  # reset after the 5th
     for i in range(10):
         raw(ve, 30 * i, ram=ram[i] << 20, cpu_ns=int(cpu_seconds[i] * 1e9), rx_bytes=rx[i],
+            rx_packets=rx[i] // 100,
             memory_failcnt=i // 3, oom_kills=1 if i >= 8 else 0, processes=5 + i)
     raw(ve, 300, ram=0, cpu_ns=int(160e9), rx_bytes=15000, memory_failcnt=3, oom_kills=1,
         processes=0)
@@ -50,6 +51,7 @@ def test_a_five_minute_rollup_matches_the_hand_computed_series(ve):
     # Traffic: the reset interval (9000 -> 0) counts nothing; the others 100 B/s or 0.
     rates = [100, 100, 0, 100, 100, 100, 100, 100]
     assert row.rx_avg == pytest.approx(sum(rates) / 8) and row.rx_max == 100
+    assert row.rx_packets_avg == pytest.approx(sum(rates) / 8 / 100)  # packets/s likewise
     # Events: failcnt went 0->3 over the period (+1 at samples 3, 6, 9), OOM kills +1.
     assert (row.limit_hits, row.oom_kills) == (3, 1)
     assert (row.processes_avg, row.processes_max) == (9.5, 14)
@@ -127,6 +129,7 @@ def test_an_engine_sample_is_stored_for_known_ves_only(ve, catalogue):
               "ves": [{"veid": 301, "state": "running", "cpu_ns": 5, "ram_bytes": 64 << 20,
                        "swap_bytes": 0, "processes": 3, "disk_used": 1 << 20,
                        "inodes_used": 300, "rx_bytes": 10, "tx_bytes": 20,
+                       "rx_packets": 1, "tx_packets": 2,
                        "io_read_bytes": 0, "io_write_bytes": 0, "memory_failcnt": 0,
                        "oom_kills": 0},
                       {"veid": 999, "state": "running", "cpu_ns": 1}]}  # not the dashboard's
@@ -134,6 +137,7 @@ def test_an_engine_sample_is_stored_for_known_ves_only(ve, catalogue):
     stored = UsageSample.objects.get()
     assert (stored.environment_id, stored.time, stored.ram, stored.inodes) == \
         (ve.pk, T0, 64 << 20, 300)
+    assert (stored.rx_packets, stored.tx_packets) == (1, 2)
     node = NodeSample.objects.get()
     assert (node.cpus, node.ram_used, node.disk_total) == (4, 2 * GiB, 500 * GiB)
 
