@@ -130,11 +130,11 @@ class Room:
         """Ratios and headroom: sold/physical per resource, expected use/physical, limit-use."""
         node = self.node
         return {"node": node.name, "ves": self.ve_count,
-                "ram_overcommit": _ratio(self.sold.ram, node.ram_bytes),
-                "cpu_overcommit": _ratio(float(self.sold.cpu), node.cpus),
-                "disk_overcommit": _ratio(self.sold.disk, node.disk_bytes),
-                "ram_use": _ratio(self.use.ram, node.ram_bytes),
-                "cpu_use": _ratio(self.use.cpu, node.cpus),
+                "ram_overcommit": ratio(self.sold.ram, node.ram_bytes),
+                "cpu_overcommit": ratio(float(self.sold.cpu), node.cpus),
+                "disk_overcommit": ratio(self.sold.disk, node.disk_bytes),
+                "ram_use": ratio(self.use.ram, node.ram_bytes),
+                "cpu_use": ratio(self.use.cpu, node.cpus),
                 "headroom_ram": self.limit.ram - self.use.ram,
                 "headroom_cpu": self.limit.cpu - self.use.cpu}
 
@@ -209,5 +209,6 @@ def _plus(use, more):
     return Use(use.ram + more.ram, use.cpu + more.cpu)
 
 
-def _ratio(part, whole):
-    return part / whole if whole else None
+def ratio(part, whole):
+    """``part / whole``, None when either is unknown or the whole is 0."""
+    return part / whole if part is not None and whole else None

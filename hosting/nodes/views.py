@@ -12,12 +12,12 @@ from .models import Node
 GIB = 1 << 30
 
 
-def _usage(node):
-    have, sold = placement.capacity(node), placement.sold(node)
+def _usage(room):
+    """Sold against sellable per resource, from what placement sees of the node."""
     rows = []
     for name, unit, scale in (("ram", "GiB", GIB), ("swap", "GiB", GIB), ("cpu", "CPUs", 1),
                               ("disk", "GiB", GIB)):
-        cap, used = getattr(have, name), getattr(sold, name)
+        cap, used = getattr(room.capacity, name), getattr(room.sold, name)
         rows.append({"name": name, "unit": unit, "sold": float(used) / scale,
                      "capacity": float(cap) / scale,
                      "percent": round(100 * float(used) / float(cap)) if cap else None})
@@ -26,7 +26,8 @@ def _usage(node):
 
 @staff_required
 def node_list(request):
-    nodes = [(node, _usage(node), node.environments.live().count()) for node in Node.objects.all()]
+    rooms = placement.Fleet(list(Node.objects.all())).rooms
+    nodes = [(room.node, _usage(room), room.ve_count) for room in rooms]
     return render(request, "staff/nodes.html", {"nodes": nodes})
 
 
@@ -35,7 +36,7 @@ def node_detail(request, pk):
     node = get_object_or_404(Node, pk=pk)
     ves = node.environments.live().select_related("owner__user", "plan")
     room = placement.Fleet([node]).rooms[0]  # what placement sees: expected use, risk level
-    return render(request, "staff/node.html", {"node": node, "usage": _usage(node),
+    return render(request, "staff/node.html", {"node": node, "usage": _usage(room),
                                                "environments": ves, "room": room,
                                                "disk_allocated": room.sold.disk,
                                                "usage_ranges": list(graphs.RANGES)})

@@ -60,18 +60,33 @@ class UsageSample(models.Model):
                    models.Index(fields=["time"])]  # pruning
 
 
-class UsageRollup(models.Model):
-    """A VE's usage over 5 minutes or an hour: avg, max and p95 per metric (see sampling.py).
+class Rollup(models.Model):
+    """A period of raw samples summarised: avg, max and p95 per metric (see sampling.py).
 
-    The metric columns (``<metric>_avg``/``_max``/``_p95``) are added below
-    from sampling.METRICS, so the list lives in one place.
+    The metric columns (``<metric>_avg``/``_max``/``_p95``) are added to each
+    concrete rollup by ``_add_stats``, from sampling's metric lists, so those
+    lists live in one place.
     """
 
-    environment = models.ForeignKey("environments.VirtualEnvironment", on_delete=models.CASCADE,
-                                    related_name="+")
     resolution = models.PositiveIntegerField(help_text="seconds: 300 or 3600")
     time = models.DateTimeField(help_text="start of the period")
     samples = models.PositiveIntegerField()
+
+    class Meta:
+        abstract = True
+
+
+def _add_stats(model, metrics):
+    for metric in metrics:
+        for stat in ("avg", "max", "p95"):
+            model.add_to_class(f"{metric}_{stat}", models.FloatField(null=True))
+
+
+class UsageRollup(Rollup):
+    """A VE's usage over 5 minutes or an hour, with its limit hits and OOM kills summed."""
+
+    environment = models.ForeignKey("environments.VirtualEnvironment", on_delete=models.CASCADE,
+                                    related_name="+")
     limit_hits = models.BigIntegerField(default=0)
     oom_kills = models.BigIntegerField(default=0)
 
@@ -81,9 +96,7 @@ class UsageRollup(models.Model):
         indexes = [models.Index(fields=["resolution", "time"])]  # pruning, reports
 
 
-for _metric in METRICS:
-    for _stat in ("avg", "max", "p95"):
-        UsageRollup.add_to_class(f"{_metric}_{_stat}", models.FloatField(null=True))
+_add_stats(UsageRollup, METRICS)
 
 
 class NodeSample(models.Model):
@@ -104,14 +117,10 @@ class NodeSample(models.Model):
         indexes = [models.Index(fields=["node", "time"]), models.Index(fields=["time"])]
 
 
-class NodeRollup(models.Model):
-    """A node's own totals over 5 minutes or an hour (``<metric>_avg``/``_max``/``_p95``
-    per sampling.NODE metric, added below)."""
+class NodeRollup(Rollup):
+    """A node's own totals over 5 minutes or an hour (sampling.NODE metrics)."""
 
     node = models.ForeignKey("nodes.Node", on_delete=models.CASCADE, related_name="+")
-    resolution = models.PositiveIntegerField(help_text="seconds: 300 or 3600")
-    time = models.DateTimeField(help_text="start of the period")
-    samples = models.PositiveIntegerField()
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["node", "resolution", "time"],
@@ -119,9 +128,7 @@ class NodeRollup(models.Model):
         indexes = [models.Index(fields=["resolution", "time"])]
 
 
-for _metric in NODE.metrics:
-    for _stat in ("avg", "max", "p95"):
-        NodeRollup.add_to_class(f"{_metric}_{_stat}", models.FloatField(null=True))
+_add_stats(NodeRollup, NODE.metrics)
 
 
 class NodeLoad(models.Model):

@@ -61,7 +61,7 @@ class Period:
 
     @cached_property
     def _per_ve(self):
-        """Hours, p95s and the filled node sums placement reads, from one pass."""
+        """Hours, p95s, medians and the filled node sums placement reads, from one pass."""
         return self.remember("per-ve", self._measure_per_ve)
 
     def _measure_per_ve(self):
@@ -72,8 +72,15 @@ class Period:
         for env_id, node_id, hour, ram, cpu in rows.iterator(chunk_size=10000):
             series[env_id][hour] = (ram or 0.0, cpu or 0.0)
             node_of[env_id] = node_id
-        ram_p95 = {pk: sampling.p95([v[0] for v in hours.values()]) for pk, hours in series.items()}
-        cpu_p95 = {pk: sampling.p95([v[1] for v in hours.values()]) for pk, hours in series.items()}
+        # Percentiles are taken here from the bare values: measured on a month of 500
+        # VEs, streaming the floats beats sorting each VE's rows by a window function
+        # on SQLite (1.7x) and trails it by 17% on PostgreSQL (bench/reports.py).
+        ram = {pk: [v[0] for v in hours.values()] for pk, hours in series.items()}
+        cpu = {pk: [v[1] for v in hours.values()] for pk, hours in series.items()}
+        ram_p95 = {pk: sampling.p95(values) for pk, values in ram.items()}
+        cpu_p95 = {pk: sampling.p95(values) for pk, values in cpu.items()}
+        medians = ({pk: sampling.percentile(values, 50) for pk, values in ram.items()},
+                   {pk: sampling.percentile(values, 50) for pk, values in cpu.items()})
         measured = [pk for pk, hours in series.items() if len(hours) >= MIN_HOURS]
         by_node = defaultdict(list)
         for pk in measured:
@@ -88,7 +95,7 @@ class Period:
                  sum(series[pk].get(hour, (0, cpu_p95[pk]))[1] for pk in pks))
                 for hour in hours]
         return {"hours": {pk: len(hours) for pk, hours in series.items()},
-                "ram_p95": ram_p95, "cpu_p95": cpu_p95, "filled": filled}
+                "ram_p95": ram_p95, "cpu_p95": cpu_p95, "medians": medians, "filled": filled}
 
     @cached_property
     def hours(self):
@@ -119,40 +126,22 @@ class Period:
     @cached_property
     def medians(self):
         """({VE pk: median hourly RAM}, {VE pk: median hourly CPU}), nearest rank."""
-        return self.remember("medians", lambda: self.percentiles(("ram_avg", "cpu_avg"), 50))
-
-    def percentiles(self, fields, percent, env_ids=None):
-        """[{VE pk: nearest-rank ``percent`` percentile of the field}, one per field].
-
-        Percentiles are taken in Python from the bare values: measured on a month
-        of 500 VEs, streaming the floats beats sorting each VE's rows by a window
-        function on SQLite (1.7x) and trails it by 17% on PostgreSQL
-        (bench/reports.py)."""
-        values = defaultdict(lambda: tuple([] for _ in fields))
-        rows = self.rows(env_ids).values_list("environment_id", *fields)
-        for env_id, *figures in rows.iterator(chunk_size=10000):
-            lists = values[env_id]
-            for index, figure in enumerate(figures):
-                lists[index].append(figure or 0.0)
-        return [{pk: sampling.percentile(lists[index], percent) for pk, lists in values.items()}
-                for index in range(len(fields))]
-
-    def totals(self, env_ids=None):
-        """{node pk: {epoch hour: (RAM, CPUs, disk)}}: sums over its VEs (all with data,
-        or ``env_ids``) of their hourly averages (disk: maxima)."""
-        sums = self.rows(env_ids).values("environment__node_id", "time").annotate(
-            ram=Sum(Coalesce("ram_avg", Value(0.0))), cpu=Sum(Coalesce("cpu_avg", Value(0.0))),
-            disk=Sum("disk_max"))
-        out = {}
-        for node_id, moment, ram, cpu, disk in sums.values_list(
-                "environment__node_id", "time", "ram", "cpu", "disk"):
-            out.setdefault(node_id, {})[moment.timestamp()] = (ram, cpu, disk)
-        return out
+        return self._per_ve["medians"]
 
     @cached_property
     def all_totals(self):
-        """totals() over every live VE with data."""
-        return self.remember("all_totals", self.totals)
+        """{node pk: {epoch hour: (RAM, CPUs, disk)}}: sums over each node's VEs of their
+        hourly averages (disk: maxima)."""
+        def compute():
+            sums = self.rows().values("environment__node_id", "time").annotate(
+                ram=Sum(Coalesce("ram_avg", Value(0.0))),
+                cpu=Sum(Coalesce("cpu_avg", Value(0.0))), disk=Sum("disk_max"))
+            out = {}
+            for node_id, moment, ram, cpu, disk in sums.values_list(
+                    "environment__node_id", "time", "ram", "cpu", "disk"):
+                out.setdefault(node_id, {})[moment.timestamp()] = (ram, cpu, disk)
+            return out
+        return self.remember("all_totals", compute)
 
     @cached_property
     def last_disk(self):

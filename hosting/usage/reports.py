@@ -20,6 +20,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from hosting.nodes import placement
+from hosting.nodes.placement import ratio as _ratio
 from hosting.nodes.models import Node
 from hosting.plans.models import Plan
 
@@ -89,10 +90,6 @@ def node_report(days=30, now=None, profile=None, period=None):
             "headroom_cpu": room.limit.cpu - room.use.cpu,
             "fits": {plan.name: room.fits(plan) for plan in plans}})
     return rows
-
-
-def _ratio(part, whole):
-    return part / whole if part is not None and whole else None
 
 
 # Right-sizing: a VE above this share of its RAM in more than half of the
