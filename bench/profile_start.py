@@ -43,7 +43,7 @@ def _timed(store, label, func):
 
 
 def profile_api(engine, runs):
-    import ve.engine as engine_module
+    import ve.engine.lifecycle as engine_module
     store = {}
     patches = [(engine_module, "spawn_init", "start: spawn_init (fork, children, exec)"),
                (engine_module.state, "record_init", "start: state.record_init (fsync)"),

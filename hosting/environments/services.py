@@ -16,7 +16,7 @@ from hosting.nodes.models import Node
 from hosting.nodes.placement import NoCapacity, choose_node, shortfall
 from hosting.operations import dispatch, services as operations
 from hosting.operations.models import Operation
-from ve import accounts
+from ve.engine import accounts
 from ve.errors import InvalidConfig
 
 from .models import VirtualEnvironment as VE

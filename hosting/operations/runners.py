@@ -6,15 +6,16 @@ start of a running VE is a no-op, destroy of a missing VE is a no-op.
 A runner returns the VE's new actual state.
 """
 
-from ve import VEConfig, Limits, accounts
-from ve.storage import templates
+from ve import VEConfig, Limits
+from ve.engine import accounts
+from ve.storage import recipes
 from ve.errors import AlreadyExists, NeedsStop, NotFound, VEError
 
 from hosting.environments.models import OSTemplate, VirtualEnvironment as VE
 from hosting.ipam import services as ipam
 
 STOP_TIMEOUT = 10.0
-BUILDABLE = set(templates.BUILDABLE)  # templates a node builds itself when missing
+BUILDABLE = set(recipes.BUILDABLE)  # templates a node builds itself when missing
 DISK_KEYS = ("diskspace", "diskinodes")
 IO_KEYS = ("ioweight", "readbps", "writebps", "readiops", "writeiops")
 OLD_ROOT = "old-root"  # where a reinstall keeps the old files when asked to

@@ -94,8 +94,8 @@ def test_customer_orders_and_reboots_then_staff_raise_the_plans_ram(browser, liv
     shot(staff, "06-staff-plan-saved")
     wait_for(lambda: live_stack.vectl_json("status", veid)["ram_limit"] == (ram + 128) << 20,
              30, "the running VE's memory limit to follow the plan")
-    cgroup = Path("/sys/fs/cgroup/memory") / live_stack.cgroup_parent / str(veid)
-    assert int((cgroup / "memory.limit_in_bytes").read_text()) == (ram + 128) << 20
+    limit = live_stack.engine().cgroups.file_path(str(veid), "memory.limit_in_bytes")
+    assert int(Path(limit).read_text()) == (ram + 128) << 20
     staff.goto(live_stack.base + "/staff/nodes/")
     shot(staff, "07-staff-nodes")
     staff.goto(live_stack.base + "/staff/operations/")

@@ -16,7 +16,8 @@ import time
 import pytest
 
 from tests.conftest import host_network
-from ve import Limits, VEConfig, accounts
+from ve import Limits, VEConfig
+from ve.engine import accounts
 
 from .conftest import ROOT_DIR
 from .test_network import A, B
@@ -31,7 +32,7 @@ def debian_cache(tmp_path_factory):
     (the test run's own namespace has no way out)."""
     cache = tmp_path_factory.mktemp("debian-cache")
     started = time.monotonic()
-    build = f"from ve.storage import templates; templates.build({str(cache)!r}, 'debian-12')"
+    build = f"from ve.storage import recipes; recipes.build({str(cache)!r}, 'debian-12')"
     out = subprocess.run(host_network([sys.executable, "-c", build]), capture_output=True,
                          text=True, timeout=1800, env=dict(os.environ, PYTHONPATH=str(ROOT_DIR)))
     assert out.returncode == 0, out.stderr[-2000:]

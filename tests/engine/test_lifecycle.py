@@ -176,7 +176,7 @@ def test_list_tells_the_truth_after_a_crash(engine):
 def test_one_action_per_ve_at_a_time(engine):
     """While one process holds a VE's lock, another action on it waits, then gives up."""
     from ve import state
-    import ve.engine as engine_module
+    import ve.engine.lifecycle as engine_module
     make(engine)
     old = engine_module.LOCK_TIMEOUT
     engine_module.LOCK_TIMEOUT = 0.3

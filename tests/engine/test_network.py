@@ -6,6 +6,7 @@ Verbs that touch the host side (start, stop, set, traffic) run inside that
 namespace through ``HostNet.engine``; ``exec`` works from anywhere.
 """
 
+import ipaddress
 import os
 import subprocess
 import sys
@@ -79,6 +80,20 @@ def _wait_for(predicate, seconds=5):
     return True
 
 
+def wait_past_dad(engine, veid, address, seconds=10):
+    """Wait until ``address`` in the VE has left duplicate address detection
+    (no longer "tentative" in /proc/net/if_inet6): polled, as a busy machine
+    may take longer than the usual second or two."""
+    wanted = ipaddress.IPv6Address(address).exploded.replace(":", "")
+
+    def settled():
+        table = engine.exec(veid, ["cat", "/proc/net/if_inet6"]).stdout.decode()
+        flags = [int(f[4], 16) for f in map(str.split, table.splitlines()) if f and f[0] == wanted]
+        return bool(flags) and not flags[0] & 0x40  # IFA_F_TENTATIVE
+
+    assert _wait_for(settled, seconds), f"{address} stayed tentative in VE {veid}"
+
+
 def echo_requests(run):
     """(IPv4, IPv6) echo requests received so far by the namespace ``run`` runs in."""
     v4 = run("cat", "/proc/net/snmp").stdout.splitlines()
@@ -135,7 +150,7 @@ def test_nothing_reaches_an_address_the_ve_does_not_own(engine, hostnet):
     assert engine.exec(401, ["ip", "addr", "add", "198.18.7.99/32", "dev", "eth0"]).returncode == 0
     assert engine.exec(401, ["ip", "-6", "addr", "add", "fd00:7::99/128",
                              "dev", "eth0"]).returncode == 0
-    time.sleep(2.5)  # duplicate address detection (busybox ip has no nodad)
+    wait_past_dad(engine, 401, "fd00:7::99")  # busybox ip has no nodad
     for target in (B[1][0], HOST_V4):
         assert not ping(engine, 401, target, source="198.18.7.99"), f"spoofed v4 reached {target}"
         # The spoofed ARP request may have left a failed neighbour entry: retry.
@@ -346,7 +361,7 @@ def test_a_bridged_ve_cannot_send_from_or_answer_for_a_foreign_address(engine, h
     assert engine.exec(401, ["ip", "addr", "add", "198.18.7.99/24", "dev", "eth0"]).returncode == 0
     assert engine.exec(401, ["ip", "-6", "addr", "add", "fd00:7::99/64",
                              "dev", "eth0"]).returncode == 0
-    time.sleep(2.5)  # duplicate address detection
+    wait_past_dad(engine, 401, "fd00:7::99")
     host_before, b_before = echo_requests(hostnet.run), echo_requests(_in_ve(engine, 402))
     for target, source in (("198.18.7.2", "198.18.7.99"), (B[1][0], "198.18.7.99"),
                            ("fd00:7::2", "fd00:7::99"), (B[1][1], "fd00:7::99")):

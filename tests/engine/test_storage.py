@@ -224,8 +224,8 @@ def test_io_caps_hold_for_direct_io(engine):
 def test_an_io_weight_is_applied_or_refused_clearly(engine):
     make(engine)
     engine.start(101)
-    group = f"/sys/fs/cgroup/blkio/{engine.cgroups.parent}/101/blkio.bfq.weight"
-    if engine.cgroups.version == 1 and not os.path.exists(group):
+    weight = engine.cgroups.file_path("101", "blkio.bfq.weight")
+    if engine.cgroups.version == 1 and not os.path.exists(weight):
         with pytest.raises(Unsupported, match="blkio.bfq.weight is missing"):
             engine.set(101, ioweight=500)
         assert engine.config(101).limits.ioweight == 0
@@ -278,8 +278,7 @@ def test_a_weight_this_host_cannot_enforce_never_keeps_a_ve_down(engine):
     here anyway, with its caps applied; only `set` refuses a weight outright."""
     make(engine, ioweight=500, writebps=4 * MiB)
     engine.start(101)
-    group = f"/sys/fs/cgroup/blkio/{engine.cgroups.parent}/101"
     if engine.cgroups.version == 1:  # the caps are there, weight or not
-        with open(f"{group}/blkio.throttle.write_bps_device") as f:
+        with open(engine.cgroups.file_path("101", "blkio.throttle.write_bps_device")) as f:
             assert f.read().split()[-1] == str(4 * MiB)
     assert engine.status(101).state == "running"

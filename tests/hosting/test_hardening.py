@@ -99,7 +99,7 @@ def test_wrong_current_passwords_are_limited(catalogue):
 
 
 def test_ssh_key_comments_are_written_verbatim_once(catalogue, engine, node_run_dir):
-    from ve import accounts
+    from ve.engine import accounts
     op = order(catalogue, "keys.example.com")
     executor.execute(op.pk, engine)
     key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample CORP\\nbob"

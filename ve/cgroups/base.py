@@ -83,6 +83,11 @@ class CgroupDriver(abc.ABC):
         return None
 
     @abc.abstractmethod
+    def file_path(self, name, filename):
+        """Return the absolute path of the group's cgroup file ``filename`` (e.g.
+        ``memory.limit_in_bytes``): in the hierarchy of its controller on v1."""
+
+    @abc.abstractmethod
     def pids(self, name):
         """Return the PIDs (host view) of every process in the group."""
 

@@ -154,6 +154,10 @@ class CgroupV1Driver(CgroupDriver):
             files.append(self.fs.path(f"{self.unified}/{self.parent}/{name}/cgroup.procs"))
         return files
 
+    def file_path(self, name, filename):
+        """Return the path of ``filename`` in the group, in its controller's hierarchy."""
+        return self.fs.path(f"{self._dir(mapping.controller_of(filename), name)}/{filename}")
+
     def clone_target(self, name):
         """Return the unified group's directory on a hybrid host, else None."""
         return self.fs.path(f"{self.unified}/{self.parent}/{name}") if self.unified else None

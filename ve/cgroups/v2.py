@@ -97,6 +97,10 @@ class CgroupV2Driver(CgroupDriver):
         """Return ``cgroup.procs`` (v2 moves whole processes), or nothing if ``cloned``."""
         return [] if cloned else self.procs_files(name)
 
+    def file_path(self, name, filename):
+        """Return the path of ``filename`` in the group."""
+        return self.fs.path(f"{self._dir(name)}/{filename}")
+
     def clone_target(self, name):
         """Return the group's directory: VEs are born in it (see the base class)."""
         return self.fs.path(self._dir(name))

@@ -1,4 +1,4 @@
-"""OS template caches: find, describe, list, build and import them.
+"""OS template caches: find, describe, list and import them (recipes.py builds them).
 
 Templates live in ``VE_ROOT/template/cache`` as ``NAME.tar.gz`` (or
 ``.tar.xz``, ``.tar.bz2``, ``.tar``) plus an optional ``NAME.json``; see
@@ -20,19 +20,6 @@ __all__ = ["TemplateMeta", "build_busybox", "cache_path", "import_tarball",
 
 # Leading bytes of each compression tarfile reads; anything else is plain tar.
 MAGIC = ((b"\x1f\x8b", ".tar.gz"), (b"\xfd7zXZ\x00", ".tar.xz"), (b"BZh", ".tar.bz2"))
-
-
-BUILDABLE = ("busybox", "debian-12")
-
-
-def build(cache_dir, name):
-    """Build template ``name`` (one of BUILDABLE) into ``cache_dir``; return its path."""
-    if name == "busybox":
-        return build_busybox(cache_dir)
-    if name == "debian-12":
-        from .debian import build_debian
-        return build_debian(cache_dir)
-    raise NotFound(f"no recipe to build template {name!r} (known: {', '.join(BUILDABLE)})")
 
 
 def build_busybox(cache_dir, busybox="/bin/busybox"):

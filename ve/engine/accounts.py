@@ -6,8 +6,8 @@ variable built from user input. Only the crypt(3) hash of a password ever
 reaches the node; the clear text stays with whoever hashed it.
 """
 
-from . import validate
-from .errors import InvalidConfig, ResourceError
+from .. import validate
+from ..errors import InvalidConfig, ResourceError
 
 # The hash comes in on stdin. awk rewrites the user's shadow line; cat > keeps
 # the file's inode, owner and mode. Works with busybox and with Debian's tools.

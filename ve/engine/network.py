@@ -3,8 +3,8 @@
 Only VEs with addresses (or bridged ones) load ve.net and pyroute2.
 """
 
-from . import net
-from .errors import AlreadyExists, ResourceError, StateError
+from .. import net
+from ..errors import AlreadyExists, ResourceError, StateError
 
 
 def _net_errors():
@@ -26,15 +26,15 @@ class NetMixin:
         """The VE's rx/tx bytes and packets over all its runs (its own point of view)."""
         cfg = self._read_config(veid)
         if not net.has_network(cfg):
-            from .net.counters import saved
+            from ..net.counters import saved
             return saved(self.layout.counters(cfg.veid))
-        from .net import links
+        from ..net import links
         return links.traffic(cfg.veid, self.layout.counters(cfg.veid))
 
     def _net_up(self, cfg, pid):
         if not net.has_network(cfg):
             return
-        from .net import links
+        from ..net import links
         try:
             links.attach(cfg, pid)
         except _net_errors() as exc:
@@ -60,7 +60,7 @@ class NetMixin:
         """
         if cfg is None or not net.has_network(cfg):
             return
-        from .net import links
+        from ..net import links
         try:
             links.save_counters(cfg.veid, self.layout.counters(cfg.veid))
         except _net_errors() as exc:
@@ -75,7 +75,7 @@ class NetMixin:
         """
         if cfg is None or not net.has_network(cfg):
             return
-        from .net import links
+        from ..net import links
         if save_counters:
             self._net_save_counters(cfg)
         try:
@@ -85,7 +85,7 @@ class NetMixin:
 
     def _net_change(self, old, new):
         """Apply address, rate and name changes to a running VE."""
-        from .net import links
+        from ..net import links
         record = self._running_init(new.veid)
         if record is None:
             raise StateError("the VE stopped while being changed", new.veid)

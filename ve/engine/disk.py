@@ -8,9 +8,9 @@ a plain directory; usage is counted by walking it, not enforced.
 
 import errno
 
-from .config import DIRECTORY, IMAGE
-from .errors import InvalidConfig, NeedsStop, ResourceError, StateError, Unsupported
-from .log import get as get_logger
+from ..config import DIRECTORY, IMAGE
+from ..errors import InvalidConfig, NeedsStop, ResourceError, StateError, Unsupported
+from ..log import get as get_logger
 
 log = get_logger(__name__)
 
@@ -21,9 +21,9 @@ class DiskMixin:
     def disk_usage(self, veid):
         """The VE's DiskUsage: bytes and inodes used, and its totals."""
         cfg = self._read_config(veid)
-        from .storage import image
+        from ..storage import image
         if cfg.layout == DIRECTORY:
-            from .storage.du import directory_usage
+            from ..storage.du import directory_usage
             used, inodes = directory_usage(self.layout.private(cfg.veid))
             return image.DiskUsage(used, cfg.limits.diskspace, inodes, cfg.limits.diskinodes)
         try:
@@ -36,7 +36,7 @@ class DiskMixin:
         """``cfg`` with an "image" layout made concrete (ext4 or xfs) for this host."""
         if cfg.layout != IMAGE:
             return cfg
-        from .storage import image
+        from ..storage import image
         return cfg.replace(layout=image.default_fs())
 
     def _disk_create(self, cfg, tarball):
@@ -44,7 +44,7 @@ class DiskMixin:
         private = self.layout.private(cfg.veid)
         if cfg.layout == DIRECTORY:
             return self._unpack(tarball, cfg, private)
-        from .storage import image
+        from ..storage import image
         try:
             private.mkdir(mode=0o700)
             image.create(self.layout.image(cfg.veid), cfg.layout, cfg.limits.diskspace,
@@ -57,7 +57,7 @@ class DiskMixin:
     def _disk_mount(self, cfg):
         if cfg.layout == DIRECTORY:
             return
-        from .storage import image
+        from ..storage import image
         try:
             image.mount(self.layout.image(cfg.veid), cfg.layout, self.layout.private(cfg.veid))
         except OSError as exc:
@@ -67,7 +67,7 @@ class DiskMixin:
         """Unmount the VE's image (safe to repeat; its loop device frees itself)."""
         if cfg is None or cfg.layout == DIRECTORY:
             return
-        from .storage import image
+        from ..storage import image
         try:
             image.unmount(self.layout.image(cfg.veid), self.layout.private(cfg.veid))
         except OSError as exc:
@@ -75,7 +75,7 @@ class DiskMixin:
 
     def _disk_remove(self, veid):
         """Unmount and delete the image, whatever the config says (it may be gone)."""
-        from .storage import image
+        from ..storage import image
         path = self.layout.image(veid)
         image.unmount(path, self.layout.private(veid))
         image.remove(path)
@@ -88,7 +88,7 @@ class DiskMixin:
         """
         if new.layout == DIRECTORY:
             return
-        from .storage import image
+        from ..storage import image
         path, private = self.layout.image(new.veid), self.layout.private(new.veid)
         size, inodes = new.limits.diskspace, new.limits.diskinodes
         try:
@@ -128,7 +128,7 @@ class DiskMixin:
         if cfg.layout == DIRECTORY:
             raise Unsupported("I/O limits need an image layout (a device of the VE's own)",
                               cfg.veid)
-        from .kernel import loop
+        from ..kernel import loop
         devices = loop.devices_of(self.layout.image(cfg.veid))
         if not devices:
             raise StateError("the VE's disk image is not attached", cfg.veid)

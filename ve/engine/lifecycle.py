@@ -9,19 +9,19 @@ import contextlib
 import os
 import signal
 
-from . import cgroups, config as conf, fsutil, state, validate
-from .errors import AlreadyExists, ResourceError, StateError, VEError
-from .diskops import DiskMixin, io_values
-from .netops import NetMixin
+from .. import cgroups, config as conf, fsutil, state, validate
+from ..errors import AlreadyExists, ResourceError, StateError, VEError
+from .disk import DiskMixin, io_values
+from .network import NetMixin
 from .sampling import SamplingMixin
 from .query import QueryMixin
 from .shell import EXEC_ENV, ShellMixin
-from .kernel import proc
-from .kernel.spawn import InitSpec, spawn_init
-from .paths import Layout, default_root
-from .revert import Reverter
-from .storage import templates  # the light half: lookups; build and unpack load on use
-from .log import get as get_logger
+from ..kernel import proc
+from ..kernel.spawn import InitSpec, spawn_init
+from ..paths import Layout, default_root
+from ..revert import Reverter
+from ..storage import templates  # the light half: lookups; build and unpack load on use
+from ..log import get as get_logger
 
 log = get_logger(__name__)
 
@@ -44,7 +44,8 @@ class Engine(QueryMixin, ShellMixin, NetMixin, DiskMixin, SamplingMixin):
         """Build OS template ``name`` into the template cache; return its path."""
         validate.template_name(name)
         self.layout.ensure()
-        return templates.build(self.layout.cache_dir, name)
+        from ..storage import recipes
+        return recipes.build(self.layout.cache_dir, name)
 
     def template_import(self, name, tarball, **meta):
         """Install a rootfs tarball as template ``name`` after validating every entry.
@@ -128,7 +129,7 @@ class Engine(QueryMixin, ShellMixin, NetMixin, DiskMixin, SamplingMixin):
         done again (the dashboard passes its operation id).
         """
         veid = validate.veid(veid)
-        from .storage import reinstall as swap
+        from ..storage import reinstall as swap
         keep = None if keep_old_as is None else swap.check_keep_name(keep_old_as)
         with self._lock(veid):
             cfg = self._read_config(veid)
@@ -221,7 +222,7 @@ class Engine(QueryMixin, ShellMixin, NetMixin, DiskMixin, SamplingMixin):
             undo.add(self._disk_unmount, cfg)
             self._disk_mount(cfg)
             if self._journal(cfg.veid).exists():  # a reinstall was interrupted
-                from .storage import reinstall as swap
+                from ..storage import reinstall as swap
                 with _host_errors(cfg.veid, "cannot finish an interrupted reinstall"):
                     swap.recover(self.layout.private(cfg.veid), self._journal(cfg.veid))
             self._clear_cgroup(name)
@@ -316,7 +317,7 @@ class Engine(QueryMixin, ShellMixin, NetMixin, DiskMixin, SamplingMixin):
             raise ResourceError(f"could not apply limits: {exc}", veid) from exc
 
     def _set_hostname(self, veid, record, cfg):
-        from .kernel.attach import set_hostname
+        from ..kernel.attach import set_hostname
         pidfd = proc.pidfd_for(record.pid, record.start_time)
         if pidfd is None:
             raise StateError("the VE stopped while being changed", veid)

@@ -17,9 +17,9 @@ it on demand).
 import os
 import time
 
-from . import net
-from .config import DIRECTORY
-from .errors import NotFound
+from .. import net
+from ..config import DIRECTORY
+from ..errors import NotFound
 from .query import RUNNING, STOPPED
 
 VE_FIELDS = ("veid", "state", "cpu_ns", "ram_bytes", "ram_cache_bytes", "ram_limit",
@@ -70,14 +70,14 @@ class SamplingMixin:
                            io_read_bytes=use.io_read_bytes, io_write_bytes=use.io_write_bytes,
                            io_read_ops=use.io_read_ops, io_write_ops=use.io_write_ops)
         if cfg.layout != DIRECTORY:
-            from .storage import image
+            from ..storage import image
             try:
                 disk = image.usage(self.layout.image(cfg.veid), self.layout.private(cfg.veid))
                 row.update(disk_used=disk.space_used, disk_total=disk.space_total,
                            inodes_used=disk.inodes_used, inodes_total=disk.inodes_total)
             except OSError:
                 pass  # no figures yet: None
-        from .net import counters
+        from ..net import counters
         row.update(counters.total(self.layout.counters(cfg.veid),
                                   links.get(net.host_ifname(cfg.veid))))
         return row

@@ -3,9 +3,9 @@
 import os
 from collections import namedtuple
 
-from . import config as conf, state, validate
-from .errors import InvalidConfig, NotFound
-from .kernel import proc
+from .. import config as conf, state, validate
+from ..errors import InvalidConfig, NotFound
+from ..kernel import proc
 
 RUNNING = "running"
 STOPPED = "stopped"

@@ -7,9 +7,9 @@ selectors and socket, which a ``vectl start`` does not need.
 import os
 from collections import namedtuple
 
-from . import validate
-from .errors import InvalidConfig, ResourceError, StateError
-from .kernel import proc
+from .. import validate
+from ..errors import InvalidConfig, ResourceError, StateError
+from ..kernel import proc
 
 EXEC_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME=/root", "container=vectl")
@@ -31,8 +31,8 @@ class ShellMixin:
         """
         if not argv or not all(isinstance(a, str) and "\0" not in a for a in argv):
             raise InvalidConfig("exec needs a command")
-        from . import relay
-        from .kernel import attach
+        from ..kernel import relay
+        from ..kernel import attach
         pidfd, spec = self._attach_spec(veid, argv, EXEC_ENV)
         try:
             helper, stdin_w, out_r, err_r = attach.run_piped(spec)
@@ -46,8 +46,8 @@ class ShellMixin:
     def enter(self, veid, argv=("/bin/sh", "-l"), term="xterm", stdin_fd=0, stdout_fd=1):
         """Open an interactive shell in the VE on a new terminal; return its exit code."""
         env = EXEC_ENV + (f"TERM={term if term.replace('-', '').isalnum() else 'xterm'}",)
-        from . import relay
-        from .kernel import attach
+        from ..kernel import relay
+        from ..kernel import attach
         pidfd, spec = self._attach_spec(veid, argv, env)
         try:
             helper, master = attach.run_on_pty(spec)
@@ -65,5 +65,5 @@ class ShellMixin:
         if pidfd is None:
             raise StateError("the VE is not running", veid)
         procs = tuple(self.cgroups.join_files(str(veid)))
-        from .kernel.attach import AttachSpec
+        from ..kernel.attach import AttachSpec
         return pidfd, AttachSpec(pidfd, procs, argv, env, bool(cfg.idmap_base))

@@ -8,7 +8,7 @@ import struct
 import termios
 import tty
 
-from .kernel.attach import exit_code
+from .attach import exit_code
 
 
 def pump_pipes(pid, stdin_w, stdout_r, stderr_r, input_data=b"", stdout=None, stderr=None):
