@@ -208,7 +208,8 @@ def cmd_status(engine, args, as_json):
                  f"inodes {disk['inodes_used']}/{disk['inodes_total']}")
     except VEError as exc:  # e.g. an image whose figures are lost: the rest still shows
         disk, shown = None, f"disk unknown ({exc})"
-    text = (_list_table([status]) + "\n" + "  ".join(f"{k} {v}" for k, v in traffic.items())
+    text = (_list_table([status]) + "\n"
+            + "  ".join(f"{k} {'unknown' if v is None else v}" for k, v in traffic.items())
             + "\n" + shown)
     return _done(as_json, {**status.as_dict(), "traffic": traffic, "disk": disk}, text)
 

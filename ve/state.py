@@ -19,8 +19,9 @@ from .errors import StateError
 from .kernel import proc
 
 
-class InitRecord(namedtuple("InitRecord", "pid start_time boot_id")):
-    """Identity of a running VE's init process."""
+class InitRecord(namedtuple("InitRecord", "pid start_time boot_id netns", defaults=(None,))):
+    """Identity of a running VE's init process, and of the network namespace its
+    host side lives in (``kernel.netns.identity``; None in run files from before)."""
 
     __slots__ = ()
 
@@ -29,9 +30,9 @@ class InitRecord(namedtuple("InitRecord", "pid start_time boot_id")):
         return self.boot_id == proc.boot_id() and proc.is_alive(self.pid, self.start_time)
 
 
-def record_init(path, pid):
+def record_init(path, pid, netns=None):
     """Write the run file for a freshly started init; return the record."""
-    record = InitRecord(pid, proc.start_time(pid), proc.boot_id())
+    record = InitRecord(pid, proc.start_time(pid), proc.boot_id(), netns)
     # Not fsync'ed: after a crash the file is distrusted and checked anyway.
     atomic_write(path, json.dumps(record._asdict()) + "\n", durable=False)
     return record

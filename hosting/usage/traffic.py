@@ -62,7 +62,12 @@ def _month_row(ve, month):
 
 
 def record(ve, totals, moment=None):
-    """Add what the engine counted since the last reading to this month's row."""
+    """Add what the engine counted since the last reading to this month's row.
+
+    Totals the engine could not read (None) are skipped: the next reading
+    counts what this one missed."""
+    if totals["rx_bytes"] is None or totals["tx_bytes"] is None:
+        return None
     with transaction.atomic():
         row = _month_row(ve, month_of(moment))
         rx, tx = totals["rx_bytes"], totals["tx_bytes"]

@@ -7,6 +7,7 @@ namespace through ``HostNet.engine``; ``exec`` works from anywhere.
 """
 
 import ipaddress
+import json
 import os
 import subprocess
 import sys
@@ -274,6 +275,26 @@ def test_counters_match_the_bytes_sent_and_survive_restart(engine, hostnet):
     hostnet.engine("e.restart(401, timeout=2)\nprint('null')")
     again = hostnet.engine("print(json.dumps(e.traffic(401)))")
     assert again["rx_bytes"] >= after["rx_bytes"] and again["tx_bytes"] >= after["tx_bytes"]
+
+
+def test_traffic_out_of_reach_is_unknown_not_zero(engine, hostnet):
+    """Asked from a network namespace other than the VE's host side (and not a
+    named one it could enter), vectl reports the traffic as unknown, not 0."""
+    from .conftest import vectl
+    make(engine, A)
+    start(hostnet, 401)
+    assert ping(engine, 401, HOST_V4, count=2)
+    seen_there = hostnet.engine("print(json.dumps(e.traffic(401)))")
+    assert seen_there["rx_bytes"] > 0 and seen_there["tx_packets"] > 0
+    here = json.loads(vectl(engine, "status", "401", "--json").stdout)["traffic"]
+    assert here == dict.fromkeys(("rx_bytes", "tx_bytes", "rx_packets", "tx_packets"))
+    assert "rx_bytes unknown" in vectl(engine, "status", "401").stdout
+    (sampled,) = [r for r in engine.sample()["ves"] if r["veid"] == 401]
+    assert sampled["rx_bytes"] is None and sampled["tx_packets"] is None
+    # Once it stops (from its own namespace), the saved totals are complete anywhere.
+    hostnet.engine("e.stop(401, fast=True)\nprint('null')")
+    stopped = json.loads(vectl(engine, "status", "401", "--json").stdout)["traffic"]
+    assert stopped["rx_bytes"] >= seen_there["rx_bytes"] > 0
 
 
 def test_50_starts_and_stops_leave_the_host_network_as_it_was(engine, hostnet):

@@ -48,6 +48,16 @@ def test_readings_add_up_per_month_and_survive_a_counter_reset(ve):
     assert (dec.rx_bytes, dec.tx_bytes) == (100, 20)
 
 
+def test_a_reading_the_node_could_not_make_counts_nothing_and_loses_nothing(ve):
+    """Unknown totals (the engine could not reach the VE's host side) are skipped;
+    the next real reading counts everything since the last one."""
+    traffic.record(ve, totals(100, 50), NOV)
+    assert traffic.record(ve, totals(None, None), NOV) is None
+    traffic.record(ve, totals(250, 90), NOV)
+    nov = TrafficMonth.objects.get(environment=ve, month="2026-11-01")
+    assert (nov.rx_bytes, nov.tx_bytes, nov.last_rx_total) == (250, 90, 250)
+
+
 def test_over_quota_throttles_and_the_next_month_lifts_it(ve, django_capture_on_commit_callbacks):
     traffic.record(ve, totals(GIB // 2, GIB // 4), NOV)
     assert traffic.enforce(ve, NOV) is None  # 0.75 of 1 GiB

@@ -16,7 +16,7 @@ from .network import NetMixin
 from .sampling import SamplingMixin
 from .query import QueryMixin
 from .shell import EXEC_ENV, ShellMixin
-from ..kernel import proc
+from ..kernel import netns, proc
 from ..kernel.spawn import InitSpec, spawn_init
 from ..paths import Layout, default_root
 from ..revert import Reverter
@@ -217,6 +217,11 @@ class Engine(QueryMixin, ShellMixin, NetMixin, DiskMixin, SamplingMixin):
         if record:
             return record.pid
         meta = templates.metadata(self.layout.cache_dir, cfg.template)
+        if state.read_init(self.layout.state(cfg.veid)) is not None:
+            # A run that ended on its own: what it left on the host side (in
+            # the namespace it ran from) goes, and its run file with it.
+            self._net_down(cfg)
+            state.forget_init(self.layout.state(cfg.veid))
         name = str(cfg.veid)
         with Reverter() as undo:
             undo.add(self._disk_unmount, cfg)
@@ -236,7 +241,7 @@ class Engine(QueryMixin, ShellMixin, NetMixin, DiskMixin, SamplingMixin):
             undo.add(self._net_down, cfg)
             self._net_up(cfg, pid)
             with _host_errors(cfg.veid, "cannot record the running VE"):
-                state.record_init(self.layout.state(cfg.veid), pid)
+                state.record_init(self.layout.state(cfg.veid), pid, netns.identity())
             undo.add(state.forget_init, self.layout.state(cfg.veid))
             self._net_files(cfg)
             undo.commit()

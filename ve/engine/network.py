@@ -1,10 +1,21 @@
 """The network half of the Engine's verbs (see ve/net for the mechanics).
 
 Only VEs with addresses (or bridged ones) load ve.net and pyroute2.
+
+A VE's host side lives in the network namespace it was started from (the run
+file records which). Every host-side step enters that namespace when the
+caller is elsewhere and it is reachable (ours, or named under /run/netns);
+a figure that cannot be read there is unknown (None), never 0.
 """
 
-from .. import net
+import contextlib
+
+from .. import net, state
 from ..errors import AlreadyExists, ResourceError, StateError
+from ..kernel import netns
+from ..log import get as get_logger
+
+log = get_logger(__name__)
 
 
 def _net_errors():
@@ -23,15 +34,39 @@ class NetMixin:
     """Network steps of the Engine (needs ``layout`` and ``exec``)."""
 
     def traffic(self, veid):
-        """The VE's rx/tx bytes and packets over all its runs (its own point of view)."""
+        """The VE's rx/tx bytes and packets over all its runs (its own point of view).
+
+        None for each figure while the VE runs with its host side in a
+        network namespace this caller cannot enter.
+        """
         cfg = self._read_config(veid)
-        if not net.has_network(cfg):
-            from ..net.counters import saved
-            return saved(self.layout.counters(cfg.veid))
-        from ..net import links
-        return links.traffic(cfg.veid, self.layout.counters(cfg.veid))
+        from ..net import counters
+        path = self.layout.counters(cfg.veid)
+        if not net.has_network(cfg) or self._running_init(cfg.veid) is None:
+            return counters.saved(path)  # nothing runs: the totals are complete
+        with self._host_side(cfg.veid) as reachable:
+            if not reachable:
+                return dict.fromkeys(counters.FIELDS)
+            from ..net import links
+            return links.traffic(cfg.veid, path)
+
+    @contextlib.contextmanager
+    def _host_side(self, veid):
+        """Run the body in the network namespace of the VE's host side; yield
+        False (staying put) if that namespace is out of this caller's reach."""
+        record = state.read_init(self.layout.state(veid))  # live or left by a dead VE
+        path = netns.path_of(record.netns if record else None)
+        if path is None:
+            yield False
+        elif path == netns.OWN:
+            yield True
+        else:
+            with netns.entered(path):
+                yield True
 
     def _net_up(self, cfg, pid):
+        """Wire a starting VE's network, in the caller's namespace (the run file
+        written next records it as the VE's host side)."""
         if not net.has_network(cfg):
             return
         from ..net import links
@@ -61,10 +96,15 @@ class NetMixin:
         if cfg is None or not net.has_network(cfg):
             return
         from ..net import links
-        try:
-            links.save_counters(cfg.veid, self.layout.counters(cfg.veid))
-        except _net_errors() as exc:
-            raise ResourceError(f"cannot save traffic counters: {exc}", cfg.veid) from exc
+        with self._host_side(cfg.veid) as reachable:
+            if not reachable:
+                log.warning("VE %s: its host side is in a network namespace out of reach; "
+                            "the traffic of this run is not counted", cfg.veid)
+                return
+            try:
+                links.save_counters(cfg.veid, self.layout.counters(cfg.veid))
+            except _net_errors() as exc:
+                raise ResourceError(f"cannot save traffic counters: {exc}", cfg.veid) from exc
 
     def _net_down(self, cfg, save_counters=False):
         """Remove everything the VE's network had on the host; safe to repeat.
@@ -78,10 +118,17 @@ class NetMixin:
         from ..net import links
         if save_counters:
             self._net_save_counters(cfg)
-        try:
-            links.detach(cfg.veid, cfg.ips)
-        except _net_errors() as exc:
-            raise ResourceError(f"network cleanup failed: {exc}", cfg.veid) from exc
+        with self._host_side(cfg.veid) as reachable:
+            if not reachable:
+                # The link dies with the VE's namespace; rules and proxy entries
+                # wait for the next start or stop made from that namespace.
+                log.warning("VE %s: its host side is in a network namespace out of reach; "
+                            "left for a start or stop from there", cfg.veid)
+                return
+            try:
+                links.detach(cfg.veid, cfg.ips)
+            except _net_errors() as exc:
+                raise ResourceError(f"network cleanup failed: {exc}", cfg.veid) from exc
 
     def _net_change(self, old, new):
         """Apply address, rate and name changes to a running VE."""
@@ -89,20 +136,24 @@ class NetMixin:
         record = self._running_init(new.veid)
         if record is None:
             raise StateError("the VE stopped while being changed", new.veid)
-        if net.has_network(new) and not net.has_network(old):
-            self._net_up(new, record.pid)
-        elif net.has_network(old) and not net.has_network(new):
-            self._net_down(old, save_counters=True)  # its last address went
-        else:
-            added = [ip for ip in new.ips if ip not in old.ips]
-            removed = [ip for ip in old.ips if ip not in new.ips]
-            try:
-                if added or removed:
-                    links.change_ips(new, record.pid, added, removed)
-                if new.limits.rate != old.limits.rate:
-                    links.set_rate(new.veid, new.limits.rate)
-            except _net_errors() as exc:
-                raise ResourceError(f"network change failed: {exc}", new.veid) from exc
+        with self._host_side(new.veid) as reachable:
+            if not reachable:
+                raise StateError("the VE's host side is in a network namespace out of reach: "
+                                 "change its network from there", new.veid)
+            if net.has_network(new) and not net.has_network(old):
+                self._net_up(new, record.pid)
+            elif net.has_network(old) and not net.has_network(new):
+                self._net_down(old, save_counters=True)  # its last address went
+            else:
+                added = [ip for ip in new.ips if ip not in old.ips]
+                removed = [ip for ip in old.ips if ip not in new.ips]
+                try:
+                    if added or removed:
+                        links.change_ips(new, record.pid, added, removed)
+                    if new.limits.rate != old.limits.rate:
+                        links.set_rate(new.veid, new.limits.rate)
+                except _net_errors() as exc:
+                    raise ResourceError(f"network change failed: {exc}", new.veid) from exc
         self._net_files(new)
 
     def _check_ips_free(self, cfg):

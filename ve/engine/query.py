@@ -103,6 +103,7 @@ class QueryMixin:
         record = state.read_init(self.layout.state(veid))
         if record and record.is_alive():
             return record
+        netns = record.netns if record else None
         name = str(veid)
         if not self.cgroups.exists(name):
             return None
@@ -113,5 +114,5 @@ class QueryMixin:
             started = proc.start_time(pid)
             nspids = proc.namespace_pids(pid)
             if len(nspids) == depth and nspids[-1] == 1 and started is not None:
-                return state.InitRecord(pid, started, proc.boot_id())
+                return state.InitRecord(pid, started, proc.boot_id(), netns)
         return None

@@ -2,12 +2,13 @@
 
 ``Engine.sample()`` reads, for every VE, its cgroup counters (CPU time, RAM
 in use apart from reclaimable file cache, that cache, swap, processes, limit
-hits, OOM kills, block I/O), its disk figures (statfs
-of a mounted image, else the figures saved at its last unmount) and its
-traffic totals, plus the node's own totals. All network links come from one
-netlink dump, not one per VE. Counters are cumulative (CPU time, bytes, ops,
-hits); the dashboard turns them into rates and notices resets (a restart
-makes a new cgroup).
+hits, OOM kills), its block I/O (its image's loop device), its disk figures
+(statfs of a mounted image, else the figures saved at its last unmount) and
+its traffic totals, plus the node's own totals. All network links come from
+one netlink dump per host namespace, not one per VE. Counters are cumulative
+(CPU time, bytes, ops, hits) since the VE started; the dashboard turns them
+into rates and notices resets (a restart makes a new cgroup and attaches a
+new loop device).
 
 Directory-layout VEs get no disk figures here: counting their files is a
 walk of the tree, far too dear for every sample (``Engine.disk_usage`` does
@@ -18,8 +19,10 @@ import os
 import time
 
 from .. import net
+from ..cgroups.base import IO_FIELDS
 from ..config import DIRECTORY
 from ..errors import NotFound
+from ..kernel import netns
 from .query import RUNNING, STOPPED
 
 VE_FIELDS = ("veid", "state", "cpu_ns", "ram_bytes", "ram_cache_bytes", "ram_limit",
@@ -35,7 +38,8 @@ class SamplingMixin:
     def sample(self):
         """{"time": epoch seconds, "node": {...}, "ves": [{VE_FIELDS...}, ...]}.
 
-        Missing figures are None (a stopped VE's CPU, a dir-layout VE's disk).
+        Missing figures are None (a stopped VE's CPU, a dir-layout VE's disk,
+        a figure that cannot be read here): never a 0 that was not measured.
         """
         taken = time.time()
         configs = []
@@ -43,7 +47,7 @@ class SamplingMixin:
             cfg = self._read_config(veid, missing_ok=True)
             if cfg is not None:
                 configs.append(cfg)
-        links = _links() if any(net.has_network(c) for c in configs) else {}
+        links = _LinkDumps()
         ves = []
         for cfg in configs:
             try:
@@ -55,7 +59,8 @@ class SamplingMixin:
     def _sample_one(self, cfg, links):
         row = dict.fromkeys(VE_FIELDS)
         row.update(veid=cfg.veid, state=STOPPED, ram_limit=cfg.limits.ram)
-        if self._running_init(cfg.veid) is not None:
+        record = self._running_init(cfg.veid)
+        if record is not None:
             try:
                 use = self.cgroups.usage(str(cfg.veid))
             except OSError:
@@ -66,9 +71,8 @@ class SamplingMixin:
                 cache = min(use.memory_reclaimable, use.memory)
                 row.update(state=RUNNING, cpu_ns=use.cpu_ns, ram_bytes=use.memory - cache,
                            ram_cache_bytes=cache, swap_bytes=use.swap, processes=use.processes,
-                           memory_failcnt=use.memory_failcnt, oom_kills=use.oom_kills,
-                           io_read_bytes=use.io_read_bytes, io_write_bytes=use.io_write_bytes,
-                           io_read_ops=use.io_read_ops, io_write_ops=use.io_write_ops)
+                           memory_failcnt=use.memory_failcnt, oom_kills=use.oom_kills)
+                row.update(zip(IO_FIELDS, self._io_counters(cfg, use)))
         if cfg.layout != DIRECTORY:
             from ..storage import image
             try:
@@ -78,15 +82,61 @@ class SamplingMixin:
             except OSError:
                 pass  # no figures yet: None
         from ..net import counters
-        row.update(counters.total(self.layout.counters(cfg.veid),
-                                  links.get(net.host_ifname(cfg.veid))))
+        path = self.layout.counters(cfg.veid)
+        if row["state"] == RUNNING and net.has_network(cfg):
+            link = links.get(record, net.host_ifname(cfg.veid))
+            row.update(dict.fromkeys(counters.FIELDS) if link is UNREACHABLE
+                       else counters.total(path, link))
+        else:
+            row.update(counters.saved(path))
         return row
 
+    def _io_counters(self, cfg, use):
+        """Block I/O of the running VE since it started, or Nones where unknown.
 
-def _links():
-    """Every link of this network namespace by name, from one netlink dump."""
+        An image VE: its own loop device's statistics, which count every
+        write that reaches its disk, writeback included. A directory VE: its
+        cgroup's counters on v2; on v1 those count only on devices that ever
+        had a throttle rule, so they are unknown there.
+        """
+        if cfg.layout != DIRECTORY:
+            from ..storage import image
+            counted = image.io_counters(self.layout.image(cfg.veid))
+            return counted if counted is not None else (None,) * len(IO_FIELDS)
+        if self.cgroups.version == 2:
+            return tuple(getattr(use, field) for field in IO_FIELDS)
+        return (None,) * len(IO_FIELDS)
+
+
+UNREACHABLE = object()
+
+
+class _LinkDumps:
+    """Host-side links by namespace: one netlink dump per namespace VEs run from."""
+
+    def __init__(self):
+        self.dumps = {}
+
+    def get(self, record, ifname):
+        """The link ``ifname`` in the host namespace of ``record``'s VE (None if
+        absent), or UNREACHABLE if that namespace is out of reach."""
+        path = netns.path_of(record.netns)
+        if path is None:
+            return UNREACHABLE
+        if path not in self.dumps:
+            self.dumps[path] = _links(path)
+        return self.dumps[path].get(ifname)
+
+
+def _links(path):
+    """Every link of the network namespace at ``path`` by name, from one dump."""
     from pyroute2 import IPRoute
-    with IPRoute() as ipr:
+    if path == netns.OWN:
+        ipr = IPRoute()
+    else:
+        with netns.entered(path):
+            ipr = IPRoute()
+    with ipr:
         return {link.get_attr("IFLA_IFNAME"): link for link in ipr.get_links()}
 
 

@@ -84,6 +84,26 @@ def devices_of(image):
     return found
 
 
+def io_stat(device):
+    """(read ops, read bytes, write ops, write bytes) the loop device ``device`` did
+    since it was made: the kernel's block statistics, kept across attachments."""
+    with open(f"/sys/block/{os.path.basename(device)}/stat") as f:
+        fields = [int(v) for v in f.read().split()]
+    # read I/Os, merges, sectors, ticks, then the same four for writes; a sector is 512 B
+    return fields[0], fields[2] * 512, fields[4], fields[6] * 512
+
+
+def is_backed_by(device, image):
+    """True if ``device`` is attached to the file ``image`` (compared by inode)."""
+    try:
+        with open(f"/sys/block/{os.path.basename(device)}/loop/backing_file") as f:
+            backing = os.stat(f.read().rstrip("\n"))
+        want = os.stat(image)
+    except OSError:
+        return False
+    return (backing.st_dev, backing.st_ino) == (want.st_dev, want.st_ino)
+
+
 def device_number(device):
     """"MAJ:MIN" of a loop device such as /dev/loop3."""
     with open(f"/sys/block/{os.path.basename(device)}/dev") as f:

@@ -13,7 +13,7 @@ import socket
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from ..kernel import libc
+from ..kernel import netns
 
 from . import IPV6_GATEWAY, VE_IFNAME, counters, guard, host_ifname, rules, shaping, sysctl
 
@@ -138,19 +138,8 @@ def _inside(pid):
     socket. (pyroute2's own netns mode forks a helper and ends it with
     SIGTERM, which inside a Celery pool process hit the pool itself.)
     """
-    own = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            libc.setns(target, libc.CLONE_NEWNET)
-            try:
-                ipr = IPRoute()
-            finally:
-                libc.setns(own, libc.CLONE_NEWNET)
-        finally:
-            os.close(target)
-    finally:
-        os.close(own)
+    with netns.entered(f"/proc/{pid}/ns/net"):
+        ipr = IPRoute()
     with ipr:
         yield ipr
 

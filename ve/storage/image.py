@@ -107,17 +107,50 @@ def mount(path, fs, mountpoint, attempts=50):
         if attached:
             try:
                 libc.mount(attached[0], str(mountpoint), fs)
-                return
             except OSError:
                 time.sleep(0.02)  # it was letting go: take a fresh device next time
                 continue
+            if io_counters(path) is None:
+                _save_io_baseline(path, attached[0])
+            return
         device, fd = loop.attach(path)
         try:
             libc.mount(device, str(mountpoint), fs)
+            _save_io_baseline(path, device)
             return
         finally:
             os.close(fd)  # autoclear: without the mount the device frees itself now
     raise OSError(errno.EIO, f"{path} stays attached to a loop device that cannot be mounted")
+
+
+def io_counters(path):
+    """(read bytes, write bytes, read ops, write ops) of the image since its loop
+    device was attached; None when it is not attached (or the record is lost).
+
+    The loop device's own statistics count every I/O that reaches the VE's
+    disk, whatever cgroup did it and with no throttle rule needed; they are
+    kept per device across attachments, so the values at attach are the zero.
+    """
+    try:
+        with open(_io_file(path)) as f:
+            device, *base = f.read().split()
+        base = [int(v) for v in base]
+        if len(base) != 4 or not loop.is_backed_by(device, path):
+            return None
+        ops_r, bytes_r, ops_w, bytes_w = (now - then for now, then in zip(loop.io_stat(device), base))
+    except (OSError, ValueError):
+        return None
+    return bytes_r, bytes_w, ops_r, ops_w
+
+
+def _save_io_baseline(path, device):
+    from ..fsutil import atomic_write
+    values = " ".join(map(str, loop.io_stat(device)))
+    atomic_write(_io_file(path), f"{device} {values}\n", durable=False)  # gone with the device
+
+
+def _io_file(path):
+    return f"{path}.io"
 
 
 def unmount(path, mountpoint):
@@ -193,7 +226,7 @@ def remove(path):
             os.rmdir(aside)
         elif os.path.exists(image):
             unmount(image, aside)  # only detaches loop devices
-        for name in (image, _usage_file(image)):
+        for name in (image, _usage_file(image), _io_file(image)):
             if os.path.exists(name):
                 os.unlink(name)
 
