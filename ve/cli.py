@@ -59,18 +59,21 @@ VERBS = {
     "stop": Verb("shut a VE down cleanly (kill after --timeout)", VEID, {
         "--timeout": ("timeout", True, "seconds to wait for a clean stop (default 30)"),
         "--fast": ("fast", False, "kill at once")}),
-    "restart": Verb("stop and start a VE", VEID),
+    "restart": Verb("stop and start a VE", VEID, {
+        "--timeout": ("timeout", True, "seconds to wait for a clean stop (default 30)")}),
     "destroy": Verb("stop a VE and remove all its files", VEID),
     "reinstall": Verb("give a VE a fresh root from a template, keeping its settings", VEID, {
         "--template": ("template", True, "OS template (default: the VE's own)"),
-        "--keep-old": ("keep_old", True, "keep the old root as this directory of the new one")}),
+        "--keep-old": ("keep_old", True, "keep the old root as this directory of the new one"),
+        "--timeout": ("timeout", True, "seconds to wait for a clean stop (default 30)")}),
     "status": Verb("show one VE", VEID),
     "set": Verb("change a VE's settings, live if it runs", VEID, {
         "--hostname": ("hostname", True, "new host name"),
         "--ipadd": ("ipadd", REPEAT, "add an address (repeatable)"),
         "--ipdel": ("ipdel", REPEAT, "remove an address, or 'all' (repeatable)"),
         **NET_OPTIONS, **LIMIT_OPTIONS}),
-    "exec": Verb("run a command inside a running VE", VEID + (("command", "rest"),)),
+    "exec": Verb("run a command inside a running VE", VEID + (("command", "rest"),), {
+        "--timeout": ("timeout", True, "kill the command after this many seconds")}),
     "enter": Verb("open a shell inside a running VE", VEID),
     "list": Verb("list VEs (running ones unless -a)", (), {
         "-a": ("all", False, "stopped VEs too"), "--all": ("all", False, "stopped VEs too")}),
@@ -172,7 +175,7 @@ def _seconds(text, default):
 
 
 def cmd_restart(engine, args, as_json):
-    pid = engine.restart(args.veid)
+    pid = engine.restart(args.veid, timeout=_seconds(args.timeout, 30.0))
     return _done(as_json, {"veid": int(args.veid), "state": "running", "init_pid": pid},
                  f"VE {args.veid} restarted (init PID {pid})")
 
@@ -183,7 +186,8 @@ def cmd_destroy(engine, args, as_json):
 
 
 def cmd_reinstall(engine, args, as_json):
-    cfg = engine.reinstall(args.veid, template=args.template, keep_old_as=args.keep_old)
+    cfg = engine.reinstall(args.veid, template=args.template, keep_old_as=args.keep_old,
+                           timeout=_seconds(args.timeout, 30.0))
     kept = f"; the old root is in /{args.keep_old}" if args.keep_old else ""
     return _done(as_json, {"veid": cfg.veid, "template": cfg.template, "kept": args.keep_old},
                  f"VE {cfg.veid} reinstalled from {cfg.template}{kept}")
@@ -251,15 +255,16 @@ def cmd_pid(engine, args, as_json):
 
 def cmd_exec(engine, args, as_json):
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    timeout = None if args.timeout is None else _seconds(args.timeout, None)
     if as_json:
-        result = engine.exec(args.veid, command)
+        result = engine.exec(args.veid, command, timeout=timeout)
         print(json.dumps({"returncode": result.returncode,
                           "stdout": result.stdout.decode(errors="replace"),
                           "stderr": result.stderr.decode(errors="replace")}))
         return result.returncode
     stdin = b"" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer.read()
-    result = engine.exec(args.veid, command, input=stdin,
-                         stdout=sys.stdout.buffer, stderr=sys.stderr.buffer)
+    result = engine.exec(args.veid, command, input=stdin, stdout=sys.stdout.buffer,
+                         stderr=sys.stderr.buffer, timeout=timeout)
     return result.returncode
 
 

@@ -132,3 +132,40 @@ def ifname(value, what="interface name"):
     if not 0 < len(text) <= 15 or not set(text) <= _IFNAME_CHARS or text in (".", ".."):
         raise InvalidConfig(f"bad {what} {value!r}: use 1-15 letters, digits, '_', '.' or '-'")
     return text
+
+
+_HASH_CHARS = frozenset(string.ascii_letters + string.digits + "./$")
+_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+              "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com",
+              "sk-ecdsa-sha2-nistp256@openssh.com")
+_B64_CHARS = frozenset(string.ascii_letters + string.digits + "+/=")
+
+
+def password_hash(value):
+    """Return a crypt(3) hash such as ``$6$salt$...`` (never a clear-text password)."""
+    if not isinstance(value, str) or not value.startswith("$") or len(value) > 512 \
+            or not set(value) <= _HASH_CHARS or value.count("$") < 3:
+        raise InvalidConfig("bad password hash: expected a crypt(3) hash like $6$salt$hash")
+    return value
+
+
+def ssh_public_key(value):
+    """Return one OpenSSH public key line (``type base64 [comment]``), stripped."""
+    text = str(value).strip()
+    parts = text.split(None, 2)
+    if "\n" in text or "\r" in text or len(parts) < 2 or parts[0] not in _KEY_TYPES \
+            or not set(parts[1]) <= _B64_CHARS or len(parts[1]) < 16 or len(text) > 8192:
+        raise InvalidConfig("bad SSH key: paste one public key line such as "
+                            "'ssh-ed25519 AAAA... me@laptop'")
+    if len(parts) == 3 and not parts[2].isprintable():
+        raise InvalidConfig("bad SSH key: the comment has control characters")
+    return text
+
+
+def user_name(value):
+    """Return a login name: letters, digits, '_', '-' and '.', not starting with '-'."""
+    text = str(value)
+    if not 0 < len(text) <= 32 or text[0] == "-" \
+            or not set(text) <= _ALNUM | set("_-."):
+        raise InvalidConfig(f"bad user name {value!r}")
+    return text

@@ -16,7 +16,7 @@ from hosting.nodes.models import Node
 from hosting.nodes.placement import NoCapacity, choose_node, shortfall
 from hosting.operations import dispatch, services as operations
 from hosting.operations.models import Operation
-from ve.engine import accounts
+from ve import validate
 from ve.errors import InvalidConfig
 
 from .models import VirtualEnvironment as VE
@@ -44,7 +44,7 @@ def hash_password(password):
                       field="root_password")
     hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_SHA512))
     try:
-        return accounts.password_hash(hashed)
+        return validate.password_hash(hashed)
     except (InvalidConfig, TypeError) as exc:  # crypt failed: never queue an unusable hash
         raise Invalid("this root password cannot be used; choose another",
                       field="root_password") from exc
@@ -55,7 +55,7 @@ def check_ssh_key(key):
     if not key or not key.strip():
         return ""
     try:
-        return accounts.ssh_public_key(key)
+        return validate.ssh_public_key(key)
     except InvalidConfig as exc:
         raise Invalid(exc.message, field="ssh_key") from exc
 

@@ -7,7 +7,6 @@ A runner returns the VE's new actual state.
 """
 
 from ve import VEConfig, Limits
-from ve.engine import accounts
 from ve.storage import recipes
 from ve.errors import AlreadyExists, NeedsStop, NotFound, VEError
 
@@ -51,9 +50,9 @@ def install_logins(ctx):
     """Set the root password hash and SSH key from the operation's params."""
     params = ctx.op.params
     if params.get("password_hash"):
-        accounts.set_password_hash(ctx.engine, ctx.ve.veid, "root", params["password_hash"])
+        ctx.engine.set_password_hash(ctx.ve.veid, "root", params["password_hash"])
     if params.get("ssh_key"):
-        accounts.add_ssh_key(ctx.engine, ctx.ve.veid, params["ssh_key"])
+        ctx.engine.add_ssh_key(ctx.ve.veid, params["ssh_key"])
 
 
 def create(ctx):

@@ -17,7 +17,6 @@ import pytest
 
 from tests.conftest import host_network
 from ve import Limits, VEConfig
-from ve.engine import accounts
 
 from .conftest import ROOT_DIR
 from .test_network import A, B
@@ -101,8 +100,8 @@ def test_the_debian_template_boots_and_answers_ssh_with_the_root_password(
                                Limits(diskspace=1 * GiB, ram=256 << 20), ips=ips))
     hostnet.engine("e.start(401); e.start(402)\nprint('null')")
     # The root password is set from inside the VE, as the dashboard does at create.
-    accounts.set_password_hash(engine, 401, "root",
-                               crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_SHA512)))
+    engine.set_password_hash(401, "root",
+                             crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_SHA512)))
 
     got = ssh(hostnet, A[1][0], PASSWORD, "id -u", "hostname", "cat /proc/1/comm",
               "ps -eo comm", "ip -o addr show eth0")
@@ -114,8 +113,8 @@ def test_the_debian_template_boots_and_answers_ssh_with_the_root_password(
     assert ssh(hostnet, A[1][0], "wrong-password-123", "id")["auth"] is False
     # Over IPv6 too, and each VE made its own host keys at first boot.
     assert ssh(hostnet, A[1][1], PASSWORD, "id -u")["id -u"] == "0"
-    accounts.set_password_hash(engine, 402, "root",
-                               crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_SHA512)))
+    engine.set_password_hash(402, "root",
+                             crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_SHA512)))
     assert ssh(hostnet, B[1][0], PASSWORD)["hostkey"] != got["hostkey"]
 
 
@@ -123,8 +122,8 @@ def test_a_debian_ve_halts_cleanly_and_its_ssh_sessions_end(engine, hostnet, deb
     install(engine, debian_cache)
     engine.create(VEConfig(401, "ve401.example", "debian-12", Limits(diskspace=1 * GiB), ips=A[1]))
     hostnet.engine("e.start(401)\nprint('null')")
-    accounts.set_password_hash(engine, 401, "root",
-                               crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_SHA512)))
+    engine.set_password_hash(401, "root",
+                             crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_SHA512)))
     session = subprocess.Popen(
         ["nsenter", f"--net={hostnet.path}", sys.executable, "-c", SSH,
          json.dumps([A[1][0], PASSWORD, ["id -u"], True])], stdout=subprocess.PIPE, text=True)

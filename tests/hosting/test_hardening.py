@@ -99,12 +99,11 @@ def test_wrong_current_passwords_are_limited(catalogue):
 
 
 def test_ssh_key_comments_are_written_verbatim_once(catalogue, engine, node_run_dir):
-    from ve.engine import accounts
     op = order(catalogue, "keys.example.com")
     executor.execute(op.pk, engine)
     key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample CORP\\nbob"
-    accounts.add_ssh_key(engine, op.environment.veid, key)
-    accounts.add_ssh_key(engine, op.environment.veid, key)
+    engine.add_ssh_key(op.environment.veid, key)
+    engine.add_ssh_key(op.environment.veid, key)
     keys = engine.exec(op.environment.veid, ["cat", "/root/.ssh/authorized_keys"]).stdout
     assert keys == (key + "\n").encode()
 

@@ -1,70 +1,68 @@
-"""Accounts inside a running VE: root password and SSH keys.
+"""Accounts inside a running VE: a user's password and root's SSH keys.
 
-Both work through ``Engine.exec`` with fixed programs: the secret or key goes
-in on the command's stdin, never on a command line or through a shell
-variable built from user input. Only the crypt(3) hash of a password ever
-reaches the node; the clear text stays with whoever hashed it.
+The files are changed by this code, in the VE's mount namespace as VE root
+(``kernel.inside``), never by running a program of the VE: a VE root may have
+replaced all of them. Only the crypt(3) hash of a password ever reaches the
+node; the clear text stays with whoever hashed it.
 """
 
+import time
+
 from .. import validate
-from ..errors import InvalidConfig, ResourceError
-
-# The hash comes in on stdin. awk rewrites the user's shadow line; cat > keeps
-# the file's inode, owner and mode. Works with busybox and with Debian's tools.
-_SET_HASH = (
-    'umask 077; IFS= read -r user; IFS= read -r hash; '
-    'awk -F: -v OFS=: -v u="$user" -v h="$hash" \'$1==u{$2=h;f=1}1;END{exit !f}\' '
-    '/etc/shadow > /etc/shadow.ve-new && cat /etc/shadow.ve-new > /etc/shadow; '
-    'rc=$?; rm -f /etc/shadow.ve-new; exit $rc')
-
-_ADD_KEY = (
-    'umask 077; mkdir -p /root/.ssh && touch /root/.ssh/authorized_keys && '
-    'IFS= read -r key && (grep -qxF "$key" /root/.ssh/authorized_keys || '
-    'printf "%s\\n" "$key" >> /root/.ssh/authorized_keys)')
-
-_HASH_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789./$")
-_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
-              "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com",
-              "sk-ecdsa-sha2-nistp256@openssh.com")
-_B64_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/=")
+from ..errors import InvalidConfig
+from ..kernel import vefiles
 
 
-def password_hash(value):
-    """Check a crypt(3) hash such as ``$6$salt$...``; return it."""
-    if not isinstance(value, str) or not value.startswith("$") or len(value) > 512 \
-            or not set(value) <= _HASH_CHARS or value.count("$") < 3:
-        raise InvalidConfig("bad password hash: expected a crypt(3) hash like $6$salt$hash")
-    return value
+class AccountsMixin:
+    """Password and SSH key verbs of the Engine (needs ``_inside``)."""
+
+    def set_password_hash(self, veid, user, crypt_hash):
+        """Set ``user``'s password in running VE ``veid`` to ``crypt_hash`` (/etc/shadow)."""
+        user, crypt_hash = validate.user_name(user), validate.password_hash(crypt_hash)
+        found = self._inside(validate.veid(veid), _set_shadow_hash, (user, crypt_hash),
+                             f"cannot set the password of {user}")
+        if not found:
+            raise InvalidConfig(f"the VE has no user {user} in /etc/shadow", veid)
+
+    def add_ssh_key(self, veid, key):
+        """Add ``key`` to root's ~/.ssh/authorized_keys in running VE ``veid`` (once)."""
+        key = validate.ssh_public_key(key)
+        self._inside(validate.veid(veid), _add_authorized_key, (key,),
+                     "cannot install the SSH key")
 
 
-def ssh_public_key(value):
-    """Check one OpenSSH public key line (``type base64 [comment]``); return it stripped."""
-    text = str(value).strip()
-    parts = text.split(None, 2)
-    if "\n" in text or "\r" in text or len(parts) < 2 or parts[0] not in _KEY_TYPES \
-            or not set(parts[1]) <= _B64_CHARS or len(parts[1]) < 16 or len(text) > 8192:
-        raise InvalidConfig("bad SSH key: paste one public key line such as 'ssh-ed25519 AAAA... me@laptop'")
-    if len(parts) == 3 and not parts[2].isprintable():
-        raise InvalidConfig("bad SSH key: the comment has control characters")
-    return text
+# -- run inside the VE (kernel.inside): only vefiles touches its files ----------
 
 
-def set_password_hash(engine, veid, user, crypt_hash):
-    """Set ``user``'s password inside running VE ``veid`` to ``crypt_hash``."""
-    if not user.isidentifier() and not user.replace("-", "_").isidentifier():
-        raise InvalidConfig(f"bad user name {user!r}")
-    data = f"{user}\n{password_hash(crypt_hash)}\n".encode()
-    result = engine.exec(validate.veid(veid), ["/bin/sh", "-c", _SET_HASH], input=data)
-    if result.returncode != 0:
-        raise ResourceError(f"cannot set the password of {user} (no such user or no "
-                            f"/etc/shadow in the VE): {result.stderr.decode(errors='replace').strip()}",
-                            veid)
+def _set_shadow_hash(user, crypt_hash):
+    """Put ``crypt_hash`` in ``user``'s /etc/shadow line; False if there is none."""
+    data, info = vefiles.read("/etc/shadow")
+    lines = data.decode("utf-8", "surrogateescape").split("\n")
+    today = str(int(time.time() // 86400))  # last change: now (0 would force a change)
+    found = False
+    for number, line in enumerate(lines):
+        fields = line.split(":")
+        if fields[0] == user and len(fields) >= 3:
+            fields[1], fields[2] = crypt_hash, today
+            lines[number] = ":".join(fields)
+            found = True
+    if found:
+        vefiles.replace("/etc/shadow", "\n".join(lines).encode("utf-8", "surrogateescape"),
+                        info.st_mode & 0o7777, (info.st_uid, info.st_gid))
+    return found
 
 
-def add_ssh_key(engine, veid, key):
-    """Add ``key`` to root's authorized_keys in running VE ``veid`` (once)."""
-    data = (ssh_public_key(key) + "\n").encode()
-    result = engine.exec(validate.veid(veid), ["/bin/sh", "-c", _ADD_KEY], input=data)
-    if result.returncode != 0:
-        raise ResourceError("cannot install the SSH key: "
-                            + result.stderr.decode(errors="replace").strip(), veid)
+def _add_authorized_key(key):
+    for directory in ("/root", "/root/.ssh"):
+        vefiles.make_dir(directory, 0o700)
+    path = "/root/.ssh/authorized_keys"
+    try:
+        data, info = vefiles.read(path)
+        mode, owner = info.st_mode & 0o7777, (info.st_uid, info.st_gid)
+    except FileNotFoundError:
+        data, mode, owner = b"", 0o600, None
+    if key.encode() in data.split(b"\n"):
+        return
+    if data and not data.endswith(b"\n"):
+        data += b"\n"
+    vefiles.replace(path, data + key.encode() + b"\n", mode, owner)

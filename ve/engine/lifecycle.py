@@ -11,7 +11,9 @@ import signal
 
 from .. import cgroups, config as conf, fsutil, state, validate
 from ..errors import AlreadyExists, ResourceError, StateError, VEError
+from .accounts import AccountsMixin
 from .disk import DiskMixin, io_values
+from .inside import InsideMixin
 from .network import NetMixin
 from .sampling import SamplingMixin
 from .query import QueryMixin
@@ -30,7 +32,8 @@ LOCK_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
 
 
-class Engine(QueryMixin, ShellMixin, NetMixin, DiskMixin, SamplingMixin):
+class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskMixin,
+             SamplingMixin):
     """The node's container engine: VEs under one VE_ROOT and one cgroup parent."""
 
     def __init__(self, root=None, cgroup_parent=None):
@@ -243,8 +246,11 @@ class Engine(QueryMixin, ShellMixin, NetMixin, DiskMixin, SamplingMixin):
             with _host_errors(cfg.veid, "cannot record the running VE"):
                 state.record_init(self.layout.state(cfg.veid), pid, netns.identity())
             undo.add(state.forget_init, self.layout.state(cfg.veid))
-            self._net_files(cfg)
             undo.commit()
+        try:
+            self._net_files(cfg)
+        except VEError as exc:  # the VE's own doing (a read-only /etc, say): it still runs
+            log.warning("VE %s started, but %s", cfg.veid, exc.message)
         log.info("VE %s started, init PID %s", cfg.veid, pid)
         return pid
 

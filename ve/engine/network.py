@@ -24,14 +24,8 @@ def _net_errors():
     from pyroute2.netlink.exceptions import NetlinkError
     return (OSError, NetlinkError, IndexError)
 
-# Written inside the VE (its own mount namespace, as its root) from stdin: the
-# host never follows paths in the private area.
-_WRITE_RESOLV = "cat > /etc/resolv.conf"
-_WRITE_HOSTS = "cat > /etc/hosts"
-
-
 class NetMixin:
-    """Network steps of the Engine (needs ``layout`` and ``exec``)."""
+    """Network steps of the Engine (needs ``layout`` and ``_inside``)."""
 
     def traffic(self, veid):
         """The VE's rx/tx bytes and packets over all its runs (its own point of view).
@@ -76,16 +70,19 @@ class NetMixin:
             raise ResourceError(f"network setup failed: {exc}", cfg.veid) from exc
 
     def _net_files(self, cfg):
-        """/etc/resolv.conf and /etc/hosts of a running VE, from its config."""
+        """/etc/resolv.conf and /etc/hosts of a running VE, from its config (written by
+        the engine from inside the VE, never by one of its programs)."""
+        files = {}
         if cfg.nameservers:
-            self._write_inside(cfg.veid, _WRITE_RESOLV,
-                               "".join(f"nameserver {ns}\n" for ns in cfg.nameservers))
+            files["/etc/resolv.conf"] = "".join(f"nameserver {ns}\n" for ns in cfg.nameservers)
         if cfg.ips:
             hosts = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
             short = cfg.hostname.split(".")[0]
             names = cfg.hostname if short == cfg.hostname else f"{cfg.hostname} {short}"
             hosts += [f"{ip}\t{names}" for ip in cfg.ips]
-            self._write_inside(cfg.veid, _WRITE_HOSTS, "\n".join(hosts) + "\n")
+            files["/etc/hosts"] = "\n".join(hosts) + "\n"
+        if files:
+            self._inside(cfg.veid, _write_files, (files,), "cannot write the VE's network files")
 
     def _net_save_counters(self, cfg):
         """Add the running VE's link counters to its totals, just before it stops.
@@ -170,9 +167,10 @@ class NetMixin:
                 raise AlreadyExists(f"address {', '.join(sorted(taken))} belongs to VE {veid}",
                                     cfg.veid)
 
-    def _write_inside(self, veid, script, text):
-        result = self.exec(veid, ["/bin/sh", "-c", script], input=text.encode())
-        if result.returncode != 0:
-            raise ResourceError("cannot write the VE's network files: "
-                                + result.stderr.decode(errors="replace").strip(), veid)
 
+
+def _write_files(files):
+    """Run inside the VE: replace each file with its text (mode 0644, VE root's)."""
+    from ..kernel import vefiles
+    for path, text in files.items():
+        vefiles.replace(path, text.encode(), 0o644)

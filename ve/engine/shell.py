@@ -11,6 +11,7 @@ from .. import validate
 from ..errors import InvalidConfig, ResourceError, StateError
 from ..kernel import proc
 
+CAPTURE_LIMIT = 64 << 20  # bytes of a captured stream that exec keeps at most
 EXEC_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME=/root", "container=vectl")
 
@@ -24,10 +25,15 @@ class ExecResult(namedtuple("ExecResult", "returncode stdout stderr")):
 class ShellMixin:
     """exec and enter verbs of the Engine."""
 
-    def exec(self, veid, argv, input=b"", stdout=None, stderr=None):
+    def exec(self, veid, argv, input=b"", stdout=None, stderr=None, timeout=None,
+             max_output=CAPTURE_LIMIT):
         """Run ``argv`` in the VE as its root; return an ExecResult.
 
-        Output is captured, or written to the binary streams given.
+        Output is captured (at most ``max_output`` bytes a stream), or written
+        to the binary streams given. A command still running after
+        ``timeout`` seconds, or writing more than it may, is killed and
+        ResourceError raised: a VE's programs are hostile input, and the
+        caller's wait and memory stay bounded.
         """
         if not argv or not all(isinstance(a, str) and "\0" not in a for a in argv):
             raise InvalidConfig("exec needs a command")
@@ -40,7 +46,11 @@ class ShellMixin:
             raise ResourceError(f"cannot run a command in the VE: {exc}", veid) from exc
         finally:
             os.close(pidfd)
-        code, out, err = relay.pump_pipes(helper, stdin_w, out_r, err_r, input, stdout, stderr)
+        try:
+            code, out, err = relay.pump_pipes(helper, stdin_w, out_r, err_r, input, stdout,
+                                              stderr, timeout, max_output)
+        except OSError as exc:
+            raise ResourceError(f"{argv[0]}: {exc.strerror}", veid) from exc
         return ExecResult(code, out, err)
 
     def enter(self, veid, argv=("/bin/sh", "-l"), term="xterm", stdin_fd=0, stdout_fd=1):

@@ -10,6 +10,7 @@ the caller relays the data.
 
 import fcntl
 import os
+import signal
 import socket
 import termios
 
@@ -112,6 +113,8 @@ def _fork_and_exec(spec, cgroup_fds, terminal=None):
     child = os.fork()
     if child == 0:
         try:
+            # Killing the helper (a caller's timeout) ends the command too.
+            libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
             for fd in cgroup_fds:
                 os.write(fd, b"0")  # see CgroupDriver.join_files
             if terminal is not None:

@@ -1,41 +1,55 @@
 """Copy bytes between the caller and a command running inside a VE."""
 
+import errno
 import fcntl
 import os
 import selectors
 import signal
 import struct
 import termios
+import time
 import tty
 
 from .attach import exit_code
 
 
-def pump_pipes(pid, stdin_w, stdout_r, stderr_r, input_data=b"", stdout=None, stderr=None):
+def pump_pipes(pid, stdin_w, stdout_r, stderr_r, input_data=b"", stdout=None, stderr=None,
+               timeout=None, limit=None):
     """Feed ``input_data``, copy output to the binary streams (or capture it).
 
     Return (exit code, captured stdout bytes, captured stderr bytes); a stream
     passed in receives the data instead of the capture. Returns once the
     command has exited and its output is drained, even if a background
     process it started still holds the pipes (as vzctl exec does).
+
+    ``timeout`` (seconds) and ``limit`` (bytes captured per stream) bound the
+    caller's wait and memory: past either, the helper is killed (the command
+    with it) and OSError ETIMEDOUT or EFBIG is raised.
     """
-    pump = _PipePump(stdin_w, input_data, {stdout_r: stdout, stderr_r: stderr})
+    pump = _PipePump(stdin_w, input_data, {stdout_r: stdout, stderr_r: stderr}, limit)
     pidfd = os.pidfd_open(pid)
     try:
-        pump.run(pidfd)
+        failure = pump.run(pidfd, None if timeout is None else time.monotonic() + timeout)
     finally:
         os.close(pidfd)
         pump.close()
+    if failure:
+        os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
+    if failure == "timeout":
+        raise OSError(errno.ETIMEDOUT, f"still running after {timeout:g} s: killed")
+    if failure == "limit":
+        raise OSError(errno.EFBIG, f"more than {limit} bytes of output: killed")
     return exit_code(status), bytes(pump.captured[stdout_r]), bytes(pump.captured[stderr_r])
 
 
 class _PipePump:
     """Moves input and output through non-blocking pipes with one selector."""
 
-    def __init__(self, stdin_w, data, sinks):
+    def __init__(self, stdin_w, data, sinks, limit=None):
         self.pending = memoryview(data or b"")
         self.sinks = sinks
+        self.limit = limit
         self.captured = {fd: bytearray() for fd in sinks}
         self.selector = selectors.DefaultSelector()
         for fd in sinks:
@@ -48,20 +62,32 @@ class _PipePump:
         else:
             self._close_stdin()
 
-    def run(self, pidfd):
+    def run(self, pidfd, deadline=None):
+        """Pump until the command exits; return None, or "timeout" / "limit"."""
         self.selector.register(pidfd, selectors.EVENT_READ)
         exited = False
         while len(self.selector.get_map()) > 1 and not exited:
-            for key, _ in self.selector.select():
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            events = self.selector.select(wait)
+            if not events and deadline is not None and time.monotonic() >= deadline:
+                return "timeout"
+            for key, _ in events:
                 if key.fd == pidfd:
                     exited = True
                 elif key.fd == self.stdin_w:
                     self._write_input()
                 else:
                     self._read_output(key.fd)
+                    if self._over_limit():
+                        return "limit"
         for fd in list(self.sinks):  # what the command wrote before it exited
             while fd in self.selector.get_map() and self._read_output(fd):
-                pass
+                if self._over_limit():
+                    return "limit"
+        return None
+
+    def _over_limit(self):
+        return self.limit is not None and any(len(c) > self.limit for c in self.captured.values())
 
     def _write_input(self):
         try:
@@ -73,6 +99,7 @@ class _PipePump:
             self._close_stdin()
 
     def _read_output(self, fd):
+        """Move one chunk; True if one came (False at EOF or when nothing waits)."""
         try:
             chunk = os.read(fd, 65536)
         except BlockingIOError:
