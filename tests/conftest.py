@@ -46,6 +46,9 @@ def host_network(argv):
 
 def pytest_configure(config):
     _private_network()
+    # VEs of most tests start without a node watcher (each test's VE_ROOT would get
+    # one); tests/engine/test_watcher.py starts its own and tests what it does.
+    os.environ.setdefault("VE_WATCH", "off")
     config.addinivalue_line(
         "markers", "allowed_skip(reason): the test may skip on hosts without the named feature")
     # WhiteNoise looks for STATIC_ROOT, which only `make run` creates.

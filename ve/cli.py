@@ -30,6 +30,10 @@ LIMIT_OPTIONS = {
     "--readiops": ("readiops", True, "disk read operations/s cap, 0 = none"),
     "--writeiops": ("writeiops", True, "disk write operations/s cap, 0 = none"),
 }
+BOOT_OPTIONS = {
+    "--onboot": ("onboot", True, "yes: the node starts it when it boots (default no)"),
+    "--bootorder": ("bootorder", True, "0-1000: higher starts first at boot"),
+}
 NET_OPTIONS = {
     "--nameserver": ("nameserver", REPEAT, "DNS server for /etc/resolv.conf (repeatable)"),
     "--netmode": ("netmode", True, "routed (default) or bridged"),
@@ -54,7 +58,7 @@ VERBS = {
         "--ipadd": ("ipadd", REPEAT, "an IPv4 or IPv6 address of the VE (repeatable)"),
         "--layout": ("layout", True, "image (default: ext4, or xfs where ext4 cannot grow "
                                      "online), ext4, xfs, or dir (a directory: usage only)"),
-        **NET_OPTIONS, **LIMIT_OPTIONS}, required=("--template", "--hostname")),
+        **NET_OPTIONS, **BOOT_OPTIONS, **LIMIT_OPTIONS}, required=("--template", "--hostname")),
     "start": Verb("start a VE", VEID),
     "stop": Verb("shut a VE down cleanly (kill after --timeout)", VEID, {
         "--timeout": ("timeout", True, "seconds to wait for a clean stop (default 30)"),
@@ -71,13 +75,18 @@ VERBS = {
         "--hostname": ("hostname", True, "new host name"),
         "--ipadd": ("ipadd", REPEAT, "add an address (repeatable)"),
         "--ipdel": ("ipdel", REPEAT, "remove an address, or 'all' (repeatable)"),
-        **NET_OPTIONS, **LIMIT_OPTIONS}),
+        **NET_OPTIONS, **BOOT_OPTIONS, **LIMIT_OPTIONS}),
     "exec": Verb("run a command inside a running VE", VEID + (("command", "rest"),), {
         "--timeout": ("timeout", True, "kill the command after this many seconds")}),
     "enter": Verb("open a shell inside a running VE", VEID),
     "list": Verb("list VEs (running ones unless -a)", (), {
         "-a": ("all", False, "stopped VEs too"), "--all": ("all", False, "stopped VEs too")}),
     "pid": Verb("tell which VE each host PID belongs to", (("pids", "many"),)),
+    "watch": Verb("run the node watcher (reboots from inside, clean-up, sysinfo, LXCFS)", (), {
+        "--onboot": ("onboot", False, "start the VEs marked onboot (once per boot)"),
+        "--idle-exit": ("idle_exit", True, "exit after this many seconds with no VE running")}),
+    "events": Verb("list VEs that ended on their own (reboot, poweroff, crash)", (), {
+        "--forget": ("forget", False, "remove the events listed")}),
 }
 TEMPLATE_ACTIONS = ("build", "import", "list")
 
@@ -146,7 +155,8 @@ def cmd_create(engine, args, as_json):
                    limits=Limits().replace(**_limits(args)), privileged=args.privileged,
                    ips=tuple(args.ipadd), nameservers=tuple(args.nameserver),
                    netmode=args.netmode or "routed", bridge=args.bridge or "",
-                   layout=args.layout or "image")
+                   layout=args.layout or "image", onboot=args.onboot or "no",
+                   bootorder=args.bootorder or 0)
     engine.create(cfg)
     return _done(as_json, {"veid": cfg.veid, "state": "stopped"}, f"VE {cfg.veid} created")
 
@@ -194,12 +204,16 @@ def cmd_reinstall(engine, args, as_json):
 
 
 def cmd_set(engine, args, as_json):
+    onboot = None if args.onboot is None else validate.yes_no(args.onboot, "onboot")
+    bootorder = None if args.bootorder is None else \
+        validate.integer(args.bootorder, "bootorder", 0, 1000)
     cfg = engine.set(args.veid, hostname=args.hostname, ipadd=args.ipadd, ipdel=args.ipdel,
                      nameservers=tuple(args.nameserver) or None, netmode=args.netmode,
-                     bridge=args.bridge, **_limits(args))
+                     bridge=args.bridge, onboot=onboot, bootorder=bootorder, **_limits(args))
     payload = {"veid": cfg.veid, "hostname": cfg.hostname, **cfg.limits._asdict(),
                "ips": list(cfg.ips), "nameservers": list(cfg.nameservers),
-               "netmode": cfg.netmode, "bridge": cfg.bridge}
+               "netmode": cfg.netmode, "bridge": cfg.bridge, "onboot": cfg.onboot,
+               "bootorder": cfg.bootorder}
     return _done(as_json, payload, f"VE {cfg.veid} saved")
 
 
@@ -276,6 +290,36 @@ def cmd_enter(engine, args, as_json):
     code = engine.enter(args.veid, term=os.environ.get("TERM", "xterm"))
     print(f"exited from VE {args.veid}", file=sys.stderr)
     return code
+
+
+def cmd_watch(engine, args, as_json):
+    import logging
+    import signal
+    from .watch.daemon import Watcher
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    idle = None if args.idle_exit is None else _seconds(args.idle_exit, None)
+    watcher = Watcher(engine, idle_exit=idle, onboot=args.onboot)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: watcher.stop())
+    watcher.serve()
+    return 0
+
+
+def cmd_events(engine, args, as_json):
+    events = engine.events()
+    lines = [f"{'TIME':<20} {'VEID':>6} {'REASON':<12} RESTARTED"]
+    lines += [f"{_when(e['time']):<20} {e['veid']:>6} {e['reason']:<12} "
+              f"{'yes' if e['restarted'] else 'no'} {e['error']}".rstrip() for e in events]
+    _done(as_json, events, "\n".join(lines) if events else "no events")
+    if args.forget:
+        for event in events:
+            engine.forget_event(event["id"])
+    return 0
+
+
+def _when(epoch):
+    import time
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
 COMMANDS = {name[4:]: func for name, func in globals().items() if name.startswith("cmd_")}

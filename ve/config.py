@@ -87,8 +87,8 @@ LAYOUTS = (IMAGE, EXT4, XFS, DIRECTORY)
 
 
 class VEConfig(namedtuple("VEConfig", "veid hostname template limits privileged "
-                                      "ips nameservers netmode bridge layout",
-                          defaults=(Limits(), False, (), (), ROUTED, "", IMAGE))):
+                                      "ips nameservers netmode bridge layout onboot bootorder",
+                          defaults=(Limits(), False, (), (), ROUTED, "", IMAGE, False, 0))):
     """Everything needed to (re)build a VE on any node (immutable, checked).
 
     ``ips`` are the VE's addresses (IPv4 and IPv6, no prefix); ``netmode`` is
@@ -97,7 +97,9 @@ class VEConfig(namedtuple("VEConfig", "veid hostname template limits privileged 
     ``layout`` is "ext4" or "xfs" (the private area is an image of that
     filesystem, which enforces the disk limits), "image" (either: ``create``
     picks the one this host can grow online, the default) or "dir" (a plain
-    directory: usage is accounted, not enforced).
+    directory: usage is accounted, not enforced). ``onboot``: the node
+    starts it when it boots (``vectl watch --onboot``), higher ``bootorder``
+    first.
     """
 
     __slots__ = ()
@@ -118,7 +120,8 @@ class VEConfig(namedtuple("VEConfig", "veid hostname template limits privileged 
         return cls._make((validate.veid(raw.veid), validate.hostname(raw.hostname),
                           validate.template_name(raw.template), raw.limits,
                           bool(raw.privileged), ips, nameservers, raw.netmode, bridge,
-                          raw.layout))
+                          raw.layout, validate.yes_no(raw.onboot, "onboot"),
+                          validate.integer(raw.bootorder, "bootorder", 0, 1000)))
 
     @property
     def idmap_base(self):
@@ -181,7 +184,9 @@ def dumps(config):
     lines += [f'IP_ADDRESS="{" ".join(config.ips)}"',
               f'NAMESERVER="{" ".join(config.nameservers)}"',
               f'NETMODE="{config.netmode}"', f'BRIDGE="{config.bridge}"',
-              f'LAYOUT="{config.layout}"']
+              f'LAYOUT="{config.layout}"',
+              f'ONBOOT="{"yes" if config.onboot else "no"}"',
+              f'BOOTORDER="{config.bootorder}"']
     return "\n".join(lines) + "\n"
 
 
@@ -209,6 +214,8 @@ def loads(text, source="config"):
             netmode=values.get("NETMODE", ROUTED),
             bridge=values.get("BRIDGE", ""),
             layout=values.get("LAYOUT", DIRECTORY),  # VEs from before images were directories
+            onboot=values.get("ONBOOT", "no"),
+            bootorder=values.get("BOOTORDER", "0"),
         )
     except KeyError as exc:
         raise InvalidConfig(f"{source}: missing {exc.args[0]}") from None

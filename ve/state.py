@@ -19,9 +19,12 @@ from .errors import StateError
 from .kernel import proc
 
 
-class InitRecord(namedtuple("InitRecord", "pid start_time boot_id netns", defaults=(None,))):
-    """Identity of a running VE's init process, and of the network namespace its
-    host side lives in (``kernel.netns.identity``; None in run files from before)."""
+class InitRecord(namedtuple("InitRecord", "pid start_time boot_id netns watched",
+                            defaults=(None, False))):
+    """Identity of a running VE's init process; the network namespace its host
+    side lives in (``kernel.netns.identity``; None in run files from before);
+    ``watched``: the node watcher holds its seccomp notifier, so it sees a
+    reboot or power-off from inside (an end without one is a crash)."""
 
     __slots__ = ()
 
@@ -30,9 +33,9 @@ class InitRecord(namedtuple("InitRecord", "pid start_time boot_id netns", defaul
         return self.boot_id == proc.boot_id() and proc.is_alive(self.pid, self.start_time)
 
 
-def record_init(path, pid, netns=None):
+def record_init(path, pid, netns=None, watched=False):
     """Write the run file for a freshly started init; return the record."""
-    record = InitRecord(pid, proc.start_time(pid), proc.boot_id(), netns)
+    record = InitRecord(pid, proc.start_time(pid), proc.boot_id(), netns, watched)
     # Not fsync'ed: after a crash the file is distrusted and checked anyway.
     atomic_write(path, json.dumps(record._asdict()) + "\n", durable=False)
     return record

@@ -169,3 +169,13 @@ def user_name(value):
             or not set(text) <= _ALNUM | set("_-."):
         raise InvalidConfig(f"bad user name {value!r}")
     return text
+
+
+def yes_no(value, what):
+    """Return ``value`` as a bool: True/False, or the words yes/no."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in ("yes", "no"):
+        raise InvalidConfig(f"bad {what} {value!r}: use yes or no")
+    return text == "yes"

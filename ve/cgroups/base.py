@@ -74,6 +74,11 @@ class CgroupDriver(abc.ABC):
         ``clone_target`` (the process was born there).
         """
 
+    def delegate(self, name, owner):
+        """Give VE root (host uid/gid ``owner``) the group's cgroup2 subtree to manage,
+        as an init such as systemd needs: see the implementations."""
+        raise NotImplementedError
+
     def clone_target(self, name):
         """Return the v2 group directory to fork a VE's first process into, or None.
 

@@ -18,6 +18,7 @@ from ..errors import Unsupported
 from . import mapping
 from .base import IO_FIELDS, CgroupDriver, Usage
 from .fs import poll, sigkill
+from .v2 import delegate_group
 from ..log import get as get_logger
 
 log = get_logger(__name__)
@@ -157,6 +158,18 @@ class CgroupV1Driver(CgroupDriver):
     def file_path(self, name, filename):
         """Return the path of ``filename`` in the group, in its controller's hierarchy."""
         return self.fs.path(f"{self._dir(mapping.controller_of(filename), name)}/{filename}")
+
+    def delegate(self, name, owner):
+        """Give VE root (host uid/gid ``owner``) the group in the hybrid host's cgroup2 mount.
+
+        That group carries no controllers, so VE root gains a tree to
+        organise its processes in (what systemd needs) and no limit; the v1
+        hierarchies stay host root's. Unsupported without a cgroup2 mount.
+        """
+        if not self.unified:
+            raise Unsupported("this VE's init (systemd) needs a cgroup2 tree and this host "
+                              "mounts only cgroup v1 hierarchies")
+        delegate_group(self.fs, f"{self.unified}/{self.parent}/{name}", owner)
 
     def clone_target(self, name):
         """Return the unified group's directory on a hybrid host, else None."""

@@ -11,6 +11,7 @@ mount that carries no controllers.
 
 import contextlib
 import errno
+import os
 
 from ..errors import Unsupported
 from . import mapping
@@ -21,6 +22,9 @@ from ..log import get as get_logger
 log = get_logger(__name__)
 
 REQUIRED = ("memory", "pids")
+# What a delegatee may write in the group it is given (the kernel's list, less
+# memory.oom.group and memory.reclaim, which no init needs): never a limit.
+DELEGATED_FILES = ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control")
 WANTED = ("cpu", "cpuset", "io", "memory", "pids")
 UNLIMITED = 2**63 - 1  # what memory_limit reports for "max"
 
@@ -79,6 +83,15 @@ class CgroupV2Driver(CgroupDriver):
                 raise Unsupported(f"cgroup file {filename} is missing (swap accounting off?)")
             else:
                 log.warning("cgroup v2: %s unavailable, VE %s runs without it", filename, name)
+
+    def delegate(self, name, owner):
+        """Give VE root (host uid/gid ``owner``) the group to manage inside, as systemd does.
+
+        VE root may then make subgroups, move its processes between them and
+        enable the controllers the group has for them; the group's own limits
+        stay host root's.
+        """
+        delegate_group(self.fs, self._dir(name), owner)
 
     def apply_io(self, name, limits, device, reset_weight=False):
         """Write io.max (and io.weight) for ``device`` (see the base class)."""
@@ -191,3 +204,10 @@ class CgroupV2Driver(CgroupDriver):
         except (FileNotFoundError, ProcessLookupError):
             return None
         return mapping.ve_name(paths.get(""), self.parent)
+
+
+def delegate_group(fs, group, owner):
+    """Hand cgroup2 group ``group`` to host uid/gid ``owner`` (systemd's
+    CGROUP_DELEGATION.md): the directory and ``DELEGATED_FILES``, nothing else."""
+    for rel in [group] + [f"{group}/{f}" for f in DELEGATED_FILES]:
+        os.chown(fs.path(rel), owner, owner)

@@ -13,6 +13,7 @@ from .. import cgroups, config as conf, fsutil, state, validate
 from ..errors import AlreadyExists, ResourceError, StateError, VEError
 from .accounts import AccountsMixin
 from .disk import DiskMixin, io_values
+from .exits import ExitMixin
 from .inside import InsideMixin
 from .network import NetMixin
 from .sampling import SamplingMixin
@@ -30,10 +31,11 @@ log = get_logger(__name__)
 INIT_ENV = EXEC_ENV + ("TERM=linux",)
 LOCK_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
+BOOT_PARALLEL = 4  # VEs started at once when the node boots
 
 
 class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskMixin,
-             SamplingMixin):
+             SamplingMixin, ExitMixin):
     """The node's container engine: VEs under one VE_ROOT and one cgroup parent."""
 
     def __init__(self, root=None, cgroup_parent=None):
@@ -173,9 +175,43 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
         except OSError:
             return None
 
+    def boot(self, parallel=BOOT_PARALLEL):
+        """Start the VEs marked onboot, once per boot of the node; return their VEIDs.
+
+        Higher ``bootorder`` first, then by VEID, ``parallel`` at a time. A
+        VE that fails to start is logged and left; calling this again in the
+        same boot does nothing (the node watcher calls it when it starts with
+        ``--onboot``; a crashed watcher's successor must not start VEs that
+        were stopped since).
+        """
+        from concurrent.futures import ThreadPoolExecutor
+        self.layout.ensure()
+        marker, boot_id = self.layout.run_dir / "booted", proc.boot_id()
+        try:
+            if marker.read_text().strip() == boot_id:
+                return []
+        except OSError:
+            pass
+        wanted = [c for c in map(lambda v: self._read_config(v, missing_ok=True),
+                                 self.layout.veids()) if c is not None and c.onboot]
+        wanted.sort(key=lambda c: (-c.bootorder, c.veid))
+        with ThreadPoolExecutor(max(1, parallel)) as pool:
+            outcomes = list(pool.map(self._boot_one, wanted))
+        fsutil.atomic_write(marker, boot_id + "\n", durable=False)
+        return [cfg.veid for cfg, ok in zip(wanted, outcomes) if ok]
+
+    def _boot_one(self, cfg):
+        try:
+            self.start(cfg.veid)
+            return True
+        except VEError as exc:
+            log.error("VE %s did not start at boot: %s", cfg.veid, exc)
+            return False
+
     def set(self, veid, hostname=None, ipadd=(), ipdel=(), nameservers=None, netmode=None,
-            bridge=None, **limits):
-        """Change host name, addresses, name servers and/or limits; live if running, then saved.
+            bridge=None, onboot=None, bootorder=None, **limits):
+        """Change host name, addresses, name servers, boot settings and/or limits; live if
+        running, then saved.
 
         ``ipdel`` may contain "all". The network mode of a running VE cannot
         change. If a live change fails, what was already changed is put back
@@ -189,7 +225,9 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
                               ips=_changed_ips(old.ips, ipadd, ipdel),
                               nameservers=old.nameservers if nameservers is None else nameservers,
                               netmode=netmode or old.netmode,
-                              bridge=old.bridge if bridge is None else bridge)
+                              bridge=old.bridge if bridge is None else bridge,
+                              onboot=old.onboot if onboot is None else onboot,
+                              bootorder=old.bootorder if bootorder is None else bootorder)
             self._check_ips_free(new)
             record = self._running_init(veid)
             if record and (new.netmode, new.bridge) != (old.netmode, old.bridge):
@@ -225,6 +263,27 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
             # the namespace it ran from) goes, and its run file with it.
             self._net_down(cfg)
             state.forget_init(self.layout.state(cfg.veid))
+        from .. import watch
+        notify = watch.available(self.layout, self.cgroups.parent)
+        try:
+            pid = self._start_once(cfg, meta, notify)
+        except watch.WatcherGone as exc:
+            log.warning("VE %s: %s; it starts without the watcher's sysinfo answers "
+                        "and reboot detection", cfg.veid, exc)
+            pid = self._start_once(cfg, meta, notify=False)
+        try:
+            self._net_files(cfg)
+        except VEError as exc:  # the VE's own doing (a read-only /etc, say): it still runs
+            log.warning("VE %s started, but %s", cfg.veid, exc.message)
+        log.info("VE %s started, init PID %s", cfg.veid, pid)
+        return pid
+
+    def _start_once(self, cfg, meta, notify):
+        """Start the VE, undoing every step if one fails; return init's PID.
+
+        ``notify``: install the seccomp notifier and give its listener to the
+        node watcher (WatcherGone, everything undone, if it does not take it).
+        """
         name = str(cfg.veid)
         with Reverter() as undo:
             undo.add(self._disk_unmount, cfg)
@@ -237,35 +296,48 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
             undo.add(self._clear_cgroup, name)  # create() may fail half-way
             try:
                 self.cgroups.create(name, cfg.limits)
+                if meta.cgroup2 and cfg.idmap_base:
+                    self.cgroups.delegate(name, cfg.idmap_base)
             except OSError as exc:
                 raise ResourceError(f"cgroup setup failed: {exc}", cfg.veid) from exc
             self._apply_io_limits(cfg)
-            pid = self._spawn(cfg, meta.init)  # the cgroup undo also ends it
-            undo.add(self._net_down, cfg)
-            self._net_up(cfg, pid)
-            with _host_errors(cfg.veid, "cannot record the running VE"):
-                state.record_init(self.layout.state(cfg.veid), pid, netns.identity())
-            undo.add(state.forget_init, self.layout.state(cfg.veid))
+            spawned = self._spawn(cfg, meta, notify)  # the cgroup undo also ends it
+            try:
+                undo.add(self._net_down, cfg)
+                self._net_up(cfg, spawned.pid)
+                with _host_errors(cfg.veid, "cannot record the running VE"):
+                    record = state.record_init(self.layout.state(cfg.veid), spawned.pid,
+                                               netns.identity(), spawned.listener is not None)
+                undo.add(state.forget_init, self.layout.state(cfg.veid))
+                if spawned.listener is not None:
+                    from .. import watch
+                    watch.adopt(self.layout, cfg.veid, record, spawned.listener)
+            finally:
+                if spawned.listener is not None:
+                    os.close(spawned.listener)
             undo.commit()
-        try:
-            self._net_files(cfg)
-        except VEError as exc:  # the VE's own doing (a read-only /etc, say): it still runs
-            log.warning("VE %s started, but %s", cfg.veid, exc.message)
-        log.info("VE %s started, init PID %s", cfg.veid, pid)
-        return pid
+        return spawned.pid
 
-    def _spawn(self, cfg, init_argv):
+    def _spawn(self, cfg, meta, notify):
         spec = InitSpec(
             private=str(self.layout.private(cfg.veid)),
             mountpoint=str(self.layout.mountpoint(cfg.veid)),
-            hostname=cfg.hostname, argv=tuple(init_argv), env=INIT_ENV,
+            hostname=cfg.hostname, argv=tuple(meta.init), env=INIT_ENV,
             cgroup_files=tuple(self.cgroups.join_files(str(cfg.veid), cloned=True)),
             clone_into=self.cgroups.clone_target(str(cfg.veid)),
-            idmap_base=cfg.idmap_base, idmap_size=conf.IDMAP_SIZE)
+            idmap_base=cfg.idmap_base, idmap_size=conf.IDMAP_SIZE, notify=notify,
+            lxcfs=self._lxcfs(), cgroup2=meta.cgroup2)
         try:
             return spawn_init(spec)
         except OSError as exc:
             raise ResourceError(f"start failed: {exc}", cfg.veid) from exc
+
+    @staticmethod
+    def _lxcfs():
+        """The lxcfs directory VEs get their /proc view from, if an lxcfs serves it."""
+        from ..kernel import lxcfs_mounts
+        wanted = os.environ.get("VE_LXCFS", lxcfs_mounts.DEFAULT_DIR)
+        return None if wanted == "off" else lxcfs_mounts.serving(wanted)
 
     def _stop(self, veid, timeout, fast):
         record = self._running_init(veid)
@@ -306,11 +378,12 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
 
     def _stop_signal(self, veid):
         """The template's clean-stop signal; SIGTERM if the template is gone or odd."""
+        from ..storage.cache import signal_number
         try:
             meta = templates.metadata(self.layout.cache_dir, self._read_config(veid).template)
-            return signal.Signals[meta.stop_signal]
-        except (VEError, KeyError, OSError):
+        except (VEError, OSError):
             return signal.SIGTERM
+        return signal_number(meta.stop_signal) or signal.SIGTERM
 
     def _clear_cgroup(self, name):
         """Kill whatever runs in the VE's cgroup and remove the cgroup."""

@@ -5,6 +5,7 @@ selectors and socket, which a ``vectl start`` does not need.
 """
 
 import os
+import signal
 from collections import namedtuple
 
 from .. import validate
@@ -39,13 +40,14 @@ class ShellMixin:
             raise InvalidConfig("exec needs a command")
         from ..kernel import relay
         from ..kernel import attach
-        pidfd, spec = self._attach_spec(veid, argv, EXEC_ENV)
+        pidfd, spec, record = self._attach_spec(veid, argv, EXEC_ENV)
         try:
-            helper, stdin_w, out_r, err_r = attach.run_piped(spec)
+            helper, stdin_w, out_r, err_r, listener = attach.run_piped(spec)
         except OSError as exc:
             raise ResourceError(f"cannot run a command in the VE: {exc}", veid) from exc
         finally:
             os.close(pidfd)
+        self._hand_to_watcher(veid, record, listener, helper)
         try:
             code, out, err = relay.pump_pipes(helper, stdin_w, out_r, err_r, input, stdout,
                                               stderr, timeout, max_output)
@@ -58,13 +60,14 @@ class ShellMixin:
         env = EXEC_ENV + (f"TERM={term if term.replace('-', '').isalnum() else 'xterm'}",)
         from ..kernel import relay
         from ..kernel import attach
-        pidfd, spec = self._attach_spec(veid, argv, env)
+        pidfd, spec, record = self._attach_spec(veid, argv, env)
         try:
-            helper, master = attach.run_on_pty(spec)
+            helper, master, listener = attach.run_on_pty(spec)
         except OSError as exc:
             raise ResourceError(str(exc), veid) from exc
         finally:
             os.close(pidfd)
+        self._hand_to_watcher(veid, record, listener, helper)
         return relay.pump_terminal(helper, master, stdin_fd, stdout_fd)
 
     def _attach_spec(self, veid, argv, env):
@@ -76,4 +79,22 @@ class ShellMixin:
             raise StateError("the VE is not running", veid)
         procs = tuple(self.cgroups.join_files(str(veid)))
         from ..kernel.attach import AttachSpec
-        return pidfd, AttachSpec(pidfd, procs, argv, env, bool(cfg.idmap_base))
+        from .. import watch
+        # The command sees the VE's own sysinfo(2) like its init's children do,
+        # if the watcher that answers them is there.
+        notify = record.watched and watch.running(self.layout)
+        return pidfd, AttachSpec(pidfd, procs, argv, env, bool(cfg.idmap_base), notify), record
+
+    def _hand_to_watcher(self, veid, record, listener, helper):
+        """Give the command's seccomp listener to the watcher; without it the command
+        could not go on (its sysinfo would fail), so it is killed."""
+        if listener is None:
+            return
+        from .. import watch
+        try:
+            watch.adopt(self.layout, veid, record, listener)
+        except watch.WatcherGone as exc:
+            os.kill(helper, signal.SIGKILL)
+            raise ResourceError(str(exc), veid) from exc
+        finally:
+            os.close(listener)

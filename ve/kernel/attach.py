@@ -14,7 +14,7 @@ import signal
 import socket
 import termios
 
-from . import caps, libc, spawn
+from . import caps, libc, seccomp, spawn
 
 _JOIN = spawn.NAMESPACES | libc.CLONE_NEWUSER
 
@@ -22,44 +22,51 @@ _JOIN = spawn.NAMESPACES | libc.CLONE_NEWUSER
 class AttachSpec:
     """Where and what to run (primitives only)."""
 
-    def __init__(self, pidfd, cgroup_files, argv, env, userns):
+    def __init__(self, pidfd, cgroup_files, argv, env, userns, notify=False):
         self.pidfd = pidfd
         self.cgroup_files = cgroup_files
         self.argv = list(argv)
         self.env = dict(e.split("=", 1) for e in env)
         self.userns = userns
+        self.notify = notify  # the command gets a seccomp notifier like the VE's init
 
 
 def run_piped(spec):
     """Start ``spec.argv`` in the VE with pipes for stdio.
 
     Return (pid of the host-side helper, stdin writer fd, stdout reader fd,
-    stderr reader fd); the helper's exit status is the command's.
+    stderr reader fd, seccomp listener fd or None); the helper's exit status
+    is the command's.
     """
     pipes = [os.pipe2(os.O_CLOEXEC) for _ in range(3)]
+    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     highest = caps.last_cap()
     pid = os.fork()
     if pid == 0:
         try:
+            parent_sock.close()
             os.dup2(pipes[0][0], 0)
             os.dup2(pipes[1][1], 1)
             os.dup2(pipes[2][1], 2)
             cgroup_fds = _join(spec, highest)
+            _hand_back(child_sock, spec)
             _fork_and_exec(spec, cgroup_fds)
         except BaseException as exc:
             os.write(2, f"vectl: cannot enter the VE: {exc}\n".encode())
             os._exit(126)
-    os.close(pipes[0][0])
-    os.close(pipes[1][1])
-    os.close(pipes[2][1])
-    return pid, pipes[0][1], pipes[1][0], pipes[2][0]
+    child_sock.close()
+    for fd in (pipes[0][0], pipes[1][1], pipes[2][1]):
+        os.close(fd)
+    fds = _take_back(parent_sock)
+    return pid, pipes[0][1], pipes[1][0], pipes[2][0], (fds[0] if fds and spec.notify else None)
 
 
 def run_on_pty(spec):
     """Start ``spec.argv`` in the VE on a new terminal of the VE's devpts.
 
-    Return (helper pid, pty master fd). The master is passed back over a
-    socket because it is opened only after joining the VE's mount namespace.
+    Return (helper pid, pty master fd, seccomp listener fd or None). The
+    master is passed back over a socket because it is opened only after
+    joining the VE's mount namespace.
     """
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     highest = caps.last_cap()
@@ -69,22 +76,37 @@ def run_on_pty(spec):
             parent_sock.close()
             cgroup_fds = _join(spec, highest)
             master, slave = os.openpty()  # resolves /dev/ptmx inside the VE
-            socket.send_fds(child_sock, [b"m"], [master])
-            os.close(master)
-            child_sock.close()
+            _hand_back(child_sock, spec, [master])
             _fork_and_exec(spec, cgroup_fds, terminal=slave)
         except BaseException as exc:
             os.write(2, f"vectl: cannot enter the VE: {exc}\n".encode())
             os._exit(126)
     child_sock.close()
-    try:
-        _, fds, _, _ = socket.recv_fds(parent_sock, 1, 1)
-    finally:
-        parent_sock.close()
+    fds = _take_back(parent_sock)
     if not fds:
         _, status = os.waitpid(pid, 0)
         raise OSError(f"could not open a terminal in the VE (status {status})")
-    return pid, fds[0]
+    return pid, fds[0], (fds[1] if spec.notify else None)
+
+
+def _hand_back(sock, spec, fds=()):
+    """Send the caller what the helper opened inside (and the command's notifier)."""
+    fds = list(fds)
+    if spec.notify:
+        fds.append(seccomp.install_notifier())
+    if fds:
+        socket.send_fds(sock, [b"h"], fds)
+    for fd in fds:
+        os.close(fd)
+    sock.close()
+
+
+def _take_back(sock):
+    try:
+        _, fds, _, _ = socket.recv_fds(sock, 16, 4)
+    finally:
+        sock.close()
+    return fds
 
 
 def _join(spec, highest_cap):

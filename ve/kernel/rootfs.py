@@ -48,17 +48,31 @@ def bind_root(private, mountpoint, nodev=True):
     os.chdir(mountpoint)
 
 
-def finish_root(mount_name):
+def finish_root(mount_name, lxcfs=None, cgroup2=False):
     """Mount /proc, /sys and /dev under the working directory and pivot into it.
 
     Runs as PID 1 of the VE's PID namespace (so /proc shows the VE's
-    processes). ``mount_name`` is the last component of the mount point.
+    processes). ``mount_name`` is the last component of the mount point;
+    ``lxcfs``: the host directory an lxcfs serves, whose files cover the
+    VE's /proc ones (``lxcfs_mounts``); ``cgroup2``: mount the VE's own
+    cgroup2 tree (its cgroup namespace's root) at /sys/fs/cgroup, for an
+    init such as systemd that manages cgroups of its own.
     """
     _unlock_root(mount_name)
     _mount_proc_sys()
+    if cgroup2:
+        _mount_cgroup2()
+    if lxcfs:
+        from . import lxcfs_mounts
+        lxcfs_mounts.bind_at_start(lxcfs, ".")
     _mount_dev("dev")
     _mask()
     _pivot()
+
+
+def _mount_cgroup2():
+    """The VE's cgroup2 tree (delegated to VE root by the engine) at sys/fs/cgroup."""
+    mount("cgroup2", "sys/fs/cgroup", "cgroup2", _NOSUID_NODEV_NOEXEC)
 
 
 def _unlock_root(mount_name):

@@ -13,15 +13,15 @@ with no text means init was exec'd.
 import os
 from collections import namedtuple
 
-from . import caps, clone, libc, netif, rootfs
+from . import caps, clone, libc, netif, rootfs, seccomp
 
 NAMESPACES = (libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC
               | libc.CLONE_NEWNET | libc.CLONE_NEWPID | libc.CLONE_NEWCGROUP)
 
 
 class InitSpec(namedtuple("InitSpec", "private mountpoint hostname argv env cgroup_files "
-                                       "idmap_base idmap_size clone_into",
-                          defaults=(65536, None))):
+                                       "idmap_base idmap_size clone_into notify lxcfs cgroup2",
+                          defaults=(65536, None, False, None, False))):
     """What ``spawn_init`` needs, in primitives (no engine config objects).
 
     private: the VE's root filesystem directory on the host; mountpoint: where
@@ -29,14 +29,23 @@ class InitSpec(namedtuple("InitSpec", "private mountpoint hostname argv env cgro
     resolved inside the VE; env: ("KEY=value", ...); cgroup_files: files to
     write "0" into to join the VE's cgroups; idmap_base: first host uid/gid of
     the VE, 0 = no user namespace; clone_into: a v2 group directory to create
-    the setup process in (CLONE_INTO_CGROUP), or None.
+    the setup process in (CLONE_INTO_CGROUP), or None; notify: install the
+    seccomp notifier (``seccomp.py``) and hand its listener back; lxcfs: the
+    host directory an lxcfs serves, whose /proc files are bound over the VE's
+    (None: none); cgroup2: mount the VE's own cgroup2 tree at /sys/fs/cgroup.
     """
 
     __slots__ = ()
 
 
+class Spawned(namedtuple("Spawned", "pid listener")):
+    """A started init: its host PID and the seccomp listener fd (None without notify)."""
+
+    __slots__ = ()
+
+
 def spawn_init(spec):
-    """Start the VE's init as described by ``spec``; return its host PID.
+    """Start the VE's init as described by ``spec``; return a Spawned.
 
     Raises OSError with the failing step's message if any step fails; the
     half-started process tree is killed before returning.
@@ -44,23 +53,55 @@ def spawn_init(spec):
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     up_r, up_w = os.pipe2(os.O_CLOEXEC)      # setup child -> caller
     down_r, down_w = os.pipe2(os.O_CLOEXEC)  # caller -> setup child
+    fds_r, fds_w = _fd_channel() if spec.notify else (None, None)  # init -> caller
     highest_cap = caps.last_cap()
     try:
         setup_pid = clone.fork_into_cgroup(spec.clone_into)
     except OSError:
-        for fd in (err_r, err_w, up_r, up_w, down_r, down_w):
-            os.close(fd)
+        _close(err_r, err_w, up_r, up_w, down_r, down_w, fds_r, fds_w)
         raise
     if setup_pid == 0:
-        for fd in (err_r, up_r, down_w):
-            os.close(fd)
-        _run_setup_child(spec, err_w, up_w, down_r, highest_cap)
-    for fd in (err_w, up_w, down_r):
-        os.close(fd)
+        _close(err_r, up_r, down_w, fds_r)
+        _run_setup_child(spec, err_w, up_w, down_r, highest_cap, fds_w)
+    _close(err_w, up_w, down_r, fds_w)
     try:
-        return _drive_setup(spec, setup_pid, err_r, up_r, down_w)
+        pid = _drive_setup(spec, setup_pid, err_r, up_r, down_w)
+        return Spawned(pid, _receive_fd(fds_r) if spec.notify else None)
     finally:
-        for fd in (err_r, up_r, down_w):
+        _close(err_r, up_r, down_w, fds_r)
+
+
+def _fd_channel():
+    """A socket pair for one descriptor from init to the caller (SCM_RIGHTS)."""
+    import socket  # on use: most starts pass no descriptor
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    return a.detach(), b.detach()
+
+
+def _send_fd(channel, fd):
+    import socket
+    with socket.socket(fileno=channel) as sock:
+        socket.send_fds(sock, [b"fd"], [fd])
+
+
+def _receive_fd(channel):
+    import socket
+    sock = socket.socket(fileno=os.dup(channel))
+    try:
+        sock.setblocking(False)  # init sent it before it exec'd, which has happened
+        _, fds, _, _ = socket.recv_fds(sock, 16, 1)
+    except BlockingIOError:
+        fds = []
+    finally:
+        sock.close()
+    if not fds:
+        raise OSError("init did not hand over its seccomp listener")
+    return fds[0]
+
+
+def _close(*fds):
+    for fd in fds:
+        if fd is not None:
             os.close(fd)
 
 
@@ -94,7 +135,7 @@ def _write_id_maps(pid, base, size):
             handle.write(f"0 {base} {size}\n")
 
 
-def _run_setup_child(spec, err_w, up_w, down_r, highest_cap):
+def _run_setup_child(spec, err_w, up_w, down_r, highest_cap, fds_w):
     """Body of the setup child; never returns."""
     try:
         os.setsid()
@@ -112,7 +153,7 @@ def _run_setup_child(spec, err_w, up_w, down_r, highest_cap):
         init_pid = os.fork()
         if init_pid == 0:
             os.close(up_w)
-            _run_init_child(spec, err_w, highest_cap)
+            _run_init_child(spec, err_w, highest_cap, fds_w)
         os.write(up_w, f"{init_pid}\n".encode())
         os._exit(0)
     except BaseException as exc:  # report whatever went wrong, then die
@@ -120,15 +161,19 @@ def _run_setup_child(spec, err_w, up_w, down_r, highest_cap):
         os._exit(1)
 
 
-def _run_init_child(spec, err_w, highest_cap):
+def _run_init_child(spec, err_w, highest_cap, fds_w):
     """Body of the VE's PID 1 until exec; never returns."""
     try:
-        rootfs.finish_root(os.path.basename(spec.mountpoint))
+        rootfs.finish_root(os.path.basename(spec.mountpoint), spec.lxcfs, spec.cgroup2)
         libc.sethostname(spec.hostname)
         netif.link_up("lo")
         libc.join_new_session_keyring()
         caps.drop_bounding(highest_cap)
         _detach_stdio()
+        if spec.notify:  # the last step: from here on, sysinfo and reboot wait for the watcher
+            listener = seccomp.install_notifier()
+            _send_fd(fds_w, listener)
+            os.close(listener)
         # No host descriptor may reach the VE: keep only stdio and the
         # close-on-exec error pipe.
         os.closerange(3, err_w)

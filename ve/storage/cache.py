@@ -23,12 +23,16 @@ DEFAULT_STOP_SIGNAL = "SIGTERM"
 
 
 class TemplateMeta(namedtuple("TemplateMeta",
-                              "name distribution version init stop_signal arch services",
-                              defaults=("", "", DEFAULT_INIT, DEFAULT_STOP_SIGNAL, "", ()))):
+                              "name distribution version init stop_signal arch services cgroup2",
+                              defaults=("", "", DEFAULT_INIT, DEFAULT_STOP_SIGNAL, "", (),
+                                        False))):
     """What the engine needs to know about a template to run VEs from it (checked).
 
     ``init`` is the argv of the VE's PID 1 and ``stop_signal`` what asks it to
-    halt; ``services`` names what the template starts by default (e.g. sshd).
+    halt (a name such as SIGPWR or SIGRTMIN+4); ``services`` names what the
+    template starts by default (e.g. sshd); ``cgroup2``: its init manages
+    cgroups of its own (systemd), so the VE gets its cgroup2 tree mounted at
+    /sys/fs/cgroup and delegated to its root.
     """
 
     __slots__ = ()
@@ -40,7 +44,7 @@ class TemplateMeta(namedtuple("TemplateMeta",
         if not init or not all(isinstance(a, str) for a in init) or not init[0].startswith("/"):
             raise InvalidConfig(f"template {meta.name}: init must be a list of strings "
                                 "starting with an absolute path")
-        if meta.stop_signal not in signal.Signals.__members__:
+        if signal_number(meta.stop_signal) is None:
             raise InvalidConfig(f"template {meta.name}: unknown stop signal {meta.stop_signal!r}")
         for field in ("distribution", "version", "arch"):
             if not isinstance(getattr(meta, field), str):
@@ -48,6 +52,8 @@ class TemplateMeta(namedtuple("TemplateMeta",
         services = tuple(meta.services) if isinstance(meta.services, (list, tuple)) else None
         if services is None or not all(isinstance(s, str) for s in services):
             raise InvalidConfig(f"template {meta.name}: services must be a list of names")
+        if not isinstance(meta.cgroup2, bool):
+            raise InvalidConfig(f"template {meta.name}: cgroup2 must be true or false")
         return meta._replace(init=init, services=services)
 
     def to_dict(self):
@@ -56,6 +62,19 @@ class TemplateMeta(namedtuple("TemplateMeta",
         data["init"] = list(self.init)
         data["services"] = list(self.services)
         return data
+
+
+def signal_number(name):
+    """The number of signal ``name`` ("SIGPWR", "SIGRTMIN+4"), or None if there is none."""
+    if not isinstance(name, str):
+        return None
+    if name in signal.Signals.__members__:
+        return int(signal.Signals[name])
+    base, plus, offset = name.partition("+")
+    if base == "SIGRTMIN" and plus and offset.isdigit() \
+            and signal.SIGRTMIN + int(offset) <= signal.SIGRTMAX:
+        return signal.SIGRTMIN + int(offset)
+    return None
 
 
 def meta_path(cache_dir, name):
@@ -75,7 +94,7 @@ def read_meta(cache_dir, name):
     if not isinstance(data, dict):
         raise InvalidConfig(f"template {name}: metadata {path} is not a JSON object")
     known = {k: data[k] for k in ("distribution", "version", "init", "stop_signal", "arch",
-                                  "services") if k in data}
+                                  "services", "cgroup2") if k in data}
     return TemplateMeta(**{"distribution": name, **known, "name": name})
 
 

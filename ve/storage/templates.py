@@ -77,7 +77,8 @@ def _template_of(filename):
 
 
 def import_tarball(cache_dir, name, source_path, *, distribution=None, version="",
-                   init=DEFAULT_INIT, stop_signal=DEFAULT_STOP_SIGNAL, arch="", services=()):
+                   init=DEFAULT_INIT, stop_signal=DEFAULT_STOP_SIGNAL, arch="", services=(),
+                   cgroup2=False):
     """Install the rootfs tarball ``source_path`` as template ``name``; return its path.
 
     The file is copied first and the copy is test-unpacked with the same
@@ -86,7 +87,8 @@ def import_tarball(cache_dir, name, source_path, *, distribution=None, version="
     """
     name = validate.template_name(name)
     meta = TemplateMeta(name=name, distribution=distribution or name, version=version,
-                        init=init, stop_signal=stop_signal, arch=arch, services=services)
+                        init=init, stop_signal=stop_signal, arch=arch, services=services,
+                        cgroup2=cgroup2)
     cache_dir = Path(cache_dir)
     make_cache_dir(cache_dir)
     with _open_regular(source_path) as source:

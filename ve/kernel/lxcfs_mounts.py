@@ -1,0 +1,309 @@
+"""LXCFS files over a VE's /proc: bound at start, re-bound or removed while it runs.
+
+One lxcfs per node serves ``<dir>/proc/{meminfo,cpuinfo,stat,...}`` and
+``<dir>/sys/devices/system/cpu`` with the figures of whichever container
+reads them (lxcfs goes by the cgroups of the reader's PID-namespace init).
+A VE sees them where the kernel's files were: each is bound over the VE's
+own, as LXC does.
+
+- At start (``bind_at_start``) the VE's init binds them in its new mount
+  namespace before pivot_root, while host paths are still reachable (the
+  FUSE mount allows other users; every directory above it must be
+  world-traversable, ``serving`` checks that).
+- A running VE's binds die with the lxcfs that served them ("Transport
+  endpoint is not connected"). ``rebind`` replaces them with binds of a new
+  lxcfs from outside: a forked helper clones each file's mount in the host
+  namespace (open_tree), joins the VE's mount namespace and moves the clones
+  over the dead binds (move_mount). ``unbind`` only removes them: the VE
+  sees the kernel's files again (the host's figures, but readable).
+- ``bound_state`` tells alive from stale binds without touching the FUSE
+  mount (a hung lxcfs would hang the caller): by device number, from
+  mountinfo.
+"""
+
+import ctypes
+import errno
+import json
+import os
+import select
+import signal
+import stat
+import time
+
+from . import libc
+
+DEFAULT_DIR = "/var/lib/lxcfs"
+PROC_FILES = ("cpuinfo", "diskstats", "loadavg", "meminfo", "slabinfo", "stat", "swaps",
+              "uptime")
+CPU_DIR = "sys/devices/system/cpu"
+FSTYPE = b"fuse.lxcfs"
+TARGETS = tuple(f"/proc/{name}" for name in PROC_FILES) + (f"/{CPU_DIR}",)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_SYS_OPEN_TREE, _SYS_MOVE_MOUNT = 428, 429  # the same number on every architecture
+_OPEN_TREE_CLONE, _MOVE_MOUNT_F_EMPTY_PATH, _UMOUNT_NOFOLLOW = 1, 4, 8
+_AT_FDCWD = -100
+_HELPER_TIMEOUT = 5.0
+
+
+def serving(lxcfs_dir):
+    """``lxcfs_dir`` if a live lxcfs serves it and VE root can reach it, else None.
+
+    Cheap enough for every start: one mountinfo scan and one read through
+    the FUSE mount (which would wait on an lxcfs that hangs; the node
+    watcher kills a hung one within seconds, ``responds``).
+    """
+    if not traversable(lxcfs_dir) or mounted_device(lxcfs_dir) is None:
+        return None
+    try:
+        with open(os.path.join(lxcfs_dir, "proc", "uptime"), "rb") as handle:
+            handle.read(64)
+    except OSError:
+        return None
+    return lxcfs_dir
+
+
+def traversable(lxcfs_dir):
+    """True if every directory above ``lxcfs_dir`` lets others through (VE root is one)."""
+    path = os.path.dirname(_host_path(lxcfs_dir))
+    while True:
+        try:
+            if not os.stat(path).st_mode & stat.S_IXOTH:
+                return False
+        except OSError:
+            return False
+        if path == "/":
+            return True
+        path = os.path.dirname(path)
+
+
+def mounted_device(lxcfs_dir, pid="self"):
+    """The device ("major:minor") of the lxcfs mounted at ``lxcfs_dir``, or None."""
+    target = os.fsencode(_host_path(lxcfs_dir))
+    found = [dev for point, dev in _lxcfs_mounts(pid) if point == target]
+    return found[-1] if found else None  # the last one is on top
+
+
+def responds(lxcfs_dir, timeout=2.0):
+    """True if ``lxcfs_dir``/proc/uptime can be read within ``timeout`` seconds.
+
+    Read in a forked helper: a read from a hung lxcfs waits until the FUSE
+    connection is aborted, and only the helper waits (it is killed).
+    """
+    try:
+        return _in_helper(_read_uptime, (lxcfs_dir,), timeout) == "ok"
+    except OSError:
+        return False
+
+
+def bind_at_start(lxcfs_dir, root):
+    """Bind ``lxcfs_dir``'s files over ``root``/proc's (in a starting VE's init).
+
+    All or nothing: if a bind fails (the lxcfs died a moment ago, say), the
+    ones made are undone and the VE starts with the kernel's files.
+    """
+    done = []
+    try:
+        for source, target in _pairs(lxcfs_dir, root):
+            try:
+                libc.mount(source, target, None, libc.MS_BIND)
+            except FileNotFoundError:
+                continue  # a file this lxcfs or this kernel lacks
+            done.append(target)
+        return True
+    except OSError:
+        for target in reversed(done):
+            libc.umount2(target, libc.MNT_DETACH)
+        return False
+
+
+def bound_state(init_pid, lxcfs_dir):
+    """Tell how the VE of ``init_pid`` sees lxcfs: "alive", "stale" or "absent".
+
+    "alive": every lxcfs bind in its /proc comes from the lxcfs now mounted
+    at ``lxcfs_dir``; "stale": some come from a dead or replaced one (or
+    none serves); "absent": none (started without lxcfs, or unbound).
+    Raises OSError if the VE's init is gone.
+    """
+    bound = _bound_devices(init_pid)
+    if not bound:
+        return "absent"
+    current = mounted_device(lxcfs_dir)
+    return "alive" if current and set(bound.values()) == {current} else "stale"
+
+
+def rebind(init_pid, lxcfs_dir, timeout=_HELPER_TIMEOUT):
+    """Replace the lxcfs binds in the running VE of ``init_pid`` with ``lxcfs_dir``'s.
+
+    Binds the files a VE started without lxcfs lacks, too. Returns
+    {"done": [targets], "failed": {target: reason}}; raises OSError if the
+    helper cannot enter the VE or does not finish within ``timeout``.
+    """
+    stacked = _stacked(init_pid)
+    return _in_helper(_rebind_inside, (init_pid, lxcfs_dir, stacked), timeout)
+
+
+def unbind(init_pid, timeout=_HELPER_TIMEOUT):
+    """Remove every lxcfs bind in the VE of ``init_pid``: it sees the kernel's files.
+
+    Returns {"done": [targets], "failed": {target: reason}} like ``rebind``.
+    """
+    return _in_helper(_rebind_inside, (init_pid, None, _stacked(init_pid)), timeout)
+
+
+# -- mountinfo ----------------------------------------------------------------
+
+
+def _host_path(lxcfs_dir):
+    """``lxcfs_dir`` made absolute without a stat of itself (a hung lxcfs would not answer)."""
+    path = os.path.abspath(lxcfs_dir)
+    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+
+
+def _lxcfs_mounts(pid):
+    """[(mount point, device)] of the lxcfs mounts seen by ``pid``, in mount order."""
+    found = []
+    with open(f"/proc/{pid}/mountinfo", "rb") as handle:
+        for line in handle:
+            fields, _, tail = line.partition(b" - ")
+            if tail.split(b" ", 1)[0] == FSTYPE:
+                parts = fields.split(b" ")
+                found.append((parts[4].replace(b"\\040", b" "), parts[2].decode()))
+    return found
+
+
+def _bound_devices(init_pid):
+    """{target: device of the topmost lxcfs bind} in the VE of ``init_pid``."""
+    targets = {os.fsencode(t) for t in TARGETS}
+    return {point.decode(): dev for point, dev in _lxcfs_mounts(init_pid) if point in targets}
+
+
+def _stacked(init_pid):
+    """{target: how many lxcfs binds are stacked on it} in the VE of ``init_pid``."""
+    counts = {}
+    targets = {os.fsencode(t) for t in TARGETS}
+    for point, _ in _lxcfs_mounts(init_pid):
+        if point in targets:
+            counts[point.decode()] = counts.get(point.decode(), 0) + 1
+    return counts
+
+
+# -- the forked helper ----------------------------------------------------------
+
+
+def _pairs(lxcfs_dir, root):
+    """(source, target) of every bind: the /proc files, then the CPU directory."""
+    pairs = [(os.path.join(lxcfs_dir, "proc", name), os.path.join(root, "proc", name))
+             for name in PROC_FILES]
+    # As LXC: the whole directory, where this lxcfs serves all of it.
+    if os.path.exists(os.path.join(lxcfs_dir, CPU_DIR, "uevent")):
+        pairs.append((os.path.join(lxcfs_dir, CPU_DIR), os.path.join(root, CPU_DIR)))
+    return pairs
+
+
+def _read_uptime(lxcfs_dir):
+    with open(os.path.join(lxcfs_dir, "proc", "uptime"), "rb") as handle:
+        handle.read(64)
+    return "ok"
+
+
+def _rebind_inside(init_pid, lxcfs_dir, stacked):
+    """Helper body: clone the new binds here, then swap them in inside the VE."""
+    clones = {}
+    if lxcfs_dir:
+        for source, target in _pairs(lxcfs_dir, "/"):
+            try:
+                clones[target] = _open_tree(source)
+            except FileNotFoundError:
+                continue
+    ns = os.open(f"/proc/{init_pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    libc.setns(ns, libc.CLONE_NEWNS)  # host root may: it owns the VE's user namespace
+    done, failed = [], {}
+    for target in sorted(set(stacked) | set(clones)):
+        try:
+            for _ in range(stacked.get(target, 0)):
+                _umount_nofollow(target)
+            if target in clones:
+                _move_mount(clones[target], target)
+            done.append(target)
+        except OSError as exc:
+            failed[target] = exc.strerror or str(exc)
+    return {"done": done, "failed": failed}
+
+
+def _open_tree(path):
+    fd = _libc.syscall(ctypes.c_long(_SYS_OPEN_TREE), ctypes.c_int(_AT_FDCWD),
+                       os.fsencode(path), ctypes.c_uint(_OPEN_TREE_CLONE | os.O_CLOEXEC))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"open_tree {path}: {os.strerror(err)}", path)
+    return fd
+
+
+def _move_mount(fd, target):
+    result = _libc.syscall(ctypes.c_long(_SYS_MOVE_MOUNT), ctypes.c_int(fd), b"",
+                           ctypes.c_int(_AT_FDCWD), os.fsencode(target),
+                           ctypes.c_uint(_MOVE_MOUNT_F_EMPTY_PATH))
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"move_mount {target}: {os.strerror(err)}", target)
+
+
+def _umount_nofollow(target):
+    # A VE may have put a symlink where its /proc file was: never follow it.
+    libc.umount2(target, libc.MNT_DETACH | _UMOUNT_NOFOLLOW)
+
+
+def _in_helper(func, args, timeout):
+    """Return ``func(*args)`` (JSON-able) run in a forked, single-threaded helper.
+
+    setns into a mount namespace refuses a multi-threaded caller, and a
+    read from a hung FUSE mount must never hold the caller: the helper is
+    killed after ``timeout`` seconds (OSError ETIMEDOUT).
+    """
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        try:
+            reply = json.dumps({"ok": func(*args)})
+        except OSError as exc:
+            reply = json.dumps({"errno": exc.errno or errno.EIO, "error": str(exc)})
+        except BaseException as exc:
+            reply = json.dumps({"errno": errno.EIO, "error": repr(exc)})
+        try:
+            os.write(write_end, reply.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        reply = _read_reply(pid, read_end, timeout)
+    finally:
+        os.close(read_end)
+    if "ok" in reply:
+        return reply["ok"]
+    raise OSError(reply["errno"], reply["error"])
+
+
+def _read_reply(pid, fd, timeout):
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    if not poller.poll(int(timeout * 1000)):
+        os.kill(pid, signal.SIGKILL)  # FUSE waits are killable
+        _reap(pid)
+        raise OSError(errno.ETIMEDOUT, f"no answer within {timeout:g} s")
+    data = b""
+    while chunk := os.read(fd, 65536):
+        data += chunk
+    _reap(pid)
+    try:
+        return json.loads(data)
+    except ValueError:
+        return {"errno": errno.EIO, "error": "the helper died"}
+
+
+def _reap(pid, timeout=2.0):
+    """Collect the helper; one stuck in the kernel is left for a later wait."""
+    deadline = time.monotonic() + timeout
+    while not os.waitpid(pid, os.WNOHANG)[0] and time.monotonic() < deadline:
+        time.sleep(0.005)

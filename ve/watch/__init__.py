@@ -1,0 +1,133 @@
+"""The node watcher: one host process per node that watches every VE.
+
+There is no supervisor process per VE: a VE's init is re-parented to the
+host's init. One watcher per node (per VE_ROOT) does what a per-VE monitor
+would (``daemon.py``):
+
+- it learns at once when a VE's init ends (a pidfd per running VE) and why:
+  the VE's seccomp notifier (``kernel/seccomp.py``) lets it see reboot(2)
+  before the kernel kills init, so a reboot from inside restarts the VE and
+  a power-off leaves it stopped; either way the VE is cleaned up at once
+  (``Engine.reap``) and an event is recorded for the dashboard;
+- it answers the VEs' sysinfo(2) from their own cgroups (``answers.py``);
+- it keeps the node's LXCFS serving (``lxcfs.py``);
+- started with ``--onboot``, it starts the VEs marked onboot once per boot.
+
+VEs keep running when the watcher dies; a new one catches up (it cleans up
+what stopped meanwhile). A twin process (``holder.py``) keeps copies of the
+seccomp listeners, so a killed watcher is replaced without the VEs losing
+their sysinfo answers.
+
+This module is the client side the engine uses: whether a watcher serves
+this node (starting one when ``VE_WATCH`` is "auto", the default), and
+handing a new VE's seccomp listener to it. ``VE_WATCH=off`` starts VEs
+without a notifier (their reboots then look like crashes).
+"""
+
+import json
+import os
+import socket
+import sys
+import time
+
+from ..kernel import libc
+
+SOCKET_NAME = "watcher.sock"
+LOCK_NAME = "watcher.lock"
+REPLY_TIMEOUT = 5.0
+
+
+class WatcherGone(OSError):
+    """The node watcher did not take what it was handed."""
+
+
+def socket_path(layout):
+    return layout.run_dir / SOCKET_NAME
+
+
+def request(layout, message, fds=(), timeout=REPLY_TIMEOUT):
+    """Send ``message`` (a dict, with ``fds``) to the node's watcher; return its reply dict."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(socket_path(layout)))
+        payload = json.dumps(message).encode()
+        if fds:
+            socket.send_fds(sock, [payload], list(fds))
+        else:
+            sock.send(payload)
+        reply = sock.recv(65536)
+    if not reply:
+        raise WatcherGone("the node watcher hung up")
+    return json.loads(reply)
+
+
+def running(layout):
+    """True if a watcher answers on this node's socket."""
+    try:
+        return bool(request(layout, {"op": "ping"}, timeout=1.0).get("ok"))
+    except (OSError, ValueError):
+        return False
+
+
+def available(layout, cgroup_parent):
+    """True if a watcher serves this node, after starting one if ``VE_WATCH`` allows."""
+    mode = os.environ.get("VE_WATCH", "auto")
+    if mode == "off":
+        return False
+    if running(layout):
+        return True
+    if mode != "auto":
+        return False
+    start_daemon(layout, cgroup_parent)
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        if running(layout):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def adopt(layout, veid, record, listener):
+    """Hand VE ``veid``'s seccomp ``listener`` (its init is ``record``) to the watcher."""
+    adopt_fd(layout, veid, (record.pid, record.start_time), listener)
+
+
+def adopt_fd(layout, veid, init, listener):
+    """``adopt`` with init given as (pid, start time)."""
+    message = {"op": "adopt", "veid": veid, "pid": init[0], "start_time": init[1]}
+    try:
+        reply = request(layout, message, fds=[listener])
+    except (OSError, ValueError) as exc:
+        raise WatcherGone(f"the node watcher did not take the VE's notifier: {exc}") from exc
+    if not reply.get("ok"):
+        raise WatcherGone(f"the node watcher refused the VE's notifier: {reply.get('error')}")
+
+
+def start_daemon(layout, cgroup_parent):
+    """Start ``vectl watch`` for this node in the background, detached from the caller.
+
+    It exits by itself once no VE of the node has run for a minute; a node
+    that runs the watcher as a service (``vectl watch``, see docs) never
+    needs this. Forked twice, so it is nobody's child to reap.
+    """
+    layout.ensure()
+    argv = [sys.executable, "-m", "ve.cli", "watch", "--idle-exit", "60"]
+    env = dict(os.environ, VE_ROOT=str(layout.root), VE_CGROUP_PARENT=cgroup_parent,
+               PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    log = str(layout.root / "watcher.log")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                null = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(null, 0)
+                os.dup2(out, 1)
+                os.dup2(out, 2)
+                libc.close_fds_from(3)
+                os.chdir("/")
+                os.execve(sys.executable, argv, env)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)

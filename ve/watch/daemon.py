@@ -1,0 +1,412 @@
+"""The node watcher's loop (``vectl watch``): see the package docstring.
+
+One thread polls everything that can happen: a VE's init ending (its
+pidfd), a VE's seccomp notifications (sysinfo to answer, reboot to note), a
+client on the watcher's socket (a starting VE handing over its notifier), a
+change in the run directory (a VE started or stopped by anyone). Work that
+may wait for a VE's lock (reaping and restarting a VE, starting onboot VEs)
+runs in a small thread pool, so the loop keeps answering sysinfo meanwhile.
+"""
+
+import errno
+import fcntl
+import json
+import os
+import select
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from .. import state
+from ..errors import StateError, VEError
+from ..kernel import proc, seccomp
+from ..log import get as get_logger
+from . import LOCK_NAME, SOCKET_NAME, holder
+from .answers import Answers
+
+log = get_logger(__name__)
+
+RESCAN_EVERY = 30.0        # a full look at every run file, besides the ones on change
+REAP_RETRY = 2.0           # a VE whose lock was busy is tried again after this
+TICK = 0.5
+CAP_SYS_BOOT = 22
+
+
+class Watched:
+    """A running VE as the watcher holds it: its init's record and pidfd."""
+
+    def __init__(self, record, pidfd, netns_fd):
+        self.record = record
+        self.pidfd = pidfd
+        self.netns_fd = netns_fd  # keeps the VE's network (and traffic counters) until reaped
+
+    def same_init(self, record):
+        return (record.pid, record.start_time) == (self.record.pid, self.record.start_time)
+
+    def close(self):
+        for fd in (self.pidfd, self.netns_fd):
+            if fd is not None:
+                os.close(fd)
+
+
+class Listener:
+    """A seccomp listener: of a VE's init (``init`` = (pid, start time)) or of an exec."""
+
+    def __init__(self, veid, fd, init):
+        self.veid, self.fd, self.init = veid, fd, init
+
+
+class Watcher:
+    """Watches every VE of ``engine``'s node until ``stop()`` or, with ``idle_exit``
+    seconds, until no VE has run for that long."""
+
+    def __init__(self, engine, idle_exit=None, onboot=False, workers=4):
+        self.engine = engine
+        self.layout = engine.layout
+        self.idle_exit = idle_exit
+        self.onboot = onboot
+        self.poller = select.epoll()
+        self.handlers = {}
+        self.ves = {}
+        self.listeners = {}
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="ve-watch")
+        self.busy = {}  # veid -> future of its reap
+        self.retry = {}  # veid -> (record, monotonic time to try again)
+        self.answers = Answers(engine)
+        self.run_mtime = None
+        self.next_rescan = 0.0
+        self.idle_since = time.monotonic()
+        self.stopping = False
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.lock_fd = self.server = self.holder = None
+
+    # -- lifetime ----------------------------------------------------------
+
+    def serve(self):
+        """Run until stopped. StateError if another watcher serves this node."""
+        passed_on = holder.inherited()  # from a holder that outlived the last watcher
+        try:
+            self._take_node()
+        except StateError:
+            self._pass_on(passed_on)  # another watcher serves the node: it gets them
+            raise
+        try:
+            self._add(self.wake_r, lambda _: _drain(self.wake_r))
+            self._add(self.server.fileno(), lambda _: self._accept())
+            for fd, veid, init in passed_on:
+                self._listen(veid, fd, init)
+            self._start_holder()
+            self._rescan(everything=True)
+            if self.onboot:
+                self.pool.submit(self._start_onboot)
+            log.info("watching the VEs under %s", self.layout.root)
+            while not self.stopping:
+                for fd, events in self.poller.poll(TICK):
+                    handler = self.handlers.get(fd)
+                    if handler is not None:
+                        handler(events)
+                self._tick()
+        finally:
+            self._release()
+
+    def stop(self):
+        """Make ``serve`` return (from any thread or a signal handler)."""
+        self.stopping = True
+        self._wake()
+
+    def _take_node(self):
+        self.layout.ensure()
+        self.lock_fd = os.open(self.layout.run_dir / LOCK_NAME,
+                               os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self.lock_fd)
+            raise StateError(f"a watcher already serves {self.layout.root}") from None
+        path = self.layout.run_dir / SOCKET_NAME
+        try:
+            os.unlink(path)  # left by a watcher that died: we hold the lock now
+        except FileNotFoundError:
+            pass
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        self.server.bind(str(path))
+        os.chmod(path, 0o600)
+        self.server.listen(64)
+        self.server.setblocking(False)
+
+    def _start_holder(self):
+        env = {"VE_ROOT": str(self.layout.root), "VE_CGROUP_PARENT": self.engine.cgroups.parent}
+        options = ("--idle-exit", str(self.idle_exit)) if self.idle_exit is not None else ()
+        self.holder = holder.HolderLink(self.listeners, env, options)
+        self._add(self.holder.sock.fileno(), lambda _: self._holder_gone())
+
+    def _holder_gone(self):
+        log.warning("the listener holder (PID %s) died; starting another", self.holder.pid)
+        self._remove(self.holder.sock.fileno())
+        self.holder.reap()
+        self._start_holder()
+
+    def _pass_on(self, passed_on):
+        from . import adopt_fd
+        for fd, veid, init in passed_on:
+            try:
+                adopt_fd(self.layout, veid, init, fd)
+            except OSError as exc:
+                log.error("VE %s: its notifier could not be passed on: %s", veid, exc)
+            finally:
+                os.close(fd)
+
+    def _release(self):
+        if self.holder is not None:
+            self._remove(self.holder.sock.fileno())
+            self.holder.quit()
+        self.pool.shutdown(wait=True)
+        for watched in self.ves.values():
+            watched.close()
+        for listener in list(self.listeners.values()):
+            os.close(listener.fd)
+        if self.server is not None:
+            try:
+                os.unlink(self.layout.run_dir / SOCKET_NAME)
+            except FileNotFoundError:
+                pass
+            self.server.close()
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+
+    # -- the loop ----------------------------------------------------------
+
+    def _tick(self):
+        now = time.monotonic()
+        try:
+            mtime = os.stat(self.layout.run_dir).st_mtime_ns
+        except OSError:
+            mtime = None
+        if mtime != self.run_mtime or now >= self.next_rescan:
+            self.run_mtime = mtime
+            self._rescan(everything=now >= self.next_rescan)
+        for veid, (record, when) in list(self.retry.items()):
+            if now >= when:
+                del self.retry[veid]
+                self._reap(veid, record, watched_end=True)
+        self.answers.sample_loads()
+        if self.ves or self.busy:
+            self.idle_since = now
+        elif self.idle_exit is not None and now - self.idle_since > self.idle_exit:
+            log.info("no VE has run for %ss: the watcher exits", self.idle_exit)
+            self.stopping = True
+
+    def _rescan(self, everything=False):
+        """Bring the watched set in line with the run files."""
+        if everything:
+            self.next_rescan = time.monotonic() + RESCAN_EVERY
+        veids = set(self.layout.veids())
+        for veid in list(self.ves):
+            if veid not in veids:
+                self._forget(veid)
+        for veid in veids:
+            if veid in self.busy or veid in self.retry:
+                continue
+            record = state.read_init(self.layout.state(veid))
+            watched = self.ves.get(veid)
+            if record is None:
+                if watched is not None:
+                    self._forget(veid)  # stopped by the host
+                continue
+            if watched is not None and watched.same_init(record):
+                continue
+            if watched is not None:
+                self._forget(veid)  # restarted by the host: a new init
+            if record.is_alive():
+                self._watch(veid, record)
+            else:
+                self._reap(veid, record, watched_end=False)  # ended while nobody looked
+
+    def _watch(self, veid, record):
+        pidfd = proc.pidfd_for(record.pid, record.start_time)
+        if pidfd is None:
+            return self._reap(veid, record, watched_end=False)
+        try:
+            netns_fd = os.open(f"/proc/{record.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            netns_fd = None
+        self.ves[veid] = Watched(record, pidfd, netns_fd)
+        self._add(pidfd, lambda _: self._ended(veid))
+        return None
+
+    def _forget(self, veid):
+        watched = self.ves.pop(veid, None)
+        if watched is not None:
+            self._remove(watched.pidfd)
+            watched.close()
+        self.answers.forget(veid)
+
+    def _ended(self, veid):
+        watched = self.ves.get(veid)
+        if watched is None:
+            return
+        record = watched.record
+        self._remove(watched.pidfd)
+        os.close(watched.pidfd)
+        watched.pidfd = None
+        # The VE's netns stays held until the reap has saved its traffic counters.
+        self._reap(veid, record, watched_end=True, holding=watched)
+
+    def _reap(self, veid, record, watched_end, holding=None):
+        """Clean up after a VE whose init ended (in the pool: it waits for the VE's lock)."""
+        def work():
+            try:
+                return self.engine.reap(veid, record, watched_end=watched_end)
+            finally:
+                if holding is not None and holding.netns_fd is not None:
+                    os.close(holding.netns_fd)
+                    holding.netns_fd = None
+
+        def done(future):
+            self.busy.pop(veid, None)
+            error = future.exception()
+            if isinstance(error, StateError):  # its lock is busy: an action runs on it
+                self.retry[veid] = (record, time.monotonic() + REAP_RETRY)
+            elif error is not None:
+                log.error("cleaning up after VE %s failed: %s", veid, error)
+            self.run_mtime = None  # look again: it may run anew
+            self._wake()
+
+        if holding is not None and self.ves.get(veid) is holding:
+            del self.ves[veid]
+        self.busy[veid] = future = self.pool.submit(work)
+        future.add_done_callback(done)
+
+    def _start_onboot(self):
+        """Start the VEs marked onboot, once per boot of the node (see Engine.boot)."""
+        try:
+            started = self.engine.boot()
+            if started:
+                log.info("started at boot: %s", ", ".join(map(str, started)))
+        except VEError as exc:
+            log.error("starting VEs at boot failed: %s", exc)
+        self._wake()
+
+    # -- the socket: starting VEs hand over their notifiers -------------------
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except BlockingIOError:
+                return
+            with conn:
+                conn.settimeout(2.0)
+                try:
+                    self._serve_client(conn)
+                except (OSError, ValueError) as exc:
+                    log.warning("a client of the watcher failed: %s", exc)
+
+    def _serve_client(self, conn):
+        message, fds, _, _ = socket.recv_fds(conn, 65536, 4)
+        try:
+            request = json.loads(message or b"{}")
+            reply = self._handle(request, fds)
+            fds = [fd for fd in fds if fd not in reply.pop("_kept", ())]
+        finally:
+            for fd in fds:
+                os.close(fd)
+        conn.send(json.dumps(reply).encode())
+
+    def _handle(self, request, fds):
+        op = request.get("op")
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid()}
+        if op == "adopt" and len(fds) == 1:
+            veid = int(request["veid"])
+            init = (int(request["pid"]), int(request["start_time"]))
+            self._listen(veid, fds[0], init)
+            return {"ok": True, "_kept": [fds[0]]}
+        if op == "status":
+            return {"ok": True, "ves": sorted(self.ves), "listeners": len(self.listeners),
+                    "reaping": sorted(self.busy)}
+        return {"ok": False, "error": f"bad request {op!r}"}
+
+    # -- seccomp notifications ---------------------------------------------------
+
+    def _listen(self, veid, fd, init):
+        os.set_blocking(fd, False)
+        os.set_inheritable(fd, False)
+        self.listeners[fd] = Listener(veid, fd, init)
+        self._add(fd, lambda events: self._notified(fd, events))
+        if self.holder is not None:
+            self.holder.keep(fd, veid, init)
+
+    def _notified(self, fd, events):
+        listener = self.listeners.get(fd)
+        if listener is None:
+            return
+        if events & select.EPOLLIN:
+            note = seccomp.receive(fd)
+            if note is not None:
+                self._answer(listener, note)
+        elif events & (select.EPOLLHUP | select.EPOLLERR):  # no process under it is left
+            self._remove(fd)
+            del self.listeners[fd]
+            os.close(fd)
+
+    def _answer(self, listener, note):
+        try:
+            if note.call == "sysinfo" and note.arch == seccomp.AUDIT_ARCH_X86_64:
+                data = self.answers.sysinfo(listener.veid, listener.init[1])
+                if data is not None:
+                    return seccomp.write_answer(listener.fd, note, data)
+            elif note.call == "reboot" and _may_reboot(note.pid) \
+                    and seccomp.still_valid(listener.fd, note.id):
+                from ..engine.exits import note_halt
+                note_halt(self.layout, listener.veid, *listener.init, note.args[2])  # (magic, magic2, cmd)
+            return seccomp.let_through(listener.fd, note.id)
+        except OSError as exc:
+            log.warning("VE %s: notification %s not answered: %s", listener.veid, note.call, exc)
+            try:
+                seccomp.let_through(listener.fd, note.id)
+            except OSError:
+                pass
+            return None
+
+    # -- epoll bookkeeping ---------------------------------------------------------
+
+    def _add(self, fd, handler):
+        self.handlers[fd] = handler
+        self.poller.register(fd, select.EPOLLIN)
+
+    def _remove(self, fd):
+        if self.handlers.pop(fd, None) is not None:
+            try:
+                self.poller.unregister(fd)
+            except (OSError, ValueError):
+                pass
+
+    def _wake(self):
+        try:
+            os.write(self.wake_w, b"x")
+        except BlockingIOError:
+            pass
+
+
+def _may_reboot(pid):
+    """True if ``pid`` holds CAP_SYS_BOOT (in its namespace): its reboot(2) will work."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_SYS_BOOT & 1)
+    except OSError:
+        pass
+    return False
+
+
+def _drain(fd):
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+    except OSError as exc:
+        if exc.errno != errno.EAGAIN:
+            raise
