@@ -173,15 +173,33 @@ class Stack:
         if self.node_netns in netns.listnetns():
             netns.remove(self.node_netns)
 
+    def _in_node_netns(self):
+        return ["nsenter", f"--net=/run/netns/{self.node_netns}"] if self.node_netns else []
+
+    def start_node_watcher(self):
+        """The engine's node watcher (root, where the VEs' host side lives): reboots and
+        power-offs from inside, clean-up, sysinfo answers, LXCFS; VEs marked onboot."""
+        return self._spawn("node-watcher", [*self._in_node_netns(), sys.executable, "-m",
+                                            "ve.cli", "watch", "--onboot"])
+
+    def node_watcher_pid(self):
+        """The PID of the watcher serving this node, whoever started it (None: none)."""
+        from ve import watch
+        from ve.paths import Layout
+        root = self.extra_env.get("VE_ROOT") or os.environ.get("VE_ROOT") or "/var/lib/ve"
+        try:
+            return watch.request(Layout(root), {"op": "ping"}, timeout=1.0)["pid"]
+        except (OSError, ValueError, KeyError):
+            return None
+
     def start_node_worker(self, concurrency=2):
         """The root worker of this node: consumes node.<name> and drives the engine."""
-        inside = ["nsenter", f"--net=/run/netns/{self.node_netns}"] if self.node_netns else []
         return self._spawn(
             "node-worker",
-            [*inside, sys.executable, "-m", "celery", "-A", "hosting", "worker", "-Q",
-             f"node.{self.node_name}", "-n", f"node.{self.node_name}@%h", "-c", str(concurrency),
-             "--without-gossip", "--without-mingle", "-l", "INFO"],
-            HOSTING_NODE_NAME=self.node_name)
+            [*self._in_node_netns(), sys.executable, "-m", "celery", "-A", "hosting", "worker",
+             "-Q", f"node.{self.node_name}", "-n", f"node.{self.node_name}@%h",
+             "-c", str(concurrency), "--without-gossip", "--without-mingle", "-l", "INFO"],
+            HOSTING_NODE_NAME=self.node_name, VE_WATCH="on")  # the stack runs the watcher
 
     def start_housekeeping(self):
         """Unprivileged worker for the 'hosting' queue, with Celery beat embedded."""
@@ -225,7 +243,7 @@ class Stack:
         running operations, a warm shutdown); the group is killed only if it
         overstays ``timeout``.
         """
-        for name in ("web", "housekeeping", "node-worker", "redis", "db-keeper"):
+        for name in ("web", "housekeeping", "node-worker", "node-watcher", "redis", "db-keeper"):
             proc = self.processes.pop(name, None)
             if proc is None:
                 continue
@@ -239,6 +257,16 @@ class Stack:
             except ProcessLookupError:
                 pass
             proc.wait()
+        self._stop_replaced_watcher(timeout)
+
+    def _stop_replaced_watcher(self, timeout):
+        """A watcher killed meanwhile was replaced by its twin, which is not our child."""
+        pid = self.node_watcher_pid()
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: self.node_watcher_pid() is None, timeout,
+                   "the node watcher did not stop")
 
 
 def wait_until(predicate, timeout, message):

@@ -113,6 +113,7 @@ class LiveStack:
         self.stack.prepare_node_netns(GATEWAYS)
         self.stack.manage("seed_demo", "--node", NODE)
         self.stack.start_redis()
+        self.stack.start_node_watcher()
         self.stack.start_node_worker()
         self.stack.start_housekeeping()
         self.stack.start_web()

@@ -62,6 +62,12 @@ class VirtualEnvironment(models.Model):
     # staff grant extra traffic that covers it.
     throttled = models.BooleanField(default=False)
     suspended_for_traffic = models.BooleanField(default=False)
+    # Automatic restarts of a VE that should run but stopped unexpectedly
+    # (hosting/operations/restarts.py): how many within the current window,
+    # the last one, and whether it kept dying and was left stopped for staff.
+    restarts = models.PositiveSmallIntegerField(default=0)
+    last_restart = models.DateTimeField(null=True, blank=True)
+    crash_loop = models.BooleanField(default=False)
 
     objects = VEQuerySet.as_manager()
 

@@ -30,6 +30,9 @@ class Node(models.Model):
     disk_bytes = models.PositiveBigIntegerField(default=0)
     disk_free_bytes = models.PositiveBigIntegerField(default=0, help_text="free where VEs live")
     cgroup_version = models.PositiveSmallIntegerField(null=True, blank=True)
+    boot_id = models.CharField(max_length=64, blank=True,
+                               help_text="the node's boot its worker last started in (a "
+                                         "new one means the node rebooted)")
     warnings = models.JSONField(default=list, blank=True)
     drift = models.JSONField(default=list, blank=True,
                              help_text="differences between the dashboard and the node, "

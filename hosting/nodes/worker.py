@@ -19,6 +19,7 @@ from django.utils import timezone
 log = logging.getLogger(__name__)
 
 RECONCILE_EVERY = 6  # heartbeats
+EVENTS_EVERY = 0.5  # seconds between looks for VEs that ended by themselves
 _stop = threading.Event()
 
 
@@ -65,6 +66,22 @@ def _beat_forever(name):
             log.exception("heartbeat of node %s failed", name)
 
 
+def _follow_events(name):
+    """Record VEs that rebooted, powered off or crashed by themselves as it happens
+    (the node watcher's events): the customer's page shows it within a second, and a
+    VE that should run but stopped is looked at by reconcile at once."""
+    from hosting.operations import executor, node_events
+    eng = executor.engine()
+    while not _stop.wait(EVENTS_EVERY):
+        try:
+            if eng.events():
+                close_old_connections()
+                if node_events.consume(name, eng):
+                    _reconcile_soon(name)
+        except Exception:  # a database hiccup must not end the thread
+            log.exception("events of node %s not recorded", name)
+
+
 @signals.worker_ready.connect
 def _on_ready(sender=None, **kwargs):
     name = settings.NODE_NAME
@@ -72,8 +89,9 @@ def _on_ready(sender=None, **kwargs):
         return
     heartbeat(name)
     log.info("node %s: worker ready, reconciling", name)
-    _reconcile_soon(name)
+    _reconcile_soon(name)  # after a node boot, this starts the VEs that should run
     threading.Thread(target=_beat_forever, args=(name,), name="heartbeat", daemon=True).start()
+    threading.Thread(target=_follow_events, args=(name,), name="events", daemon=True).start()
 
 
 @signals.worker_shutdown.connect

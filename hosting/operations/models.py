@@ -31,6 +31,10 @@ class Operation(models.Model):
         SUSPEND = "suspend", "Suspend"
         RESUME = "resume", "Resume"
         DESTROY = "destroy", "Terminate"
+        # Records of what happened on the node by itself (never queued): a
+        # power-off from inside the VPS, or an unexpected stop.
+        POWEROFF = "poweroff", "Power off"
+        CRASH = "crash", "Unexpected stop"
 
     class State(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -74,7 +78,7 @@ class Operation(models.Model):
         """Who asked, as ``viewer`` may see it: customers see staff only as "support"."""
         user = self.requested_by
         if user is None:
-            return "system"
+            return "the VPS itself" if self.params.get("origin") == "inside" else "system"
         if user.is_staff and not viewer.is_staff:
             return "support"
         return user.username

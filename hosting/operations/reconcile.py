@@ -8,14 +8,15 @@ really there.
 import logging
 
 from django.db import IntegrityError
+from django.utils import timezone
 
 from hosting.core.errors import Conflict
-
 from hosting.environments.models import VirtualEnvironment as VE
 from hosting.nodes.models import Node
 from ve.errors import NotFound, VEError
+from ve.kernel import proc
 
-from . import dispatch, executor, locks, services
+from . import dispatch, executor, locks, node_events, restarts, services
 from .models import Operation
 from .runners import DISK_KEYS, IO_KEYS, config_of
 
@@ -23,12 +24,21 @@ log = logging.getLogger(__name__)
 
 
 def node(name, eng=None):
-    """Reconcile node ``name``; return a summary dict (also stored on the node)."""
+    """Reconcile node ``name``; return a summary dict (also stored on the node).
+
+    The first reconcile after the node booted starts its VEs that should run
+    in ``restarts.boot_order``; later ones restart such VEs with back-off.
+    """
     eng = eng or executor.engine()
+    node_events.consume(name, eng)  # first: a power-off from inside is not drift
     resumed = _resume_interrupted(name, eng)
-    drift, queued, unmanaged = _compare(name, eng)
-    Node.objects.filter(name=name).update(drift=drift, unmanaged_veids=unmanaged)
-    return {"resumed": resumed, "drift": drift, "queued": queued, "unmanaged": unmanaged}
+    boot_id = proc.boot_id()
+    booting = not Node.objects.filter(name=name, boot_id=boot_id).exists()
+    drift, queued, unmanaged = _compare(name, eng, booting)
+    Node.objects.filter(name=name).update(drift=drift, unmanaged_veids=unmanaged,
+                                          boot_id=boot_id)
+    return {"resumed": resumed, "drift": drift, "queued": queued, "unmanaged": unmanaged,
+            "booting": booting}
 
 
 def _resume_interrupted(name, eng):
@@ -49,9 +59,9 @@ def _resume_interrupted(name, eng):
     return resumed
 
 
-def _compare(name, eng):
+def _compare(name, eng, booting=False):
     """Compare each VE under its worker lock; queue what brings it back to its desired state."""
-    drift, queued = [], []
+    drift, queued, stopped = [], [], []
     try:
         on_node = set(eng.layout.veids())
     except OSError as exc:
@@ -63,8 +73,13 @@ def _compare(name, eng):
             if not free:
                 continue  # an operation is running on it right now
             fix = _compare_one(ve, eng, drift)
-        if fix and _queue(ve, fix):
+        if fix == Operation.Kind.START:
+            stopped.append(VE.objects.get(pk=ve.pk))
+        elif fix and _queue(ve, fix):
             queued.append([ve.veid, fix])
+    for ve in _to_start(stopped, booting, drift):
+        if _queue(ve, Operation.Kind.START):
+            queued.append([ve.veid, Operation.Kind.START])
     unmanaged = sorted(on_node - known)
     for veid in unmanaged:
         drift.append(f"VE {veid} is on the node but not in the dashboard")
@@ -95,12 +110,35 @@ def _compare_one(ve, eng, drift):
             fix = Operation.Kind.SUSPEND
         else:
             seen = VE.State.SUSPENDED
+    elif ve.desired_state == VE.State.RUNNING and not running:
+        fix = Operation.Kind.START  # it stopped by itself: _to_start decides when
     elif seen != ve.desired_state:
         drift.append(f"VE {ve.veid} ({ve.hostname}) should be {ve.desired_state} but is {seen}")
     _update(ve, seen)
+    if fix == Operation.Kind.START:
+        return fix
     if fix is None and _limits_differ(eng, ve):
         fix = Operation.Kind.SET
     return fix
+
+
+def _to_start(ves, booting, drift):
+    """Of VEs that should run but are stopped, those to start now, in order."""
+    if booting:
+        return restarts.boot_order(ves)  # the node rebooted: no crash, no back-off
+    now, chosen = timezone.now(), []
+    for ve in ves:
+        decision = restarts.decide(ve, now)
+        if decision == restarts.START:
+            chosen.append(ve)
+        elif decision == restarts.WAIT:
+            drift.append(f"VE {ve.veid} ({ve.hostname}) stopped unexpectedly; it is started "
+                         f"again after a pause (restart {ve.restarts} of {restarts.MAX_RESTARTS})")
+        else:
+            drift.append(f"VE {ve.veid} ({ve.hostname}) is in a crash loop: it stopped "
+                         f"{restarts.MAX_RESTARTS} times within {restarts.WINDOW} of its "
+                         "restarts and is left stopped until staff or its owner start it")
+    return chosen
 
 
 def _update(ve, state):

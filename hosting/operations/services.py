@@ -9,7 +9,7 @@ from hosting.core import audit
 from hosting.core.errors import Conflict, Forbidden
 from hosting.environments.models import VirtualEnvironment as VE
 
-from . import dispatch
+from . import dispatch, restarts
 from .models import Operation
 
 Kind = Operation.Kind
@@ -87,6 +87,8 @@ def _request(ve, kind, user, params, idempotency_key):
         if desired:
             ve.desired_state = desired
             ve.save(update_fields=["desired_state"])
+        if desired == State.RUNNING:
+            restarts.forgive(ve)  # started on purpose: a crash loop is over
         audit.record(user, f"ve.{kind}", ve, operation=str(op.pk))
         dispatch.on_commit(op)
     return op

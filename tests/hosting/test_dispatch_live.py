@@ -235,7 +235,7 @@ def test_reinstall_wipes_the_system_and_keeps_the_addresses(live_stack):
     customer.wait_operation(customer.post(f"/api/v1/environments/{veid}/terminate/"))
 
 
-def test_only_the_node_worker_runs_as_root(live_stack):
+def test_only_the_nodes_worker_and_watcher_run_as_root(live_stack):
     import pwd
     unprivileged = pwd.getpwnam("hosting").pw_uid
 
@@ -248,6 +248,7 @@ def test_only_the_node_worker_runs_as_root(live_stack):
     assert uids("web") == {unprivileged}
     assert uids("housekeeping") == {unprivileged}
     assert uids("node-worker") == {0}
+    assert uids("node-watcher") == {0}  # the engine's, for reboots from inside and sysinfo
 
 
 def test_concurrent_orders_never_share_an_address(live_stack):
@@ -291,4 +292,44 @@ def test_staff_add_and_remove_an_address_live(live_stack):
     assert added not in live_stack.vectl_json("status", veid)["ips"]
     assert live_stack.in_node_netns("busybox", "ping", "-c", "1", "-W", "1",
                                     added).returncode != 0
+    customer.wait_operation(customer.post(f"/api/v1/environments/{veid}/terminate/"))
+
+
+def _history(api, veid):
+    return api.get(f"/api/v1/operations/?environment__veid={veid}")["results"]
+
+
+def _wait(predicate, timeout, logs):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, logs()
+        time.sleep(0.3)
+
+
+def test_poweroff_inside_is_followed_and_a_node_boot_starts_what_should_run(live_stack):
+    customer = live_stack.api("demo")
+    veid = customer.wait_operation(order(customer, "e2e-inside.example.com"))["veid"]
+    logs = lambda: live_stack.logs("node-worker") + live_stack.logs("node-watcher")
+    # The customer powers the VPS off over SSH (here: vectl exec on the node).
+    assert live_stack.vectl("exec", veid, "poweroff").returncode == 0
+
+    def followed():
+        ve = customer.get(f"/api/v1/environments/{veid}/")
+        return (ve["actual_state"], ve["desired_state"]) == ("stopped", "stopped")
+    _wait(followed, 30, logs)
+    (poweroff,) = [op for op in _history(customer, veid) if op["kind"] == "poweroff"]
+    assert poweroff["message"] == "powered off from inside" and poweroff["state"] == "succeeded"
+    assert live_stack.vectl_json("status", veid)["state"] == "stopped"
+
+    op = customer.wait_operation(customer.post(f"/api/v1/environments/{veid}/start/"))
+    assert op["state"] == "succeeded", op
+    # The node goes down hard and comes back: nothing runs, its worker starts anew.
+    live_stack.kill_node_worker()
+    assert live_stack.vectl("stop", veid, "--fast").returncode == 0
+    live_stack.stack.manage("shell", "-c", "from hosting.nodes.models import Node; "
+                            "Node.objects.update(boot_id='an-earlier-boot')", user="hosting")
+    live_stack.restart_node_worker()
+    _wait(lambda: live_stack.vectl_json("status", veid)["state"] == "running", 60, logs)
+    _wait(lambda: customer.get(f"/api/v1/environments/{veid}/")["actual_state"] == "running",
+          30, logs)
     customer.wait_operation(customer.post(f"/api/v1/environments/{veid}/terminate/"))

@@ -193,7 +193,8 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
         except OSError:
             pass
         wanted = [c for c in map(lambda v: self._read_config(v, missing_ok=True),
-                                 self.layout.veids()) if c is not None and c.onboot]
+                                 self.layout.veids())
+                  if c is not None and c.onboot and self._running_init(c.veid) is None]
         wanted.sort(key=lambda c: (-c.bootorder, c.veid))
         with ThreadPoolExecutor(max(1, parallel)) as pool:
             outcomes = list(pool.map(self._boot_one, wanted))

@@ -38,15 +38,19 @@ class Command(BaseCommand):
             # Our own Redis on a unix socket (the node worker's network namespace
             # cannot reach 127.0.0.1 of this one); TCP too if the port is free.
             stack.start_redis(port=None if taken else redis_port)
+            stack.start_node_watcher()
             stack.start_node_worker()
             stack.start_housekeeping()
             stack.start_web()
             stack.wait_for_node()
             self._banner(stack)
-            while all(p.poll() is None for p in stack.processes.values()):
+            while True:
                 time.sleep(1)
-            dead = [n for n, p in stack.processes.items() if p.poll() is not None]
-            raise CommandError(f"{', '.join(dead)} stopped; see {stack.log_dir}")
+                dead = [n for n, p in stack.processes.items() if p.poll() is not None]
+                if dead == ["node-watcher"] and stack.node_watcher_pid():
+                    stack.processes.pop("node-watcher")  # its twin took over: VEs are watched
+                elif dead:
+                    raise CommandError(f"{', '.join(dead)} stopped; see {stack.log_dir}")
         except KeyboardInterrupt:
             self.stdout.write("stopping...")
         finally:
