@@ -58,7 +58,7 @@ class EnvironmentFilter(django_filters.FilterSet):
 
     class Meta:
         model = VE
-        fields = ["actual_state", "desired_state"]
+        fields = ["actual_state", "desired_state", "crash_loop"]
 
 
 class EnvironmentSerializer(serializers.ModelSerializer):
@@ -73,7 +73,8 @@ class EnvironmentSerializer(serializers.ModelSerializer):
     class Meta:
         model = VE
         fields = ["veid", "url", "hostname", "owner", "plan", "node", "template",
-                  "desired_state", "actual_state", "addresses", "traffic", "created"]
+                  "desired_state", "actual_state", "crash_loop", "addresses", "traffic",
+                  "created"]
         read_only_fields = fields
 
     def get_traffic(self, ve) -> dict:

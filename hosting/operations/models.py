@@ -86,3 +86,13 @@ class Operation(models.Model):
     @property
     def is_finished(self):
         return self.state not in self.UNFINISHED
+
+    # What a VPS is doing while an unfinished operation of these kinds runs on it.
+    _PASSING = {Kind.CREATE: "Creating", Kind.START: "Starting", Kind.STOP: "Stopping",
+                Kind.RESTART: "Rebooting", Kind.REINSTALL: "Reinstalling",
+                Kind.SUSPEND: "Suspending", Kind.RESUME: "Resuming", Kind.DESTROY: "Terminating"}
+
+    @property
+    def passing_state(self):
+        """"Rebooting" and the like while it runs on its VPS, else None."""
+        return None if self.is_finished else self._PASSING.get(self.kind)

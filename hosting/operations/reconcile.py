@@ -102,6 +102,8 @@ def _compare_one(ve, eng, drift):
             drift.append(f"VE {ve.veid} ({ve.hostname}) is missing on the node")
             _update(ve, VE.State.UNKNOWN)
         return None
+    if not running and eng.settling(ve.veid):
+        return None  # rebooting by itself, or being stopped: look again next time
     seen = VE.State.RUNNING if running else VE.State.STOPPED
     fix = None
     if ve.desired_state == VE.State.SUSPENDED:

@@ -32,6 +32,8 @@ def environment_list(request):
     ves = ves.filter(**{k: v for k, v in filters.items() if v})
     if not request.GET.get("state"):
         ves = ves.live()
+    if request.GET.get("crash_loop"):
+        ves = ves.filter(crash_loop=True)
     if request.GET.get("q"):
         q = request.GET["q"]
         ves = ves.filter(Q(hostname__icontains=q) | Q(owner__user__username__icontains=q))

@@ -75,12 +75,22 @@ def test_customer_orders_and_reboots_then_staff_raise_the_plans_ram(browser, liv
     pid_before = live_stack.vectl_json("status", veid)["init_pid"]
 
     page.click("#btn-reboot")
-    page.locator("#operations tr[data-kind=restart]").first.wait_for()
+    # While the reboot runs the page says so, then shows the VPS running again.
+    page.locator("#ve-state", has_text="Rebooting").wait_for()
+    shot(page, "04-rebooting")
     page.locator("#operations tr[data-kind=restart][data-state=succeeded]").wait_for(
         timeout=60_000)
+    page.locator("#ve-state", has_text="Running").wait_for()
     shot(page, "04-rebooted")
     status = live_stack.vectl_json("status", veid)
     assert status["state"] == "running" and status["init_pid"] != pid_before
+    # A reboot from inside (over SSH, say) comes back by itself and shows in the history.
+    assert live_stack.vectl("exec", veid, "reboot").returncode == 0
+    page.locator("#operations tr[data-kind=restart]", has_text="rebooted from inside").wait_for(
+        timeout=30_000)
+    page.locator("#ve-state", has_text="Running").wait_for()
+    shot(page, "04-rebooted-from-inside")
+    assert live_stack.vectl_json("status", veid)["init_pid"] != status["init_pid"]
     page.context.close()
 
     staff = sign_in(browser, live_stack, "admin")

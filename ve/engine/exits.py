@@ -86,6 +86,21 @@ class ExitMixin:
                     log.warning("VE %s rebooted but could not start again: %s", veid, exc)
             return self._record_event(veid, reason, current.pid, new_pid, error)
 
+    def settling(self, veid):
+        """True while VE ``veid`` is between states on the node: an action holds its
+        lock, or its init ended by itself and the node watcher has yet to clean up
+        after it (and restart it, if it rebooted). Its state then says nothing yet."""
+        try:
+            with state.locked(self.layout.lock(veid), veid, 0):
+                pass
+        except VEError:
+            return True  # busy (StateError): someone works on it right now
+        record = state.read_init(self.layout.state(veid))
+        if record is None or record.is_alive():
+            return False
+        from .. import watch
+        return record.watched and watch.running(self.layout)
+
     def _exit_reason(self, veid, record, watched_end):
         if record.boot_id != proc.boot_id():
             return NODE_REBOOT
