@@ -173,6 +173,23 @@ def test_the_ves_outlive_a_killed_watcher_whose_twin_takes_over(engine, watcher)
     assert new_init(engine, 101, old), watcher.output()
 
 
+def test_a_second_watcher_takes_the_node_over_with_every_listener(engine, watcher):
+    """A restarted or upgraded service: the old watcher hands over and exits."""
+    old = make(engine)
+    first = watcher.proc
+    second = WatcherProcess(engine)
+    try:
+        assert first.wait(timeout=20) == 0, watcher.output()
+        assert wait_for(lambda: watch.running(engine.layout), 10)
+        assert engine.status(101).init_pid == old
+        assert b"262144" in engine.exec(101, ["free"]).stdout  # still answered
+        engine.exec(101, ["reboot"])
+        assert new_init(engine, 101, old), second.output()
+        assert len(second.pids()) == 2  # the new watcher and its own twin
+    finally:
+        second.stop()
+
+
 def test_a_new_watcher_catches_up_with_what_ended_while_none_ran(engine, watcher):
     pid = make(engine)
     for proc in watcher.pids():

@@ -103,6 +103,24 @@ def adopt_fd(layout, veid, init, listener):
         raise WatcherGone(f"the node watcher refused the VE's notifier: {reply.get('error')}")
 
 
+def take_over(layout):
+    """Ask the running watcher to hand the node over; return its listeners as
+    [(fd, veid, (init pid, start time))]. It stops once they are sent."""
+    received = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC) as sock:
+        sock.settimeout(REPLY_TIMEOUT)
+        sock.connect(str(socket_path(layout)))
+        sock.send(json.dumps({"op": "handover"}).encode())
+        count = json.loads(sock.recv(65536)).get("count", 0)
+        while len(received) < count:
+            message, fds, _, _ = socket.recv_fds(sock, 1 << 20, 253)
+            if not message:
+                break
+            for fd, (veid, pid, start) in zip(fds, json.loads(message)):
+                received.append((fd, veid, (pid, start)))
+    return received
+
+
 def start_daemon(layout, cgroup_parent):
     """Start ``vectl watch`` for this node in the background, detached from the caller.
 

@@ -30,6 +30,8 @@ RESCAN_EVERY = 30.0        # a full look at every run file, besides the ones on 
 REAP_RETRY = 2.0           # a VE whose lock was busy is tried again after this
 TICK = 0.5
 CAP_SYS_BOOT = 22
+HANDOVER_TIMEOUT = 15.0    # how long a new watcher waits for the old one to let go
+HANDOVER_BATCH = 200       # listeners per message (SCM_RIGHTS takes at most 253)
 
 
 class Watched:
@@ -83,13 +85,11 @@ class Watcher:
     # -- lifetime ----------------------------------------------------------
 
     def serve(self):
-        """Run until stopped. StateError if another watcher serves this node."""
-        passed_on = holder.inherited()  # from a holder that outlived the last watcher
-        try:
-            self._take_node()
-        except StateError:
-            self._pass_on(passed_on)  # another watcher serves the node: it gets them
-            raise
+        """Run until stopped. A watcher already serving the node hands it over (its
+        listeners included) and exits: a restarted or upgraded service loses nothing.
+        StateError if it does not let go."""
+        passed_on = holder.inherited()  # from a twin that outlived the last watcher
+        self._take_node(passed_on)
         try:
             self._add(self.wake_r, lambda _: _drain(self.wake_r))
             self._add(self.server.fileno(), lambda _: self._accept())
@@ -114,15 +114,23 @@ class Watcher:
         self.stopping = True
         self._wake()
 
-    def _take_node(self):
+    def _take_node(self, passed_on):
         self.layout.ensure()
         self.lock_fd = os.open(self.layout.run_dir / LOCK_NAME,
                                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(self.lock_fd)
-            raise StateError(f"a watcher already serves {self.layout.root}") from None
+        if not _try_flock(self.lock_fd):
+            from . import take_over
+            try:
+                passed_on += take_over(self.layout)
+            except OSError as exc:
+                log.warning("the running watcher did not hand over: %s", exc)
+            deadline = time.monotonic() + HANDOVER_TIMEOUT
+            while not _try_flock(self.lock_fd):
+                if time.monotonic() > deadline:
+                    os.close(self.lock_fd)
+                    self._pass_on(passed_on)
+                    raise StateError(f"a watcher already serves {self.layout.root}")
+                time.sleep(0.05)
         path = self.layout.run_dir / SOCKET_NAME
         try:
             os.unlink(path)  # left by a watcher that died: we hold the lock now
@@ -219,8 +227,8 @@ class Watcher:
                 self._forget(veid)  # restarted by the host: a new init
             if record.is_alive():
                 self._watch(veid, record)
-            else:
-                self._reap(veid, record, watched_end=False)  # ended while nobody looked
+            else:  # it ended before we looked: seen only if we held its notifier
+                self._reap(veid, record, watched_end=self._notified_by(veid, record))
 
     def _watch(self, veid, record):
         pidfd = proc.pidfd_for(record.pid, record.start_time)
@@ -233,6 +241,10 @@ class Watcher:
         self.ves[veid] = Watched(record, pidfd, netns_fd)
         self._add(pidfd, lambda _: self._ended(veid))
         return None
+
+    def _notified_by(self, veid, record):
+        init = (record.pid, record.start_time)
+        return any(l.veid == veid and l.init == init for l in self.listeners.values())
 
     def _forget(self, veid):
         watched = self.ves.pop(veid, None)
@@ -306,6 +318,8 @@ class Watcher:
         message, fds, _, _ = socket.recv_fds(conn, 65536, 4)
         try:
             request = json.loads(message or b"{}")
+            if request.get("op") == "handover":
+                return self._hand_over(conn)
             reply = self._handle(request, fds)
             fds = [fd for fd in fds if fd not in reply.pop("_kept", ())]
         finally:
@@ -321,11 +335,26 @@ class Watcher:
             veid = int(request["veid"])
             init = (int(request["pid"]), int(request["start_time"]))
             self._listen(veid, fds[0], init)
+            record = state.read_init(self.layout.state(veid))
+            if veid not in self.ves and veid not in self.busy and record is not None \
+                    and (record.pid, record.start_time) == init:
+                self._watch(veid, record)  # a new VE: its end must not slip by a rescan
             return {"ok": True, "_kept": [fds[0]]}
         if op == "status":
             return {"ok": True, "ves": sorted(self.ves), "listeners": len(self.listeners),
                     "reaping": sorted(self.busy)}
         return {"ok": False, "error": f"bad request {op!r}"}
+
+    def _hand_over(self, conn):
+        """A new watcher takes the node over: give it every listener, then stop."""
+        held = list(self.listeners.values())
+        conn.send(json.dumps({"ok": True, "count": len(held)}).encode())
+        for start in range(0, len(held), HANDOVER_BATCH):
+            batch = held[start:start + HANDOVER_BATCH]
+            socket.send_fds(conn, [json.dumps([[l.veid, *l.init] for l in batch]).encode()],
+                            [l.fd for l in batch])
+        log.info("a new watcher takes the node over (%s listeners)", len(held))
+        self.stopping = True
 
     # -- seccomp notifications ---------------------------------------------------
 
@@ -387,6 +416,14 @@ class Watcher:
             os.write(self.wake_w, b"x")
         except BlockingIOError:
             pass
+
+
+def _try_flock(fd):
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
 
 
 def _may_reboot(pid):
