@@ -49,6 +49,8 @@ def pytest_configure(config):
     # VEs of most tests start without a node watcher (each test's VE_ROOT would get
     # one); tests/engine/test_watcher.py starts its own and tests what it does.
     os.environ.setdefault("VE_WATCH", "off")
+    # Nor do they get a node-wide LXCFS (tests/engine/test_lxcfs.py runs its own).
+    os.environ.setdefault("VE_LXCFS", "off")
     config.addinivalue_line(
         "markers", "allowed_skip(reason): the test may skip on hosts without the named feature")
     # WhiteNoise looks for STATIC_ROOT, which only `make run` creates.

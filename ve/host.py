@@ -53,6 +53,9 @@ def facts(ve_root):
     if not _bounding_set() >> CAP_SYS_RESOURCE & 1:
         warnings.append("CAP_SYS_RESOURCE is not in the bounding set: a mounted ext4 cannot "
                         "grow, so new VEs get xfs disk images")
+    import shutil  # here: only the heartbeat needs it
+    if shutil.which("lxcfs") is None:
+        warnings.append("lxcfs is not installed: VEs see the host's /proc figures")
     try:
         st = os.statvfs(ve_root if os.path.exists(ve_root) else "/")
         disk, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize

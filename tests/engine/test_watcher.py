@@ -19,6 +19,7 @@ from ve.paths import Layout
 from ve import watch
 
 from .conftest import ROOT_DIR, vectl, wait_for
+from .test_lxcfs import lxcfs_node  # noqa: F401  (fixture)
 
 MiB = 1 << 20
 SMALL = dict(diskspace=128 * MiB, diskinodes=16384)
@@ -278,6 +279,43 @@ def test_sysinfo_inside_tells_the_ves_own_memory_and_life(engine, watcher, sysin
     assert f"total {128 * MiB} ".encode() in engine.exec(101, ["cat", "/tmp/by-init"]).stdout
     engine.set(101, ram="256M")  # live: the next call knows
     assert sysinfo_inside(engine, 101)["total"] == 256 * MiB
+
+
+def _free_mib(engine, veid):
+    """busybox free -m's total and used RAM (it mixes sysinfo(2) and /proc/meminfo)."""
+    line = engine.exec(veid, ["free", "-m"]).stdout.decode().splitlines()[1]
+    return int(line.split()[1]), int(line.split()[2])
+
+
+def test_the_ve_sees_its_own_resources_and_keeps_them_when_lxcfs_dies(
+        engine, lxcfs_node, monkeypatch):
+    """free, nproc, uptime and /proc/loadavg tell the VE's own limits and life (LXCFS for
+    /proc, the watcher for sysinfo), also after a live change and a killed lxcfs."""
+    from ve.watch.lxcfs import LxcfsSupervisor
+    monkeypatch.setenv("VE_LXCFS", lxcfs_node.dir)
+    monkeypatch.setenv("VE_WATCH", "on")
+    assert lxcfs_node.ensure() == lxcfs_node.dir
+    running = WatcherProcess(engine)
+    try:
+        make(engine, ram=128 * MiB, cpus=1)
+        total, used = _free_mib(engine, 101)
+        assert total == 128 and 0 < used < 64
+        assert engine.exec(101, ["nproc"]).stdout.strip() == b"1"
+        assert b"up 0 min" in engine.exec(101, ["uptime"]).stdout
+        assert float(engine.exec(101, ["cat", "/proc/uptime"]).stdout.split()[0]) < 60
+        assert len(engine.exec(101, ["cat", "/proc/loadavg"]).stdout.split()) == 5
+        engine.set(101, ram="256M")
+        assert _free_mib(engine, 101)[0] == 256
+        os.kill(lxcfs_node.pid(), signal.SIGKILL)  # the watcher notices and re-binds
+
+        def meminfo_again():
+            out = engine.exec(101, ["head", "-1", "/proc/meminfo"])
+            return out.returncode == 0 and out.stdout.split()[1] == b"262144"
+        assert wait_for(meminfo_again, 30), running.output()
+        assert _free_mib(engine, 101)[0] == 256
+    finally:
+        running.stop()
+        LxcfsSupervisor(engine.layout, lxcfs_node.dir).stop()  # the one the watcher started
 
 
 def test_vectl_alone_starts_a_watcher_and_a_reboot_comes_back(engine, monkeypatch):

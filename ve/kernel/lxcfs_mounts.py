@@ -16,7 +16,7 @@ own, as LXC does.
   namespace (open_tree), joins the VE's mount namespace and moves the clones
   over the dead binds (move_mount). ``unbind`` only removes them: the VE
   sees the kernel's files again (the host's figures, but readable).
-- ``bound_state`` tells alive from stale binds without touching the FUSE
+- ``bound_state`` tells current from stale binds without touching the FUSE
   mount (a hung lxcfs would hang the caller): by device number, from
   mountinfo.
 """
@@ -29,6 +29,7 @@ import select
 import signal
 import stat
 import time
+from collections import Counter
 
 from . import libc
 
@@ -44,6 +45,7 @@ _SYS_OPEN_TREE, _SYS_MOVE_MOUNT = 428, 429  # the same number on every architect
 _OPEN_TREE_CLONE, _MOVE_MOUNT_F_EMPTY_PATH, _UMOUNT_NOFOLLOW = 1, 4, 8
 _AT_FDCWD = -100
 _HELPER_TIMEOUT = 5.0
+MOUNTINFO_LIMIT = 1 << 20
 
 
 def serving(lxcfs_dir):
@@ -65,7 +67,7 @@ def serving(lxcfs_dir):
 
 def traversable(lxcfs_dir):
     """True if every directory above ``lxcfs_dir`` lets others through (VE root is one)."""
-    path = os.path.dirname(_host_path(lxcfs_dir))
+    path = os.path.dirname(host_path(lxcfs_dir))
     while True:
         try:
             if not os.stat(path).st_mode & stat.S_IXOTH:
@@ -77,11 +79,17 @@ def traversable(lxcfs_dir):
         path = os.path.dirname(path)
 
 
-def mounted_device(lxcfs_dir, pid="self"):
+def mounted_device(lxcfs_dir):
     """The device ("major:minor") of the lxcfs mounted at ``lxcfs_dir``, or None."""
-    target = os.fsencode(_host_path(lxcfs_dir))
-    found = [dev for point, dev in _lxcfs_mounts(pid) if point == target]
+    target = os.fsencode(host_path(lxcfs_dir))
+    found = [dev for point, dev in _lxcfs_mounts("self") if point == target]
     return found[-1] if found else None  # the last one is on top
+
+
+def host_path(lxcfs_dir):
+    """``lxcfs_dir`` made absolute without a stat of itself (a hung lxcfs would not answer)."""
+    path = os.path.abspath(lxcfs_dir)
+    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
 
 
 def responds(lxcfs_dir, timeout=2.0):
@@ -113,34 +121,45 @@ def bind_at_start(lxcfs_dir, root):
         return True
     except OSError:
         for target in reversed(done):
-            libc.umount2(target, libc.MNT_DETACH)
+            try:
+                libc.umount2(target, libc.MNT_DETACH)
+            except OSError:
+                pass  # its own bind of a dead lxcfs: the node watcher re-binds it later
         return False
 
 
-def bound_state(init_pid, lxcfs_dir):
-    """Tell how the VE of ``init_pid`` sees lxcfs: "alive", "stale" or "absent".
+def bound_state(init_pid, lxcfs_dir, device=None):
+    """Tell how the VE of ``init_pid`` sees lxcfs: "current", "stale" or "absent".
 
-    "alive": every lxcfs bind in its /proc comes from the lxcfs now mounted
-    at ``lxcfs_dir``; "stale": some come from a dead or replaced one (or
-    none serves); "absent": none (started without lxcfs, or unbound).
-    Raises OSError if the VE's init is gone.
+    "current": every lxcfs bind in its /proc comes from the lxcfs mounted at
+    ``lxcfs_dir`` now (whether that one is healthy is ``responds``'s
+    question); "stale": some come from an lxcfs no longer mounted there (or
+    none is); "absent": none (started without lxcfs, or unbound).
+    ``device``: ``mounted_device(lxcfs_dir)`` if the caller has it (one
+    look at the host's mounts for many VEs). Raises OSError if the VE's
+    init is gone.
     """
     bound = _bound_devices(init_pid)
     if not bound:
         return "absent"
-    current = mounted_device(lxcfs_dir)
-    return "alive" if current and set(bound.values()) == {current} else "stale"
+    current = device or mounted_device(lxcfs_dir)
+    return "current" if current and set(bound.values()) == {current} else "stale"
 
 
 def rebind(init_pid, lxcfs_dir, timeout=_HELPER_TIMEOUT):
     """Replace the lxcfs binds in the running VE of ``init_pid`` with ``lxcfs_dir``'s.
 
     Binds the files a VE started without lxcfs lacks, too. Returns
-    {"done": [targets], "failed": {target: reason}}; raises OSError if the
-    helper cannot enter the VE or does not finish within ``timeout``.
+    {"done": [targets], "failed": {target: reason}}; raises OSError if
+    ``init_pid`` is not a VE's init (any more), or the helper cannot enter
+    the VE or does not finish within ``timeout``.
     """
-    stacked = _stacked(init_pid)
-    return _in_helper(_rebind_inside, (init_pid, lxcfs_dir, stacked), timeout)
+    pidfd = _open_init(init_pid)
+    try:
+        stacked = _stacked(init_pid)  # read once the pidfd pins the process
+        return _in_helper(_rebind_inside, (pidfd, lxcfs_dir, stacked), timeout)
+    finally:
+        os.close(pidfd)
 
 
 def unbind(init_pid, timeout=_HELPER_TIMEOUT):
@@ -148,23 +167,40 @@ def unbind(init_pid, timeout=_HELPER_TIMEOUT):
 
     Returns {"done": [targets], "failed": {target: reason}} like ``rebind``.
     """
-    return _in_helper(_rebind_inside, (init_pid, None, _stacked(init_pid)), timeout)
+    return rebind(init_pid, None, timeout)
+
+
+def _open_init(init_pid):
+    """A pidfd of ``init_pid``, once it is PID 1 of its own PID and mount namespaces.
+
+    A PID reused by a host process must never get binds in the host's /proc.
+    """
+    pidfd = os.pidfd_open(init_pid)
+    try:
+        with open(f"/proc/{init_pid}/status", "rb") as handle:
+            nspid = next((line.split()[1:] for line in handle if line.startswith(b"NSpid:")), [])
+        own_mounts = os.stat(f"/proc/{init_pid}/ns/mnt").st_ino != \
+            os.stat("/proc/self/ns/mnt").st_ino
+        if len(nspid) < 2 or nspid[-1] != b"1" or not own_mounts:
+            raise OSError(errno.ESRCH, f"process {init_pid} is not a VE's init")
+    except BaseException:
+        os.close(pidfd)
+        raise
+    return pidfd
 
 
 # -- mountinfo ----------------------------------------------------------------
 
 
-def _host_path(lxcfs_dir):
-    """``lxcfs_dir`` made absolute without a stat of itself (a hung lxcfs would not answer)."""
-    path = os.path.abspath(lxcfs_dir)
-    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+def _lxcfs_mounts(pid, limit=-1):
+    """[(mount point, device)] of the lxcfs mounts ``pid`` sees, in mount order.
 
-
-def _lxcfs_mounts(pid):
-    """[(mount point, device)] of the lxcfs mounts seen by ``pid``, in mount order."""
+    ``limit``: read about so many bytes at most (a VE decides how many
+    mounts it has; the binds made at start come first).
+    """
     found = []
     with open(f"/proc/{pid}/mountinfo", "rb") as handle:
-        for line in handle:
+        for line in handle.readlines(limit):
             fields, _, tail = line.partition(b" - ")
             if tail.split(b" ", 1)[0] == FSTYPE:
                 parts = fields.split(b" ")
@@ -172,20 +208,21 @@ def _lxcfs_mounts(pid):
     return found
 
 
-def _bound_devices(init_pid):
-    """{target: device of the topmost lxcfs bind} in the VE of ``init_pid``."""
+def _ve_binds(init_pid):
+    """[(target, device)] of the lxcfs binds in the VE of ``init_pid``, in mount order."""
     targets = {os.fsencode(t) for t in TARGETS}
-    return {point.decode(): dev for point, dev in _lxcfs_mounts(init_pid) if point in targets}
+    return [(point.decode(), dev) for point, dev in _lxcfs_mounts(init_pid, MOUNTINFO_LIMIT)
+            if point in targets]
+
+
+def _bound_devices(init_pid):
+    """{target: device of the topmost lxcfs bind on it} in the VE of ``init_pid``."""
+    return dict(_ve_binds(init_pid))
 
 
 def _stacked(init_pid):
     """{target: how many lxcfs binds are stacked on it} in the VE of ``init_pid``."""
-    counts = {}
-    targets = {os.fsencode(t) for t in TARGETS}
-    for point, _ in _lxcfs_mounts(init_pid):
-        if point in targets:
-            counts[point.decode()] = counts.get(point.decode(), 0) + 1
-    return counts
+    return dict(Counter(target for target, _ in _ve_binds(init_pid)))
 
 
 # -- the forked helper ----------------------------------------------------------
@@ -207,7 +244,7 @@ def _read_uptime(lxcfs_dir):
     return "ok"
 
 
-def _rebind_inside(init_pid, lxcfs_dir, stacked):
+def _rebind_inside(pidfd, lxcfs_dir, stacked):
     """Helper body: clone the new binds here, then swap them in inside the VE."""
     clones = {}
     if lxcfs_dir:
@@ -216,8 +253,7 @@ def _rebind_inside(init_pid, lxcfs_dir, stacked):
                 clones[target] = _open_tree(source)
             except FileNotFoundError:
                 continue
-    ns = os.open(f"/proc/{init_pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
-    libc.setns(ns, libc.CLONE_NEWNS)  # host root may: it owns the VE's user namespace
+    libc.setns(pidfd, libc.CLONE_NEWNS)  # host root may: it owns the VE's user namespace
     done, failed = [], {}
     for target in sorted(set(stacked) | set(clones)):
         try:

@@ -23,6 +23,7 @@ from ..kernel import proc, seccomp
 from ..log import get as get_logger
 from . import LOCK_NAME, SOCKET_NAME, holder
 from .answers import Answers
+from .lxcfs import LxcfsSupervisor
 
 log = get_logger(__name__)
 
@@ -30,6 +31,7 @@ RESCAN_EVERY = 30.0        # a full look at every run file, besides the ones on 
 REAP_RETRY = 2.0           # a VE whose lock was busy is tried again after this
 TICK = 0.5
 CAP_SYS_BOOT = 22
+LXCFS_EVERY = 5.0          # seconds between looks at LXCFS and the VEs' /proc views
 HANDOVER_TIMEOUT = 15.0    # how long a new watcher waits for the old one to let go
 HANDOVER_BATCH = 200       # listeners per message (SCM_RIGHTS takes at most 253)
 
@@ -75,6 +77,9 @@ class Watcher:
         self.busy = {}  # veid -> future of its reap
         self.retry = {}  # veid -> (record, monotonic time to try again)
         self.answers = Answers(engine)
+        self.lxcfs = LxcfsSupervisor(self.layout)
+        self.lxcfs_check = None  # the future of the check in the pool, if one runs
+        self.next_lxcfs = 0.0
         self.run_mtime = None
         self.next_rescan = 0.0
         self.idle_since = time.monotonic()
@@ -198,6 +203,10 @@ class Watcher:
                 del self.retry[veid]
                 self._reap(veid, record, watched_end=True)
         self.answers.sample_loads()
+        if now >= self.next_lxcfs and (self.lxcfs_check is None or self.lxcfs_check.done()):
+            self.next_lxcfs = now + LXCFS_EVERY
+            running = [(veid, w.record.pid) for veid, w in self.ves.items()]
+            self.lxcfs_check = self.pool.submit(self._check_lxcfs, running)
         if self.ves or self.busy:
             self.idle_since = now
         elif self.idle_exit is not None and now - self.idle_since > self.idle_exit:
@@ -288,6 +297,19 @@ class Watcher:
             del self.ves[veid]
         self.busy[veid] = future = self.pool.submit(work)
         future.add_done_callback(done)
+
+    def _check_lxcfs(self, running):
+        """Keep LXCFS serving and the running VEs' /proc views alive (in the pool:
+        a hung lxcfs takes seconds to find out about)."""
+        try:
+            done = self.lxcfs.check(running)
+        except Exception:  # one bad round must not end the rounds to come
+            log.exception("the LXCFS check failed")
+            return
+        if done["lxcfs"] not in ("ok", "off") or done["rebound"] or done["unbound"] \
+                or done["failed"]:
+            log.warning("LXCFS %s; /proc views re-bound: %s, unbound: %s, failed: %s",
+                        done["lxcfs"], done["rebound"], done["unbound"], done["failed"])
 
     def _start_onboot(self):
         """Start the VEs marked onboot, once per boot of the node (see Engine.boot)."""

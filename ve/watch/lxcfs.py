@@ -6,10 +6,12 @@ is started), then ``check(running)`` every few seconds. A check reads
 ``<dir>/proc/uptime`` in a helper with a timeout; an lxcfs that is dead
 ("Transport endpoint is not connected") or hung (no answer) is replaced:
 a hung one of ours is killed (another one's FUSE connection is aborted),
-the dead mount lazily unmounted, a new lxcfs started. Then every running VE
-whose binds are stale is re-bound to the new lxcfs, or, when none can be
-had, unbound so that it reads the kernel's files (the host's figures, but
-no errors); those get lxcfs again once one serves.
+the dead mount lazily unmounted, a new lxcfs started. Then every running
+VE is brought in line: while an lxcfs serves, every VE reads its files
+(stale binds are replaced, and a VE that has none, because it started
+while lxcfs was down or was unbound, gets them); while none can be had,
+stale binds are removed so that the VE reads the kernel's files (the
+host's figures, but no errors).
 
 Our lxcfs runs with its own pid file under VE_ROOT/run (a distribution's
 lxcfs uses /run/lxcfs.pid), per-VE load averages (``-l``), CPU views that
@@ -34,39 +36,47 @@ OPTIONS = ("-f", "-l", "--enable-cfs", "--enable-pidfd")
 HEALTH_TIMEOUT = 2.0
 START_TIMEOUT = 5.0
 FUSECTL = "/sys/fs/fuse/connections"
+LOCK_DIR = "/run/ve-lxcfs"
 
 
 class LxcfsSupervisor:
-    """One node's lxcfs at ``lxcfs_dir`` (default ``$VE_LXCFS`` or /var/lib/lxcfs).
+    """One node's lxcfs at ``lxcfs_dir`` (default ``$VE_LXCFS`` or /var/lib/lxcfs;
+    "off": none, every call does nothing).
 
     ``root``: the node's VE_ROOT (a path or an engine ``Layout``), which
-    holds our lxcfs's pid file, lock and log. ``binary``: the lxcfs to
-    start (default: ``lxcfs`` on PATH); None where none is installed.
+    holds our lxcfs's pid file and log. ``binary``: the lxcfs to start
+    (default: ``lxcfs`` on PATH). Supervisors of one directory (nodes
+    simulated on one machine share /var/lib/lxcfs) take turns through the
+    lock at ``lock_path``.
     """
 
     def __init__(self, root, lxcfs_dir=None, binary=None):
-        root = Path(getattr(root, "root", root))
+        root = Path(root if isinstance(root, (str, os.PathLike)) else root.root)
         self.run_dir = root / "run"
         self.pidfile = self.run_dir / "lxcfs.pid"
         self.logfile = root / "lxcfs.log"
         self.dir = lxcfs_dir or os.environ.get("VE_LXCFS", lxcfs_mounts.DEFAULT_DIR)
         self.binary = binary if binary is not None else shutil.which("lxcfs")
-        self.unbound = set()  # (veid, init pid) of VEs we fell back for
+        name = lxcfs_mounts.host_path(self.dir).strip("/").replace("/", "_")
+        self.lock_path = os.path.join(LOCK_DIR, f"{name}.lock")  # kept: others may wait on it
+        if self.dir == "off":
+            self.lock_path = None
+        self.given_up = set()  # (veid, init pid) whose /proc refused our binds
+        self.last_warning = None
 
     def ensure(self):
         """Return the directory once an lxcfs serves it, starting ours if needed; else None."""
         if self.dir == "off":
             return None
         with self._lock():
-            if self._healthy():
-                return self.dir
-            return self.dir if self._restart() else None
+            return self.dir if self._healthy() or self._restart() else None
 
     def check(self, running):
-        """Keep lxcfs and the binds of ``running`` VEs ([(veid, init pid)]) serving.
+        """Keep lxcfs, and the /proc views of ``running`` VEs ([(veid, init pid)]), serving.
 
         Returns what it did: {"lxcfs": "ok" | "restarted" | "unavailable" |
         "off", "rebound": [veid], "unbound": [veid], "failed": {veid: reason}}.
+        "rebound" includes VEs that got lxcfs files for the first time.
         """
         done = {"lxcfs": "off", "rebound": [], "unbound": [], "failed": {}}
         if self.dir == "off":
@@ -74,10 +84,10 @@ class LxcfsSupervisor:
         with self._lock():
             done["lxcfs"] = "ok" if self._healthy() else \
                 "restarted" if self._restart() else "unavailable"
-        serving = done["lxcfs"] != "unavailable"
-        self.unbound &= set(running)  # forget VEs that stopped
+        self.given_up &= {tuple(ve) for ve in running}
+        device = lxcfs_mounts.mounted_device(self.dir)
         for veid, pid in running:
-            self._check_ve(veid, pid, serving, done)
+            self._check_ve(veid, pid, device, done)
         return done
 
     def pid(self):
@@ -95,30 +105,36 @@ class LxcfsSupervisor:
         pid = self.pid()
         if pid:
             os.kill(pid, signal.SIGTERM)
-            _wait_gone(pid, 5.0) or os.kill(pid, signal.SIGKILL)
+            # lxcfs 5.0 unmounts on SIGTERM but then hangs joining its threads.
+            if not _wait_gone(pid, 1.0):
+                os.kill(pid, signal.SIGKILL)
+                _wait_gone(pid, 5.0)
         self._unmount()
 
     # -- steps -------------------------------------------------------------------
 
-    def _check_ve(self, veid, pid, serving, done):
+    def _check_ve(self, veid, pid, device, done):
+        """Re-bind or unbind one VE if it needs it; note what was done in ``done``.
+
+        ``device``: that of the serving lxcfs, None if none could be had.
+        """
+        serving = done["lxcfs"] != "unavailable"
         try:
-            state = lxcfs_mounts.bound_state(pid, self.dir)
-            if state == "stale" and serving or \
-                    state == "absent" and serving and (veid, pid) in self.unbound:
-                report = lxcfs_mounts.rebind(pid, self.dir)
-                self.unbound.discard((veid, pid))
-                key = "rebound"
-            elif state == "stale":
-                report = lxcfs_mounts.unbind(pid)
-                self.unbound.add((veid, pid))
-                key = "unbound"
-            else:
+            state = lxcfs_mounts.bound_state(pid, self.dir, device)
+            if state == "current" or state == "absent" and \
+                    (not serving or (veid, pid) in self.given_up):
                 return
+            if serving:
+                report, key = lxcfs_mounts.rebind(pid, self.dir), "rebound"
+            else:
+                report, key = lxcfs_mounts.unbind(pid), "unbound"
         except OSError as exc:  # the VE stopped meanwhile, or the helper timed out
             done["failed"][veid] = str(exc)
             return
-        done[key].append(veid)
-        if report["failed"]:
+        if report["done"]:
+            done[key].append(veid)
+        if report["failed"]:  # the VE's own doing (it unmounted its /proc, say)
+            self.given_up.add((veid, pid))
             done["failed"][veid] = "; ".join(f"{t}: {r}" for t, r in report["failed"].items())
         log.info("lxcfs: VE %s %s (%s)", veid, key, report)
 
@@ -131,18 +147,23 @@ class LxcfsSupervisor:
         self._end_hung()
         self._unmount()
         if not self.binary or not os.access(self.binary, os.X_OK):
-            log.warning("lxcfs is not installed: VEs see the host's /proc figures")
-            return False
+            return self._warn("lxcfs is not installed: VEs see the host's /proc figures")
         os.makedirs(self.dir, 0o755, exist_ok=True)
         if not lxcfs_mounts.traversable(self.dir):
-            log.warning("lxcfs: VE root cannot reach %s (a directory above it is not "
-                        "world-traversable): VEs start without it", self.dir)
-            return False
+            return self._warn(f"VE root cannot reach {self.dir} (a directory above it is "
+                              "not world-traversable): VEs see the host's /proc figures")
         pid = self._spawn()
-        if _wait_serving(self.dir, pid, START_TIMEOUT):
-            log.warning("lxcfs (re)started at %s, PID %s", self.dir, pid)
-            return True
-        log.warning("lxcfs did not start at %s (see %s)", self.dir, self.logfile)
+        if not _wait_serving(self.dir, pid, START_TIMEOUT):
+            return self._warn(f"lxcfs did not start at {self.dir} (see {self.logfile})")
+        log.warning("lxcfs started at %s, PID %s", self.dir, pid)
+        self.last_warning = None
+        return True
+
+    def _warn(self, message):
+        """Log ``message`` once (checks repeat every few seconds); return False."""
+        if message != self.last_warning:
+            log.warning("%s", message)
+            self.last_warning = message
         return False
 
     def _end_hung(self):
@@ -158,7 +179,9 @@ class LxcfsSupervisor:
 
     def _unmount(self):
         """Lazily unmount every lxcfs stacked at the directory (VEs keep theirs till re-bound)."""
-        while lxcfs_mounts.mounted_device(self.dir):
+        for _ in range(16):  # bounded: each round removes the topmost one
+            if lxcfs_mounts.mounted_device(self.dir) is None:
+                return
             libc.umount2(self.dir, libc.MNT_DETACH)
 
     def _spawn(self):
@@ -183,9 +206,14 @@ class LxcfsSupervisor:
 
     @contextmanager
     def _lock(self):
-        """Serialise supervisors of one node (a watcher and a test, say)."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.run_dir / "lxcfs.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        """Serialise the supervisors of one directory.
+
+        Nodes simulated on one machine have their own VE_ROOTs but share
+        /var/lib/lxcfs: only one of them may replace a dead lxcfs. The lock
+        lives in a root-only directory (a lock others can open, they could hold).
+        """
+        os.makedirs(LOCK_DIR, 0o700, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -203,20 +231,30 @@ def _exec_lxcfs(argv, logfile):
         os.dup2(out, 2)
         libc.close_fds_from(3)
         os.chdir("/")
-        # Every VE's /proc depends on it: the OOM killer must pick anything else.
-        with open("/proc/self/oom_score_adj", "w") as handle:
-            handle.write("-1000")
+        _never_oom_kill()
         os.execve(argv[0], argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
     finally:
         os._exit(127)
 
 
+def _never_oom_kill():
+    """Every VE's /proc depends on lxcfs: the OOM killer must pick anything else.
+
+    Needs CAP_SYS_RESOURCE, which some hosts (and these test machines) lack.
+    """
+    try:
+        with open("/proc/self/oom_score_adj", "w") as handle:
+            handle.write("-1000")
+    except OSError:
+        pass
+
+
 def _wait_serving(lxcfs_dir, pid, timeout):
-    """Wait until an lxcfs serves ``lxcfs_dir``; False if ``pid`` exits or time runs out."""
+    """Wait until lxcfs ``pid`` serves ``lxcfs_dir``; False if it exits or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if lxcfs_mounts.serving(lxcfs_dir):
-            return True
+        if lxcfs_mounts.mounted_device(lxcfs_dir):
+            return lxcfs_mounts.responds(lxcfs_dir, HEALTH_TIMEOUT)
         if not pid or _wait_gone(pid, 0.02):
             return False
     return False
