@@ -23,15 +23,11 @@ own, as LXC does.
 
 import ctypes
 import errno
-import json
 import os
-import select
-import signal
 import stat
-import time
 from collections import Counter
 
-from . import libc
+from . import helper, libc
 
 DEFAULT_DIR = "/var/lib/lxcfs"
 PROC_FILES = ("cpuinfo", "diskstats", "loadavg", "meminfo", "slabinfo", "stat", "swaps",
@@ -99,7 +95,7 @@ def responds(lxcfs_dir, timeout=2.0):
     connection is aborted, and only the helper waits (it is killed).
     """
     try:
-        return _in_helper(_read_uptime, (lxcfs_dir,), timeout) == "ok"
+        return helper.run(_read_uptime, (lxcfs_dir,), timeout=timeout) == "ok"
     except OSError:
         return False
 
@@ -157,7 +153,8 @@ def rebind(init_pid, lxcfs_dir, timeout=_HELPER_TIMEOUT):
     pidfd = _open_init(init_pid)
     try:
         stacked = _stacked(init_pid)  # read once the pidfd pins the process
-        return _in_helper(_rebind_inside, (pidfd, lxcfs_dir, stacked), timeout)
+        return helper.run(_rebind_inside, (pidfd, lxcfs_dir, stacked), keep=(pidfd,),
+                          timeout=timeout)
     finally:
         os.close(pidfd)
 
@@ -288,58 +285,3 @@ def _move_mount(fd, target):
 def _umount_nofollow(target):
     # A VE may have put a symlink where its /proc file was: never follow it.
     libc.umount2(target, libc.MNT_DETACH | _UMOUNT_NOFOLLOW)
-
-
-def _in_helper(func, args, timeout):
-    """Return ``func(*args)`` (JSON-able) run in a forked, single-threaded helper.
-
-    setns into a mount namespace refuses a multi-threaded caller, and a
-    read from a hung FUSE mount must never hold the caller: the helper is
-    killed after ``timeout`` seconds (OSError ETIMEDOUT).
-    """
-    read_end, write_end = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_end)
-        try:
-            reply = json.dumps({"ok": func(*args)})
-        except OSError as exc:
-            reply = json.dumps({"errno": exc.errno or errno.EIO, "error": str(exc)})
-        except BaseException as exc:
-            reply = json.dumps({"errno": errno.EIO, "error": repr(exc)})
-        try:
-            os.write(write_end, reply.encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    try:
-        reply = _read_reply(pid, read_end, timeout)
-    finally:
-        os.close(read_end)
-    if "ok" in reply:
-        return reply["ok"]
-    raise OSError(reply["errno"], reply["error"])
-
-
-def _read_reply(pid, fd, timeout):
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    if not poller.poll(int(timeout * 1000)):
-        os.kill(pid, signal.SIGKILL)  # FUSE waits are killable
-        _reap(pid)
-        raise OSError(errno.ETIMEDOUT, f"no answer within {timeout:g} s")
-    data = b""
-    while chunk := os.read(fd, 65536):
-        data += chunk
-    _reap(pid)
-    try:
-        return json.loads(data)
-    except ValueError:
-        return {"errno": errno.EIO, "error": "the helper died"}
-
-
-def _reap(pid, timeout=2.0):
-    """Collect the helper; one stuck in the kernel is left for a later wait."""
-    deadline = time.monotonic() + timeout
-    while not os.waitpid(pid, os.WNOHANG)[0] and time.monotonic() < deadline:
-        time.sleep(0.005)
