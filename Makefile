@@ -8,7 +8,7 @@ WEB_USER := hosting
 VENV := .venv
 PY := $(CURDIR)/$(VENV)/bin/python
 APT_PACKAGES := busybox-static psmisc procps iproute2 util-linux gcc libc6-dev python3-venv \
-	python3-dev redis-server chromium nftables e2fsprogs xfsprogs debootstrap postgresql
+	python3-dev redis-server chromium nftables e2fsprogs xfsprogs debootstrap postgresql lxcfs
 VECTL := /usr/local/bin/vectl
 STAMP := $(VENV)/.installed
 
@@ -47,10 +47,11 @@ web-user:
 # + beat and the web server on 127.0.0.1:8000, with demo logins printed.
 run: deps
 	vectl template build busybox
-	@# Debian 12 takes about a minute the first time and needs Debian's mirror;
-	@# without it the demo offers busybox only (orders for Debian fail cleanly).
-	@vectl template list | grep -q '^debian-12 ' || vectl template build debian-12 || \
-		echo "warning: debian-12 was not built; the demo node has busybox only"
+	@# Each Debian takes about a minute the first time and needs Debian's mirror;
+	@# without it the demo lacks that one (orders for it fail cleanly).
+	@for t in debian-12 debian-13; do \
+		vectl template list | grep -q "^$$t " || vectl template build $$t || \
+		echo "warning: $$t was not built; the demo node cannot run it"; done
 	$(PY) manage.py runstack
 
 # Everything on SQLite, then the dashboard's tests again on a throw-away PostgreSQL.

@@ -100,7 +100,7 @@ def test_environment_detail_fields(api_as, world):
         "veid": 101, "url": "http://testserver/api/v1/environments/101/",
         "hostname": "web-a.example.com", "owner": world["a"].pk, "plan": "small",
         "node": "hn1", "template": "busybox", "desired_state": "running",
-        "actual_state": "running", "addresses": ["198.18.0.10", "fd00::10"],
+        "actual_state": "running", "crash_loop": False, "addresses": ["198.18.0.10", "fd00::10"],
         "traffic": {"month": body["traffic"]["month"], "rx_bytes": 0, "tx_bytes": 0,
                     "used_bytes": 0, "quota_bytes": world["plan"].bandwidth_gib << 30,
                     "extra_gib": 0, "throttled": False, "suspended_for_traffic": False},

@@ -366,3 +366,30 @@ def test_hybrid_host_places_the_ve_in_the_unified_hierarchy_too(v1, hierarchies,
             os.close(fd)
     v1.destroy(NAME)
     assert not os.path.exists(target)
+
+
+def test_delegate_hands_over_only_the_unified_group(v1, hierarchies):
+    """On a hybrid host VE root gets its group in the cgroup2 mount (no controllers
+    there) and its process files; every v1 group stays host root's."""
+    if not v1.unified:
+        pytest.skip("no cgroup2 mount on this host")
+    owner = 101 * 65536
+    v1.create(NAME, LIMITS)
+    v1.delegate(NAME, owner)
+    unified = v1.clone_target(NAME)
+    assert os.stat(unified).st_uid == owner
+    assert {f for f in os.listdir(unified) if os.stat(os.path.join(unified, f)).st_uid == owner} \
+        == {"cgroup.procs", "cgroup.threads", "cgroup.subtree_control"}
+    others = [os.path.join(h, v1.parent, NAME) for h in hierarchies
+              if not unified.startswith(h + "/")]
+    assert len(others) == len(hierarchies) - 1
+    for path in others:
+        assert {os.stat(os.path.join(path, f)).st_uid for f in os.listdir(path)} | \
+            {os.stat(path).st_uid} == {0}
+
+
+def test_delegate_without_a_cgroup2_mount_is_unsupported(tmp_path):
+    """A host with only v1 hierarchies has no tree to give an init like systemd."""
+    drv = CgroupV1Driver(CgroupFS(tmp_path), "ve", {"memory": "memory"})
+    with pytest.raises(Unsupported, match="cgroup2"):
+        drv.delegate(NAME, 101 * 65536)

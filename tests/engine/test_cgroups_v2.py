@@ -20,11 +20,13 @@ from ve.errors import InvalidConfig, Unsupported
 
 M = 1 << 20
 NAME = "101"
+OWNER = 101 * 65536  # VE 101's root on the host
 LIMITS = Limits(ram=512 * M, swap=128 * M, cpuunits=500, cpulimit=150, cpus=2, numproc=300)
 
 # Interface files the kernel makes in every new group, and per enabled controller.
 CORE_FILES = {
-    "cgroup.procs": "", "cgroup.subtree_control": "", "cgroup.kill": "", "cgroup.freeze": "0",
+    "cgroup.procs": "", "cgroup.threads": "", "cgroup.subtree_control": "", "cgroup.kill": "",
+    "cgroup.freeze": "0",
     "cgroup.events": "populated 0\nfrozen 0", "cpu.stat": "usage_usec 0\nuser_usec 0",
 }
 CONTROLLER_FILES = {
@@ -214,6 +216,20 @@ def test_create_twice_changes_nothing(fake):
     drv.create(NAME, LIMITS)
     assert not [w for w in fake.writes if w[0].endswith("subtree_control")]
     assert fake.read("ve/101/memory.max") == str(512 * M)
+
+
+def test_delegate_hands_over_the_group_and_its_process_files_only(fake):
+    """VE root gets the directory, cgroup.procs, cgroup.threads and subtree_control;
+    every limit and the parent stay host root's."""
+    drv = CgroupV2Driver(fake, parent="ve")
+    drv.create(NAME, LIMITS)
+    drv.delegate(NAME, OWNER)
+    group = fake.path("ve/101")
+    owned = {f for f in os.listdir(group) if os.stat(os.path.join(group, f)).st_uid == OWNER}
+    assert owned == {"cgroup.procs", "cgroup.threads", "cgroup.subtree_control"}
+    assert all(os.stat(os.path.join(group, f)).st_gid == OWNER for f in owned)
+    assert (os.stat(group).st_uid, os.stat(group).st_gid) == (OWNER, OWNER)
+    assert os.stat(fake.path("ve")).st_uid == 0
 
 
 def test_only_available_controllers_are_enabled(tmp_path):
@@ -540,6 +556,53 @@ def test_real_v2_limits_on_a_host_with_v2_controllers(mount, top, started):
     sleeper(started, drv.procs_files(NAME)[0])
     usage = drv.usage(NAME)
     assert usage.processes == 1 and usage.memory > 0 and usage.memory_limit == 128 * M
+    drv.kill(NAME)
+    drv.destroy(NAME)
+    assert not os.path.exists(group)
+
+
+def test_real_delegated_group_is_managed_by_its_owner_alone(mount, top, started):
+    """The owner of a delegated group makes subgroups in it and moves its processes
+    between them; it cannot change the group's own files or touch its parent."""
+    drv = CgroupV2Driver(CgroupFS(mount), parent=f"{top}/ve", require_controllers=False)
+    drv.create(NAME, LIMITS)
+    drv.delegate(NAME, OWNER)
+    group = drv.clone_target(NAME)
+    code = textwrap.dedent("""
+        import os, sys
+        group = sys.argv[1]
+        def attempt(what, path, value=None):
+            try:
+                if value is None:
+                    os.mkdir(path)
+                else:
+                    with open(path, "w") as handle:
+                        handle.write(value)
+                print(what, "ok")
+            except OSError as exc:
+                print(what, exc.errno)
+        attempt("subgroup", f"{group}/leaf")
+        attempt("move", f"{group}/leaf/cgroup.procs", "0")
+        attempt("limit", f"{group}/cgroup.max.descendants", "1")
+        attempt("sibling", f"{group}/../other")
+        attempt("parent", f"{group}/../cgroup.procs", "0")
+    """)
+    (procs_file,) = drv.procs_files(NAME)
+
+    def join_and_drop():
+        with open(procs_file, "w") as handle:
+            handle.write("0")
+        os.setgroups([])
+        os.setgid(OWNER)
+        os.setuid(OWNER)
+
+    process = subprocess.Popen([os.path.realpath(sys.executable), "-c", code, group],
+                               preexec_fn=join_and_drop, stdout=subprocess.PIPE, text=True)
+    started.append(process)
+    out, _ = process.communicate(timeout=30)
+    assert dict(line.split() for line in out.splitlines()) == {
+        "subgroup": "ok", "move": "ok", "limit": str(errno.EACCES),
+        "sibling": str(errno.EACCES), "parent": str(errno.EACCES)}
     drv.kill(NAME)
     drv.destroy(NAME)
     assert not os.path.exists(group)

@@ -10,7 +10,6 @@ runs in a small thread pool, so the loop keeps answering sysinfo meanwhile.
 
 import errno
 import fcntl
-import json
 import os
 import select
 import socket
@@ -19,21 +18,21 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .. import state
 from ..errors import StateError, VEError
-from ..kernel import proc, seccomp
+from ..kernel import proc
 from ..log import get as get_logger
 from . import LOCK_NAME, SOCKET_NAME, holder
 from .answers import Answers
+from .clients import ClientsMixin
 from .lxcfs import LxcfsSupervisor
+from .notifications import NotificationsMixin
 
 log = get_logger(__name__)
 
 RESCAN_EVERY = 30.0        # a full look at every run file, besides the ones on change
 REAP_RETRY = 2.0           # a VE whose lock was busy is tried again after this
 TICK = 0.5
-CAP_SYS_BOOT = 22
 LXCFS_EVERY = 5.0          # seconds between looks at LXCFS and the VEs' /proc views
 HANDOVER_TIMEOUT = 15.0    # how long a new watcher waits for the old one to let go
-HANDOVER_BATCH = 200       # listeners per message (SCM_RIGHTS takes at most 253)
 
 
 class Watched:
@@ -53,14 +52,7 @@ class Watched:
                 os.close(fd)
 
 
-class Listener:
-    """A seccomp listener: of a VE's init (``init`` = (pid, start time)) or of an exec."""
-
-    def __init__(self, veid, fd, init):
-        self.veid, self.fd, self.init = veid, fd, init
-
-
-class Watcher:
+class Watcher(ClientsMixin, NotificationsMixin):
     """Watches every VE of ``engine``'s node until ``stop()`` or, with ``idle_exit``
     seconds, until no VE has run for that long."""
 
@@ -321,105 +313,6 @@ class Watcher:
             log.error("starting VEs at boot failed: %s", exc)
         self._wake()
 
-    # -- the socket: starting VEs hand over their notifiers -------------------
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.server.accept()
-            except BlockingIOError:
-                return
-            with conn:
-                conn.settimeout(2.0)
-                try:
-                    self._serve_client(conn)
-                except (OSError, ValueError) as exc:
-                    log.warning("a client of the watcher failed: %s", exc)
-
-    def _serve_client(self, conn):
-        message, fds, _, _ = socket.recv_fds(conn, 65536, 4)
-        try:
-            request = json.loads(message or b"{}")
-            if request.get("op") == "handover":
-                return self._hand_over(conn)
-            reply = self._handle(request, fds)
-            fds = [fd for fd in fds if fd not in reply.pop("_kept", ())]
-        finally:
-            for fd in fds:
-                os.close(fd)
-        conn.send(json.dumps(reply).encode())
-
-    def _handle(self, request, fds):
-        op = request.get("op")
-        if op == "ping":
-            return {"ok": True, "pid": os.getpid()}
-        if op == "adopt" and len(fds) == 1:
-            veid = int(request["veid"])
-            init = (int(request["pid"]), int(request["start_time"]))
-            self._listen(veid, fds[0], init)
-            record = state.read_init(self.layout.state(veid))
-            if veid not in self.ves and veid not in self.busy and record is not None \
-                    and (record.pid, record.start_time) == init:
-                self._watch(veid, record)  # a new VE: its end must not slip by a rescan
-            return {"ok": True, "_kept": [fds[0]]}
-        if op == "status":
-            return {"ok": True, "ves": sorted(self.ves), "listeners": len(self.listeners),
-                    "reaping": sorted(self.busy)}
-        return {"ok": False, "error": f"bad request {op!r}"}
-
-    def _hand_over(self, conn):
-        """A new watcher takes the node over: give it every listener, then stop."""
-        held = list(self.listeners.values())
-        conn.send(json.dumps({"ok": True, "count": len(held)}).encode())
-        for start in range(0, len(held), HANDOVER_BATCH):
-            batch = held[start:start + HANDOVER_BATCH]
-            socket.send_fds(conn, [json.dumps([[l.veid, *l.init] for l in batch]).encode()],
-                            [l.fd for l in batch])
-        log.info("a new watcher takes the node over (%s listeners)", len(held))
-        self.stopping = True
-
-    # -- seccomp notifications ---------------------------------------------------
-
-    def _listen(self, veid, fd, init):
-        os.set_blocking(fd, False)
-        os.set_inheritable(fd, False)
-        self.listeners[fd] = Listener(veid, fd, init)
-        self._add(fd, lambda events: self._notified(fd, events))
-        if self.holder is not None:
-            self.holder.keep(fd, veid, init)
-
-    def _notified(self, fd, events):
-        listener = self.listeners.get(fd)
-        if listener is None:
-            return
-        if events & select.EPOLLIN:
-            note = seccomp.receive(fd)
-            if note is not None:
-                self._answer(listener, note)
-        elif events & (select.EPOLLHUP | select.EPOLLERR):  # no process under it is left
-            self._remove(fd)
-            del self.listeners[fd]
-            os.close(fd)
-
-    def _answer(self, listener, note):
-        try:
-            if note.call == "sysinfo" and note.arch == seccomp.AUDIT_ARCH_X86_64:
-                data = self.answers.sysinfo(listener.veid, listener.init[1])
-                if data is not None:
-                    return seccomp.write_answer(listener.fd, note, data)
-            elif note.call == "reboot" and _may_reboot(note.pid) \
-                    and seccomp.still_valid(listener.fd, note.id):
-                from ..engine.exits import note_halt
-                note_halt(self.layout, listener.veid, *listener.init, note.args[2])  # (magic, magic2, cmd)
-            return seccomp.let_through(listener.fd, note.id)
-        except OSError as exc:
-            log.warning("VE %s: notification %s not answered: %s", listener.veid, note.call, exc)
-            try:
-                seccomp.let_through(listener.fd, note.id)
-            except OSError:
-                pass
-            return None
-
     # -- epoll bookkeeping ---------------------------------------------------------
 
     def _add(self, fd, handler):
@@ -446,18 +339,6 @@ def _try_flock(fd):
         return True
     except OSError:
         return False
-
-
-def _may_reboot(pid):
-    """True if ``pid`` holds CAP_SYS_BOOT (in its namespace): its reboot(2) will work."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) >> CAP_SYS_BOOT & 1)
-    except OSError:
-        pass
-    return False
 
 
 def _drain(fd):

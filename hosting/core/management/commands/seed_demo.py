@@ -64,13 +64,14 @@ class Command(BaseCommand):
     def _catalogue(self):
         busybox, _ = OSTemplate.objects.get_or_create(
             name="busybox", defaults={"title": "BusyBox (minimal Linux)"})
-        debian, _ = OSTemplate.objects.get_or_create(
-            name="debian-12", defaults={"title": "Debian 12 (bookworm)"})
+        debian = [OSTemplate.objects.get_or_create(name=name, defaults={"title": title})[0]
+                  for name, title in (("debian-12", "Debian 12 (bookworm)"),
+                                      ("debian-13", "Debian 13 (trixie)"))]
         for name, ram, swap, units, cap, cpus, procs, disk, price in PLANS:
             plan, _ = Plan.objects.get_or_create(name=name, defaults=dict(
                 ram_mb=ram, swap_mb=swap, cpu_units=units, cpu_limit_pct=cap, cpus=cpus,
                 processes=procs, disk_gib=disk, monthly_price=price))
-            plan.templates.add(busybox, debian)
+            plan.templates.add(busybox, *debian)
 
     def _node_and_pools(self, name):
         node, _ = Node.objects.get_or_create(name=name)

@@ -1,0 +1,78 @@
+"""The watcher's socket: starting VEs hand over their notifiers; a new watcher takes over.
+
+Clients are root processes of the node (the socket is in VE_ROOT/run, mode
+0600): the engine starting a VE or running a command in one (``adopt``,
+with the seccomp listener), anyone asking whether a watcher runs (``ping``,
+``status``), and a new watcher taking the node over (``handover``: every
+listener, then this watcher stops).
+"""
+
+import json
+import os
+import socket
+
+from .. import state
+from ..log import get as get_logger
+
+log = get_logger(__name__)
+
+HANDOVER_BATCH = 200       # listeners per message (SCM_RIGHTS takes at most 253)
+
+
+class ClientsMixin:
+    """The socket half of the Watcher (needs ``_listen``, ``_watch`` and its sets)."""
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except BlockingIOError:
+                return
+            with conn:
+                conn.settimeout(2.0)
+                try:
+                    self._serve_client(conn)
+                except (OSError, ValueError) as exc:
+                    log.warning("a client of the watcher failed: %s", exc)
+
+    def _serve_client(self, conn):
+        message, fds, _, _ = socket.recv_fds(conn, 65536, 4)
+        try:
+            request = json.loads(message or b"{}")
+            if request.get("op") == "handover":
+                return self._hand_over(conn)
+            reply = self._handle(request, fds)
+            fds = [fd for fd in fds if fd not in reply.pop("_kept", ())]
+        finally:
+            for fd in fds:
+                os.close(fd)
+        conn.send(json.dumps(reply).encode())
+
+    def _handle(self, request, fds):
+        op = request.get("op")
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid()}
+        if op == "adopt" and len(fds) == 1:
+            veid = int(request["veid"])
+            init = (int(request["pid"]), int(request["start_time"]))
+            self._listen(veid, fds[0], init)
+            record = state.read_init(self.layout.state(veid))
+            if veid not in self.ves and veid not in self.busy and record is not None \
+                    and (record.pid, record.start_time) == init:
+                self._watch(veid, record)  # a new VE: its end must not slip by a rescan
+            return {"ok": True, "_kept": [fds[0]]}
+        if op == "status":
+            return {"ok": True, "ves": sorted(self.ves), "listeners": len(self.listeners),
+                    "reaping": sorted(self.busy)}
+        return {"ok": False, "error": f"bad request {op!r}"}
+
+    def _hand_over(self, conn):
+        """A new watcher takes the node over: give it every listener, then stop."""
+        held = list(self.listeners.values())
+        conn.send(json.dumps({"ok": True, "count": len(held)}).encode())
+        for start in range(0, len(held), HANDOVER_BATCH):
+            batch = held[start:start + HANDOVER_BATCH]
+            socket.send_fds(conn, [json.dumps([[l.veid, *l.init] for l in batch]).encode()],
+                            [l.fd for l in batch])
+        log.info("a new watcher takes the node over (%s listeners)", len(held))
+        self.stopping = True
