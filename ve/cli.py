@@ -49,6 +49,8 @@ VERBS = {
                          "--init": ("init", True, "import: the VE's init (default /sbin/init)"),
                          "--stop-signal": ("stop_signal", True,
                                            "import: what makes init halt (default SIGTERM)"),
+                     "--cgroup2": ("cgroup2", False, "import: its init manages cgroups "
+                                                     "(systemd): give it a cgroup2 tree"),
                      }),
     "create": Verb("create a VE from an OS template", VEID, {
         "--template": ("template", True, "OS template name"),
@@ -145,6 +147,7 @@ def cmd_template(engine, args, as_json):
                 if getattr(args, key)}
         if args.init:
             meta["init"] = (args.init,)
+        meta["cgroup2"] = args.cgroup2
         path = engine.template_import(args.name, args.tarball, **meta)
     return _done(as_json, {"template": args.name, "path": str(path)},
                  f"template {args.name} is ready: {path}")

@@ -317,6 +317,22 @@ def test_group_of_a_vanished_pid_is_none(fake):
     assert CgroupV2Driver(fake, parent="ve").group_of(4243) is None
 
 
+@pytest.mark.parametrize("text, leaf", [
+    ("0::/host/ve/101\n", ""),
+    ("0::/host/ve/101/init.scope\n", "init.scope"),  # a VE's systemd moved its init there
+    ("0::/host/ve/101/system.slice/cron.service\n", "system.slice/cron.service"),
+    ("0::/host/ve/1011/init.scope\n", ""),  # another VE's: never
+    ("0::/elsewhere\n", ""),
+])
+def test_commands_join_the_leaf_their_ves_init_is_in(fake, text, leaf):
+    """exec joins init's own cgroup2 group: the VE's top group may take no processes."""
+    fake.proc[4242] = text
+    driver = CgroupV2Driver(fake, parent="host/ve")
+    assert driver.leaf_of("101", 4242) == leaf
+    expected = "/".join(filter(None, ("host/ve/101", leaf, "cgroup.procs")))
+    assert driver.join_files("101", leaf=leaf) == [fake.path(expected)]
+
+
 def test_procs_files_is_the_one_procs_file(fake):
     """v2 has one hierarchy, so one absolute cgroup.procs path."""
     drv = CgroupV2Driver(fake, parent="ve")

@@ -306,3 +306,19 @@ def test_exec_streams_large_input_and_returns_when_the_command_exits(engine):
     result = engine.exec(101, ["sh", "-c", "sleep 1000 & echo started"])
     assert result.returncode == 0 and result.stdout == b"started\n"
     assert time.monotonic() - started < 5
+
+
+def test_every_start_of_a_ve_has_a_boot_id_of_its_own(engine):
+    """journald and `journalctl -b` tell a VE's boots apart: a new boot id at each start,
+    never the host's, and read-only inside."""
+    make(engine)
+    seen = set()
+    for _ in range(2):
+        engine.start(101)
+        out = engine.exec(101, ["cat", "/proc/sys/kernel/random/boot_id"]).stdout.decode()
+        seen.add(out.strip())
+        assert engine.exec(101, ["sh", "-c", "echo x > /proc/sys/kernel/random/boot_id"]
+                           ).returncode != 0
+        engine.stop(101, fast=True)
+    assert len(seen) == 2 and proc.boot_id() not in seen
+    assert all(len(b) == 36 and b[14] == "4" for b in seen)

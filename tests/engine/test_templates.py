@@ -304,6 +304,26 @@ def test_import_tarball_installs_and_replaces(tmp_path, dest):
     assert (dest / "etc/os-release").read_bytes() == b"2"
 
 
+def test_vectl_imports_a_systemd_template(tmp_path):
+    """A systemd distribution's tarball: its poweroff signal and a cgroup2 tree of its own."""
+    import json
+    import sys
+    root = tmp_path / "root"
+    tarball = write_tar(tmp_path / "rootfs", member("etc/os-release", data=b"1"))
+    out = subprocess.run([sys.executable, "-m", "ve.cli", "--root", str(root), "template",
+                          "import", "sd", str(tarball), "--stop-signal", "SIGRTMIN+4",
+                          "--cgroup2"], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2])))
+    assert out.returncode == 0, out.stderr
+    meta = json.loads((root / "template/cache/sd.json").read_text())
+    assert (meta["stop_signal"], meta["cgroup2"]) == ("SIGRTMIN+4", True)
+    bad = subprocess.run([sys.executable, "-m", "ve.cli", "--root", str(root), "template",
+                          "import", "sd", str(tarball), "--stop-signal", "SIGRTMIN+99"],
+                         capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2])))
+    assert bad.returncode == 2 and "unknown stop signal" in bad.stderr
+
+
 def test_import_tarball_refuses_hostile_and_leaves_nothing(tmp_path, outside):
     """A hostile tarball is not imported: no cache file, no trial tree, nothing outside."""
     cache = tmp_path / "cache"

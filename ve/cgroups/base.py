@@ -9,6 +9,8 @@ them against a temporary directory tree that mimics cgroupfs.
 import abc
 from collections import namedtuple
 
+from . import mapping
+
 
 class Usage(namedtuple("Usage", "cpu_ns memory memory_limit swap processes "
                                  "memory_failcnt oom_kills io_read_bytes io_write_bytes "
@@ -65,14 +67,28 @@ class CgroupDriver(abc.ABC):
         """Return the ``cgroup.procs`` paths a process writes its PID into to join."""
 
     @abc.abstractmethod
-    def join_files(self, name, cloned=False):
+    def join_files(self, name, cloned=False, leaf=""):
         """Return the files a single-threaded process writes ``0`` into to join itself.
 
         On v1 these are ``tasks`` files: moving one thread (``0`` = the writer)
         skips the global threadgroup lock whose RCU grace period otherwise
         costs 5-20 ms per start. With ``cloned``, leave out the hierarchy of
-        ``clone_target`` (the process was born there).
+        ``clone_target`` (the process was born there). ``leaf``: a subgroup of
+        the VE's cgroup2 group to join instead (a VE's systemd keeps its own
+        tree there, whose inner groups take no processes).
         """
+
+    def leaf_of(self, name, pid):
+        """The subgroup of the VE's cgroup2 group that ``pid`` is in ("" for the group
+        itself; also "" when ``pid`` is elsewhere or the path looks odd)."""
+        try:
+            path = mapping.proc_cgroup_paths(self.fs.proc_cgroup(pid)).get("", "")
+        except OSError:
+            return ""
+        prefix = f"/{self.parent}/{name}"
+        rest = path[len(prefix):] if path == prefix or path.startswith(prefix + "/") else ""
+        parts = [p for p in rest.split("/") if p]
+        return "/".join(parts) if all(p not in (".", "..") for p in parts) else ""
 
     def delegate(self, name, owner):
         """Give VE root (host uid/gid ``owner``) the group's cgroup2 subtree to manage,

@@ -146,13 +146,14 @@ class CgroupV1Driver(CgroupDriver):
         """Return one absolute ``cgroup.procs`` path per hierarchy."""
         return [self.fs.path(f"{d}/cgroup.procs") for d in self._group_dirs(name)]
 
-    def join_files(self, name, cloned=False):
+    def join_files(self, name, cloned=False, leaf=""):
         """Return one ``tasks`` path per v1 hierarchy, plus the unified group's
-        ``cgroup.procs`` unless ``cloned`` (see the base class)."""
+        ``cgroup.procs`` (of its subgroup ``leaf``) unless ``cloned`` (see the base class)."""
         files = [self.fs.path(f"{h}/{self.parent}/{name}/tasks")
                  for h in dict.fromkeys(self.mounts.values())]
         if self.unified and not cloned:
-            files.append(self.fs.path(f"{self.unified}/{self.parent}/{name}/cgroup.procs"))
+            group = "/".join(filter(None, (self.unified, self.parent, name, leaf)))
+            files.append(self.fs.path(f"{group}/cgroup.procs"))
         return files
 
     def file_path(self, name, filename):

@@ -106,9 +106,11 @@ class CgroupV2Driver(CgroupDriver):
         """Return the group's ``cgroup.procs`` path (one hierarchy)."""
         return [self.fs.path(f"{self._dir(name)}/cgroup.procs")]
 
-    def join_files(self, name, cloned=False):
-        """Return ``cgroup.procs`` (v2 moves whole processes), or nothing if ``cloned``."""
-        return [] if cloned else self.procs_files(name)
+    def join_files(self, name, cloned=False, leaf=""):
+        """Return ``cgroup.procs`` of the group or its subgroup ``leaf`` (v2 moves whole
+        processes), or nothing if ``cloned``."""
+        group = "/".join(filter(None, (self._dir(name), leaf)))
+        return [] if cloned else [self.fs.path(f"{group}/cgroup.procs")]
 
     def file_path(self, name, filename):
         """Return the path of ``filename`` in the group."""

@@ -8,6 +8,7 @@ when a later one fails, so a failure leaves the VE as it was.
 import contextlib
 import os
 import signal
+import time
 
 from .. import cgroups, config as conf, fsutil, state, validate
 from ..errors import AlreadyExists, ResourceError, StateError, VEError
@@ -19,6 +20,7 @@ from .network import NetMixin
 from .sampling import SamplingMixin
 from .query import QueryMixin
 from .shell import EXEC_ENV, ShellMixin
+from ..cgroups.fs import poll
 from ..kernel import netns, proc
 from ..kernel.spawn import InitSpec, spawn_init
 from ..paths import Layout, default_root
@@ -351,7 +353,7 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
             pidfd = proc.pidfd_for(record.pid, record.start_time)
             if pidfd is not None:
                 try:
-                    self._end_init(veid, pidfd, timeout, fast)
+                    self._end_init(veid, record.pid, pidfd, timeout, fast)
                 finally:
                     os.close(pidfd)
         self._net_down(cfg)  # what a crashed start or the stop left on the host side
@@ -360,15 +362,19 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
         self._disk_unmount(cfg)
         state.forget_init(self.layout.state(veid))
 
-    def _end_init(self, veid, pidfd, timeout, fast):
+    def _end_init(self, veid, pid, pidfd, timeout, fast):
         """Ask init to shut down (unless ``fast``), then SIGKILL it.
 
         Killing PID 1 makes the kernel kill its whole PID namespace, which is
         faster than freezing and killing the cgroup member by member.
         """
         if not fast:
-            signal.pidfd_send_signal(pidfd, self._stop_signal(veid))
-            if proc.wait_exit(pidfd, timeout):
+            signum, deadline = self._stop_signal(veid), time.monotonic() + timeout
+            # A stop right after a start must not be lost: the signal is dropped
+            # unless init already catches (or blocks) it.
+            poll(lambda: proc.takes_signal(pid, signum), min(timeout, 2.0))
+            signal.pidfd_send_signal(pidfd, signum)
+            if proc.wait_exit(pidfd, max(0.0, deadline - time.monotonic())):
                 return
             log.warning("VE %s did not stop within %ss; killing it", veid, timeout)
         try:

@@ -77,7 +77,10 @@ class ShellMixin:
         pidfd = proc.pidfd_for(record.pid, record.start_time) if record else None
         if pidfd is None:
             raise StateError("the VE is not running", veid)
-        procs = tuple(self.cgroups.join_files(str(veid)))
+        # Into init's own cgroup2 group: the VE's top group may have controllers
+        # enabled for its children (a VE's systemd does so), and then takes no process.
+        leaf = self.cgroups.leaf_of(str(veid), record.pid)
+        procs = tuple(self.cgroups.join_files(str(veid), leaf=leaf))
         from ..kernel.attach import AttachSpec
         from .. import watch
         # The command sees the VE's own sysinfo(2) like its init's children do,

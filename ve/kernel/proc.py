@@ -86,3 +86,20 @@ def wait_exit(pidfd, timeout):
     poller = select.poll()
     poller.register(pidfd, select.POLLIN)
     return bool(poller.poll(max(0, int(timeout * 1000))))
+
+
+def takes_signal(pid, signum):
+    """True if ``pid`` catches or blocks signal ``signum``.
+
+    An init of a PID namespace gets a signal from outside only then; one it
+    neither catches nor blocks is dropped (a just-started systemd installs
+    its handlers some milliseconds after it execs).
+    """
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            masks = {line.split(":")[0]: int(line.split()[1], 16)
+                     for line in handle if line.startswith(("SigBlk:", "SigCgt:"))}
+    except (OSError, ValueError, IndexError):
+        return False
+    bit = 1 << (signum - 1)
+    return bool((masks.get("SigBlk", 0) | masks.get("SigCgt", 0)) & bit)
