@@ -21,7 +21,7 @@ from ve.cgroups import CgroupV2Driver, cgroup_mounts
 from ve.cgroups.fs import CgroupFS
 from ve.config import IDMAP_SIZE
 
-from .conftest import ROOT_DIR
+from .conftest import ROOT_DIR, wait_for
 from .test_network import A, B
 from .test_watcher import WatcherProcess
 
@@ -272,5 +272,32 @@ def test_under_the_node_watcher_a_host_stop_is_a_clean_poweroff_and_no_event(
         assert "Reached target poweroff.target" in sh(engine, 401, "journalctl --no-pager -q")
         engine.stop(401, timeout=60)
         assert [e for e in engine.events() if e["veid"] == 401] == [], watcher.output()
+    finally:
+        watcher.stop()
+
+
+def test_reboot_and_poweroff_from_inside_behave_like_a_vps(engine, hostnet, debian, monkeypatch):
+    """`systemctl reboot` inside brings the VE back by itself (SSH answers again);
+    `systemctl poweroff` leaves it stopped and cleaned up. The watcher runs where
+    the VE's host side lives, as the node's does."""
+    from .test_watcher import events_of, leftovers, new_init, stopped
+    monkeypatch.setenv("VE_WATCH", "on")
+    watcher = WatcherProcess(engine, netns=hostnet.path)
+    try:
+        engine.create(VEConfig(401, "ve401.example", debian, Limits(diskspace=1 * GiB),
+                               ips=A[1]))
+        old = hostnet.engine("print(json.dumps(e.start(401)))")
+        assert booted(engine, 401) == ("running", DOCUMENTED_FAILED)
+        set_root_password(engine, 401)
+        engine.exec(401, ["systemctl", "reboot"], timeout=30)
+        assert new_init(engine, 401, old), watcher.output()
+        assert booted(engine, 401) == ("running", DOCUMENTED_FAILED)
+        assert ssh(hostnet, A[1][0], PASSWORD, "cat /proc/1/comm")["cat /proc/1/comm"] \
+            == "systemd"
+        engine.exec(401, ["systemctl", "poweroff"], timeout=30)
+        assert stopped(engine, 401)
+        assert wait_for(lambda: not leftovers(engine, 401), 20), leftovers(engine, 401)
+        assert [e["reason"] for e in events_of(engine, 401)] == ["reboot", "poweroff"]
+        assert "veth401" not in hostnet.run("ip", "-o", "link").stdout
     finally:
         watcher.stop()

@@ -28,12 +28,14 @@ SMALL = dict(diskspace=128 * MiB, diskinodes=16384)
 class WatcherProcess:
     """``vectl watch`` for one engine's node, as a service would run it."""
 
-    def __init__(self, engine, *options):
+    def __init__(self, engine, *options, netns=None):
+        """``netns``: a network namespace (path) to run in, where the VEs' host sides are."""
         self.engine = engine
         env = dict(os.environ, VE_ROOT=str(engine.layout.root),
                    VE_CGROUP_PARENT=engine.cgroups.parent, PYTHONPATH=str(ROOT_DIR))
         self.log = open(engine.layout.root / "watcher-test.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "ve.cli", "watch", *options],
+        inside = ["nsenter", f"--net={netns}"] if netns else []
+        self.proc = subprocess.Popen([*inside, sys.executable, "-m", "ve.cli", "watch", *options],
                                      env=env, stdout=self.log, stderr=self.log)
         assert wait_for(lambda: watch.running(engine.layout), 15), self.output()
 
