@@ -97,6 +97,9 @@ def main(argv=None):
     """Run vectl with ``argv``; return the exit code."""
     # No logging set-up: warnings reach stderr through logging's last-resort
     # handler, and importing logging up front would slow every call.
+    if argv is None:  # as a command: `vectl list | head` ends quietly, like other tools
+        import signal
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         args = parse(sys.argv[1:] if argv is None else argv, VERBS)
     except HelpRequested as text:

@@ -5,6 +5,8 @@ Every error carries a stable ``code`` (a short string) and ``exit_status`` (the
 message text.
 """
 
+import contextlib
+
 
 class VEError(Exception):
     """Base class of every error the engine raises on purpose."""
@@ -71,3 +73,12 @@ class Unsupported(VEError):
 
     code = "unsupported"
     exit_status = 7
+
+
+@contextlib.contextmanager
+def host_errors(veid, what):
+    """Turn an OSError of the host into a ResourceError saying ``what`` failed."""
+    try:
+        yield
+    except OSError as exc:
+        raise ResourceError(f"{what}: {exc}", veid) from exc

@@ -56,6 +56,11 @@ def facts(ve_root):
     import shutil  # here: only the heartbeat needs it
     if shutil.which("lxcfs") is None:
         warnings.append("lxcfs is not installed: VEs see the host's /proc figures")
+    from . import watch
+    from .paths import Layout
+    if os.environ.get("VE_WATCH") != "off" and not watch.running(Layout(ve_root)):
+        warnings.append("no node watcher runs (vectl watch): VEs that reboot from inside "
+                        "stay down until reconcile starts them, and see the host's sysinfo")
     try:
         st = os.statvfs(ve_root if os.path.exists(ve_root) else "/")
         disk, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize

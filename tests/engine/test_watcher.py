@@ -337,3 +337,15 @@ def test_vectl_alone_starts_a_watcher_and_a_reboot_comes_back(engine, monkeypatc
         if watch.running(layout):
             os.kill(watch.request(layout, {"op": "ping"})["pid"], signal.SIGTERM)
             assert wait_for(lambda: not watch.running(layout), 15)
+
+
+def test_the_node_page_says_when_no_watcher_runs(engine, monkeypatch):
+    from ve import host
+    monkeypatch.setenv("VE_WATCH", "on")
+    root = str(engine.layout.root)
+    assert any("no node watcher runs" in w for w in host.facts(root)["warnings"])
+    running = WatcherProcess(engine)
+    try:
+        assert not any("no node watcher runs" in w for w in host.facts(root)["warnings"])
+    finally:
+        running.stop()

@@ -3,13 +3,16 @@
 The class is assembled from one module per concern, each a mixin that reads
 the others' helpers through ``self``:
 
-- ``lifecycle.py``: create, start, stop, restart, destroy, reinstall, set, and the
-  per-VE lock; the class ``Engine`` itself;
+- ``lifecycle.py``: create, start, stop, restart, destroy, set, and the per-VE
+  lock; the class ``Engine`` itself;
+- ``reinstall.py``, ``boot.py``: reinstall; the onboot VEs at node boot;
+- ``exits.py``: VEs that ended on their own (``reap``) and the event journal;
 - ``query.py``: status, list, pid and the run-file reading every verb uses;
-- ``shell.py``: exec and enter;
+- ``shell.py``: exec and enter; ``inside.py``: the engine's own changes inside a VE;
 - ``network.py``, ``disk.py``: the network and disk steps of the verbs;
 - ``sampling.py``: one cheap look at every VE's usage;
-- ``accounts.py``: root password and SSH keys inside a VE.
+- ``accounts.py``: a user's password and root's SSH keys inside a VE;
+- ``timeouts.py``: how long verbs wait.
 """
 
 from .lifecycle import Engine

@@ -10,16 +10,19 @@ import os
 import signal
 import time
 
-from .. import cgroups, config as conf, fsutil, state, validate
-from ..errors import AlreadyExists, ResourceError, StateError, VEError
+from .. import cgroups, config as conf, state, validate
+from ..errors import AlreadyExists, ResourceError, StateError, VEError, host_errors
 from .accounts import AccountsMixin
+from .boot import BootMixin
 from .disk import DiskMixin, io_values
 from .exits import ExitMixin
 from .inside import InsideMixin
 from .network import NetMixin
 from .sampling import SamplingMixin
 from .query import QueryMixin
+from .reinstall import ReinstallMixin
 from .shell import EXEC_ENV, ShellMixin
+from .timeouts import LOCK_TIMEOUT, STOP_TIMEOUT
 from ..cgroups.fs import poll
 from ..kernel import netns, proc
 from ..kernel.spawn import InitSpec, spawn_init
@@ -31,13 +34,10 @@ from ..log import get as get_logger
 log = get_logger(__name__)
 
 INIT_ENV = EXEC_ENV + ("TERM=linux",)
-LOCK_TIMEOUT = 30.0
-STOP_TIMEOUT = 30.0
-BOOT_PARALLEL = 4  # VEs started at once when the node boots
 
 
 class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskMixin,
-             SamplingMixin, ExitMixin):
+             SamplingMixin, ExitMixin, ReinstallMixin, BootMixin):
     """The node's container engine: VEs under one VE_ROOT and one cgroup parent."""
 
     def __init__(self, root=None, cgroup_parent=None):
@@ -85,7 +85,7 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
             with Reverter() as undo:
                 undo.add(self._remove_files, cfg.veid)
                 self._disk_create(cfg, tarball)
-                with _host_errors(cfg.veid, "cannot write the VE's files"):
+                with host_errors(cfg.veid, "cannot write the VE's files"):
                     self.layout.mountpoint(cfg.veid).mkdir(mode=0o700)
                     conf.write(self.layout.conf(cfg.veid), cfg)
                 undo.commit()
@@ -120,96 +120,9 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
         veid = validate.veid(veid)
         with self._lock(veid):
             self._stop(veid, timeout, fast=True)
-            with _host_errors(veid, "cannot remove the VE's files"):
+            with host_errors(veid, "cannot remove the VE's files"):
                 self._remove_files(veid)
                 state.forget_init(self.layout.state(veid))
-
-    def reinstall(self, veid, template=None, keep_old_as=None, timeout=STOP_TIMEOUT,
-                  token=None):
-        """Give the VE a fresh root from ``template`` (default: its own), keeping its
-        VEID, addresses, limits and host name; return the new config.
-
-        ``keep_old_as``: keep the old root as directory /<name> of the new one
-        (VE root's, mode 0700). A running VE is stopped and started again. If
-        the new tree cannot be made, the old one stays as it was. ``token``
-        makes a retry safe: a reinstall whose token already completed is not
-        done again (the dashboard passes its operation id).
-        """
-        veid = validate.veid(veid)
-        from ..storage import reinstall as swap
-        keep = None if keep_old_as is None else swap.check_keep_name(keep_old_as)
-        with self._lock(veid):
-            cfg = self._read_config(veid)
-            new = cfg.replace(template=template or cfg.template)
-            tarball = templates.cache_path(self.layout.cache_dir, new.template)
-            if token is not None and self._reinstalled_token(veid) == str(token):
-                return cfg  # this very reinstall is done already
-            was_running = self._running_init(veid) is not None
-            self._stop(veid, timeout, fast=False)
-            try:
-                self._disk_mount(cfg)
-                try:
-                    swap.reinstall(self.layout.private(veid), tarball, cfg.idmap_base,
-                                   self._journal(veid), keep)
-                finally:
-                    self._disk_unmount(cfg)
-            except (OSError, VEError) as exc:
-                if was_running:
-                    self._start(cfg)  # as it was
-                if isinstance(exc, VEError):
-                    raise
-                raise ResourceError(f"reinstall failed, the old root stays: {exc}", veid) from exc
-            with _host_errors(veid, "cannot save the VE's config"):
-                conf.write(self.layout.conf(veid), new)
-                if token is not None:
-                    fsutil.atomic_write(self._journal(veid, done=True), f"{token}\n")
-            if was_running:
-                self._start(new)
-            return new
-
-    def _journal(self, veid, done=False):
-        """Host-side record of a reinstall in progress (or the token of the last done)."""
-        return self.layout.run_dir / f"{veid}.{'reinstalled' if done else 'reinstall'}"
-
-    def _reinstalled_token(self, veid):
-        try:
-            return self._journal(veid, done=True).read_text().strip()
-        except OSError:
-            return None
-
-    def boot(self, parallel=BOOT_PARALLEL):
-        """Start the VEs marked onboot, once per boot of the node; return their VEIDs.
-
-        Higher ``bootorder`` first, then by VEID, ``parallel`` at a time. A
-        VE that fails to start is logged and left; calling this again in the
-        same boot does nothing (the node watcher calls it when it starts with
-        ``--onboot``; a crashed watcher's successor must not start VEs that
-        were stopped since).
-        """
-        from concurrent.futures import ThreadPoolExecutor
-        self.layout.ensure()
-        marker, boot_id = self.layout.run_dir / "booted", proc.boot_id()
-        try:
-            if marker.read_text().strip() == boot_id:
-                return []
-        except OSError:
-            pass
-        wanted = [c for c in map(lambda v: self._read_config(v, missing_ok=True),
-                                 self.layout.veids())
-                  if c is not None and c.onboot and self._running_init(c.veid) is None]
-        wanted.sort(key=lambda c: (-c.bootorder, c.veid))
-        with ThreadPoolExecutor(max(1, parallel)) as pool:
-            outcomes = list(pool.map(self._boot_one, wanted))
-        fsutil.atomic_write(marker, boot_id + "\n", durable=False)
-        return [cfg.veid for cfg, ok in zip(wanted, outcomes) if ok]
-
-    def _boot_one(self, cfg):
-        try:
-            self.start(cfg.veid)
-            return True
-        except VEError as exc:
-            log.error("VE %s did not start at boot: %s", cfg.veid, exc)
-            return False
 
     def set(self, veid, hostname=None, ipadd=(), ipdel=(), nameservers=None, netmode=None,
             bridge=None, onboot=None, bootorder=None, **limits):
@@ -293,7 +206,7 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
             self._disk_mount(cfg)
             if self._journal(cfg.veid).exists():  # a reinstall was interrupted
                 from ..storage import reinstall as swap
-                with _host_errors(cfg.veid, "cannot finish an interrupted reinstall"):
+                with host_errors(cfg.veid, "cannot finish an interrupted reinstall"):
                     swap.recover(self.layout.private(cfg.veid), self._journal(cfg.veid))
             self._clear_cgroup(name)
             undo.add(self._clear_cgroup, name)  # create() may fail half-way
@@ -308,7 +221,7 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
             try:
                 undo.add(self._net_down, cfg)
                 self._net_up(cfg, spawned.pid)
-                with _host_errors(cfg.veid, "cannot record the running VE"):
+                with host_errors(cfg.veid, "cannot record the running VE"):
                     record = state.record_init(self.layout.state(cfg.veid), spawned.pid,
                                                netns.identity(), spawned.listener is not None)
                 undo.add(state.forget_init, self.layout.state(cfg.veid))
@@ -460,12 +373,3 @@ def _changed_ips(ips, add, delete):
 def _net_differs(old, new):
     return (old.ips, old.nameservers, old.limits.rate) != (new.ips, new.nameservers, new.limits.rate) \
         or (old.hostname != new.hostname and bool(new.ips))
-
-
-@contextlib.contextmanager
-def _host_errors(veid, what):
-    """Turn an OSError of the host into the engine's ResourceError."""
-    try:
-        yield
-    except OSError as exc:
-        raise ResourceError(f"{what}: {exc}", veid) from exc

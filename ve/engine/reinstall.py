@@ -1,0 +1,63 @@
+"""reinstall: a fresh root from a template for a VE that keeps everything else."""
+
+from .. import config as conf, fsutil, validate
+from ..errors import ResourceError, VEError, host_errors
+from ..storage import templates
+from .timeouts import STOP_TIMEOUT
+
+
+class ReinstallMixin:
+    """The reinstall verb of the Engine (needs the lifecycle steps)."""
+
+    def reinstall(self, veid, template=None, keep_old_as=None, timeout=STOP_TIMEOUT,
+                  token=None):
+        """Give the VE a fresh root from ``template`` (default: its own), keeping its
+        VEID, addresses, limits and host name; return the new config.
+
+        ``keep_old_as``: keep the old root as directory /<name> of the new one
+        (VE root's, mode 0700). A running VE is stopped and started again. If
+        the new tree cannot be made, the old one stays as it was. ``token``
+        makes a retry safe: a reinstall whose token already completed is not
+        done again (the dashboard passes its operation id).
+        """
+        veid = validate.veid(veid)
+        from ..storage import reinstall as swap
+        keep = None if keep_old_as is None else swap.check_keep_name(keep_old_as)
+        with self._lock(veid):
+            cfg = self._read_config(veid)
+            new = cfg.replace(template=template or cfg.template)
+            tarball = templates.cache_path(self.layout.cache_dir, new.template)
+            if token is not None and self._reinstalled_token(veid) == str(token):
+                return cfg  # this very reinstall is done already
+            was_running = self._running_init(veid) is not None
+            self._stop(veid, timeout, fast=False)
+            try:
+                self._disk_mount(cfg)
+                try:
+                    swap.reinstall(self.layout.private(veid), tarball, cfg.idmap_base,
+                                   self._journal(veid), keep)
+                finally:
+                    self._disk_unmount(cfg)
+            except (OSError, VEError) as exc:
+                if was_running:
+                    self._start(cfg)  # as it was
+                if isinstance(exc, VEError):
+                    raise
+                raise ResourceError(f"reinstall failed, the old root stays: {exc}", veid) from exc
+            with host_errors(veid, "cannot save the VE's config"):
+                conf.write(self.layout.conf(veid), new)
+                if token is not None:
+                    fsutil.atomic_write(self._journal(veid, done=True), f"{token}\n")
+            if was_running:
+                self._start(new)
+            return new
+
+    def _journal(self, veid, done=False):
+        """Host-side record of a reinstall in progress (or the token of the last done)."""
+        return self.layout.run_dir / f"{veid}.{'reinstalled' if done else 'reinstall'}"
+
+    def _reinstalled_token(self, veid):
+        try:
+            return self._journal(veid, done=True).read_text().strip()
+        except OSError:
+            return None
