@@ -110,7 +110,7 @@ def reboot_ms(engine, veid):
         status = engine.status(veid)
         if status.state == "running" and status.init_pid != old:
             return (time.perf_counter() - started) * 1000
-        assert time.perf_counter() - started < 30, "the VE did not come back"
+        assert time.perf_counter() - started < 30, f"VE {veid} did not come back: {status}"
         time.sleep(0.002)
 
 
@@ -177,6 +177,9 @@ def main():
         write_json(RESULTS_DIR / "watcher.json", results)
         for key, value in results.items():
             log(f"{key}: {value}")
+    except BaseException:
+        log("the watcher's log:\n" + ws.path("watcher.log").read_text()[-3000:])
+        raise
     finally:
         for veid in engine.layout.veids():
             try:

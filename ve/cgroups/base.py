@@ -129,5 +129,10 @@ class CgroupDriver(abc.ABC):
         """Return a ``Usage`` for the group."""
 
     @abc.abstractmethod
+    def footprint(self, name):
+        """(RAM bytes in use, swap bytes in use, processes) of the group: the few
+        reads sysinfo(2) answers need, where ``usage`` reads every counter."""
+
+    @abc.abstractmethod
     def group_of(self, pid):
         """Return the name of the VE group holding host PID ``pid``, or None."""

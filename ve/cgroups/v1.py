@@ -236,6 +236,12 @@ class CgroupV1Driver(CgroupDriver):
             memory_reclaimable=self._stat(name).get("total_inactive_file", 0),
         )
 
+    def footprint(self, name):
+        """(RAM, swap, processes) of the group (see the base class)."""
+        memory = self._int("memory", name, "memory.usage_in_bytes")
+        memsw = self._int("memory", name, "memory.memsw.usage_in_bytes", optional=True)
+        return memory, max((memsw or memory) - memory, 0), self._int("pids", name, "pids.current")
+
     def _stat(self, name):
         """memory.stat as {key: int} (empty without the memory controller)."""
         if "memory" not in self.mounts:

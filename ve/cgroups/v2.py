@@ -179,6 +179,13 @@ class CgroupV2Driver(CgroupDriver):
             memory_reclaimable=self._keyed(group, "memory.stat", present).get("inactive_file", 0),
         )
 
+    def footprint(self, name):
+        """(RAM, swap, processes) of the group (see the base class)."""
+        group = self._dir(name)
+        present = self._controllers(group)
+        return tuple(self._int(group, f, present)
+                     for f in ("memory.current", "memory.swap.current", "pids.current"))
+
     def _text(self, group, filename, present):
         """Return a file's text, or None where the kernel keeps no such counter."""
         try:

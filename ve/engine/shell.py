@@ -83,9 +83,9 @@ class ShellMixin:
         procs = tuple(self.cgroups.join_files(str(veid), leaf=leaf))
         from ..kernel.attach import AttachSpec
         from .. import watch
-        # The command sees the VE's own sysinfo(2) like its init's children do,
-        # if the watcher that answers them is there.
-        notify = record.watched and watch.running(self.layout)
+        # The command sees the VE's own sysinfo(2), and its reboot(2) is seen, like
+        # those of the init's children, if a watcher is there to answer them.
+        notify = watch.in_use(self.layout)
         return pidfd, AttachSpec(pidfd, procs, argv, env, bool(cfg.idmap_base), notify), record
 
     def _hand_to_watcher(self, veid, record, listener, helper):

@@ -69,6 +69,11 @@ def running(layout):
         return False
 
 
+def in_use(layout):
+    """True if a watcher serves this node and ``VE_WATCH`` does not say "off"."""
+    return os.environ.get("VE_WATCH", "auto") != "off" and running(layout)
+
+
 def available(layout, cgroup_parent):
     """True if a watcher serves this node, after starting one if ``VE_WATCH`` allows."""
     mode = os.environ.get("VE_WATCH", "auto")

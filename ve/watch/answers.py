@@ -26,6 +26,7 @@ class Answers:
     def __init__(self, engine):
         self.engine = engine
         self.loads = {}  # veid -> [load1, load5, load15]
+        self.limits = {}  # veid -> (conf file stamp, (ram, swap))
         self.next_sample = 0.0
         self._host = (0.0, {})
         self.tick = os.sysconf("SC_CLK_TCK")
@@ -33,18 +34,30 @@ class Answers:
     def sysinfo(self, veid, init_start_time):
         """The packed ``struct sysinfo`` for VE ``veid``, or None if it cannot be read."""
         try:
-            cfg = self.engine.config(veid)
-            use = self.engine.cgroups.usage(str(veid))
+            ram, swap = self._limits(veid)
+            memory, swap_used, processes = self.engine.cgroups.footprint(str(veid))
         except (OSError, VEError):
             return None
         host = self._host_memory()
-        total = min(cfg.limits.ram, host.get("MemTotal", cfg.limits.ram))
-        swap_total = min(cfg.limits.swap, host.get("SwapTotal", 0))
+        total = min(ram, host.get("MemTotal", ram))
+        swap_total = min(swap, host.get("SwapTotal", 0))
         uptime = max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - init_start_time / self.tick)
         loads = self.loads.setdefault(veid, [0.0, 0.0, 0.0])
         return seccomp.sysinfo_bytes(
-            uptime, loads, total, max(total - use.memory, 0), 0, 0, swap_total,
-            max(swap_total - use.swap, 0), use.processes)
+            uptime, loads, total, max(total - memory, 0), 0, 0, swap_total,
+            max(swap_total - swap_used, 0), processes)
+
+    def _limits(self, veid):
+        """(RAM, swap) limits of the VE, from its config, parsed again only when it changed
+        (a live `set` rewrites it: the next call answers with the new limits)."""
+        path = self.engine.layout.conf(veid)
+        st = os.stat(path)
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        cached = self.limits.get(veid)
+        if cached is None or cached[0] != stamp:
+            limits = self.engine.config(veid).limits
+            cached = self.limits[veid] = (stamp, (limits.ram, limits.swap))
+        return cached[1]
 
     def sample_loads(self):
         """Fold each tracked VE's runnable processes into its load averages (every 5 s)."""
@@ -63,6 +76,7 @@ class Answers:
 
     def forget(self, veid):
         self.loads.pop(veid, None)
+        self.limits.pop(veid, None)
 
     def _host_memory(self):
         read_at, values = self._host
