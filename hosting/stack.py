@@ -257,14 +257,20 @@ class Stack:
             except ProcessLookupError:
                 pass
             proc.wait()
-        self._stop_replaced_watcher(timeout)
 
-    def _stop_replaced_watcher(self, timeout):
-        """A watcher killed meanwhile was replaced by its twin, which is not our child."""
+    def stop_node_watcher(self, timeout=60):
+        """Stop whatever watcher serves the node (ours, or the twin that carries on after
+        it while VEs run), even with VEs running: they lose their notifiers."""
         pid = self.node_watcher_pid()
         if pid is None:
             return
-        os.kill(pid, signal.SIGTERM)
+        from ve import watch
+        from ve.paths import Layout
+        root = self.extra_env.get("VE_ROOT") or os.environ.get("VE_ROOT") or "/var/lib/ve"
+        try:
+            watch.request(Layout(root), {"op": "stop"})
+        except OSError:
+            pass  # gone meanwhile
         wait_until(lambda: self.node_watcher_pid() is None, timeout,
                    "the node watcher did not stop")
 

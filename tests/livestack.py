@@ -168,13 +168,14 @@ class LiveStack:
                          for n in names if (self.data_dir / "log" / f"{n}.log").exists())
 
     def stop(self):
-        self.stack.stop()
+        self.stack.stop()  # the watcher's twin carries on while VEs run
         engine = self.engine()
         for veid in engine.layout.veids():
             try:
                 engine.destroy(veid, timeout=2)
             except Exception as exc:
                 print(f"cleanup of VE {veid} failed: {exc}", file=sys.stderr)
+        self.stack.stop_node_watcher()
         from tests.engine.conftest import CGROUP_ROOT, _remove_cgroup_tree
         leaked = [str(h / self.cgroup_top / "ve") for h in CGROUP_ROOT.iterdir()
                   if any((h / self.cgroup_top / "ve").glob("[0-9]*"))]

@@ -86,7 +86,9 @@ VERBS = {
     "pid": Verb("tell which VE each host PID belongs to", (("pids", "many"),)),
     "watch": Verb("run the node watcher (reboots from inside, clean-up, sysinfo, LXCFS)", (), {
         "--onboot": ("onboot", False, "start the VEs marked onboot (once per boot)"),
-        "--idle-exit": ("idle_exit", True, "exit after this many seconds with no VE running")}),
+        "--idle-exit": ("idle_exit", True, "exit after this many seconds with no VE running"),
+        "--stop": ("stop", False, "stop the running watcher and its twin, even while VEs "
+                                  "run (they lose their sysinfo answers and reboot detection)")}),
     "events": Verb("list VEs that ended on their own (reboot, poweroff, crash)", (), {
         "--forget": ("forget", False, "remove the events listed")}),
 }
@@ -301,6 +303,8 @@ def cmd_enter(engine, args, as_json):
 def cmd_watch(engine, args, as_json):
     import logging
     import signal
+    if args.stop:
+        return _stop_watcher(engine, as_json)
     from .watch.daemon import Watcher
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     idle = None if args.idle_exit is None else _seconds(args.idle_exit, None)
@@ -309,6 +313,19 @@ def cmd_watch(engine, args, as_json):
         signal.signal(signum, lambda *_: watcher.stop())
     watcher.serve()
     return 0
+
+
+def _stop_watcher(engine, as_json):
+    import time
+    from . import watch
+    try:
+        pid = watch.request(engine.layout, {"op": "stop"})["pid"]
+    except (OSError, ValueError, KeyError):
+        return _done(as_json, {"stopped": None}, "no watcher runs")
+    deadline = time.monotonic() + 60
+    while watch.running(engine.layout) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return _done(as_json, {"stopped": pid}, f"the watcher (PID {pid}) stopped")
 
 
 def cmd_events(engine, args, as_json):

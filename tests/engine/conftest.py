@@ -107,7 +107,18 @@ def engine(tmp_path, template_cache):
             eng.destroy(veid, timeout=2)
         except Exception as exc:  # keep cleaning; the test already reported
             print(f"cleanup of VE {veid} failed: {exc}", file=sys.stderr)
+    _stop_watcher(eng.layout)
     _remove_cgroup_tree(top)
+
+
+def _stop_watcher(layout):
+    """No node watcher a test started (or vectl started for it) outlives the test."""
+    from ve import watch
+    try:
+        watch.request(layout, {"op": "stop"}, timeout=5)
+    except (OSError, ValueError):
+        return
+    wait_for(lambda: not watch.running(layout), 15)
 
 
 def wait_for(predicate, timeout=10.0):

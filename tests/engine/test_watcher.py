@@ -6,6 +6,7 @@ engine uses it but never starts one of its own).
 """
 
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -61,13 +62,16 @@ class WatcherProcess:
         return (self.engine.layout.root / "watcher-test.log").read_text()[-3000:]
 
     def stop(self):
-        self.proc.terminate()
+        """Stop the watcher serving the node and its twin (``vectl watch --stop``)."""
         try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            pass
-        for pid in self.pids():  # a replacement the test made (not our child)
+            watch.request(self.engine.layout, {"op": "stop"})
+        except OSError:
+            pass  # none serves: the test killed it
+        wait_for(lambda: not self.pids(), 15)
+        for pid in self.pids():  # one that would not stop
             os.kill(pid, signal.SIGKILL)
+        if self.proc.poll() is None:
+            self.proc.kill()
         self.proc.wait()
         self.log.close()
 
@@ -134,6 +138,7 @@ def test_poweroff_inside_stays_off_and_is_cleaned_up_at_once(engine, watcher, co
     assert engine.exec(101, [command]).returncode == 0
     assert stopped(engine, 101)
     assert wait_for(lambda: not leftovers(engine, 101), 10), leftovers(engine, 101)
+    assert wait_for(lambda: events_of(engine, 101), 10)  # written once all is clean
     (event,) = events_of(engine, 101)
     assert (event["reason"], event["restarted"]) == ("poweroff", False)
     assert engine.status(101).state == "stopped"
@@ -192,6 +197,77 @@ def test_a_second_watcher_takes_the_node_over_with_every_listener(engine, watche
     finally:
         second.stop()
 
+
+def test_a_stopped_watcher_leaves_its_twin_on_duty_while_ves_run(engine, watcher):
+    """SIGTERM (a service stop) must not take the running VEs' notifiers with it: the
+    twin carries on; `vectl watch --stop` stops both; with nothing running, SIGTERM does."""
+    make(engine, ram=128 * MiB)
+    watcher.proc.terminate()
+    assert watcher.proc.wait(timeout=20) == 0
+    assert wait_for(lambda: watch.running(engine.layout), 10), watcher.output()
+    assert b"131072" in engine.exec(101, ["free"]).stdout  # still the VE's own answer
+    assert "stopped" in vectl(engine, "watch", "--stop").stdout
+    assert not watch.running(engine.layout) and wait_for(lambda: not watcher.pids(), 10)
+    engine.stop(101, fast=True)
+    alone = WatcherProcess(engine)
+    alone.proc.terminate()
+    assert alone.proc.wait(timeout=20) == 0
+    assert wait_for(lambda: not alone.pids(), 10)  # no VE needed it: the twin quit too
+    alone.stop()
+
+
+def _steal_listeners(pid):
+    """Copies of the seccomp listeners a process holds (pidfd_getfd), as the test's own."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    copies = []
+    pidfd = os.pidfd_open(pid)
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:seccomp notify":
+                    continue
+            except OSError:
+                continue
+            copy = libc.syscall(438, pidfd, int(fd), 0)  # pidfd_getfd
+            assert copy >= 0, os.strerror(ctypes.get_errno())
+            copies.append(copy)
+    finally:
+        os.close(pidfd)
+    return copies
+
+
+def test_a_call_the_dead_watcher_had_taken_is_asked_again(engine, watcher, sysinfo_probe):
+    """A watcher killed between taking a notification and answering it: the kernel
+    never hands that notification out again, so the next watcher wakes the waiting
+    task (SIGSTOP, SIGCONT), which asks anew and gets its answer."""
+    from ve.kernel import seccomp
+    make(engine, ram=128 * MiB)
+    assert engine.exec(101, ["sh", "-c", "cat > /bin/sysinfo && chmod 755 /bin/sysinfo"],
+                       input=sysinfo_probe).returncode == 0
+    # Under a notifier the watcher holds: it asks once /tmp/go appears.
+    engine.exec(101, ["sh", "-c", "(while [ ! -e /tmp/go ]; do sleep 0.05; done; "
+                                  "/bin/sysinfo > /tmp/answer) >/dev/null 2>&1 &"])
+    main = min(watcher.pids())  # the watcher (its twin is its child, with a higher PID)
+    os.kill(main, signal.SIGSTOP)
+    listeners = []
+    try:
+        listeners = _steal_listeners(main)
+        engine.exec(101, ["touch", "/tmp/go"])  # no watcher answers: a plain command
+        readable = select.select(listeners, [], [], 10)[0]
+        assert readable, "no notification came"
+        taken = seccomp.receive(readable[0])  # taken, never answered: as by a dying watcher
+        assert taken is not None and taken.call == "sysinfo"
+        os.kill(main, signal.SIGKILL)
+    finally:
+        os.kill(main, signal.SIGCONT)
+        for fd in listeners:
+            os.close(fd)
+
+    def answered():
+        return engine.exec(101, ["cat", "/tmp/answer"]).stdout.startswith(b"total")
+    assert wait_for(answered, 20), watcher.output()
+    assert f"total {128 * MiB} ".encode() in engine.exec(101, ["cat", "/tmp/answer"]).stdout
 
 def test_a_new_watcher_catches_up_with_what_ended_while_none_ran(engine, watcher):
     pid = make(engine)
@@ -333,10 +409,8 @@ def test_vectl_alone_starts_a_watcher_and_a_reboot_comes_back(engine, monkeypatc
         assert new_init(engine, 101, old)
         assert "reboot" in vectl(engine, "events").stdout
     finally:
-        layout = Layout(engine.layout.root)
-        if watch.running(layout):
-            os.kill(watch.request(layout, {"op": "ping"})["pid"], signal.SIGTERM)
-            assert wait_for(lambda: not watch.running(layout), 15)
+        assert "stopped" in vectl(engine, "watch", "--stop").stdout
+        assert not watch.running(Layout(engine.layout.root))
 
 
 def test_the_node_page_says_when_no_watcher_runs(engine, monkeypatch):

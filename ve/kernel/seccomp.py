@@ -29,6 +29,8 @@ X32_BIT = 0x40000000
 SYSINFO, REBOOT = 99, 169                 # x86_64 (x32: the same | X32_BIT)
 SYSINFO_I386, REBOOT_I386 = 116, 88
 RET_ALLOW, RET_USER_NOTIF = 0x7FFF0000, 0x7FC00000
+# reboot(2) commands that end the VE: RESTART, RESTART2, POWER_OFF, HALT
+HALTING_COMMANDS = (0x01234567, 0xA1B2C3D4, 0x4321FEDC, 0xCDEF0123)
 
 IOCTL_RECV, IOCTL_SEND, IOCTL_ID_VALID = 0xC0502100, 0xC0182101, 0x40082102
 FLAG_CONTINUE = 1
@@ -64,27 +66,34 @@ class Notification(tuple):
 
 
 def _program():
-    """The classic BPF program: notify on sysinfo and reboot of every ABI, allow the rest."""
-    def op(code, k, jt=0, jf=0):
-        return struct.pack("=HBBI", code, jt, jf, k)
-    notify = 13  # index of the RET_USER_NOTIF instruction
-    prog = [
-        op(_LD, 4),                                   # 0: A = arch
-        op(_JEQ, AUDIT_ARCH_X86_64, 0, 6),            # 1: x86_64? else -> 8
-        op(_LD, 0),                                   # 2: A = nr
-        op(_JEQ, SYSINFO, notify - 4, 0),             # 3
-        op(_JEQ, SYSINFO | X32_BIT, notify - 5, 0),   # 4
-        op(_JEQ, REBOOT, notify - 6, 0),              # 5
-        op(_JEQ, REBOOT | X32_BIT, notify - 7, 0),    # 6
-        op(_RET, RET_ALLOW),                          # 7
-        op(_JEQ, AUDIT_ARCH_I386, 0, 3),              # 8: i386? else -> 12
-        op(_LD, 0),                                   # 9
-        op(_JEQ, SYSINFO_I386, notify - 11, 0),       # 10
-        op(_JEQ, REBOOT_I386, notify - 12, 0),        # 11
-        op(_RET, RET_ALLOW),                          # 12
-        op(_RET, RET_USER_NOTIF),                     # 13
+    """The classic BPF program: notify on sysinfo, and on reboot with a command that ends
+    the VE (Ctrl-Alt-Del settings, which inits make at boot, run unstopped); allow
+    the rest. Every ABI alike."""
+    # (label, opcode, k, label if true, label if false); None falls through.
+    code = [
+        ("start", _LD, 4, None, None),                                # A = arch
+        (None, _JEQ, AUDIT_ARCH_X86_64, None, "i386"),
+        (None, _LD, 0, None, None),                                   # A = nr
+        (None, _JEQ, SYSINFO, "notify", None),
+        (None, _JEQ, SYSINFO | X32_BIT, "notify", None),
+        (None, _JEQ, REBOOT, "reboot", None),
+        (None, _JEQ, REBOOT | X32_BIT, "reboot", None),
+        (None, _RET, RET_ALLOW, None, None),
+        ("i386", _JEQ, AUDIT_ARCH_I386, None, "allow"),
+        (None, _LD, 0, None, None),
+        (None, _JEQ, SYSINFO_I386, "notify", None),
+        (None, _JEQ, REBOOT_I386, "reboot", "allow"),
+        ("reboot", _LD, 32, None, None),                              # A = cmd (args[2])
+        *[(None, _JEQ, cmd, "notify", None) for cmd in HALTING_COMMANDS],
+        ("allow", _RET, RET_ALLOW, None, None),
+        ("notify", _RET, RET_USER_NOTIF, None, None),
     ]
-    return b"".join(prog)
+    at = {label: index for index, (label, *_) in enumerate(code) if label}
+
+    def offset(index, label):
+        return 0 if label is None else at[label] - index - 1  # forward jumps only
+    return b"".join(struct.pack("=HBBI", op, offset(i, yes), offset(i, no), k)
+                    for i, (_, op, k, yes, no) in enumerate(code))
 
 
 _PROGRAM = _program()

@@ -64,6 +64,9 @@ class ClientsMixin:
         if op == "status":
             return {"ok": True, "ves": sorted(self.ves), "listeners": len(self.listeners),
                     "reaping": sorted(self.busy)}
+        if op == "stop":  # everything, the twin too (vectl watch --stop)
+            self.stop(everything=True)
+            return {"ok": True, "pid": os.getpid()}
         return {"ok": False, "error": f"bad request {op!r}"}
 
     def _hand_over(self, conn):
@@ -75,4 +78,4 @@ class ClientsMixin:
             socket.send_fds(conn, [json.dumps([[l.veid, *l.init] for l in batch]).encode()],
                             [l.fd for l in batch])
         log.info("a new watcher takes the node over (%s listeners)", len(held))
-        self.stopping = True
+        self.handed_over = self.stopping = True

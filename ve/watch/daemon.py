@@ -12,6 +12,7 @@ import errno
 import fcntl
 import os
 import select
+import signal
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -75,7 +76,7 @@ class Watcher(ClientsMixin, NotificationsMixin):
         self.run_mtime = None
         self.next_rescan = 0.0
         self.idle_since = time.monotonic()
-        self.stopping = False
+        self.stopping = self.everything = self.handed_over = False
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.lock_fd = self.server = self.holder = None
 
@@ -86,6 +87,7 @@ class Watcher(ClientsMixin, NotificationsMixin):
         listeners included) and exits: a restarted or upgraded service loses nothing.
         StateError if it does not let go."""
         passed_on = holder.inherited()  # from a twin that outlived the last watcher
+        orphaned = {veid for _, veid, _ in passed_on}
         self._take_node(passed_on)
         try:
             self._add(self.wake_r, lambda _: _drain(self.wake_r))
@@ -93,6 +95,7 @@ class Watcher(ClientsMixin, NotificationsMixin):
             for fd, veid, init in passed_on:
                 self._listen(veid, fd, init)
             self._start_holder()
+            self._unstick(orphaned)
             self._rescan(everything=True)
             if self.onboot:
                 self.pool.submit(self._start_onboot)
@@ -106,9 +109,15 @@ class Watcher(ClientsMixin, NotificationsMixin):
         finally:
             self._release()
 
-    def stop(self):
-        """Make ``serve`` return (from any thread or a signal handler)."""
+    def stop(self, everything=False):
+        """Make ``serve`` return (from any thread or a signal handler).
+
+        While VEs hold notifiers, their twin carries on as the watcher (a VE
+        whose listener closes loses its sysinfo answers and reboot detection
+        for good); ``everything`` stops the twin too, whatever runs.
+        """
         self.stopping = True
+        self.everything = everything
         self._wake()
 
     def _take_node(self, passed_on):
@@ -139,6 +148,27 @@ class Watcher(ClientsMixin, NotificationsMixin):
         self.server.listen(64)
         self.server.setblocking(False)
 
+    def _unstick(self, veids):
+        """Wake the VEs' tasks a dead watcher left waiting on an answer it had taken.
+
+        The kernel hands each notification to one reader once: one taken by a
+        watcher that died before answering would wait forever. SIGSTOP then
+        SIGCONT interrupts the wait; the call starts again and notifies anew.
+        """
+        for veid in veids:
+            try:
+                pids = self.engine.cgroups.pids(str(veid))
+            except OSError:
+                continue
+            for pid in pids:
+                if _waits_on_seccomp(pid):
+                    log.info("VE %s: PID %s waited on the last watcher; asking again", veid, pid)
+                    for signum in (signal.SIGSTOP, signal.SIGCONT):
+                        try:
+                            os.kill(pid, signum)
+                        except ProcessLookupError:
+                            break
+
     def _start_holder(self):
         env = {"VE_ROOT": str(self.layout.root), "VE_CGROUP_PARENT": self.engine.cgroups.parent}
         options = ("--idle-exit", str(self.idle_exit)) if self.idle_exit is not None else ()
@@ -164,7 +194,11 @@ class Watcher(ClientsMixin, NotificationsMixin):
     def _release(self):
         if self.holder is not None:
             self._remove(self.holder.sock.fileno())
-            self.holder.quit()
+            if self.everything or self.handed_over or not self.listeners:
+                self.holder.quit()
+            else:
+                log.info("%s VEs hold notifiers: the twin goes on as the watcher",
+                         len({l.veid for l in self.listeners.values()}))
         self.pool.shutdown(wait=True)
         for watched in self.ves.values():
             watched.close()
@@ -331,6 +365,22 @@ class Watcher(ClientsMixin, NotificationsMixin):
             os.write(self.wake_w, b"x")
         except BlockingIOError:
             pass
+
+
+def _waits_on_seccomp(pid):
+    """True if a thread of ``pid`` sleeps in the kernel's seccomp user notification."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/wchan") as f:
+                if f.read(64).startswith("seccomp_do_user_notif"):
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 def _try_flock(fd):

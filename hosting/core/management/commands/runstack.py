@@ -55,6 +55,10 @@ class Command(BaseCommand):
             self.stdout.write("stopping...")
         finally:
             stack.stop()
+            pid = stack.node_watcher_pid()
+            if pid:  # VPSes still run: their seccomp listeners must stay open
+                self.stdout.write(f"the node watcher (PID {pid}) keeps serving the running "
+                                  "VPSes; `vectl watch --stop` stops it")
 
     def _banner(self, stack):
         creds = dict(line.split(" ", 1) for line in
