@@ -58,9 +58,8 @@ def facts(ve_root):
         warnings.append("lxcfs is not installed: VEs see the host's /proc figures")
     from . import watch
     from .paths import Layout
-    if os.environ.get("VE_WATCH") != "off" and not watch.running(Layout(ve_root)):
-        warnings.append("no node watcher runs (vectl watch): VEs that reboot from inside "
-                        "stay down until reconcile starts them, and see the host's sysinfo")
+    if os.environ.get("VE_WATCH") != "off":
+        warnings += _watcher_warnings(watch, Layout(ve_root))
     try:
         st = os.statvfs(ve_root if os.path.exists(ve_root) else "/")
         disk, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
@@ -68,3 +67,16 @@ def facts(ve_root):
         disk = free = 0
     return {"ram_bytes": memory_bytes(), "cpus": os.cpu_count() or 1, "disk_bytes": disk,
             "disk_free_bytes": free, "cgroup_version": version, "warnings": warnings}
+
+
+def _watcher_warnings(watch, layout):
+    try:
+        deaf = watch.request(layout, {"op": "status"}, timeout=2.0).get("deaf", [])
+    except (OSError, ValueError):
+        return ["no node watcher runs (vectl watch): VEs that reboot from inside stay down "
+                "until reconcile starts them, and see the host's sysinfo"]
+    if not deaf:
+        return []
+    return ["VEs that lost their notifier (the watcher and its twin were killed at once; "
+            "their sysinfo and reboot fail until they are restarted): "
+            + ", ".join(map(str, deaf))]

@@ -8,14 +8,22 @@ from .models import Operation
 class OperationSerializer(serializers.ModelSerializer):
     veid = serializers.IntegerField(source="environment.veid", read_only=True, default=None)
     requested_by = serializers.SerializerMethodField()
+    origin = serializers.SerializerMethodField()
     url = serializers.HyperlinkedIdentityField(view_name="operation-detail")
 
     class Meta:
         model = Operation
         fields = ["id", "url", "kind", "veid", "state", "progress", "message", "error",
-                  "requested_by", "attempts", "created", "started", "finished"]
+                  "requested_by", "origin", "attempts", "created", "started", "finished"]
         read_only_fields = fields
 
+    def get_origin(self, op) -> str:
+        """"user" (a login asked), "system" (the dashboard itself: reconcile, quotas),
+        "inside" (the VPS rebooted or powered off by itself), "node" (it stopped
+        unexpectedly on its node)."""
+        if op.requested_by_id is not None:
+            return "user"
+        return op.params.get("origin") or "system"
 
     def get_requested_by(self, op) -> str | None:
         """Who asked; customers see staff only as "support" (staff logins stay private)."""

@@ -138,6 +138,8 @@ def test_poweroff_inside_stays_off_and_the_dashboard_agrees(
     op = ve.operations.get(kind="poweroff")
     assert (op.state, op.message) == ("succeeded", "powered off from inside")
     assert op.requester_shown_to(ve.owner.user) == "the VPS itself"
+    from hosting.operations.api import OperationSerializer
+    assert OperationSerializer().get_origin(op) == "inside"
     assert engine.events() == []  # recorded, then forgotten on the node
     summary = reconcile_now(engine, django_capture_on_commit_callbacks)
     assert summary["queued"] == [] and summary["drift"] == []

@@ -63,7 +63,7 @@ class ClientsMixin:
             return {"ok": True, "_kept": [fds[0]]}
         if op == "status":
             return {"ok": True, "ves": sorted(self.ves), "listeners": len(self.listeners),
-                    "reaping": sorted(self.busy)}
+                    "reaping": sorted(self.busy), "deaf": self._deaf()}
         if op == "stop":  # everything, the twin too (vectl watch --stop)
             self.stop(everything=True)
             return {"ok": True, "pid": os.getpid()}
@@ -79,3 +79,11 @@ class ClientsMixin:
                             [l.fd for l in batch])
         log.info("a new watcher takes the node over (%s listeners)", len(held))
         self.handed_over = self.stopping = True
+
+    def _deaf(self):
+        """Running VEs started with a notifier whose listener no watcher holds any more
+        (a watcher and its twin were killed at once): their sysinfo(2) and reboot(2)
+        fail until they are restarted."""
+        held = {(l.veid, l.init) for l in self.listeners.values()}
+        return sorted(veid for veid, w in self.ves.items() if w.record.watched
+                      and (veid, (w.record.pid, w.record.start_time)) not in held)

@@ -38,6 +38,7 @@ class HolderLink:
         pid = os.fork()
         if pid == 0:
             ours.close()
+            os.setsid()  # not in the watcher's process group: killing that group spares it
             held = {fd: (lst.veid, lst.init) for fd, lst in listeners.items()}
             _hold(theirs, held, env, options)
         theirs.close()
