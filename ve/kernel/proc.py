@@ -88,6 +88,18 @@ def wait_exit(pidfd, timeout):
     return bool(poller.poll(max(0, int(timeout * 1000))))
 
 
+def status_masks(pid, *keys):
+    """The hexadecimal masks ``keys`` (e.g. "SigCgt", "CapEff") of /proc/<pid>/status
+    as ints ({} if the process is gone)."""
+    wanted = tuple(f"{key}:" for key in keys)
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            return {line.split(":")[0]: int(line.split()[1], 16)
+                    for line in handle if line.startswith(wanted)}
+    except (OSError, ValueError, IndexError):
+        return {}
+
+
 def takes_signal(pid, signum):
     """True if ``pid`` catches or blocks signal ``signum``.
 
@@ -95,11 +107,5 @@ def takes_signal(pid, signum):
     neither catches nor blocks is dropped (a just-started systemd installs
     its handlers some milliseconds after it execs).
     """
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            masks = {line.split(":")[0]: int(line.split()[1], 16)
-                     for line in handle if line.startswith(("SigBlk:", "SigCgt:"))}
-    except (OSError, ValueError, IndexError):
-        return False
-    bit = 1 << (signum - 1)
-    return bool((masks.get("SigBlk", 0) | masks.get("SigCgt", 0)) & bit)
+    masks = status_masks(pid, "SigBlk", "SigCgt")
+    return bool((masks.get("SigBlk", 0) | masks.get("SigCgt", 0)) & 1 << (signum - 1))

@@ -30,7 +30,7 @@ import socket
 import sys
 import time
 
-from ..kernel import libc
+from ..kernel import detach
 
 SOCKET_NAME = "watcher.sock"
 LOCK_NAME = "watcher.lock"
@@ -137,20 +137,4 @@ def start_daemon(layout, cgroup_parent):
     argv = [sys.executable, "-m", "ve.cli", "watch", "--idle-exit", "60"]
     env = dict(os.environ, VE_ROOT=str(layout.root), VE_CGROUP_PARENT=cgroup_parent,
                PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    log = str(layout.root / "watcher.log")
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setsid()
-            if os.fork() == 0:
-                out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-                null = os.open(os.devnull, os.O_RDONLY)
-                os.dup2(null, 0)
-                os.dup2(out, 1)
-                os.dup2(out, 2)
-                libc.close_fds_from(3)
-                os.chdir("/")
-                os.execve(sys.executable, argv, env)
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
+    detach.spawn(argv, env, str(layout.root / "watcher.log"))

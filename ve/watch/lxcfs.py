@@ -27,7 +27,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..kernel import libc, lxcfs_mounts
+from ..kernel import detach, libc, lxcfs_mounts
 from ..log import get as get_logger
 
 log = get_logger(__name__)
@@ -188,21 +188,8 @@ class LxcfsSupervisor:
         """Start lxcfs detached (nobody's child, own session); return its PID."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         argv = [self.binary, *OPTIONS, "-p", str(self.pidfile), self.dir]
-        read_end, write_end = os.pipe2(os.O_CLOEXEC)
-        middle = os.fork()
-        if middle == 0:
-            try:
-                os.setsid()
-                pid = os.fork()
-                if pid == 0:
-                    _exec_lxcfs(argv, str(self.logfile))
-                os.write(write_end, str(pid).encode())
-            finally:
-                os._exit(0)
-        os.close(write_end)
-        os.waitpid(middle, 0)
-        with os.fdopen(read_end, "rb") as pipe:
-            return int(pipe.read() or 0)
+        return detach.spawn(argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                            str(self.logfile), _never_oom_kill)
 
     @contextmanager
     def _lock(self):
@@ -219,22 +206,6 @@ class LxcfsSupervisor:
             yield
         finally:
             os.close(fd)
-
-
-def _exec_lxcfs(argv, logfile):
-    """Grandchild body: stdio to the log, no inherited descriptors, never OOM-killed."""
-    try:
-        out = os.open(logfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(out, 1)
-        os.dup2(out, 2)
-        libc.close_fds_from(3)
-        os.chdir("/")
-        _never_oom_kill()
-        os.execve(argv[0], argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
-    finally:
-        os._exit(127)
 
 
 def _never_oom_kill():

@@ -10,7 +10,7 @@ anything the watcher cannot answer runs as if there were no filter.
 import os
 import select
 
-from ..kernel import seccomp
+from ..kernel import proc, seccomp
 from ..log import get as get_logger
 
 log = get_logger(__name__)
@@ -71,11 +71,4 @@ class NotificationsMixin:
 
 def _may_reboot(pid):
     """True if ``pid`` holds CAP_SYS_BOOT (in its namespace): its reboot(2) will work."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) >> CAP_SYS_BOOT & 1)
-    except OSError:
-        pass
-    return False
+    return bool(proc.status_masks(pid, "CapEff").get("CapEff", 0) >> CAP_SYS_BOOT & 1)
