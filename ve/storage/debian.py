@@ -13,7 +13,7 @@ adjusted for life in a VE:
   every unit of the distribution's presets, such as systemd-networkd);
 - no SSH host keys in the template: each VE makes its own before sshd starts
   (``ssh-hostkeys.service``, whenever a key is missing); root may log in with
-  a password (set from inside the VE at create or reinstall) or a key;
+  a password (written into the VE at create or reinstall) or a key;
 - nothing of the build host: no /etc/hostname (the engine sets the name),
   empty resolv.conf and a localhost-only /etc/hosts (the engine writes both
   when the VE has addresses), no apt lists or logs.
