@@ -19,7 +19,7 @@ and only then forgotten on the node, so a crash in between repeats nothing.
 import logging
 from datetime import datetime, timezone
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from hosting.core import audit
 from hosting.environments.models import VirtualEnvironment as VE
@@ -57,10 +57,17 @@ def record(node_name, event):
     stopped against its desired state (reconcile should look at it now)."""
     ve = VE.objects.filter(node__name=node_name, veid=event["veid"]).live() \
         .exclude(actual_state=State.CREATING).first()
-    kind, origin, message = _RECORDS.get(event["reason"], _RECORDS["unknown"])
     key = f"node-event:{node_name}:{event['id']}"[:100]
     if ve is None or Operation.objects.filter(idempotency_key=key).exists():
         return False
+    try:
+        return _write(ve, node_name, event, key)
+    except IntegrityError:  # another consumer (reconcile, the events thread) was first
+        return False
+
+
+def _write(ve, node_name, event, key):
+    kind, origin, message = _RECORDS.get(event["reason"], _RECORDS["unknown"])
     moment = datetime.fromtimestamp(event["time"], timezone.utc)
     failed = event["reason"] == "reboot" and not event["restarted"]
     if failed:

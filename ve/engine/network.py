@@ -24,6 +24,7 @@ def _net_errors():
     from pyroute2.netlink.exceptions import NetlinkError
     return (OSError, NetlinkError, IndexError)
 
+
 class NetMixin:
     """Network steps of the Engine (needs ``layout`` and ``_inside``)."""
 
@@ -57,6 +58,19 @@ class NetMixin:
         else:
             with netns.entered(path):
                 yield True
+
+    def _on_host_side(self, cfg, step, failure, if_unreachable):
+        """Run ``step()`` in the VE's host namespace; warn ``if_unreachable`` (and skip
+        it) when that namespace is out of reach; a netlink error is a ResourceError."""
+        with self._host_side(cfg.veid) as reachable:
+            if not reachable:
+                log.warning("VE %s: its host side is in a network namespace out of reach; %s",
+                            cfg.veid, if_unreachable)
+                return
+            try:
+                step()
+            except _net_errors() as exc:
+                raise ResourceError(f"{failure}: {exc}", cfg.veid) from exc
 
     def _net_up(self, cfg, pid):
         """Wire a starting VE's network, in the caller's namespace (the run file
@@ -93,15 +107,9 @@ class NetMixin:
         if cfg is None or not net.has_network(cfg):
             return
         from ..net import links
-        with self._host_side(cfg.veid) as reachable:
-            if not reachable:
-                log.warning("VE %s: its host side is in a network namespace out of reach; "
-                            "the traffic of this run is not counted", cfg.veid)
-                return
-            try:
-                links.save_counters(cfg.veid, self.layout.counters(cfg.veid))
-            except _net_errors() as exc:
-                raise ResourceError(f"cannot save traffic counters: {exc}", cfg.veid) from exc
+        path = self.layout.counters(cfg.veid)
+        self._on_host_side(cfg, lambda: links.save_counters(cfg.veid, path),
+                           "cannot save traffic counters", "the traffic of this run is not counted")
 
     def _net_down(self, cfg, save_counters=False):
         """Remove everything the VE's network had on the host; safe to repeat.
@@ -115,17 +123,10 @@ class NetMixin:
         from ..net import links
         if save_counters:
             self._net_save_counters(cfg)
-        with self._host_side(cfg.veid) as reachable:
-            if not reachable:
-                # The link dies with the VE's namespace; rules and proxy entries
-                # wait for the next start or stop made from that namespace.
-                log.warning("VE %s: its host side is in a network namespace out of reach; "
-                            "left for a start or stop from there", cfg.veid)
-                return
-            try:
-                links.detach(cfg.veid, cfg.ips)
-            except _net_errors() as exc:
-                raise ResourceError(f"network cleanup failed: {exc}", cfg.veid) from exc
+        # Out of reach, the link still dies with the VE's namespace; rules and proxy
+        # entries wait for the next start or stop made from that namespace.
+        self._on_host_side(cfg, lambda: links.detach(cfg.veid, cfg.ips),
+                           "network cleanup failed", "left for a start or stop from there")
 
     def _net_change(self, old, new):
         """Apply address, rate and name changes to a running VE."""
