@@ -149,8 +149,11 @@ def test_network_counters_come_from_one_dump_and_match_the_totals(engine, hostne
     make_networked(engine, A)
     hostnet.engine("e.start(401)\nprint('null')")
     assert ping(engine, 401, HOST_V4, count=3)
-    sample, totals = hostnet.engine("""
+    # The VE's own kernel may send now and then (IPv6 neighbour discovery): the
+    # sample lies between two readings of the totals taken around it.
+    before, sample, after = hostnet.engine("""
+        t = e.traffic(401)
         s = [r for r in e.sample()["ves"] if r["veid"] == 401][0]
-        print(json.dumps([s, e.traffic(401)]))""")
+        print(json.dumps([t, s, e.traffic(401)]))""")
     for key in ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets"):
-        assert sample[key] == totals[key] and totals[key] > 0, key
+        assert 0 < before[key] <= sample[key] <= after[key], key

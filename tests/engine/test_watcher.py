@@ -377,7 +377,7 @@ def test_the_ve_sees_its_own_resources_and_keeps_them_when_lxcfs_dies(
     try:
         make(engine, ram=128 * MiB, cpus=1)
         total, used = _free_mib(engine, 101)
-        assert total == 128 and 0 < used < 64
+        assert total == 128 and 0 <= used < 64  # a busybox VE's own use rounds to 0-1 MiB
         assert engine.exec(101, ["nproc"]).stdout.strip() == b"1"
         assert b"up 0 min" in engine.exec(101, ["uptime"]).stdout
         assert float(engine.exec(101, ["cat", "/proc/uptime"]).stdout.split()[0]) < 60
