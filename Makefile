@@ -8,7 +8,7 @@ WEB_USER := hosting
 VENV := .venv
 PY := $(CURDIR)/$(VENV)/bin/python
 APT_PACKAGES := busybox-static psmisc procps iproute2 util-linux gcc libc6-dev python3-venv \
-	python3-dev redis-server chromium nftables e2fsprogs xfsprogs debootstrap postgresql lxcfs
+	python3-dev redis-server chromium nftables e2fsprogs xfsprogs debootstrap postgresql lxcfs systemd
 VECTL := /usr/local/bin/vectl
 STAMP := $(VENV)/.installed
 
@@ -54,8 +54,10 @@ run: deps
 		echo "warning: $$t was not built; the demo node cannot run it"; done
 	$(PY) manage.py runstack
 
-# Everything on SQLite, then the dashboard's tests again on a throw-away PostgreSQL.
+# The linter (ruff.toml), everything on SQLite, then the dashboard's tests again
+# on a throw-away PostgreSQL.
 test: deps
+	$(PY) -m ruff check .
 	VE_TESTS_STRICT=1 $(PY) -m pytest tests -ra -p no:cacheprovider --ds=hosting.settings
 	$(PY) tests/on_postgres.py
 

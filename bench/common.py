@@ -498,7 +498,8 @@ def cleanup_stale():
 def _is_bench(pid):
     """Is ``pid`` a live benchmark process (another run going on now)?"""
     line = cmdline(pid)
-    return "python" in line and any(s in line for s in ("run.py", "start_stop.py", "idle_memory.py"))
+    return "python" in line and any(
+        s in line for s in ("run.py", "start_stop.py", "idle_memory.py"))
 
 
 @contextlib.contextmanager

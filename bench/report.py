@@ -98,7 +98,8 @@ def start_stop_tables(result):
             for mode in modes:
                 s = summ.get(mode, {}).get(name, {}).get(op)
                 any_value |= bool(s)
-                cells += f"{_cell(s, 'median'):>10}{_cell(s, 'p90'):>9}{_cell(s, 'ratio_to_crun', 2):>9}"
+                cells += (f"{_cell(s, 'median'):>10}{_cell(s, 'p90'):>9}"
+                          f"{_cell(s, 'ratio_to_crun', 2):>9}")
             if any_value:
                 lines.append(f"{labels[name]:<{width}}{cells}")
     clean = summ.get("clean", {})
@@ -181,7 +182,8 @@ def markdown(results):
     if ss:
         labels = ss["labels"]
         for op, title in (("start", "Start a detached container"),
-                          ("stop", "Stop it: kill + remove (ours `stop(fast=True)` / `stop --fast`)")):
+                          ("stop", "Stop it: kill + remove "
+                                   "(ours `stop(fast=True)` / `stop --fast`)")):
             out += ["", f"**{title}**, ms, {ss['runs']} runs per condition; "
                         f"x crun = median / crun's median in the same condition", ""]
             head = "| runtime |"
@@ -199,7 +201,8 @@ def markdown(results):
                 for mode in ss["modes"]:
                     s = ss["summary"].get(mode, {}).get(name, {}).get(op)
                     have |= bool(s)
-                    row += f" {_cell(s, 'median')} | {_cell(s, 'p90')} | {_cell(s, 'ratio_to_crun', 2)} |"
+                    row += (f" {_cell(s, 'median')} | {_cell(s, 'p90')} | "
+                            f"{_cell(s, 'ratio_to_crun', 2)} |")
                 if have:
                     out.append(row)
         clean = ss["summary"].get("clean", {})
@@ -237,7 +240,8 @@ def markdown(results):
                     f"{pc['container_processes']:.2f} + {pc['helper_processes']:.2f} | "
                     f"{pc['container_pss_mib']:.2f} | {pc['helper_pss_mib']:.2f} | "
                     f"**{pc['beyond_own_mib']:.2f}** ({_spread(pc)}) | "
-                    f"{pc['kernel_objects_mib']:.2f} | {k['SUnreclaim']:.0f} | {k['KernelStack']:.0f} | "
+                    f"{pc['kernel_objects_mib']:.2f} | {k['SUnreclaim']:.0f} | "
+                    f"{k['KernelStack']:.0f} | "
                     f"{k['PageTables']:.0f} | {k['Percpu']:.0f} | {r['start_total_s']:.1f} s |")
             notes = [f"{MEM_LABELS[n]}: {r['error']}" for n, r in by_peer.items() if r["error"]]
             unrelated = {n: r["processes"]["unrelated"]["count"] for n, r in by_peer.items()}

@@ -40,7 +40,8 @@ def timed(label, call, rounds, out):
         call()
         seconds.append(time.perf_counter() - start)
     out[label] = {"cold_s": cold, "warm_median_s": statistics.median(seconds), "warm_s": seconds}
-    print(f"{label:<28} cold {cold * 1000:8.1f} ms   warm {statistics.median(seconds) * 1000:8.1f} ms",
+    print(f"{label:<28} cold {cold * 1000:8.1f} ms   "
+          f"warm {statistics.median(seconds) * 1000:8.1f} ms",
           flush=True)
 
 

@@ -39,13 +39,17 @@ def main(argv=None):
     parser.add_argument("--output", default=str(RESULTS_DIR / "latest.json"))
     parser.add_argument("--no-readme", action="store_true",
                         help="do not rewrite the results section of bench/README.md")
+    parser.add_argument("--queue-wait", action="store_true",
+                        help="then the dashboard's queue-wait benchmark (bench/queue_wait.py, "
+                             "~4 min): operations' wait while the node samples 500 VEs")
     args = parser.parse_args(argv)
     counts = [int(c) for c in args.counts.split(",") if c.strip()]
 
     from peers import Bench
     started = time.time()
     results = {"date": time.strftime("%Y-%m-%d %H:%M %Z"),
-               "command": "python bench/run.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+               "command": "python bench/run.py "
+                          + " ".join(argv if argv is not None else sys.argv[1:]),
                "config": vars(args)}
     with interrupts_as_exceptions(), Bench(want_floor=not args.no_floor) as bench:
         results["machine"] = machine(bench.vectl)
@@ -67,6 +71,9 @@ def main(argv=None):
     if not args.no_readme:
         report.update_readme(BENCH_DIR / "README.md", report.markdown(results))
         log("results section of bench/README.md updated")
+    if args.queue_wait:
+        import queue_wait
+        queue_wait.main([])
     return 0
 
 

@@ -83,7 +83,8 @@ def run(bench, runs=30, idle_ms=50, clean_runs=5, modes=("idle", "b2b"), warmup=
             time.sleep(idle_ms / 1000)
 
     return {
-        "runs": runs, "idle_ms": idle_ms, "seed": seed, "clean_runs": clean_runs, "modes": list(modes),
+        "runs": runs, "idle_ms": idle_ms, "seed": seed, "clean_runs": clean_runs,
+        "modes": list(modes),
         "labels": {name: peer.label for name, peer in peers.items()},
         "samples": samples, "clean_samples": clean,
         "summary": summarise(samples, clean),

@@ -2,10 +2,10 @@
 
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
 from hosting.core.audit_api import AuditLogViewSet
+from hosting.core.token_api import ObtainTokenView
 from hosting.customers.api import CustomerViewSet
 from hosting.environments.api import EnvironmentViewSet, OSTemplateViewSet
 from hosting.ipam.api import IPPoolViewSet
@@ -25,7 +25,7 @@ router.register("audit-log", AuditLogViewSet, basename="auditlog")
 
 urlpatterns = [
     path("", include(router.urls)),
-    path("auth/token/", obtain_auth_token, name="api-token"),
+    path("auth/token/", ObtainTokenView.as_view(), name="api-token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),

@@ -37,6 +37,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "hosting.core.middleware.RequestSizeLimitMiddleware",  # 413 before anything reads a body
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -68,7 +69,8 @@ TEMPLATES = [{
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3",
                          "NAME": DB_DIR / "hosting.sqlite3",
                          "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE",
-                                     "init_command": "PRAGMA journal_mode=WAL;"}}}
+                                     "init_command": "PRAGMA journal_mode=WAL; "
+                                                     "PRAGMA secure_delete=ON;"}}}
 if os.environ.get("DATABASE_URL"):
     from urllib.parse import unquote, urlsplit
     _url = urlsplit(os.environ["DATABASE_URL"])
@@ -102,17 +104,22 @@ STATIC_ROOT = DATA_DIR / "static"
 WHITENOISE_USE_FINDERS = True  # serve from the apps' static dirs: no collectstatic step
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Bodies over this get 413 (hosting.core.middleware), API and forms alike; the
+# largest legitimate body (an order with an SSH key) is a few KiB.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 1 << 20
+
 REST_FRAMEWORK = {
     # Token first: an anonymous API call gets 401 with "WWW-Authenticate: Token".
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        # hashed keys (rest_framework.authtoken is unused)
+        "hosting.core.tokens.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_FILTER_BACKENDS": ["hosting.core.filters.FilterBackend"],  # numbers in range
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "hosting.core.api.AutoSchema",  # documents the error answers
     "EXCEPTION_HANDLER": "hosting.core.api.exception_handler",
 }
 
@@ -134,9 +141,11 @@ CELERY_BROKER_URL = os.environ.get("HOSTING_REDIS_URL") or "redis://127.0.0.1:63
 # by all web processes; otherwise each keeps its own (tests, one-off commands).
 if os.environ.get("HOSTING_REDIS_URL"):
     CACHES = {"default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "hosting.core.cache.FallbackRedisCache",
         "LOCATION": CELERY_BROKER_URL.replace("redis+socket://", "unix://"),
-        "KEY_PREFIX": "hosting"}}
+        "KEY_PREFIX": "hosting",
+        # A frozen Redis must not hang a web request for long.
+        "OPTIONS": {"socket_timeout": 1, "socket_connect_timeout": 1}}}
 CELERY_TASK_DEFAULT_QUEUE = "hosting"
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -146,6 +155,11 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True  # results live in the Operation rows
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# Retry a lost Redis twice a second (kombu's default backs off to 30 s); at each
+# (re)connection the node worker sends again what Redis may have lost.
+CELERY_WORKER_CONSUMER = "hosting.celery:QuickReconnectConsumer"
+# A Redis restart must not abort operations that are running on a node.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_BEAT_SCHEDULE = {
     "mark-stale-nodes": {"task": "hosting.nodes.tasks.mark_stale_nodes", "schedule": 30.0},
     "requeue-lost-operations": {"task": "hosting.operations.tasks.requeue_lost",
@@ -154,14 +168,21 @@ CELERY_BEAT_SCHEDULE = {
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(DB_DIR / "celerybeat-schedule")
 
-# The node a root worker serves (its queue is node.<name>); see hosting/nodes/worker.py.
+# The node a root worker serves (queues node.<name> and node.<name>.chores);
+# see hosting/nodes/worker.py.
 NODE_NAME = os.environ.get("HOSTING_NODE_NAME", "")
 NODE_RUN_DIR = os.environ.get("HOSTING_NODE_RUN_DIR", "/run/hosting-node")
 NODE_HEARTBEAT_SECONDS = float(os.environ.get("HOSTING_HEARTBEAT_SECONDS", "10"))
 NODE_OFFLINE_AFTER_SECONDS = float(os.environ.get("HOSTING_OFFLINE_AFTER_SECONDS", "60"))
 # How often a node samples its VEs' usage (graphs, overcommit reports).
 NODE_SAMPLE_SECONDS = float(os.environ.get("HOSTING_SAMPLE_SECONDS", "30"))
-# A queued operation no worker took within this time is sent again.
+# The node's operations worker looks this often for operations of its node that
+# have no message in Redis (the web could not publish, Redis lost it) and are
+# older than OPERATION_RESEND_SECONDS, and sends them again; see operations/relay.py.
+OPERATION_RELAY_SECONDS = float(os.environ.get("HOSTING_RELAY_SECONDS", "2"))
+OPERATION_RESEND_SECONDS = float(os.environ.get("HOSTING_RESEND_SECONDS", "3"))
+# Backstop (housekeeping, every minute): a queued operation no worker took within
+# this time and not waiting in its queue is sent again.
 OPERATION_REQUEUE_SECONDS = float(os.environ.get("HOSTING_REQUEUE_SECONDS", "120"))
 
 LOGGING = {
@@ -170,3 +191,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("HOSTING_LOG_LEVEL", "INFO")},
 }
+
+# What customers may do to their VPS's plan themselves (staff and billing may do anything):
+# "upgrade" (a plan that takes nothing away), "any", or "none". See environments/plan_change.py.
+CUSTOMER_PLAN_CHANGES = os.environ.get("HOSTING_CUSTOMER_PLAN_CHANGES", "upgrade")

@@ -1,10 +1,11 @@
-"""Run the whole product on one machine: Redis, a root node worker, housekeeping, web.
+"""Run the whole product on one machine: Redis, root node workers, housekeeping, web.
 
 ``manage.py runstack`` (what ``make run`` calls) and the end-to-end tests both
 use ``Stack``. Every process gets its own session so it can be stopped, or
 killed with all its children, as a group. The web server and the housekeeping
-worker (with Celery beat) run as an unprivileged user; only the node worker,
-which drives the engine, runs as root.
+worker (with Celery beat) run as an unprivileged user; only the node workers,
+which drive the engine, run as root. ``restart`` starts a process that
+died the way it was started (``hosting.supervisor`` decides when).
 """
 
 import os
@@ -49,6 +50,8 @@ class Stack:
         self.log_dir = Path(log_dir or self.data_dir / "log")
         self.node_netns = node_netns
         self.processes = {}
+        self.specs = {}  # name -> (argv, user, env): how to start it again
+        self.started_at = {}  # name -> time.monotonic() of its last start
 
     # -- environment -------------------------------------------------------
 
@@ -62,22 +65,47 @@ class Stack:
         return env
 
     def _spawn(self, name, argv, user=None, **env):
+        """Start ``argv`` as process ``name`` in its own session; ``restart(name)`` starts
+        it the same way. The web user's processes get umask 077 (nothing they write is
+        for other local users); root's keep theirs: the engine makes VE directories that
+        the VEs' own (shifted) users must traverse."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.log_dir, 0o700)
         log = open(self.log_dir / f"{name}.log", "ab")
         if user:  # its own HOME: root's is not readable (gunicorn keeps state there)
             env.setdefault("HOME", str(self.data_dir))
         proc = subprocess.Popen(argv, cwd=BASE_DIR, env=self.env(**env), stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True,
-                                user=user, group=user and pwd.getpwnam(user).pw_gid)
+                                user=user, group=user and pwd.getpwnam(user).pw_gid,
+                                umask=0o077 if user else -1)
         log.close()
         self.processes[name] = proc
+        self.specs[name] = (argv, user, env)
+        self.started_at[name] = time.monotonic()
         return proc
+
+    def restart(self, name):
+        """Start process ``name`` again as it was started last (after it died)."""
+        argv, user, env = self.specs[name]
+        return self._spawn(name, argv, user, **env)
+
+    def reap(self, name):
+        """Kill what is left of dead process ``name``'s session (a dead Celery or gunicorn
+        master's children), as systemd does before it restarts a service."""
+        proc = self.processes[name]
+        if name == "node-watcher":
+            return  # its twin lives in its session and must go on serving running VEs
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait()
 
     def manage(self, *args, user=None):
         """Run a manage.py command to completion (raises on failure)."""
         subprocess.run([sys.executable, str(BASE_DIR / "manage.py"), *args], cwd=BASE_DIR,
                        env=self.env(), check=True, user=user,
-                       group=user and pwd.getpwnam(user).pw_gid)
+                       group=user and pwd.getpwnam(user).pw_gid, umask=0o077 if user else -1)
 
     # -- processes ---------------------------------------------------------
 
@@ -97,16 +125,26 @@ class Stack:
         The data dir and everything root opens in it (logs, Redis, secrets)
         stay root's; only ``db/`` belongs to the web user, and its entries are
         handed over without following symlinks the web user could plant.
+        Nothing in it is for other local users: the data dir and ``redis/``
+        (the broker's socket) are reachable by the web user's group only,
+        ``db/`` by the web user only and its files are 0600.
         """
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.data_dir, 0o755)
+        group = pwd.getpwnam(self.web_user).pw_gid if self.web_user else 0
+        os.chown(self.data_dir, 0, group)
+        os.chmod(self.data_dir, 0o710 if self.web_user else 0o700)
         (self.data_dir / "static").mkdir(exist_ok=True)  # STATIC_ROOT (read-only use)
+        os.chmod(self.data_dir / "static", 0o755)
         db = self.data_dir / "db"
         db.mkdir(exist_ok=True)
+        os.chmod(db, 0o700)
         if self.web_user:
             account = pwd.getpwnam(self.web_user)
             for path in [db, *db.iterdir()]:
                 os.chown(path, account.pw_uid, account.pw_gid, follow_symlinks=False)
+        # As the web user (no privilege to misuse); -R skips symlinks it meets.
+        subprocess.run(["chmod", "-R", "go-rwx", str(db)], check=True, user=self.web_user,
+                       group=group if self.web_user else None)
         self.manage("migrate", "--no-input", "-v", "0", user=self.web_user)
         self._keep_sqlite_open()
 
@@ -139,10 +177,15 @@ class Stack:
         """
         redis_dir = self.data_dir / "redis"
         redis_dir.mkdir(exist_ok=True)
+        group = pwd.getpwnam(self.web_user).pw_gid if self.web_user else 0
+        os.chown(redis_dir, 0, group)
+        os.chmod(redis_dir, 0o710)  # the socket is reachable by root and the web user only
         sock = redis_dir / "redis.sock"
+        # The append-only file keeps the queues across a restart or crash of Redis
+        # (at most the last second of messages is lost; the node's relay resends those).
         argv = [shutil.which("redis-server") or "redis-server", "--dir", str(redis_dir),
-                "--save", "", "--appendonly", "no", "--daemonize", "no",
-                "--unixsocket", str(sock), "--unixsocketperm", "777"]
+                "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+                "--daemonize", "no", "--unixsocket", str(sock), "--unixsocketperm", "777"]
         argv += ["--bind", "127.0.0.1", "--port", str(port)] if port else ["--port", "0"]
         self.redis_url = f"redis+socket://{sock}"
         self._spawn("redis", argv)
@@ -192,13 +235,25 @@ class Stack:
         except (OSError, ValueError, KeyError):
             return None
 
-    def start_node_worker(self, concurrency=2):
-        """The root worker of this node: consumes node.<name> and drives the engine."""
+    def start_node_worker(self, concurrency=2, shared=False):
+        """The node's operations worker (root): consumes node.<name>, drives the engine,
+        beats for the node. ``shared``: the old layout, one pool for operations and
+        chores alike (the benchmark compares it)."""
+        queues = f"node.{self.node_name}" + (f",node.{self.node_name}.chores" if shared else "")
+        return self._node_worker("node-worker", queues, f"node.{self.node_name}", concurrency)
+
+    def start_node_chores(self, concurrency=2):
+        """The node's chores worker (root): sampling, traffic and reconcile, in a pool
+        of their own so that operations never wait behind them."""
+        return self._node_worker("node-chores", f"node.{self.node_name}.chores",
+                                 f"chores.{self.node_name}", concurrency)
+
+    def _node_worker(self, name, queues, worker_name, concurrency):
         return self._spawn(
-            "node-worker",
+            name,
             [*self._in_node_netns(), sys.executable, "-m", "celery", "-A", "hosting", "worker",
-             "-Q", f"node.{self.node_name}", "-n", f"node.{self.node_name}@%h",
-             "-c", str(concurrency), "--without-gossip", "--without-mingle", "-l", "INFO"],
+             "-Q", queues, "-n", f"{worker_name}@%h", "-c", str(concurrency),
+             "--without-gossip", "--without-mingle", "-l", "INFO"],
             HOSTING_NODE_NAME=self.node_name, VE_WATCH="on")  # the stack runs the watcher
 
     def start_housekeeping(self):
@@ -243,20 +298,26 @@ class Stack:
         running operations, a warm shutdown); the group is killed only if it
         overstays ``timeout``.
         """
-        for name in ("web", "housekeeping", "node-worker", "node-watcher", "redis", "db-keeper"):
-            proc = self.processes.pop(name, None)
-            if proc is None:
-                continue
-            try:
-                proc.terminate()
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group
-            except ProcessLookupError:
-                pass
-            proc.wait()
+        order = ("web", "housekeeping", "node-worker", "node-chores", "node-watcher", "redis",
+                 "db-keeper")
+        for name in [*order, *(n for n in list(self.processes) if n not in order)]:
+            self.stop_process(name, timeout)
+
+    def stop_process(self, name, timeout=60):
+        """SIGTERM process ``name``; SIGKILL its group if it overstays ``timeout``."""
+        proc = self.processes.pop(name, None)
+        if proc is None:
+            return
+        try:
+            proc.terminate()
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group
+        except ProcessLookupError:
+            pass
+        proc.wait()
 
     def stop_node_watcher(self, timeout=60):
         """Stop whatever watcher serves the node (ours, or the twin that carries on after

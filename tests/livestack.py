@@ -7,8 +7,10 @@ and cgroup subtree, seeds the demo data, and removes everything afterwards.
 Tests talk to it over HTTP like a browser or a billing system would.
 """
 
+import itertools
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +26,7 @@ from hosting.stack import UNPRIVILEGED, Stack
 ROOT_DIR = Path(__file__).resolve().parents[1]
 NODE = "testnode"
 GATEWAYS = ("198.18.0.1/32", "fd00:1::1/128")  # of seed_demo's pools, on the node netns
+_serial = itertools.count()  # several stacks in one test run get their own namespaces
 
 
 def free_port():
@@ -90,14 +93,16 @@ class Api:
 
 
 class LiveStack:
-    def __init__(self, cgroup_top):
+    def __init__(self, cgroup_top, ops_concurrency=2):
+        self.ops_concurrency = ops_concurrency
         self.data_dir = Path(tempfile.mkdtemp(prefix="hosting-e2e-", dir="/tmp"))
         self.ve_root = Path(tempfile.mkdtemp(prefix="hosting-e2e-ve-", dir="/tmp"))
         self.cgroup_top = cgroup_top
         self.cgroup_parent = f"{cgroup_top}/ve"
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.netns = f"hosting-e2e-{os.getpid()}"
+        self.netns = f"hosting-e2e-{os.getpid()}-{next(_serial)}"
+        self.supervisor, self._stop_supervisor, self.events = None, None, []
         self.stack = Stack(self.data_dir, node_name=NODE, web_port=self.port,
                            web_user=UNPRIVILEGED, log_dir=self.data_dir / "log",
                            node_netns=self.netns, extra_env={
@@ -114,7 +119,8 @@ class LiveStack:
         self.stack.manage("seed_demo", "--node", NODE)
         self.stack.start_redis()
         self.stack.start_node_watcher()
-        self.stack.start_node_worker()
+        self.stack.start_node_worker(concurrency=self.ops_concurrency)
+        self.stack.start_node_chores()
         self.stack.start_housekeeping()
         self.stack.start_web()
         self.wait_node_online()
@@ -143,6 +149,39 @@ class LiveStack:
     def kill_node_worker(self):
         self.stack.kill("node-worker")
 
+    # -- outages (the supervisor, if running, restarts what crashed) ---------
+
+    def supervise(self, **options):
+        """Restart crashed processes as ``manage.py runstack`` does; returns the
+        Supervisor (stopped by ``stop``)."""
+        from hosting.supervisor import Supervisor
+        self.supervisor = Supervisor(self.stack, log=self._note, **options)
+        self._stop_supervisor = self.supervisor.start()
+        return self.supervisor
+
+    def _note(self, message):
+        self.events.append((time.monotonic(), message))
+        print(f"supervisor: {message}", file=sys.stderr)
+
+    def crash(self, name):
+        """kill -9 the main process of ``name`` (left for the supervisor to notice)."""
+        os.kill(self.stack.processes[name].pid, signal.SIGKILL)
+
+    def pid(self, name):
+        return self.stack.processes[name].pid
+
+    def web_workers(self):
+        """PIDs of gunicorn's worker processes (children of its master)."""
+        master = self.pid("web")
+        return [int(p) for p in Path(f"/proc/{master}/task/{master}/children")
+                .read_text().split()]
+
+    def freeze_redis(self):
+        os.kill(self.pid("redis"), signal.SIGSTOP)
+
+    def thaw_redis(self):
+        os.kill(self.pid("redis"), signal.SIGCONT)
+
     def vectl(self, *args):
         """vectl as the node runs it: inside the node's network namespace."""
         env = dict(os.environ, VE_ROOT=str(self.ve_root), VE_CGROUP_PARENT=self.cgroup_parent,
@@ -168,6 +207,9 @@ class LiveStack:
                          for n in names if (self.data_dir / "log" / f"{n}.log").exists())
 
     def stop(self):
+        if self._stop_supervisor:
+            self._stop_supervisor.set()
+            time.sleep(0.5)  # its last check is over
         self.stack.stop()  # the watcher's twin carries on while VEs run
         engine = self.engine()
         for veid in engine.layout.veids():

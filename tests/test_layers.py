@@ -1,5 +1,9 @@
 """Import rules between layers, checked by parsing every module's imports.
 
+ve/ (the engine) stands alone and has layers of its own; in hosting/ only the
+node side drives the engine (see test_web_side_never_drives_the_engine); neither
+has import cycles.
+
 Every import counts, also one made inside a function to be lazy: a lazy import
 hides a cycle from Python at start-up, not from the next reader.
 """
@@ -31,7 +35,8 @@ def imports_of(path):
     else ``X``.
     """
     tree = ast.parse(path.read_text(), filename=str(path))
-    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
@@ -42,7 +47,8 @@ def imports_of(path):
                 module = ".".join(base + ([node.module] if node.module else []))
             else:
                 module = node.module
-            submodules = [f"{module}.{a.name}" for a in node.names if _is_module(f"{module}.{a.name}")]
+            submodules = [f"{module}.{a.name}" for a in node.names
+                          if _is_module(f"{module}.{a.name}")]
             yield from submodules
             if len(submodules) < len(node.names):
                 yield module
@@ -140,3 +146,116 @@ def test_only_the_cli_prints():
                     getattr(node.value, "id", None) == "sys":
                 offenders.append(f"{path}:{node.lineno}")
     assert offenders == []
+
+
+# --- hosting/: the web side never drives the engine --------------------------------
+
+NODE_SIDE = {
+    # module: why it may use the whole engine (it runs on the node, as root)
+    "hosting.operations.executor": "runs one operation through ve.Engine",
+    "hosting.operations.runners": "the engine calls of each operation kind",
+    "hosting.operations.reconcile": "compares the node (engine, /proc) with the database",
+    "hosting.operations.node_events": "records the engine's events of VEs that ended",
+    "hosting.nodes.worker": "the root worker: heartbeat (ve.host), events thread",
+    "hosting.stack": "starts the node's processes and asks the engine's watcher",
+    "hosting.core.management.commands.runstack": "runs hosting.stack (make run)",
+    "hosting.core.management.commands.seed_demo": "registers this host as the demo's node",
+}
+# Loaded by every process; their node code runs only in a node worker.
+CELERY_WIRING = {"hosting.celery", "hosting.nodes.apps"}
+PURE_ENGINE = {"ve.errors", "ve.validate", "ve.config"}  # validators, errors, specs, constants
+PURE_HELPERS = {"ve.fsutil"}  # stdlib-only file helpers ve.config saves a config with
+
+
+def dashboard_modules():
+    return {module_name(p): p for p in (ROOT / "hosting").rglob("*.py")}
+
+
+def is_task_module(name):
+    """Celery task modules: entry points of every worker, node ones included."""
+    return name.rpartition(".")[2] == "tasks"
+
+
+def web_side(modules):
+    return {name: path for name, path in modules.items()
+            if name not in NODE_SIDE and name not in CELERY_WIRING and not is_task_module(name)}
+
+
+def engine_imports(path):
+    return {m for m in imports_of(path) if m == "ve" or m.startswith("ve.")}
+
+
+def web_side_violations(modules):
+    """(module, import) pairs by which web-side code could reach the engine."""
+    bad = []
+    for name, path in sorted(web_side(modules).items()):
+        for imported in sorted(set(imports_of(path))):
+            if imported in engine_imports(path) and imported not in PURE_ENGINE:
+                # ``from ve import X`` counts too: ve.Engine is one attribute away.
+                bad.append((name, imported))
+            elif imported in NODE_SIDE or imported in CELERY_WIRING - {"hosting.celery"} \
+                    or (imported.startswith("hosting.") and is_task_module(imported)):
+                bad.append((name, imported))  # tasks are sent by name (operations/dispatch.py)
+    return bad
+
+
+def test_web_side_never_drives_the_engine():
+    """Only the node side (NODE_SIDE) drives ve.Engine; everything else is web side.
+
+    *Node side*: the modules in NODE_SIDE, which run on a node as root and may
+    import any engine module. *Web side*: every other hosting/ module. It may
+    run anywhere (the web process, housekeeping, even the node worker: relay,
+    restarts, usage.collection get the engine's figures handed in) but it
+    imports only the engine's pure modules (PURE_ENGINE: validators, errors,
+    config constants) and no node-side module, so no web request can reach an
+    Engine. Between them sit the Celery wiring (hosting.celery's consumer
+    step, nodes.apps connecting the worker's signals) and the ``tasks``
+    modules, the workers' entry points: they may import the node side and
+    themselves are imported by nothing web side (tasks are sent by name); the
+    engine-driving part of a task runs only on a node queue.
+    """
+    assert web_side_violations(dashboard_modules()) == []
+
+
+def test_the_task_modules_and_wiring_import_only_pure_engine_modules():
+    """Entry points reach the engine through the node side, not by themselves."""
+    modules = dashboard_modules()
+    bad = [(name, m) for name, path in sorted(modules.items())
+           if name in CELERY_WIRING or is_task_module(name)
+           for m in sorted(engine_imports(path)) if m not in PURE_ENGINE]
+    assert bad == []
+
+
+def test_the_pure_engine_modules_are_pure():
+    """What the web side may import reaches no engine, kernel, cgroup, network or storage code."""
+    modules, seen, todo = engine_modules(), set(), sorted(PURE_ENGINE)
+    while todo:  # everything they import, directly or not
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += [m for m in engine_imports(modules[name]) if m in modules]
+    assert sorted(seen - PURE_ENGINE - PURE_HELPERS) == []
+
+
+def test_a_web_side_module_driving_the_engine_is_found():
+    """The web-side rule fails on ``from ve import Engine`` and on a node-side import."""
+    probe = ROOT / "hosting" / "_layers_probe.py"
+    probe.write_text("from ve import Engine\nfrom ve.errors import VEError\n"
+                     "def f():\n    from hosting.operations import executor, tasks\n")
+    try:
+        found = [m for name, m in web_side_violations(dashboard_modules())
+                 if name == "hosting._layers_probe"]
+        assert found == ["hosting.operations.executor", "hosting.operations.tasks", "ve"]
+    finally:
+        probe.unlink()
+
+
+def test_every_node_side_module_exists():
+    """A renamed module must not leave a stale exemption behind."""
+    assert sorted(set(NODE_SIDE) - set(dashboard_modules())) == []
+
+
+def test_the_dashboard_has_no_import_cycles():
+    """No two hosting/ modules import each other, even lazily (send tasks by name; pass
+    what a lower module needs in instead of importing upwards)."""
+    assert import_cycles(dashboard_modules()) == []

@@ -177,7 +177,8 @@ def cmd_start(engine, args, as_json):
 
 def cmd_stop(engine, args, as_json):
     engine.stop(args.veid, timeout=_seconds(args.timeout, 30.0), fast=args.fast)
-    return _done(as_json, {"veid": int(args.veid), "state": "stopped"}, f"VE {args.veid} is stopped")
+    return _done(as_json, {"veid": int(args.veid), "state": "stopped"},
+                 f"VE {args.veid} is stopped")
 
 
 def _seconds(text, default):

@@ -202,7 +202,8 @@ def loads(text, source="config"):
             raise InvalidConfig(f"{source} line {number}: expected KEY=\"value\"")
         values[parsed[0]] = parsed[1]
     try:
-        limits = Limits(**{name: values[key] for key, (name, _) in _LIMIT_KEYS.items() if key in values})
+        limits = Limits(**{name: values[key]
+                           for key, (name, _) in _LIMIT_KEYS.items() if key in values})
         return VEConfig(
             veid=values["VEID"],
             hostname=values["HOSTNAME"],

@@ -9,7 +9,8 @@ def record(actor, action, obj=None, **detail):
     return AuditLog.objects.create(
         actor=actor, action=action,
         object_type=obj._meta.model_name if obj is not None else "",
-        object_id=str(getattr(obj, "veid", None) or getattr(obj, "pk", "")) if obj is not None else "",
+        object_id=(str(getattr(obj, "veid", None) or getattr(obj, "pk", ""))
+                   if obj is not None else ""),
         detail=detail)
 
 

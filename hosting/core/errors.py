@@ -26,3 +26,13 @@ class Forbidden(ServiceError):
     """The requester may not do this (suspended account, staff-only action)."""
 
     status = 403
+
+
+class Unprocessable(ServiceError):
+    """Well-formed but refused as it stands (an Idempotency-Key reused with another body)."""
+
+    status = 422
+
+    def __init__(self, message, field=None, code=None):
+        super().__init__(message, field)
+        self.code = code

@@ -1,4 +1,4 @@
-"""Cross-app models: the append-only audit log."""
+"""Cross-app models: the append-only audit log, API tokens, idempotency records."""
 
 from django.conf import settings
 from django.db import models
@@ -29,7 +29,8 @@ class AuditLog(models.Model):
         ordering = ["-created", "-id"]
 
     def __str__(self):
-        return f"{self.created:%Y-%m-%d %H:%M} {self.actor} {self.action} {self.object_type} {self.object_id}"
+        return (f"{self.created:%Y-%m-%d %H:%M} {self.actor} {self.action} "
+                f"{self.object_type} {self.object_id}")
 
     def save(self, *args, **kwargs):
         if self.pk is not None:
@@ -38,3 +39,37 @@ class AuditLog(models.Model):
 
     def delete(self, *args, **kwargs):
         raise TypeError("the audit log is append-only")
+
+
+class ApiToken(models.Model):
+    """An API key of a login, kept only as its SHA-256 digest (the key is shown once).
+
+    ``prefix`` (the key's first characters) finds the candidates; the digest is
+    compared in constant time. Keys are 40 random hex digits, like DRF's were.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="api_tokens")
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=8, db_index=True)
+    digest = models.CharField(max_length=64, unique=True)
+    created = models.DateTimeField(auto_now_add=True)
+    last_used = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self):
+        return f"{self.user} {self.prefix}… {self.name}".strip()
+
+
+class IdempotencyRecord(models.Model):
+    """What an ``Idempotency-Key`` was first used for: a keyed hash of the request
+    (user, route, body), so the same key with another body is refused, not replayed."""
+
+    key = models.CharField(max_length=100, unique=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL,
+                             related_name="+")
+    fingerprint = models.CharField(max_length=64)
+    operation_id = models.UUIDField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)

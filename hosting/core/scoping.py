@@ -2,7 +2,9 @@
 
 
 def for_user(queryset, user, owner_user_lookup):
-    """Filter ``queryset`` to ``user``'s objects; ``owner_user_lookup`` leads to the owner's login."""
+    """Filter ``queryset`` to ``user``'s objects.
+
+    ``owner_user_lookup`` leads to the owner's login."""
     if user.is_staff:
         return queryset
     if not user.is_authenticated or not hasattr(user, "customer"):

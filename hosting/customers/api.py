@@ -13,9 +13,20 @@ from . import services
 from .models import Customer
 
 
+class OptionalEmailField(serializers.EmailField):
+    """An email address or null: Django keeps "no address" as "", which is no email,
+    so it is answered as null (and null or "" are taken for "none")."""
+
+    def __init__(self, **kwargs):
+        super().__init__(allow_null=True, allow_blank=True, required=False, **kwargs)
+
+    def to_representation(self, value):
+        return value or None
+
+
 class CustomerSerializer(serializers.ModelSerializer):
     username = serializers.CharField(source="user.username")
-    email = serializers.EmailField(source="user.email", required=False, allow_blank=True)
+    email = OptionalEmailField(source="user.email")
     password = serializers.CharField(write_only=True, style={"input_type": "password"})
 
     class Meta:
@@ -27,7 +38,7 @@ class CustomerSerializer(serializers.ModelSerializer):
     def create(self, validated):
         user = validated.pop("user")
         try:
-            return services.create(user["username"], user.get("email", ""),
+            return services.create(user["username"], user.get("email") or "",
                                    validated.pop("password"), self.context["request"].user,
                                    **validated)
         except ValidationError as exc:

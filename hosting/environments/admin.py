@@ -1,5 +1,7 @@
 from django.contrib import admin
 
+from hosting.core.admin import ViewOnlyAdmin
+
 from .models import OSTemplate, VirtualEnvironment
 
 
@@ -10,7 +12,11 @@ class OSTemplateAdmin(admin.ModelAdmin):
 
 
 @admin.register(VirtualEnvironment)
-class VirtualEnvironmentAdmin(admin.ModelAdmin):
+class VirtualEnvironmentAdmin(ViewOnlyAdmin):
+    """Look, don't touch: what a VPS is, where it runs and its state change only through
+    operations (orders, plan changes, lifecycle actions), which check placement and
+    reach the node. Editing them here would bypass both."""
+
     list_display = ("veid", "hostname", "owner", "plan", "node", "desired_state", "actual_state")
     list_filter = ("actual_state", "node", "plan")
     search_fields = ("hostname", "owner__company", "owner__user__username")

@@ -7,18 +7,18 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from hosting.core import audit
-from hosting.core.api import IsStaff, ReadOnlyOrStaff
+from hosting.core import audit, idempotency
+from hosting.core.api import IDEMPOTENCY_KEY, IsStaff, ReadOnlyOrStaff
+from hosting.core.filters import BoundedFilterSet
 from hosting.core.errors import Conflict, Forbidden, Invalid
 from hosting.customers.models import Customer
-from hosting.operations import services as operations
 from hosting.operations.api import OperationSerializer
-from hosting.operations.models import Operation
 from hosting.plans.models import Plan
 from hosting.usage import graphs, traffic
 
-from . import services
+from . import lifecycle, services
 from .models import OSTemplate, VirtualEnvironment as VE
+from .plan_api import PlanChangeMixin
 
 
 class OSTemplateSerializer(serializers.ModelSerializer):
@@ -39,22 +39,24 @@ class OSTemplateViewSet(viewsets.ModelViewSet):
         audit.record(self.request.user, "template.create", serializer.save())
 
     def perform_update(self, serializer):
+        # OSTemplate.save refuses a rename of a used template (409, field "name")
         audit.record(self.request.user, "template.update", serializer.save(),
                      changes={k: str(v) for k, v in serializer.validated_data.items()})
 
     def perform_destroy(self, template):
-        if VE.objects.filter(template=template).exists():
-            raise Conflict(f"template {template.name} is in use by VPSes; "
-                           "retire it (active: false) instead")
+        why = template.delete_refusal()
+        if why:
+            raise Conflict(why)
         audit.record(self.request.user, "template.delete", template)
         template.delete()
 
 
-class EnvironmentFilter(django_filters.FilterSet):
+class EnvironmentFilter(BoundedFilterSet):
     # A plain number, not a choice: a customer must not learn which customer ids exist.
-    owner = django_filters.NumberFilter(field_name="owner_id")
-    node = django_filters.CharFilter(field_name="node__name")
-    plan = django_filters.CharFilter(field_name="plan__name")
+    owner = django_filters.NumberFilter(field_name="owner_id", help_text="customer id")
+    node = django_filters.CharFilter(field_name="node__name", help_text="node name")
+    plan = django_filters.CharFilter(field_name="plan__name",
+                                     help_text="plan name (see /api/v1/plans/)")
 
     class Meta:
         model = VE
@@ -63,9 +65,12 @@ class EnvironmentFilter(django_filters.FilterSet):
 
 class EnvironmentSerializer(serializers.ModelSerializer):
     owner = serializers.PrimaryKeyRelatedField(read_only=True)
-    plan = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    node = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    template = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    plan = serializers.SlugRelatedField(slug_field="name", read_only=True,
+                                        help_text="plan name (see /api/v1/plans/)")
+    node = serializers.SlugRelatedField(slug_field="name", read_only=True,
+                                        help_text="node name")
+    template = serializers.SlugRelatedField(slug_field="name", read_only=True,
+                                            help_text="OS template name (see /api/v1/templates/)")
     addresses = serializers.SlugRelatedField(slug_field="address", many=True, read_only=True)
     url = serializers.HyperlinkedIdentityField(view_name="environment-detail", lookup_field="veid")
     traffic = serializers.SerializerMethodField()
@@ -87,25 +92,17 @@ class EnvironmentSerializer(serializers.ModelSerializer):
 
 
 class OrderSerializer(serializers.Serializer):
-    plan = serializers.SlugRelatedField(slug_field="name", queryset=Plan.objects.all())
-    template = serializers.SlugRelatedField(slug_field="name", queryset=OSTemplate.objects.all())
+    plan = serializers.SlugRelatedField(slug_field="name", queryset=Plan.objects.all(),
+                                        help_text="plan name, not id (see /api/v1/plans/)")
+    template = serializers.SlugRelatedField(
+        slug_field="name", queryset=OSTemplate.objects.all(),
+        help_text="OS template name, not id (see /api/v1/templates/)")
     hostname = serializers.CharField(max_length=253)
     root_password = serializers.CharField(required=False, allow_blank=True, write_only=True,
                                           style={"input_type": "password"})
     ssh_key = serializers.CharField(required=False, allow_blank=True)
     customer = serializers.PrimaryKeyRelatedField(queryset=Customer.objects.all(), required=False,
                                                   help_text="staff only: whose VPS this is")
-
-
-class ReinstallSerializer(serializers.Serializer):
-    template = serializers.SlugRelatedField(slug_field="name", queryset=OSTemplate.objects.all(),
-                                            required=False)
-    root_password = serializers.CharField(required=False, allow_blank=True, write_only=True)
-    ssh_key = serializers.CharField(required=False, allow_blank=True)
-    keep_old = serializers.BooleanField(required=False, default=False,
-                                        help_text="keep the old files in /old-root")
-    current_password = serializers.CharField(required=False, write_only=True,
-                                             help_text="customers: their login password")
 
 
 class AddressSerializer(serializers.Serializer):
@@ -124,18 +121,13 @@ class ExtraTrafficSerializer(serializers.Serializer):
                                          help_text="GiB added to this month's allowance")
 
 
-class PasswordSerializer(serializers.Serializer):
-    root_password = serializers.CharField(write_only=True)
-    current_password = serializers.CharField(required=False, write_only=True,
-                                             help_text="customers: their login password")
-
-
 def accepted(op, request):
     return Response(OperationSerializer(op, context={"request": request}).data,
                     status=status.HTTP_202_ACCEPTED)
 
 
-class EnvironmentViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin,
+@lifecycle.install  # start, stop, reboot, terminate, suspend, resume, reinstall, password
+class EnvironmentViewSet(PlanChangeMixin, mixins.CreateModelMixin, mixins.DestroyModelMixin,
                          viewsets.ReadOnlyModelViewSet):
     """VPSes. POST orders one; actions and DELETE answer 202 with the Operation to poll."""
 
@@ -151,22 +143,10 @@ class EnvironmentViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin,
             ves = ves.live()
         return ves
 
-    def _run(self, kind, params=None):
-        op = operations.request(self.get_object(), kind, self.request.user, params,
-                                idempotency_key=self._idempotency_key())
-        return accepted(op, self.request)
-
-    def _idempotency_key(self):
-        key = self.request.headers.get("Idempotency-Key")
-        if key and len(key) > 100:
-            raise Invalid("Idempotency-Key is longer than 100 characters")
-        return key or None
-
-    def _reauthenticate(self, data):
-        if not self.request.user.is_staff:
-            services.reauthenticate(self.request.user, data.get("current_password"))
-
-    @extend_schema(request=OrderSerializer, responses={202: OperationSerializer})
+    @extend_schema(request=OrderSerializer, responses={202: OperationSerializer},
+                   parameters=[IDEMPOTENCY_KEY],
+                   description="Order a VPS: answers 202 with its 'create' operation. Plan and "
+                               "template are given by name. Honours Idempotency-Key.")
     def create(self, request, *args, **kwargs):
         order = OrderSerializer(data=request.data)
         if not request.user.is_staff:  # a customer may name only themselves (no id probing)
@@ -183,59 +163,15 @@ class EnvironmentViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin,
             customer = getattr(request.user, "customer", None)
             if customer is None:
                 raise Forbidden("this login has no customer account")
-        op = services.order(customer, data["plan"], data["template"], data["hostname"],
-                            request.user, data.get("root_password", ""), data.get("ssh_key", ""),
-                            idempotency_key=self._idempotency_key())
+        op = idempotency.run(request, lambda key: services.order(
+            customer, data["plan"], data["template"], data["hostname"], request.user,
+            data.get("root_password", ""), data.get("ssh_key", ""), idempotency_key=key))
         return accepted(op, request)
 
-    @extend_schema(request=None, responses={202: OperationSerializer})
+    @lifecycle.schema(lifecycle.BY_NAME["terminate"])
     def destroy(self, request, *args, **kwargs):
         """Terminate the VPS: its files go and its addresses return to the pool."""
-        return self._run(Operation.Kind.DESTROY)
-
-    @extend_schema(request=None, responses={202: OperationSerializer})
-    @action(detail=True, methods=["post"])
-    def start(self, request, veid=None):
-        return self._run(Operation.Kind.START)
-
-    @extend_schema(request=None, responses={202: OperationSerializer})
-    @action(detail=True, methods=["post"])
-    def stop(self, request, veid=None):
-        return self._run(Operation.Kind.STOP)
-
-    @extend_schema(request=None, responses={202: OperationSerializer})
-    @action(detail=True, methods=["post"])
-    def reboot(self, request, veid=None):
-        return self._run(Operation.Kind.RESTART)
-
-    @extend_schema(request=None, responses={202: OperationSerializer})
-    @action(detail=True, methods=["post"])
-    def terminate(self, request, veid=None):
-        return self._run(Operation.Kind.DESTROY)
-
-    @extend_schema(request=None, responses={202: OperationSerializer})
-    @action(detail=True, methods=["post"])
-    def suspend(self, request, veid=None):
-        return self._run(Operation.Kind.SUSPEND)
-
-    @extend_schema(request=None, responses={202: OperationSerializer})
-    @action(detail=True, methods=["post"])
-    def resume(self, request, veid=None):
-        return self._run(Operation.Kind.RESUME)
-
-    @extend_schema(request=ReinstallSerializer, responses={202: OperationSerializer})
-    @action(detail=True, methods=["post"])
-    def reinstall(self, request, veid=None):
-        """Wipe the VPS and install its (or another) OS template; the password is needed."""
-        body = ReinstallSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        ve = self.get_object()
-        self._reauthenticate(body.validated_data)
-        op = services.reinstall(ve, request.user, body.validated_data.get("template"),
-                                body.validated_data.get("root_password", ""),
-                                body.validated_data.get("ssh_key", ""),
-                                body.validated_data.get("keep_old", False))
-        return accepted(op, request)
+        return lifecycle.perform(self, lifecycle.BY_NAME["terminate"])
 
     @extend_schema(request=ExtraTrafficSerializer, responses={200: EnvironmentSerializer})
     @action(detail=True, methods=["post"], url_path="traffic", permission_classes=[IsStaff])
@@ -277,14 +213,3 @@ class EnvironmentViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin,
         if name not in graphs.RANGES:
             raise Invalid(f"range must be one of {', '.join(graphs.RANGES)}", field="range")
         return Response(graphs.usage(ve, name))
-
-    @extend_schema(request=PasswordSerializer, responses={202: OperationSerializer})
-    @action(detail=True, methods=["post"])
-    def password(self, request, veid=None):
-        """Set the VPS's root password (sent to the node as a hash only)."""
-        body = PasswordSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        ve = self.get_object()
-        self._reauthenticate(body.validated_data)
-        op = services.reset_password(ve, request.user, body.validated_data["root_password"])
-        return accepted(op, request)

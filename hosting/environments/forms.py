@@ -2,9 +2,11 @@
 
 from django import forms
 
+from hosting.core.errors import Invalid
 from hosting.plans.models import Plan
 
-from .models import OSTemplate
+from . import services
+from .models import OSTemplate, VirtualEnvironment as VE
 from .validators import validate_hostname
 
 
@@ -19,11 +21,47 @@ class OrderForm(forms.Form):
     template = forms.ModelChoiceField(queryset=OSTemplate.objects.filter(active=True),
                                       empty_label=None, label="OS template")
     hostname = forms.CharField(max_length=253, validators=[validate_hostname],
-                               help_text="e.g. web1.example.com")
+                               label="Host name", help_text="e.g. web1.example.com")
     root_password = forms.CharField(required=False, widget=forms.PasswordInput,
                                     help_text="at least 8 characters; never stored")
     ssh_key = forms.CharField(required=False, label="SSH public key",
                               widget=forms.Textarea(attrs={"rows": 3}))
+
+    # Every check the order service makes on its input is made here first, field by
+    # field, so one submit shows every mistake at once (the service still checks all
+    # of them again; what only it can know, such as capacity, comes from it).
+    def clean_hostname(self):
+        hostname = self.cleaned_data["hostname"].lower()  # as the service stores it
+        if VE.objects.filter(hostname__iexact=hostname).live().exists():
+            raise forms.ValidationError(f"host name {hostname} is taken")
+        return hostname
+
+    def clean_root_password(self):
+        password = self.cleaned_data["root_password"]
+        if password and len(password) < services.MIN_PASSWORD:
+            raise forms.ValidationError(
+                f"the root password needs at least {services.MIN_PASSWORD} characters")
+        if len(password.encode()) > services.MAX_PASSWORD or "\0" in password:
+            raise forms.ValidationError(
+                f"the root password may have at most {services.MAX_PASSWORD} bytes")
+        return password
+
+    def clean_ssh_key(self):
+        try:
+            return services.check_ssh_key(self.cleaned_data["ssh_key"])
+        except Invalid as exc:
+            raise forms.ValidationError(exc.message) from None
+
+    def clean(self):
+        data = super().clean()
+        plan, template = data.get("plan"), data.get("template")
+        if plan and template and not plan.offered_templates().filter(pk=template.pk).exists():
+            self.add_error("template", f"plan {plan.name} does not offer template "
+                                       f"{template.name}")
+        if not data.get("root_password") and not data.get("ssh_key") and \
+                "root_password" not in self.errors and "ssh_key" not in self.errors:
+            self.add_error("root_password", "give a root password or an SSH key to log in with")
+        return data
 
 
 class ReauthForm(forms.Form):

@@ -1,9 +1,11 @@
 """OS templates and the VEs (VPSes) customers rent."""
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models.functions import Lower
 
 from hosting.core import scoping
+from hosting.core.errors import Conflict
 
 from .validators import validate_hostname, validate_template_name, validate_veid
 
@@ -21,6 +23,44 @@ class OSTemplate(models.Model):
 
     def __str__(self):
         return self.title or self.name
+
+    def rename_refusal(self):
+        """Why this template's name may not change now ("" if it may): the nodes keep
+        the template's files under its name, so once a VE was made from it every later
+        order or reinstall would look for a name no node has."""
+        if self.pk is None:
+            return ""
+        old = OSTemplate.objects.filter(pk=self.pk).values_list("name", flat=True).first()
+        if old is None or old == self.name:
+            return ""
+        if VirtualEnvironment.objects.filter(template_id=self.pk).exists():
+            return (f"template {old} cannot be renamed: VPSes were made from it and the "
+                    "nodes know it by that name (add a new template instead)")
+        return ""
+
+    def delete_refusal(self):
+        """Why this template may not be deleted ("" if it may)."""
+        if self.pk and VirtualEnvironment.objects.filter(template_id=self.pk).exists():
+            return (f"template {self.name} is in use by VPSes; retire it (active: false) "
+                    "instead")
+        return ""
+
+    def clean(self):
+        why = self.rename_refusal()
+        if why:  # forms (the admin's too) show it at the field
+            raise ValidationError({"name": why})
+
+    def save(self, *args, **kwargs):
+        why = self.rename_refusal()
+        if why:  # every other path (API, shell, code) is refused as well
+            raise Conflict(why, field="name")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        why = self.delete_refusal()
+        if why:
+            raise Conflict(why)
+        return super().delete(*args, **kwargs)
 
 
 class VEQuerySet(models.QuerySet):

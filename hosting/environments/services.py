@@ -1,7 +1,6 @@
 """Ordering, reinstalling and re-keying VPSes: the customer-facing services."""
 
 import ipaddress
-import warnings
 
 from django.contrib.auth import authenticate
 from django.core.cache import cache
@@ -9,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
-from hosting.core import audit
+from hosting.core import audit, shadow
 from hosting.core.errors import Conflict, Forbidden, Invalid, ServiceError
 from hosting.ipam import services as ipam
 from hosting.nodes.models import Node
@@ -22,14 +21,10 @@ from ve.errors import InvalidConfig
 from .models import VirtualEnvironment as VE
 from .validators import validate_hostname
 
-with warnings.catch_warnings():  # deprecated in 3.11, gone in 3.13: then use libxcrypt via ctypes
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import crypt  # sha512-crypt, what /etc/shadow expects
-
 FIRST_VEID = 101
 MAX_VEID = 65534
 MIN_PASSWORD = 8
-MAX_PASSWORD = 256  # crypt(3) refuses very long keys (libxcrypt answers "*0")
+MAX_PASSWORD = 256  # the VE's crypt(3) refuses very long keys at login (libxcrypt: "*0")
 REAUTH_FAILURES = 10  # per user and REAUTH_WINDOW seconds
 REAUTH_WINDOW = 600
 
@@ -42,7 +37,7 @@ def hash_password(password):
     if len(password.encode()) > MAX_PASSWORD or "\0" in password:
         raise Invalid(f"the root password may have at most {MAX_PASSWORD} bytes",
                       field="root_password")
-    hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_SHA512))
+    hashed = shadow.hash_password(password)  # sha512-crypt, what /etc/shadow expects
     try:
         return validate.password_hash(hashed)
     except (InvalidConfig, TypeError) as exc:  # crypt failed: never queue an unusable hash
@@ -132,25 +127,29 @@ def _order(customer, plan, template, hostname, requested_by, params, idempotency
     return op
 
 
-def reinstall(ve, user, template=None, root_password="", ssh_key="", keep_old=False):
+def reinstall(ve, user, template=None, root_password="", ssh_key="", keep_old=False,
+              idempotency_key=None):
     """Queue a reinstall of ``ve`` from ``template`` (default: its current one).
 
     ``keep_old``: the old files stay in /old-root of the new system.
     """
     template = template or ve.template
     if not ve.plan.offered_templates().filter(pk=template.pk).exists() and template != ve.template:
-        raise Invalid(f"plan {ve.plan.name} does not offer template {template.name}", field="template")
+        raise Invalid(f"plan {ve.plan.name} does not offer template {template.name}",
+                      field="template")
     params = {"template": template.name, "ssh_key": check_ssh_key(ssh_key),
               "keep_old": bool(keep_old)}
     if root_password:
         params["password_hash"] = hash_password(root_password)
-    return operations.request(ve, Operation.Kind.REINSTALL, user, params)
+    return operations.request(ve, Operation.Kind.REINSTALL, user, params,
+                              idempotency_key=idempotency_key)
 
 
-def reset_password(ve, user, root_password):
+def reset_password(ve, user, root_password, idempotency_key=None):
     """Queue setting the VE's root password (only its hash is kept, until done)."""
     return operations.request(ve, Operation.Kind.PASSWORD, user,
-                              {"password_hash": hash_password(root_password)})
+                              {"password_hash": hash_password(root_password)},
+                              idempotency_key=idempotency_key)
 
 
 def _place(plan):

@@ -1,16 +1,17 @@
-"""Staff pages: the OS templates on offer (add, retire, offer again)."""
+"""Staff pages: the OS templates on offer (add, retire, offer again); a VPS's plan change."""
 
 from django import forms
 from django.contrib import messages
 from django.db import transaction
 from django.db.models import Count
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
 from hosting.core import audit
 from hosting.core.decorators import staff_required
 
 from .models import OSTemplate, VirtualEnvironment as VE
+from . import plan_views
 
 
 class TemplateForm(forms.ModelForm):
@@ -52,3 +53,11 @@ def template_active(request, pk, active):
     state = "offered again" if active else "retired: existing VPSes keep it"
     messages.success(request, f"Template {template.name} {state}.")
     return redirect("staff-templates")
+
+
+@staff_required
+@require_http_methods(["GET", "POST"])
+def staff_change_plan(request, veid):
+    """A VPS's Change plan page among the staff pages (any change the rules allow);
+    done, it goes back to the VPS list."""
+    return plan_views.page(request, veid, "staff-vps")

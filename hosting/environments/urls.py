@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import plan_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -9,5 +9,6 @@ urlpatterns = [
     path("vps/<int:veid>/live/", views.operations_fragment, name="vps-live"),
     path("vps/<int:veid>/password/", views.reset_password, name="vps-password"),
     path("vps/<int:veid>/reinstall/", views.reinstall, name="vps-reinstall"),
+    path("vps/<int:veid>/plan/", plan_views.change_plan, name="vps-plan"),
     path("vps/<int:veid>/<slug:name>/", views.action, name="vps-action"),
 ]

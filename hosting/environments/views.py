@@ -9,6 +9,9 @@ from django.views.decorators.http import require_POST
 from hosting.core.errors import Forbidden, ServiceError
 from hosting.operations import services as operations
 from hosting.operations.models import Operation
+# The states each action may start from: the very table the service refuses by (409),
+# so a button is enabled exactly when the request would be accepted.
+from hosting.operations.services import ACTION_STATES, mark_passing_states
 from hosting.usage import graphs, traffic
 
 from . import services
@@ -18,6 +21,8 @@ from .models import VirtualEnvironment as VE
 SIMPLE_ACTIONS = {"start": Operation.Kind.START, "stop": Operation.Kind.STOP,
                   "reboot": Operation.Kind.RESTART, "terminate": Operation.Kind.DESTROY,
                   "suspend": Operation.Kind.SUSPEND, "resume": Operation.Kind.RESUME}
+STAFF_ACTIONS = ("suspend", "resume")
+BUTTON_ORDER = ("start", "stop", "reboot", "suspend", "resume", "terminate")
 # Kept out of Django's error reports (the passwords are never stored or logged).
 SECRET_FIELDS = ("root_password", "current_password")
 
@@ -26,8 +31,8 @@ SECRET_FIELDS = ("root_password", "current_password")
 def home(request):
     if request.user.is_staff:
         return redirect("staff-home")
-    ves = VE.objects.for_user(request.user).live() \
-        .select_related("plan", "template").prefetch_related("addresses")
+    ves = mark_passing_states(VE.objects.for_user(request.user).live()
+                              .select_related("plan", "template").prefetch_related("addresses"))
     customer = getattr(request.user, "customer", None)
     return render(request, "environments/list.html", {"environments": ves, "customer": customer})
 
@@ -55,13 +60,36 @@ def order(request):
     return render(request, "environments/order.html", {"form": form}, status=status)
 
 
+def refusal(ve, current, kind):
+    """Why ``kind`` cannot be asked of ``ve`` now ("" if it can), as the service judges."""
+    if current is not None:
+        return f"wait: {current.get_kind_display().lower()} is {current.state}"
+    if ve.actual_state not in ACTION_STATES[kind][0]:
+        return f"not while the VPS is {ve.get_actual_state_display().lower()}"
+    return ""
+
+
+def buttons(ve, current, viewer):
+    """[(action name, label, why not or "")] of the lifecycle buttons ``viewer`` gets on
+    ``ve``: an action is offered only from the states the service accepts it in, and
+    none while another operation runs (the service would answer 409)."""
+    out = []
+    for name in BUTTON_ORDER:
+        if name in STAFF_ACTIONS and not viewer.is_staff:
+            continue
+        kind = SIMPLE_ACTIONS[name]
+        out.append((name, Operation.Kind(kind).label, refusal(ve, current, kind)))
+    return out
+
+
 def _live_context(ve, viewer):
     month = traffic.current(ve)
     operations = list(ve.operations.select_related("requested_by")[:20])
     for op in operations:
         op.requester = op.requester_shown_to(viewer)
-    return {"ve": ve, "operations": operations,
-            "current": ve.operations.filter(state__in=Operation.UNFINISHED).first(),
+    current = ve.operations.filter(state__in=Operation.UNFINISHED).first()
+    return {"ve": ve, "operations": operations, "current": current,
+            "buttons": buttons(ve, current, viewer) if ve.actual_state != "destroyed" else [],
             "traffic": month, "quota": traffic.quota_bytes(ve, month)}
 
 
@@ -73,8 +101,11 @@ USAGE_CHARTS = [("cpu", "CPU (CPUs busy)"), ("ram", "RAM"), ("disk", "Disk"),
 @login_required
 def detail(request, veid, status=200, password_form=None, reinstall_form=None):
     ve = _own(request, veid)
+    live = _live_context(ve, request.user)
     return render(request, "environments/detail.html", {
-        **_live_context(ve, request.user),
+        **live,
+        "password_refusal": refusal(ve, live["current"], Operation.Kind.PASSWORD),
+        "reinstall_refusal": refusal(ve, live["current"], Operation.Kind.REINSTALL),
         "password_form": password_form or PasswordForm(),
         "reinstall_form": reinstall_form or ReinstallForm(initial={"template": ve.template}),
         "usage_ranges": list(graphs.RANGES),
@@ -85,7 +116,8 @@ def detail(request, veid, status=200, password_form=None, reinstall_form=None):
 @login_required
 def operations_fragment(request, veid):
     """The live part of the VPS page (state, progress, history), polled by the browser."""
-    return render(request, "environments/_live.html", _live_context(_own(request, veid), request.user))
+    return render(request, "environments/_live.html",
+                  _live_context(_own(request, veid), request.user))
 
 
 @login_required

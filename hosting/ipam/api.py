@@ -11,7 +11,8 @@ from .models import IPPool
 
 
 class IPPoolSerializer(serializers.ModelSerializer):
-    nodes = serializers.SlugRelatedField(slug_field="name", many=True, queryset=Node.objects.all())
+    nodes = serializers.SlugRelatedField(slug_field="name", many=True, queryset=Node.objects.all(),
+                                         help_text="node names, not ids (see /api/v1/nodes/)")
     free = serializers.SerializerMethodField()
 
     class Meta:
@@ -41,11 +42,16 @@ class IPPoolViewSet(viewsets.ModelViewSet):
         audit.record(self.request.user, "ippool.create", serializer.save())
 
     def perform_update(self, serializer):
+        from hosting.core.errors import Conflict
+        why = services.change_refusal(serializer.instance, serializer.validated_data)
+        if why:
+            raise Conflict(why)
         audit.record(self.request.user, "ippool.update", serializer.save())
 
     def perform_destroy(self, pool):
         from hosting.core.errors import Conflict
-        if pool.addresses.exists():
-            raise Conflict(f"pool {pool.name} still has addresses in use")
+        why = services.delete_refusal(pool)
+        if why:
+            raise Conflict(why)
         audit.record(self.request.user, "ippool.delete", pool)
         pool.delete()

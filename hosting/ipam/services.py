@@ -90,3 +90,41 @@ def free_count(pool):
     if pool.gateway and first <= ipaddress.ip_address(pool.gateway) <= last:
         size -= 1
     return size - pool.addresses.count()
+
+
+def delete_refusal(pool):
+    """Why ``pool`` may not be deleted ("" if it may): its addresses held by VEs would
+    go with it (rows cascade) while the VEs keep using them."""
+    held = pool.addresses.filter(environment__isnull=False).count()
+    if held:
+        return f"pool {pool.name} still has addresses in use: {held} held by VPSes"
+    return ""
+
+
+def change_refusal(pool, changes):
+    """Why ``pool`` may not take ``changes`` ({field: value}) ("" if it may): a held
+    address must stay inside its range and may not become the gateway, and a node whose
+    VEs hold its addresses may not leave it."""
+    held = list(pool.addresses.filter(environment__isnull=False)
+                .select_related("environment__node"))
+    if not held:
+        return ""
+    network = ipaddress.ip_network(changes.get("network", pool.network), strict=False)
+    first = ipaddress.ip_address(changes.get("first", pool.first))
+    last = ipaddress.ip_address(changes.get("last", pool.last))
+    gateway = changes.get("gateway", pool.gateway)
+    for row in held:
+        address = ipaddress.ip_address(row.address)
+        if address.version != first.version or not first <= address <= last \
+                or address not in network:
+            return (f"{row.address} of pool {pool.name} is in use by VPS "
+                    f"{row.environment.veid}: the range must keep it")
+        if gateway and address == ipaddress.ip_address(gateway):
+            return f"{row.address} is in use by VPS {row.environment.veid}: not a gateway"
+    if "nodes" in changes:
+        kept = {node.pk for node in changes["nodes"]}
+        for row in held:
+            if row.environment.node_id not in kept:
+                return (f"node {row.environment.node.name} has VPSes with addresses of pool "
+                        f"{pool.name}: it must stay in the pool")
+    return ""

@@ -21,8 +21,9 @@ class NodeSerializer(serializers.ModelSerializer):
     class Meta:
         model = Node
         fields = ["id", "name", "queue", "state", "last_heartbeat", "ram_bytes", "cpus",
-                  "disk_bytes", "disk_free_bytes", "cgroup_version", "warnings", "drift", "ram_overcommit",
-                  "swap_overcommit", "cpu_overcommit", "disk_overcommit", "risk_pct",
+                  "disk_bytes", "disk_free_bytes", "cgroup_version", "warnings", "drift",
+                  "ram_overcommit", "swap_overcommit", "cpu_overcommit", "disk_overcommit",
+                  "risk_pct",
                   "environments"]
         read_only_fields = ["last_heartbeat", "ram_bytes", "cpus", "disk_bytes",
                             "disk_free_bytes", "cgroup_version", "warnings", "drift"]
@@ -31,8 +32,10 @@ class NodeSerializer(serializers.ModelSerializer):
         return node.environments.live().count()
 
 
-class NodeViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
-    """Nodes. Set state 'draining' to stop placing new VEs on one."""
+class NodeViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, mixins.DestroyModelMixin,
+                  viewsets.ReadOnlyModelViewSet):
+    """Nodes. Set state 'draining' to stop placing new VEs on one; DELETE removes one
+    with no live VE and no running worker (409 saying why not)."""
 
     queryset = Node.objects.all()
     serializer_class = NodeSerializer
@@ -56,5 +59,16 @@ class NodeViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.Rea
         audit.record(self.request.user, "node.create", serializer.save())
 
     def perform_update(self, serializer):
+        from hosting.core.errors import Conflict
+
+        from .removal import rename_refusal
+        name = serializer.validated_data.get("name", serializer.instance.name)
+        why = rename_refusal(serializer.instance, name)
+        if why:
+            raise Conflict(why, field="name")
         audit.record(self.request.user, "node.update", serializer.save(),
                      changes={k: str(v) for k, v in serializer.validated_data.items()})
+
+    def perform_destroy(self, node):
+        from .removal import remove
+        remove(node, self.request.user)

@@ -57,5 +57,11 @@ class Node(models.Model):
 
     @property
     def queue(self):
-        """The Celery queue this node's root worker consumes."""
+        """The Celery queue of this node's lifecycle operations (its root ops worker's)."""
         return f"node.{self.name}"
+
+    @property
+    def chores_queue(self):
+        """The Celery queue of this node's background work (sampling, traffic,
+        reconcile), consumed by a worker of its own so operations never wait behind it."""
+        return f"node.{self.name}.chores"

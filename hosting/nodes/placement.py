@@ -148,7 +148,8 @@ class Fleet:
 
     def __init__(self, nodes, profile=None):
         if profile is None:
-            from hosting.usage import capacity as measured  # usage depends on nodes, not back
+            # The stored copy only: capacity.py, which measures it, imports this module.
+            from hosting.usage import load as measured
             profile = measured.stored()
         self.profile = profile
         self.rooms = [Room(node, profile) for node in nodes]
@@ -212,3 +213,20 @@ def _plus(use, more):
 def ratio(part, whole):
     """``part / whole``, None when either is unknown or the whole is 0."""
     return part / whole if part is not None and whole else None
+
+
+def change_shortfall(node, old_plan, new_plan):
+    """What ``node`` lacks for one of its VEs to move from ``old_plan`` to ``new_plan``
+    (empty = fits).
+
+    The same rule as for a new VE, counting only the difference: a resource
+    the change does not grow is never named, so a smaller plan always fits,
+    even on a node already sold past its limits.
+    """
+    room = Fleet([node]).rooms[0]
+    (need_new, use_new), (need_old, use_old) = room.want(new_plan), room.want(old_plan)
+    need = Demand(*(new - old for new, old in zip(need_new, need_old)))
+    expect = Use(*(new - old for new, old in zip(use_new, use_old)))
+    grows = {name for name, more in zip(Demand._fields, need) if more > 0}
+    grows |= {f"{name} headroom" for name, more in zip(Use._fields, expect) if more > 0}
+    return [name for name in room.lacking(need, expect) if name in grows]

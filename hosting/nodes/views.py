@@ -1,12 +1,15 @@
 """Staff pages: nodes with what they sold against what they may sell."""
 
-from django.shortcuts import get_object_or_404, render
+from django.contrib import messages
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
 
 from hosting.core.decorators import staff_required
+from hosting.core.errors import ServiceError
 
 from hosting.usage import graphs
 
-from . import placement
+from . import placement, removal
 from .models import Node
 
 GIB = 1 << 30
@@ -39,4 +42,21 @@ def node_detail(request, pk):
     return render(request, "staff/node.html", {"node": node, "usage": _usage(room),
                                                "environments": ves, "room": room,
                                                "disk_allocated": room.sold.disk,
+                                               "removal_refusal": removal.refusal(node),
                                                "usage_ranges": list(graphs.RANGES)})
+
+
+@staff_required
+@require_POST
+def node_remove(request, pk):
+    """Remove an empty, silent node (hosting/nodes/removal.py); 409 on its page if not."""
+    node = get_object_or_404(Node, pk=pk)
+    try:
+        removal.remove(node, request.user)
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+        response = node_detail(request, pk)
+        response.status_code = exc.status
+        return response
+    messages.success(request, f"Node {node.name} removed.")
+    return redirect("staff-nodes")

@@ -1,26 +1,34 @@
-"""The node side of a root worker: register, heartbeat, reconcile on start.
+"""The node side of the root workers: register, heartbeat, relay, reconcile.
 
-A worker started with HOSTING_NODE_NAME serves that node: it consumes queue
-``node.<name>``, reports the host's facts every NODE_HEARTBEAT_SECONDS (which
-also keeps the node online), and asks its own queue to reconcile at start-up
-and every few heartbeats. The heartbeat thread only talks to the database;
-engine work always happens in the pool's task processes.
+A node runs two root workers with HOSTING_NODE_NAME set: the operations
+worker consumes ``node.<name>`` (lifecycle operations only, so they always
+find a free slot), the chores worker ``node.<name>.chores`` (usage sampling,
+traffic, reconcile). The operations worker's main process reports the host's
+facts every NODE_HEARTBEAT_SECONDS (which keeps the node online), sends the
+chores (reconcile at start-up and every few heartbeats), records what VEs did
+by themselves, and relays operations whose message is not in Redis
+(``operations/relay.py``), at once whenever it (re)connects to Redis. Its
+threads only talk to the database and Redis; engine work always happens in
+the pools' task processes.
 """
 
 import logging
 import os
 import threading
 
-from celery import signals
+from celery import bootsteps, signals
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 from django.utils import timezone
+
+from hosting.celery import app
 
 log = logging.getLogger(__name__)
 
 RECONCILE_EVERY = 6  # heartbeats
 EVENTS_EVERY = 0.5  # seconds between looks for VEs that ended by themselves
 _stop = threading.Event()
+_stop_on_shutdown = False  # set in the operations worker, which owns the node's liveness
 
 
 def heartbeat(name):
@@ -41,7 +49,7 @@ def heartbeat(name):
 
 
 def _reconcile_soon(name):
-    """Ask this node's own queue to reconcile and count traffic (both need the engine)."""
+    """Ask this node's chores queue to reconcile and count traffic (both need the engine)."""
     from hosting.operations.dispatch import send_to_node
     send_to_node(name, "hosting.operations.tasks.reconcile_node")
     send_to_node(name, "hosting.usage.tasks.collect_traffic")
@@ -82,22 +90,76 @@ def _follow_events(name):
             log.exception("events of node %s not recorded", name)
 
 
+def _relay_forever(name):
+    """Every few seconds, send again operations whose message is not in Redis."""
+    from hosting.operations import relay
+    while not _stop.wait(settings.OPERATION_RELAY_SECONDS):
+        try:
+            close_old_connections()
+            relay.relay(name, settings.OPERATION_RESEND_SECONDS)
+        except Exception:  # a database or Redis hiccup must not end the thread
+            log.exception("relay of node %s failed", name)
+
+
+def serves_operations(app):
+    """True in a worker that consumes its node's operations queue (not just chores)."""
+    from .models import Node
+    name = settings.NODE_NAME
+    return bool(name) and Node(name=name).queue in (app.amqp.queues.consume_from or {})
+
+
+def on_connected(consumer):
+    """Called each time the worker's consumer (re)connects to Redis: the operations
+    worker sends again what its previous connection may have held, at once."""
+    if not serves_operations(consumer.app):
+        return
+    log.info("node %s: connected to Redis; sending again what has no message",
+             settings.NODE_NAME)
+
+    def recover():
+        from hosting.operations import relay
+        try:
+            close_old_connections()
+            relay.recover(settings.NODE_NAME)
+        except Exception:
+            log.exception("recovery of node %s's operations failed", settings.NODE_NAME)
+        finally:
+            connection.close()  # this thread's own
+    threading.Thread(target=recover, name="recover", daemon=True).start()
+
+
+class Connected(bootsteps.StartStopStep):
+    """Calls ``on_connected`` each time the consumer (re)connects to Redis: Celery
+    starts a consumer's steps again after it lost the connection."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def start(self, c):
+        on_connected(c)
+
+
+app.steps["consumer"].add(Connected)
+
+
 @signals.worker_ready.connect
 def _on_ready(sender=None, **kwargs):
     name = settings.NODE_NAME
-    if not name:
-        return
+    if not name or sender is None or not serves_operations(sender.app):
+        return  # the chores worker only runs what it is sent
+    global _stop_on_shutdown
+    _stop_on_shutdown = True
     heartbeat(name)
     log.info("node %s: worker ready, reconciling", name)
     _reconcile_soon(name)  # after a node boot, this starts the VEs that should run
-    threading.Thread(target=_beat_forever, args=(name,), name="heartbeat", daemon=True).start()
-    threading.Thread(target=_follow_events, args=(name,), name="events", daemon=True).start()
+    for target, label in ((_beat_forever, "heartbeat"), (_follow_events, "events"),
+                          (_relay_forever, "relay")):
+        threading.Thread(target=target, args=(name,), name=label, daemon=True).start()
 
 
 @signals.worker_shutdown.connect
 def _on_shutdown(sender=None, **kwargs):
     name = settings.NODE_NAME
-    if not name:
+    if not name or not _stop_on_shutdown:
         return
     _stop.set()
     from .models import Node

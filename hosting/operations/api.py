@@ -10,11 +10,16 @@ class OperationSerializer(serializers.ModelSerializer):
     requested_by = serializers.SerializerMethodField()
     origin = serializers.SerializerMethodField()
     url = serializers.HyperlinkedIdentityField(view_name="operation-detail")
+    error_code = serializers.CharField(
+        read_only=True, help_text="why a failed operation failed, for programs to branch on "
+        "(never match the error text); blank otherwise. One of: " + "; ".join(
+            f"{code} ({meaning})" for code, meaning in Operation.ERROR_CODES.items()))
 
     class Meta:
         model = Operation
         fields = ["id", "url", "kind", "veid", "state", "progress", "message", "error",
-                  "requested_by", "origin", "attempts", "created", "started", "finished"]
+                  "error_code", "requested_by", "origin", "attempts", "created", "started",
+                  "finished"]
         read_only_fields = fields
 
     def get_origin(self, op) -> str:

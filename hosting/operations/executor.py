@@ -15,9 +15,11 @@ from django.db import OperationalError
 from django.db.models import F
 from django.utils import timezone
 
+from hosting.core import dbsecure
 from hosting.environments.models import VirtualEnvironment as VE
 from ve import Engine
-from ve.errors import VEError
+from ve.errors import (AlreadyExists, InvalidConfig, NeedsStop, NotFound, ResourceError,
+                       StateError, Unsupported, VEError)
 
 from . import dispatch, locks, runners
 from .models import Operation
@@ -26,6 +28,16 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
 SECRET_PARAMS = ("password_hash",)
+# Engine error types -> Operation.error_code, most specific first (see Operation.ERROR_CODES).
+_CODES = ((runners.ForeignVE, "foreign_ve"), (runners.DiskTooSmall, "disk_too_small"),
+          (NeedsStop, "needs_stop"), (InvalidConfig, "invalid"), (NotFound, "not_found"),
+          (AlreadyExists, "exists"), (StateError, "wrong_state"), (ResourceError, "resource"),
+          (Unsupported, "unsupported"), (VEError, "engine_error"))
+
+
+def error_code(exc):
+    """The stable ``Operation.error_code`` for an exception a runner raised."""
+    return next((code for kind, code in _CODES if isinstance(exc, kind)), "internal_error")
 
 
 class Context(namedtuple("Context", "engine op ve notes")):
@@ -74,11 +86,12 @@ def execute(op_id, eng=None):
         if op.is_finished:
             return
         if op.params.get("undoing"):  # killed while rolling back: finish the rollback
-            _failed(Context.of(eng or engine(), op), op.error or "interrupted")
+            _failed(Context.of(eng or engine(), op), op.error or "interrupted",
+                    code=op.error_code or "interrupted")
             return
         if op.attempts >= MAX_ATTEMPTS:
             _failed(Context.of(eng or engine(), op),
-                    f"gave up after {op.attempts} interrupted attempts")
+                    f"gave up after {op.attempts} interrupted attempts", code="interrupted")
             return
         Operation.objects.filter(pk=op.pk).update(
             state=Operation.State.RUNNING, attempts=F("attempts") + 1,
@@ -96,21 +109,23 @@ def _run(ctx):
         _failed(ctx, exc.message if hasattr(exc, "message") else str(exc), exc)
     except Exception as exc:  # record it: an operation must always end
         log.exception("operation %s crashed", op.pk)
-        _failed(ctx, f"internal error: {exc.__class__.__name__}: {exc}")
+        _failed(ctx, f"internal error: {exc.__class__.__name__}: {exc}", exc)
     else:
         _set_state(ctx, new_state or _observed_state(ctx))
         _finish(op, Operation.State.SUCCEEDED,
                 message="; ".join(["done"] + ctx.notes)[:200])
 
 
-def _failed(ctx, error, exc=None):
-    undone = _run_undo(ctx, error, exc)
+def _failed(ctx, error, exc=None, code=None):
+    """End the operation as failed with ``error`` and its code (``code``, else ``exc``'s)."""
+    code = code or error_code(exc)
+    undone = _run_undo(ctx, error, exc, code)
     _set_state(ctx, undone or _observed_state(ctx))
-    _finish(ctx.op, Operation.State.FAILED, error=error)
+    _finish(ctx.op, Operation.State.FAILED, error=error, error_code=code)
 
 
-def _run_undo(ctx, error, exc):
-    """Roll a failed operation back (create only), marked so a crash mid-way resumes it."""
+def _run_undo(ctx, error, exc, code):
+    """Roll a failed operation back (create, plan), marked so a crash mid-way resumes it."""
     undo = runners.UNDO.get(ctx.op.kind)
     if undo is None:
         return None
@@ -118,10 +133,13 @@ def _run_undo(ctx, error, exc):
     if isinstance(exc, runners.ForeignVE):
         params["foreign"] = True  # remembered if the rollback itself is interrupted
     Operation.objects.filter(pk=ctx.op.pk).update(params=params, error=error[:4000],
-                                                  message="rolling back")
+                                                  error_code=code, message="rolling back")
     try:
         return undo(ctx, exc)
     except Exception:
+        if ctx.op.kind != Operation.Kind.CREATE:  # e.g. a plan's limits: reconcile's drift check
+            log.exception("undo of operation %s failed; reconcile will correct it", ctx.op.pk)
+            return None
         # Left for reconcile: a VE whose desired state is destroyed gets a destroy.
         log.exception("undo of operation %s failed; reconcile will remove the VE", ctx.op.pk)
         VE.objects.filter(pk=ctx.ve.pk).update(desired_state=VE.State.DESTROYED)
@@ -144,13 +162,16 @@ def _set_state(ctx, state):
     _with_retries(lambda: VE.objects.filter(pk=ctx.ve.pk).update(actual_state=state))
 
 
-def _finish(op, state, message="", error=""):
+def _finish(op, state, message="", error="", error_code=""):
     """Record the final state and wipe secrets from the stored parameters."""
     params = {k: v for k, v in op.params.items() if k not in SECRET_PARAMS}
     _with_retries(lambda: Operation.objects.filter(pk=op.pk).update(
         state=state, finished=timezone.now(), params=params,
         progress=100 if state == Operation.State.SUCCEEDED else F("progress"),
-        message=message or ("failed" if error else ""), error=error[:4000]))
+        message=message or ("failed" if error else ""), error=error[:4000],
+        error_code=error_code))
+    if len(params) != len(op.params):
+        dbsecure.forget_wiped()  # no copy of the wiped hash left in SQLite's WAL
 
 
 def _with_retries(write, attempts=5):

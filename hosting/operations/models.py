@@ -28,6 +28,7 @@ class Operation(models.Model):
         REINSTALL = "reinstall", "Reinstall"
         PASSWORD = "password", "Reset root password"
         SET = "set", "Change limits"
+        PLAN = "plan", "Change plan"
         SUSPEND = "suspend", "Suspend"
         RESUME = "resume", "Resume"
         DESTROY = "destroy", "Terminate"
@@ -44,6 +45,23 @@ class Operation(models.Model):
 
     UNFINISHED = (State.QUEUED, State.RUNNING)
 
+    # What ``error_code`` may say (documented in the API schema).
+    ERROR_CODES = {
+        "invalid": "the node refused the values (a limit it cannot take, say)",
+        "not_found": "the VE or its OS template is missing on the node",
+        "exists": "the VEID is taken on the node with other settings",
+        "foreign_ve": "the VEID is taken on the node by a VE the dashboard does not manage",
+        "wrong_state": "the VE cannot do this in its state on the node",
+        "needs_stop": "the change needs the VE stopped",
+        "resource": "the node could not provide something (cgroup, mount, disk)",
+        "unsupported": "the node lacks a kernel feature this needs",
+        "disk_too_small": "the VE's data does not fit the new plan's disk",
+        "engine_error": "another engine error",
+        "interrupted": "its worker was interrupted too often",
+        "start_failed": "the VE rebooted from inside but did not start again",
+        "internal_error": "a bug: the node worker crashed running it",
+    }
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     kind = models.CharField(max_length=16, choices=Kind.choices)
     environment = models.ForeignKey("environments.VirtualEnvironment", null=True,
@@ -56,6 +74,9 @@ class Operation(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     message = models.CharField(max_length=200, blank=True)
     error = models.TextField(blank=True)
+    # Why it failed, as a short stable string (API clients branch on this, never on
+    # ``error``'s text); blank while unfinished or succeeded. See ERROR_CODES.
+    error_code = models.CharField(max_length=32, blank=True)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True,
                                      on_delete=models.SET_NULL, related_name="+")
     idempotency_key = models.CharField(max_length=100, null=True, blank=True, unique=True)

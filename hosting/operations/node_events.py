@@ -77,7 +77,8 @@ def _write(ve, node_name, event, key):
             environment=ve, kind=kind, idempotency_key=key, progress=100,
             state=Operation.State.FAILED if failed else Operation.State.SUCCEEDED,
             params={"origin": origin, "reason": event["reason"]}, message=message[:200],
-            error=event["error"] if failed else "", started=moment, finished=moment)
+            error=event["error"] if failed else "", error_code="start_failed" if failed else "",
+            started=moment, finished=moment)
         ve = VE.objects.select_for_update().get(pk=ve.pk)
         running = event["reason"] == "reboot" and not failed
         ve.actual_state = State.RUNNING if running else \

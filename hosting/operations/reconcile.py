@@ -23,15 +23,17 @@ from .runners import DISK_KEYS, IO_KEYS, config_of
 log = logging.getLogger(__name__)
 
 
-def node(name, eng=None):
+def node(name, eng=None, hand_over=False):
     """Reconcile node ``name``; return a summary dict (also stored on the node).
 
     The first reconcile after the node booted starts its VEs that should run
     in ``restarts.boot_order``; later ones restart such VEs with back-off.
+    Interrupted operations are run again here, or with ``hand_over`` (the
+    chores worker) sent to the node's operations queue, whose pool is theirs.
     """
     eng = eng or executor.engine()
     node_events.consume(name, eng)  # first: a power-off from inside is not drift
-    resumed = _resume_interrupted(name, eng)
+    resumed = _resume_interrupted(name, eng, hand_over)
     boot_id = proc.boot_id()
     booting = not Node.objects.filter(name=name, boot_id=boot_id).exists()
     drift, queued, unmanaged = _compare(name, eng, booting)
@@ -41,7 +43,7 @@ def node(name, eng=None):
             "booting": booting}
 
 
-def _resume_interrupted(name, eng):
+def _resume_interrupted(name, eng, hand_over=False):
     resumed = []
     # list(): on SQLite an open read cursor would turn each write below into
     # a read-to-write upgrade, which fails at once when another process wrote.
@@ -54,7 +56,10 @@ def _resume_interrupted(name, eng):
         if interrupted:  # nobody holds its lock: its worker died mid-way
             log.warning("operation %s (%s VE %s) was interrupted; running it again",
                         op.pk, op.kind, op.environment.veid)
-            executor.execute(op.pk, eng)
+            if hand_over:
+                dispatch.send(op.pk, Node(name=name).queue)
+            else:
+                executor.execute(op.pk, eng)
             resumed.append(str(op.pk))
     return resumed
 

@@ -6,12 +6,19 @@ start of a running VE is a no-op, destroy of a missing VE is a no-op.
 A runner returns the VE's new actual state.
 """
 
+import logging
+
 from ve import VEConfig, Limits
 from ve.storage import recipes
-from ve.errors import AlreadyExists, NeedsStop, NotFound, VEError
+from ve.errors import AlreadyExists, InvalidConfig, NeedsStop, NotFound, VEError
 
+from hosting.core import audit
+from hosting.environments import disk_room
 from hosting.environments.models import OSTemplate, VirtualEnvironment as VE
 from hosting.ipam import services as ipam
+from hosting.plans.models import Plan
+
+log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 10.0
 BUILDABLE = set(recipes.BUILDABLE)  # templates a node builds itself when missing
@@ -22,6 +29,12 @@ OLD_ROOT = "old-root"  # where a reinstall keeps the old files when asked to
 
 class ForeignVE(AlreadyExists):
     """The VEID is taken on the node by a VE this dashboard did not make: never touch it."""
+
+
+class DiskTooSmall(InvalidConfig):
+    """The VE's data does not fit the disk of the plan it is moving to."""
+
+    code = "disk-too-small"
 
 
 def config_of(ve, template=None):
@@ -138,11 +151,12 @@ def password(ctx):
     return None
 
 
-def set_limits(ctx):
+def set_limits(ctx, disk_must_fit=False):
     """Bring limits, addresses and name servers on the node in line with the dashboard.
 
     Addresses in the operation's "release" list are dropped on the node first
-    and only then given back to their pool.
+    and only then given back to their pool. ``disk_must_fit``: a disk the
+    data does not fit raises DiskTooSmall instead of staying as it was.
     """
     ctx.progress(50, "applying limits and addresses")
     release = set(ctx.op.params.get("release", ()))
@@ -155,7 +169,8 @@ def set_limits(ctx):
                    ipdel=[ip for ip in have.ips if ip not in ips],
                    nameservers=want.nameservers, **limits)
     # Disk and I/O apply where the node can; what cannot does not hold up the rest.
-    for note in (_try_set(ctx, disk, "disk"), _try_set(ctx, io, "disk I/O limits")):
+    for note in (_try_set(ctx, disk, "disk", disk_must_fit),
+                 _try_set(ctx, io, "disk I/O limits")):
         if note:
             ctx.note(note)
     if release:
@@ -188,15 +203,74 @@ def destroyed(ctx):
     return VE.State.DESTROYED
 
 
-def _try_set(ctx, values, what):
-    """Set ``values`` on the node; return a note for the customer if it cannot be now."""
+def _try_set(ctx, values, what, must_fit=False):
+    """Set ``values`` on the node; return a note for the customer if it cannot be now.
+
+    ``must_fit``: the engine refusing the values (a disk smaller than the data)
+    raises DiskTooSmall instead.
+    """
     try:
         ctx.engine.set(ctx.ve.veid, **values)
     except NeedsStop:
         return f"the {what} changes at the next reboot"
-    except VEError as exc:  # e.g. a smaller disk than the VE uses, no I/O weight here
+    except InvalidConfig as exc:
+        if must_fit:
+            raise DiskTooSmall(exc.message, ctx.ve.veid) from exc
+        return f"the {what} stays as it was: {exc.message}"
+    except VEError as exc:  # e.g. no I/O weight here
         return f"the {what} stays as it was: {exc.message}"
     return ""
+
+
+def change_plan(ctx):
+    """Move the VE to the plan the dashboard gave it (params: "plan" and "from", names and ids).
+
+    The data must fit the new disk: checked again here with the node's own
+    figures (DiskTooSmall otherwise; the undo puts the old plan back). The rest
+    applies live; a smaller disk of a running VE waits for its next stop.
+    """
+    ctx.progress(20, "checking the disk")
+    _check_disk_room(ctx)
+    ctx.progress(40, "applying plan " + ctx.ve.plan.name)
+    return set_limits(ctx, disk_must_fit=True)
+
+
+def _check_disk_room(ctx):
+    want = Limits(**ctx.ve.engine_limits())
+    have = ctx.engine.config(ctx.ve.veid).limits
+    if want.diskspace >= have.diskspace and want.diskinodes >= have.diskinodes:
+        return  # nothing shrinks
+    try:
+        used = ctx.engine.disk_usage(ctx.ve.veid)
+    except VEError as exc:  # unreadable now (a stopped VE's image): the engine checks again
+        log.info("VE %s: disk usage unknown before a shrink (%s)", ctx.ve.veid, exc)
+        return
+    refusal = disk_room.refusal(used.space_used, used.inodes_used, want.diskspace,
+                                want.diskinodes)
+    if refusal:
+        raise DiskTooSmall(f"plan {ctx.ve.plan.name} refused: {refusal}", ctx.ve.veid)
+
+
+def undo_plan(ctx, error=None):
+    """A plan change that failed leaves the VE on its old plan, in the database and on
+    the node (what was applied already is put back; if that fails too, reconcile's
+    drift check queues the old plan's limits)."""
+    params = ctx.op.params
+    old = Plan.objects.filter(pk=params.get("from_id")).first()
+    if old is None:
+        return None
+    if VE.objects.filter(pk=ctx.ve.pk, plan_id=params.get("plan_id")).update(plan=old):
+        audit.record(None, "ve.plan_reverted", ctx.ve, plan=old.name, refused=params.get("plan"),
+                     operation=str(ctx.op.pk), error=str(error or "")[:200])
+    ctx.ve.plan = old
+    # The addresses the new plan brought go back to their pool (set_limits below
+    # drops them on the node, as they are no longer the VE's).
+    ctx.ve.addresses.filter(address__in=params.get("added", ())).delete()
+    try:
+        set_limits(ctx)
+    except VEError as exc:
+        log.warning("VE %s: old plan's limits not restored (%s); reconcile will", ctx.ve.veid, exc)
+    return None
 
 
 def apply_pending_disk(ctx):
@@ -231,5 +305,5 @@ def _exists(ctx):
 
 RUNNERS = {"create": create, "start": start, "stop": stop, "restart": restart,
            "reinstall": reinstall, "password": password, "set": set_limits,
-           "suspend": suspend, "resume": resume, "destroy": destroy}
-UNDO = {"create": undo_create}
+           "plan": change_plan, "suspend": suspend, "resume": resume, "destroy": destroy}
+UNDO = {"create": undo_create, "plan": undo_plan}

@@ -15,8 +15,9 @@ from .models import Operation
 Kind = Operation.Kind
 State = VE.State
 
-# Which actual states each action may start from, and the desired state it sets.
-_FROM = {
+# Which actual states each action may start from, and the desired state it sets
+# (the pages enable a button only where its action may start).
+ACTION_STATES = {
     Kind.START: ({State.STOPPED, State.UNKNOWN}, State.RUNNING),
     Kind.STOP: ({State.RUNNING, State.UNKNOWN}, State.STOPPED),
     Kind.RESTART: ({State.RUNNING, State.STOPPED, State.UNKNOWN}, State.RUNNING),
@@ -34,6 +35,17 @@ _REFUSAL = {
     State.SUSPENDED: "it is suspended", State.CREATING: "it is still being created",
     State.DESTROYED: "it has been terminated",
 }
+
+
+def mark_passing_states(ves):
+    """Set ``ve.passing_state`` ("Rebooting", ...) on each VPS an operation is running on,
+    None on the others, so lists do not show "Running" while a reboot runs."""
+    ves = list(ves)
+    busy = {op.environment_id: op for op in Operation.objects.filter(
+        environment__in=ves, state__in=Operation.UNFINISHED)}
+    for ve in ves:
+        ve.passing_state = busy[ve.pk].passing_state if ve.pk in busy else None
+    return ves
 
 
 def check_actor(user, kind=None):
@@ -77,7 +89,7 @@ def _request(ve, kind, user, params, idempotency_key):
             if earlier is not None:
                 return _same_request(earlier, ve, kind)
         ve = VE.objects.select_for_update().select_related("node").get(pk=ve.pk)
-        allowed, desired = _FROM[kind]
+        allowed, desired = ACTION_STATES[kind]
         if ve.actual_state not in allowed:
             raise Conflict(f"cannot {Kind(kind).label.lower()} VPS {ve.hostname}: "
                            f"{_REFUSAL.get(ve.actual_state, 'its state is ' + ve.actual_state)}")

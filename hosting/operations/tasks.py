@@ -1,4 +1,4 @@
-"""Celery tasks of operations: thin adapters over executor and reconcile."""
+"""Celery tasks of operations: thin adapters over executor, reconcile and relay."""
 
 from datetime import timedelta
 
@@ -6,26 +6,40 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from . import dispatch, executor, reconcile
+from . import dispatch, executor, locks, reconcile, relay
 from .models import Operation
 
 
-@shared_task(name="hosting.operations.tasks.run_operation", acks_late=True,
-             reject_on_worker_lost=True)
+@shared_task(name=dispatch.RUN_OPERATION, acks_late=True, reject_on_worker_lost=True)
 def run_operation(op_id):
     """Run one operation on this node (a second delivery finds it finished)."""
+    if _run_by_another_slot(op_id):
+        return
     executor.execute(op_id)
+
+
+def _run_by_another_slot(op_id):
+    """True if the operation is running under its VE lock right now: a duplicate
+    message must not hold a slot of the pool waiting for that lock."""
+    row = Operation.objects.filter(pk=op_id, state=Operation.State.RUNNING) \
+        .values_list("environment__veid", flat=True).first()
+    if row is None:
+        return False
+    with locks.ve_lock(row, wait=False) as free:
+        return not free
 
 
 @shared_task(name="hosting.operations.tasks.reconcile_node", acks_late=True)
 def reconcile_node(node_name):
-    """Finish interrupted operations and compare the node with the database."""
-    return reconcile.node(node_name)
+    """Hand interrupted operations to the operations queue; compare the node with
+    the database (runs in the chores pool)."""
+    return reconcile.node(node_name, hand_over=True)
 
 
 @shared_task(name="hosting.operations.tasks.requeue_lost")
 def requeue_lost():
-    """Send again operations still queued long after they were requested.
+    """Backstop of the node workers' relay: send again operations still queued long
+    after they were requested and not waiting in their node's queue.
 
     Their message was lost (broker down when the request committed) or is
     stuck with a dead worker; running them twice is harmless.
@@ -35,7 +49,11 @@ def requeue_lost():
     lost = Operation.objects.filter(state=Operation.State.QUEUED, created__lt=cutoff,
                                     environment__isnull=False) \
         .exclude(environment__node__state="offline").select_related("environment__node")
-    sent = 0
+    sent, waiting = 0, {}
     for op in list(lost):
-        sent += dispatch.send(op.pk, op.environment.node.queue)
+        queue = op.environment.node.queue
+        if queue not in waiting:
+            waiting[queue] = relay.inflight(queue, unacked=False) or set()
+        if str(op.pk) not in waiting[queue]:
+            sent += dispatch.send(op.pk, queue)
     return sent

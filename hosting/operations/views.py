@@ -12,6 +12,7 @@ from hosting.plans.models import Plan
 from hosting.usage import traffic
 
 from .models import Operation
+from .services import mark_passing_states
 
 PAGE = 50
 
@@ -37,8 +38,10 @@ def environment_list(request):
     if request.GET.get("q"):
         q = request.GET["q"]
         ves = ves.filter(Q(hostname__icontains=q) | Q(owner__user__username__icontains=q))
+    page = _page(request, ves)
+    page.object_list = mark_passing_states(page.object_list)
     return render(request, "staff/environments.html", {
-        "page": _page(request, ves), "states": VE.State.choices,
+        "page": page, "states": VE.State.choices,
         "nodes": Node.objects.values_list("name", flat=True),
         "plans": Plan.objects.values_list("name", flat=True), "query": request.GET})
 

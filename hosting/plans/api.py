@@ -7,21 +7,18 @@ from hosting.core.api import ReadOnlyOrStaff
 from hosting.environments.models import OSTemplate
 
 from . import services
+from .fields import EDITABLE
 from .models import Plan
 
 
 class PlanSerializer(serializers.ModelSerializer):
-    templates = serializers.SlugRelatedField(slug_field="name", many=True, required=False,
-                                             queryset=OSTemplate.objects.all())
+    templates = serializers.SlugRelatedField(
+        slug_field="name", many=True, required=False, queryset=OSTemplate.objects.all(),
+        help_text="OS template names, not ids (see /api/v1/templates/)")
 
     class Meta:
         model = Plan
-        fields = ["id", "name", "ram_mb", "swap_mb", "cpu_units", "cpu_limit_pct", "cpus",
-                  "processes", "disk_gib", "inodes", "io_weight", "disk_read_mbps",
-                  "disk_write_mbps", "disk_read_iops", "disk_write_iops", "bandwidth_gib",
-                  "port_speed_mbit",
-                  "ipv4_count", "ipv6_count", "monthly_price", "over_quota",
-                  "throttled_speed_mbit", "templates", "active"]
+        fields = ["id", *EDITABLE]
 
 
 class PlanViewSet(viewsets.ModelViewSet):

@@ -38,10 +38,10 @@ class Plan(models.Model):
         help_text="relative disk I/O weight 10-1000, 0 = the node's default")
     disk_read_mbps = models.PositiveIntegerField(
         default=0, validators=[MaxValueValidator(100000)],
-        help_text="disk read cap in MB/s, 0 = none")
+        help_text="disk read cap in MiB/s, 0 = none")
     disk_write_mbps = models.PositiveIntegerField(
         default=0, validators=[MaxValueValidator(100000)],
-        help_text="disk write cap in MB/s, 0 = none")
+        help_text="disk write cap in MiB/s, 0 = none")
     disk_read_iops = models.PositiveIntegerField(
         default=0, validators=[MaxValueValidator(10**7)],
         help_text="disk read operations per second, 0 = none")
@@ -66,9 +66,9 @@ class Plan(models.Model):
     throttled_speed_mbit = models.PositiveIntegerField(
         default=1, validators=[MinValueValidator(1), MaxValueValidator(30000)],
         help_text="Mbit/s each way while over quota")
-    templates = models.ManyToManyField("environments.OSTemplate", blank=True,
-                                       related_name="plans",
-                                       help_text="OS templates this plan offers (none = all active)")
+    templates = models.ManyToManyField(
+        "environments.OSTemplate", blank=True, related_name="plans",
+        help_text="OS templates this plan offers (none = all active)")
     active = models.BooleanField(default=True)
 
     class Meta:

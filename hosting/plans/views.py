@@ -8,18 +8,14 @@ from django.views.decorators.http import require_POST
 from hosting.core.decorators import staff_required
 
 from . import services
+from .fields import EDITABLE
 from .models import Plan
 
 
 class PlanForm(forms.ModelForm):
     class Meta:
         model = Plan
-        fields = ["name", "ram_mb", "swap_mb", "cpu_units", "cpu_limit_pct", "cpus", "processes",
-                  "disk_gib", "inodes", "io_weight", "disk_read_mbps", "disk_write_mbps",
-                  "disk_read_iops", "disk_write_iops", "bandwidth_gib", "port_speed_mbit",
-                  "ipv4_count",
-                  "ipv6_count", "monthly_price", "over_quota", "throttled_speed_mbit",
-                  "templates", "active"]
+        fields = EDITABLE
         widgets = {"templates": forms.CheckboxSelectMultiple}
 
 

@@ -7,34 +7,32 @@ of the hourly sums of its measured live VEs (RAM bytes, CPUs busy); a plan's
 share is the median over its measured VEs of each one's p95 as a share of the
 plan's limit. ``refresh`` stores a measurement after the hourly rollups (a
 beat task), so an order reads a few rows instead of a month of samples;
-reports measure their own period with ``measure``.
+reports measure their own period with ``measure``. The Profile and the stored
+copy's reader are in load.py (placement reads them there without importing this
+module, which uses placement's ``demand``); they stay importable from here.
 """
 
-from collections import defaultdict, namedtuple
+from collections import defaultdict
 from datetime import timedelta
 
 from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
+from hosting.nodes import placement
+
 from . import sampling
+from .load import EMPTY, PLACEMENT_DAYS, NodeUse, PlanUse, Profile, stored  # noqa: F401
 from .models import NodeLoad, PlanLoad
 from .period import MIN_HOURS, Period  # noqa: F401 (MIN_HOURS: part of the contract)
 
-PLACEMENT_DAYS = 30
 REFRESH = timedelta(hours=1)  # hourly rollups are what it reads
 REFRESHED_KEY = "usage-capacity-refreshed"
-
-NodeUse = namedtuple("NodeUse", "ram_p95 cpu_p95 measured")  # measured: VE pks in the p95
-PlanUse = namedtuple("PlanUse", "ram_share cpu_share measured")  # only for measured plans
-Profile = namedtuple("Profile", "nodes plans computed_at days")  # {node pk: NodeUse}, {plan pk: PlanUse}
-EMPTY = Profile({}, {}, None, PLACEMENT_DAYS)
 
 
 def measure(days=PLACEMENT_DAYS, now=None, period=None):
     """The Profile of the live VEs over the last ``days`` (or over ``period``)."""
     from hosting.environments.models import VirtualEnvironment as VE
-    from hosting.nodes import placement
     period = period or Period(days, now)
     ves = {ve.pk: ve for ve in VE.objects.live().select_related("plan", "node")}
     measured = {pk for pk in period.measured if pk in ves}
@@ -50,7 +48,8 @@ def measure(days=PLACEMENT_DAYS, now=None, period=None):
                               sampling.p95([t[1] for t in totals.get(node_id, [])]),
                               frozenset(pks))
              for node_id, pks in by_node.items()}
-    plans = {plan_id: PlanUse(median(shares), median(cpu_shares[plan_id]), len(shares))
+    plans = {plan_id: PlanUse(sampling.median(shares), sampling.median(cpu_shares[plan_id]),
+                               len(shares))
              for plan_id, shares in ram_shares.items()}
     return Profile(nodes, plans, period.now, period.days)
 
@@ -83,24 +82,3 @@ def due(now=None):
     """True when the last ``refresh`` is older than REFRESH (or unknown)."""
     last = cache.get(REFRESHED_KEY)
     return last is None or last <= ((now or timezone.now()) - REFRESH).timestamp()
-
-
-def stored():
-    """The Profile ``refresh`` stored last (EMPTY before the first)."""
-    node_rows, plan_rows = list(NodeLoad.objects.all()), list(PlanLoad.objects.all())
-    if not node_rows:
-        return EMPTY  # no VE measured yet: plans' shares need measured VEs too
-    return Profile({row.node_id: NodeUse(row.ram_p95, row.cpu_p95, frozenset(row.measured))
-                    for row in node_rows},
-                   {row.plan_id: PlanUse(row.ram_share, row.cpu_share, row.measured)
-                    for row in plan_rows},
-                   node_rows[0].computed_at, node_rows[0].days)
-
-
-def median(values):
-    """The median of ``values``, None for none."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2

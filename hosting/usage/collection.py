@@ -17,8 +17,8 @@ log = logging.getLogger(__name__)
 GRACE_SECONDS = 60  # a period is rolled up once its last sample has surely arrived
 
 # engine sample field -> UsageSample field
-_RAW = {"ram_bytes": "ram", "ram_cache_bytes": "ram_cache", "swap_bytes": "swap", "processes": "processes",
-        "disk_used": "disk", "inodes_used": "inodes", "cpu_ns": "cpu_ns",
+_RAW = {"ram_bytes": "ram", "ram_cache_bytes": "ram_cache", "swap_bytes": "swap",
+        "processes": "processes", "disk_used": "disk", "inodes_used": "inodes", "cpu_ns": "cpu_ns",
         "rx_bytes": "rx_bytes", "tx_bytes": "tx_bytes", "rx_packets": "rx_packets",
         "tx_packets": "tx_packets", "io_read_bytes": "io_read_bytes",
         "io_write_bytes": "io_write_bytes", "memory_failcnt": "memory_failcnt",

@@ -23,13 +23,17 @@ PEAKS = ("cpu", "ram")  # rollups also give these periods' maxima (a spike is no
 
 
 def usage(ve, range_name, now=None):
-    """{"range", "resolution", "time": [epoch s], <metric>: [...], "limits": {...}}.
+    """{"range", "resolution", "start", "end", "time": [epoch s], <metric>: [...],
+    "limits": {...}}.
 
-    Values are None where nothing was measured (a stopped VE, a gap). CPU is
+    ``start``/``end`` (epoch s) bound the period asked for: graphs span exactly that,
+    whatever few samples it holds (one sample alone has no span of its own). Values
+    are None where nothing was measured (a stopped VE, a gap). CPU is
     in CPUs busy, traffic and disk I/O in bytes/s, the rest as measured.
     """
     span, resolution = RANGES[range_name]
-    since = (now or timezone.now()) - span
+    now = now or timezone.now()
+    since = now - span
     if resolution is None:
         out = _with_gaps(_from_raw(ve, since), settings.NODE_SAMPLE_SECONDS)
     else:
@@ -38,11 +42,16 @@ def usage(ve, range_name, now=None):
     cpus = plan.cpus or None  # "all of the node's" is not shown: no node sizes to customers
     if plan.cpu_limit_pct:
         cpus = min(cpus or 10**6, Decimal(plan.cpu_limit_pct) / 100)
-    out.update(range=range_name, resolution=resolution or 0, limits={
+    out.update(range=range_name, resolution=resolution or 0, **_bounds(since, now), limits={
         "ram": plan.ram_mb << 20, "swap": plan.swap_mb << 20, "disk": plan.disk_gib << 30,
         "inodes": plan.inodes, "processes": plan.processes,
         "cpu": float(cpus) if cpus else None})
     return out
+
+
+def _bounds(since, now):
+    """The period's ends in epoch seconds, for the graphs' time axis."""
+    return {"start": since.timestamp(), "end": now.timestamp()}
 
 
 def _with_gaps(out, step):
@@ -88,11 +97,13 @@ def node_usage(node, range_name, now=None):
     """Every live VE's RAM and CPU on ``node`` over ``range_name``, for stacked graphs,
     with the node's own measured totals (MemTotal - MemAvailable: host processes in)
     and its physical capacity: {"time", "ves": [{veid, hostname, ram, cpu}],
-    "node": {"ram", "cpu"}, "capacity": {"ram", "cpus"}}. The biggest TOP_VES VEs
+    "node": {"ram", "cpu"}, "capacity": {"ram", "cpus"}, "start", "end"} (``start``/``end``
+    as in ``usage``). The biggest TOP_VES VEs
     (by average RAM) are shown on their own, the others summed."""
     from hosting.environments.models import VirtualEnvironment as VE
     span, resolution = RANGES[range_name]
-    since = (now or timezone.now()) - span
+    now = now or timezone.now()
+    since = now - span
     ves = {ve.pk: ve for ve in VE.objects.filter(node=node).live().order_by("pk")}
     if resolution is None:
         per_ve = _raw_of_node(list(ves), since)
@@ -132,7 +143,8 @@ def node_usage(node, range_name, now=None):
     if rest:  # an hour none of them reported sums to 0, as the stack needs
         shown.append({"veid": None, "hostname": f"{len(rest)} others",
                       "ram": column(others, 0, 0), "cpu": column(others, 1, 0)})
-    return {"range": range_name, "resolution": resolution or 0, "time": timeline, "ves": shown,
+    return {"range": range_name, "resolution": resolution or 0, **_bounds(since, now),
+            "time": timeline, "ves": shown,
             "node": {"ram": column(own, 0), "cpu": column(own, 1)},
             "capacity": {"ram": node.ram_bytes, "cpus": node.cpus}}
 

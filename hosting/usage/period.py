@@ -79,8 +79,8 @@ class Period:
         cpu = {pk: [v[1] for v in hours.values()] for pk, hours in series.items()}
         ram_p95 = {pk: sampling.p95(values) for pk, values in ram.items()}
         cpu_p95 = {pk: sampling.p95(values) for pk, values in cpu.items()}
-        medians = ({pk: sampling.percentile(values, 50) for pk, values in ram.items()},
-                   {pk: sampling.percentile(values, 50) for pk, values in cpu.items()})
+        medians = ({pk: sampling.median(values) for pk, values in ram.items()},
+                   {pk: sampling.median(values) for pk, values in cpu.items()})
         measured = [pk for pk, hours in series.items() if len(hours) >= MIN_HOURS]
         by_node = defaultdict(list)
         for pk in measured:
@@ -125,7 +125,7 @@ class Period:
 
     @cached_property
     def medians(self):
-        """({VE pk: median hourly RAM}, {VE pk: median hourly CPU}), nearest rank."""
+        """({VE pk: median hourly RAM}, {VE pk: median hourly CPU}) (sampling.median)."""
         return self._per_ve["medians"]
 
     @cached_property

@@ -65,6 +65,7 @@ def node_report(days=30, now=None, profile=None, period=None):
         ves = list(node.environments.live().select_related("plan"))
         totals = period.all_totals.get(node.pk, {}).values()
         ram_totals, cpu_totals = [t[0] for t in totals], [t[1] for t in totals]
+        disk_totals = [t[2] for t in totals if t[2] is not None]
         own_ram = sum(period.ram_p95.get(ve.pk, 0) for ve in ves)
         own_cpu = sum(period.cpu_p95.get(ve.pk, 0) for ve in ves)
         room = placement.Room(node, profile, ves)
@@ -79,6 +80,8 @@ def node_report(days=30, now=None, profile=None, period=None):
             "cpu_sold": float(sold.cpu), "cpu_overcommit": _ratio(float(sold.cpu), node.cpus),
             "disk_physical": node.disk_bytes, "disk_sold": sold.disk,
             "disk_overcommit": _ratio(sold.disk, node.disk_bytes),
+            "disk_p95": sampling.p95(disk_totals),
+            "disk_peak": max(disk_totals) if disk_totals else None,
             "ram_p95": ram_p95, "ram_peak": max(ram_totals) if ram_totals else None,
             "ram_p95_of_physical": _ratio(ram_p95, node.ram_bytes),
             "cpu_p95": cpu_p95, "cpu_peak": max(cpu_totals) if cpu_totals else None,
@@ -141,14 +144,16 @@ def runway(days=30, now=None, period=None):
     Usage: a least-squares line through the daily values of the node's RAM
     use (the mean of the day's hourly totals) and disk use (the day's
     highest hourly total), run forward to the node's risk level of physical
-    RAM, and to its whole disk. Sales: the RAM sold to VEs made in the
-    period, per day, run forward to what the node may sell (RAM times its
-    overcommit ratio). None: not growing (or nothing measured), so no end in sight.
+    RAM, and to its whole disk. Sales: for every resource sold (RAM, swap,
+    CPUs, disk), what VEs made in the period took per day, run forward to what
+    the node may sell of it (physical times its overcommit ratio); the first
+    to run out ends the runway and is named in ``sales_limit``, as placement
+    refuses on any of them. None: not growing (or nothing measured), so no end in sight.
     """
     period = period or Period(days, now)
     since = period.since.timestamp()
-    rows, fleet = [], {"ram_room": 0.0, "disk_room": 0.0, "sold_room": 0.0,
-                       "sold_per_day": 0.0}
+    rows, fleet = [], {"ram_room": 0.0, "disk_room": 0.0}
+    fleet_sold_room, fleet_sold_rate = defaultdict(float), defaultdict(float)
     fleet_ram, fleet_disk = defaultdict(float), defaultdict(float)
     for node in Node.objects.all():
         ram_hours, disk_use = defaultdict(list), defaultdict(float)
@@ -157,29 +162,44 @@ def runway(days=30, now=None, period=None):
             ram_hours[day].append(ram)
             disk_use[day] = max(disk_use[day], disk or 0)
         ram_use = {day: sum(values) / len(values) for day, values in ram_hours.items()}
-        new_sold = sum(ve.plan.ram_mb << 20 for ve in node.environments.live()
-                       .filter(created__gte=period.since).select_related("plan"))
-        sold_per_day = new_sold / period.days
-        room_sold = node.ram_bytes * float(node.ram_overcommit) - placement.sold(node).ram
+        new = node.environments.live().filter(created__gte=period.since).select_related("plan")
+        new_sold = placement.Demand(0, 0, 0, 0)
+        for ve in new:
+            new_sold = placement.Demand(*(a + float(b) for a, b in
+                                          zip(new_sold, placement.demand(ve.plan, node.cpus))))
+        room_sold = {name: float(cap) - float(used) for name, cap, used in
+                     zip(placement.Demand._fields, placement.capacity(node),
+                         placement.sold(node))}
+        rate = {name: float(value) / period.days
+                for name, value in zip(placement.Demand._fields, new_sold)}
+        sales_days, sales_limit = _sales_left(room_sold, rate)
         ram_room = node.ram_bytes * node.risk_pct / 100
         rows.append({
             "node": node.name,
             "ram_days": _days_left(ram_use, ram_room),
             "disk_days": _days_left(disk_use, node.disk_bytes),
-            "sales_days": max(0.0, room_sold / sold_per_day) if sold_per_day else None})
+            "sales_days": sales_days, "sales_limit": sales_limit})
         for day, value in ram_use.items():
             fleet_ram[day] += value
         for day, value in disk_use.items():
             fleet_disk[day] += value
         fleet["ram_room"] += ram_room
         fleet["disk_room"] += node.disk_bytes
-        fleet["sold_room"] += room_sold
-        fleet["sold_per_day"] += sold_per_day
+        for name in placement.Demand._fields:
+            fleet_sold_room[name] += room_sold[name]
+            fleet_sold_rate[name] += rate[name]
+    sales_days, sales_limit = _sales_left(fleet_sold_room, fleet_sold_rate)
     rows.append({"node": "fleet", "ram_days": _days_left(fleet_ram, fleet["ram_room"]),
                  "disk_days": _days_left(fleet_disk, fleet["disk_room"]),
-                 "sales_days": max(0.0, fleet["sold_room"] / fleet["sold_per_day"])
-                 if fleet["sold_per_day"] else None})
+                 "sales_days": sales_days, "sales_limit": sales_limit})
     return rows
+
+
+def _sales_left(room, rate):
+    """(days until the first resource sold at ``rate`` a day fills its ``room``, that
+    resource), or (None, "") when nothing is being sold."""
+    left = [(max(0.0, room[name] / rate[name]), name) for name in rate if rate[name] > 0]
+    return min(left) if left else (None, "")
 
 
 def _days_left(daily, limit):

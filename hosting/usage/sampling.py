@@ -58,6 +58,16 @@ def percentile(values, percent):
     return ordered[max(0, -(-len(ordered) * percent // 100) - 1)]
 
 
+def median(values):
+    """The median of ``values`` (the mean of the middle two for an even count), None
+    for none: the one median of the dashboard (plans' shares, each VE's usual hour)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 def summarize(values):
     """(avg, max, p95) of ``values``; Nones when there are none."""
     values = [v for v in values if v is not None]

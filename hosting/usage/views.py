@@ -9,16 +9,17 @@ from hosting.core.decorators import staff_required
 from hosting.nodes.models import Node
 from hosting.plans.models import Plan
 
-from . import capacity, reports, whatif
+from . import capacity, charts, reports, whatif
 from .period import Period
 
 NODE_COLUMNS = ("node", "ves", "cpus", "ves_per_core", "ram_physical", "ram_sold",
                 "ram_overcommit", "swap_sold", "swap_overcommit", "cpu_sold", "cpu_overcommit",
-                "disk_physical", "disk_sold", "disk_overcommit", "ram_p95", "ram_peak",
+                "disk_physical", "disk_sold", "disk_overcommit", "disk_p95", "disk_peak",
+                "ram_p95", "ram_peak",
                 "ram_p95_of_physical", "cpu_p95", "cpu_peak", "cpu_p95_of_physical",
                 "ram_coincidence", "cpu_coincidence", "risk_pct", "headroom_ram",
                 "headroom_cpu")
-RUNWAY_COLUMNS = ("node", "ram_days", "disk_days", "sales_days")
+RUNWAY_COLUMNS = ("node", "ram_days", "disk_days", "sales_days", "sales_limit")
 SIGNAL_COLUMNS = ("veid", "hostname", "plan", "node", "signal", "detail")
 EPISODE_COLUMNS = ("node", "resource", "start_time", "hours", "peak", "driver_text")
 PLAN_COLUMNS = ("plan", "ves", "measured", "ram_p95_share", "cpu_p95_share", "disk_used_share")
@@ -49,8 +50,10 @@ def overcommit(request):
     fit_plans = sorted({p for row in nodes for p in row["fits"]})
     for row in nodes:
         row["fit_list"] = [row["fits"][p] for p in fit_plans]
+        row["chart"] = charts.density(row)
     return render(request, "staff/overcommit.html", {
-        "nodes": nodes, "plans": plans, "days": days, "day_choices": DAYS,
+        "nodes": nodes, "plans": plans, "fleet_chart": charts.fleet(nodes) if nodes else "",
+        "by_headroom": charts.by_headroom(nodes), "days": days, "day_choices": DAYS,
         "fit_plans": fit_plans, "signals": reports.rightsizing(),
         "runway": reports.runway(period=period), "episodes": _episodes(period),
         "whatif": asked, "whatif_error": error, "question": question,

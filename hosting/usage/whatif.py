@@ -24,7 +24,8 @@ def add(plan, count, profile=None):
         raise Refused(f"count must be between 1 and {MAX_COUNT}")
     fleet = placement.Fleet.online(profile)
     return _run(fleet, [(f"{plan.name} #{i + 1}", f"plan {plan.name}",
-                         lambda room: room.want(plan)) for i in range(count)])
+                         lambda room: room.want(plan)) for i in range(count)],
+                "no node is online")
 
 
 def drain(node, profile=None):
@@ -41,18 +42,24 @@ def drain(node, profile=None):
             need = placement.demand(ve.plan, room.node.cpus)
             return need, own.get(ve.pk) or room.expect(ve.plan)
         return of
-    return _run(fleet, [(f"{ve.veid} {ve.hostname}", f"VE {ve.veid}", want(ve)) for ve in ves])
+    return _run(fleet, [(f"{ve.veid} {ve.hostname}", f"VE {ve.veid}", want(ve)) for ve in ves],
+                f"no node other than {node.name} is online")
 
 
-def _run(fleet, wants):
+def _run(fleet, wants, nowhere):
+    """Place ``wants`` one after the other; ``nowhere`` says why nothing can be placed
+    when the fleet has no node at all (it is also the result's ``nowhere``)."""
     before = {room.node.name: room.summary() for room in fleet.rooms}
     placed, unplaced = [], []
     for label, what, want in wants:
+        if not fleet.rooms:
+            unplaced.append((label, nowhere))
+            continue
         try:
             placed.append((label, fleet.place(want, what).node.name))
         except placement.NoCapacity as exc:
             unplaced.append((label, str(exc)))
-    return {"placed": placed, "unplaced": unplaced,
+    return {"placed": placed, "unplaced": unplaced, "nowhere": nowhere,
             "nodes": [{"node": room.node.name, "before": before[room.node.name],
                        "after": room.summary(),
                        "added": sum(1 for _, name in placed if name == room.node.name)}

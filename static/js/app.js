@@ -2,7 +2,8 @@
 //  - [data-poll-url]: refresh the element's content from that URL every 1.5 s
 //    while the content lacks [data-done] (an operation is in progress), then
 //    slow down to every 10 s so state changes made elsewhere still show.
-//  - form[data-confirm]: ask before submitting a destructive action.
+//  - form[data-confirm]: ask before submitting a destructive action (listened for on
+//    the document, so forms that polling puts in later ask too).
 (function () {
   "use strict";
 
@@ -24,10 +25,9 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("[data-poll-url]").forEach(poll);
-    document.querySelectorAll("form[data-confirm]").forEach(function (form) {
-      form.addEventListener("submit", function (event) {
-        if (!window.confirm(form.getAttribute("data-confirm"))) event.preventDefault();
-      });
+    document.addEventListener("submit", function (event) {
+      var form = event.target.closest("form[data-confirm]");
+      if (form && !window.confirm(form.getAttribute("data-confirm"))) event.preventDefault();
     });
   });
 })();

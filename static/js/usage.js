@@ -15,6 +15,11 @@
     if (Math.abs(v) >= 1024) return (v / 1024).toFixed(1) + " KiB";
     return Math.round(v) + " B";
   }
+  // The time axis spans the period asked for (the API's start/end), not the samples:
+  // uPlot would stretch a single sample over years.
+  function timeScale(data) {
+    return { x: { time: true, range: function () { return [data.start, data.end]; } } };
+  }
   function rate(v) { return v == null ? "–" : bytes(v) + "/s"; }
   function plain(v) { return v == null ? "–" : (Math.round(v * 100) / 100).toString(); }
 
@@ -68,6 +73,7 @@
       }));
       var opts = {
         width: Math.max(280, fig.clientWidth - 8), height: 170, series: series,
+        scales: timeScale(data),
         axes: [{}, { values: function (u, vals) { return vals.map(def.fmt); }, size: 84 }]
       };
       var columns = [data.time].concat(def.series.map(function (s) { return s[1]; }));
@@ -113,7 +119,8 @@
       var columns = [data.time].concat(stacked.map(function (s) { return s.values; }));
       columns.push(data.node[c[0]]);
       columns.push(data.time.map(function () { return c[2]; }));
-      new uPlot({ width: Math.max(320, fig.clientWidth - 8), height: 220, series: series,
+      new uPlot({ width: Math.max(280, fig.clientWidth - 8), height: 220, series: series,
+                  scales: timeScale(data),
                   axes: [{}, { values: function (u, vals) { return vals.map(c[1]); }, size: 84 }] },
                 columns, fig);
       fig.setAttribute("data-points", String(data.time.length));

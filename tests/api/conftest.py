@@ -10,9 +10,9 @@ from decimal import Decimal
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from hosting.core import tokens
 from hosting.customers.models import Customer
 from hosting.environments.models import OSTemplate, VirtualEnvironment
 from hosting.ipam.models import IPAddress, IPPool
@@ -156,7 +156,7 @@ def token_client():
     """``token_client(user)``: a DRF client that authenticates with ``Authorization: Token``."""
     def make(user):
         client = APIClient(enforce_csrf_checks=True)
-        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
+        client.credentials(HTTP_AUTHORIZATION=f"Token {tokens.issue(user)[1]}")
         return client
     return make
 

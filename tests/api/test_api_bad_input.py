@@ -39,7 +39,8 @@ def order():
 
 @pytest.fixture
 def refused(django_capture_on_commit_callbacks):
-    """``refused(call, status, message)``: run ``call()``, check the refusal and that nothing moved."""
+    """``refused(call, status, message)``: run ``call()``, check the refusal
+    and that nothing moved."""
     def check(call, status, message):
         before = counts()
         with django_capture_on_commit_callbacks() as callbacks:
@@ -235,7 +236,8 @@ def test_another_customers_idempotency_key_does_not_return_their_operation(world
 # -- lifecycle actions --------------------------------------------------------------------
 
 def test_action_on_a_vps_with_an_unfinished_operation_is_busy(world, alice, refused, ve_a):
-    Operation.objects.create(environment=ve_a, kind=Operation.Kind.STOP, requested_by=ve_a.owner.user)
+    Operation.objects.create(environment=ve_a, kind=Operation.Kind.STOP,
+                             requested_by=ve_a.owner.user)
     refused(lambda: alice.post(f"{ORDERS}{ve_a.veid}/reboot/"),
             409, "VPS web-a.example.com is busy: stop (queued) must finish first")
 

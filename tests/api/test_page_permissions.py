@@ -158,7 +158,9 @@ def test_the_node_page_shows_free_and_allocated_disk(page_as, world):
     page = text(page_as("staff").get(fill("/staff/nodes/{node}/", world)))
     # Two live VEs of the world's plan are allocated on the node.
     allocated = 2 * world["plan"].disk_gib
-    assert "123.0\xa0GB free" in page and f"{allocated}.0\xa0GB allocated to VPSes" in page
+    # Binary sizes carry IEC names (issue 13: "GB" labelled GiB figures).
+    assert "123.0 GiB free" in page and f"{allocated}.0 GiB allocated to VPSes" in page
+    assert "GB" not in page.replace("GiB", "")
 
 
 @pytest.mark.parametrize("data, error", [

@@ -31,7 +31,8 @@ def form(world):
 
 @pytest.fixture
 def refused(django_capture_on_commit_callbacks):
-    """``refused(call, status, message)``: the page answers ``status``, shows ``message``, writes nothing."""
+    """``refused(call, status, message)``: the page answers ``status``, shows ``message``,
+    writes nothing."""
     def check(call, status, message):
         before = counts()
         with django_capture_on_commit_callbacks() as callbacks:

@@ -30,8 +30,11 @@ def browser():
         chromium.close()
 
 
-def sign_in(browser, stack, username):
-    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+PHONE = {"width": 390, "height": 844}
+
+
+def sign_in(browser, stack, username, viewport=None):
+    page = browser.new_context(viewport=viewport or {"width": 1280, "height": 900}).new_page()
     page.set_default_timeout(20_000)
     page.goto(stack.base + "/login/")
     page.fill("input[name=username]", username)
@@ -77,10 +80,15 @@ def test_customer_orders_and_reboots_then_staff_raise_the_plans_ram(browser, liv
     page.click("#btn-reboot")
     # While the reboot runs the page says so, then shows the VPS running again.
     page.locator("#ve-state", has_text="Rebooting").wait_for()
+    # The buttons follow: none may be pressed while the reboot runs (the same fragment).
+    assert [page.locator(f"#btn-{name}").is_disabled()
+            for name in ("start", "stop", "reboot", "terminate")] == [True] * 4
     shot(page, "04-rebooting")
     page.locator("#operations tr[data-kind=restart][data-state=succeeded]").wait_for(
         timeout=60_000)
     page.locator("#ve-state", has_text="Running").wait_for()
+    page.locator("#btn-stop:enabled").wait_for()  # enabled again once it runs
+    assert page.locator("#btn-start").is_disabled()
     shot(page, "04-rebooted")
     status = live_stack.vectl_json("status", veid)
     assert status["state"] == "running" and status["init_pid"] != pid_before
@@ -109,7 +117,8 @@ def test_customer_orders_and_reboots_then_staff_raise_the_plans_ram(browser, liv
     staff.goto(live_stack.base + "/staff/nodes/")
     shot(staff, "07-staff-nodes")
     staff.goto(live_stack.base + "/staff/operations/")
-    assert staff.locator("td", has_text="Change limits").count() >= 1
+    changed = staff.locator("tr", has=staff.locator(f"a:text-is('{veid} browser1.example.com')"))
+    assert changed.locator("td:text-is('Change limits')").count() == 1
     shot(staff, "08-staff-operations")
     staff.context.close()
 
@@ -163,7 +172,12 @@ def test_usage_graphs_for_the_customer_and_staff_and_the_node(browser, live_stac
     staff.goto(f"{live_stack.base}/staff/reports/overcommit/?days=1")
     row = staff.locator("#nodes-report tr[data-node]").first
     row.wait_for()
-    assert "1" in row.locator("td").nth(1).inner_text()  # the one VPS of the node
+    node_row = live_stack.api("admin").get(f"/api/v1/nodes/{node}/")
+    assert row.get_attribute("data-node") == node_row["name"]
+    assert row.locator("td").nth(1).inner_text() == str(node_row["environments"])
+    # the density chart of that node and the fleet's headroom are drawn (SVG, no script)
+    assert staff.locator(f"svg#density-{node_row['name']} g.bar").count() == 12
+    assert staff.locator("svg#fleet-headroom g.node").count() == 1
     assert staff.locator("#plans-report tr[data-plan='VPS S']").count() == 1
     shot(staff, "12-staff-overcommit-report")
     # What if three more VPS S were ordered: the form answers with the placement rule.
@@ -171,9 +185,42 @@ def test_usage_graphs_for_the_customer_and_staff_and_the_node(browser, live_stac
     staff.select_option("#whatif-add select[name='plan']", label="VPS S")
     staff.click("#whatif-add button[type='submit']")
     staff.wait_for_selector("#whatif-report")
-    assert "3 more VPSes of plan VPS S: 3 placed" in staff.inner_text("#whatif-question")
+    assert staff.inner_text("#whatif-question") == "3 more VPSes of plan VPS S: 3 placed"
     added = staff.locator("#whatif-report tr[data-node]")
     assert sum(int(added.nth(i).get_attribute("data-added")) for i in range(added.count())) == 3
     shot(staff, "13-staff-what-if")
     staff.context.close()
+    api.wait_operation(api.post(f"/api/v1/environments/{veid}/terminate/"))
+
+
+def test_the_customer_pages_fit_a_phone(browser, live_stack):
+    """390 px wide (an iPhone 12-15): nothing wider than the screen on the VPS list and a
+    VPS's page, whose graphs draw within it too."""
+    api = live_stack.api("demo")
+    op = api.wait_operation(api.post("/api/v1/environments/", {
+        "plan": "VPS S", "template": "busybox",
+        "hostname": "a-rather-long-host-name-for-a-phone.example.com",
+        "root_password": "phone-pass-1"}))
+    assert op["state"] == "succeeded", op
+    veid = op["veid"]
+    page = sign_in(browser, live_stack, "demo", viewport=PHONE)
+
+    def width():
+        return page.evaluate("document.documentElement.scrollWidth")
+
+    page.goto(live_stack.base + "/")
+    page.locator("#vps-list").wait_for()
+    shot(page, "14-phone-vps-list")
+    assert width() <= PHONE["width"]
+    assert page.locator("header.top nav a:text-is('Order')").is_visible()
+    page.goto(f"{live_stack.base}/vps/{veid}/")
+    page.wait_for_selector("#usage[data-loaded='24h']")
+    page.locator("#chart-ram canvas").first.wait_for()
+    shot(page, "15-phone-vps-detail")
+    assert width() <= PHONE["width"]
+    assert page.locator("#btn-stop").is_enabled() and page.locator("#btn-start").is_disabled()
+    page.goto(live_stack.base + "/order/")
+    shot(page, "16-phone-order")
+    assert width() <= PHONE["width"]
+    page.context.close()
     api.wait_operation(api.post(f"/api/v1/environments/{veid}/terminate/"))

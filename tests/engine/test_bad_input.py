@@ -26,7 +26,8 @@ def snapshot(engine):
 @pytest.mark.parametrize("args, code, message", [
     (["create", "99", "--template", "busybox", "--hostname", "a"], 2, "bad VEID '99'"),
     (["create", "abc", "--template", "busybox", "--hostname", "a"], 2, "bad VEID 'abc'"),
-    (["create", "101", "--template", "nope", "--hostname", "a"], 3, "template nope is not installed"),
+    (["create", "101", "--template", "nope", "--hostname", "a"], 3,
+     "template nope is not installed"),
     (["create", "101", "--template", "../etc", "--hostname", "a"], 2, "bad template name"),
     (["create", "101", "--template", "busybox", "--hostname", "a\nb"], 2, "bad hostname"),
     (["create", "101", "--template", "busybox", "--hostname=-x"], 2, "bad hostname"),
@@ -48,7 +49,8 @@ def test_cli_rejects_bad_input_cleanly(engine, args, code, message):
 def test_json_errors_are_machine_readable(engine):
     result = vectl(engine, "start", "4242", "--json", check=False)
     assert result.returncode == 3
-    assert json.loads(result.stdout) == {"error": "not-found", "message": "no such VE", "veid": 4242}
+    assert json.loads(result.stdout) == {"error": "not-found", "message": "no such VE",
+                                         "veid": 4242}
 
 
 def test_bad_limits_on_set_change_nothing(engine):

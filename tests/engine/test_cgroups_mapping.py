@@ -58,7 +58,8 @@ def test_new_group_writes_ram_limit_before_memsw():
 def test_raising_memory_writes_memsw_first():
     """Raising RAM above the current memsw limit needs memsw raised first."""
     writes = mapping.v1_memory(1024 * M, 512 * M, current_memsw=320 * M)
-    assert writes == [("memory.memsw.limit_in_bytes", 1536 * M), ("memory.limit_in_bytes", 1024 * M)]
+    assert writes == [("memory.memsw.limit_in_bytes", 1536 * M),
+                      ("memory.limit_in_bytes", 1024 * M)]
 
 
 def test_lowering_memory_writes_ram_limit_first():

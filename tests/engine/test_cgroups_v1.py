@@ -358,7 +358,7 @@ def test_hybrid_host_places_the_ve_in_the_unified_hierarchy_too(v1, hierarchies,
         with open(f"/proc/{pid}/cgroup") as handle:
             lines = handle.read().splitlines()
         assert f"0::/{v1.parent}/{NAME}" in lines
-        assert sum(l.endswith(f":/{v1.parent}/{NAME}") for l in lines) == len(hierarchies)
+        assert sum(line.endswith(f":/{v1.parent}/{NAME}") for line in lines) == len(hierarchies)
     finally:
         os.write(done_w, b"y")
         os.waitpid(pid, 0)

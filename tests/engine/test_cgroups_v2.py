@@ -36,7 +36,8 @@ CONTROLLER_FILES = {
            "io.stat": "7:3 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n"
                       "8:0 rbytes=100 wbytes=0 rios=1 wios=0 dbytes=0 dios=0"},
     "memory": {"memory.max": "max", "memory.swap.max": "max", "memory.current": "0",
-               "memory.swap.current": "0", "memory.events": "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0",
+               "memory.swap.current": "0",
+               "memory.events": "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0",
                "memory.stat": "anon 0\nfile 0\ninactive_file 0\nactive_file 0"},
     "pids": {"pids.max": "max", "pids.current": "0"},
 }
@@ -265,7 +266,8 @@ def test_apply_changes_the_files(fake):
     """apply() rewrites the limits of a live group."""
     drv = CgroupV2Driver(fake, parent="ve")
     drv.create(NAME, LIMITS)
-    drv.apply(NAME, LIMITS.replace(ram=64 * M, swap=0, cpulimit=0, cpus=0, cpuunits=1000, numproc=64))
+    drv.apply(NAME, LIMITS.replace(ram=64 * M, swap=0, cpulimit=0, cpus=0, cpuunits=1000,
+                                   numproc=64))
     values = {f: fake.read(f"ve/101/{f}") for f in
               ("memory.max", "memory.swap.max", "cpu.max", "cpuset.cpus", "cpu.weight", "pids.max")}
     assert values == {"memory.max": str(64 * M), "memory.swap.max": "0", "cpu.max": "max 100000",

@@ -4,7 +4,6 @@ Debian's mirror, booted with systemd as init, reached over SSH at the VE's addre
 Each build takes about a minute; both run at once, once per session, in CI too.
 """
 
-import crypt
 import json
 import os
 import shutil
@@ -59,8 +58,9 @@ def debian(request, engine, debian_builds):
 
 
 def set_root_password(engine, veid):
-    engine.set_password_hash(veid, "root",
-                             crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_SHA512)))
+    # The dashboard's SHA-512-crypt (Python 3.13 has no crypt module).
+    from hosting.core.shadow import hash_password
+    engine.set_password_hash(veid, "root", hash_password(PASSWORD))
 
 
 def sh(engine, veid, script, timeout=60):

@@ -42,7 +42,7 @@ def test_init_is_in_the_ves_cgroup_in_every_hierarchy(engine):
     """Init joins its cgroups (through v1 `tasks`) in every mounted hierarchy."""
     make(engine)
     pid = engine.start(101)
-    lines = [l.split(":", 2) for l in open(f"/proc/{pid}/cgroup").read().splitlines()]
+    lines = [line.split(":", 2) for line in open(f"/proc/{pid}/cgroup").read().splitlines()]
     wanted = {"memory", "pids", "cpu", "cpuacct", "cpuset", "devices", "freezer"}
     placed = {c for _, controllers, path in lines for c in controllers.split(",")
               if path == f"/{engine.cgroups.parent}/101"}
@@ -232,7 +232,7 @@ def test_no_host_process_stays_behind_for_a_running_ve(engine):
     others = set(_children_of(os.getpid()))  # e.g. the end-to-end tests' stack
     pid = engine.start(101)
     with open(f"/proc/{pid}/status") as handle:
-        ppid = int(next(l for l in handle if l.startswith("PPid:")).split()[1])
+        ppid = int(next(line for line in handle if line.startswith("PPid:")).split()[1])
     assert ppid != os.getpid(), "the engine must not stay the VE's parent"
     assert set(_children_of(os.getpid())) - others == set(), "a setup helper outlived the start"
     assert all(proc.innermost_pid(p) != p for p in engine.cgroups.pids("101"))
@@ -271,7 +271,7 @@ def _children_of(parent):
     for entry in os.listdir("/proc"):
         try:
             with open(f"/proc/{entry}/status") as handle:
-                if any(l.split() == ["PPid:", str(parent)] for l in handle):
+                if any(line.split() == ["PPid:", str(parent)] for line in handle):
                     children.append(int(entry))
         except (FileNotFoundError, NotADirectoryError, ProcessLookupError):
             continue

@@ -98,8 +98,8 @@ def wait_past_dad(engine, veid, address, seconds=10):
 def echo_requests(run):
     """(IPv4, IPv6) echo requests received so far by the namespace ``run`` runs in."""
     v4 = run("cat", "/proc/net/snmp").stdout.splitlines()
-    names, values = [l.split() for l in v4 if l.startswith("Icmp:")][:2]
-    v6 = dict(l.split() for l in run("cat", "/proc/net/snmp6").stdout.splitlines())
+    names, values = [line.split() for line in v4 if line.startswith("Icmp:")][:2]
+    v6 = dict(line.split() for line in run("cat", "/proc/net/snmp6").stdout.splitlines())
     return int(values[names.index("InEchos")]), int(v6["Icmp6InEchos"])
 
 

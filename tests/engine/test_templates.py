@@ -218,7 +218,8 @@ def test_unpack_refuses_corrupt_tarball(tmp_path, dest):
 def hostile_cases(out):
     """Return {case: (members, member named in the error)} for each attack."""
     return {
-        "symlink-dir-out": ([symlink("etc", str(out)), member("etc/passwd", data=b"p")], "etc/passwd"),
+        "symlink-dir-out": ([symlink("etc", str(out)), member("etc/passwd", data=b"p")],
+                            "etc/passwd"),
         "relative-out": ([symlink("x", "../../outside"), member("x/file", data=b"p")], "x/file"),
         "chain-out": ([symlink("a", "b"), symlink("b", str(out)), member("a/f")], "a/f"),
         "overwrite-symlink": ([symlink("evil", str(out / "target")),

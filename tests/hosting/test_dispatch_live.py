@@ -242,7 +242,7 @@ def test_only_the_nodes_worker_and_watcher_run_as_root(live_stack):
     def uids(name):
         pid = live_stack.stack.processes[name].pid
         with open(f"/proc/{pid}/status") as status:
-            line = next(l for l in status if l.startswith("Uid:"))
+            line = next(entry for entry in status if entry.startswith("Uid:"))
         return set(map(int, line.split()[1:]))
 
     assert uids("web") == {unprivileged}

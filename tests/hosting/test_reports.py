@@ -130,7 +130,8 @@ def test_the_report_page_and_its_csv(fleet, client):
     assert 'id="runway-report"' in page.content.decode()
     assert 'id="episodes-report"' in page.content.decode()
     runway = client.get("/staff/reports/overcommit/?days=1&format=csv&table=runway")
-    assert runway.content.decode().splitlines()[0] == "node,ram_days,disk_days,sales_days"
+    assert runway.content.decode().splitlines()[0] == \
+        "node,ram_days,disk_days,sales_days,sales_limit"
     assert client.get("/staff/reports/overcommit/?format=csv&table=x").status_code == 400
 
 
@@ -185,13 +186,21 @@ def test_runway_runs_the_growth_forward(catalogue):
     # RAM: 1.9 GiB on the last day, +0.1 a day, to 80% of 10 GiB: (8 - 1.9) / 0.1.
     assert grow["ram_days"] == pytest.approx(61)
     assert grow["disk_days"] == pytest.approx(90)  # (100 - 10) / 1
-    # Sales: 4 GiB sold in 10 days; 15 GiB may be sold, 4 are: 11 / 0.4.
-    assert grow["sales_days"] == pytest.approx(27.5)
+    # Sales, every resource sold: RAM 4 GiB in 10 days of 15 (11 / 0.4 = 27.5 days),
+    # CPUs 4 (no CPU count: all of the node's) of 16 (12 / 0.4 = 30), disk 50 GiB of 100
+    # (50 / 5 = 10): the disk runs out first.
+    assert grow["sales_days"] == pytest.approx(10)
+    assert grow["sales_limit"] == "disk"
     # The fleet adds the catalogue's empty node (8 GiB, 500 GiB disk): more room, same growth.
     fleet = rows["fleet"]
     assert fleet["ram_days"] == pytest.approx((8 + 6.4 - 1.9) / 0.1)
     assert fleet["disk_days"] == pytest.approx(590)
-    assert fleet["sales_days"] == pytest.approx((11 + 12) / 0.4)
+    spare = catalogue["node"]
+    assert fleet["sales_days"] == pytest.approx(min(
+        (11 + 12) / 0.4,  # RAM GiB
+        (12 + 4 * spare.cpus) / 0.4,  # CPUs
+        (50 + spare.disk_bytes / GiB) / 5))  # disk GiB
+    assert rows[spare.name]["sales_days"] is None  # nothing sold there lately
     assert rows[catalogue["node"].name]["ram_days"] is None  # nothing grows there
 
 
@@ -335,10 +344,10 @@ def test_the_what_if_on_the_report_page_and_as_csv(pools, client):
     assert per_vps[0] == "vps,node,why_not" and len(per_vps) == 4
     n1 = Node.objects.get(name="n1")
     node_page = client.get(f"/staff/nodes/{n1.pk}/").content.decode()
-    from django.template.defaultfilters import filesizeformat
+    from hosting.usage.templatetags.report_format import iec
     from hosting.nodes.placement import Fleet
     room = Fleet([n1]).rooms[0]
-    ram = filesizeformat(room.use.ram).replace("\xa0", " ")
+    ram = iec(room.use.ram)  # binary units, IEC names (GiB)
     assert f"Expected use (what placement counts): {ram} RAM" in \
         node_page.replace("&nbsp;", " ").replace("\xa0", " ")
     assert f"?whatif=drain&amp;node={n1.pk}#whatif" in node_page

@@ -132,7 +132,7 @@ def test_customer_and_staff_are_told(ve, catalogue, client):
     assert shown["used_bytes"] == 2 * GIB and shown["quota_bytes"] == GIB and shown["throttled"]
     client.force_login(catalogue["user"])
     page = client.get(f"/vps/{ve.veid}/").content.decode()
-    assert "The monthly traffic is used up" in page and "2.0\xa0GB" in page
+    assert "The monthly traffic is used up" in page and "2.0 GiB" in page
     staff = catalogue["user"].__class__.objects.create_user("staff2", is_staff=True)
     client.force_login(staff)
     assert "throttled" in client.get("/staff/vps/").content.decode()

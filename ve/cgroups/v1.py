@@ -101,7 +101,8 @@ class CgroupV1Driver(CgroupDriver):
         """Write ``limits`` into the group, memory limits in a valid order."""
         self._check()
         memsw = self._int("memory", name, "memory.memsw.limit_in_bytes", optional=True)
-        cpus = self._read("cpuset", None, "cpuset.effective_cpus") if "cpuset" in self.mounts else ""
+        cpus = (self._read("cpuset", None, "cpuset.effective_cpus")
+                if "cpuset" in self.mounts else "")
         for filename, value in mapping.v1_files(limits, cpus, memsw):
             self._write(name, filename, value)
 

@@ -371,5 +371,6 @@ def _changed_ips(ips, add, delete):
 
 
 def _net_differs(old, new):
-    return (old.ips, old.nameservers, old.limits.rate) != (new.ips, new.nameservers, new.limits.rate) \
-        or (old.hostname != new.hostname and bool(new.ips))
+    return ((old.ips, old.nameservers, old.limits.rate)
+            != (new.ips, new.nameservers, new.limits.rate)
+            or (old.hostname != new.hostname and bool(new.ips)))

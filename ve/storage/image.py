@@ -137,7 +137,8 @@ def io_counters(path):
         base = [int(v) for v in base]
         if len(base) != 4 or not loop.is_backed_by(device, path):
             return None
-        ops_r, bytes_r, ops_w, bytes_w = (now - then for now, then in zip(loop.io_stat(device), base))
+        ops_r, bytes_r, ops_w, bytes_w = (now - then
+                                          for now, then in zip(loop.io_stat(device), base))
     except (OSError, ValueError):
         return None
     return bytes_r, bytes_w, ops_r, ops_w

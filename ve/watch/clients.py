@@ -75,8 +75,10 @@ class ClientsMixin:
         conn.send(json.dumps({"ok": True, "count": len(held)}).encode())
         for start in range(0, len(held), HANDOVER_BATCH):
             batch = held[start:start + HANDOVER_BATCH]
-            socket.send_fds(conn, [json.dumps([[l.veid, *l.init] for l in batch]).encode()],
-                            [l.fd for l in batch])
+            socket.send_fds(conn,
+                            [json.dumps([[listener.veid, *listener.init]
+                                         for listener in batch]).encode()],
+                            [listener.fd for listener in batch])
         log.info("a new watcher takes the node over (%s listeners)", len(held))
         self.handed_over = self.stopping = True
 
@@ -84,6 +86,6 @@ class ClientsMixin:
         """Running VEs started with a notifier whose listener no watcher holds any more
         (a watcher and its twin were killed at once): their sysinfo(2) and reboot(2)
         fail until they are restarted."""
-        held = {(l.veid, l.init) for l in self.listeners.values()}
+        held = {(listener.veid, listener.init) for listener in self.listeners.values()}
         return sorted(veid for veid, w in self.ves.items() if w.record.watched
                       and (veid, (w.record.pid, w.record.start_time)) not in held)

@@ -198,7 +198,7 @@ class Watcher(ClientsMixin, NotificationsMixin):
                 self.holder.quit()
             else:
                 log.info("%s VEs hold notifiers: the twin goes on as the watcher",
-                         len({l.veid for l in self.listeners.values()}))
+                         len({listener.veid for listener in self.listeners.values()}))
         self.pool.shutdown(wait=True)
         for watched in self.ves.values():
             watched.close()
@@ -279,7 +279,8 @@ class Watcher(ClientsMixin, NotificationsMixin):
 
     def _notified_by(self, veid, record):
         init = (record.pid, record.start_time)
-        return any(l.veid == veid and l.init == init for l in self.listeners.values())
+        return any(listener.veid == veid and listener.init == init
+                   for listener in self.listeners.values())
 
     def _forget(self, veid):
         watched = self.ves.pop(veid, None)

@@ -34,7 +34,8 @@ class HolderLink:
     def __init__(self, listeners, env, options=()):
         """Fork a holder with copies of ``listeners`` ({fd: Listener}); ``env`` and
         ``options`` (of ``vectl watch``) start the watcher that would replace this one."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        ours, theirs = socket.socketpair(socket.AF_UNIX,
+                                         socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         pid = os.fork()
         if pid == 0:
             ours.close()

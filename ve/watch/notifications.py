@@ -58,7 +58,8 @@ class NotificationsMixin:
             elif note.call == "reboot" and _may_reboot(note.pid) \
                     and seccomp.still_valid(listener.fd, note.id):
                 from ..engine.exits import note_halt
-                note_halt(self.layout, listener.veid, *listener.init, note.args[2])  # (magic, magic2, cmd)
+                # note.args: (magic, magic2, cmd)
+                note_halt(self.layout, listener.veid, *listener.init, note.args[2])
             return seccomp.let_through(listener.fd, note.id)
         except OSError as exc:
             log.warning("VE %s: notification %s not answered: %s", listener.veid, note.call, exc)

@@ -1,4 +1,8 @@
-"""Run the whole product in the foreground (``make run``): Ctrl-C stops it all."""
+"""Run the whole product in the foreground (``make run``): Ctrl-C stops it all.
+
+A process that dies is restarted (``hosting.supervisor``: after 1 s, then
+with back-off up to 30 s), so the portal and API keep serving.
+"""
 
 import signal
 import time
@@ -7,6 +11,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from hosting.stack import UNPRIVILEGED, Stack, _redis_ping, can_read_checkout
+from hosting.supervisor import Supervisor
 
 DEMO_GATEWAYS = ("198.18.0.1/32", "fd00:1::1/128")  # the demo pools' gateways (seed_demo)
 
@@ -40,17 +45,18 @@ class Command(BaseCommand):
             stack.start_redis(port=None if taken else redis_port)
             stack.start_node_watcher()
             stack.start_node_worker()
+            stack.start_node_chores()
             stack.start_housekeeping()
             stack.start_web()
             stack.wait_for_node()
             self._banner(stack)
+            supervisor = Supervisor(stack, log=self._log)
             while True:
-                time.sleep(1)
-                dead = [n for n, p in stack.processes.items() if p.poll() is not None]
-                if dead == ["node-watcher"] and stack.node_watcher_pid():
-                    stack.processes.pop("node-watcher")  # its twin took over: VEs are watched
-                elif dead:
-                    raise CommandError(f"{', '.join(dead)} stopped; see {stack.log_dir}")
+                time.sleep(0.5)
+                try:
+                    supervisor.check()
+                except Exception as exc:  # a failed restart is tried again, later
+                    self._log(f"restart failed: {exc}")
         except KeyboardInterrupt:
             self.stdout.write("stopping...")
         finally:
@@ -59,6 +65,10 @@ class Command(BaseCommand):
             if pid:  # VPSes still run: their seccomp listeners must stay open
                 self.stdout.write(f"the node watcher (PID {pid}) keeps serving the running "
                                   "VPSes; `vectl watch --stop` stops it")
+
+    def _log(self, message):
+        self.stdout.write(f"{time.strftime('%H:%M:%S')} {message}")
+        self.stdout.flush()
 
     def _banner(self, stack):
         creds = dict(line.split(" ", 1) for line in
@@ -69,7 +79,8 @@ Hosting is running at {url}
   staff:    admin / {creds['admin']}   ({url}staff/ and {url}admin/)
   customer: demo / {creds['demo']}
   API docs: {url}api/v1/docs/
-  node:     {stack.node_name} (queue node.{stack.node_name}), logs in {stack.log_dir}
+  node:     {stack.node_name} (queues node.{stack.node_name}, node.{stack.node_name}.chores)
+  logs:     {stack.log_dir}
   VE network: namespace {stack.node_netns} (try: ip netns exec {stack.node_netns} ping 198.18.0.10)
 Press Ctrl-C to stop.
 """))

@@ -1,0 +1,59 @@
+"""The token endpoint: a user name and password in, a new API key out (shown once)."""
+
+from django.contrib.auth import authenticate
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import exceptions, permissions, serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import audit
+from .errors import Invalid
+from .models import ApiToken
+from .tokens import issue
+
+
+class CredentialsSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(max_length=4096, write_only=True, trim_whitespace=False,
+                                     style={"input_type": "password"})
+
+
+TokenAnswer = inline_serializer("TokenAnswer", {
+    "token": serializers.CharField(help_text="the new key: shown this once, stored hashed")})
+
+
+class ObtainTokenView(APIView):
+    """POST a login's user name and password: a new API key, shown once.
+
+    DELETE (authenticated by that key) revokes the key the request carries.
+    """
+
+    throttle_classes = []
+
+    def get_permissions(self):
+        if self.request.method == "POST":
+            return [permissions.AllowAny()]
+        return [permissions.IsAuthenticated()]
+
+    @extend_schema(request=CredentialsSerializer, responses={200: TokenAnswer},
+                   auth=[{}])
+    def post(self, request):
+        body = CredentialsSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        user = authenticate(request=request._request, username=body.validated_data["username"],
+                            password=body.validated_data["password"])
+        if user is None:
+            raise exceptions.ValidationError(
+                {"non_field_errors": ["Unable to log in with provided credentials."]})
+        token, key = issue(user, name="token endpoint")
+        audit.record(user, "auth.token_issued", user, prefix=token.prefix,
+                     address=request.META.get("REMOTE_ADDR", ""))
+        return Response({"token": key})
+
+    @extend_schema(request=None, responses={204: None})
+    def delete(self, request):
+        if not isinstance(request.auth, ApiToken):
+            raise Invalid("send the key to revoke in the Authorization header")
+        audit.record(request.user, "auth.token_revoked", request.user, prefix=request.auth.prefix)
+        request.auth.delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,142 @@
+"""The VPS lifecycle actions of the API, from one table.
+
+Each row says what ``POST /api/v1/environments/<veid>/<name>/`` does: the
+Operation kind it queues, who may ask, the body it takes, whether the
+account password is needed again and whether an Idempotency-Key is honoured.
+``install(viewset)`` makes one DRF action per row, with its schema (summary,
+description, request, responses) written from the row.
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from hosting.core import idempotency
+from hosting.core.api import IDEMPOTENCY_KEY
+from hosting.core.errors import Forbidden
+from hosting.operations import services as operations
+from hosting.operations.api import OperationSerializer
+from hosting.operations.models import Operation
+
+from . import services
+from .models import OSTemplate
+
+Kind = Operation.Kind
+
+
+class ReinstallSerializer(serializers.Serializer):
+    template = serializers.SlugRelatedField(
+        slug_field="name", queryset=OSTemplate.objects.all(), required=False,
+        help_text="OS template name (see /api/v1/templates/); default: the VPS's own")
+    root_password = serializers.CharField(required=False, allow_blank=True, write_only=True)
+    ssh_key = serializers.CharField(required=False, allow_blank=True)
+    keep_old = serializers.BooleanField(required=False, default=False,
+                                        help_text="keep the old files in /old-root")
+    current_password = serializers.CharField(required=False, write_only=True,
+                                             help_text="customers: their login password")
+
+
+class PasswordSerializer(serializers.Serializer):
+    root_password = serializers.CharField(write_only=True)
+    current_password = serializers.CharField(required=False, write_only=True,
+                                             help_text="customers: their login password")
+
+
+def _queue(kind):
+    def run(ve, user, data, key):
+        return operations.request(ve, kind, user, idempotency_key=key)
+    return run
+
+
+def _reinstall(ve, user, data, key):
+    return services.reinstall(ve, user, data.get("template"), data.get("root_password", ""),
+                              data.get("ssh_key", ""), data.get("keep_old", False),
+                              idempotency_key=key)
+
+
+def _password(ve, user, data, key):
+    return services.reset_password(ve, user, data["root_password"], idempotency_key=key)
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    name: str                 # the URL's last part
+    kind: str                 # the Operation kind queued
+    summary: str
+    run: Callable             # (ve, user, validated body, idempotency key) -> Operation
+    staff_only: bool = False  # else the VPS's owner (while active) or staff
+    body: type | None = None  # request serializer, if the action takes a body
+    reauthenticate: bool = False  # customers give their login password again
+
+    def description(self):
+        who = ("Staff only." if self.staff_only
+               else "The VPS's owner (not while suspended) or staff.")
+        parts = [f"{self.summary} Queues a '{self.kind}' operation: answers 202 with it; "
+                 f"poll /api/v1/operations/<id>/.", who]
+        if self.reauthenticate:
+            parts.append("Customers send their login password as current_password (403 if it "
+                         "is wrong; staff need not).")
+        parts.append("Honours Idempotency-Key.")
+        return " ".join(parts)
+
+
+LIFECYCLE = (
+    Lifecycle("start", Kind.START, "Start the VPS.", _queue(Kind.START)),
+    Lifecycle("stop", Kind.STOP, "Stop the VPS.", _queue(Kind.STOP)),
+    Lifecycle("reboot", Kind.RESTART, "Reboot the VPS.", _queue(Kind.RESTART)),
+    Lifecycle("terminate", Kind.DESTROY, "Terminate the VPS: its files go and its addresses "
+              "return to the pool (DELETE on the VPS does the same).", _queue(Kind.DESTROY)),
+    Lifecycle("suspend", Kind.SUSPEND, "Suspend the VPS (stopped; its owner cannot start it).",
+              _queue(Kind.SUSPEND), staff_only=True),
+    Lifecycle("resume", Kind.RESUME, "Resume a suspended VPS.", _queue(Kind.RESUME),
+              staff_only=True),
+    Lifecycle("reinstall", Kind.REINSTALL, "Wipe the VPS and install its (or another) OS "
+              "template.", _reinstall, body=ReinstallSerializer, reauthenticate=True),
+    Lifecycle("password", Kind.PASSWORD, "Set the VPS's root password (sent to the node as a "
+              "hash only).", _password, body=PasswordSerializer, reauthenticate=True),
+)
+BY_NAME = {row.name: row for row in LIFECYCLE}
+
+
+def perform(view, row):
+    """Do ``row`` on the view's VPS for the view's request; the 202 answer."""
+    request = view.request
+    data = {}
+    if row.body is not None:
+        body = row.body(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+    ve = view.get_object()  # a VPS the caller may not see is a 404, whoever asks
+    if row.staff_only and not request.user.is_staff:
+        raise Forbidden("only staff can do this")
+    if row.reauthenticate and not request.user.is_staff:
+        services.reauthenticate(request.user, data.get("current_password"))
+    op = idempotency.run(request, lambda key: row.run(ve, request.user, data, key))
+    return Response(OperationSerializer(op, context={"request": request}).data,
+                    status=status.HTTP_202_ACCEPTED)
+
+
+def schema(row, method="post"):
+    """The extend_schema of ``row`` (also used by DELETE, which is 'terminate')."""
+    return extend_schema(summary=row.summary, description=row.description(),
+                         request=row.body, responses={202: OperationSerializer},
+                         parameters=[IDEMPOTENCY_KEY])
+
+
+def _make_action(row):
+    def act(self, request, veid=None):
+        return perform(self, row)
+    act.__name__ = act.__qualname__ = row.name
+    act.__doc__ = row.description()
+    return schema(row)(action(detail=True, methods=["post"], url_path=row.name)(act))
+
+
+def install(viewset):
+    """Class decorator: one POST action on ``viewset`` per row of LIFECYCLE."""
+    for row in LIFECYCLE:
+        setattr(viewset, row.name, _make_action(row))
+    return viewset

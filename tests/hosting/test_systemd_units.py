@@ -1,0 +1,42 @@
+"""The production systemd units (docs/systemd/) are valid and run what the stack runs."""
+
+import shutil
+import subprocess
+
+from django.core.management import call_command
+
+from hosting.core.management.commands.systemd_units import render
+from hosting.nodes.models import Node
+
+UNITS = {"hosting-web.service", "hosting-housekeeping.service", "hosting-beat.service",
+         "hosting-node.service", "hosting-node-chores.service"}
+
+
+def test_the_units_of_this_checkout_pass_systemd_analyze_verify(tmp_path, settings):
+    call_command("systemd_units", "--prefix", str(settings.BASE_DIR), "--out", str(tmp_path))
+    assert {p.name for p in tmp_path.iterdir()} == UNITS
+    verify = shutil.which("systemd-analyze")
+    assert verify, "systemd-analyze is missing (make deps installs package systemd)"
+    out = subprocess.run([verify, "verify", "--man=no", *sorted(map(str, tmp_path.iterdir()))],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    # Unknown keys and bad specifiers are only warnings: any output is a failure here.
+    assert out.returncode == 0 and not out.stderr.strip() and not out.stdout.strip(), \
+        out.stderr + out.stdout
+
+
+def test_who_runs_what(settings):
+    units = render("/srv/hosting")
+    for name in ("hosting-web.service", "hosting-housekeeping.service", "hosting-beat.service"):
+        assert "\nUser=hosting\n" in units[name], name  # the web side is unprivileged
+        assert "StateDirectoryMode=0700" in units[name]
+    for name in ("hosting-node.service", "hosting-node-chores.service"):
+        assert "\nUser=" not in units[name], name  # the node workers drive the engine: root
+        assert "KillMode=mixed" in units[name]
+    assert all("/opt/hosting" not in text and "/srv/hosting/.venv/bin/python" in text
+               for text in units.values())
+    node = Node(name="${HOSTING_NODE_NAME}")
+    assert f"-Q {node.queue} " in units["hosting-node.service"]
+    assert f"-Q {node.chores_queue} " in units["hosting-node-chores.service"]
+    assert "-Q hosting " in units["hosting-housekeeping.service"]
+    assert " beat " in units["hosting-beat.service"]
+    assert all("Restart=always" in text for text in units.values())
