@@ -129,8 +129,8 @@ def test_the_staff_list_says_rebooting_too(world, page_as):
     ve = world["ve_a"]
     Operation.objects.create(environment=ve, kind=Operation.Kind.RESTART,
                              state=Operation.State.RUNNING, requested_by=world["a"].user)
-    row = re.search(rf"<tr>(?:(?!</tr>).)*{ve.hostname}.*?</tr>", text(page_as("staff").get("/staff/vps/")),
-                    re.S).group(0)
+    listing = text(page_as("staff").get("/staff/vps/"))
+    row = re.search(rf"<tr>(?:(?!</tr>).)*{ve.hostname}.*?</tr>", listing, re.S).group(0)
     assert '<span class="state creating">Rebooting…</span>' in row
     assert ">Running<" not in row
 
