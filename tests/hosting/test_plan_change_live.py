@@ -158,8 +158,14 @@ def _cgroup(live_stack, veid):
 
 def test_api_upgrade_live_and_a_downgrade_the_data_does_not_fit(live_stack):
     staff, customer = live_stack.api("admin"), live_stack.api("demo")
+    # Plans of its own: other tests of this session's stack edit the demo plans.
+    for name, ram, cpu, processes, disk in (("Live S", 256, 50, 128, 5),
+                                            ("Live M", 512, 100, 256, 10)):
+        staff.post("/api/v1/plans/", {"name": name, "ram_mb": ram, "swap_mb": 256,
+                                      "cpu_limit_pct": cpu, "cpus": 1, "processes": processes,
+                                      "disk_gib": disk, "monthly_price": "3.00"}, expect=201)
     op = customer.wait_operation(customer.post("/api/v1/environments/", {
-        "plan": "VPS S", "template": "busybox", "hostname": "plan-live.example.com",
+        "plan": "Live S", "template": "busybox", "hostname": "plan-live.example.com",
         "root_password": "plan-pass-123"}))
     assert op["state"] == "succeeded", (op, live_stack.logs("node-worker"))
     veid = op["veid"]
@@ -169,9 +175,9 @@ def test_api_upgrade_live_and_a_downgrade_the_data_does_not_fit(live_stack):
     assert _cgroup(live_stack, veid) == {"memory.limit_in_bytes": 256 * MIB,
                                          "cpu.cfs_quota_us": 50_000, "pids.max": 128}
 
-    up = customer.post(f"/api/v1/environments/{veid}/plan/", {"plan": "VPS M"},
+    up = customer.post(f"/api/v1/environments/{veid}/plan/", {"plan": "Live M"},
                        headers={"Idempotency-Key": f"up-{veid}"})
-    again = customer.post(f"/api/v1/environments/{veid}/plan/", {"plan": "VPS M"},
+    again = customer.post(f"/api/v1/environments/{veid}/plan/", {"plan": "Live M"},
                           headers={"Idempotency-Key": f"up-{veid}"})
     assert up["kind"] == "plan" and again["id"] == up["id"]
     done = customer.wait_operation(up)
@@ -184,13 +190,13 @@ def test_api_upgrade_live_and_a_downgrade_the_data_does_not_fit(live_stack):
     config = live_stack.engine().config(veid).limits
     assert (config.ram, config.numproc, config.diskspace) == (512 * MIB, 256, 10 << 30)
     assert after["disk"]["space_total"] > 5 << 30
-    assert customer.get(f"/api/v1/environments/{veid}/")["plan"] == "VPS M"
+    assert customer.get(f"/api/v1/environments/{veid}/")["plan"] == "Live M"
     # The same plan again: 200 with the VPS, nothing queued.
-    assert customer.post(f"/api/v1/environments/{veid}/plan/", {"plan": "VPS M"},
-                         expect=200)["plan"] == "VPS M"
+    assert customer.post(f"/api/v1/environments/{veid}/plan/", {"plan": "Live M"},
+                         expect=200)["plan"] == "Live M"
     audit = staff.get(f"/api/v1/audit-log/?action=ve.plan&object_id={veid}")["results"]
     assert [(a["actor"], a["detail"]["plan"], a["detail"]["previous"]) for a in audit] == \
-        [("demo", "VPS M", "VPS S")]
+        [("demo", "Live M", "Live S")]
 
     # 1.2 GiB of data: a 1 GiB plan cannot hold it. Refused, with the reason, once measured.
     staff.post("/api/v1/plans/", {"name": "Mini", "ram_mb": 128, "disk_gib": 1,
@@ -207,6 +213,6 @@ def test_api_upgrade_live_and_a_downgrade_the_data_does_not_fit(live_stack):
     with pytest.raises(ApiError) as refused:
         staff.post(f"/api/v1/environments/{veid}/plan/", {"plan": "Mini"})
     assert refused.value.status == 409 and "too small" in refused.value.body
-    assert customer.get(f"/api/v1/environments/{veid}/")["plan"] == "VPS M"
+    assert customer.get(f"/api/v1/environments/{veid}/")["plan"] == "Live M"
     assert live_stack.engine().config(veid).limits.diskspace == 10 << 30
     customer.wait_operation(customer.post(f"/api/v1/environments/{veid}/terminate/"))
