@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 
+# Tests with "live" in their name run the whole stack on its own SQLite: once is enough.
 DEFAULT_ARGS = ["tests/hosting", "tests/api", "-k", "not live", "-q", "-p", "no:cacheprovider",
                 "--ds=hosting.settings"]
 

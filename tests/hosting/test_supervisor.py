@@ -1,7 +1,7 @@
 """The supervisor of ``manage.py runstack``: a process that dies comes back, with back-off.
 
 Real processes in a Stack (its spawning, sessions and logs), a fake clock
-for the back-off arithmetic. tests/hosting/test_outages.py checks the same
+for the back-off arithmetic. tests/hosting/test_outages_live.py checks the same
 supervisor bringing back a killed Redis and node worker of the real product.
 """
 
