@@ -27,6 +27,10 @@ def hash_old_tokens(apps, schema_editor):
             ApiToken.objects.create(user_id=user_id, name="migrated", prefix=key[:8],
                                     digest=hashlib.sha256(key.encode()).hexdigest())
         if connection.vendor == "postgresql":
+            # TRUNCATE drops the table's files (DELETE would leave the clear keys in
+            # dead tuples until VACUUM); it refuses while deferred foreign-key checks
+            # of rows written in this transaction are pending, so run those first.
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
             cursor.execute(f"TRUNCATE {OLD_TABLE}")
         else:
             cursor.execute("PRAGMA secure_delete=ON" if connection.vendor == "sqlite" else "SELECT 1")
