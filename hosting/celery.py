@@ -6,9 +6,11 @@ operations) and ``node.<name>.chores`` (sampling, traffic, reconcile).
 """
 
 import functools
+import logging
 import os
 
-from celery import Celery
+from celery import Celery, signals
+from celery.exceptions import ImproperlyConfigured
 from celery.worker.consumer import Consumer
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hosting.settings")
@@ -16,6 +18,31 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hosting.settings")
 app = Celery("hosting")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+log = logging.getLogger(__name__)
+
+
+def _sign_messages(app):
+    """With HOSTING_SIGNING_* set (settings.SIGNING), every message this process
+    sends is signed with its key, and it accepts only messages signed by a key
+    in its trust store; nothing else is decoded (docs/security.md)."""
+    if app.conf.task_serializer == "auth":
+        app.setup_security(serializer="json")  # every other decoder is disabled
+
+
+_sign_messages(app)  # the configuration is loaded by now (autodiscover_tasks)
+
+
+@signals.worker_init.connect
+def _nodes_need_signing(sender=None, **kwargs):
+    """A root node worker never runs unsigned messages: without signing keys it
+    does not start (whoever can write to Redis could make it run anything)."""
+    from django.conf import settings
+    if settings.NODE_NAME and not settings.SIGNING:
+        raise ImproperlyConfigured(
+            "node workers need HOSTING_SIGNING_KEY, HOSTING_SIGNING_CERT and "
+            "HOSTING_SIGNING_TRUST (see docs/security.md)")
+
 
 RECONNECT_EVERY = 0.5  # seconds between attempts to reach a Redis that went away
 
@@ -32,3 +59,17 @@ class QuickReconnectConsumer(Consumer):
             conn.ensure_connection, interval_start=RECONNECT_EVERY, interval_step=0,
             interval_max=RECONNECT_EVERY)
         return super().ensure_connected(conn)
+
+    def on_decode_error(self, message, exc):
+        headers = message.headers or {}
+        log.error("refused a message on %s (task %s, id %s): %s",
+                  message.delivery_info.get("routing_key"), headers.get("task"),
+                  headers.get("id"), exc)
+        return super().on_decode_error(message, exc)
+
+    def on_invalid_task(self, body, message, exc):
+        headers = message.headers or {}
+        log.error("refused a message on %s (task %s, id %s): %s",
+                  message.delivery_info.get("routing_key"), headers.get("task"),
+                  headers.get("id"), exc)
+        return super().on_invalid_task(body, message, exc)

@@ -125,6 +125,20 @@ class LiveStack:
         self.stack.start_web()
         self.wait_node_online()
 
+    def send_task(self, task, args, queue, role="web"):
+        """Publish ``task(*args)`` to ``queue`` as the web side (or ``role``) does: with
+        its Redis login, signed with its key. Returns the message's id."""
+        script = ("import sys, json, django; django.setup()\n"
+                  "from hosting.celery import app\n"
+                  "with app.connection_for_write() as conn:\n"
+                  "    print(app.send_task(sys.argv[1], args=json.loads(sys.argv[2]),"
+                  " queue=sys.argv[3], connection=conn).id)\n")
+        out = subprocess.run([sys.executable, "-c", script, task, json.dumps(args), queue],
+                             env=self.stack.env(role), capture_output=True, text=True,
+                             timeout=60, cwd=ROOT_DIR)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()[-1]
+
     def credentials(self):
         text = (self.data_dir / "demo-credentials").read_text()
         return dict(line.split(" ", 1) for line in text.splitlines())
