@@ -10,7 +10,6 @@ import logging
 import os
 
 from celery import Celery, signals
-from celery.exceptions import ImproperlyConfigured
 from celery.worker.consumer import Consumer
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hosting.settings")
@@ -39,9 +38,9 @@ def _nodes_need_signing(sender=None, **kwargs):
     does not start (whoever can write to Redis could make it run anything)."""
     from django.conf import settings
     if settings.NODE_NAME and not settings.SIGNING:
-        raise ImproperlyConfigured(
-            "node workers need HOSTING_SIGNING_KEY, HOSTING_SIGNING_CERT and "
-            "HOSTING_SIGNING_TRUST (see docs/security.md)")
+        # SystemExit: Celery's signals log and swallow ordinary exceptions.
+        raise SystemExit("refusing to start: node workers need HOSTING_SIGNING_KEY, "
+                         "HOSTING_SIGNING_CERT and HOSTING_SIGNING_TRUST (docs/security.md)")
 
 
 RECONNECT_EVERY = 0.5  # seconds between attempts to reach a Redis that went away

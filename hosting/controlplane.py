@@ -148,9 +148,9 @@ def signing_pair(directory, name, uid=None, gid=None, days=3650):
 
 
 def trust_dir(directory, name, certificates):
-    """``directory/trust-<name>/`` holding copies of ``certificates`` (and nothing
-    else): the cert store of whoever signs as ``name``."""
-    trust = Path(directory) / f"trust-{name}"
+    """``directory/trust-<name>/`` (``trust/`` without a name) holding copies of
+    ``certificates`` and nothing else: the cert store of whoever signs as ``name``."""
+    trust = Path(directory) / (f"trust-{name}" if name else "trust")
     trust.mkdir(exist_ok=True)
     os.chmod(trust, 0o755)
     wanted = {Path(c).name: Path(c).read_bytes() for c in certificates}
