@@ -117,7 +117,8 @@ class LiveStack:
         self.stack.prepare()
         self.stack.prepare_node_netns(GATEWAYS)
         self.stack.manage("seed_demo", "--node", NODE)
-        self.stack.start_redis()
+        self.redis_port = free_port()  # on 127.0.0.1, as `make run` does
+        self.stack.start_redis(port=self.redis_port)
         self.stack.start_node_watcher()
         self.stack.start_node_worker(concurrency=self.ops_concurrency)
         self.stack.start_node_chores()

@@ -138,3 +138,27 @@ def test_the_relay_counts_only_signed_messages(live_stack, tmp_path):
                          capture_output=True, text=True, timeout=60, cwd=ROOT_DIR)
     assert out.stdout.strip() == str([signed]), out.stderr
     client(live_stack, "web").delete(queue)
+
+
+def test_redis_listens_on_the_hosts_loopback_and_its_socket_only(live_stack):
+    """No VE reaches either: a VE's 127.0.0.1 is its own loopback (its own network
+    namespace), and the socket's path is not in its mount namespace."""
+    listening = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True,
+                               timeout=30).stdout
+    pid = live_stack.pid("redis")
+    mine = [line.split()[3] for line in listening.splitlines() if f"pid={pid}," in line]
+    assert mine and all(address.startswith("127.0.0.1:") for address in mine), mine
+    from tests.hosting.test_dispatch_live import order
+    customer = live_stack.api("demo")
+    op = customer.wait_operation(order(customer, "e2e-redis.example.com"))
+    assert op["state"] == "succeeded", op
+    engine, socket = live_stack.engine(), live_stack.stack.redis_url.split("://", 1)[1]
+    try:
+        assert engine.exec(op["veid"], ["test", "-e", socket]).returncode != 0
+        probe = engine.exec(op["veid"], ["nc", "-w", "2", "127.0.0.1",
+                                         str(live_stack.redis_port)], input=b"PING\r\n",
+                            timeout=30)
+        assert b"PONG" not in probe.stdout and b"NOAUTH" not in probe.stdout
+        assert client(live_stack, "web").ping()  # while the host reaches it
+    finally:
+        customer.wait_operation(customer.post(f"/api/v1/environments/{op['veid']}/terminate/"))
