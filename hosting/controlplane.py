@@ -161,3 +161,20 @@ def trust_dir(directory, name, certificates):
         (trust / file_name).write_bytes(data)
         os.chmod(trust / file_name, 0o644)
     return trust
+
+
+def not_this_node(node_name):
+    """True (and logged) if this worker serves a node other than ``node_name``.
+
+    A signature covers a message's arguments, not its task name: a node's
+    chores tasks take the node's name and do nothing for another node's, so a
+    signed body replayed under another task name or into another queue is
+    harmless."""
+    import logging
+
+    from django.conf import settings
+    if settings.NODE_NAME and node_name != settings.NODE_NAME:
+        logging.getLogger(__name__).warning(
+            "refused a task for node %r on node %s", node_name, settings.NODE_NAME)
+        return True
+    return False

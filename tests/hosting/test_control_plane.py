@@ -108,3 +108,15 @@ def test_the_units_give_each_side_its_own_login_and_key():
     conf = (Path(BASE_DIR) / "docs" / "systemd" / "redis-hosting.conf").read_text()
     assert "aclfile /etc/redis/hosting-users.acl" in conf
     assert "\nbind 127.0.0.1 -::1\n" in conf
+
+
+def test_chores_for_another_node_do_nothing(settings, caplog):
+    """A signature covers the arguments, not the task name: a node runs chores only
+    for itself, so a replayed body ("hn2") under a chore's name is harmless."""
+    from hosting.operations import tasks as op_tasks
+    from hosting.usage import tasks as usage_tasks
+    settings.NODE_NAME = "hn1"
+    for task in (op_tasks.reconcile_node, usage_tasks.sample_node,
+                 usage_tasks.collect_traffic):
+        assert task("hn2") is None
+    assert caplog.text.count("refused a task for node 'hn2' on node hn1") == 3
