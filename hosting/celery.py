@@ -24,12 +24,16 @@ log = logging.getLogger(__name__)
 def _sign_messages(app):
     """With HOSTING_SIGNING_* set (settings.SIGNING), every message this process
     sends is signed with its key, and it accepts only messages signed by a key
-    in its trust store; nothing else is decoded (docs/security.md)."""
-    if app.conf.task_serializer == "auth":
+    in its trust store; nothing else is decoded (docs/security.md).
+
+    Done at import, before any message is sent or received; the environment is
+    read directly so that a process without keys still loads Django's settings
+    only when it first needs them."""
+    if all(os.environ.get(f"HOSTING_SIGNING_{v}") for v in ("KEY", "CERT", "TRUST")):
         app.setup_security(serializer="json")  # every other decoder is disabled
 
 
-_sign_messages(app)  # the configuration is loaded by now (autodiscover_tasks)
+_sign_messages(app)
 
 
 @signals.worker_init.connect
