@@ -57,7 +57,7 @@ class Stack:
         self.log_dir = Path(log_dir or self.data_dir / "log")
         self.node_netns = node_netns
         self.processes = {}
-        self.specs = {}  # name -> (argv, user, env): how to start it again
+        self.specs = {}  # name -> (argv, user, role, env): how to start it again
         self.started_at = {}  # name -> time.monotonic() of its last start
         self.secrets_dir = self.data_dir / "secrets"
 
