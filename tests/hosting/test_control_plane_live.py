@@ -159,6 +159,7 @@ def test_redis_listens_on_the_hosts_loopback_and_its_socket_only(live_stack):
                                          str(live_stack.redis_port)], input=b"PING\r\n",
                             timeout=30)
         assert b"PONG" not in probe.stdout and b"NOAUTH" not in probe.stdout
+        assert b"Connection refused" in probe.stdout + probe.stderr, probe  # nc ran
         assert client(live_stack, "web").ping()  # while the host reaches it
     finally:
         customer.wait_operation(customer.post(f"/api/v1/environments/{op['veid']}/terminate/"))
