@@ -117,13 +117,28 @@ class LiveStack:
         self.stack.prepare()
         self.stack.prepare_node_netns(GATEWAYS)
         self.stack.manage("seed_demo", "--node", NODE)
-        self.stack.start_redis()
+        self.redis_port = free_port()  # on 127.0.0.1, as `make run` does
+        self.stack.start_redis(port=self.redis_port)
         self.stack.start_node_watcher()
         self.stack.start_node_worker(concurrency=self.ops_concurrency)
         self.stack.start_node_chores()
         self.stack.start_housekeeping()
         self.stack.start_web()
         self.wait_node_online()
+
+    def send_task(self, task, args, queue, role="web"):
+        """Publish ``task(*args)`` to ``queue`` as the web side (or ``role``) does: with
+        its Redis login, signed with its key. Returns the message's id."""
+        script = ("import sys, json, django; django.setup()\n"
+                  "from hosting.celery import app\n"
+                  "with app.connection_for_write() as conn:\n"
+                  "    print(app.send_task(sys.argv[1], args=json.loads(sys.argv[2]),"
+                  " queue=sys.argv[3], connection=conn).id)\n")
+        out = subprocess.run([sys.executable, "-c", script, task, json.dumps(args), queue],
+                             env=self.stack.env(role), capture_output=True, text=True,
+                             timeout=60, cwd=ROOT_DIR)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()[-1]
 
     def credentials(self):
         text = (self.data_dir / "demo-credentials").read_text()
