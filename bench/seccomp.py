@@ -14,6 +14,10 @@ Side by side in one run, on one node (no watcher, no lxcfs: less noise):
               a missing path (a call whose arguments the filter inspects, so
               the kernel cannot cache its verdict); nanoseconds per call as
               the loop itself measures them
+  entry       the same loop on the host, in a child with no filter, with a
+              one-instruction allow-all filter and with the VE's program:
+              tells the kernel's seccomp entry (paid by any filter) from the
+              cost of the program itself
 
 Writes bench/results/seccomp.json.
 
@@ -24,6 +28,7 @@ import argparse
 import os
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import time
@@ -105,6 +110,37 @@ def time_install(seccomp, rules, count):
     return times
 
 
+ALLOW_ALL = struct.pack("=HBBI", 0x06, 0, 0, 0x7FFF0000)  # BPF_RET|K ALLOW
+
+
+def run_on_host(seccomp, rules, kind, loop_path, mode, calls):
+    """ns per call of the loop in a host child under no filter, allow-all or the VE's."""
+    import ctypes
+    from ve.kernel import libc
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.dup2(write_end, 1)
+            libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
+            if kind == "allow-all":
+                buf = ctypes.create_string_buffer(ALLOW_ALL, len(ALLOW_ALL))
+                fprog = struct.pack("=H6xQ", 1, ctypes.addressof(buf))
+                rc = ctypes.CDLL(None).syscall(ctypes.c_long(317), ctypes.c_uint(1),
+                                               ctypes.c_uint(0), ctypes.c_char_p(fprog))
+                assert rc == 0
+            elif kind == "filter":
+                seccomp.install(False, rules)
+            os.execv(loop_path, [loop_path, mode, str(calls)])
+        finally:
+            os._exit(127)
+    os.close(write_end)
+    with os.fdopen(read_end) as f:
+        out = f.read()
+    os.waitpid(pid, 0)
+    return float(out)
+
+
 def measure(args):
     Engine, VEConfig, Limits, _ = import_engine()
     from ve import syscalls
@@ -121,6 +157,13 @@ def measure(args):
         loop = build_loop(ws)
         for veid in (101, 102, 103, 104):
             engine.create(VEConfig(veid, f"b{veid}", "busybox", Limits(), layout="dir"))
+        loop_path = str(ws.path("loop"))
+        entry = {mode: {"none": [], "allow-all": [], "filter": []} for mode in ("getppid", "rw")}
+        for _ in range(args.rounds * 2):
+            for mode in entry:
+                for kind in entry[mode]:
+                    entry[mode][kind].append(run_on_host(seccomp, rules, kind, loop_path, mode,
+                                                         args.calls))
         program = seccomp.program(False, rules)
         log(f"program: {len(program) // 8} instructions")
         install_us = time_install(seccomp, rules, args.installs)
@@ -169,6 +212,9 @@ def measure(args):
             mode: {**{kind: summary(values) for kind, values in kinds.items()},
                    "ratio": statistics.median(kinds["filter"]) / statistics.median(kinds["none"])}
             for mode, kinds in workload.items()},
+        "host_entry_ns_per_call": {
+            mode: {kind: summary(values) for kind, values in kinds.items()}
+            for mode, kinds in entry.items()},
         "calls_per_run": args.calls,
     }
 
@@ -182,6 +228,9 @@ def report(results):
     for mode, row in results["workload_ns_per_call"].items():
         log(f"{mode:8} filter {row['filter']['median']:8.1f} ns/call, none "
             f"{row['none']['median']:8.1f} ns/call (ratio {row['ratio']:.3f})")
+    for mode, row in results["host_entry_ns_per_call"].items():
+        log(f"host {mode:8} " + ", ".join(f"{kind} {value['median']:.1f} ns/call"
+                                           for kind, value in row.items()))
 
 
 def main(argv=None):
