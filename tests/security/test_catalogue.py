@@ -21,6 +21,7 @@ from ve import syscalls
 from ve.config import VEConfig
 
 from tests.engine.conftest import vectl, wait_for
+from tests.engine.test_lxcfs import lxcfs, lxcfs_node  # noqa: F401  (fixtures)
 from tests.security.test_escape import (host_file, install_probe, ok, probe, sh, start_ve,
                                         blocked_errno, status_field)
 
@@ -405,3 +406,18 @@ def test_ve_cannot_reach_host_binaries_through_proc_exe(engine, ve):
     assert hashlib.sha256(open(python, "rb").read()).hexdigest() == digest
     seen = int(report.split("seen ")[1].split()[0])
     assert seen >= 40, report  # it did watch the exec'd processes come and go
+
+
+# -- what /proc tells of the host --------------------------------------------------------------
+
+
+def test_loadavg_counts_only_the_ves_threads_under_lxcfs(engine, probe_binary, lxcfs):
+    """/proc/loadavg's "running/total" field counts the host's threads in the kernel's
+    file; LXCFS (the node's, bound over it at start) counts the VE's own."""
+    start_ve(engine)
+    host_total = int(host_file("/proc/loadavg").split()[3].split("/")[1])
+    assert host_total > 50, "the host runs too few threads to tell"
+    fields = ok(engine, 101, "cat /proc/loadavg").split()
+    total = int(fields[3].split("/")[1])
+    assert total <= 10, f"the VE sees {total} threads: the host's ({host_total})"
+
