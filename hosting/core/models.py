@@ -3,6 +3,8 @@
 from django.conf import settings
 from django.db import models
 
+from .roles import Role
+
 
 class AuditLogQuerySet(models.QuerySet):
     def update(self, **kwargs):
@@ -73,3 +75,14 @@ class IdempotencyRecord(models.Model):
     fingerprint = models.CharField(max_length=64)
     operation_id = models.UUIDField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)
+
+
+class StaffRole(models.Model):
+    """What a staff login may do (see roles.py): one role per staff member."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                                related_name="staff_role")
+    role = models.CharField(max_length=16, choices=Role.choices)
+
+    def __str__(self):
+        return f"{self.user} {self.role}"

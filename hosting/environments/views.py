@@ -6,6 +6,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
+from hosting.core import roles
 from hosting.core.errors import Forbidden, ServiceError
 from hosting.operations import services as operations
 from hosting.operations.models import Operation
@@ -75,9 +76,12 @@ def buttons(ve, current, viewer):
     none while another operation runs (the service would answer 409)."""
     out = []
     for name in BUTTON_ORDER:
+        kind = SIMPLE_ACTIONS[name]
         if name in STAFF_ACTIONS and not viewer.is_staff:
             continue
-        kind = SIMPLE_ACTIONS[name]
+        if viewer.is_staff and not roles.can(viewer, roles.KIND_CAPABILITY.get(
+                kind, roles.DEFAULT_KIND_CAPABILITY)):
+            continue  # the role may not do it (an auditor sees no buttons)
         out.append((name, Operation.Kind(kind).label, refusal(ve, current, kind)))
     return out
 
@@ -110,6 +114,9 @@ def detail(request, veid, status=200, password_form=None, reinstall_form=None):
         "reinstall_form": reinstall_form or ReinstallForm(initial={"template": ve.template}),
         "usage_ranges": list(graphs.RANGES),
         "usage_charts": USAGE_CHARTS,
+        # staff see the forms their role may use (customers: their own VPS, all of them)
+        "may_operate": not request.user.is_staff or roles.can(request.user, "vps.operate"),
+        "may_change_plan": not request.user.is_staff or roles.can(request.user, "vps.plan"),
     }, status=status)
 
 
