@@ -17,5 +17,6 @@ urlpatterns = [
     # Browsers ask for /favicon.ico whatever the pages link; the icon is an SVG.
     path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"), permanent=True)),
     path("staff/", include("hosting.core.staff_urls")),
+    path("account/", include("hosting.core.account_urls")),
     path("", include("hosting.environments.urls")),
 ]

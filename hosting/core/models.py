@@ -57,12 +57,20 @@ class ApiToken(models.Model):
     digest = models.CharField(max_length=64, unique=True)
     created = models.DateTimeField(auto_now_add=True)
     last_used = models.DateTimeField(null=True, blank=True)
+    expires = models.DateTimeField(null=True, blank=True,
+                                   help_text="refused from this time on; empty: never")
+    read_only = models.BooleanField(default=False,
+                                    help_text="GET, HEAD and OPTIONS only")
 
     class Meta:
         ordering = ["-created"]
 
     def __str__(self):
         return f"{self.user} {self.prefix}… {self.name}".strip()
+
+    def expired(self, now=None):
+        from django.utils import timezone
+        return self.expires is not None and self.expires <= (now or timezone.now())
 
 
 class IdempotencyRecord(models.Model):

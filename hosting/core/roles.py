@@ -45,6 +45,8 @@ CAPABILITIES = {
     "pools.manage": frozenset({A}),
     "reports.view": frozenset({A, R}),  # overcommit report, Prometheus metrics
     "audit.view": frozenset({A, R}),
+    "tokens.view": frozenset({A, R}),  # every login's API keys (never the keys themselves)
+    "tokens.manage": frozenset({A}),  # revoke anyone's key
     "admin.site": frozenset({A}),  # the Django admin at /admin/
 }
 

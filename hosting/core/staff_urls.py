@@ -3,7 +3,7 @@
 from django.urls import path
 from django.shortcuts import redirect
 
-from hosting.core import roles
+from hosting.core import account, roles
 from hosting.customers import views as customers
 from hosting.environments import staff as templates
 from hosting.nodes import views as nodes
@@ -43,5 +43,7 @@ urlpatterns = [
     path("vps/<int:veid>/plan/", templates.staff_change_plan, name="staff-vps-plan"),
     path("operations/", operations.operation_list, name="staff-operations"),
     path("audit/", operations.audit_list, name="staff-audit"),
+    path("api-keys/", account.staff_api_keys, name="staff-api-keys"),
+    path("api-keys/<int:pk>/revoke/", account.staff_api_key_revoke, name="staff-api-key-revoke"),
     path("reports/overcommit/", usage.overcommit, name="staff-overcommit"),
 ]

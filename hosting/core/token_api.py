@@ -9,17 +9,27 @@ from rest_framework.views import APIView
 from . import audit
 from .errors import Invalid
 from .models import ApiToken
-from .tokens import issue
+from .tokens import expiry_in, issue
 
 
 class CredentialsSerializer(serializers.Serializer):
     username = serializers.CharField(max_length=150)
     password = serializers.CharField(max_length=4096, write_only=True, trim_whitespace=False,
                                      style={"input_type": "password"})
+    name = serializers.CharField(max_length=100, required=False, default="token endpoint",
+                                 help_text="what the key is for (shown on the API keys page)")
+    expires_in_days = serializers.IntegerField(
+        required=False, min_value=1, max_value=3650, allow_null=True, default=None,
+        help_text="refuse the key after this many days (default: never)")
+    read_only = serializers.BooleanField(required=False, default=False,
+                                         help_text="the key may only read (GET, HEAD, OPTIONS)")
 
 
 TokenAnswer = inline_serializer("TokenAnswer", {
-    "token": serializers.CharField(help_text="the new key: shown this once, stored hashed")})
+    "token": serializers.CharField(help_text="the new key: shown this once, stored hashed"),
+    "name": serializers.CharField(),
+    "expires": serializers.DateTimeField(allow_null=True),
+    "read_only": serializers.BooleanField()})
 
 
 class ObtainTokenView(APIView):
@@ -45,10 +55,13 @@ class ObtainTokenView(APIView):
         if user is None:
             raise exceptions.ValidationError(
                 {"non_field_errors": ["Unable to log in with provided credentials."]})
-        token, key = issue(user, name="token endpoint")
+        data = body.validated_data
+        token, key = issue(user, data["name"], expiry_in(data["expires_in_days"]),
+                           data["read_only"])
         audit.record(user, "auth.token_issued", user, prefix=token.prefix,
-                     address=request.META.get("REMOTE_ADDR", ""))
-        return Response({"token": key})
+                     address=request.META.get("REMOTE_ADDR", ""), read_only=token.read_only)
+        return Response({"token": key, "name": token.name, "expires": token.expires,
+                         "read_only": token.read_only})
 
     @extend_schema(request=None, responses={204: None})
     def delete(self, request):

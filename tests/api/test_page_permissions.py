@@ -28,6 +28,7 @@ PORTAL_GETS = [  # anon, a, b, staff, support, billing, auditor
     ("/order/", (LOGIN, 200, 200, 200, 200, 200, 200)),
     ("/vps/{ve_b}/", (LOGIN, 404, 200, 200, 200, 200, 200)),
     ("/vps/{ve_b}/live/", (LOGIN, 404, 200, 200, 200, 200, 200)),
+    ("/account/api-keys/", (LOGIN, 200, 200, 200, 200, 200, 200)),  # one's own keys
 ]
 
 
@@ -134,6 +135,7 @@ STAFF_GETS = [
     ("/staff/vps/{ve_b}/plan/", (200, 200, 200, 200)),
     ("/staff/operations/", (200, 200, 200, 200)),
     ("/staff/audit/", (200, 403, 403, 200)),
+    ("/staff/api-keys/", (200, 403, 403, 200)),
     ("/staff/reports/overcommit/", (200, 403, 403, 200)),
     ("/staff/reports/overcommit/?format=csv&table=plans", (200, 403, 403, 200)),
 ]
@@ -267,14 +269,14 @@ def test_staff_form_post_by_role(page_as, world, role, path, data, change, expec
 # -- staff roles: the pages show what a role may do ---------------------------------------
 
 NAV = {"Nodes": "/staff/nodes/", "Plans": "/staff/plans/", "Customers": "/staff/customers/",
-       "Audit log": "/staff/audit/", "Admin": "/admin/"}
+       "Audit log": "/staff/audit/", "Keys": "/staff/api-keys/", "Admin": "/admin/"}
 
 
 @pytest.mark.parametrize("role, shown", [
-    ("staff", {"Nodes", "Plans", "Customers", "Audit log", "Admin"}),
+    ("staff", {"Nodes", "Plans", "Customers", "Audit log", "Keys", "Admin"}),
     ("support", {"Customers"}),
     ("billing", {"Plans", "Customers"}),
-    ("auditor", {"Nodes", "Plans", "Customers", "Audit log"}),
+    ("auditor", {"Nodes", "Plans", "Customers", "Audit log", "Keys"}),
 ])
 def test_the_navigation_links_only_the_pages_a_role_may_open(page_as, world, role, shown):
     page = text(page_as(role).get("/staff/vps/"))
