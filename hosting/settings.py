@@ -195,3 +195,19 @@ LOGGING = {
 # What customers may do to their VPS's plan themselves (staff and billing may do anything):
 # "upgrade" (a plan that takes nothing away), "any", or "none". See environments/plan_change.py.
 CUSTOMER_PLAN_CHANGES = os.environ.get("HOSTING_CUSTOMER_PLAN_CHANGES", "upgrade")
+
+# ---- Accounts (issue 14): staff roles, sign-in lockout, two-factor, sessions, headers ----
+# (one block, to merge easily; see docs/dashboard.md "Accounts")
+AUTHENTICATION_BACKENDS = ["hosting.core.lockout.LockoutBackend"]
+# Sign-in lockout (hosting/core/lockout.py): failures per account / per address within
+# the window lock it for LOGIN_COOLOFF seconds, doubled by each lockout in a row (capped).
+LOGIN_FAILURE_LIMIT = int(os.environ.get("HOSTING_LOGIN_FAILURE_LIMIT", "5"))
+LOGIN_ADDRESS_FAILURE_LIMIT = int(os.environ.get("HOSTING_LOGIN_ADDRESS_FAILURE_LIMIT", "20"))
+LOGIN_FAILURE_WINDOW = 900
+LOGIN_COOLOFF = float(os.environ.get("HOSTING_LOGIN_COOLOFF", "60"))
+LOGIN_COOLOFF_MAX = 3600
+LOGIN_LOCKOUT_MEMORY = 86400
+# Behind N reverse proxies (production), the client address is the one the nearest
+# proxy appended to X-Forwarded-For; 0 (the default): REMOTE_ADDR, nothing forwarded trusted.
+TRUSTED_PROXIES = int(os.environ.get("HOSTING_TRUSTED_PROXIES", "0"))
+# ---- end of Accounts ----------------------------------------------------------------------

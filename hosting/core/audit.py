@@ -20,9 +20,11 @@ def on_login(sender, request, user, **kwargs):
 
 def on_login_failed(sender, credentials, request=None, **kwargs):
     # Only the user name is kept; the attempted password never is.
+    locked = getattr(request, "login_locked_seconds", 0)
     record(None, "auth.login_failed", username=str(credentials.get("username", ""))[:150],
-           address=_client(request))
+           address=_client(request), **({"locked_out": True} if locked else {}))
 
 
 def _client(request):
-    return request.META.get("REMOTE_ADDR", "") if request is not None else ""
+    from .lockout import client_address
+    return client_address(request)

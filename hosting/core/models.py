@@ -94,3 +94,24 @@ class StaffRole(models.Model):
 
     def __str__(self):
         return f"{self.user} {self.role}"
+
+
+class LoginThrottle(models.Model):
+    """Failed sign-ins of one account or one client address (see lockout.py): how many
+    since the last cool-off, and until when sign-ins are refused."""
+
+    ACCOUNT, ADDRESS = "account", "address"
+
+    kind = models.CharField(max_length=8, choices=[(ACCOUNT, "account"), (ADDRESS, "address")])
+    key = models.CharField(max_length=150)  # a user name (lower case) or an IP address
+    failures = models.PositiveIntegerField(default=0)
+    last_failure = models.DateTimeField(null=True, blank=True)
+    lockouts = models.PositiveIntegerField(default=0)  # in a row: each doubles the cool-off
+    locked_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["kind", "key"],
+                                               name="one_throttle_per_account_or_address")]
+
+    def __str__(self):
+        return f"{self.kind} {self.key}: {self.failures} failures, until {self.locked_until}"

@@ -52,6 +52,9 @@ class ObtainTokenView(APIView):
         body.is_valid(raise_exception=True)
         user = authenticate(request=request._request, username=body.validated_data["username"],
                             password=body.validated_data["password"])
+        seconds = getattr(request._request, "login_locked_seconds", 0)
+        if seconds:
+            raise exceptions.Throttled(seconds, "too many failed sign-ins; try again later")
         if user is None:
             raise exceptions.ValidationError(
                 {"non_field_errors": ["Unable to log in with provided credentials."]})
