@@ -210,4 +210,13 @@ LOGIN_LOCKOUT_MEMORY = 86400
 # Behind N reverse proxies (production), the client address is the one the nearest
 # proxy appended to X-Forwarded-For; 0 (the default): REMOTE_ADDR, nothing forwarded trusted.
 TRUSTED_PROXIES = int(os.environ.get("HOSTING_TRUSTED_PROXIES", "0"))
+# Two-factor sign-in (django-otp: TOTP devices, and our hashed recovery codes): required of
+# staff; of customers too with HOSTING_2FA_CUSTOMERS=required (default: optional).
+INSTALLED_APPS += ["django_otp", "django_otp.plugins.otp_totp"]
+MIDDLEWARE.insert(MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1,
+                  "django_otp.middleware.OTPMiddleware")
+MIDDLEWARE.insert(MIDDLEWARE.index("django_otp.middleware.OTPMiddleware") + 1,
+                  "hosting.core.twofactor.TwoFactorMiddleware")
+TWO_FACTOR_CUSTOMERS = os.environ.get("HOSTING_2FA_CUSTOMERS", "optional")
+OTP_TOTP_ISSUER = os.environ.get("HOSTING_2FA_ISSUER", "Hosting")
 # ---- end of Accounts ----------------------------------------------------------------------

@@ -1,7 +1,10 @@
 """Cross-app models: the append-only audit log, API tokens, idempotency records."""
 
+import hmac
+
 from django.conf import settings
 from django.db import models
+from django_otp.models import Device, ThrottlingMixin
 
 from .roles import Role
 
@@ -115,3 +118,38 @@ class LoginThrottle(models.Model):
 
     def __str__(self):
         return f"{self.kind} {self.key}: {self.failures} failures, until {self.locked_until}"
+
+
+class RecoveryCodeDevice(ThrottlingMixin, Device):
+    """A login's two-factor recovery codes, as a django-otp device (see twofactor.py).
+
+    Each code works once; only its SHA-256 digest is kept (RecoveryCode)."""
+
+    def get_throttle_factor(self):
+        return 1
+
+    def verify_token(self, token):
+        allowed, _ = self.verify_is_allowed()
+        if not allowed:
+            return False
+        from .twofactor import recovery_digest
+        wanted = recovery_digest(token)
+        found = None
+        for code in self.codes.all():
+            if hmac.compare_digest(code.digest, wanted):
+                found = code
+        if found is None:
+            self.throttle_increment(commit=True)
+            return False
+        found.delete()
+        self.throttle_reset(commit=False)
+        self.save()
+        return True
+
+
+class RecoveryCode(models.Model):
+    """One unused recovery code of a RecoveryCodeDevice, as the digest of the code."""
+
+    device = models.ForeignKey(RecoveryCodeDevice, on_delete=models.CASCADE,
+                               related_name="codes")
+    digest = models.CharField(max_length=64)

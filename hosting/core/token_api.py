@@ -6,8 +6,9 @@ from rest_framework import exceptions, permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import audit
-from .errors import Invalid
+from . import audit, twofactor
+from .errors import Forbidden, Invalid
+from .lockout import client_address
 from .models import ApiToken
 from .tokens import expiry_in, issue
 
@@ -23,6 +24,10 @@ class CredentialsSerializer(serializers.Serializer):
         help_text="refuse the key after this many days (default: never)")
     read_only = serializers.BooleanField(required=False, default=False,
                                          help_text="the key may only read (GET, HEAD, OPTIONS)")
+    otp_code = serializers.CharField(required=False, allow_blank=True, max_length=20,
+                                     write_only=True,
+                                     help_text="logins with two-factor sign-in: a current code "
+                                               "(or a recovery code)")
 
 
 TokenAnswer = inline_serializer("TokenAnswer", {
@@ -33,7 +38,8 @@ TokenAnswer = inline_serializer("TokenAnswer", {
 
 
 class ObtainTokenView(APIView):
-    """POST a login's user name and password: a new API key, shown once.
+    """POST a login's user name and password (and, with two-factor sign-in, otp_code):
+    a new API key, shown once.
 
     DELETE (authenticated by that key) revokes the key the request carries.
     """
@@ -59,6 +65,15 @@ class ObtainTokenView(APIView):
             raise exceptions.ValidationError(
                 {"non_field_errors": ["Unable to log in with provided credentials."]})
         data = body.validated_data
+        if twofactor.enrolled(user):
+            if not twofactor.verify(user, data.get("otp_code", "")):
+                audit.record(user, "auth.2fa_failed", user, by="token endpoint",
+                             address=client_address(request._request))
+                raise exceptions.ValidationError(
+                    {"otp_code": ["a current two-factor code is needed (and it did not match)"]})
+        elif twofactor.required(user):
+            raise Forbidden("set up two-factor sign-in in the portal first "
+                            "(/account/two-factor/); then ask for a key with a code")
         token, key = issue(user, data["name"], expiry_in(data["expires_in_days"]),
                            data["read_only"])
         audit.record(user, "auth.token_issued", user, prefix=token.prefix,

@@ -153,7 +153,8 @@ def reset_password(request, veid):
     if not form.is_valid():
         return detail(request, veid, status=400, password_form=form)
     try:
-        services.reauthenticate(request.user, form.cleaned_data["current_password"])
+        services.reauthenticate(request.user, form.cleaned_data["current_password"],
+                                form.cleaned_data["otp_code"])
         services.reset_password(ve, request.user, form.cleaned_data["root_password"])
     except ServiceError as exc:
         form.add_error(None, exc.message)
@@ -172,7 +173,7 @@ def reinstall(request, veid):
         return detail(request, veid, status=400, reinstall_form=form)
     data = form.cleaned_data
     try:
-        services.reauthenticate(request.user, data["current_password"])
+        services.reauthenticate(request.user, data["current_password"], data["otp_code"])
         services.reinstall(ve, request.user, data["template"], data["root_password"],
                            data["ssh_key"], data["keep_old"])
     except ServiceError as exc:

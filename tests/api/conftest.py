@@ -20,7 +20,7 @@ from hosting.nodes.models import Node
 from hosting.operations.models import Operation
 from hosting.plans.models import Plan
 
-from tests.staffing import make_staff
+from tests.staffing import make_staff, verified_login
 
 from .helpers import PASSWORD
 
@@ -149,7 +149,7 @@ def api_as(world):
     def make(role):
         client = APIClient()
         if role != "anon":
-            client.force_login(_user_of(world, role))
+            verified_login(client, _user_of(world, role))
         return client
     return make
 
@@ -160,7 +160,7 @@ def page_as(world):
     def make(role):
         client = Client()
         if role != "anon":
-            client.force_login(_user_of(world, role))
+            verified_login(client, _user_of(world, role))
         return client
     return make
 

@@ -17,6 +17,8 @@ from hosting.environments.models import OSTemplate, VirtualEnvironment as VE
 from hosting.operations.models import Operation
 from hosting.plans.models import Plan
 
+from tests.staffing import enrol, verified_login
+
 from .helpers import PASSWORD, ROOT_PASSWORD, counts, fill
 
 pytestmark = pytest.mark.django_db
@@ -345,7 +347,8 @@ def test_a_staff_login_without_a_role_may_do_nothing(api_as, world):
     from rest_framework.test import APIClient
     nobody = User.objects.create_user("no-role", password=PASSWORD, is_staff=True)
     client = APIClient()
-    client.force_login(nobody)
+    enrol(nobody)
+    verified_login(client, nobody)
     refusal = "this staff login has no role; an administrator must give it one"
     for path in ("/api/v1/customers/", "/api/v1/nodes/", "/api/v1/plans/", "/api/v1/audit-log/"):
         response = client.get(path)
@@ -362,7 +365,8 @@ def test_a_superuser_is_an_administrator_without_a_role_row(api_as, world):
     from rest_framework.test import APIClient
     root = User.objects.create_superuser("root", "root@example.com", PASSWORD)
     client = APIClient()
-    client.force_login(root)
+    enrol(root)
+    verified_login(client, root)
     assert client.get("/api/v1/nodes/").status_code == 200
     assert client.post("/api/v1/nodes/", {"name": "hn9"}, format="json").status_code == 201
 

@@ -12,6 +12,8 @@ from hosting.customers.models import Customer
 from hosting.environments.models import VirtualEnvironment as VE
 from hosting.operations.models import Operation
 
+from tests.staffing import enrol, totp, verified_login
+
 from .helpers import PASSWORD, ROOT_PASSWORD, assert_login_redirect, counts, fill, text
 
 pytestmark = pytest.mark.django_db
@@ -95,6 +97,8 @@ def test_portal_action_by_role(page_as, world, role, path, data, state, expected
     ve = world["ve_b"]
     VE.objects.filter(pk=ve.pk).update(actual_state=state)
     data = {key: fill(value, world) for key, value in data.items()}
+    if "current_password" in data and role in STAFF:  # staff sign in with two factors
+        data["otp_code"] = totp(world[role].totp_device.key)
     client = page_as(role)
     before = counts()
     response = client.post(fill(path, world), data)
@@ -328,7 +332,9 @@ def test_a_staff_login_without_a_role_gets_403_on_every_staff_page(world):
     from django.contrib.auth.models import User
     from django.test import Client
     client = Client()
-    client.force_login(User.objects.create_user("no-role", password=PASSWORD, is_staff=True))
+    nobody = User.objects.create_user("no-role", password=PASSWORD, is_staff=True)
+    enrol(nobody)
+    verified_login(client, nobody)
     for path, _ in STAFF_GETS:
         assert client.get(fill(path, world)).status_code == 403, path
     assert client.get(fill("/vps/{ve_b}/", world)).status_code == 404

@@ -11,7 +11,7 @@ from hosting.operations import executor, runners
 from hosting.operations.models import Operation
 from hosting.usage import tasks, traffic
 from hosting.usage.models import TrafficMonth
-from tests.staffing import make_staff
+from tests.staffing import make_staff, verified_login
 
 pytestmark = pytest.mark.django_db
 GIB = 1 << 30
@@ -135,7 +135,7 @@ def test_customer_and_staff_are_told(ve, catalogue, client):
     page = client.get(f"/vps/{ve.veid}/").content.decode()
     assert "The monthly traffic is used up" in page and "2.0 GiB" in page
     staff = make_staff("staff2")
-    client.force_login(staff)
+    verified_login(client, staff)
     assert "throttled" in client.get("/staff/vps/").content.decode()
     from hosting.core.models import AuditLog
     assert AuditLog.objects.filter(action="ve.traffic_exceeded", object_id=str(ve.veid)).exists()
