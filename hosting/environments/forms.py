@@ -74,6 +74,10 @@ class ReauthForm(forms.Form):
                                                              "inputmode": "numeric"}))
 
 
+class TerminateForm(ReauthForm):
+    """Terminate asks for the account password (and code) again, like reinstall."""
+
+
 class PasswordForm(ReauthForm):
     root_password = forms.CharField(widget=forms.PasswordInput, label="New root password",
                                     min_length=8)

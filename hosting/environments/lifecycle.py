@@ -45,6 +45,13 @@ class ReinstallSerializer(serializers.Serializer):
                                      max_length=20, help_text=OTP_HELP)
 
 
+class TerminateSerializer(serializers.Serializer):
+    current_password = serializers.CharField(required=False, write_only=True,
+                                             help_text="customers: their login password")
+    otp_code = serializers.CharField(required=False, write_only=True, allow_blank=True,
+                                     max_length=20, help_text=OTP_HELP)
+
+
 class PasswordSerializer(serializers.Serializer):
     root_password = serializers.CharField(write_only=True)
     current_password = serializers.CharField(required=False, write_only=True,
@@ -97,7 +104,8 @@ LIFECYCLE = (
     Lifecycle("stop", Kind.STOP, "Stop the VPS.", _queue(Kind.STOP)),
     Lifecycle("reboot", Kind.RESTART, "Reboot the VPS.", _queue(Kind.RESTART)),
     Lifecycle("terminate", Kind.DESTROY, "Terminate the VPS: its files go and its addresses "
-              "return to the pool (DELETE on the VPS does the same).", _queue(Kind.DESTROY)),
+              "return to the pool (DELETE on the VPS does the same, with the same body).",
+              _queue(Kind.DESTROY), body=TerminateSerializer, reauthenticate=True),
     Lifecycle("suspend", Kind.SUSPEND, "Suspend the VPS (stopped; its owner cannot start it).",
               _queue(Kind.SUSPEND), staff_only=True),
     Lifecycle("resume", Kind.RESUME, "Resume a suspended VPS.", _queue(Kind.RESUME),

@@ -16,7 +16,7 @@ from hosting.operations.services import ACTION_STATES, mark_passing_states
 from hosting.usage import graphs, traffic
 
 from . import services
-from .forms import OrderForm, PasswordForm, ReinstallForm
+from .forms import OrderForm, PasswordForm, ReinstallForm, TerminateForm
 from .models import VirtualEnvironment as VE
 
 SIMPLE_ACTIONS = {"start": Operation.Kind.START, "stop": Operation.Kind.STOP,
@@ -112,6 +112,7 @@ def detail(request, veid, status=200, password_form=None, reinstall_form=None):
         "reinstall_refusal": refusal(ve, live["current"], Operation.Kind.REINSTALL),
         "password_form": password_form or PasswordForm(),
         "reinstall_form": reinstall_form or ReinstallForm(initial={"template": ve.template}),
+        "terminate_form": TerminateForm(),
         "usage_ranges": list(graphs.RANGES),
         "usage_charts": USAGE_CHARTS,
         # staff see the forms their role may use (customers: their own VPS, all of them)
@@ -135,6 +136,12 @@ def action(request, veid, name):
     if kind is None:
         return detail(request, veid, status=404)
     try:
+        if kind == Operation.Kind.DESTROY:  # like reinstall: the password (and code) again
+            form = TerminateForm(request.POST)
+            if not form.is_valid():
+                raise Forbidden("your current password is needed to terminate the VPS")
+            services.reauthenticate(request.user, form.cleaned_data["current_password"],
+                                    form.cleaned_data["otp_code"])
         operations.request(ve, kind, request.user)
     except ServiceError as exc:
         messages.error(request, exc.message)

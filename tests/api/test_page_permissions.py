@@ -73,7 +73,8 @@ PORTAL_POSTS = [
     ("/vps/{ve_b}/start/", {}, "stopped", (LOGIN, 404, 302, 302, 302, 403, 403)),
     ("/vps/{ve_b}/stop/", {}, "running", (LOGIN, 404, 302, 302, 302, 403, 403)),
     ("/vps/{ve_b}/reboot/", {}, "running", (LOGIN, 404, 302, 302, 302, 403, 403)),
-    ("/vps/{ve_b}/terminate/", {}, "running", (LOGIN, 404, 302, 302, 302, 403, 403)),
+    ("/vps/{ve_b}/terminate/", {"current_password": PASSWORD}, "running",
+     (LOGIN, 404, 302, 302, 302, 403, 403)),
     ("/vps/{ve_b}/password/", {"current_password": PASSWORD, "root_password": ROOT_PASSWORD},
      "running", (LOGIN, 404, 302, 302, 302, 403, 403)),
     ("/vps/{ve_b}/reinstall/", {"current_password": PASSWORD, "template": "{template}"},
@@ -302,7 +303,7 @@ def test_the_vps_page_offers_what_the_role_may_do(page_as, world, role, forms, p
     assert ('id="btn-plan"' in page) == plan_button
     live = text(client.get(fill("/vps/{ve_b}/live/", world)))
     offered = {name for name in ("start", "stop", "reboot", "suspend", "resume", "terminate")
-               if f'/{name}/"' in live}
+               if f'id="btn-{name}"' in live}
     assert offered == buttons
 
 
