@@ -17,7 +17,6 @@ HOSTING_TRUSTED_PROXIES=N (production behind N reverse proxies), the address the
 nearest of them saw in X-Forwarded-For.
 """
 
-import ipaddress
 import math
 from datetime import timedelta
 
@@ -28,28 +27,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import audit
+from .audit import client_address  # noqa: F401  (used here and imported from here)
 from .models import LoginThrottle
 
 
 def _setting(name, default):
     return getattr(settings, name, default)
-
-
-def client_address(request):
-    """The client's IP address as this deployment can trust it ("" if unknown)."""
-    if request is None:
-        return ""
-    remote = request.META.get("REMOTE_ADDR", "")
-    proxies = int(_setting("TRUSTED_PROXIES", 0))
-    if proxies > 0:
-        hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
-                if h.strip()]
-        if len(hops) >= proxies:
-            remote = hops[-proxies]  # appended by the nearest proxy: not the client's to forge
-    try:
-        return str(ipaddress.ip_address(remote))
-    except ValueError:
-        return ""
 
 
 def _keys(username, address):

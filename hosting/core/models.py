@@ -1,12 +1,12 @@
 """Cross-app models: the append-only audit log, API tokens, idempotency records."""
 
+import hashlib
 import hmac
 
 from django.conf import settings
 from django.db import models
 from django_otp.models import Device, ThrottlingMixin
 
-from .roles import Role
 
 
 class AuditLogQuerySet(models.QuerySet):
@@ -93,7 +93,10 @@ class StaffRole(models.Model):
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
                                 related_name="staff_role")
-    role = models.CharField(max_length=16, choices=Role.choices)
+    # the values of roles.Role (kept here too: roles.py imports this module lazily)
+    role = models.CharField(max_length=16, choices=[
+        ("administrator", "Administrator"), ("support", "Support"), ("billing", "Billing"),
+        ("auditor", "Auditor (read-only)")])
 
     def __str__(self):
         return f"{self.user} {self.role}"
@@ -120,6 +123,12 @@ class LoginThrottle(models.Model):
         return f"{self.kind} {self.key}: {self.failures} failures, until {self.locked_until}"
 
 
+def recovery_digest(code):
+    """The stored form of a recovery code (case, spaces and dashes do not matter)."""
+    normal = "".join(str(code).lower().split()).replace("-", "")
+    return hashlib.sha256(normal.encode()).hexdigest()
+
+
 class RecoveryCodeDevice(ThrottlingMixin, Device):
     """A login's two-factor recovery codes, as a django-otp device (see twofactor.py).
 
@@ -132,7 +141,6 @@ class RecoveryCodeDevice(ThrottlingMixin, Device):
         allowed, _ = self.verify_is_allowed()
         if not allowed:
             return False
-        from .twofactor import recovery_digest
         wanted = recovery_digest(token)
         found = None
         for code in self.codes.all():

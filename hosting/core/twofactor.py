@@ -15,7 +15,6 @@ session get 403). API keys are not sessions: the token endpoint asks a user
 with a device for a code too (token_api.py), and staff without one get none.
 """
 
-import hashlib
 import secrets
 
 from django.conf import settings
@@ -28,11 +27,6 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 RECOVERY_CODES = 10
 _ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i
-
-
-def recovery_digest(code):
-    normal = "".join(str(code).lower().split()).replace("-", "")
-    return hashlib.sha256(normal.encode()).hexdigest()
 
 
 def new_recovery_code():
@@ -79,7 +73,7 @@ def verify(user, code):
 def make_recovery_codes(user):
     """Replace ``user``'s recovery codes with RECOVERY_CODES new ones; return them (the
     only time they exist in clear)."""
-    from .models import RecoveryCode, RecoveryCodeDevice
+    from .models import RecoveryCode, RecoveryCodeDevice, recovery_digest
     RecoveryCodeDevice.objects.filter(user=user).delete()
     device = RecoveryCodeDevice.objects.create(user=user, name="recovery codes", confirmed=True)
     codes = [new_recovery_code() for _ in range(RECOVERY_CODES)]

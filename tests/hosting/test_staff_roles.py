@@ -54,3 +54,8 @@ def test_inactive_staff_and_customers_have_no_role():
     assert roles.role_of(user) is None
     user.is_active, user.is_staff = True, False
     assert roles.role_of(user) is None
+
+
+def test_the_role_column_takes_exactly_the_roles():
+    from hosting.core.models import StaffRole
+    assert StaffRole._meta.get_field("role").choices == list(roles.Role.choices)
