@@ -97,7 +97,8 @@ ERRORS = {
     400: ("bad input: each field at fault with its messages, or detail and field", _VALIDATION),
     401: ("not signed in: send Authorization: Token <key> (see /api/v1/auth/token/)",
           ErrorSerializer),
-    403: ("not allowed: staff only, a suspended account, or the password was wrong",
+    403: ("not allowed: staff only, the staff role lacks it, a suspended account, a read-only "
+          "API key, two-factor sign-in not finished, or the password or code was wrong",
           ErrorSerializer),
     404: ("no such object among those the caller may see", ErrorSerializer),
     409: ("conflicts with the object's state: busy, wrong state, in use, no capacity",
