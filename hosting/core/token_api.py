@@ -1,12 +1,13 @@
 """The token endpoint: a user name and password in, a new API key out (shown once)."""
 
 from django.contrib.auth import authenticate
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import exceptions, permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import audit, twofactor
+from .api import ErrorSerializer
 from .errors import Forbidden, Invalid
 from .lockout import client_address
 from .models import ApiToken
@@ -51,8 +52,13 @@ class ObtainTokenView(APIView):
             return [permissions.AllowAny()]
         return [permissions.IsAuthenticated()]
 
-    @extend_schema(request=CredentialsSerializer, responses={200: TokenAnswer},
-                   auth=[{}])
+    @extend_schema(request=CredentialsSerializer, auth=[{}], responses={
+        200: TokenAnswer,
+        403: OpenApiResponse(ErrorSerializer, description="staff without two-factor sign-in "
+                                                          "(set it up in the portal first)"),
+        429: OpenApiResponse(ErrorSerializer, description="too many failed sign-ins: the "
+                                                          "account or address is cooling off "
+                                                          "(Retry-After)")})
     def post(self, request):
         body = CredentialsSerializer(data=request.data)
         body.is_valid(raise_exception=True)
