@@ -247,3 +247,61 @@ LOGGING = {
 # What customers may do to their VPS's plan themselves (staff and billing may do anything):
 # "upgrade" (a plan that takes nothing away), "any", or "none". See environments/plan_change.py.
 CUSTOMER_PLAN_CHANGES = os.environ.get("HOSTING_CUSTOMER_PLAN_CHANGES", "upgrade")
+
+# ---- Accounts (issue 14): staff roles, sign-in lockout, two-factor, sessions, headers ----
+# (one block, to merge easily; see docs/dashboard.md "Accounts")
+AUTHENTICATION_BACKENDS = ["hosting.core.lockout.LockoutBackend"]
+# Sign-in lockout (hosting/core/lockout.py): failures per account / per address within
+# the window lock it for LOGIN_COOLOFF seconds, doubled by each lockout in a row (capped).
+LOGIN_FAILURE_LIMIT = int(os.environ.get("HOSTING_LOGIN_FAILURE_LIMIT", "5"))
+LOGIN_ADDRESS_FAILURE_LIMIT = int(os.environ.get("HOSTING_LOGIN_ADDRESS_FAILURE_LIMIT", "20"))
+LOGIN_FAILURE_WINDOW = 900
+LOGIN_COOLOFF = float(os.environ.get("HOSTING_LOGIN_COOLOFF", "60"))
+LOGIN_COOLOFF_MAX = 3600
+LOGIN_LOCKOUT_MEMORY = 86400
+# Behind N reverse proxies (production), the client address is the one the nearest
+# proxy appended to X-Forwarded-For; 0 (the default): REMOTE_ADDR, nothing forwarded trusted.
+TRUSTED_PROXIES = int(os.environ.get("HOSTING_TRUSTED_PROXIES", "0"))
+# Two-factor sign-in (django-otp: TOTP devices, and our hashed recovery codes): required of
+# staff; of customers too with HOSTING_2FA_CUSTOMERS=required (default: optional).
+INSTALLED_APPS += ["django_otp", "django_otp.plugins.otp_totp"]
+MIDDLEWARE.insert(MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1,
+                  "django_otp.middleware.OTPMiddleware")
+MIDDLEWARE.insert(MIDDLEWARE.index("django_otp.middleware.OTPMiddleware") + 1,
+                  "hosting.core.twofactor.TwoFactorMiddleware")
+TWO_FACTOR_CUSTOMERS = os.environ.get("HOSTING_2FA_CUSTOMERS", "optional")
+OTP_TOTP_ISSUER = os.environ.get("HOSTING_2FA_ISSUER", "Hosting")
+# Headers (hosting/core/security.py): CSP without inline script, frames denied, a referrer
+# policy; sessions end after SESSION_IDLE_SECONDS idle or SESSION_ABSOLUTE_SECONDS in all.
+MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+                  "hosting.core.security.SecurityHeadersMiddleware")
+MIDDLEWARE.insert(MIDDLEWARE.index("django_otp.middleware.OTPMiddleware"),
+                  "hosting.core.security.SessionExpiryMiddleware")
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SESSION_IDLE_SECONDS = int(os.environ.get("HOSTING_SESSION_IDLE_SECONDS", str(30 * 60)))
+SESSION_ABSOLUTE_SECONDS = int(os.environ.get("HOSTING_SESSION_ABSOLUTE_SECONDS",
+                                              str(12 * 3600)))
+SESSION_COOKIE_AGE = SESSION_ABSOLUTE_SECONDS  # the cookie goes with the session
+# Production (HOSTING_PRODUCTION=1; TLS in front, see docs/dashboard.md): `manage.py check
+# --deploy` is clean. Secure cookies, HTTPS only, HSTS; the proxy's X-Forwarded-Proto is
+# trusted only with HOSTING_TRUSTED_PROXIES set.
+PRODUCTION = os.environ.get("HOSTING_PRODUCTION", "0") == "1"
+# One schema name for a VPS's state (actual and desired share it; the deploy check warns).
+SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {})["VPSStateEnum"] = \
+    "hosting.environments.models.VirtualEnvironment.State"
+if PRODUCTION:
+    from django.core.exceptions import ImproperlyConfigured
+    if not os.environ.get("HOSTING_SECRET_KEY") or len(SECRET_KEY) < 50:
+        raise ImproperlyConfigured("HOSTING_PRODUCTION=1 needs HOSTING_SECRET_KEY (50+ random "
+                                   "characters)")
+    DEBUG = False
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = os.environ.get("HOSTING_SSL_REDIRECT", "1") == "1"
+    SECURE_HSTS_SECONDS = int(os.environ.get("HOSTING_HSTS_SECONDS", str(365 * 86400)))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = os.environ.get("HOSTING_HSTS_SUBDOMAINS", "1") == "1"
+    SECURE_HSTS_PRELOAD = os.environ.get("HOSTING_HSTS_PRELOAD", "1") == "1"
+    if TRUSTED_PROXIES:
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# ---- end of Accounts ----------------------------------------------------------------------

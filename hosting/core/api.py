@@ -8,11 +8,12 @@ from rest_framework import permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from . import roles
 from .errors import ServiceError
 
 
 class IsStaff(permissions.BasePermission):
-    """Staff only (a customer's token or session gets 403)."""
+    """Staff only (a customer's token or session gets 403); see StaffCan for roles."""
 
     message = "only staff can use this endpoint"
 
@@ -20,15 +21,46 @@ class IsStaff(permissions.BasePermission):
         return bool(request.user and request.user.is_authenticated and request.user.is_staff)
 
 
-class ReadOnlyOrStaff(permissions.BasePermission):
-    """Anyone signed in may read; only staff may write."""
+class StaffCan(IsStaff):
+    """Staff whose role has capability ``read`` (safe methods) or ``write`` (others).
 
-    message = "only staff can change this"
+    Make one with ``StaffCan.needing(read, write)``; ``customers_read`` lets
+    customers (who are not staff) read too, as plans and templates allow.
+    """
+
+    read = write = None
+    customers_read = False
+
+    @classmethod
+    def needing(cls, read, write=None, customers_read=False):
+        roles.CAPABILITIES[read]
+        write = write or read
+        roles.CAPABILITIES[write]
+        base = CustomersReadOrStaffCan if customers_read else cls
+        return type(f"{base.__name__}_{read}_{write}".replace(".", "_"), (base,),
+                    {"read": read, "write": write})
 
     def has_permission(self, request, view):
-        if not (request.user and request.user.is_authenticated):
+        user = request.user
+        if not (user and user.is_authenticated):
             return False
-        return request.method in permissions.SAFE_METHODS or request.user.is_staff
+        safe = request.method in permissions.SAFE_METHODS
+        if not user.is_staff:
+            if self.customers_read and safe:
+                return True
+            self.message = ("only staff can change this" if self.customers_read
+                            else "only staff can use this endpoint")
+            return False
+        if roles.can(user, self.read if safe else self.write):
+            return True
+        self.message = roles.refusal(user)
+        return False
+
+
+class CustomersReadOrStaffCan(StaffCan):
+    """Anyone signed in may read; staff by their role's capabilities (see StaffCan)."""
+
+    customers_read = True
 
 
 def exception_handler(exc, context):
@@ -65,7 +97,8 @@ ERRORS = {
     400: ("bad input: each field at fault with its messages, or detail and field", _VALIDATION),
     401: ("not signed in: send Authorization: Token <key> (see /api/v1/auth/token/)",
           ErrorSerializer),
-    403: ("not allowed: staff only, a suspended account, or the password was wrong",
+    403: ("not allowed: staff only, the staff role lacks it, a suspended account, a read-only "
+          "API key, two-factor sign-in not finished, or the password or code was wrong",
           ErrorSerializer),
     404: ("no such object among those the caller may see", ErrorSerializer),
     409: ("conflicts with the object's state: busy, wrong state, in use, no capacity",
@@ -106,7 +139,7 @@ class AutoSchema(SpectacularAutoSchema):
         perms = self.view.get_permissions() if hasattr(self.view, "get_permissions") else []
         public = all(isinstance(p, permissions.AllowAny) for p in perms)
         unsafe = self.method not in permissions.SAFE_METHODS
-        staff_only = any(isinstance(p, IsStaff) for p in perms)
+        staff_only = any(isinstance(p, IsStaff) for p in perms)  # StaffCan: roles too
         codes = set()
         if unsafe or self.get_filter_backends() or self._has_query_parameters():
             codes.add(400)

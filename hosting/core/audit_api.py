@@ -2,7 +2,7 @@
 
 from rest_framework import serializers, viewsets
 
-from .api import IsStaff
+from .api import StaffCan
 from .models import AuditLog
 
 
@@ -17,5 +17,5 @@ class AuditLogSerializer(serializers.ModelSerializer):
 class AuditLogViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = AuditLog.objects.select_related("actor")
     serializer_class = AuditLogSerializer
-    permission_classes = [IsStaff]
+    permission_classes = [StaffCan.needing("audit.view")]
     filterset_fields = ["action", "object_type", "object_id"]

@@ -6,7 +6,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from hosting.core import audit
-from hosting.core.api import IsStaff
+from hosting.core.api import StaffCan
 from hosting.core.errors import Invalid
 
 from . import services
@@ -56,7 +56,7 @@ class CustomerViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin,
     """Customers. POST creates the login too; suspend/unsuspend change what they may do."""
 
     queryset = Customer.objects.select_related("user")
-    permission_classes = [IsStaff]
+    permission_classes = [StaffCan.needing("customers.view", "customers.manage")]
     filterset_fields = ["status"]
 
     def get_serializer_class(self):
