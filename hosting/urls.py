@@ -19,3 +19,5 @@ urlpatterns = [
     path("staff/", include("hosting.core.staff_urls")),
     path("", include("hosting.environments.urls")),
 ]
+
+handler404 = "hosting.core.api.not_found"  # JSON under /api/
