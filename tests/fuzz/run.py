@@ -52,8 +52,8 @@ def wait_for(url, server, seconds=30):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--max-examples", type=int, default=200,
-                        help="cases per API operation and role (default 200)")
+    parser.add_argument("--max-examples", type=int, default=100,
+                        help="cases per API operation and role (default 100)")
     parser.add_argument("--seed", type=int, default=None, help="schemathesis's random seed")
     parser.add_argument("--workers", type=int, default=2, help="st and gunicorn workers")
     parser.add_argument("--port", type=int, default=0, help="default: a free one")
