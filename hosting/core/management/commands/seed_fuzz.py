@@ -7,6 +7,7 @@ and the ids it made as JSON (``--out``), which the fuzz run's hooks draw ids fro
 """
 
 import json
+import os
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
@@ -15,6 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from hosting.core import audit, tokens
+from hosting.core.models import AuditLog
 from hosting.customers.models import Customer
 from hosting.environments.models import OSTemplate, VirtualEnvironment as VE
 from hosting.ipam.models import IPAddress, IPPool
@@ -103,7 +105,6 @@ def seed():
         audit.record(staff, "customer.suspend", customers[-1])
         keys = {"staff": tokens.issue(staff, name="fuzz")[1],
                 "customer": tokens.issue(customers[0].user, name="fuzz")[1]}
-    from hosting.core.models import AuditLog
     return {
         "keys": keys, "users": {"staff": staff.username, "customer": "fuzz-alice"},
         "password": PASSWORD,
@@ -131,7 +132,6 @@ class Command(BaseCommand):
         made = seed()
         text = json.dumps(made, indent=1)
         if out:
-            import os
             fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(text)
