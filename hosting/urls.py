@@ -21,3 +21,5 @@ urlpatterns = [
     path("account/", include("hosting.core.account_urls")),
     path("", include("hosting.environments.urls")),
 ]
+
+handler404 = "hosting.core.api.not_found"  # JSON under /api/

@@ -1,6 +1,8 @@
 """API plumbing shared by the apps: permissions, the error format and its schema."""
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import JsonResponse
+from django.views import defaults
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
@@ -100,7 +102,8 @@ ERRORS = {
     403: ("not allowed: staff only, the staff role lacks it, a suspended account, a read-only "
           "API key, two-factor sign-in not finished, or the password or code was wrong",
           ErrorSerializer),
-    404: ("no such object among those the caller may see", ErrorSerializer),
+    404: ("no such object among those the caller may see (or, on a list, no such page)",
+          ErrorSerializer),
     409: ("conflicts with the object's state: busy, wrong state, in use, no capacity",
           ErrorSerializer),
     413: ("request body over the size limit", ErrorSerializer),
@@ -147,8 +150,8 @@ class AutoSchema(SpectacularAutoSchema):
             codes.add(401)
             if unsafe or staff_only:
                 codes.add(403)
-        if "{" in self.path:
-            codes.add(404)
+        if "{" in self.path or (self._is_list_view() and self._get_paginator()):
+            codes.add(404)  # a list's page past the last, or page=0, is "Invalid page."
         if unsafe and not public:
             codes.add(409)
         if self.method in ("POST", "PUT", "PATCH"):
@@ -158,6 +161,27 @@ class AutoSchema(SpectacularAutoSchema):
             codes.add(422)
         return sorted(codes)
 
+    # A filter or page number sent empty (?owner=&page=) is the same as not sent.
+    def _get_filter_parameters(self):
+        return [_may_be_empty(p) for p in super()._get_filter_parameters()]
+
+    def _get_pagination_parameters(self):
+        return [_may_be_empty(p) for p in super()._get_pagination_parameters()]
+
     def _has_query_parameters(self):
         return any(getattr(p, "location", None) == OpenApiParameter.QUERY
                    for p in self.get_override_parameters())
+
+
+def _may_be_empty(parameter):
+    if parameter.get("in") == "query" and not parameter.get("required"):
+        parameter = {**parameter, "allowEmptyValue": True}
+    return parameter
+
+
+def not_found(request, exception=None):
+    """handler404: JSON under /api/ (a URL no route matches, such as a VEID that is no
+    number), Django's page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return defaults.page_not_found(request, exception)

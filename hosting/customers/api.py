@@ -1,6 +1,7 @@
 """API: customers (staff and billing systems)."""
 
 from django.core.exceptions import ValidationError
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -66,11 +67,13 @@ class CustomerViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin,
     def perform_update(self, serializer):
         audit.record(self.request.user, "customer.update", serializer.save())
 
+    @extend_schema(request=None, responses={200: CustomerSerializer})  # no body
     @action(detail=True, methods=["post"])
     def suspend(self, request, pk=None):
         customer = services.set_status(self.get_object(), Customer.Status.SUSPENDED, request.user)
         return Response(CustomerSerializer(customer, context={"request": request}).data)
 
+    @extend_schema(request=None, responses={200: CustomerSerializer})
     @action(detail=True, methods=["post"])
     def unsuspend(self, request, pk=None):
         customer = services.set_status(self.get_object(), Customer.Status.ACTIVE, request.user)
