@@ -7,7 +7,8 @@ from .models import AuditLog
 
 
 class AuditLogSerializer(serializers.ModelSerializer):
-    actor = serializers.CharField(source="actor.username", default=None, read_only=True)
+    actor = serializers.CharField(source="actor.username", default=None, read_only=True,
+                                  allow_null=True)  # None: the system, or a failed sign-in
 
     class Meta:
         model = AuditLog
