@@ -12,7 +12,7 @@ APT_PACKAGES := busybox-static psmisc procps iproute2 util-linux gcc libc6-dev p
 VECTL := /usr/local/bin/vectl
 STAMP := $(VENV)/.installed
 
-.PHONY: deps web-user run test bench FORCE
+.PHONY: deps web-user run test bench fuzz FORCE
 
 deps: $(STAMP) $(VECTL) web-user
 
@@ -63,3 +63,20 @@ test: deps
 
 bench: deps
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# The full API fuzz run (docs/fuzzing.md): schemathesis with a customer's key and a staff
+# key against a seeded throw-away database in var/fuzz/, served by gunicorn on 127.0.0.1.
+# Its own virtualenv; no root, no Redis, no node, no vectl. FUZZ_ARGS="--max-examples 20".
+FUZZ_VENV := .venv-fuzz
+FUZZ_STAMP := $(FUZZ_VENV)/.installed
+
+$(FUZZ_STAMP): requirements.txt
+	@dpkg -s python3-venv >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; }
+	test -x $(FUZZ_VENV)/bin/python || $(PYTHON) -m venv $(FUZZ_VENV)
+	$(FUZZ_VENV)/bin/python -m pip install -q --upgrade pip
+	$(FUZZ_VENV)/bin/python -m pip install -q -r requirements.txt
+	touch $@
+
+fuzz: $(FUZZ_STAMP)
+	nice -n 10 $(FUZZ_VENV)/bin/python tests/fuzz/run.py $(FUZZ_ARGS)

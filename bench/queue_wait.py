@@ -53,6 +53,8 @@ def add_fillers(live, count):
     import django
     os.environ.update(HOSTING_DATA_DIR=str(live.data_dir), HOSTING_REDIS_URL=live.stack.redis_url,
                       DJANGO_SETTINGS_MODULE="hosting.settings")
+    login = live.stack.control_env("web")  # its Redis login (the cache), not its signing key
+    os.environ.update({k: v for k, v in login.items() if k.startswith("HOSTING_REDIS_")})
     django.setup()
     from hosting.customers.models import Customer
     from hosting.environments.models import OSTemplate

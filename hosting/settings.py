@@ -135,26 +135,81 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Celery: messages carry only operation ids; everything else is in the database.
-CELERY_BROKER_URL = os.environ.get("HOSTING_REDIS_URL") or "redis://127.0.0.1:6379/0"
+# The node a root worker serves (queues node.<name> and node.<name>.chores);
+# see hosting/nodes/worker.py.
+NODE_NAME = os.environ.get("HOSTING_NODE_NAME", "")
+
+
+def _redis_url():
+    """HOSTING_REDIS_URL with the ACL user and password of this process put in.
+
+    HOSTING_REDIS_USER (default: ``node-<name>`` on a node, else ``hosting``) and
+    HOSTING_REDIS_PASSWORD_FILE (a 0600 file; the password never sits in a unit
+    file, the environment or a log); see docs/security.md.
+    """
+    from urllib.parse import quote
+    url = os.environ.get("HOSTING_REDIS_URL") or "redis://127.0.0.1:6379/0"
+    password_file = os.environ.get("HOSTING_REDIS_PASSWORD_FILE")
+    scheme, sep, rest = url.partition("://")
+    if not password_file or not sep or "@" in rest.split("/", 1)[0]:
+        return url
+    user = os.environ.get("HOSTING_REDIS_USER") or (f"node-{NODE_NAME}" if NODE_NAME
+                                                    else "hosting")
+    password = Path(password_file).read_text().strip()
+    return f"{scheme}://{quote(user, safe='')}:{quote(password, safe='')}@{rest}"
+
+
+CELERY_BROKER_URL = _redis_url()
+# TLS to a Redis on another machine: HOSTING_REDIS_URL=rediss://... and the CA
+# that signed Redis's certificate (docs/security.md, "Several machines").
+REDIS_CA_FILE = os.environ.get("HOSTING_REDIS_CA_FILE", "")
+if REDIS_CA_FILE:
+    import ssl
+    CELERY_BROKER_USE_SSL = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": REDIS_CA_FILE}
 
 # With Redis configured, the cache (re-authentication failure counts) is shared
 # by all web processes; otherwise each keeps its own (tests, one-off commands).
-if os.environ.get("HOSTING_REDIS_URL"):
+# Node workers use no cache (their Redis user may not touch it).
+if os.environ.get("HOSTING_REDIS_URL") and not NODE_NAME:
     CACHES = {"default": {
         "BACKEND": "hosting.core.cache.FallbackRedisCache",
         "LOCATION": CELERY_BROKER_URL.replace("redis+socket://", "unix://"),
         "KEY_PREFIX": "hosting",
         # A frozen Redis must not hang a web request for long.
-        "OPTIONS": {"socket_timeout": 1, "socket_connect_timeout": 1}}}
+        "OPTIONS": {"socket_timeout": 1, "socket_connect_timeout": 1,
+                    **({"ssl_ca_certs": REDIS_CA_FILE, "ssl_cert_reqs": "required"}
+                       if REDIS_CA_FILE else {})}}}
 CELERY_TASK_DEFAULT_QUEUE = "hosting"
-CELERY_TASK_SERIALIZER = "json"
-CELERY_ACCEPT_CONTENT = ["json"]
+# Signed messages (Celery's "auth" serializer): HOSTING_SIGNING_KEY (this side's
+# private key), HOSTING_SIGNING_CERT (its certificate) and HOSTING_SIGNING_TRUST
+# (a glob of the certificates whose signatures are accepted). A node worker
+# refuses to start without them (hosting/celery.py); see docs/security.md.
+SIGNING = all(os.environ.get(f"HOSTING_SIGNING_{v}") for v in ("KEY", "CERT", "TRUST"))
+if SIGNING:
+    CELERY_TASK_SERIALIZER = "auth"
+    CELERY_ACCEPT_CONTENT = ["auth"]
+    CELERY_SECURITY_KEY = os.environ["HOSTING_SIGNING_KEY"]
+    CELERY_SECURITY_CERTIFICATE = os.environ["HOSTING_SIGNING_CERT"]
+    CELERY_SECURITY_CERT_STORE = os.environ["HOSTING_SIGNING_TRUST"]
+    CELERY_SECURITY_DIGEST = "sha256"
+else:
+    CELERY_TASK_SERIALIZER = "json"
+    CELERY_ACCEPT_CONTENT = ["json"]
+# No remote control (celery inspect/control): nothing uses it, and it would be a
+# way to steer workers through Redis.
+CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
 CELERY_TASK_ACKS_LATE = True  # a task killed mid-way is delivered again
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True  # results live in the Operation rows
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# One priority level (kombu would otherwise also poll a "<queue><sep><n>" key per level),
+# and on a node its own keys for unacknowledged messages (its Redis user may
+# touch no other node's; hosting/controlplane.py).
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600, "priority_steps": [0]}
+if NODE_NAME:
+    from hosting.controlplane import node_transport_options
+    CELERY_BROKER_TRANSPORT_OPTIONS.update(node_transport_options(NODE_NAME))
 # Retry a lost Redis twice a second (kombu's default backs off to 30 s); at each
 # (re)connection the node worker sends again what Redis may have lost.
 CELERY_WORKER_CONSUMER = "hosting.celery:QuickReconnectConsumer"
@@ -168,9 +223,6 @@ CELERY_BEAT_SCHEDULE = {
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(DB_DIR / "celerybeat-schedule")
 
-# The node a root worker serves (queues node.<name> and node.<name>.chores);
-# see hosting/nodes/worker.py.
-NODE_NAME = os.environ.get("HOSTING_NODE_NAME", "")
 NODE_RUN_DIR = os.environ.get("HOSTING_NODE_RUN_DIR", "/run/hosting-node")
 NODE_HEARTBEAT_SECONDS = float(os.environ.get("HOSTING_HEARTBEAT_SECONDS", "10"))
 NODE_OFFLINE_AFTER_SECONDS = float(os.environ.get("HOSTING_OFFLINE_AFTER_SECONDS", "60"))
@@ -195,3 +247,61 @@ LOGGING = {
 # What customers may do to their VPS's plan themselves (staff and billing may do anything):
 # "upgrade" (a plan that takes nothing away), "any", or "none". See environments/plan_change.py.
 CUSTOMER_PLAN_CHANGES = os.environ.get("HOSTING_CUSTOMER_PLAN_CHANGES", "upgrade")
+
+# ---- Accounts (issue 14): staff roles, sign-in lockout, two-factor, sessions, headers ----
+# (one block, to merge easily; see docs/dashboard.md "Accounts")
+AUTHENTICATION_BACKENDS = ["hosting.core.lockout.LockoutBackend"]
+# Sign-in lockout (hosting/core/lockout.py): failures per account / per address within
+# the window lock it for LOGIN_COOLOFF seconds, doubled by each lockout in a row (capped).
+LOGIN_FAILURE_LIMIT = int(os.environ.get("HOSTING_LOGIN_FAILURE_LIMIT", "5"))
+LOGIN_ADDRESS_FAILURE_LIMIT = int(os.environ.get("HOSTING_LOGIN_ADDRESS_FAILURE_LIMIT", "20"))
+LOGIN_FAILURE_WINDOW = 900
+LOGIN_COOLOFF = float(os.environ.get("HOSTING_LOGIN_COOLOFF", "60"))
+LOGIN_COOLOFF_MAX = 3600
+LOGIN_LOCKOUT_MEMORY = 86400
+# Behind N reverse proxies (production), the client address is the one the nearest
+# proxy appended to X-Forwarded-For; 0 (the default): REMOTE_ADDR, nothing forwarded trusted.
+TRUSTED_PROXIES = int(os.environ.get("HOSTING_TRUSTED_PROXIES", "0"))
+# Two-factor sign-in (django-otp: TOTP devices, and our hashed recovery codes): required of
+# staff; of customers too with HOSTING_2FA_CUSTOMERS=required (default: optional).
+INSTALLED_APPS += ["django_otp", "django_otp.plugins.otp_totp"]
+MIDDLEWARE.insert(MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1,
+                  "django_otp.middleware.OTPMiddleware")
+MIDDLEWARE.insert(MIDDLEWARE.index("django_otp.middleware.OTPMiddleware") + 1,
+                  "hosting.core.twofactor.TwoFactorMiddleware")
+TWO_FACTOR_CUSTOMERS = os.environ.get("HOSTING_2FA_CUSTOMERS", "optional")
+OTP_TOTP_ISSUER = os.environ.get("HOSTING_2FA_ISSUER", "Hosting")
+# Headers (hosting/core/security.py): CSP without inline script, frames denied, a referrer
+# policy; sessions end after SESSION_IDLE_SECONDS idle or SESSION_ABSOLUTE_SECONDS in all.
+MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+                  "hosting.core.security.SecurityHeadersMiddleware")
+MIDDLEWARE.insert(MIDDLEWARE.index("django_otp.middleware.OTPMiddleware"),
+                  "hosting.core.security.SessionExpiryMiddleware")
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SESSION_IDLE_SECONDS = int(os.environ.get("HOSTING_SESSION_IDLE_SECONDS", str(30 * 60)))
+SESSION_ABSOLUTE_SECONDS = int(os.environ.get("HOSTING_SESSION_ABSOLUTE_SECONDS",
+                                              str(12 * 3600)))
+SESSION_COOKIE_AGE = SESSION_ABSOLUTE_SECONDS  # the cookie goes with the session
+# Production (HOSTING_PRODUCTION=1; TLS in front, see docs/dashboard.md): `manage.py check
+# --deploy` is clean. Secure cookies, HTTPS only, HSTS; the proxy's X-Forwarded-Proto is
+# trusted only with HOSTING_TRUSTED_PROXIES set.
+PRODUCTION = os.environ.get("HOSTING_PRODUCTION", "0") == "1"
+# One schema name for a VPS's state (actual and desired share it; the deploy check warns).
+SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {})["VPSStateEnum"] = \
+    "hosting.environments.models.VirtualEnvironment.State"
+if PRODUCTION:
+    from django.core.exceptions import ImproperlyConfigured
+    if not os.environ.get("HOSTING_SECRET_KEY") or len(SECRET_KEY) < 50:
+        raise ImproperlyConfigured("HOSTING_PRODUCTION=1 needs HOSTING_SECRET_KEY (50+ random "
+                                   "characters)")
+    DEBUG = False
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = os.environ.get("HOSTING_SSL_REDIRECT", "1") == "1"
+    SECURE_HSTS_SECONDS = int(os.environ.get("HOSTING_HSTS_SECONDS", str(365 * 86400)))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = os.environ.get("HOSTING_HSTS_SUBDOMAINS", "1") == "1"
+    SECURE_HSTS_PRELOAD = os.environ.get("HOSTING_HSTS_PRELOAD", "1") == "1"
+    if TRUSTED_PROXIES:
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# ---- end of Accounts ----------------------------------------------------------------------

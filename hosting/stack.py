@@ -6,6 +6,13 @@ killed with all its children, as a group. The web server and the housekeeping
 worker (with Celery beat) run as an unprivileged user; only the node workers,
 which drive the engine, run as root. ``restart`` starts a process that
 died the way it was started (``hosting.supervisor`` decides when).
+
+The control plane assumes breach (docs/security.md): Redis knows no
+anonymous user, the web side and each node log in as users of their own
+(``hosting.controlplane``), and every Celery message is signed. ``prepare``
+makes the passwords and keys once, in ``<data dir>/secrets/`` (root's; the
+web side's own files are the web user's, all 0600), and each process gets
+only its side's: paths to files in its environment, never a secret itself.
 """
 
 import os
@@ -50,21 +57,81 @@ class Stack:
         self.log_dir = Path(log_dir or self.data_dir / "log")
         self.node_netns = node_netns
         self.processes = {}
-        self.specs = {}  # name -> (argv, user, env): how to start it again
+        self.specs = {}  # name -> (argv, user, role, env): how to start it again
         self.started_at = {}  # name -> time.monotonic() of its last start
+        self.secrets_dir = self.data_dir / "secrets"
+
+    # -- control plane secrets --------------------------------------------
+
+    def prepare_control_plane(self):
+        """Make (once) the Redis passwords and the signing keys of the web side and of
+        this node, and the trust store of each (docs/security.md)."""
+        from hosting import controlplane as cp
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        web = pwd.getpwnam(self.web_user) if self.web_user else None
+        uid, gid = (web.pw_uid, web.pw_gid) if web else (None, None)
+        self.secrets_dir.mkdir(exist_ok=True)
+        os.chown(self.secrets_dir, 0, gid or 0)
+        os.chmod(self.secrets_dir, 0o710)  # the web user may open its own files, list none
+        cp.password_file(self.secrets_dir / f"redis-{cp.WEB_USER}.password", uid, gid)
+        cp.password_file(self._node_password_file())
+        web_key, web_cert = cp.signing_pair(self.secrets_dir, cp.WEB_KEY, uid, gid)
+        _, node_cert = cp.signing_pair(self.secrets_dir, cp.node_key(self.node_name))
+        cp.trust_dir(self.secrets_dir, cp.WEB_KEY, [web_cert])
+        cp.trust_dir(self.secrets_dir, cp.node_key(self.node_name), [web_cert, node_cert])
+
+    def _node_password_file(self):
+        from hosting import controlplane as cp
+        return self.secrets_dir / f"redis-{cp.node_user(self.node_name)}.password"
+
+    def control_env(self, role="web"):
+        """The environment that gives a process of ``role`` ("web" or "node") its Redis
+        login and signing key (empty before ``prepare_control_plane``)."""
+        from hosting import controlplane as cp
+        if role is None:
+            return {}
+        if role == "web":
+            user, key = cp.WEB_USER, cp.WEB_KEY
+            password = self.secrets_dir / f"redis-{cp.WEB_USER}.password"
+        else:
+            user, key = cp.node_user(self.node_name), cp.node_key(self.node_name)
+            password = self._node_password_file()
+        if not password.exists():
+            return {}
+        return {"HOSTING_REDIS_USER": user, "HOSTING_REDIS_PASSWORD_FILE": str(password),
+                "HOSTING_SIGNING_KEY": str(self.secrets_dir / f"{key}.key"),
+                "HOSTING_SIGNING_CERT": str(self.secrets_dir / f"{key}.pem"),
+                "HOSTING_SIGNING_TRUST": str(self.secrets_dir / f"trust-{key}" / "*.pem")}
+
+    def redis_client_url(self, role="web"):
+        """redis-py's URL of this stack's Redis with the login of ``role`` (for tools
+        and tests; not for logs)."""
+        from urllib.parse import quote
+        env = self.control_env(role)
+        url = self.redis_url.replace("redis+socket://", "unix://")
+        if not env:
+            return url
+        password = Path(env["HOSTING_REDIS_PASSWORD_FILE"]).read_text().strip()
+        scheme, rest = url.split("://", 1)
+        return (f"{scheme}://{quote(env['HOSTING_REDIS_USER'], safe='')}:"
+                f"{quote(password, safe='')}@{rest}")
 
     # -- environment -------------------------------------------------------
 
-    def env(self, **more):
+    def env(self, role="web", **more):
         env = dict(os.environ, DJANGO_SETTINGS_MODULE="hosting.settings",
                    HOSTING_DATA_DIR=str(self.data_dir), PYTHONPATH=str(BASE_DIR),
                    HOSTING_REDIS_URL=self.redis_url or "", **self.extra_env)
+        for name in ("HOSTING_REDIS_USER", "HOSTING_REDIS_PASSWORD_FILE",
+                     *(f"HOSTING_SIGNING_{v}" for v in ("KEY", "CERT", "TRUST"))):
+            env.pop(name, None)  # this stack's own, not the caller's
+        env.update(self.control_env(role))
         if "HOSTING_SECRET_KEY" not in os.environ:
             env["HOSTING_SECRET_KEY"] = self._secret_key()
         env.update(more)
         return env
 
-    def _spawn(self, name, argv, user=None, **env):
+    def _spawn(self, name, argv, user=None, role="web", **env):
         """Start ``argv`` as process ``name`` in its own session; ``restart(name)`` starts
         it the same way. The web user's processes get umask 077 (nothing they write is
         for other local users); root's keep theirs: the engine makes VE directories that
@@ -74,20 +141,20 @@ class Stack:
         log = open(self.log_dir / f"{name}.log", "ab")
         if user:  # its own HOME: root's is not readable (gunicorn keeps state there)
             env.setdefault("HOME", str(self.data_dir))
-        proc = subprocess.Popen(argv, cwd=BASE_DIR, env=self.env(**env), stdout=log,
+        proc = subprocess.Popen(argv, cwd=BASE_DIR, env=self.env(role, **env), stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True,
                                 user=user, group=user and pwd.getpwnam(user).pw_gid,
                                 umask=0o077 if user else -1)
         log.close()
         self.processes[name] = proc
-        self.specs[name] = (argv, user, env)
+        self.specs[name] = (argv, user, role, env)
         self.started_at[name] = time.monotonic()
         return proc
 
     def restart(self, name):
         """Start process ``name`` again as it was started last (after it died)."""
-        argv, user, env = self.specs[name]
-        return self._spawn(name, argv, user, **env)
+        argv, user, role, env = self.specs[name]
+        return self._spawn(name, argv, user, role, **env)
 
     def reap(self, name):
         """Kill what is left of dead process ``name``'s session (a dead Celery or gunicorn
@@ -145,6 +212,7 @@ class Stack:
         # As the web user (no privilege to misuse); -R skips symlinks it meets.
         subprocess.run(["chmod", "-R", "go-rwx", str(db)], check=True, user=self.web_user,
                        group=group if self.web_user else None)
+        self.prepare_control_plane()
         self.manage("migrate", "--no-input", "-v", "0", user=self.web_user)
         self._keep_sqlite_open()
 
@@ -165,7 +233,7 @@ class Stack:
                                   "db = sqlite3.connect(sys.argv[1])\n"
                                   "db.execute('select count(*) from sqlite_master').fetchall()\n"
                                   "while True: time.sleep(3600)", str(database)],
-                    user=self.web_user)
+                    user=self.web_user, role=None)
         wait_until(lambda: (self.data_dir / "db" / "hosting.sqlite3-shm").exists(), 15,
                    "the database keeper did not open the database")
 
@@ -173,23 +241,35 @@ class Stack:
         """Start a private redis-server; set redis_url to its unix socket.
 
         The socket reaches every process, also the node worker inside its own
-        network namespace; ``port`` (on 127.0.0.1) is for other tools.
+        network namespace; ``port`` (on 127.0.0.1 of this network namespace,
+        which no VE's reaches) is for other tools. No anonymous user: the web
+        side and the node log in as their own ACL users (``hosting.controlplane``;
+        the ACL file holds only the passwords' SHA-256).
         """
+        from hosting import controlplane as cp
         redis_dir = self.data_dir / "redis"
         redis_dir.mkdir(exist_ok=True)
         group = pwd.getpwnam(self.web_user).pw_gid if self.web_user else 0
         os.chown(redis_dir, 0, group)
         os.chmod(redis_dir, 0o710)  # the socket is reachable by root and the web user only
         sock = redis_dir / "redis.sock"
+        self.prepare_control_plane()
+        passwords = {cp.WEB_USER: cp.password_file(
+                         self.secrets_dir / f"redis-{cp.WEB_USER}.password"),
+                     cp.node_user(self.node_name): cp.password_file(self._node_password_file())}
+        acl = redis_dir / "users.acl"
+        cp.write_private(acl, cp.acl_file_text(passwords, [self.node_name]))
         # The append-only file keeps the queues across a restart or crash of Redis
         # (at most the last second of messages is lost; the node's relay resends those).
         argv = [shutil.which("redis-server") or "redis-server", "--dir", str(redis_dir),
                 "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
-                "--daemonize", "no", "--unixsocket", str(sock), "--unixsocketperm", "777"]
+                "--daemonize", "no", "--unixsocket", str(sock), "--unixsocketperm", "777",
+                "--aclfile", str(acl), "--protected-mode", "yes"]
         argv += ["--bind", "127.0.0.1", "--port", str(port)] if port else ["--port", "0"]
         self.redis_url = f"redis+socket://{sock}"
-        self._spawn("redis", argv)
-        wait_until(lambda: _redis_ping(self.redis_url), 15, "redis-server did not come up")
+        self._spawn("redis", argv, role=None)
+        wait_until(lambda: _redis_ping(self.redis_client_url()), 15,
+                   "redis-server did not come up")
 
     def prepare_node_netns(self, host_addresses=()):
         """Create (once) the named network namespace the node's VEs are wired into.
@@ -223,7 +303,7 @@ class Stack:
         """The engine's node watcher (root, where the VEs' host side lives): reboots and
         power-offs from inside, clean-up, sysinfo answers, LXCFS; VEs marked onboot."""
         return self._spawn("node-watcher", [*self._in_node_netns(), sys.executable, "-m",
-                                            "ve.cli", "watch", "--onboot"])
+                                            "ve.cli", "watch", "--onboot"], role=None)
 
     def node_watcher_pid(self):
         """The PID of the watcher serving this node, whoever started it (None: none)."""
@@ -254,7 +334,8 @@ class Stack:
             [*self._in_node_netns(), sys.executable, "-m", "celery", "-A", "hosting", "worker",
              "-Q", queues, "-n", f"{worker_name}@%h", "-c", str(concurrency),
              "--without-gossip", "--without-mingle", "-l", "INFO"],
-            HOSTING_NODE_NAME=self.node_name, VE_WATCH="on")  # the stack runs the watcher
+            role="node", HOSTING_NODE_NAME=self.node_name,
+            VE_WATCH="on")  # the stack runs the watcher
 
     def start_housekeeping(self):
         """Unprivileged worker for the 'hosting' queue, with Celery beat embedded."""
@@ -350,7 +431,17 @@ def wait_until(predicate, timeout, message):
 
 def _redis_ping(url):
     import redis
-    return redis.Redis.from_url(url.replace("redis+socket://", "unix://")).ping()
+    with redis.Redis.from_url(url.replace("redis+socket://", "unix://")) as client:
+        return client.ping()
+
+
+def port_taken(port):
+    """True if something listens on 127.0.0.1:``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def _http_up(port):

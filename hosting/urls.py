@@ -6,10 +6,11 @@ from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from hosting.core.signin import SignInView
 from hosting.usage.metrics import MetricsView
 
 urlpatterns = [
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", SignInView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("hosting.api_urls")),
@@ -17,5 +18,8 @@ urlpatterns = [
     # Browsers ask for /favicon.ico whatever the pages link; the icon is an SVG.
     path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"), permanent=True)),
     path("staff/", include("hosting.core.staff_urls")),
+    path("account/", include("hosting.core.account_urls")),
     path("", include("hosting.environments.urls")),
 ]
+
+handler404 = "hosting.core.api.not_found"  # JSON under /api/

@@ -44,8 +44,9 @@ class ApiError(Exception):
 class Api:
     """A JSON client for /api/v1/ with token auth."""
 
-    def __init__(self, base, token=None):
+    def __init__(self, base, token=None, password=None):
         self.base, self.token = base, token
+        self.password = password  # for the steps that ask for it again (terminate)
 
     def call(self, method, path, body=None, headers=None):
         data = json.dumps(body).encode() if body is not None else None
@@ -68,6 +69,8 @@ class Api:
         return self.call("GET", path)[1]
 
     def post(self, path, body=None, expect=202, **kw):
+        if body is None and path.endswith("/terminate/") and self.password:
+            body = {"current_password": self.password}  # terminate asks for it again
         status, data = self.call("POST", path, body if body is not None else {}, **kw)
         assert status == expect, (status, data)
         return data
@@ -75,10 +78,12 @@ class Api:
     def patch(self, path, body):
         return self.call("PATCH", path, body)[1]
 
-    def login(self, username, password):
-        status, data = self.call("POST", "/api/v1/auth/token/",
-                                 {"username": username, "password": password})
-        return Api(self.base, data["token"])
+    def login(self, username, password, otp_code=None):
+        body = {"username": username, "password": password}
+        if otp_code:
+            body["otp_code"] = otp_code
+        status, data = self.call("POST", "/api/v1/auth/token/", body)
+        return Api(self.base, data["token"], password)
 
     def wait_operation(self, op, timeout=90):
         """Poll an operation until it is final; return it."""
@@ -103,6 +108,7 @@ class LiveStack:
         self.base = f"http://127.0.0.1:{self.port}"
         self.netns = f"hosting-e2e-{os.getpid()}-{next(_serial)}"
         self.supervisor, self._stop_supervisor, self.events = None, None, []
+        self._apis, self._totp_used = {}, {}
         self.stack = Stack(self.data_dir, node_name=NODE, web_port=self.port,
                            web_user=UNPRIVILEGED, log_dir=self.data_dir / "log",
                            node_netns=self.netns, extra_env={
@@ -117,7 +123,11 @@ class LiveStack:
         self.stack.prepare()
         self.stack.prepare_node_netns(GATEWAYS)
         self.stack.manage("seed_demo", "--node", NODE)
-        self.stack.start_redis()
+        # Staff sign in with a second factor: the demo admin's key, for totp_code().
+        self.stack.manage("two_factor", "admin", "--enrol", "--key-file",
+                          str(self.data_dir / "admin-totp"))
+        self.redis_port = free_port()  # on 127.0.0.1, as `make run` does
+        self.stack.start_redis(port=self.redis_port)
         self.stack.start_node_watcher()
         self.stack.start_node_worker(concurrency=self.ops_concurrency)
         self.stack.start_node_chores()
@@ -125,13 +135,48 @@ class LiveStack:
         self.stack.start_web()
         self.wait_node_online()
 
+    def send_task(self, task, args, queue, role="web"):
+        """Publish ``task(*args)`` to ``queue`` as the web side (or ``role``) does: with
+        its Redis login, signed with its key. Returns the message's id."""
+        script = ("import sys, json, django; django.setup()\n"
+                  "from hosting.celery import app\n"
+                  "with app.connection_for_write() as conn:\n"
+                  "    print(app.send_task(sys.argv[1], args=json.loads(sys.argv[2]),"
+                  " queue=sys.argv[3], connection=conn).id)\n")
+        out = subprocess.run([sys.executable, "-c", script, task, json.dumps(args), queue],
+                             env=self.stack.env(role), capture_output=True, text=True,
+                             timeout=60, cwd=ROOT_DIR)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()[-1]
+
     def credentials(self):
         text = (self.data_dir / "demo-credentials").read_text()
         return dict(line.split(" ", 1) for line in text.splitlines())
 
     def api(self, username=None):
         api = Api(self.base)
-        return api.login(username, self.credentials()[username]) if username else api
+        if not username:
+            return api
+        if username not in self._apis:  # one key per login: codes are used up
+            self._apis[username] = api.login(username, self.credentials()[username],
+                                             self.totp_code(username))
+        return self._apis[username]
+
+    def totp_code(self, username):
+        """A code of ``username``'s authenticator not used yet (None: it has none).
+
+        A code works once; a second sign-in within the same 30 s takes the next one
+        (the server accepts one step ahead), a third waits for the next step."""
+        path = self.data_dir / f"{username}-totp"
+        if not path.exists():
+            return None
+        from tests.staffing import totp
+        step = int(time.time() // 30)
+        wanted = max(step, self._totp_used.get(username, -1) + 1)
+        if wanted > step + 1:
+            time.sleep((wanted - 1) * 30 - time.time() + 0.5)
+        self._totp_used[username] = wanted
+        return totp(path.read_text().strip(), at=wanted * 30 + 1)
 
     def wait_node_online(self, timeout=60):
         staff = self.api("admin")

@@ -164,7 +164,8 @@ NODE_SIDE = {
 # Loaded by every process; their node code runs only in a node worker.
 CELERY_WIRING = {"hosting.celery", "hosting.nodes.apps"}
 PURE_ENGINE = {"ve.errors", "ve.validate", "ve.config"}  # validators, errors, specs, constants
-PURE_HELPERS = {"ve.fsutil"}  # stdlib-only file helpers ve.config saves a config with
+# stdlib-only helpers of ve.config: file writing, the seccomp policy's names
+PURE_HELPERS = {"ve.fsutil", "ve.syscalls"}
 
 
 def dashboard_modules():

@@ -77,6 +77,9 @@ VERBS = {
         "--hostname": ("hostname", True, "new host name"),
         "--ipadd": ("ipadd", REPEAT, "add an address (repeatable)"),
         "--ipdel": ("ipdel", REPEAT, "remove an address, or 'all' (repeatable)"),
+        "--seccomp-allow": ("seccomp_allow", True,
+                            "denied calls this VE may make (staff only), e.g. keyring,io_uring;"
+                            " none: the full filter (from the next start)"),
         **NET_OPTIONS, **BOOT_OPTIONS, **LIMIT_OPTIONS}),
     "exec": Verb("run a command inside a running VE", VEID + (("command", "rest"),), {
         "--timeout": ("timeout", True, "kill the command after this many seconds")}),
@@ -218,11 +221,12 @@ def cmd_set(engine, args, as_json):
         validate.integer(args.bootorder, "bootorder", 0, 1000)
     cfg = engine.set(args.veid, hostname=args.hostname, ipadd=args.ipadd, ipdel=args.ipdel,
                      nameservers=tuple(args.nameserver) or None, netmode=args.netmode,
-                     bridge=args.bridge, onboot=onboot, bootorder=bootorder, **_limits(args))
+                     bridge=args.bridge, onboot=onboot, bootorder=bootorder,
+                     seccomp_allow=args.seccomp_allow, **_limits(args))
     payload = {"veid": cfg.veid, "hostname": cfg.hostname, **cfg.limits._asdict(),
                "ips": list(cfg.ips), "nameservers": list(cfg.nameservers),
                "netmode": cfg.netmode, "bridge": cfg.bridge, "onboot": cfg.onboot,
-               "bootorder": cfg.bootorder}
+               "bootorder": cfg.bootorder, "seccomp_allow": list(cfg.seccomp_allow)}
     return _done(as_json, payload, f"VE {cfg.veid} saved")
 
 

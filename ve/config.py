@@ -87,8 +87,9 @@ LAYOUTS = (IMAGE, EXT4, XFS, DIRECTORY)
 
 
 class VEConfig(namedtuple("VEConfig", "veid hostname template limits privileged "
-                                      "ips nameservers netmode bridge layout onboot bootorder",
-                          defaults=(Limits(), False, (), (), ROUTED, "", IMAGE, False, 0))):
+                                      "ips nameservers netmode bridge layout onboot bootorder "
+                                      "seccomp_allow",
+                          defaults=(Limits(), False, (), (), ROUTED, "", IMAGE, False, 0, ()))):
     """Everything needed to (re)build a VE on any node (immutable, checked).
 
     ``ips`` are the VE's addresses (IPv4 and IPv6, no prefix); ``netmode`` is
@@ -99,7 +100,9 @@ class VEConfig(namedtuple("VEConfig", "veid hostname template limits privileged 
     picks the one this host can grow online, the default) or "dir" (a plain
     directory: usage is accounted, not enforced). ``onboot``: the node
     starts it when it boots (``vectl watch --onboot``), higher ``bootorder``
-    first.
+    first. ``seccomp_allow``: calls the VE's seccomp filter denies by default
+    that this VE may make (staff only; names or groups of
+    ``ve.syscalls.RELAXABLE``, kept as call names).
     """
 
     __slots__ = ()
@@ -121,7 +124,8 @@ class VEConfig(namedtuple("VEConfig", "veid hostname template limits privileged 
                           validate.template_name(raw.template), raw.limits,
                           bool(raw.privileged), ips, nameservers, raw.netmode, bridge,
                           raw.layout, validate.yes_no(raw.onboot, "onboot"),
-                          validate.integer(raw.bootorder, "bootorder", 0, 1000)))
+                          validate.integer(raw.bootorder, "bootorder", 0, 1000),
+                          _seccomp_allow(raw.seccomp_allow)))
 
     @property
     def idmap_base(self):
@@ -131,6 +135,20 @@ class VEConfig(namedtuple("VEConfig", "veid hostname template limits privileged 
     def replace(self, **changes):
         """Return a checked copy with ``changes`` applied."""
         return VEConfig(**{**self._asdict(), **changes})
+
+
+def _seccomp_allow(names):
+    """Check calls or groups to relax; return call names (sorted), () for none."""
+    if isinstance(names, str):
+        names = names.replace(",", " ").split()
+    names = tuple(names)
+    if not names or names == ("none",):
+        return ()
+    from . import syscalls  # on use: most VEs relax nothing
+    try:
+        return syscalls.allow_names(names)
+    except ValueError as exc:
+        raise InvalidConfig(f"bad seccomp_allow: {exc}") from None
 
 
 def _unique(values):
@@ -186,7 +204,8 @@ def dumps(config):
               f'NETMODE="{config.netmode}"', f'BRIDGE="{config.bridge}"',
               f'LAYOUT="{config.layout}"',
               f'ONBOOT="{"yes" if config.onboot else "no"}"',
-              f'BOOTORDER="{config.bootorder}"']
+              f'BOOTORDER="{config.bootorder}"',
+              f'SECCOMP_ALLOW="{" ".join(config.seccomp_allow)}"']
     return "\n".join(lines) + "\n"
 
 
@@ -217,6 +236,7 @@ def loads(text, source="config"):
             layout=values.get("LAYOUT", DIRECTORY),  # VEs from before images were directories
             onboot=values.get("ONBOOT", "no"),
             bootorder=values.get("BOOTORDER", "0"),
+            seccomp_allow=values.get("SECCOMP_ALLOW", ""),
         )
     except KeyError as exc:
         raise InvalidConfig(f"{source}: missing {exc.args[0]}") from None

@@ -1,6 +1,35 @@
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 
-from .models import ApiToken, AuditLog
+from . import roles
+from .models import ApiToken, AuditLog, StaffRole
+
+# The back office is for administrators (roles.py): support, billing and auditors,
+# though staff (is_staff), use the staff pages, which check their role.
+_staff_may_enter = admin.site.has_permission
+admin.site.has_permission = lambda request: (_staff_may_enter(request)
+                                             and roles.can(request.user, "admin.site"))
+
+
+class StaffRoleInline(admin.StackedInline):
+    model = StaffRole
+    can_delete = True
+    extra = 0
+    max_num = 1
+    verbose_name_plural = "staff role (what a staff login may do; a superuser is an administrator)"
+
+
+User = get_user_model()
+try:
+    admin.site.unregister(User)
+except admin.sites.NotRegistered:
+    pass
+
+
+@admin.register(User)
+class UserWithRoleAdmin(UserAdmin):
+    inlines = [*UserAdmin.inlines, StaffRoleInline]
 
 
 class ViewOnlyAdmin(admin.ModelAdmin):

@@ -1,6 +1,8 @@
 """API plumbing shared by the apps: permissions, the error format and its schema."""
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import JsonResponse
+from django.views import defaults
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
@@ -8,11 +10,12 @@ from rest_framework import permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from . import roles
 from .errors import ServiceError
 
 
 class IsStaff(permissions.BasePermission):
-    """Staff only (a customer's token or session gets 403)."""
+    """Staff only (a customer's token or session gets 403); see StaffCan for roles."""
 
     message = "only staff can use this endpoint"
 
@@ -20,15 +23,46 @@ class IsStaff(permissions.BasePermission):
         return bool(request.user and request.user.is_authenticated and request.user.is_staff)
 
 
-class ReadOnlyOrStaff(permissions.BasePermission):
-    """Anyone signed in may read; only staff may write."""
+class StaffCan(IsStaff):
+    """Staff whose role has capability ``read`` (safe methods) or ``write`` (others).
 
-    message = "only staff can change this"
+    Make one with ``StaffCan.needing(read, write)``; ``customers_read`` lets
+    customers (who are not staff) read too, as plans and templates allow.
+    """
+
+    read = write = None
+    customers_read = False
+
+    @classmethod
+    def needing(cls, read, write=None, customers_read=False):
+        roles.CAPABILITIES[read]
+        write = write or read
+        roles.CAPABILITIES[write]
+        base = CustomersReadOrStaffCan if customers_read else cls
+        return type(f"{base.__name__}_{read}_{write}".replace(".", "_"), (base,),
+                    {"read": read, "write": write})
 
     def has_permission(self, request, view):
-        if not (request.user and request.user.is_authenticated):
+        user = request.user
+        if not (user and user.is_authenticated):
             return False
-        return request.method in permissions.SAFE_METHODS or request.user.is_staff
+        safe = request.method in permissions.SAFE_METHODS
+        if not user.is_staff:
+            if self.customers_read and safe:
+                return True
+            self.message = ("only staff can change this" if self.customers_read
+                            else "only staff can use this endpoint")
+            return False
+        if roles.can(user, self.read if safe else self.write):
+            return True
+        self.message = roles.refusal(user)
+        return False
+
+
+class CustomersReadOrStaffCan(StaffCan):
+    """Anyone signed in may read; staff by their role's capabilities (see StaffCan)."""
+
+    customers_read = True
 
 
 def exception_handler(exc, context):
@@ -65,9 +99,11 @@ ERRORS = {
     400: ("bad input: each field at fault with its messages, or detail and field", _VALIDATION),
     401: ("not signed in: send Authorization: Token <key> (see /api/v1/auth/token/)",
           ErrorSerializer),
-    403: ("not allowed: staff only, a suspended account, or the password was wrong",
+    403: ("not allowed: staff only, the staff role lacks it, a suspended account, a read-only "
+          "API key, two-factor sign-in not finished, or the password or code was wrong",
           ErrorSerializer),
-    404: ("no such object among those the caller may see", ErrorSerializer),
+    404: ("no such object among those the caller may see (or, on a list, no such page)",
+          ErrorSerializer),
     409: ("conflicts with the object's state: busy, wrong state, in use, no capacity",
           ErrorSerializer),
     413: ("request body over the size limit", ErrorSerializer),
@@ -106,7 +142,7 @@ class AutoSchema(SpectacularAutoSchema):
         perms = self.view.get_permissions() if hasattr(self.view, "get_permissions") else []
         public = all(isinstance(p, permissions.AllowAny) for p in perms)
         unsafe = self.method not in permissions.SAFE_METHODS
-        staff_only = any(isinstance(p, IsStaff) for p in perms)
+        staff_only = any(isinstance(p, IsStaff) for p in perms)  # StaffCan: roles too
         codes = set()
         if unsafe or self.get_filter_backends() or self._has_query_parameters():
             codes.add(400)
@@ -114,8 +150,8 @@ class AutoSchema(SpectacularAutoSchema):
             codes.add(401)
             if unsafe or staff_only:
                 codes.add(403)
-        if "{" in self.path:
-            codes.add(404)
+        if "{" in self.path or (self._is_list_view() and self._get_paginator()):
+            codes.add(404)  # a list's page past the last, or page=0, is "Invalid page."
         if unsafe and not public:
             codes.add(409)
         if self.method in ("POST", "PUT", "PATCH"):
@@ -125,6 +161,27 @@ class AutoSchema(SpectacularAutoSchema):
             codes.add(422)
         return sorted(codes)
 
+    # A filter or page number sent empty (?owner=&page=) is the same as not sent.
+    def _get_filter_parameters(self):
+        return [_may_be_empty(p) for p in super()._get_filter_parameters()]
+
+    def _get_pagination_parameters(self):
+        return [_may_be_empty(p) for p in super()._get_pagination_parameters()]
+
     def _has_query_parameters(self):
         return any(getattr(p, "location", None) == OpenApiParameter.QUERY
                    for p in self.get_override_parameters())
+
+
+def _may_be_empty(parameter):
+    if parameter.get("in") == "query" and not parameter.get("required"):
+        parameter = {**parameter, "allowEmptyValue": True}
+    return parameter
+
+
+def not_found(request, exception=None):
+    """handler404: JSON under /api/ (a URL no route matches, such as a VEID that is no
+    number), Django's page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return defaults.page_not_found(request, exception)

@@ -1,5 +1,9 @@
 """Writing the audit log: one row per staff or customer action."""
 
+import ipaddress
+
+from django.conf import settings
+
 from .models import AuditLog
 
 
@@ -20,9 +24,28 @@ def on_login(sender, request, user, **kwargs):
 
 def on_login_failed(sender, credentials, request=None, **kwargs):
     # Only the user name is kept; the attempted password never is.
+    locked = getattr(request, "login_locked_seconds", 0)
     record(None, "auth.login_failed", username=str(credentials.get("username", ""))[:150],
-           address=_client(request))
+           address=_client(request), **({"locked_out": True} if locked else {}))
 
 
 def _client(request):
-    return request.META.get("REMOTE_ADDR", "") if request is not None else ""
+    return client_address(request)
+
+
+def client_address(request):
+    """The client's IP address as this deployment can trust it ("" if unknown)."""
+    if request is None:
+        return ""
+    remote = request.META.get("REMOTE_ADDR", "")
+    proxies = int(getattr(settings, "TRUSTED_PROXIES", 0))
+    if proxies > 0:
+        hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
+                if h.strip()]
+        if len(hops) >= proxies:
+            remote = hops[-proxies]  # appended by the nearest proxy: not the client's to forge
+    try:
+        return str(ipaddress.ip_address(remote))
+    except ValueError:
+        return ""
+

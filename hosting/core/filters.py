@@ -5,10 +5,13 @@ backend makes the ones built from ``filterset_fields`` do so too). A number
 filter over an integer column takes whole numbers only, within the column's
 range (ids and VEIDs from 1), so ``?owner=99999999999999999999``, ``1e30`` or
 ``nan`` are refused with a message instead of overflowing in the database.
+A boolean filter takes true/false (or 1/0): ``?active=maybe`` is a 400 too, where
+django-filter would quietly not filter at all.
 """
 
 import django_filters
 from django import forms
+from django.core.exceptions import ValidationError
 from django.db import connection, models
 from django_filters.rest_framework import DjangoFilterBackend
 from django_filters.utils import get_model_field
@@ -31,6 +34,25 @@ def integer_range(model_field):
     return (1 if low is None else low), (MAX_ID if high is None else high)
 
 
+class StrictBooleanField(forms.NullBooleanField):
+    """true/false, True/False or 1/0; absent or empty is no filter, anything else an error."""
+
+    widget = forms.TextInput  # the raw value: django-filter's widget maps junk to "no filter"
+
+    def to_python(self, value):
+        value = value.lower() if isinstance(value, str) else value
+        if value in (None, ""):
+            return None
+        if value in (True, "true", "1"):
+            return True
+        if value in (False, "false", "0"):
+            return False
+        raise ValidationError("must be true or false", code="invalid")
+
+    def validate(self, value):
+        pass
+
+
 class BoundedFilterSet(django_filters.FilterSet):
     """A FilterSet whose integer filters are whole numbers within their column's range."""
 
@@ -40,6 +62,11 @@ class BoundedFilterSet(django_filters.FilterSet):
         # the schema (which reads the class) shows them as bounded integers too.
         filters = super().get_filters()
         for flt in filters.values():
+            if isinstance(flt, django_filters.BooleanFilter):
+                flt.field_class = StrictBooleanField
+                flt.extra["widget"] = forms.TextInput
+                flt.__dict__.pop("_field", None)
+                continue
             if not isinstance(flt, django_filters.NumberFilter) or cls._meta.model is None:
                 continue
             bounds = integer_range(get_model_field(cls._meta.model, flt.field_name))

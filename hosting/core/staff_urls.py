@@ -1,8 +1,9 @@
 """Staff pages (the Django admin at /admin/ is the back office)."""
 
 from django.urls import path
-from django.views.generic import RedirectView
+from django.shortcuts import redirect
 
+from hosting.core import account, roles
 from hosting.customers import views as customers
 from hosting.environments import staff as templates
 from hosting.nodes import views as nodes
@@ -10,8 +11,19 @@ from hosting.operations import views as operations
 from hosting.plans import views as plans
 from hosting.usage import views as usage
 
+
+
+def home(request):
+    """The first staff page the signed-in role may open (the nodes page for anyone
+    else, whose guard then answers: the sign-in page or 403)."""
+    for capability, page in roles.HOME_PAGES:
+        if roles.can(request.user, capability):
+            return redirect(page)
+    return redirect("staff-nodes")
+
+
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="staff-nodes"), name="staff-home"),
+    path("", home, name="staff-home"),
     path("nodes/", nodes.node_list, name="staff-nodes"),
     path("nodes/<int:pk>/", nodes.node_detail, name="staff-node"),
     path("nodes/<int:pk>/remove/", nodes.node_remove, name="staff-node-remove"),
@@ -31,5 +43,7 @@ urlpatterns = [
     path("vps/<int:veid>/plan/", templates.staff_change_plan, name="staff-vps-plan"),
     path("operations/", operations.operation_list, name="staff-operations"),
     path("audit/", operations.audit_list, name="staff-audit"),
+    path("api-keys/", account.staff_api_keys, name="staff-api-keys"),
+    path("api-keys/<int:pk>/revoke/", account.staff_api_key_revoke, name="staff-api-key-revoke"),
     path("reports/overcommit/", usage.overcommit, name="staff-overcommit"),
 ]

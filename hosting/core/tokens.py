@@ -17,6 +17,7 @@ from django.db import transaction
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from rest_framework import authentication, exceptions
+from rest_framework.permissions import SAFE_METHODS
 
 PREFIX_LENGTH = 8
 # Each sign-in through the token endpoint makes a new key; beyond this many a
@@ -32,13 +33,17 @@ def digest(key):
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def issue(user, name=""):
-    """Make a new key for ``user``; return ``(token, key)``. The key exists only here."""
+def issue(user, name="", expires=None, read_only=False):
+    """Make a new key for ``user``; return ``(token, key)``. The key exists only here.
+
+    ``expires``: a datetime from which the key is refused (None: never);
+    ``read_only``: the key may only read (GET, HEAD, OPTIONS)."""
     from .models import ApiToken
     key = secrets.token_hex(20)
     with transaction.atomic():
         token = ApiToken.objects.create(user=user, name=name[:100], prefix=key[:PREFIX_LENGTH],
-                                        digest=digest(key))
+                                        digest=digest(key), expires=expires,
+                                        read_only=read_only)
         stale = ApiToken.objects.filter(user=user) \
             .order_by(Coalesce("last_used", "created").desc(), "-pk") \
             .values_list("pk", flat=True)[MAX_TOKENS_PER_USER:]
@@ -57,8 +62,20 @@ def lookup(key):
     return found
 
 
+def expiry_in(days):
+    """The expiry ``days`` days from now (None for None or 0: the key never expires)."""
+    return timezone.now() + timedelta(days=days) if days else None
+
+
 class TokenAuthentication(authentication.TokenAuthentication):
-    """DRF's ``Authorization: Token <key>`` header, checked against hashed keys."""
+    """DRF's ``Authorization: Token <key>`` header, checked against hashed keys;
+    an expired key is refused (401), a read-only key may only read (403 otherwise)."""
+
+    def authenticate(self, request):
+        found = super().authenticate(request)
+        if found is not None and found[1].read_only and request.method not in SAFE_METHODS:
+            raise exceptions.PermissionDenied("this API key is read-only")
+        return found
 
     def authenticate_credentials(self, key):
         token = lookup(key)
@@ -67,6 +84,8 @@ class TokenAuthentication(authentication.TokenAuthentication):
         if not token.user.is_active:
             raise exceptions.AuthenticationFailed("User inactive or deleted.")
         now = timezone.now()
+        if token.expired(now):
+            raise exceptions.AuthenticationFailed("Token expired.")
         if token.last_used is None or now - token.last_used > LAST_USED_RESOLUTION:
             type(token).objects.filter(pk=token.pk).update(last_used=now)
         return token.user, token

@@ -1,12 +1,13 @@
 """API: customers (staff and billing systems)."""
 
 from django.core.exceptions import ValidationError
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from hosting.core import audit
-from hosting.core.api import IsStaff
+from hosting.core.api import StaffCan
 from hosting.core.errors import Invalid
 
 from . import services
@@ -56,7 +57,7 @@ class CustomerViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin,
     """Customers. POST creates the login too; suspend/unsuspend change what they may do."""
 
     queryset = Customer.objects.select_related("user")
-    permission_classes = [IsStaff]
+    permission_classes = [StaffCan.needing("customers.view", "customers.manage")]
     filterset_fields = ["status"]
 
     def get_serializer_class(self):
@@ -66,11 +67,13 @@ class CustomerViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin,
     def perform_update(self, serializer):
         audit.record(self.request.user, "customer.update", serializer.save())
 
+    @extend_schema(request=None, responses={200: CustomerSerializer})  # no body
     @action(detail=True, methods=["post"])
     def suspend(self, request, pk=None):
         customer = services.set_status(self.get_object(), Customer.Status.SUSPENDED, request.user)
         return Response(CustomerSerializer(customer, context={"request": request}).data)
 
+    @extend_schema(request=None, responses={200: CustomerSerializer})
     @action(detail=True, methods=["post"])
     def unsuspend(self, request, pk=None):
         customer = services.set_status(self.get_object(), Customer.Status.ACTIVE, request.user)

@@ -10,13 +10,13 @@ from . import services
 from .models import Customer
 
 
-@staff_required
+@staff_required("customers.view")
 def customer_list(request):
     customers = Customer.objects.select_related("user").prefetch_related("environments")
     return render(request, "staff/customers.html", {"customers": customers})
 
 
-@staff_required
+@staff_required("customers.manage")
 @require_POST
 def customer_status(request, pk, status):
     customer = get_object_or_404(Customer, pk=pk)

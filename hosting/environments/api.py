@@ -7,8 +7,8 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from hosting.core import audit, idempotency
-from hosting.core.api import IDEMPOTENCY_KEY, IsStaff, ReadOnlyOrStaff
+from hosting.core import audit, idempotency, roles
+from hosting.core.api import IDEMPOTENCY_KEY, StaffCan
 from hosting.core.filters import BoundedFilterSet
 from hosting.core.errors import Conflict, Forbidden, Invalid
 from hosting.customers.models import Customer
@@ -29,11 +29,13 @@ class OSTemplateSerializer(serializers.ModelSerializer):
 
 class OSTemplateViewSet(viewsets.ModelViewSet):
     serializer_class = OSTemplateSerializer
-    permission_classes = [ReadOnlyOrStaff]
+    permission_classes = [StaffCan.needing("templates.view", "templates.manage",
+                                            customers_read=True)]
 
     def get_queryset(self):
         templates = OSTemplate.objects.all()
-        return templates if self.request.user.is_staff else templates.filter(active=True)
+        return (templates if roles.can(self.request.user, "templates.view")
+                else templates.filter(active=True))
 
     def perform_create(self, serializer):
         audit.record(self.request.user, "template.create", serializer.save())
@@ -174,7 +176,8 @@ class EnvironmentViewSet(PlanChangeMixin, mixins.CreateModelMixin, mixins.Destro
         return lifecycle.perform(self, lifecycle.BY_NAME["terminate"])
 
     @extend_schema(request=ExtraTrafficSerializer, responses={200: EnvironmentSerializer})
-    @action(detail=True, methods=["post"], url_path="traffic", permission_classes=[IsStaff])
+    @action(detail=True, methods=["post"], url_path="traffic",
+            permission_classes=[StaffCan.needing("vps.plan")])
     def add_traffic(self, request, veid=None):
         """Staff: grant extra traffic this month; lifts a throttle or suspension it covers."""
         body = ExtraTrafficSerializer(data=request.data)

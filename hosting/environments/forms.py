@@ -68,6 +68,14 @@ class ReauthForm(forms.Form):
     current_password = forms.CharField(widget=forms.PasswordInput,
                                        label="Your account password",
                                        help_text="needed to confirm it is you")
+    otp_code = forms.CharField(required=False, max_length=20, label="Two-factor code",
+                               help_text="if you sign in with two-factor: a current code",
+                               widget=forms.TextInput(attrs={"autocomplete": "one-time-code",
+                                                             "inputmode": "numeric"}))
+
+
+class TerminateForm(ReauthForm):
+    """Terminate asks for the account password (and code) again, like reinstall."""
 
 
 class PasswordForm(ReauthForm):

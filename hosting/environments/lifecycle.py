@@ -28,6 +28,9 @@ from .models import OSTemplate
 Kind = Operation.Kind
 
 
+OTP_HELP = "customers with two-factor sign-in: a current code (or a recovery code)"
+
+
 class ReinstallSerializer(serializers.Serializer):
     template = serializers.SlugRelatedField(
         slug_field="name", queryset=OSTemplate.objects.all(), required=False,
@@ -38,12 +41,23 @@ class ReinstallSerializer(serializers.Serializer):
                                         help_text="keep the old files in /old-root")
     current_password = serializers.CharField(required=False, write_only=True,
                                              help_text="customers: their login password")
+    otp_code = serializers.CharField(required=False, write_only=True, allow_blank=True,
+                                     max_length=20, help_text=OTP_HELP)
+
+
+class TerminateSerializer(serializers.Serializer):
+    current_password = serializers.CharField(required=False, write_only=True,
+                                             help_text="customers: their login password")
+    otp_code = serializers.CharField(required=False, write_only=True, allow_blank=True,
+                                     max_length=20, help_text=OTP_HELP)
 
 
 class PasswordSerializer(serializers.Serializer):
     root_password = serializers.CharField(write_only=True)
     current_password = serializers.CharField(required=False, write_only=True,
                                              help_text="customers: their login password")
+    otp_code = serializers.CharField(required=False, write_only=True, allow_blank=True,
+                                     max_length=20, help_text=OTP_HELP)
 
 
 def _queue(kind):
@@ -78,8 +92,9 @@ class Lifecycle:
         parts = [f"{self.summary} Queues a '{self.kind}' operation: answers 202 with it; "
                  f"poll /api/v1/operations/<id>/.", who]
         if self.reauthenticate:
-            parts.append("Customers send their login password as current_password (403 if it "
-                         "is wrong; staff need not).")
+            parts.append("Customers send their login password as current_password and, with "
+                         "two-factor sign-in, a current code as otp_code (403 if either is "
+                         "wrong; staff need not).")
         parts.append("Honours Idempotency-Key.")
         return " ".join(parts)
 
@@ -89,7 +104,8 @@ LIFECYCLE = (
     Lifecycle("stop", Kind.STOP, "Stop the VPS.", _queue(Kind.STOP)),
     Lifecycle("reboot", Kind.RESTART, "Reboot the VPS.", _queue(Kind.RESTART)),
     Lifecycle("terminate", Kind.DESTROY, "Terminate the VPS: its files go and its addresses "
-              "return to the pool (DELETE on the VPS does the same).", _queue(Kind.DESTROY)),
+              "return to the pool (DELETE on the VPS does the same, with the same body).",
+              _queue(Kind.DESTROY), body=TerminateSerializer, reauthenticate=True),
     Lifecycle("suspend", Kind.SUSPEND, "Suspend the VPS (stopped; its owner cannot start it).",
               _queue(Kind.SUSPEND), staff_only=True),
     Lifecycle("resume", Kind.RESUME, "Resume a suspended VPS.", _queue(Kind.RESUME),
@@ -114,7 +130,8 @@ def perform(view, row):
     if row.staff_only and not request.user.is_staff:
         raise Forbidden("only staff can do this")
     if row.reauthenticate and not request.user.is_staff:
-        services.reauthenticate(request.user, data.get("current_password"))
+        services.reauthenticate(request.user, data.get("current_password"),
+                                data.get("otp_code"))
     op = idempotency.run(request, lambda key: row.run(ve, request.user, data, key))
     return Response(OperationSerializer(op, context={"request": request}).data,
                     status=status.HTTP_202_ACCEPTED)

@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
-from hosting.core import audit, shadow
+from hosting.core import audit, shadow, twofactor
 from hosting.core.errors import Conflict, Forbidden, Invalid, ServiceError
 from hosting.ipam import services as ipam
 from hosting.nodes.models import Node
@@ -55,8 +55,9 @@ def check_ssh_key(key):
         raise Invalid(exc.message, field="ssh_key") from exc
 
 
-def reauthenticate(user, password):
-    """Refuse a sensitive action unless ``password`` is the user's own login password.
+def reauthenticate(user, password, code=None):
+    """Refuse a sensitive action unless ``password`` is the user's own login password
+    and, for a user with two-factor sign-in, ``code`` a current code of theirs.
 
     After REAUTH_FAILURES wrong answers in REAUTH_WINDOW seconds every attempt
     is refused, so a stolen session cannot guess the password here.
@@ -68,6 +69,11 @@ def reauthenticate(user, password):
         cache.add(key, 0, REAUTH_WINDOW)
         cache.incr(key)
         raise Forbidden("your current password is needed for this (and it did not match)")
+    if twofactor.enrolled(user) and not twofactor.verify(user, code):
+        cache.add(key, 0, REAUTH_WINDOW)
+        cache.incr(key)
+        raise Forbidden("your current two-factor code is needed for this (and it did not "
+                        "match)")
 
 
 def order(customer, plan, template, hostname, requested_by, root_password="", ssh_key="",

@@ -22,7 +22,7 @@ class TemplateForm(forms.ModelForm):
                               "`vectl template import NAME FILE` on each node"}
 
 
-@staff_required
+@staff_required("templates.view", write="templates.manage")
 def template_list(request):
     form = TemplateForm(request.POST or None)
     if request.method == "POST":
@@ -41,7 +41,7 @@ def template_list(request):
                   status=status)
 
 
-@staff_required
+@staff_required("templates.manage")
 @require_POST
 def template_active(request, pk, active):
     """Retire a template (existing VPSes keep it; no new orders or reinstalls) or offer it again."""
@@ -55,7 +55,7 @@ def template_active(request, pk, active):
     return redirect("staff-templates")
 
 
-@staff_required
+@staff_required("vps.view", write="vps.plan")
 @require_http_methods(["GET", "POST"])
 def staff_change_plan(request, veid):
     """A VPS's Change plan page among the staff pages (any change the rules allow);

@@ -6,6 +6,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
+from hosting.core import roles
 from hosting.core.errors import Forbidden, ServiceError
 from hosting.operations import services as operations
 from hosting.operations.models import Operation
@@ -15,7 +16,7 @@ from hosting.operations.services import ACTION_STATES, mark_passing_states
 from hosting.usage import graphs, traffic
 
 from . import services
-from .forms import OrderForm, PasswordForm, ReinstallForm
+from .forms import OrderForm, PasswordForm, ReinstallForm, TerminateForm
 from .models import VirtualEnvironment as VE
 
 SIMPLE_ACTIONS = {"start": Operation.Kind.START, "stop": Operation.Kind.STOP,
@@ -75,9 +76,12 @@ def buttons(ve, current, viewer):
     none while another operation runs (the service would answer 409)."""
     out = []
     for name in BUTTON_ORDER:
+        kind = SIMPLE_ACTIONS[name]
         if name in STAFF_ACTIONS and not viewer.is_staff:
             continue
-        kind = SIMPLE_ACTIONS[name]
+        if viewer.is_staff and not roles.can(viewer, roles.KIND_CAPABILITY.get(
+                kind, roles.DEFAULT_KIND_CAPABILITY)):
+            continue  # the role may not do it (an auditor sees no buttons)
         out.append((name, Operation.Kind(kind).label, refusal(ve, current, kind)))
     return out
 
@@ -108,8 +112,12 @@ def detail(request, veid, status=200, password_form=None, reinstall_form=None):
         "reinstall_refusal": refusal(ve, live["current"], Operation.Kind.REINSTALL),
         "password_form": password_form or PasswordForm(),
         "reinstall_form": reinstall_form or ReinstallForm(initial={"template": ve.template}),
+        "terminate_form": TerminateForm(),
         "usage_ranges": list(graphs.RANGES),
         "usage_charts": USAGE_CHARTS,
+        # staff see the forms their role may use (customers: their own VPS, all of them)
+        "may_operate": not request.user.is_staff or roles.can(request.user, "vps.operate"),
+        "may_change_plan": not request.user.is_staff or roles.can(request.user, "vps.plan"),
     }, status=status)
 
 
@@ -128,6 +136,12 @@ def action(request, veid, name):
     if kind is None:
         return detail(request, veid, status=404)
     try:
+        if kind == Operation.Kind.DESTROY:  # like reinstall: the password (and code) again
+            form = TerminateForm(request.POST)
+            if not form.is_valid():
+                raise Forbidden("your current password is needed to terminate the VPS")
+            services.reauthenticate(request.user, form.cleaned_data["current_password"],
+                                    form.cleaned_data["otp_code"])
         operations.request(ve, kind, request.user)
     except ServiceError as exc:
         messages.error(request, exc.message)
@@ -146,7 +160,8 @@ def reset_password(request, veid):
     if not form.is_valid():
         return detail(request, veid, status=400, password_form=form)
     try:
-        services.reauthenticate(request.user, form.cleaned_data["current_password"])
+        services.reauthenticate(request.user, form.cleaned_data["current_password"],
+                                form.cleaned_data["otp_code"])
         services.reset_password(ve, request.user, form.cleaned_data["root_password"])
     except ServiceError as exc:
         form.add_error(None, exc.message)
@@ -165,7 +180,7 @@ def reinstall(request, veid):
         return detail(request, veid, status=400, reinstall_form=form)
     data = form.cleaned_data
     try:
-        services.reauthenticate(request.user, data["current_password"])
+        services.reauthenticate(request.user, data["current_password"], data["otp_code"])
         services.reinstall(ve, request.user, data["template"], data["root_password"],
                            data["ssh_key"], data["keep_old"])
     except ServiceError as exc:

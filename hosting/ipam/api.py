@@ -3,7 +3,7 @@
 from rest_framework import serializers, viewsets
 
 from hosting.core import audit
-from hosting.core.api import IsStaff
+from hosting.core.api import StaffCan
 from hosting.nodes.models import Node
 
 from . import services
@@ -36,7 +36,7 @@ class IPPoolSerializer(serializers.ModelSerializer):
 class IPPoolViewSet(viewsets.ModelViewSet):
     queryset = IPPool.objects.prefetch_related("nodes")
     serializer_class = IPPoolSerializer
-    permission_classes = [IsStaff]
+    permission_classes = [StaffCan.needing("pools.view", "pools.manage")]
 
     def perform_create(self, serializer):
         audit.record(self.request.user, "ippool.create", serializer.save())

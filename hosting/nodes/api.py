@@ -7,7 +7,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from hosting.core import audit
-from hosting.core.api import IsStaff
+from hosting.core.api import StaffCan
 from hosting.core.errors import Invalid
 from hosting.usage import graphs
 
@@ -39,7 +39,7 @@ class NodeViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, mixins.Destr
 
     queryset = Node.objects.all()
     serializer_class = NodeSerializer
-    permission_classes = [IsStaff]
+    permission_classes = [StaffCan.needing("nodes.view", "nodes.manage")]
     filterset_fields = ["state"]
 
     @extend_schema(parameters=[OpenApiParameter("range", str, enum=list(graphs.RANGES),

@@ -27,14 +27,14 @@ def _usage(room):
     return rows
 
 
-@staff_required
+@staff_required("nodes.view")
 def node_list(request):
     rooms = placement.Fleet(list(Node.objects.all())).rooms
     nodes = [(room.node, _usage(room), room.ve_count) for room in rooms]
     return render(request, "staff/nodes.html", {"nodes": nodes})
 
 
-@staff_required
+@staff_required("nodes.view")
 def node_detail(request, pk):
     node = get_object_or_404(Node, pk=pk)
     ves = node.environments.live().select_related("owner__user", "plan")
@@ -46,7 +46,7 @@ def node_detail(request, pk):
                                                "usage_ranges": list(graphs.RANGES)})
 
 
-@staff_required
+@staff_required("nodes.manage")
 @require_POST
 def node_remove(request, pk):
     """Remove an empty, silent node (hosting/nodes/removal.py); 409 on its page if not."""

@@ -18,7 +18,9 @@ import json
 import logging
 from datetime import timedelta
 
+from django.conf import settings
 from django.utils import timezone
+from kombu.serialization import loads, prepare_accept_content
 
 from . import dispatch, locks
 from .models import Operation
@@ -44,7 +46,11 @@ def inflight(queue, unacked=True):
 
 
 def _operation_of(raw):
-    """The operation id a kombu message (JSON) carries, if it is a run_operation."""
+    """The operation id a kombu message (JSON) carries, if it is a run_operation.
+
+    A signed message's body (Celery's ``auth`` serializer) is decoded, and its
+    signature checked, by kombu's registry; a forged one counts as no message
+    (the node refuses it, and the relay then sends the operation again)."""
     try:
         message = json.loads(raw)
         if message.get("headers", {}).get("task") != dispatch.RUN_OPERATION:
@@ -52,8 +58,10 @@ def _operation_of(raw):
         body = message["body"]
         if message.get("properties", {}).get("body_encoding") == "base64":
             body = base64.b64decode(body)
-        return str(json.loads(body)[0][0])
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        args = loads(body, message.get("content-type"), message.get("content-encoding"),
+                     accept=prepare_accept_content(settings.CELERY_ACCEPT_CONTENT))[0]
+        return str(args[0])
+    except Exception:  # not a message of ours (or a forged one): no operation
         return None
 
 

@@ -5,7 +5,7 @@ This is the only path by which the web side changes anything on a node.
 
 from django.db import IntegrityError, transaction
 
-from hosting.core import audit
+from hosting.core import audit, roles
 from hosting.core.errors import Conflict, Forbidden
 from hosting.environments.models import VirtualEnvironment as VE
 
@@ -49,8 +49,11 @@ def mark_passing_states(ves):
 
 
 def check_actor(user, kind=None):
-    """Refuse suspended customers, and staff-only kinds for customers."""
+    """Refuse suspended customers, staff-only kinds for customers, and staff whose
+    role lacks the kind's capability (roles.KIND_CAPABILITY)."""
     if user.is_staff:
+        if not roles.can(user, roles.KIND_CAPABILITY.get(kind, roles.DEFAULT_KIND_CAPABILITY)):
+            raise Forbidden(roles.refusal(user))
         return
     customer = getattr(user, "customer", None)
     if customer is None:

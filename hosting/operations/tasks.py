@@ -6,6 +6,8 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
+from hosting.controlplane import not_this_node
+
 from . import dispatch, executor, locks, reconcile, relay
 from .models import Operation
 
@@ -33,6 +35,8 @@ def _run_by_another_slot(op_id):
 def reconcile_node(node_name):
     """Hand interrupted operations to the operations queue; compare the node with
     the database (runs in the chores pool)."""
+    if not_this_node(node_name):
+        return None
     return reconcile.node(node_name, hand_over=True)
 
 

@@ -21,7 +21,7 @@ def _page(request, queryset):
     return Paginator(queryset, PAGE).get_page(request.GET.get("page"))
 
 
-@staff_required
+@staff_required("vps.view")
 def environment_list(request):
     month = traffic.month_of()
     ves = VE.objects.select_related("owner__user", "plan", "node", "template") \
@@ -46,7 +46,7 @@ def environment_list(request):
         "plans": Plan.objects.values_list("name", flat=True), "query": request.GET})
 
 
-@staff_required
+@staff_required("vps.view")
 def operation_list(request):
     ops = Operation.objects.select_related("environment", "requested_by")
     if request.GET.get("state"):
@@ -55,7 +55,7 @@ def operation_list(request):
         "page": _page(request, ops), "states": Operation.State.choices, "query": request.GET})
 
 
-@staff_required
+@staff_required("audit.view")
 def audit_list(request):
     rows = AuditLog.objects.select_related("actor")
     if request.GET.get("action"):

@@ -3,7 +3,8 @@
 from rest_framework import serializers, status, viewsets
 from rest_framework.response import Response
 
-from hosting.core.api import ReadOnlyOrStaff
+from hosting.core import roles
+from hosting.core.api import StaffCan
 from hosting.environments.models import OSTemplate
 
 from . import services
@@ -25,12 +26,12 @@ class PlanViewSet(viewsets.ModelViewSet):
     """Plans. Changing a plan's limits applies them live to its running VPSes."""
 
     serializer_class = PlanSerializer
-    permission_classes = [ReadOnlyOrStaff]
+    permission_classes = [StaffCan.needing("plans.view", "plans.manage", customers_read=True)]
     filterset_fields = ["active"]
 
     def get_queryset(self):
         plans = Plan.objects.prefetch_related("templates")
-        return plans if self.request.user.is_staff else plans.filter(active=True)
+        return plans if roles.can(self.request.user, "plans.view") else plans.filter(active=True)
 
     def perform_create(self, serializer):
         templates = serializer.validated_data.pop("templates", [])

@@ -19,13 +19,13 @@ class PlanForm(forms.ModelForm):
         widgets = {"templates": forms.CheckboxSelectMultiple}
 
 
-@staff_required
+@staff_required("plans.view")
 def plan_list(request):
     plans = Plan.objects.prefetch_related("templates")
     return render(request, "staff/plans.html", {"plans": plans})
 
 
-@staff_required
+@staff_required("plans.view", write="plans.manage")
 def plan_edit(request, pk=None):
     plan = get_object_or_404(Plan, pk=pk) if pk else Plan()
     before = plan.engine_limits() if pk else None
@@ -42,7 +42,7 @@ def plan_edit(request, pk=None):
     return render(request, "staff/plan_form.html", {"form": form, "plan": plan})
 
 
-@staff_required
+@staff_required("plans.manage")
 @require_POST
 def plan_retire(request, pk):
     plan = get_object_or_404(Plan, pk=pk)

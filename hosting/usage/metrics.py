@@ -15,7 +15,7 @@ from rest_framework import renderers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from hosting.core.api import IsStaff
+from hosting.core.api import StaffCan
 from hosting.nodes import placement
 from hosting.nodes.models import Node
 
@@ -116,7 +116,7 @@ def _number(value, scale):
 class MetricsView(APIView):
     """Prometheus metrics of every node and VE (staff: token or session)."""
 
-    permission_classes = [IsStaff]
+    permission_classes = [StaffCan.needing("reports.view")]
     renderer_classes = [PrometheusRenderer]
     schema = None  # not part of the REST API's OpenAPI document
 

@@ -5,6 +5,7 @@ import logging
 
 from celery import shared_task
 
+from hosting.controlplane import not_this_node
 from hosting.environments.models import VirtualEnvironment as VE
 from hosting.operations import executor
 from ve.errors import VEError
@@ -17,6 +18,8 @@ log = logging.getLogger(__name__)
 @shared_task(name="hosting.usage.tasks.collect_traffic")
 def collect_traffic(node_name):
     """Read every VE's traffic counters into this month's rows and apply the quotas."""
+    if not_this_node(node_name):
+        return None
     return collect(node_name)
 
 
@@ -42,6 +45,8 @@ def collect(node_name, eng=None):
 @shared_task(name="hosting.usage.tasks.sample_node")
 def sample_node(node_name):
     """Sample every VE of this node once and store it (NODE_SAMPLE_SECONDS apart)."""
+    if not_this_node(node_name):
+        return None
     return collection.store(node_name, executor.engine().sample())
 
 

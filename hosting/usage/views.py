@@ -30,7 +30,7 @@ WHATIF_COLUMNS = ("node", "added") + tuple(f"{when}_{figure}" for figure in WHAT
                                           for when in ("before", "after"))
 
 
-@staff_required
+@staff_required("reports.view")
 def overcommit(request):
     """Per node and per plan, what was sold next to what is used (``?format=csv&table=``)."""
     days = int(request.GET.get("days", "30")) if request.GET.get("days") in map(str, DAYS) \

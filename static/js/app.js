@@ -4,6 +4,8 @@
 //    slow down to every 10 s so state changes made elsewhere still show.
 //  - form[data-confirm]: ask before submitting a destructive action (listened for on
 //    the document, so forms that polling puts in later ask too).
+//  - button[data-reveal]: bring the form with that id into view and focus its first
+//    field (Terminate: the form asking for the password lives outside the polled part).
 (function () {
   "use strict";
 
@@ -28,6 +30,14 @@
     document.addEventListener("submit", function (event) {
       var form = event.target.closest("form[data-confirm]");
       if (form && !window.confirm(form.getAttribute("data-confirm"))) event.preventDefault();
+    });
+    document.addEventListener("click", function (event) {
+      var button = event.target.closest("button[data-reveal]");
+      var form = button && document.getElementById(button.getAttribute("data-reveal"));
+      if (!form) return;
+      form.scrollIntoView({ block: "center" });
+      var field = form.querySelector("input:not([type=hidden])");
+      if (field) field.focus();
     });
   });
 })();

@@ -20,6 +20,8 @@ from hosting.nodes.models import Node
 from hosting.operations.models import Operation
 from hosting.plans.models import Plan
 
+from tests.staffing import make_staff, verified_login
+
 from .helpers import PASSWORD
 
 
@@ -33,7 +35,15 @@ def _fast_password_hashing(settings):
 
 @pytest.fixture
 def staff(db):
-    return User.objects.create_user("staffer", "staff@example.com", PASSWORD, is_staff=True)
+    """An administrator (the role every staff login had before roles)."""
+    return make_staff("staffer", PASSWORD, email="staff@example.com")
+
+
+@pytest.fixture
+def staff_roles(db):
+    """One staff login of each other role: support, billing, auditor (roles.py)."""
+    return {role: make_staff(f"{role}-1", PASSWORD, role=role)
+            for role in ("support", "billing", "auditor")}
 
 
 def _customer(username, company):
@@ -114,10 +124,12 @@ def ve_b(customer_b, plan, node, template, pool4, pool6):
 
 
 @pytest.fixture
-def world(staff, customer_a, customer_b, node, template, plan, pool4, pool6, ve_a, ve_b):
+def world(staff, staff_roles, customer_a, customer_b, node, template, plan, pool4, pool6, ve_a,
+          ve_b):
     """Everything at once, with the ids the URL tables refer to."""
     return {
-        "staff": staff, "a": customer_a, "b": customer_b, "node": node, "template": template,
+        "staff": staff, **staff_roles, "a": customer_a, "b": customer_b, "node": node,
+        "template": template,
         "plan": plan, "pool4": pool4, "pool6": pool6, "ve_a": ve_a, "ve_b": ve_b,
         "op_a": ve_a.operations.get(), "op_b": ve_b.operations.get(),
     }
@@ -126,27 +138,29 @@ def world(staff, customer_a, customer_b, node, template, plan, pool4, pool6, ve_
 # -- clients ------------------------------------------------------------------------------
 
 def _user_of(world, role):
-    return {"staff": world["staff"], "a": world["a"].user, "b": world["b"].user}.get(role)
+    people = {"staff": world["staff"], "a": world["a"].user, "b": world["b"].user}
+    return people[role] if role in people else world[role]
 
 
 @pytest.fixture
 def api_as(world):
-    """``api_as(role)``: a DRF test client signed in by session as anon/a/b/staff."""
+    """``api_as(role)``: a DRF test client signed in by session as anon/a/b/staff or
+    support/billing/auditor (staff of those roles)."""
     def make(role):
         client = APIClient()
         if role != "anon":
-            client.force_login(_user_of(world, role))
+            verified_login(client, _user_of(world, role))
         return client
     return make
 
 
 @pytest.fixture
 def page_as(world):
-    """``page_as(role)``: a Django test client signed in as anon/a/b/staff."""
+    """``page_as(role)``: a Django test client signed in as anon/a/b/staff/support/...."""
     def make(role):
         client = Client()
         if role != "anon":
-            client.force_login(_user_of(world, role))
+            verified_login(client, _user_of(world, role))
         return client
     return make
 

@@ -253,7 +253,8 @@ def test_every_action_is_busy_while_an_operation_runs(world, alice, refused, ve_
 
 def test_delete_of_a_busy_vps_is_refused(world, alice, refused, ve_a):
     Operation.objects.create(environment=ve_a, kind=Operation.Kind.STOP)
-    refused(lambda: alice.delete(f"{ORDERS}{ve_a.veid}/"), 409, "is busy")
+    refused(lambda: alice.delete(f"{ORDERS}{ve_a.veid}/", {"current_password": PASSWORD},
+                                 format="json"), 409, "is busy")
 
 
 @pytest.mark.parametrize("action, state, why", [
@@ -330,7 +331,8 @@ def test_reinstall_with_a_bad_ssh_key(world, alice, refused, ve_a):
 @pytest.mark.parametrize("action", ["reboot", "stop", "terminate"])
 def test_action_by_a_suspended_customer(world, alice, refused, ve_a, action):
     Customer.objects.filter(pk=world["a"].pk).update(status=Customer.Status.SUSPENDED)
-    refused(lambda: alice.post(f"{ORDERS}{ve_a.veid}/{action}/"),
+    refused(lambda: alice.post(f"{ORDERS}{ve_a.veid}/{action}/",
+                               {"current_password": PASSWORD}, format="json"),
             403, "your account is suspended; contact support")
 
 

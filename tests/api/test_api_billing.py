@@ -114,7 +114,8 @@ def test_the_owner_cannot_act_on_a_suspended_vps(billing, world, api_as):
     _node_finishes(op["id"], VE.State.SUSPENDED)
     owner = api_as("b")
     for action in ("start", "reboot", "terminate"):
-        response = owner.post(f"{ORDERS}{veid}/{action}/")
+        response = owner.post(f"{ORDERS}{veid}/{action}/", {"current_password": PASSWORD},
+                              format="json")
         assert response.status_code == 409, action
         assert response.json()["detail"] in (
             "VPS web-b.example.com is suspended; contact support",

@@ -14,7 +14,7 @@ from hosting.ipam.models import IPAddress
 from hosting.operations import dispatch
 from hosting.operations.models import Operation
 
-from .helpers import ROOT_PASSWORD, SSH_KEY, counts
+from .helpers import PASSWORD, ROOT_PASSWORD, SSH_KEY, counts
 
 pytestmark = pytest.mark.django_db
 
@@ -163,9 +163,11 @@ def test_a_vps_being_created_takes_no_other_action(world, alice):
 
 def test_a_vps_being_created_can_be_terminated_once_the_create_finished(world, alice):
     body = alice.post(ORDERS, _order(), format="json").json()
-    busy = alice.delete(f"{ORDERS}{body['veid']}/")
+    busy = alice.delete(f"{ORDERS}{body['veid']}/", {"current_password": PASSWORD},
+                        format="json")
     assert busy.status_code == 409 and "busy" in busy.json()["detail"]
     Operation.objects.filter(pk=body["id"]).update(state=Operation.State.FAILED)
-    response = alice.delete(f"{ORDERS}{body['veid']}/")
+    response = alice.delete(f"{ORDERS}{body['veid']}/", {"current_password": PASSWORD},
+                            format="json")
     assert response.status_code == 202
     assert response.json()["kind"] == "destroy"

@@ -1,4 +1,6 @@
-"""Who may call what on /api/v1/: anonymous, customer A, customer B (the owner) and staff.
+"""Who may call what on /api/v1/: anonymous, customer A, customer B (the owner) and staff
+of each role: ``staff`` (an administrator), support, billing and a read-only auditor
+(hosting/core/roles.py).
 
 The objects under test belong to customer B (``ve_b``, ``op_b``), so customer A
 plays the stranger: A must get 404 (never 403, which would confirm the VPS
@@ -15,42 +17,53 @@ from hosting.environments.models import OSTemplate, VirtualEnvironment as VE
 from hosting.operations.models import Operation
 from hosting.plans.models import Plan
 
+from tests.staffing import enrol, verified_login
+
 from .helpers import PASSWORD, ROOT_PASSWORD, counts, fill
 
 pytestmark = pytest.mark.django_db
 
-ROLES = ("anon", "a", "b", "staff")
+ROLES = ("anon", "a", "b", "staff", "support", "billing", "auditor")
+STAFF_ROLES = ("support", "billing", "auditor")
 NOT_SIGNED_IN = "Authentication credentials were not provided."
 
 
+def role_refusal(role):
+    label = {"support": "support", "billing": "billing", "auditor": "auditor (read-only)"}[role]
+    return f"your staff role ({label}) does not allow this"
+
+
 def _matrix(table):
-    """Expand {path: (anon, a, b, staff)} rows into (role, path, status) cases."""
+    """Expand {path: (anon, a, b, staff, support, billing, auditor)} rows into
+    (role, path, status) cases."""
     return [pytest.param(role, path, statuses[i], id=f"{role}-{path}")
             for path, statuses in table for i, role in enumerate(ROLES)]
 
 
 # -- reads --------------------------------------------------------------------------------
 
-READS = [
-    ("/api/v1/", (401, 200, 200, 200)),
-    ("/api/v1/environments/", (401, 200, 200, 200)),
-    ("/api/v1/environments/{ve_b}/", (401, 404, 200, 200)),
-    ("/api/v1/environments/{ve_b}/usage/", (401, 404, 200, 200)),
-    ("/api/v1/environments/{ve_b}/usage/?range=30d", (401, 404, 200, 200)),
-    ("/api/v1/operations/", (401, 200, 200, 200)),
-    ("/api/v1/operations/{op_b}/", (401, 404, 200, 200)),
-    ("/api/v1/plans/", (401, 200, 200, 200)),
-    ("/api/v1/plans/{plan}/", (401, 200, 200, 200)),
-    ("/api/v1/templates/", (401, 200, 200, 200)),
-    ("/api/v1/templates/{template}/", (401, 200, 200, 200)),
-    ("/api/v1/customers/", (401, 403, 403, 200)),
-    ("/api/v1/customers/{cust_b}/", (401, 403, 403, 200)),
-    ("/api/v1/nodes/", (401, 403, 403, 200)),
-    ("/api/v1/nodes/{node}/", (401, 403, 403, 200)),
-    ("/api/v1/nodes/{node}/usage/?range=7d", (401, 403, 403, 200)),
-    ("/api/v1/ip-pools/", (401, 403, 403, 200)),
-    ("/api/v1/ip-pools/{pool}/", (401, 403, 403, 200)),
-    ("/api/v1/audit-log/", (401, 403, 403, 200)),
+READS = [  # anon, a, b, staff (administrator), support, billing, auditor
+    ("/api/v1/", (401, 200, 200, 200, 200, 200, 200)),
+    ("/api/v1/environments/", (401, 200, 200, 200, 200, 200, 200)),
+    ("/api/v1/environments/{ve_b}/", (401, 404, 200, 200, 200, 200, 200)),
+    ("/api/v1/environments/{ve_b}/usage/", (401, 404, 200, 200, 200, 200, 200)),
+    ("/api/v1/environments/{ve_b}/usage/?range=30d", (401, 404, 200, 200, 200, 200, 200)),
+    ("/api/v1/operations/", (401, 200, 200, 200, 200, 200, 200)),
+    ("/api/v1/operations/{op_b}/", (401, 404, 200, 200, 200, 200, 200)),
+    # support: no plans or prices (customers see the active catalogue)
+    ("/api/v1/plans/", (401, 200, 200, 200, 403, 200, 200)),
+    ("/api/v1/plans/{plan}/", (401, 200, 200, 200, 403, 200, 200)),
+    ("/api/v1/templates/", (401, 200, 200, 200, 200, 200, 200)),
+    ("/api/v1/templates/{template}/", (401, 200, 200, 200, 200, 200, 200)),
+    ("/api/v1/customers/", (401, 403, 403, 200, 200, 200, 200)),
+    ("/api/v1/customers/{cust_b}/", (401, 403, 403, 200, 200, 200, 200)),
+    # nodes, pools, the audit log and metrics: administrators and auditors
+    ("/api/v1/nodes/", (401, 403, 403, 200, 403, 403, 200)),
+    ("/api/v1/nodes/{node}/", (401, 403, 403, 200, 403, 403, 200)),
+    ("/api/v1/nodes/{node}/usage/?range=7d", (401, 403, 403, 200, 403, 403, 200)),
+    ("/api/v1/ip-pools/", (401, 403, 403, 200, 403, 403, 200)),
+    ("/api/v1/ip-pools/{pool}/", (401, 403, 403, 200, 403, 403, 200)),
+    ("/api/v1/audit-log/", (401, 403, 403, 200, 403, 403, 200)),
 ]
 
 
@@ -60,7 +73,8 @@ def test_get_answers_by_role(api_as, world, role, path, expected):
     assert response.status_code == expected, response.content
     if expected in (401, 403):
         detail = response.json()["detail"]
-        assert detail == (NOT_SIGNED_IN if role == "anon" else "only staff can use this endpoint")
+        assert detail == (NOT_SIGNED_IN if role == "anon" else role_refusal(role)
+                          if role in STAFF_ROLES else "only staff can use this endpoint")
     if expected == 404:
         assert response.json() == {"detail": "No VirtualEnvironment matches the given query."} \
             or response.json() == {"detail": "No Operation matches the given query."}
@@ -108,20 +122,28 @@ def test_staff_lists_everyones_environments_and_operations(api_as, world):
 
 # -- lifecycle actions on B's VPS ---------------------------------------------------------
 
-# (method, path, body, ve_b's state before, statuses for anon, a, b, staff)
+# (method, path, body, ve_b's state before, statuses for anon, a, b, staff, support, billing,
+# auditor): support operates VPSes; billing only suspends; the auditor only reads.
 ACTIONS = [
-    ("post", "/api/v1/environments/{ve_b}/start/", None, "stopped", (401, 404, 202, 202)),
-    ("post", "/api/v1/environments/{ve_b}/stop/", None, "running", (401, 404, 202, 202)),
-    ("post", "/api/v1/environments/{ve_b}/reboot/", None, "running", (401, 404, 202, 202)),
-    ("post", "/api/v1/environments/{ve_b}/terminate/", None, "running", (401, 404, 202, 202)),
-    ("delete", "/api/v1/environments/{ve_b}/", None, "running", (401, 404, 202, 202)),
+    ("post", "/api/v1/environments/{ve_b}/start/", None, "stopped",
+     (401, 404, 202, 202, 202, 403, 403)),
+    ("post", "/api/v1/environments/{ve_b}/stop/", None, "running",
+     (401, 404, 202, 202, 202, 403, 403)),
+    ("post", "/api/v1/environments/{ve_b}/reboot/", None, "running",
+     (401, 404, 202, 202, 202, 403, 403)),
+    ("post", "/api/v1/environments/{ve_b}/terminate/", {"current_password": PASSWORD},
+     "running", (401, 404, 202, 202, 202, 403, 403)),
+    ("delete", "/api/v1/environments/{ve_b}/", {"current_password": PASSWORD}, "running",
+     (401, 404, 202, 202, 202, 403, 403)),
     ("post", "/api/v1/environments/{ve_b}/reinstall/", {"current_password": PASSWORD},
-     "running", (401, 404, 202, 202)),
+     "running", (401, 404, 202, 202, 202, 403, 403)),
     ("post", "/api/v1/environments/{ve_b}/password/",
      {"root_password": ROOT_PASSWORD, "current_password": PASSWORD}, "running",
-     (401, 404, 202, 202)),
-    ("post", "/api/v1/environments/{ve_b}/suspend/", None, "running", (401, 404, 403, 202)),
-    ("post", "/api/v1/environments/{ve_b}/resume/", None, "suspended", (401, 404, 403, 202)),
+     (401, 404, 202, 202, 202, 403, 403)),
+    ("post", "/api/v1/environments/{ve_b}/suspend/", None, "running",
+     (401, 404, 403, 202, 202, 202, 403)),
+    ("post", "/api/v1/environments/{ve_b}/resume/", None, "suspended",
+     (401, 404, 403, 202, 202, 202, 403)),
 ]
 KIND = {"start": "start", "stop": "stop", "reboot": "restart", "terminate": "destroy",
         "reinstall": "reinstall", "password": "password", "suspend": "suspend",
@@ -155,6 +177,8 @@ def test_lifecycle_action_by_role(api_as, world, role, method, path, body, state
         assert response.json() == {"detail": "No VirtualEnvironment matches the given query."}
     elif role == "anon":
         assert response.json() == {"detail": NOT_SIGNED_IN}
+    elif role in STAFF_ROLES:
+        assert response.json() == {"detail": role_refusal(role)}
     else:
         assert response.json() == {"detail": "only staff can do this"}
     assert counts() == before
@@ -181,24 +205,36 @@ NEW_POOL = {"name": "v4b", "network": "203.0.113.0/24", "first": "203.0.113.10",
 NEW_CUSTOMER = {"username": "carol", "email": "carol@example.com", "password": PASSWORD,
                 "company": "Carol Inc"}
 
-# (method, path, body, statuses for anon, a, b, staff)
+# (method, path, body, statuses for anon, a, b, staff, support, billing, auditor):
+# billing keeps plans and customers; templates, nodes and pools are the administrators'.
 STAFF_WRITES = [
-    ("post", "/api/v1/plans/", NEW_PLAN, (401, 403, 403, 201)),
-    ("patch", "/api/v1/plans/{plan}/", {"monthly_price": "6.00"}, (401, 403, 403, 200)),
-    ("put", "/api/v1/plans/{plan}/", dict(NEW_PLAN, name="small"), (401, 403, 403, 200)),
-    ("delete", "/api/v1/plans/{plan}/", None, (401, 403, 403, 204)),
-    ("post", "/api/v1/templates/", {"name": "alpine", "title": "Alpine"}, (401, 403, 403, 201)),
-    ("patch", "/api/v1/templates/{template}/", {"title": "BB"}, (401, 403, 403, 200)),
-    ("post", "/api/v1/customers/", NEW_CUSTOMER, (401, 403, 403, 201)),
-    ("patch", "/api/v1/customers/{cust_b}/", {"phone": "+49 1"}, (401, 403, 403, 200)),
-    ("post", "/api/v1/customers/{cust_b}/suspend/", None, (401, 403, 403, 200)),
-    ("post", "/api/v1/customers/{cust_b}/unsuspend/", None, (401, 403, 403, 200)),
-    ("post", "/api/v1/nodes/", {"name": "hn2"}, (401, 403, 403, 201)),
-    ("patch", "/api/v1/nodes/{node}/", {"state": "draining"}, (401, 403, 403, 200)),
-    ("post", "/api/v1/ip-pools/", NEW_POOL, (401, 403, 403, 201)),
-    ("patch", "/api/v1/ip-pools/{pool}/", {"last": "198.18.0.200"}, (401, 403, 403, 200)),
+    ("post", "/api/v1/plans/", NEW_PLAN, (401, 403, 403, 201, 403, 201, 403)),
+    ("patch", "/api/v1/plans/{plan}/", {"monthly_price": "6.00"},
+     (401, 403, 403, 200, 403, 200, 403)),
+    ("put", "/api/v1/plans/{plan}/", dict(NEW_PLAN, name="small"),
+     (401, 403, 403, 200, 403, 200, 403)),
+    ("delete", "/api/v1/plans/{plan}/", None, (401, 403, 403, 204, 403, 204, 403)),
+    ("post", "/api/v1/templates/", {"name": "alpine", "title": "Alpine"},
+     (401, 403, 403, 201, 403, 403, 403)),
+    ("patch", "/api/v1/templates/{template}/", {"title": "BB"},
+     (401, 403, 403, 200, 403, 403, 403)),
+    ("post", "/api/v1/customers/", NEW_CUSTOMER, (401, 403, 403, 201, 403, 201, 403)),
+    ("patch", "/api/v1/customers/{cust_b}/", {"phone": "+49 1"},
+     (401, 403, 403, 200, 403, 200, 403)),
+    ("post", "/api/v1/customers/{cust_b}/suspend/", None, (401, 403, 403, 200, 403, 200, 403)),
+    ("post", "/api/v1/customers/{cust_b}/unsuspend/", None,
+     (401, 403, 403, 200, 403, 200, 403)),
+    ("post", "/api/v1/nodes/", {"name": "hn2"}, (401, 403, 403, 201, 403, 403, 403)),
+    ("patch", "/api/v1/nodes/{node}/", {"state": "draining"},
+     (401, 403, 403, 200, 403, 403, 403)),
+    ("post", "/api/v1/ip-pools/", NEW_POOL, (401, 403, 403, 201, 403, 403, 403)),
+    ("patch", "/api/v1/ip-pools/{pool}/", {"last": "198.18.0.200"},
+     (401, 403, 403, 200, 403, 403, 403)),
     # The pool's addresses are held by the VEs, so even staff are refused (409), not 5xx.
-    ("delete", "/api/v1/ip-pools/{pool}/", None, (401, 403, 403, 409)),
+    ("delete", "/api/v1/ip-pools/{pool}/", None, (401, 403, 403, 409, 403, 403, 403)),
+    # Extra traffic is sold: administrators and billing.
+    ("post", "/api/v1/environments/{ve_b}/traffic/", {"extra_gib": 5},
+     (401, 403, 403, 200, 403, 200, 403)),
 ]
 
 
@@ -219,6 +255,8 @@ def test_staff_write_by_role(api_as, world, role, method, path, body, expected):
         assert counts() == before
         if role == "anon":
             assert response.json()["detail"] == NOT_SIGNED_IN
+        elif expected == 403 and role in STAFF_ROLES:
+            assert response.json()["detail"] == role_refusal(role)
         elif expected == 403:
             assert response.json()["detail"] in ("only staff can use this endpoint",
                                                  "only staff can change this")
@@ -261,7 +299,7 @@ def test_a_customer_cannot_order_for_another_customer(api_as, world):
 
 def _audited_cases():
     for method, path, body, statuses in STAFF_WRITES:
-        if statuses[-1] in (200, 201, 204):
+        if statuses[ROLES.index("staff")] in (200, 201, 204):
             yield pytest.param(method, path, body, id=f"{method.upper()}-{path}")
 
 
@@ -299,3 +337,73 @@ def test_plan_delete_by_staff_retires_it_and_keeps_its_ves(api_as, world):
     assert world["plan"].active is False
     assert world["plan"].environments.count() == 2
     assert AuditLog.objects.filter(action="plan.retire").count() == 1
+
+
+# -- staff roles: what the matrix does not show -------------------------------------------
+
+def test_a_staff_login_without_a_role_may_do_nothing(api_as, world):
+    """Deny by default: is_staff alone (say, ticked in the admin) opens no staff route."""
+    from django.contrib.auth.models import User
+    from rest_framework.test import APIClient
+    nobody = User.objects.create_user("no-role", password=PASSWORD, is_staff=True)
+    client = APIClient()
+    enrol(nobody)
+    verified_login(client, nobody)
+    refusal = "this staff login has no role; an administrator must give it one"
+    for path in ("/api/v1/customers/", "/api/v1/nodes/", "/api/v1/plans/", "/api/v1/audit-log/"):
+        response = client.get(path)
+        assert (response.status_code, response.json()["detail"]) == (403, refusal), path
+    assert client.get("/api/v1/environments/").json()["count"] == 0
+    before = counts()
+    response = client.post(fill("/api/v1/environments/{ve_b}/stop/", world))
+    assert response.status_code == 404
+    assert counts() == before
+
+
+def test_a_superuser_is_an_administrator_without_a_role_row(api_as, world):
+    from django.contrib.auth.models import User
+    from rest_framework.test import APIClient
+    root = User.objects.create_superuser("root", "root@example.com", PASSWORD)
+    client = APIClient()
+    enrol(root)
+    verified_login(client, root)
+    assert client.get("/api/v1/nodes/").status_code == 200
+    assert client.post("/api/v1/nodes/", {"name": "hn9"}, format="json").status_code == 201
+
+
+@pytest.mark.parametrize("role, expected", [("support", 202), ("billing", 403),
+                                            ("auditor", 403), ("staff", 202)])
+def test_ordering_for_a_customer_by_role(api_as, world, role, expected):
+    before = counts()
+    response = api_as(role).post("/api/v1/environments/", {
+        "plan": "small", "template": "busybox", "hostname": "for-b.example.com",
+        "root_password": ROOT_PASSWORD, "customer": world["b"].pk}, format="json")
+    assert response.status_code == expected, response.content
+    if expected == 403:
+        assert counts() == before
+        assert response.json() == {"detail": role_refusal(role)}
+
+
+@pytest.mark.parametrize("role, expected", [("support", 403), ("billing", 202),
+                                            ("auditor", 403), ("staff", 202)])
+def test_changing_a_vpses_plan_by_role(api_as, world, role, expected):
+    bigger = Plan.objects.create(name="bigger", ram_mb=1024, disk_gib=10, ipv4_count=1,
+                                 ipv6_count=2, monthly_price="9.00")
+    VE.objects.filter(pk=world["ve_b"].pk).update(actual_state="stopped")
+    before = counts()
+    response = api_as(role).post(fill("/api/v1/environments/{ve_b}/plan/", world),
+                                 {"plan": bigger.name}, format="json")
+    assert response.status_code == expected, response.content
+    world["ve_b"].refresh_from_db()
+    if expected == 403:
+        assert response.json() == {"detail": role_refusal(role)}
+        assert counts() == before and world["ve_b"].plan == world["plan"]
+    else:
+        assert world["ve_b"].plan == bigger
+
+
+@pytest.mark.parametrize("role, expected", [("anon", 401), ("a", 403), ("support", 403),
+                                            ("billing", 403), ("auditor", 200),
+                                            ("staff", 200)])
+def test_metrics_by_role(api_as, world, role, expected):
+    assert api_as(role).get("/metrics").status_code == expected

@@ -16,6 +16,8 @@ from hosting.operations.models import Operation
 from hosting.plans.models import Plan
 from hosting.usage.models import UsageSample
 
+from tests.staffing import enrol, verified_login
+
 from .helpers import counts, text
 
 pytestmark = pytest.mark.django_db
@@ -308,7 +310,8 @@ def test_admin_cannot_change_plan_node_state_or_add(world, big):
     from django.test import Client
     root = User.objects.create_superuser("root", "root@example.com", "Root-Pass-Word-9")
     client = Client()
-    client.force_login(root)
+    enrol(root)
+    verified_login(client, root)
     ve = world["ve_a"]
     change = f"/admin/environments/virtualenvironment/{ve.pk}/change/"
     page = client.get(change)

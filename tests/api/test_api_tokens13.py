@@ -13,6 +13,8 @@ from rest_framework.test import APIClient
 from hosting.core import tokens
 from hosting.core.models import ApiToken, AuditLog
 
+from tests.staffing import enrol, verified_login
+
 from .helpers import PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -129,7 +131,8 @@ def test_the_admin_lists_keys_by_prefix_only(world, client):
     from django.contrib.auth.models import User
     boss = User.objects.create_superuser("boss", "boss@example.com", PASSWORD)
     _, key = tokens.issue(world["a"].user, "billing")
-    client.force_login(boss)
+    enrol(boss)
+    verified_login(client, boss)
     page = client.get("/admin/core/apitoken/")
     assert page.status_code == 200
     assert key[:8].encode() in page.content and key.encode() not in page.content

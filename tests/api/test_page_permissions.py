@@ -1,4 +1,5 @@
-"""Who may open which server-rendered page: anonymous, customer A, customer B and staff.
+"""Who may open which server-rendered page: anonymous, customer A, customer B and staff
+of each role (``staff`` is an administrator; support, billing, auditor: roles.py).
 
 As in the API tests the VPS belongs to B, so A is the stranger who must get
 404 (the page never confirms someone else's VPS exists) and write nothing.
@@ -13,21 +14,25 @@ from hosting.customers.models import Customer
 from hosting.environments.models import VirtualEnvironment as VE
 from hosting.operations.models import Operation
 
+from tests.staffing import enrol, totp, verified_login
+
 from .helpers import PASSWORD, ROOT_PASSWORD, assert_login_redirect, counts, fill, text
 
 pytestmark = pytest.mark.django_db
 
-ROLES = ("anon", "a", "b", "staff")
+ROLES = ("anon", "a", "b", "staff", "support", "billing", "auditor")
+STAFF = ("staff", "support", "billing", "auditor")
 LOGIN = "login"  # expected "status" meaning: redirected to the sign-in page
 
 
 # -- customer portal ----------------------------------------------------------------------
 
-PORTAL_GETS = [
-    ("/", (LOGIN, 200, 200, 302)),  # staff are sent on to /staff/
-    ("/order/", (LOGIN, 200, 200, 200)),
-    ("/vps/{ve_b}/", (LOGIN, 404, 200, 200)),
-    ("/vps/{ve_b}/live/", (LOGIN, 404, 200, 200)),
+PORTAL_GETS = [  # anon, a, b, staff, support, billing, auditor
+    ("/", (LOGIN, 200, 200, 302, 302, 302, 302)),  # staff are sent on to /staff/
+    ("/order/", (LOGIN, 200, 200, 200, 200, 200, 200)),
+    ("/vps/{ve_b}/", (LOGIN, 404, 200, 200, 200, 200, 200)),
+    ("/vps/{ve_b}/live/", (LOGIN, 404, 200, 200, 200, 200, 200)),
+    ("/account/api-keys/", (LOGIN, 200, 200, 200, 200, 200, 200)),  # one's own keys
 ]
 
 
@@ -65,20 +70,21 @@ def test_the_live_fragment_shows_the_owners_addresses(page_as, world):
     assert "198.18.0.11" in page and "198.18.0.10" not in page
 
 
-# (path, form data, ve_b's state, statuses for anon, a, b, staff)
+# (path, form data, ve_b's state, statuses for anon, a, b, staff, support, billing, auditor)
 PORTAL_POSTS = [
-    ("/vps/{ve_b}/start/", {}, "stopped", (LOGIN, 404, 302, 302)),
-    ("/vps/{ve_b}/stop/", {}, "running", (LOGIN, 404, 302, 302)),
-    ("/vps/{ve_b}/reboot/", {}, "running", (LOGIN, 404, 302, 302)),
-    ("/vps/{ve_b}/terminate/", {}, "running", (LOGIN, 404, 302, 302)),
+    ("/vps/{ve_b}/start/", {}, "stopped", (LOGIN, 404, 302, 302, 302, 403, 403)),
+    ("/vps/{ve_b}/stop/", {}, "running", (LOGIN, 404, 302, 302, 302, 403, 403)),
+    ("/vps/{ve_b}/reboot/", {}, "running", (LOGIN, 404, 302, 302, 302, 403, 403)),
+    ("/vps/{ve_b}/terminate/", {"current_password": PASSWORD}, "running",
+     (LOGIN, 404, 302, 302, 302, 403, 403)),
     ("/vps/{ve_b}/password/", {"current_password": PASSWORD, "root_password": ROOT_PASSWORD},
-     "running", (LOGIN, 404, 302, 302)),
+     "running", (LOGIN, 404, 302, 302, 302, 403, 403)),
     ("/vps/{ve_b}/reinstall/", {"current_password": PASSWORD, "template": "{template}"},
-     "running", (LOGIN, 404, 302, 302)),
+     "running", (LOGIN, 404, 302, 302, 302, 403, 403)),
     # Staff only: the owner is refused with 403, a stranger still sees nothing (404).
-    ("/vps/{ve_b}/suspend/", {}, "running", (LOGIN, 404, 403, 302)),
-    ("/vps/{ve_b}/resume/", {}, "suspended", (LOGIN, 404, 403, 302)),
-    ("/vps/{ve_b}/explode/", {}, "running", (LOGIN, 404, 404, 404)),
+    ("/vps/{ve_b}/suspend/", {}, "running", (LOGIN, 404, 403, 302, 302, 302, 403)),
+    ("/vps/{ve_b}/resume/", {}, "suspended", (LOGIN, 404, 403, 302, 302, 302, 403)),
+    ("/vps/{ve_b}/explode/", {}, "running", (LOGIN, 404, 404, 404, 404, 404, 404)),
 ]
 
 
@@ -94,6 +100,8 @@ def test_portal_action_by_role(page_as, world, role, path, data, state, expected
     ve = world["ve_b"]
     VE.objects.filter(pk=ve.pk).update(actual_state=state)
     data = {key: fill(value, world) for key, value in data.items()}
+    if "current_password" in data and role in STAFF:  # staff sign in with two factors
+        data["otp_code"] = totp(world[role].totp_device.key)
     client = page_as(role)
     before = counts()
     response = client.post(fill(path, world), data)
@@ -101,7 +109,7 @@ def test_portal_action_by_role(page_as, world, role, path, data, state, expected
         assert response.status_code == 302, text(response)
         assert response["Location"] == f"/vps/{ve.veid}/"
         op = Operation.objects.get(environment=ve, state=Operation.State.QUEUED)
-        assert op.requested_by == (world["staff"] if role == "staff" else ve.owner.user)
+        assert op.requested_by == (world[role] if role in STAFF else ve.owner.user)
         assert counts()["operations"] == before["operations"] + 1
         return
     if expected == LOGIN:
@@ -120,32 +128,53 @@ def test_portal_actions_refuse_get(page_as, world, path):
 
 # -- staff pages --------------------------------------------------------------------------
 
+# (path, statuses for staff (administrator), support, billing, auditor); anonymous visitors
+# are sent to sign in and customers get 403 on every one.
 STAFF_GETS = [
-    "/staff/nodes/", "/staff/nodes/{node}/", "/staff/plans/", "/staff/plans/new/",
-    "/staff/plans/{plan}/", "/staff/templates/", "/staff/customers/", "/staff/vps/",
-    "/staff/operations/", "/staff/audit/", "/staff/reports/overcommit/",
-    "/staff/reports/overcommit/?format=csv&table=plans",
+    ("/staff/nodes/", (200, 403, 403, 200)),
+    ("/staff/nodes/{node}/", (200, 403, 403, 200)),
+    ("/staff/plans/", (200, 403, 200, 200)),
+    ("/staff/plans/new/", (200, 403, 200, 200)),
+    ("/staff/plans/{plan}/", (200, 403, 200, 200)),
+    ("/staff/templates/", (200, 200, 200, 200)),
+    ("/staff/customers/", (200, 200, 200, 200)),
+    ("/staff/vps/", (200, 200, 200, 200)),
+    ("/staff/vps/{ve_b}/plan/", (200, 200, 200, 200)),
+    ("/staff/operations/", (200, 200, 200, 200)),
+    ("/staff/audit/", (200, 403, 403, 200)),
+    ("/staff/api-keys/", (200, 403, 403, 200)),
+    ("/staff/reports/overcommit/", (200, 403, 403, 200)),
+    ("/staff/reports/overcommit/?format=csv&table=plans", (200, 403, 403, 200)),
 ]
 
 
-@pytest.mark.parametrize("role", ROLES)
-@pytest.mark.parametrize("path", STAFF_GETS)
-def test_staff_page_by_role(page_as, world, role, path):
+def _staff_get_cases():
+    for path, statuses in STAFF_GETS:
+        for role in ROLES:
+            expected = (LOGIN if role == "anon" else 403 if role in ("a", "b")
+                        else statuses[STAFF.index(role)])
+            yield pytest.param(role, path, expected, id=f"{role}-{path}")
+
+
+@pytest.mark.parametrize("role, path, expected", list(_staff_get_cases()))
+def test_staff_page_by_role(page_as, world, role, path, expected):
     response = page_as(role).get(fill(path, world))
-    if role == "anon":
+    if expected == LOGIN:
         assert_login_redirect(response)
-    elif role == "staff":
-        assert response.status_code == 200
     else:
-        assert response.status_code == 403
+        assert response.status_code == expected
 
 
-@pytest.mark.parametrize("role, expected", [("anon", LOGIN), ("a", 403), ("staff", 200)])
-def test_staff_root_redirect_ends_in_the_same_verdict(page_as, world, role, expected):
-    """/staff/ itself only redirects to /staff/nodes/, which is guarded."""
+@pytest.mark.parametrize("role, page, expected", [
+    ("anon", "/staff/nodes/", LOGIN), ("a", "/staff/nodes/", 403),
+    ("staff", "/staff/nodes/", 200), ("auditor", "/staff/nodes/", 200),
+    ("support", "/staff/vps/", 200), ("billing", "/staff/vps/", 200)])
+def test_staff_root_redirect_ends_in_the_same_verdict(page_as, world, role, page, expected):
+    """/staff/ only redirects: to the first page the role may open, or to /staff/nodes/,
+    which is guarded."""
     client = page_as(role)
     first = client.get("/staff/")
-    assert (first.status_code, first["Location"]) == (302, "/staff/nodes/")
+    assert (first.status_code, first["Location"]) == (302, page)
     final = client.get(first["Location"])
     if expected == LOGIN:
         assert_login_redirect(final)
@@ -205,16 +234,18 @@ def _state(world):
 UNCHANGED = {"plan_active": True, "ram_mb": 512, "b_status": Customer.Status.ACTIVE,
              "template_active": True, "templates": 1}
 
-# (path, data, what a staff POST changes, statuses for anon, a, b, staff)
+# (path, data, what a staff POST changes, statuses for anon, a, b, staff, support, billing,
+# auditor)
 STAFF_POSTS = [
-    ("/staff/plans/{plan}/retire/", {}, {"plan_active": False}, (LOGIN, 403, 403, 302)),
+    ("/staff/plans/{plan}/retire/", {}, {"plan_active": False},
+     (LOGIN, 403, 403, 302, 403, 302, 403)),
     ("/staff/customers/{cust_b}/suspended/", {}, {"b_status": Customer.Status.SUSPENDED},
-     (LOGIN, 403, 403, 302)),
-    ("/staff/plans/{plan}/", PLAN_FORM, {"ram_mb": 1024}, (LOGIN, 403, 403, 302)),
+     (LOGIN, 403, 403, 302, 403, 302, 403)),
+    ("/staff/plans/{plan}/", PLAN_FORM, {"ram_mb": 1024}, (LOGIN, 403, 403, 302, 403, 302, 403)),
     ("/staff/templates/{template}/retire/", {}, {"template_active": False},
-     (LOGIN, 403, 403, 302)),
+     (LOGIN, 403, 403, 302, 403, 403, 403)),
     ("/staff/templates/", {"name": "debian-12", "title": "Debian 12"}, {"templates": 2},
-     (LOGIN, 403, 403, 302)),
+     (LOGIN, 403, 403, 302, 403, 403, 403)),
 ]
 
 
@@ -240,3 +271,73 @@ def test_staff_form_post_by_role(page_as, world, role, path, data, change, expec
         assert response.status_code == 403
     assert counts() == before
     assert _state(world) == UNCHANGED
+
+
+# -- staff roles: the pages show what a role may do ---------------------------------------
+
+NAV = {"Nodes": "/staff/nodes/", "Plans": "/staff/plans/", "Customers": "/staff/customers/",
+       "Audit log": "/staff/audit/", "Keys": "/staff/api-keys/", "Admin": "/admin/"}
+
+
+@pytest.mark.parametrize("role, shown", [
+    ("staff", {"Nodes", "Plans", "Customers", "Audit log", "Keys", "Admin"}),
+    ("support", {"Customers"}),
+    ("billing", {"Plans", "Customers"}),
+    ("auditor", {"Nodes", "Plans", "Customers", "Audit log", "Keys"}),
+])
+def test_the_navigation_links_only_the_pages_a_role_may_open(page_as, world, role, shown):
+    page = text(page_as(role).get("/staff/vps/"))
+    assert {name for name, url in NAV.items() if f'href="{url}"' in page} == shown
+
+
+@pytest.mark.parametrize("role, forms, plan_button, buttons", [
+    ("staff", True, True, {"start", "stop", "reboot", "suspend", "resume", "terminate"}),
+    ("support", True, False, {"start", "stop", "reboot", "suspend", "resume", "terminate"}),
+    ("billing", False, True, {"suspend", "resume"}),
+    ("auditor", False, False, set()),
+])
+def test_the_vps_page_offers_what_the_role_may_do(page_as, world, role, forms, plan_button,
+                                                   buttons):
+    client = page_as(role)
+    page = text(client.get(fill("/vps/{ve_b}/", world)))
+    assert ('id="password-form"' in page) == forms
+    assert ('id="reinstall-form"' in page) == forms
+    assert ('id="btn-plan"' in page) == plan_button
+    live = text(client.get(fill("/vps/{ve_b}/live/", world)))
+    offered = {name for name in ("start", "stop", "reboot", "suspend", "resume", "terminate")
+               if f'id="btn-{name}"' in live}
+    assert offered == buttons
+
+
+@pytest.mark.parametrize("role, expected", [("staff", 200), ("support", 302), ("billing", 302),
+                                            ("auditor", 302), ("a", 302)])
+def test_only_administrators_enter_the_admin(page_as, world, role, expected):
+    response = page_as(role).get("/admin/")
+    assert response.status_code == expected
+    if expected == 302:
+        assert response["Location"].startswith("/admin/login/")
+
+
+@pytest.mark.parametrize("role, expected", [("staff", 302), ("billing", 302),
+                                            ("support", 403), ("auditor", 403)])
+def test_staff_plan_change_page_post_by_role(page_as, world, role, expected):
+    from hosting.plans.models import Plan
+    bigger = Plan.objects.create(name="bigger", ram_mb=1024, disk_gib=10, ipv4_count=1,
+                                 ipv6_count=2, monthly_price="9.00")
+    VE.objects.filter(pk=world["ve_b"].pk).update(actual_state="stopped")
+    response = page_as(role).post(fill("/staff/vps/{ve_b}/plan/", world), {"plan": "bigger"})
+    assert response.status_code == expected
+    world["ve_b"].refresh_from_db()
+    assert (world["ve_b"].plan == bigger) == (expected == 302)
+
+
+def test_a_staff_login_without_a_role_gets_403_on_every_staff_page(world):
+    from django.contrib.auth.models import User
+    from django.test import Client
+    client = Client()
+    nobody = User.objects.create_user("no-role", password=PASSWORD, is_staff=True)
+    enrol(nobody)
+    verified_login(client, nobody)
+    for path, _ in STAFF_GETS:
+        assert client.get(fill(path, world)).status_code == 403, path
+    assert client.get(fill("/vps/{ve_b}/", world)).status_code == 404

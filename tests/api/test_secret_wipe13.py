@@ -31,10 +31,11 @@ from hosting.nodes.models import Node
 from hosting.operations import dispatch, executor
 from hosting.operations.models import Operation
 from hosting.plans.models import Plan
+from tests.staffing import make_staff
 
 dispatch.on_commit = lambda op: None  # no broker here: the test runs the operation itself
 
-staff = User.objects.create_user("boss", password="x-Long-Pass-1", is_staff=True)
+staff = make_staff("boss", password="x-Long-Pass-1")
 owner = Customer.objects.create(user=User.objects.create_user("cust", password="x-Long-Pass-2"))
 node = Node.objects.create(name="hn1", state=Node.State.ONLINE, ram_bytes=8 << 30, cpus=4,
                            disk_bytes=500 << 30)

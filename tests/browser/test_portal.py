@@ -41,6 +41,11 @@ def sign_in(browser, stack, username, viewport=None):
     page.fill("input[name=password]", stack.credentials()[username])
     page.click("button[type=submit]")
     page.wait_for_load_state()
+    code = stack.totp_code(username)
+    if code is not None:  # staff: the second step
+        page.fill("input[name=code]", code)
+        page.click("#verify-form button[type=submit]")
+        page.wait_for_load_state()
     return page
 
 

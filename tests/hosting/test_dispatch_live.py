@@ -177,13 +177,10 @@ def test_second_delivery_of_a_finished_operation_changes_nothing(live_stack):
     pid_after = live_stack.vectl_json("status", veid)["init_pid"]
     assert pid_after != pid
     # Deliver the same reboot again, as Redis would after a lost ack.
-    from celery import Celery
-    sender = Celery("redeliver", broker=live_stack.stack.redis_url)
-    message = sender.send_task("hosting.operations.tasks.run_operation", args=[reboot["id"]],
-                               queue=f"node.{NODE}")
-    sender.close()
+    message_id = live_stack.send_task("hosting.operations.tasks.run_operation", [reboot["id"]],
+                                      f"node.{NODE}")
     deadline = time.monotonic() + 30  # wait until the worker has really run it
-    while f"run_operation[{message.id}] succeeded" not in live_stack.logs("node-worker"):
+    while f"run_operation[{message_id}] succeeded" not in live_stack.logs("node-worker"):
         assert time.monotonic() < deadline, live_stack.logs("node-worker")
         time.sleep(0.2)
     assert live_stack.vectl_json("status", veid)["init_pid"] == pid_after

@@ -14,6 +14,7 @@ from hosting.environments import services
 from hosting.operations import executor, runners, services as operations
 from hosting.operations.models import Operation
 from tests.security.test_hostile_ve import HOSTILE, hostile_binaries, replace_every_program  # noqa: F401
+from tests.staffing import make_staff
 
 pytestmark = pytest.mark.django_db
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostileOperationKey ops@test"
@@ -38,9 +39,8 @@ def reset_peak_rss():
 def test_operations_end_in_time_with_flat_memory(catalogue, engine, node_run_dir,
                                                   hostile_binaries, monkeypatch, kind):
     monkeypatch.setattr(runners, "STOP_TIMEOUT", 3.0)
-    from django.contrib.auth.models import User
     user = catalogue["user"]
-    staff = User.objects.create_user("support", password="support-pass-1", is_staff=True)
+    staff = make_staff("support", password="support-pass-1")
     op = services.order(catalogue["customer"], catalogue["plan"], catalogue["template"],
                         "hostile.example.com", user, root_password="root-pass-123",
                         ssh_key=KEY)

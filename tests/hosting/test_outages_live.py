@@ -293,7 +293,7 @@ def test_the_data_dir_is_private(stack):
 def _redis_up(live):
     from hosting.stack import _redis_ping
     try:
-        return _redis_ping(live.stack.redis_url)
+        return _redis_ping(live.stack.redis_client_url())
     except Exception:
         return False
 

@@ -22,6 +22,7 @@ from hosting.operations.models import Operation
 from hosting.plans.models import Plan
 from hosting.usage.models import UsageSample
 from tests.livestack import ApiError
+from tests.staffing import make_staff
 
 MIB = 1 << 20
 
@@ -75,7 +76,7 @@ def test_upgrade_applies_live_without_a_restart(running, engine, catalogue,
 @pytest.mark.django_db
 def test_node_refuses_a_shrink_the_data_outgrew_and_the_old_plan_comes_back(
         running, engine, catalogue):
-    staff = catalogue["user"].__class__.objects.create_user("ops", password="x", is_staff=True)
+    staff = make_staff("ops", password="x")
     few = Plan.objects.create(name="few-files", ram_mb=128, cpus=1, processes=64, inodes=2048,
                               ipv4_count=2, monthly_price=Decimal("2"))
     addresses = sorted(running.addresses.values_list("address", flat=True))
@@ -103,7 +104,7 @@ def test_node_refuses_a_shrink_the_data_outgrew_and_the_old_plan_comes_back(
 @pytest.mark.django_db
 def test_a_smaller_disk_waits_for_the_next_reboot(running, engine, catalogue):
     from hosting.operations import services as operations
-    staff = catalogue["user"].__class__.objects.create_user("ops", password="x", is_staff=True)
+    staff = make_staff("ops", password="x")
     smaller = Plan.objects.create(name="S-5G", ram_mb=128, cpus=1, processes=64, disk_gib=5,
                                   monthly_price=Decimal("2"))
     UsageSample.objects.create(environment=running, time=timezone.now(), disk=20 * MIB,

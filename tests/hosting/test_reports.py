@@ -16,6 +16,7 @@ from hosting.nodes.models import Node
 from hosting.plans.models import Plan
 from hosting.usage import reports
 from hosting.usage.models import UsageRollup
+from tests.staffing import make_staff, verified_login
 
 pytestmark = pytest.mark.django_db
 
@@ -111,9 +112,8 @@ def test_plan_figures_are_shares_of_what_they_sell(fleet):
 
 
 def test_the_report_page_and_its_csv(fleet, client):
-    from django.contrib.auth.models import User
-    staff = User.objects.create_user("boss", password="boss-pass-1", is_staff=True)
-    client.force_login(staff)
+    staff = make_staff("boss", password="boss-pass-1")
+    verified_login(client, staff)
     page = client.get("/staff/reports/overcommit/?days=1")
     assert page.status_code == 200 and 'data-node="n1"' in page.content.decode()
     response = client.get("/staff/reports/overcommit/?days=1&format=csv&table=nodes")
@@ -227,10 +227,9 @@ def test_noisy_neighbours_name_the_ves_behind_a_pressure_episode(catalogue, monk
     assert episode["peak"] == pytest.approx(11 / 8)  # 6 + 3 + 1 + 1 GiB over 8
     assert episode["drivers"][0]["hostname"] == "x.example.com"
     assert episode["drivers"][0]["share"] == pytest.approx(18 / 33)
-    from django.contrib.auth.models import User
     from django.test import Client
     client = Client()
-    client.force_login(User.objects.create_user("boss", password="boss-pass-1", is_staff=True))
+    verified_login(client, make_staff("boss", password="boss-pass-1"))
     from hosting.usage import period
     monkeypatch.setattr(period.timezone, "now", lambda: NOW)  # the page's "last day"
     exported = client.get("/staff/reports/overcommit/?days=1&format=csv&table=episodes")
@@ -325,10 +324,9 @@ def test_draining_a_node_moves_each_vps_with_its_own_use(pools):
 
 
 def test_the_what_if_on_the_report_page_and_as_csv(pools, client):
-    from django.contrib.auth.models import User
     from hosting.usage import capacity
     capacity.refresh(now=NOW)
-    client.force_login(User.objects.create_user("boss", password="boss-pass-1", is_staff=True))
+    verified_login(client, make_staff("boss", password="boss-pass-1"))
     plan = Plan.objects.get(name="P1024")
     page = client.get(f"/staff/reports/overcommit/?days=1&whatif=add&plan={plan.pk}&count=25")
     text = page.content.decode()

@@ -11,6 +11,7 @@ from hosting.operations import executor, runners
 from hosting.operations.models import Operation
 from hosting.usage import tasks, traffic
 from hosting.usage.models import TrafficMonth
+from tests.staffing import make_staff, verified_login
 
 pytestmark = pytest.mark.django_db
 GIB = 1 << 30
@@ -79,7 +80,7 @@ def test_staff_extra_traffic_lifts_the_throttle(ve, catalogue):
     traffic.record(ve, totals(2 * GIB, 0))
     traffic.enforce(ve)
     finish_operations(ve)
-    staff = catalogue["user"].__class__.objects.create_user("staff", is_staff=True)
+    staff = make_staff("staff")
     ve = services.add_traffic(VE.objects.get(pk=ve.pk), staff, 2)
     assert not ve.throttled
     assert ve.operations.filter(kind="set", state="queued").exists()
@@ -133,8 +134,8 @@ def test_customer_and_staff_are_told(ve, catalogue, client):
     client.force_login(catalogue["user"])
     page = client.get(f"/vps/{ve.veid}/").content.decode()
     assert "The monthly traffic is used up" in page and "2.0 GiB" in page
-    staff = catalogue["user"].__class__.objects.create_user("staff2", is_staff=True)
-    client.force_login(staff)
+    staff = make_staff("staff2")
+    verified_login(client, staff)
     assert "throttled" in client.get("/staff/vps/").content.decode()
     from hosting.core.models import AuditLog
     assert AuditLog.objects.filter(action="ve.traffic_exceeded", object_id=str(ve.veid)).exists()

@@ -10,7 +10,7 @@ import os
 import signal
 import time
 
-from .. import cgroups, config as conf, state, validate
+from .. import cgroups, config as conf, state, syscalls, validate
 from ..errors import AlreadyExists, ResourceError, StateError, VEError, host_errors
 from .accounts import AccountsMixin
 from .boot import BootMixin
@@ -125,13 +125,14 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
                 state.forget_init(self.layout.state(veid))
 
     def set(self, veid, hostname=None, ipadd=(), ipdel=(), nameservers=None, netmode=None,
-            bridge=None, onboot=None, bootorder=None, **limits):
+            bridge=None, onboot=None, bootorder=None, seccomp_allow=None, **limits):
         """Change host name, addresses, name servers, boot settings and/or limits; live if
         running, then saved.
 
         ``ipdel`` may contain "all". The network mode of a running VE cannot
-        change. If a live change fails, what was already changed is put back
-        and the saved config stays as it was.
+        change. ``seccomp_allow`` (calls or groups, "none" for none) applies from
+        the next start (and to new ``exec`` commands). If a live change fails, what
+        was already changed is put back and the saved config stays as it was.
         """
         veid = validate.veid(veid)
         with self._lock(veid):
@@ -143,7 +144,9 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
                               netmode=netmode or old.netmode,
                               bridge=old.bridge if bridge is None else bridge,
                               onboot=old.onboot if onboot is None else onboot,
-                              bootorder=old.bootorder if bootorder is None else bootorder)
+                              bootorder=old.bootorder if bootorder is None else bootorder,
+                              seccomp_allow=(old.seccomp_allow if seccomp_allow is None
+                                             else seccomp_allow))
             self._check_ips_free(new)
             record = self._running_init(veid)
             if record and (new.netmode, new.bridge) != (old.netmode, old.bridge):
@@ -242,7 +245,8 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
             cgroup_files=tuple(self.cgroups.join_files(str(cfg.veid), cloned=True)),
             clone_into=self.cgroups.clone_target(str(cfg.veid)),
             idmap_base=cfg.idmap_base, idmap_size=conf.IDMAP_SIZE, notify=notify,
-            lxcfs=self._lxcfs(), cgroup2=meta.cgroup2)
+            lxcfs=self._lxcfs(), cgroup2=meta.cgroup2,
+            seccomp_rules=syscalls.rules(cfg.seccomp_allow))
         try:
             return spawn_init(spec)
         except OSError as exc:

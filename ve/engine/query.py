@@ -24,6 +24,13 @@ class VEStatus(namedtuple("VEStatus", "veid state hostname template " + _USAGE_F
         return self._asdict()
 
 
+def _is_veid(number):
+    try:
+        return validate.veid(number) == number
+    except InvalidConfig:
+        return False
+
+
 class PidOwner(namedtuple("PidOwner", "pid veid name")):
     """Which VE a host PID belongs to (veid 0 = the host; None = no such process)."""
 
@@ -70,18 +77,56 @@ class QueryMixin:
         return self._read_config(validate.veid(veid))
 
     def pid(self, pids):
-        """Map host PIDs to VEIDs (0 = host); a vanished PID gets veid None."""
+        """Map host PIDs to VEIDs (0 = host); a vanished PID gets veid None.
+
+        Also right for processes of VEs under another cgroup parent (another
+        node's, or an older one's) and for zombies (a VE init not yet reaped,
+        whose cgroup the kernel already shows as the root): see ``_veid_of``.
+        """
         owners = []
+        mine = len(proc.namespace_pids(os.getpid()))
         for raw in pids:
             text = str(raw).strip()
             if not text.isdigit():
                 raise InvalidConfig(f"bad PID {raw!r}: use a positive number")
             pid = int(text)
             name = proc.name(pid)
-            group = self.cgroups.group_of(pid) if name is not None else None
-            veid = None if name is None else int(group) if group and group.isdigit() else 0
+            veid = None if name is None else self._veid_of(pid, mine)
             owners.append(PidOwner(pid, veid, name))
         return owners
+
+    def _veid_of(self, pid, host_depth):
+        """The VEID of live or zombie process ``pid``, else 0 (the host).
+
+        In order: its cgroup under this node's parent; for a process in a PID
+        namespace below ours, the host uid its root maps to (VE ranges are
+        VEID*65536 and up, nested user namespaces included), a VEID-named
+        directory of its cgroup path, and the run files of this node (a
+        privileged VE's init not yet reaped).
+        """
+        group = self.cgroups.group_of(pid)
+        if group and group.isdigit():
+            return int(group)
+        if len(proc.namespace_pids(pid)) <= host_depth:
+            return 0
+        for inside, outside, count in proc.uid_map(pid)[:1]:
+            veid = outside // conf.IDMAP_SIZE
+            if inside == 0 and _is_veid(veid):
+                return veid
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:
+                for line in f.read(65536).splitlines():
+                    for part in line.split(":", 2)[-1].split("/"):
+                        if part.isdigit() and _is_veid(int(part)):
+                            return int(part)
+        except OSError:
+            pass
+        started = proc.start_time(pid)
+        for veid in self.layout.veids():
+            record = state.read_init(self.layout.state(veid))
+            if record and (record.pid, record.start_time) == (pid, started):
+                return veid
+        return 0
 
     # -- shared helpers ----------------------------------------------------
 

@@ -8,7 +8,7 @@ import os
 import signal
 from collections import namedtuple
 
-from .. import validate
+from .. import syscalls, validate
 from ..errors import InvalidConfig, ResourceError, StateError
 from ..kernel import proc
 
@@ -86,7 +86,9 @@ class ShellMixin:
         # The command sees the VE's own sysinfo(2), and its reboot(2) is seen, like
         # those of the init's children, if a watcher is there to answer them.
         notify = watch.in_use(self.layout)
-        return pidfd, AttachSpec(pidfd, procs, argv, env, bool(cfg.idmap_base), notify), record
+        spec = AttachSpec(pidfd, procs, argv, env, bool(cfg.idmap_base), notify,
+                          syscalls.rules(cfg.seccomp_allow))
+        return pidfd, spec, record
 
     def _hand_to_watcher(self, veid, record, listener, helper):
         """Give the command's seccomp listener to the watcher; without it the command

@@ -22,13 +22,14 @@ _JOIN = spawn.NAMESPACES | libc.CLONE_NEWUSER
 class AttachSpec:
     """Where and what to run (primitives only)."""
 
-    def __init__(self, pidfd, cgroup_files, argv, env, userns, notify=False):
+    def __init__(self, pidfd, cgroup_files, argv, env, userns, notify=False, seccomp_rules=()):
         self.pidfd = pidfd
         self.cgroup_files = cgroup_files
         self.argv = list(argv)
         self.env = dict(e.split("=", 1) for e in env)
         self.userns = userns
-        self.notify = notify  # the command gets a seccomp notifier like the VE's init
+        self.notify = notify  # the command's seccomp filter has a listener, like init's
+        self.seccomp_rules = tuple(seccomp_rules)  # the calls its filter denies
 
 
 def run_piped(spec):
@@ -41,6 +42,7 @@ def run_piped(spec):
     pipes = [os.pipe2(os.O_CLOEXEC) for _ in range(3)]
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     highest = caps.last_cap()
+    seccomp.prepare(spec.notify, spec.seccomp_rules)
     pid = os.fork()
     if pid == 0:
         try:
@@ -70,6 +72,7 @@ def run_on_pty(spec):
     """
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     highest = caps.last_cap()
+    seccomp.prepare(spec.notify, spec.seccomp_rules)
     pid = os.fork()
     if pid == 0:
         try:
@@ -90,10 +93,12 @@ def run_on_pty(spec):
 
 
 def _hand_back(sock, spec, fds=()):
-    """Send the caller what the helper opened inside (and the command's notifier)."""
+    """Install the VE's seccomp filter (the command does not inherit init's); send the
+    caller what the helper opened inside (and the filter's listener)."""
     fds = list(fds)
-    if spec.notify:
-        fds.append(seccomp.install_notifier())
+    listener = seccomp.install(spec.notify, spec.seccomp_rules)
+    if listener is not None:
+        fds.append(listener)
     if fds:
         socket.send_fds(sock, [b"h"], fds)
     for fd in fds:

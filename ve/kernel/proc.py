@@ -46,6 +46,16 @@ def name(pid):
         return None
 
 
+def uid_map(pid):
+    """Return ``pid``'s uid map as [(inside, outside, count)] seen from our user namespace
+    (zombies included: their credentials live until they are reaped), or []."""
+    try:
+        with open(f"/proc/{pid}/uid_map") as handle:
+            return [tuple(map(int, line.split())) for line in handle if line.strip()]
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return []
+
+
 def pidfd_for(pid, started):
     """Open a pidfd for ``pid`` if it is still the process started at ``started``.
 

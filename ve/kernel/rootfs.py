@@ -25,7 +25,8 @@ DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
 # the same lists runc and crun use.
 MASKED = ("proc/acpi", "proc/kcore", "proc/keys", "proc/latency_stats",
           "proc/timer_list", "proc/timer_stats", "proc/sched_debug",
-          "proc/scsi", "sys/firmware", "sys/devices/virtual/powercap")
+          "proc/scsi", "sys/firmware", "sys/devices/virtual/powercap",
+          "sys/kernel/vmcoreinfo")
 READ_ONLY = ("proc/asound", "proc/bus", "proc/fs", "proc/irq", "proc/sys",
              "proc/sysrq-trigger")
 

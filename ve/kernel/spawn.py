@@ -20,8 +20,9 @@ NAMESPACES = (libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC
 
 
 class InitSpec(namedtuple("InitSpec", "private mountpoint hostname argv env cgroup_files "
-                                       "idmap_base idmap_size clone_into notify lxcfs cgroup2",
-                          defaults=(65536, None, False, None, False))):
+                                       "idmap_base idmap_size clone_into notify lxcfs cgroup2 "
+                                       "seccomp_rules",
+                          defaults=(65536, None, False, None, False, ()))):
     """What ``spawn_init`` needs, in primitives (no engine config objects).
 
     private: the VE's root filesystem directory on the host; mountpoint: where
@@ -30,9 +31,11 @@ class InitSpec(namedtuple("InitSpec", "private mountpoint hostname argv env cgro
     write "0" into to join the VE's cgroups; idmap_base: first host uid/gid of
     the VE, 0 = no user namespace; clone_into: a v2 group directory to create
     the setup process in (CLONE_INTO_CGROUP), or None; notify: install the
-    seccomp notifier (``seccomp.py``) and hand its listener back; lxcfs: the
-    host directory an lxcfs serves, whose /proc files are bound over the VE's
-    (None: none); cgroup2: mount the VE's own cgroup2 tree at /sys/fs/cgroup.
+    seccomp filter (``seccomp.py``) with a listener and hand it back (without:
+    the same filter, sysinfo and reboot let through); lxcfs: the host directory
+    an lxcfs serves, whose /proc files are bound over the VE's (None: none);
+    cgroup2: mount the VE's own cgroup2 tree at /sys/fs/cgroup; seccomp_rules:
+    the calls the filter denies ((ABI, number, errno), ...; ``ve.syscalls.rules``).
     """
 
     __slots__ = ()
@@ -55,6 +58,7 @@ def spawn_init(spec):
     down_r, down_w = os.pipe2(os.O_CLOEXEC)  # caller -> setup child
     fds_r, fds_w = _fd_channel() if spec.notify else (None, None)  # init -> caller
     highest_cap = caps.last_cap()
+    seccomp.prepare(spec.notify, spec.seccomp_rules)
     try:
         setup_pid = clone.fork_into_cgroup(spec.clone_into)
     except OSError:
@@ -170,8 +174,10 @@ def _run_init_child(spec, err_w, highest_cap, fds_w):
         libc.join_new_session_keyring()
         caps.drop_bounding(highest_cap)
         _detach_stdio()
-        if spec.notify:  # the last step: from here on, sysinfo and reboot wait for the watcher
-            listener = seccomp.install_notifier()
+        # The last step: from here on the deny list holds, and with a listener
+        # sysinfo and reboot wait for the watcher.
+        listener = seccomp.install(spec.notify, spec.seccomp_rules)
+        if listener is not None:
             _send_fd(fds_w, listener)
             os.close(listener)
         # No host descriptor may reach the VE: keep only stdio and the

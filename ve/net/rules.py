@@ -2,7 +2,9 @@
 
 For packets arriving on a VE's host-side link, one rule per VE address (and
 one for IPv6 link-local sources, which neighbour discovery needs) goes on to
-the normal lookups; the next rule prohibits everything else from that link.
+the normal lookups; the next rule drops everything else from that link
+silently (a blackhole: a "prohibit" rule would send an ICMP error to the
+forged source, making the node a reflector against whoever owns it).
 A VE that adds an address it was not given can send from it, but nothing it
 sends from there is routed, nor delivered to the host: the kernel's "local"
 rule, which normally comes first (priority 0) and would deliver to host
@@ -26,7 +28,7 @@ def install(ipr, ifname, ips):
     for family, src, length in _sources(ips):
         _allow(ipr, "add", family, ifname, src, length)
     for family in FAMILIES:
-        ipr.rule("add", family=family, iifname=ifname, action="FR_ACT_PROHIBIT",
+        ipr.rule("add", family=family, iifname=ifname, action="FR_ACT_BLACKHOLE",
                  priority=PROHIBIT_PRIORITY)
 
 

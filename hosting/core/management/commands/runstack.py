@@ -10,7 +10,7 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from hosting.stack import UNPRIVILEGED, Stack, _redis_ping, can_read_checkout
+from hosting.stack import UNPRIVILEGED, Stack, can_read_checkout, port_taken
 from hosting.supervisor import Supervisor
 
 DEMO_GATEWAYS = ("198.18.0.1/32", "fd00:1::1/128")  # the demo pools' gateways (seed_demo)
@@ -34,14 +34,13 @@ class Command(BaseCommand):
         # 198.18.0.0/15 and fd00::/8 traffic cannot leave the machine.
         stack.prepare_node_netns(DEMO_GATEWAYS)
         stack.manage("seed_demo", "--node", stack.node_name, "-v", "0")
-        try:
-            taken = _redis_ping(f"redis://127.0.0.1:{redis_port}/0")
-        except Exception:
-            taken = False
+        taken = port_taken(redis_port)
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
         try:
             # Our own Redis on a unix socket (the node worker's network namespace
-            # cannot reach 127.0.0.1 of this one); TCP too if the port is free.
+            # cannot reach 127.0.0.1 of this one, nor can any VE); TCP on 127.0.0.1
+            # too if the port is free. Logins and signing keys are made at first
+            # run in <data dir>/secrets/ (docs/security.md).
             stack.start_redis(port=None if taken else redis_port)
             stack.start_node_watcher()
             stack.start_node_worker()

@@ -1,0 +1,1 @@
+"""Fuzzing the REST API with schemathesis (docs/fuzzing.md)."""
