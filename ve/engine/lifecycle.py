@@ -393,6 +393,6 @@ def _changed_ips(ips, add, delete):
 
 
 def _net_differs(old, new):
-    return ((old.ips, old.nameservers, old.limits.rate)
-            != (new.ips, new.nameservers, new.limits.rate)
+    return ((old.ips, old.nameservers, old.limits.rate, old.limits.numconn)
+            != (new.ips, new.nameservers, new.limits.rate, new.limits.numconn)
             or (old.hostname != new.hostname and bool(new.ips)))

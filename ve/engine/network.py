@@ -9,6 +9,7 @@ a figure that cannot be read there is unknown (None), never 0.
 """
 
 import contextlib
+import subprocess
 
 from .. import net, state
 from ..errors import AlreadyExists, ResourceError, StateError
@@ -44,6 +45,23 @@ class NetMixin:
                 return dict.fromkeys(counters.FIELDS)
             from ..net import links
             return links.traffic(cfg.veid, path)
+
+    def conntrack_use(self, cfg):
+        """{"conntrack": entries the running VE holds in the host's table,
+        "conntrack_refused": new connections its limit dropped this run}; Nones
+        without a limit (routed VEs only) or out of reach."""
+        use = {"conntrack": None, "conntrack_refused": None}
+        if cfg.netmode != "routed" or not cfg.limits.numconn or not net.has_network(cfg):
+            return use
+        from ..net import conntrack
+        with self._host_side(cfg.veid) as reachable:
+            if reachable:
+                try:
+                    use.update(conntrack=conntrack.entries(cfg.veid),
+                               conntrack_refused=conntrack.refused(cfg.veid))
+                except (*_net_errors(), ValueError, subprocess.SubprocessError) as exc:
+                    log.warning("VE %s: cannot read its conntrack use: %s", cfg.veid, exc)
+        return use
 
     @contextlib.contextmanager
     def _host_side(self, veid):
@@ -150,6 +168,8 @@ class NetMixin:
                         links.change_ips(new, record.pid, added, removed)
                     if new.limits.rate != old.limits.rate:
                         links.set_rate(new.veid, new.limits.rate)
+                    if new.limits.numconn != old.limits.numconn and new.netmode == "routed":
+                        links.set_numconn(new.veid, new.limits.numconn)
                 except _net_errors() as exc:
                     raise ResourceError(f"network change failed: {exc}", new.veid) from exc
         self._net_files(new)
