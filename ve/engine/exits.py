@@ -66,12 +66,14 @@ def _halt_path(layout, veid):
 class ExitMixin:
     """``reap`` and the event journal of the Engine."""
 
-    def reap(self, veid, record, watched_end=False):
+    def reap(self, veid, record, watched_end=False, netns_fd=None):
         """Clean up after VE ``veid`` whose init ``record`` has ended; return its event.
 
         Returns None if the VE is not in that state any more (the host stopped
         or restarted it meanwhile). ``watched_end``: the caller saw the end
         happen (so an end without a noted reboot or power-off is a crash).
+        ``netns_fd``: the VE's network namespace, which the caller held open
+        (its devices are then removed without stalling the node, see ve/net/teardown).
         """
         with self._lock(veid):
             current = state.read_init(self.layout.state(veid))
@@ -83,7 +85,7 @@ class ExitMixin:
             if reason == CRASH and self._oom_kills(veid):
                 reason = OOM
             self._net_save_counters(cfg)  # the link lives while the watcher holds its netns
-            self._stop(veid, 0, fast=True)  # host side, cgroups, disk, run file
+            self._stop(veid, 0, fast=True, netns_fd=netns_fd)  # host side, cgroups, disk, run
             _forget(_halt_path(self.layout, veid))
             new_pid, error = None, ""
             if reason in RESTARTED and cfg is not None:

@@ -261,9 +261,12 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
         wanted = os.environ.get("VE_LXCFS", lxcfs_mounts.DEFAULT_DIR)
         return None if wanted == "off" else lxcfs_mounts.serving(wanted)
 
-    def _stop(self, veid, timeout, fast):
+    def _stop(self, veid, timeout, fast, netns_fd=None):
+        """``netns_fd``: the dead VE's network namespace, held by the caller (the
+        watcher); it is drained like a running VE's (``_net_drain``)."""
         record = self._running_init(veid)
         cfg = self._read_config(veid, missing_ok=True)
+        held = os.dup(netns_fd) if netns_fd is not None else None
         if record:
             # Counters first (the link dies with the VE's namespace); the network
             # stays up while init shuts down, so its services close their
@@ -272,10 +275,14 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
             pidfd = proc.pidfd_for(record.pid, record.start_time)
             if pidfd is not None:
                 try:
+                    if held is None:
+                        held = _open_netns(record.pid)
                     self._end_init(veid, record.pid, pidfd, timeout, fast)
                 finally:
                     os.close(pidfd)
         self._net_down(cfg)  # what a crashed start or the stop left on the host side
+        if held is not None:
+            self._net_drain(veid, held)  # takes the descriptor
         # Whatever is left (a helper, a process of a crashed start) goes too.
         self._clear_cgroup(str(veid))
         self._disk_unmount(cfg)
@@ -383,6 +390,14 @@ def _protect_init(veid, pid):
         log.debug("VE %s: no CAP_SYS_RESOURCE here; init keeps its OOM score", veid)
     except OSError as exc:
         raise ResourceError(f"cannot protect init from the OOM killer: {exc}", veid) from exc
+
+
+def _open_netns(pid):
+    """The network namespace of a live init, held past its death (None if it is gone)."""
+    try:
+        return os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
 
 
 def _changed_ips(ips, add, delete):
