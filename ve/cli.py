@@ -29,6 +29,8 @@ LIMIT_OPTIONS = {
     "--writebps": ("writebps", True, "disk write cap in bytes/s, 0 = none"),
     "--readiops": ("readiops", True, "disk read operations/s cap, 0 = none"),
     "--writeiops": ("writeiops", True, "disk write operations/s cap, 0 = none"),
+    "--numconn": ("numconn", True, "tracked connections the VE may hold on the host, "
+                                   "each way, 0 = no cap"),
 }
 BOOT_OPTIONS = {
     "--onboot": ("onboot", True, "yes: the node starts it when it boots (default no)"),

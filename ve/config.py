@@ -29,6 +29,7 @@ _LIMIT_CHECKS = {
     "writebps": lambda v: validate.size(v, "writebps"),
     "readiops": lambda v: validate.integer(v, "readiops", 0, 10**7),
     "writeiops": lambda v: validate.integer(v, "writeiops", 0, 10**7),
+    "numconn": lambda v: validate.integer(v, "numconn", 0, 1 << 24),
 }
 MIN_DISKSPACE, MAX_DISKSPACE = 32 << 20, 64 << 40
 INODE_BYTES = 4096  # ext4's inode tables must leave the disk room for data
@@ -36,7 +37,7 @@ INODE_BYTES = 4096  # ext4's inode tables must leave the disk room for data
 
 class Limits(namedtuple("Limits", tuple(_LIMIT_CHECKS),
                         defaults=(256 << 20, 0, 1000, 0, 0, 256, 0, 2 << 30, 131072,
-                                  0, 0, 0, 0, 0))):
+                                  0, 0, 0, 0, 0, 0))):
     """Resource limits of one VE (immutable; values are checked on creation).
 
     ram and swap are bytes (swap may be 0); cpuunits is the relative CPU weight
@@ -46,8 +47,10 @@ class Limits(namedtuple("Limits", tuple(_LIMIT_CHECKS),
     Mbit/s (0 = no cap); diskspace (bytes) and diskinodes size the VE's disk;
     ioweight is its relative I/O weight (10..1000, 0 = the host's default),
     readbps/writebps (bytes/s) and readiops/writeiops cap its disk I/O
-    (0 = no cap). Memory, process and disk limits are always set. Each field
-    also accepts text such as "256M" or "50".
+    (0 = no cap); numconn caps the host's connection-tracking entries of a
+    routed VE, each way (0 = no cap, docs/networking.md). Memory, process
+    and disk limits are always set. Each field also accepts text such as
+    "256M" or "50".
     """
 
     __slots__ = ()
@@ -172,6 +175,7 @@ _LIMIT_KEYS = {
     "WRITEBPS": ("writebps", True),
     "READIOPS": ("readiops", False),
     "WRITEIOPS": ("writeiops", False),
+    "NUMCONN": ("numconn", False),
 }
 _KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ_")
 _UNSAFE_VALUE_CHARS = frozenset('"\\$`')

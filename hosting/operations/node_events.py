@@ -33,6 +33,8 @@ _RECORDS = {  # reason -> (kind, origin, message)
     "reboot": (Kind.RESTART, "inside", "rebooted from inside"),
     "poweroff": (Kind.POWEROFF, "inside", "powered off from inside"),
     "crash": (Kind.CRASH, "node", "stopped unexpectedly (its init ended)"),
+    "oom": (Kind.CRASH, "node", "its memory filled and the OOM killer ended its init; "
+                                "the node started it again"),
     "unknown": (Kind.CRASH, "node", "stopped while the node's watcher was away; "
                                     "the reason is unknown"),
     "node-reboot": (Kind.CRASH, "node", "stopped by the node's reboot"),
@@ -69,7 +71,8 @@ def record(node_name, event):
 def _write(ve, node_name, event, key):
     kind, origin, message = _RECORDS.get(event["reason"], _RECORDS["unknown"])
     moment = datetime.fromtimestamp(event["time"], timezone.utc)
-    failed = event["reason"] == "reboot" and not event["restarted"]
+    restarts = event["reason"] in ("reboot", "oom")  # the node starts these again at once
+    failed = restarts and not event["restarted"]
     if failed:
         message = f"{message}, but did not start again: {event['error']}"
     with transaction.atomic():
@@ -80,7 +83,7 @@ def _write(ve, node_name, event, key):
             error=event["error"] if failed else "", error_code="start_failed" if failed else "",
             started=moment, finished=moment)
         ve = VE.objects.select_for_update().get(pk=ve.pk)
-        running = event["reason"] == "reboot" and not failed
+        running = restarts and not failed
         ve.actual_state = State.RUNNING if running else \
             State.SUSPENDED if ve.desired_state == State.SUSPENDED else State.STOPPED
         busy = ve.operations.filter(state__in=Operation.UNFINISHED).exists()

@@ -48,6 +48,10 @@ class Plan(models.Model):
     disk_write_iops = models.PositiveIntegerField(
         default=0, validators=[MaxValueValidator(10**7)],
         help_text="disk write operations per second, 0 = none")
+    connections = models.PositiveIntegerField(
+        default=16384, validators=[MaxValueValidator(1 << 24)],
+        help_text="tracked connections the VE may hold on its node, each way (the node's "
+                  "conntrack table is shared by all VEs), 0 = no cap")
     bandwidth_gib = models.PositiveIntegerField(default=1000, help_text="per month, 0 = unmetered")
     port_speed_mbit = models.PositiveIntegerField(
         default=100, validators=[MinValueValidator(1), MaxValueValidator(30000)],
@@ -102,4 +106,4 @@ class Plan(models.Model):
                 "diskspace": f"{self.disk_gib}G", "diskinodes": str(self.inodes),
                 "ioweight": str(self.io_weight), "readbps": f"{self.disk_read_mbps}M",
                 "writebps": f"{self.disk_write_mbps}M", "readiops": str(self.disk_read_iops),
-                "writeiops": str(self.disk_write_iops)}
+                "writeiops": str(self.disk_write_iops), "numconn": str(self.connections)}

@@ -11,6 +11,10 @@ file), starts it again if it asked for a reboot, and records an event:
 - ``poweroff``: power-off or halt from inside: it stays stopped;
 - ``crash``: init ended otherwise (killed, or exited) while the watcher
   watched it;
+- ``oom``: a crash while the VE's memory cgroup had OOM kills this run: the
+  OOM killer took init (its last choice, see ``INIT_OOM_SCORE_ADJ``) when
+  nothing else was left to kill. The VE is started again, like a reboot:
+  the memory that filled it (its tmpfs, say) went with the old run;
 - ``unknown``: it ended while no watcher watched it (no notifier, or the
   watcher was away), so it cannot be told apart;
 - ``node-reboot``: its run file is from an earlier boot of the node.
@@ -34,6 +38,8 @@ log = get_logger(__name__)
 
 REBOOT, POWEROFF, CRASH, UNKNOWN, NODE_REBOOT = "reboot", "poweroff", "crash", "unknown", \
     "node-reboot"
+OOM = "oom"
+RESTARTED = (REBOOT, OOM)  # ends after which the VE is started again at once
 MAX_EVENTS = 1000
 # reboot(2) commands (linux/reboot.h) and what they mean for a VE
 HALT_ACTIONS = {0x01234567: REBOOT, 0xA1B2C3D4: REBOOT, 0x4321FEDC: POWEROFF,
@@ -60,12 +66,14 @@ def _halt_path(layout, veid):
 class ExitMixin:
     """``reap`` and the event journal of the Engine."""
 
-    def reap(self, veid, record, watched_end=False):
+    def reap(self, veid, record, watched_end=False, netns_fd=None):
         """Clean up after VE ``veid`` whose init ``record`` has ended; return its event.
 
         Returns None if the VE is not in that state any more (the host stopped
         or restarted it meanwhile). ``watched_end``: the caller saw the end
         happen (so an end without a noted reboot or power-off is a crash).
+        ``netns_fd``: the VE's network namespace, which the caller held open
+        (its devices are then removed without stalling the node, see ve/net/teardown).
         """
         with self._lock(veid):
             current = state.read_init(self.layout.state(veid))
@@ -74,16 +82,19 @@ class ExitMixin:
                 return None
             cfg = self._read_config(veid, missing_ok=True)
             reason = self._exit_reason(veid, current, watched_end)
+            if reason == CRASH and self._oom_kills(veid):
+                reason = OOM
             self._net_save_counters(cfg)  # the link lives while the watcher holds its netns
-            self._stop(veid, 0, fast=True)  # host side, cgroups, disk, run file
+            self._stop(veid, 0, fast=True, netns_fd=netns_fd)  # host side, cgroups, disk, run
             _forget(_halt_path(self.layout, veid))
             new_pid, error = None, ""
-            if reason == REBOOT and cfg is not None:
+            if reason in RESTARTED and cfg is not None:
                 try:
                     new_pid = self._start(cfg)
                 except VEError as exc:
                     error = exc.message
-                    log.warning("VE %s rebooted but could not start again: %s", veid, exc)
+                    log.warning("VE %s ended (%s) but could not start again: %s",
+                                veid, reason, exc)
             return self._record_event(veid, reason, current.pid, new_pid, error)
 
     def settling(self, veid):
@@ -100,6 +111,13 @@ class ExitMixin:
             return False
         from .. import watch
         return record.watched and watch.running(self.layout)
+
+    def _oom_kills(self, veid):
+        """OOM kills in the VE's memory cgroup during the run that ended (0 if unknown)."""
+        try:
+            return self.cgroups.usage(str(veid)).oom_kills
+        except (OSError, ValueError):
+            return 0
 
     def _exit_reason(self, veid, record, watched_end):
         if record.boot_id != proc.boot_id():

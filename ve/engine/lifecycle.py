@@ -34,6 +34,11 @@ from ..log import get as get_logger
 log = get_logger(__name__)
 
 INIT_ENV = EXEC_ENV + ("TERM=linux",)
+# The OOM killer's last choice in a VE: init's score is set from the host, which
+# also makes it the floor (oom_score_adj_min) for everything init forks, so no
+# process of the VE can go below it (that needs CAP_SYS_RESOURCE on the host).
+# -1000 would make the VE unkillable as a whole (its children inherit it).
+INIT_OOM_SCORE_ADJ = -999
 
 
 class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskMixin,
@@ -222,6 +227,7 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
             self._apply_io_limits(cfg)
             spawned = self._spawn(cfg, meta, notify)  # the cgroup undo also ends it
             try:
+                _protect_init(cfg.veid, spawned.pid)
                 undo.add(self._net_down, cfg)
                 self._net_up(cfg, spawned.pid)
                 with host_errors(cfg.veid, "cannot record the running VE"):
@@ -259,9 +265,12 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
         wanted = os.environ.get("VE_LXCFS", lxcfs_mounts.DEFAULT_DIR)
         return None if wanted == "off" else lxcfs_mounts.serving(wanted)
 
-    def _stop(self, veid, timeout, fast):
+    def _stop(self, veid, timeout, fast, netns_fd=None):
+        """``netns_fd``: the dead VE's network namespace, held by the caller (the
+        watcher); it is drained like a running VE's (``_net_drain``)."""
         record = self._running_init(veid)
         cfg = self._read_config(veid, missing_ok=True)
+        held = os.dup(netns_fd) if netns_fd is not None else None
         if record:
             # Counters first (the link dies with the VE's namespace); the network
             # stays up while init shuts down, so its services close their
@@ -270,10 +279,14 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
             pidfd = proc.pidfd_for(record.pid, record.start_time)
             if pidfd is not None:
                 try:
+                    if held is None:
+                        held = _open_netns(record.pid)
                     self._end_init(veid, record.pid, pidfd, timeout, fast)
                 finally:
                     os.close(pidfd)
         self._net_down(cfg)  # what a crashed start or the stop left on the host side
+        if held is not None:
+            self._net_drain(veid, held)  # takes the descriptor
         # Whatever is left (a helper, a process of a crashed start) goes too.
         self._clear_cgroup(str(veid))
         self._disk_unmount(cfg)
@@ -367,6 +380,30 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
                 hold.remove = not self.layout.conf(veid).exists()
 
 
+def _protect_init(veid, pid):
+    """Make init the OOM killer's last choice in its VE (see INIT_OOM_SCORE_ADJ).
+
+    A host without CAP_SYS_RESOURCE (some sandboxes) cannot lower a score:
+    init keeps 0, commands the host runs in the VE still go first (they raise
+    their own), and an init the OOM killer takes is started again (``reap``).
+    """
+    try:
+        with open(f"/proc/{pid}/oom_score_adj", "w") as f:
+            f.write(str(INIT_OOM_SCORE_ADJ))
+    except PermissionError:
+        log.debug("VE %s: no CAP_SYS_RESOURCE here; init keeps its OOM score", veid)
+    except OSError as exc:
+        raise ResourceError(f"cannot protect init from the OOM killer: {exc}", veid) from exc
+
+
+def _open_netns(pid):
+    """The network namespace of a live init, held past its death (None if it is gone)."""
+    try:
+        return os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
 def _changed_ips(ips, add, delete):
     delete = set(validate.ip_address(ip) for ip in delete if ip != "all") \
         if "all" not in delete else set(ips)
@@ -375,6 +412,6 @@ def _changed_ips(ips, add, delete):
 
 
 def _net_differs(old, new):
-    return ((old.ips, old.nameservers, old.limits.rate)
-            != (new.ips, new.nameservers, new.limits.rate)
+    return ((old.ips, old.nameservers, old.limits.rate, old.limits.numconn)
+            != (new.ips, new.nameservers, new.limits.rate, new.limits.numconn)
             or (old.hostname != new.hostname and bool(new.ips)))

@@ -9,6 +9,10 @@ a figure that cannot be read there is unknown (None), never 0.
 """
 
 import contextlib
+import os
+import subprocess
+import sys
+import threading
 
 from .. import net, state
 from ..errors import AlreadyExists, ResourceError, StateError
@@ -44,6 +48,23 @@ class NetMixin:
                 return dict.fromkeys(counters.FIELDS)
             from ..net import links
             return links.traffic(cfg.veid, path)
+
+    def conntrack_use(self, cfg):
+        """{"conntrack": entries the running VE holds in the host's table,
+        "conntrack_refused": new connections its limit dropped this run}; Nones
+        without a limit (routed VEs only) or out of reach."""
+        use = {"conntrack": None, "conntrack_refused": None}
+        if cfg.netmode != "routed" or not cfg.limits.numconn or not net.has_network(cfg):
+            return use
+        from ..net import conntrack
+        with self._host_side(cfg.veid) as reachable:
+            if reachable:
+                try:
+                    use.update(conntrack=conntrack.entries(cfg.veid),
+                               conntrack_refused=conntrack.refused(cfg.veid))
+                except (*_net_errors(), ValueError, subprocess.SubprocessError) as exc:
+                    log.warning("VE %s: cannot read its conntrack use: %s", cfg.veid, exc)
+        return use
 
     @contextlib.contextmanager
     def _host_side(self, veid):
@@ -150,9 +171,37 @@ class NetMixin:
                         links.change_ips(new, record.pid, added, removed)
                     if new.limits.rate != old.limits.rate:
                         links.set_rate(new.veid, new.limits.rate)
+                    if new.limits.numconn != old.limits.numconn and new.netmode == "routed":
+                        links.set_numconn(new.veid, new.limits.numconn)
                 except _net_errors() as exc:
                     raise ResourceError(f"network change failed: {exc}", new.veid) from exc
         self._net_files(new)
+
+    def _net_drain(self, veid, fd):
+        """Let the stopped VE's network namespace (descriptor ``fd``, closed here) go.
+
+        One with a few devices is left to the kernel. One that holds more (a
+        VE that made bridges by the thousand) is handed to a detached
+        ``python -m ve.net.teardown`` that deletes them a few at a time: the
+        kernel would delete them all under rtnl at once, and every other VE's
+        start would wait for it (ve/net/teardown.py). The stop does not wait.
+        """
+        try:
+            from ..net import teardown
+            devices = teardown.count(f"/proc/self/fd/{fd}")
+            if devices > teardown.FEW:
+                drainer = subprocess.Popen(
+                    [sys.executable, "-m", "ve.net.teardown", str(fd)], pass_fds=(fd,),
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL, cwd="/", env=_drainer_env())
+                # A long-lived caller (worker, watcher) reaps it; vectl just exits.
+                threading.Thread(target=drainer.wait, daemon=True).start()
+                log.info("VE %s: %s network devices left; removing them in the background",
+                         veid, devices)
+        except OSError as exc:
+            log.warning("VE %s: its network namespace goes to the kernel at once: %s", veid, exc)
+        finally:
+            os.close(fd)
 
     def _check_ips_free(self, cfg):
         """Refuse addresses another VE of this node already has (its routes would clash)."""
@@ -175,3 +224,10 @@ def _write_files(files):
     from ..kernel import vefiles
     for path, text in files.items():
         vefiles.replace(path, text.encode(), 0o644)
+
+
+def _drainer_env():
+    """The drainer finds this very ``ve`` package (vectl may run from a checkout)."""
+    package_dir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "PYTHONPATH": package_dir}

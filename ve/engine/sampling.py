@@ -4,7 +4,9 @@
 in use apart from reclaimable file cache, that cache, swap, processes, limit
 hits, OOM kills), its block I/O (its image's loop device), its disk figures
 (statfs of a mounted image, else the figures saved at its last unmount) and
-its traffic totals, plus the node's own totals. All network links come from
+its traffic totals and, for a routed VE with a conntrack limit, its
+tracked connections and the new ones the limit refused; plus the node's own
+totals. All network links come from
 one netlink dump per host namespace, not one per VE. Counters are cumulative
 (CPU time, bytes, ops, hits) since the VE started; the dashboard turns them
 into rates and notices resets (a restart makes a new cgroup and attaches a
@@ -29,7 +31,8 @@ VE_FIELDS = ("veid", "state", "cpu_ns", "ram_bytes", "ram_cache_bytes", "ram_lim
              "swap_bytes", "processes",
              "memory_failcnt", "oom_kills", "disk_used", "disk_total", "inodes_used",
              "inodes_total", "rx_bytes", "tx_bytes", "rx_packets", "tx_packets",
-             "io_read_bytes", "io_write_bytes", "io_read_ops", "io_write_ops")
+             "io_read_bytes", "io_write_bytes", "io_read_ops", "io_write_ops",
+             "conntrack", "conntrack_refused")
 
 
 class SamplingMixin:
@@ -87,6 +90,8 @@ class SamplingMixin:
             link = links.get(record, net.host_ifname(cfg.veid))
             row.update(dict.fromkeys(counters.FIELDS) if link is UNREACHABLE
                        else counters.total(path, link))
+            if link is not UNREACHABLE:
+                row.update(self.conntrack_use(cfg))
         else:
             row.update(counters.saved(path))
         return row

@@ -17,6 +17,9 @@ import termios
 from . import caps, libc, seccomp, spawn
 
 _JOIN = spawn.NAMESPACES | libc.CLONE_NEWUSER
+# Commands the host runs in a VE (vectl exec, enter) go before the VE's own
+# processes when its memory fills (see INIT_OOM_SCORE_ADJ in ve/engine).
+EXEC_OOM_SCORE_ADJ = 500
 
 
 class AttachSpec:
@@ -124,6 +127,7 @@ def _join(spec, highest_cap):
     the kernel checks cgroup moves against the opener's credentials.
     """
     cgroup_fds = [os.open(path, os.O_WRONLY | os.O_CLOEXEC) for path in spec.cgroup_files]
+    _prefer_for_oom()
     libc.setns(spec.pidfd, _JOIN if spec.userns else spawn.NAMESPACES)
     os.setgroups([])
     os.setresgid(0, 0, 0)
@@ -133,6 +137,19 @@ def _join(spec, highest_cap):
     libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
     os.chdir("/")
     return cgroup_fds
+
+
+def _prefer_for_oom():
+    """Make the command a likelier OOM victim in the VE than its init and services.
+
+    Written to the host's /proc (a VE's own /proc may be anything) before the
+    helper leaves; raising one's own score needs no privilege. The helper stays
+    in the caller's cgroups, where a larger score only makes it go first too.
+    """
+    with open("/proc/self/oom_score_adj", "r+") as f:
+        if int(f.read()) < EXEC_OOM_SCORE_ADJ:
+            f.seek(0)
+            f.write(str(EXEC_OOM_SCORE_ADJ))
 
 
 def _fork_and_exec(spec, cgroup_fds, terminal=None):

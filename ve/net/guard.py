@@ -58,7 +58,7 @@ def apply(veid, ips):
                 {"add": {"table": table}}, {"add": {"chain": chain}}]       # left, no error
     commands += [{"add": {"rule": dict(family, chain="port", expr=expr)}}
                  for expr in _rules(veid, ips)]
-    _nft(commands)
+    nft(commands)
 
 
 def remove(veid):
@@ -67,7 +67,7 @@ def remove(veid):
     with NFTables(nfgen_family=NFPROTO_BRIDGE) as nft:
         names = {t.get_attr("NFTA_TABLE_NAME") for t in nft.get_tables()}
     if table_name(veid) in names:
-        _nft([{"delete": {"table": {"family": "bridge", "name": table_name(veid)}}}])
+        nft([{"delete": {"table": {"family": "bridge", "name": table_name(veid)}}}])
 
 
 def _rules(veid, ips):
@@ -97,13 +97,13 @@ def _rules(veid, ips):
     yield [{"drop": None}]
 
 
-def _nft(commands):
+def nft(commands):
     if shutil.which("nft") is None:
-        raise OSError("bridged VEs need nft (Debian package nftables) for anti-spoofing")
+        raise OSError("VE network rules need nft (Debian package nftables)")
     out = subprocess.run(["nft", "-j", "-f", "-"], input=json.dumps({"nftables": commands}),
                          capture_output=True, text=True)
     if out.returncode:
-        raise OSError(f"nft refused the VE's guard: {out.stderr.strip()}")
+        raise OSError(f"nft refused the VE's rules: {out.stderr.strip()}")
 
 
 def _match(op, left, right):

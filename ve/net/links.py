@@ -15,7 +15,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from ..kernel import netns
 
-from . import IPV6_GATEWAY, VE_IFNAME, counters, guard, host_ifname, rules, shaping, sysctl
+from . import IPV6_GATEWAY, VE_IFNAME, conntrack, counters, guard, host_ifname, rules, shaping, \
+    sysctl
 
 IFA_F_NODAD = 0x02
 SCOPE_LINK = 253
@@ -45,6 +46,8 @@ def attach(cfg, pid):
                 guard.apply(cfg.veid, cfg.ips)  # before the port comes up
             ipr.link("set", index=index, state="up")
             rules.install(ipr, name, cfg.ips)
+            if routed:
+                conntrack.apply(cfg.veid, cfg.limits.numconn)  # before the VE has an address
             for ip in cfg.ips:
                 _host_route(ipr, index, ip, routed, add=True)
             shaping.apply(ipr, cfg.veid, index, cfg.limits.rate)
@@ -99,6 +102,11 @@ def change_ips(cfg, pid, added, removed):
             if not any((":" in ip) == v6 for ip in before) and \
                     any((":" in ip) == v6 for ip in added):
                 _default_route(ns, inside, v6, cfg.netmode == "routed")
+
+
+def set_numconn(veid, limit):
+    """Change a running routed VE's conntrack limit (0 removes it)."""
+    conntrack.apply(veid, limit)
 
 
 def set_rate(veid, rate_mbit):
@@ -162,6 +170,7 @@ def _remove_host_side(ipr, veid, ips=()):
     name = host_ifname(veid)
     _quietly(rules.remove, ipr, name)
     _quietly(guard.remove, veid)
+    _quietly(conntrack.remove, veid)
     uplink = os.environ.get(UPLINK_ENV)
     up = ipr.link_lookup(ifname=uplink) if uplink else []
     for ip in ips:

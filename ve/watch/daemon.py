@@ -304,7 +304,8 @@ class Watcher(ClientsMixin, NotificationsMixin):
         """Clean up after a VE whose init ended (in the pool: it waits for the VE's lock)."""
         def work():
             try:
-                return self.engine.reap(veid, record, watched_end=watched_end)
+                held = holding.netns_fd if holding is not None else None
+                return self.engine.reap(veid, record, watched_end=watched_end, netns_fd=held)
             finally:
                 if holding is not None and holding.netns_fd is not None:
                     os.close(holding.netns_fd)
