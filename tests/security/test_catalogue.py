@@ -8,6 +8,7 @@ also checked from the host.
 
 import ctypes
 import errno
+import glob
 import hashlib
 import os
 import socket
@@ -234,6 +235,21 @@ def test_unmounted_masks_still_protect_the_files_behind(engine, ve):
     code, _, err = sh(engine, 101, "mount -o remount,rw /sys; echo 1 > /sys/kernel/profiling")
     assert code != 0
     assert host_file("/proc/sys/vm/swappiness") == swappiness
+
+
+def test_unmounted_sysfs_masks_leave_the_memory_layout_closed(engine, ve):
+    """vmcoreinfo and the firmware's memory map are world-readable from the kernel; the
+    engine closes them to others before a start, so a VE that unmounts their masks
+    still cannot read where the host's physical memory and crash notes are."""
+    assert host_file("/sys/kernel/vmcoreinfo").strip()  # the host (root) still reads it
+    ok(engine, 101, "umount /sys/kernel/vmcoreinfo && umount /sys/firmware")
+    code, _, err = sh(engine, 101, "cat /sys/kernel/vmcoreinfo")
+    assert code != 0 and "Permission denied" in err, err
+    memmap = sorted(glob.glob("/sys/firmware/memmap/*/start"))
+    assert memmap, "this host has no firmware memory map to protect"
+    inside = "/sys/firmware/memmap/" + memmap[0].split("/")[-2] + "/start"
+    code, out, err = sh(engine, 101, f"cat {inside}")
+    assert code != 0 and "Permission denied" in err, (out, err)
 
 
 # -- time, names, power, swap ------------------------------------------------------------------

@@ -24,7 +24,7 @@ from .reinstall import ReinstallMixin
 from .shell import EXEC_ENV, ShellMixin
 from .timeouts import LOCK_TIMEOUT, STOP_TIMEOUT
 from ..cgroups.fs import poll
-from ..kernel import netns, proc
+from ..kernel import hostfiles, netns, proc
 from ..kernel.spawn import InitSpec, spawn_init
 from ..paths import Layout, default_root
 from ..revert import Reverter
@@ -225,6 +225,7 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
             except OSError as exc:
                 raise ResourceError(f"cgroup setup failed: {exc}", cfg.veid) from exc
             self._apply_io_limits(cfg)
+            hostfiles.close_world_readable()  # what VE root reads if it unmounts a mask
             spawned = self._spawn(cfg, meta, notify)  # the cgroup undo also ends it
             try:
                 _protect_init(cfg.veid, spawned.pid)
