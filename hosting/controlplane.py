@@ -83,8 +83,16 @@ def acl_rules(node_names):
 
 def acl_file_text(passwords, node_names):
     """An ACL file for redis-server's ``aclfile``: the default user off, every other
-    user with its password's SHA-256 only."""
-    lines = ["user default off resetchannels resetkeys -@all"]
+    user with its password's SHA-256 only.
+
+    The default user has no password and is off, so no client is ever it: new
+    connections must log in as one of the others. It still holds every right
+    because Redis (7.0 to 7.2 here) replays its append-only file as the default
+    user and re-checks the rights of each MULTI/EXEC it replays (redis#14541):
+    without them the queues' transactions are dropped at every restart, and
+    with them the operations those messages carried.
+    """
+    lines = ["user default off resetchannels ~* &* +@all"]
     for user, rules in acl_rules(node_names).items():
         digest = hashlib.sha256(passwords[user].encode()).hexdigest()
         lines.append(f"user {user} on #{digest} {rules}")

@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import redis
+
 from hosting import controlplane as cp
 from hosting.core.management.commands.systemd_units import render
-from hosting.stack import BASE_DIR, Stack
+from hosting.stack import BASE_DIR, Stack, wait_until
 
 
 def settings_of(**env):
@@ -44,6 +47,47 @@ def test_the_default_user_is_off_and_each_node_has_only_its_own_keys():
     for forbidden in ("+@all", "+flushall", "+config", "+keys", "+acl", "+publish",
                       "+subscribe", "+@admin", "+@dangerous"):
         assert forbidden not in hn1 and forbidden not in lines["hosting"].split()
+
+
+def _redis(tmp_path, acl):
+    """A redis-server with the product's ACL file and append-only file; its socket."""
+    sock = tmp_path / "redis.sock"
+    proc = subprocess.Popen(
+        ["redis-server", "--dir", str(tmp_path), "--save", "", "--appendonly", "yes",
+         "--appendfsync", "always", "--port", "0", "--unixsocket", str(sock),
+         "--aclfile", str(acl), "--daemonize", "no", "--logfile", str(tmp_path / "log")])
+    wait_until(lambda: sock.exists(), 15, "redis-server did not come up")
+    return proc, sock
+
+
+def test_redis_keeps_the_queues_transactions_across_a_restart(tmp_path):
+    """Redis replays its append-only file as the default user, re-checking each MULTI/EXEC
+    (redis#14541): the default user stays off (nobody logs in as it) but keeps the rights,
+    or every message kombu queued in a transaction would be lost at a restart."""
+    acl = tmp_path / "users.acl"
+    acl.write_text(cp.acl_file_text({"hosting": "pw1", "node-hn1": "pw2"}, ["hn1"]))
+    proc, sock = _redis(tmp_path, acl)
+    try:
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(unix_socket_path=str(sock)).ping()  # anonymous
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(unix_socket_path=str(sock), username="default", password="").ping()
+        web = redis.Redis(unix_socket_path=str(sock), username="hosting", password="pw1")
+        with web.pipeline(transaction=True) as tx:
+            tx.lpush("node.hn1", "message 1").lpush("node.hn1", "message 2").execute()
+    finally:
+        proc.kill()  # as a crash would
+        proc.wait(10)
+    sock.unlink()
+    proc, sock = _redis(tmp_path, acl)
+    try:
+        web = redis.Redis(unix_socket_path=str(sock), username="hosting", password="pw1")
+        wait_until(lambda: web.ping(), 15, "redis-server did not load its files")
+        assert web.lrange("node.hn1", 0, -1) == [b"message 2", b"message 1"]
+        assert "NOPERM" not in (tmp_path / "log").read_text()
+    finally:
+        proc.kill()
+        proc.wait(10)
 
 
 def test_processes_get_their_login_and_key_as_files(tmp_path):
