@@ -15,8 +15,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
-from hosting.core import audit, tokens
-from hosting.core.models import AuditLog
+from hosting.core import audit, roles, tokens
+from hosting.core.models import AuditLog, StaffRole
 from hosting.customers.models import Customer
 from hosting.environments.models import OSTemplate, VirtualEnvironment as VE
 from hosting.ipam.models import IPAddress, IPPool
@@ -53,6 +53,8 @@ def seed():
     with transaction.atomic():
         staff = User.objects.create_user("fuzz-staff", "staff@fuzz.example", PASSWORD,
                                          is_staff=True)
+        # The widest role: a staff login without one may do nothing (every write a 403).
+        StaffRole.objects.create(user=staff, role=roles.Role.ADMINISTRATOR)
         templates = [OSTemplate.objects.create(name=name, title=title, active=active)
                      for name, title, active in (("busybox", "BusyBox", True),
                                                  ("debian-12", "Debian 12", True),
