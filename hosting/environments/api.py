@@ -19,6 +19,7 @@ from hosting.usage import graphs, traffic
 from . import lifecycle, services
 from .models import OSTemplate, VirtualEnvironment as VE
 from .plan_api import PlanChangeMixin
+from .seccomp_api import SeccompMixin
 
 
 class OSTemplateSerializer(serializers.ModelSerializer):
@@ -129,8 +130,8 @@ def accepted(op, request):
 
 
 @lifecycle.install  # start, stop, reboot, terminate, suspend, resume, reinstall, password
-class EnvironmentViewSet(PlanChangeMixin, mixins.CreateModelMixin, mixins.DestroyModelMixin,
-                         viewsets.ReadOnlyModelViewSet):
+class EnvironmentViewSet(PlanChangeMixin, SeccompMixin, mixins.CreateModelMixin,
+                         mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
     """VPSes. POST orders one; actions and DELETE answer 202 with the Operation to poll."""
 
     serializer_class = EnvironmentSerializer

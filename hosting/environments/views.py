@@ -15,7 +15,7 @@ from hosting.operations.models import Operation
 from hosting.operations.services import ACTION_STATES, mark_passing_states
 from hosting.usage import graphs, traffic
 
-from . import services
+from . import seccomp, services
 from .forms import OrderForm, PasswordForm, ReinstallForm, TerminateForm
 from .models import VirtualEnvironment as VE
 
@@ -118,7 +118,20 @@ def detail(request, veid, status=200, password_form=None, reinstall_form=None):
         # staff see the forms their role may use (customers: their own VPS, all of them)
         "may_operate": not request.user.is_staff or roles.can(request.user, "vps.operate"),
         "may_change_plan": not request.user.is_staff or roles.can(request.user, "vps.plan"),
+        **_seccomp_context(ve, request.user),
     }, status=status)
+
+
+def _seccomp_context(ve, viewer):
+    """The seccomp card: staff see it, administrators get its form; customers nothing."""
+    if not viewer.is_staff:
+        return {}
+    state = seccomp.describe(ve)
+    form = None
+    if roles.can(viewer, "seccomp.manage"):
+        form = seccomp.OverrideForm(initial={"follow_plan": state["override"] is None,
+                                             "seccomp_allow": state["effective"]})
+    return {"seccomp": state, "seccomp_form": form}
 
 
 @login_required
