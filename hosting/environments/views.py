@@ -13,7 +13,7 @@ from hosting.operations.models import Operation
 # The states each action may start from: the very table the service refuses by (409),
 # so a button is enabled exactly when the request would be accepted.
 from hosting.operations.services import ACTION_STATES, mark_passing_states
-from hosting.usage import graphs, traffic
+from hosting.usage import connections, graphs, traffic
 
 from . import seccomp, services
 from .forms import OrderForm, PasswordForm, ReinstallForm, TerminateForm
@@ -94,12 +94,14 @@ def _live_context(ve, viewer):
     current = ve.operations.filter(state__in=Operation.UNFINISHED).first()
     return {"ve": ve, "operations": operations, "current": current,
             "buttons": buttons(ve, current, viewer) if ve.actual_state != "destroyed" else [],
-            "traffic": month, "quota": traffic.quota_bytes(ve, month)}
+            "traffic": month, "quota": traffic.quota_bytes(ve, month),
+            "connections": connections.current(ve)}
 
 
 # (chart id, title) on the VPS page; static/js/usage.js draws them from the usage API.
 USAGE_CHARTS = [("cpu", "CPU (CPUs busy)"), ("ram", "RAM"), ("disk", "Disk"),
-                ("net", "Network"), ("packets", "Packets"), ("processes", "Processes")]
+                ("net", "Network"), ("packets", "Packets"), ("processes", "Processes"),
+                ("connections", "Connections")]
 
 
 @login_required

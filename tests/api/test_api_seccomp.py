@@ -130,6 +130,8 @@ def test_the_schema_documents_the_route(api_as, world):
     route = schema["paths"]["/api/v1/environments/{veid}/seccomp/"]
     assert set(route["post"]["responses"]) >= {"202", "400", "403", "404", "409"}
     assert set(route["get"]["responses"]) >= {"200", "403", "404"}
+    usage = schema["paths"]["/api/v1/environments/{veid}/usage/"]["get"]["description"]
+    assert "conntrack_refused" in usage and "connections" in usage
 
 
 # -- the plan field -----------------------------------------------------------------------
