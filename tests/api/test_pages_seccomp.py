@@ -115,3 +115,8 @@ def test_the_plan_form_refuses_an_unknown_name(page_as, world):
     response = page_as("staff").post(fill("/staff/plans/{plan}/", world), posted)
     assert response.status_code == 400
     assert Plan.objects.get(pk=world["plan"].pk).seccomp_allow == ""
+
+
+def test_the_plan_list_names_a_relaxation(page_as, world):
+    Plan.objects.filter(pk=world["plan"].pk).update(seccomp_allow="keyring")
+    assert "seccomp: keyring" in text(page_as("auditor").get("/staff/plans/"))
