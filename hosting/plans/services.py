@@ -8,6 +8,8 @@ from hosting.environments.models import VirtualEnvironment as VE
 from hosting.operations import dispatch, services as operations
 from hosting.operations.models import Operation
 
+from .models import Plan
+
 LIMIT_FIELDS = ("ram_mb", "swap_mb", "cpu_units", "cpu_limit_pct", "cpus", "processes")
 
 
@@ -27,7 +29,7 @@ def save(plan, user, before=None):
         audit.record(user, "plan.save" if before else "plan.create", plan, name=plan.name,
                      limits=plan.engine_limits(),
                      **({"seccomp_allow": plan.seccomp_allow} if plan.seccomp_allow else {}))
-        if before is None or before == plan.engine_settings():
+        if before is None or before == {k: plan.engine_settings()[k] for k in before}:
             return queued
         for ve in list(plan.environments.live().exclude(actual_state=VE.State.CREATING)
                        .select_related("node")):
@@ -42,7 +44,12 @@ def save(plan, user, before=None):
 
 def check_seccomp(plan, user, before=None):
     """Refuse a seccomp relaxation set or changed by a role that may not (roles.py)."""
-    old = before["seccomp_allow"] if before else ""
+    if before and "seccomp_allow" in before:
+        old = before["seccomp_allow"]
+    else:  # a new plan, or a caller that passed only the limits: what is stored counts
+        old = Plan.objects.filter(pk=plan.pk).values_list("seccomp_allow", flat=True).first() \
+            if plan.pk else ""
+        old = old or ""
     if plan.seccomp_allow != old and not roles.can(user, "seccomp.manage"):
         raise Forbidden("only administrators may change the seccomp relaxation "
                         f"({roles.refusal(user)})", field="seccomp_allow")
