@@ -38,10 +38,10 @@ def override(ve, user, value, reboot=False):
     administrator), Invalid (a name unknown or never relaxable) or Conflict
     (busy, terminated, being created); nothing changes then.
     """
+    operations.check_actor(user, Kind.SET)  # first: a customer is told "only staff"
     if not roles.can(user, "seccomp.manage"):
         raise Forbidden(f"only administrators may change the seccomp filter "
                         f"({roles.refusal(user)})")
-    operations.check_actor(user, Kind.SET)
     try:
         value = None if value is None else seccomp.normalize(value)
     except ValidationError as exc:

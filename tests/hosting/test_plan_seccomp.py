@@ -64,10 +64,17 @@ def test_the_override_wins_over_the_plan_and_none_follows_it(ve):
     assert runners.config_of(ve).seccomp_allow == ("bpf",)
 
 
-def test_support_may_not_set_it_and_nothing_is_written(ve):
+@pytest.mark.parametrize("who, why", [
+    ("support", "only administrators may change the seccomp filter (your staff role "
+                "(support) does not allow this)"),
+    ("billing", "your staff role (billing) does not allow this"),  # not even vps.operate
+    ("customer", "only staff can do this")])
+def test_only_administrators_set_it_and_a_refusal_writes_nothing(ve, catalogue, who, why):
     from hosting.core.errors import Forbidden
-    with pytest.raises(Forbidden):
-        override.override(ve, make_staff("sup", role="support"), ["keyring"])
+    user = catalogue["user"] if who == "customer" else make_staff(who, role=who)
+    with pytest.raises(Forbidden) as refused:
+        override.override(ve, user, ["keyring"])
+    assert refused.value.message == why
     assert VE.objects.get(pk=ve.pk).seccomp_allow is None and not Operation.objects.exists()
 
 
