@@ -177,13 +177,18 @@ def set_limits(ctx, disk_must_fit=False):
             ctx.note(note)
     if release:
         ctx.ve.addresses.filter(address__in=release).delete()
-    if want.seccomp_allow != have.seccomp_allow:
-        return _seccomp_changed(ctx)
+    changed = want.seccomp_allow != have.seccomp_allow
+    if changed or ctx.op.params.get("reboot"):
+        return _seccomp_applies(ctx)
     return None
 
 
-def _seccomp_changed(ctx):
-    """The VE's init installed the filter it started with: a running VE needs a reboot."""
+def _seccomp_applies(ctx):
+    """The VE's init installed the filter it started with: a running VE needs a reboot.
+
+    A reboot asked for is made even if the node already had the value: an
+    earlier change may have been saved without one.
+    """
     if ctx.engine.status(ctx.ve.veid).state != "running":
         return None
     if not ctx.op.params.get("reboot"):

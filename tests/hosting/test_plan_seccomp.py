@@ -128,8 +128,15 @@ def test_asked_to_it_reboots_at_once(ve):
 def test_a_stopped_ve_or_an_unchanged_value_needs_no_reboot(ve):
     assert _run_set(ve, Recorder(ve, state="stopped"), reboot=True) == (None, [])
     same = Recorder(ve, allow=("io_uring",))
-    assert _run_set(ve, same, reboot=True) == (None, [])
+    assert _run_set(ve, same) == (None, [])
     assert ("restart", {}) not in same.calls
+
+
+def test_a_reboot_asked_for_is_made_even_when_the_node_had_the_value(ve):
+    """A change saved without a reboot, then "reboot now": the running init has the old one."""
+    same = Recorder(ve, allow=("io_uring",))
+    assert _run_set(ve, same, reboot=True) == (VE.State.RUNNING, [])
+    assert same.calls[-1] == ("restart", {})
 
 
 def test_reconcile_sees_a_node_that_drifted(ve):
