@@ -163,9 +163,10 @@ NODE_SIDE = {
 }
 # Loaded by every process; their node code runs only in a node worker.
 CELERY_WIRING = {"hosting.celery", "hosting.nodes.apps"}
-PURE_ENGINE = {"ve.errors", "ve.validate", "ve.config"}  # validators, errors, specs, constants
-# stdlib-only helpers of ve.config: file writing, the seccomp policy's names
-PURE_HELPERS = {"ve.fsutil", "ve.syscalls"}
+# validators, errors, specs, constants, the seccomp policy's names (data, stdlib only)
+PURE_ENGINE = {"ve.errors", "ve.validate", "ve.config", "ve.syscalls"}
+# stdlib-only helpers of ve.config: file writing
+PURE_HELPERS = {"ve.fsutil"}
 
 
 def dashboard_modules():

@@ -37,6 +37,10 @@ CAPABILITIES = {
     "customers.manage": frozenset({A, B}),  # create, edit, suspend an account
     "plans.view": frozenset({A, B, R}),  # with prices and retired plans
     "plans.manage": frozenset({A, B}),
+    # relax the VEs' seccomp filter (a plan's seccomp_allow, a VPS's override): it
+    # weakens the host's defences, so it is the administrators' call, not sales' or
+    # support's (docs/security.md); every staff role that sees a VPS or plan sees it
+    "seccomp.manage": frozenset({A}),
     "templates.view": EVERYONE,
     "templates.manage": frozenset({A}),
     "nodes.view": frozenset({A, R}),

@@ -41,6 +41,7 @@ urlpatterns = [
          name="staff-customer-status"),
     path("vps/", operations.environment_list, name="staff-vps"),
     path("vps/<int:veid>/plan/", templates.staff_change_plan, name="staff-vps-plan"),
+    path("vps/<int:veid>/seccomp/", templates.staff_seccomp, name="staff-vps-seccomp"),
     path("operations/", operations.operation_list, name="staff-operations"),
     path("audit/", operations.audit_list, name="staff-audit"),
     path("api-keys/", account.staff_api_keys, name="staff-api-keys"),

@@ -19,6 +19,7 @@ from hosting.usage import graphs, traffic
 from . import lifecycle, services
 from .models import OSTemplate, VirtualEnvironment as VE
 from .plan_api import PlanChangeMixin
+from .seccomp_api import SeccompMixin
 
 
 class OSTemplateSerializer(serializers.ModelSerializer):
@@ -129,8 +130,8 @@ def accepted(op, request):
 
 
 @lifecycle.install  # start, stop, reboot, terminate, suspend, resume, reinstall, password
-class EnvironmentViewSet(PlanChangeMixin, mixins.CreateModelMixin, mixins.DestroyModelMixin,
-                         viewsets.ReadOnlyModelViewSet):
+class EnvironmentViewSet(PlanChangeMixin, SeccompMixin, mixins.CreateModelMixin,
+                         mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
     """VPSes. POST orders one; actions and DELETE answer 202 with the Operation to poll."""
 
     serializer_class = EnvironmentSerializer
@@ -210,7 +211,12 @@ class EnvironmentViewSet(PlanChangeMixin, mixins.CreateModelMixin, mixins.Destro
     @action(detail=True, methods=["get"])
     def usage(self, request, veid=None):
         """Usage over 1h, 24h, 7d or 30d for graphs: CPU (CPUs busy), RAM, swap, disk,
-        inodes, processes, traffic and disk I/O (bytes/s), limit hits, and the limits."""
+        inodes, processes, traffic and disk I/O (bytes/s), limit hits, tracked
+        connections (``conntrack``: held; ``conntrack_refused``: new ones the plan's
+        cap dropped in each point's period), and the limits (``limits.conntrack`` is
+        the plan's connection cap, null = none). ``connections`` is the latest
+        reading: {"held", "refused" (since the VPS started), "limit", "time"}; held and
+        refused are null where not measured (stopped, no cap, no recent sample)."""
         ve = self.get_object()
         name = request.query_params.get("range", "24h")
         if name not in graphs.RANGES:

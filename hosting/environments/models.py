@@ -6,6 +6,7 @@ from django.db.models.functions import Lower
 
 from hosting.core import scoping
 from hosting.core.errors import Conflict
+from hosting.plans import seccomp
 
 from .validators import validate_hostname, validate_template_name, validate_veid
 
@@ -108,6 +109,10 @@ class VirtualEnvironment(models.Model):
     restarts = models.PositiveSmallIntegerField(default=0)
     last_restart = models.DateTimeField(null=True, blank=True)
     crash_loop = models.BooleanField(default=False)
+    # Staff's override of the plan's seccomp relaxation (hosting/plans/seccomp.py):
+    # null follows the plan, "" is the full filter. Customers never see it.
+    seccomp_allow = models.CharField(max_length=200, null=True, blank=True, default=None,
+                                     validators=[seccomp.validate])
 
     objects = VEQuerySet.as_manager()
 
@@ -123,6 +128,10 @@ class VirtualEnvironment(models.Model):
     def engine_limits(self):
         """The engine limits this VE should have now (its plan's, throttled or not)."""
         return self.plan.engine_limits(throttled=self.throttled)
+
+    def engine_seccomp_allow(self):
+        """The seccomp relaxation this VE should have: its override, else its plan's."""
+        return self.plan.seccomp_allow if self.seccomp_allow is None else self.seccomp_allow
 
     def engine_ips(self):
         """Its addresses, IPv4 first, as the engine's config lists them."""

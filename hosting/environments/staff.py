@@ -1,4 +1,5 @@
-"""Staff pages: the OS templates on offer (add, retire, offer again); a VPS's plan change."""
+"""Staff pages: the OS templates on offer (add, retire, offer again); a VPS's plan change
+and seccomp override."""
 
 from django import forms
 from django.contrib import messages
@@ -9,9 +10,10 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from hosting.core import audit
 from hosting.core.decorators import staff_required
+from hosting.core.errors import ServiceError
 
 from .models import OSTemplate, VirtualEnvironment as VE
-from . import plan_views
+from . import plan_views, seccomp
 
 
 class TemplateForm(forms.ModelForm):
@@ -61,3 +63,24 @@ def staff_change_plan(request, veid):
     """A VPS's Change plan page among the staff pages (any change the rules allow);
     done, it goes back to the VPS list."""
     return plan_views.page(request, veid, "staff-vps")
+
+
+@staff_required("seccomp.manage")
+@require_POST
+def staff_seccomp(request, veid):
+    """Set a VPS's seccomp override from its page (administrators); back to the page."""
+    ve = get_object_or_404(VE.objects.select_related("plan"), veid=veid)
+    form = seccomp.OverrideForm(request.POST)
+    if not form.is_valid():
+        errors = "; ".join(e for field in form.errors.values() for e in field)
+        messages.error(request, f"Seccomp filter not changed: {errors}")
+        return redirect("vps-detail", veid=veid)
+    try:
+        seccomp.override(ve, request.user, form.value(), form.cleaned_data["reboot"])
+    except ServiceError as exc:
+        messages.error(request, f"Seccomp filter not changed: {exc.message}")
+        return redirect("vps-detail", veid=veid)
+    when = ("the VPS reboots now to get it" if form.cleaned_data["reboot"]
+            else "it takes effect at the VPS's next reboot")
+    messages.success(request, f"Seccomp filter change queued: {when}.")
+    return redirect("vps-detail", veid=veid)

@@ -13,9 +13,9 @@ from hosting.operations.models import Operation
 # The states each action may start from: the very table the service refuses by (409),
 # so a button is enabled exactly when the request would be accepted.
 from hosting.operations.services import ACTION_STATES, mark_passing_states
-from hosting.usage import graphs, traffic
+from hosting.usage import connections, graphs, traffic
 
-from . import services
+from . import seccomp, services
 from .forms import OrderForm, PasswordForm, ReinstallForm, TerminateForm
 from .models import VirtualEnvironment as VE
 
@@ -94,12 +94,14 @@ def _live_context(ve, viewer):
     current = ve.operations.filter(state__in=Operation.UNFINISHED).first()
     return {"ve": ve, "operations": operations, "current": current,
             "buttons": buttons(ve, current, viewer) if ve.actual_state != "destroyed" else [],
-            "traffic": month, "quota": traffic.quota_bytes(ve, month)}
+            "traffic": month, "quota": traffic.quota_bytes(ve, month),
+            "connections": connections.current(ve)}
 
 
 # (chart id, title) on the VPS page; static/js/usage.js draws them from the usage API.
 USAGE_CHARTS = [("cpu", "CPU (CPUs busy)"), ("ram", "RAM"), ("disk", "Disk"),
-                ("net", "Network"), ("packets", "Packets"), ("processes", "Processes")]
+                ("net", "Network"), ("packets", "Packets"), ("processes", "Processes"),
+                ("connections", "Connections")]
 
 
 @login_required
@@ -118,7 +120,20 @@ def detail(request, veid, status=200, password_form=None, reinstall_form=None):
         # staff see the forms their role may use (customers: their own VPS, all of them)
         "may_operate": not request.user.is_staff or roles.can(request.user, "vps.operate"),
         "may_change_plan": not request.user.is_staff or roles.can(request.user, "vps.plan"),
+        **_seccomp_context(ve, request.user),
     }, status=status)
+
+
+def _seccomp_context(ve, viewer):
+    """The seccomp card: staff see it, administrators get its form; customers nothing."""
+    if not viewer.is_staff:
+        return {}
+    state = seccomp.describe(ve)
+    form = None
+    if roles.can(viewer, "seccomp.manage"):
+        form = seccomp.OverrideForm(initial={"follow_plan": state["override"] is None,
+                                             "seccomp_allow": state["effective"]})
+    return {"seccomp": state, "seccomp_form": form}
 
 
 @login_required

@@ -154,7 +154,8 @@ def _update(ve, state):
 
 
 def _limits_differ(eng, ve):
-    """True if the node's limits, addresses or name servers are not the dashboard's.
+    """True if the node's limits, addresses, name servers or seccomp relaxation are not
+    the dashboard's.
 
     Disk size and I/O limits are left out: what cannot change live (a smaller
     disk) waits for the VE's next start, and what a node cannot do (an I/O
@@ -163,8 +164,8 @@ def _limits_differ(eng, ve):
     try:
         have, want = eng.config(ve.veid), config_of(ve)
         skip = dict.fromkeys(DISK_KEYS + IO_KEYS, 0)
-        return (have.limits._replace(**skip), have.ips, have.nameservers) != \
-            (want.limits._replace(**skip), want.ips, want.nameservers)
+        return (have.limits._replace(**skip), have.ips, have.nameservers, have.seccomp_allow) != \
+            (want.limits._replace(**skip), want.ips, want.nameservers, want.seccomp_allow)
     except (NotFound, VEError):
         return False
 

@@ -7,7 +7,7 @@ from hosting.core import roles
 from hosting.core.api import StaffCan
 from hosting.environments.models import OSTemplate
 
-from . import services
+from . import seccomp, services
 from .fields import EDITABLE
 from .models import Plan
 
@@ -16,10 +16,20 @@ class PlanSerializer(serializers.ModelSerializer):
     templates = serializers.SlugRelatedField(
         slug_field="name", many=True, required=False, queryset=OSTemplate.objects.all(),
         help_text="OS template names, not ids (see /api/v1/templates/)")
+    seccomp_allow = seccomp.ApiField(
+        required=False, help_text=seccomp.HELP + ". Staff only: customers never see it; "
+        "only administrators may change it (403)")
 
     class Meta:
         model = Plan
         fields = ["id", *EDITABLE]
+
+    def to_representation(self, plan):
+        data = super().to_representation(plan)
+        request = self.context.get("request")
+        if not roles.can(getattr(request, "user", None), "plans.view"):
+            data.pop("seccomp_allow", None)  # a host-side defence, not the customer's business
+        return data
 
 
 class PlanViewSet(viewsets.ModelViewSet):
@@ -42,7 +52,7 @@ class PlanViewSet(viewsets.ModelViewSet):
 
     def perform_update(self, serializer):
         plan = serializer.instance
-        before = plan.engine_limits()
+        before = plan.engine_settings()
         templates = serializer.validated_data.pop("templates", None)
         for field, value in serializer.validated_data.items():
             setattr(plan, field, value)

@@ -4,6 +4,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+from . import seccomp
+
 
 def _io_weight(value):
     if 0 < value < 10 or value > 1000:
@@ -52,6 +54,8 @@ class Plan(models.Model):
         default=16384, validators=[MaxValueValidator(1 << 24)],
         help_text="tracked connections the VE may hold on its node, each way (the node's "
                   "conntrack table is shared by all VEs), 0 = no cap")
+    seccomp_allow = models.CharField(max_length=200, blank=True, default="",
+                                     validators=[seccomp.validate], help_text=seccomp.HELP)
     bandwidth_gib = models.PositiveIntegerField(default=1000, help_text="per month, 0 = unmetered")
     port_speed_mbit = models.PositiveIntegerField(
         default=100, validators=[MinValueValidator(1), MaxValueValidator(30000)],
@@ -84,6 +88,10 @@ class Plan(models.Model):
     def clean(self):
         """What the engine would refuse is refused here: at most one inode per 4 KiB."""
         from ve.config import INODE_BYTES
+        try:
+            self.seccomp_allow = seccomp.normalize(self.seccomp_allow)
+        except ValidationError as exc:
+            raise ValidationError({"seccomp_allow": exc.messages}) from None
         if self.disk_gib and self.inodes and self.inodes > (self.disk_gib << 30) // INODE_BYTES:
             raise ValidationError({"inodes": f"at most {(self.disk_gib << 30) // INODE_BYTES} "
                                              f"for {self.disk_gib} GiB (one per 4 KiB)"})
@@ -107,3 +115,8 @@ class Plan(models.Model):
                 "ioweight": str(self.io_weight), "readbps": f"{self.disk_read_mbps}M",
                 "writebps": f"{self.disk_write_mbps}M", "readiops": str(self.disk_read_iops),
                 "writeiops": str(self.disk_write_iops), "numconn": str(self.connections)}
+
+    def engine_settings(self):
+        """What an edit of the plan must bring to its VEs' nodes: the limits and the
+        seccomp relaxation (a VEConfig field, not a limit; applied at the next start)."""
+        return {**self.engine_limits(), "seccomp_allow": self.seccomp_allow}

@@ -22,7 +22,8 @@ _RAW = {"ram_bytes": "ram", "ram_cache_bytes": "ram_cache", "swap_bytes": "swap"
         "rx_bytes": "rx_bytes", "tx_bytes": "tx_bytes", "rx_packets": "rx_packets",
         "tx_packets": "tx_packets", "io_read_bytes": "io_read_bytes",
         "io_write_bytes": "io_write_bytes", "memory_failcnt": "memory_failcnt",
-        "oom_kills": "oom_kills"}
+        "oom_kills": "oom_kills", "conntrack": "conntrack",
+        "conntrack_refused": "conntrack_refused"}
 RAW_FIELDS = ("time",) + tuple(_RAW.values())  # what rollups and graphs read of a sample
 NODE_RAW_FIELDS = ("time", "cpu_busy_ns", "ram_used", "swap_used", "disk_used", "load1")
 

@@ -10,7 +10,7 @@ from django.db.models import Avg, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from . import sampling
+from . import connections, sampling
 from .collection import NODE_RAW_FIELDS, RAW_FIELDS
 from .models import NodeRollup, NodeSample, UsageRollup, UsageSample
 
@@ -18,13 +18,13 @@ RANGES = {"1h": (timedelta(hours=1), None), "24h": (timedelta(days=1), sampling.
           "7d": (timedelta(days=7), sampling.FIVE_MINUTES),
           "30d": (timedelta(days=30), sampling.HOUR)}
 SERIES = ("cpu", "ram", "ram_cache", "swap", "disk", "inodes", "processes", "rx", "tx",
-          "rx_packets", "tx_packets", "io_read", "io_write")
+          "rx_packets", "tx_packets", "io_read", "io_write", "conntrack")
 PEAKS = ("cpu", "ram")  # rollups also give these periods' maxima (a spike is not averaged away)
 
 
 def usage(ve, range_name, now=None):
     """{"range", "resolution", "start", "end", "time": [epoch s], <metric>: [...],
-    "limits": {...}}.
+    "limits": {...}, "connections": {...}}.
 
     ``start``/``end`` (epoch s) bound the period asked for: graphs span exactly that,
     whatever few samples it holds (one sample alone has no span of its own). Values
@@ -45,7 +45,8 @@ def usage(ve, range_name, now=None):
     out.update(range=range_name, resolution=resolution or 0, **_bounds(since, now), limits={
         "ram": plan.ram_mb << 20, "swap": plan.swap_mb << 20, "disk": plan.disk_gib << 30,
         "inodes": plan.inodes, "processes": plan.processes,
-        "cpu": float(cpus) if cpus else None})
+        "cpu": float(cpus) if cpus else None, "conntrack": plan.connections or None},
+        connections=connections.current(ve, now))
     return out
 
 
@@ -75,11 +76,13 @@ def _from_raw(ve, since):
     out.update({name: values[name] for name in SERIES})
     out["limit_hits"] = [(a or 0) + (b or 0) for a, b in zip(values["limit_hits"],
                                                                 values["oom_kills"])]
+    out["conntrack_refused"] = values["conntrack_refused"]
     return out
 
 
 def _from_rollups(ve, since, resolution):
-    fields = ["time", "limit_hits", "oom_kills"] + [f"{m}_avg" for m in SERIES] + \
+    fields = ["time", "limit_hits", "oom_kills", "conntrack_refused"] + \
+        [f"{m}_avg" for m in SERIES] + \
         [f"{m}_max" for m in PEAKS]
     rows = list(UsageRollup.objects.filter(environment=ve, resolution=resolution,
                                            time__gte=since).order_by("time").values(*fields))
@@ -87,6 +90,7 @@ def _from_rollups(ve, since, resolution):
     out.update({m: [r[f"{m}_avg"] for r in rows] for m in SERIES})
     out.update({f"{m}_max": [r[f"{m}_max"] for r in rows] for m in PEAKS})
     out["limit_hits"] = [r["limit_hits"] + r["oom_kills"] for r in rows]
+    out["conntrack_refused"] = [r["conntrack_refused"] for r in rows]
     return out
 
 

@@ -54,6 +54,10 @@ class UsageSample(models.Model):
     io_write_bytes = models.BigIntegerField(null=True)
     memory_failcnt = models.BigIntegerField(null=True)
     oom_kills = models.BigIntegerField(null=True)
+    # Routed VEs with a connection cap only (else null): entries held in the node's
+    # conntrack table, and new connections the cap refused since the VE started.
+    conntrack = models.IntegerField(null=True)
+    conntrack_refused = models.BigIntegerField(null=True)
 
     class Meta:
         indexes = [models.Index(fields=["environment", "time"]),
@@ -83,12 +87,14 @@ def _add_stats(model, metrics):
 
 
 class UsageRollup(Rollup):
-    """A VE's usage over 5 minutes or an hour, with its limit hits and OOM kills summed."""
+    """A VE's usage over 5 minutes or an hour, with its limit hits, OOM kills and refused
+    connections summed."""
 
     environment = models.ForeignKey("environments.VirtualEnvironment", on_delete=models.CASCADE,
                                     related_name="+")
     limit_hits = models.BigIntegerField(default=0)
     oom_kills = models.BigIntegerField(default=0)
+    conntrack_refused = models.BigIntegerField(default=0)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["environment", "resolution", "time"],

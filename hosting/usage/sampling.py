@@ -16,13 +16,16 @@ raw 1 day, 5-minute 30 days, hourly 365 days.
 from collections import namedtuple
 from datetime import timedelta
 
-GAUGES = ("ram", "ram_cache", "swap", "processes", "disk", "inodes")
+# conntrack: connections the VE holds in its node's table (routed VEs with a cap)
+GAUGES = ("ram", "ram_cache", "swap", "processes", "disk", "inodes", "conntrack")
 # rate metric -> (cumulative field, unit divisor): CPU in CPUs busy, packets in
 # packets/s, the rest bytes/s
 COUNTERS = {"cpu": ("cpu_ns", 10**9), "rx": ("rx_bytes", 1), "tx": ("tx_bytes", 1),
             "rx_packets": ("rx_packets", 1), "tx_packets": ("tx_packets", 1),
             "io_read": ("io_read_bytes", 1), "io_write": ("io_write_bytes", 1)}
-EVENTS = {"limit_hits": "memory_failcnt", "oom_kills": "oom_kills"}
+# conntrack_refused: new connections the VE's cap dropped (cumulative since it started)
+EVENTS = {"limit_hits": "memory_failcnt", "oom_kills": "oom_kills",
+          "conntrack_refused": "conntrack_refused"}
 METRICS = GAUGES + tuple(COUNTERS)
 
 

@@ -37,12 +37,16 @@
       net: { fmt: rate, series: [["in", data.rx, "#0891b2"], ["out", data.tx, "#db2777"]] },
       packets: { fmt: plain, series: [["in /s", data.rx_packets, "#0891b2"],
                                       ["out /s", data.tx_packets, "#db2777"]] },
-      processes: { fmt: plain, series: [["processes", data.processes, "#ea580c"]] }
+      processes: { fmt: plain, series: [["processes", data.processes, "#ea580c"]] },
+      // tracked connections (routed VEs with a cap) and new ones the cap refused
+      connections: { fmt: plain, series: [["held", data.conntrack, "#0d9488"],
+                                          ["refused", data.conntrack_refused, "#dc2626"]] }
     };
     if (data.cpu_max) defs.cpu.series.push(["peak", data.cpu_max, "#93c5fd"]);
     if (data.ram_max) defs.ram.series.push(["peak", data.ram_max, "#86efac"]);
     if (withLimits) {
-      var caps = { cpu: limits.cpu, ram: limits.ram, disk: limits.disk, processes: limits.processes };
+      var caps = { cpu: limits.cpu, ram: limits.ram, disk: limits.disk, processes: limits.processes,
+                   connections: limits.conntrack };
       Object.keys(caps).forEach(function (id) {
         if (caps[id]) defs[id].series.push(["limit", limitLine(caps[id]), "#dc2626", [6, 4]]);
       });

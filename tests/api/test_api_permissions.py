@@ -48,6 +48,8 @@ READS = [  # anon, a, b, staff (administrator), support, billing, auditor
     ("/api/v1/environments/{ve_b}/", (401, 404, 200, 200, 200, 200, 200)),
     ("/api/v1/environments/{ve_b}/usage/", (401, 404, 200, 200, 200, 200, 200)),
     ("/api/v1/environments/{ve_b}/usage/?range=30d", (401, 404, 200, 200, 200, 200, 200)),
+    # a VPS's seccomp override: every staff role reads it, customers (its owner too) never
+    ("/api/v1/environments/{ve_b}/seccomp/", (401, 403, 403, 200, 200, 200, 200)),
     ("/api/v1/operations/", (401, 200, 200, 200, 200, 200, 200)),
     ("/api/v1/operations/{op_b}/", (401, 404, 200, 200, 200, 200, 200)),
     # support: no plans or prices (customers see the active catalogue)

@@ -228,11 +228,12 @@ def _state(world):
     world["template"].refresh_from_db()
     return {"plan_active": world["plan"].active, "ram_mb": world["plan"].ram_mb,
             "b_status": world["b"].status, "template_active": world["template"].active,
-            "templates": OSTemplate.objects.count()}
+            "templates": OSTemplate.objects.count(),
+            "b_seccomp": VE.objects.get(pk=world["ve_b"].pk).seccomp_allow}
 
 
 UNCHANGED = {"plan_active": True, "ram_mb": 512, "b_status": Customer.Status.ACTIVE,
-             "template_active": True, "templates": 1}
+             "template_active": True, "templates": 1, "b_seccomp": None}
 
 # (path, data, what a staff POST changes, statuses for anon, a, b, staff, support, billing,
 # auditor)
@@ -245,6 +246,9 @@ STAFF_POSTS = [
     ("/staff/templates/{template}/retire/", {}, {"template_active": False},
      (LOGIN, 403, 403, 302, 403, 403, 403)),
     ("/staff/templates/", {"name": "debian-12", "title": "Debian 12"}, {"templates": 2},
+     (LOGIN, 403, 403, 302, 403, 403, 403)),
+    # relaxing a VPS's seccomp filter: administrators only (roles.py "seccomp.manage")
+    ("/staff/vps/{ve_b}/seccomp/", {"seccomp_allow": ["keyring"]}, {"b_seccomp": "keyring"},
      (LOGIN, 403, 403, 302, 403, 403, 403)),
 ]
 

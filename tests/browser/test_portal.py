@@ -147,7 +147,7 @@ def test_usage_graphs_for_the_customer_and_staff_and_the_node(browser, live_stac
     page.goto(f"{live_stack.base}/vps/{veid}/")
     page.click("#usage [data-range='1h']")
     page.wait_for_selector("#usage[data-loaded='1h']")
-    for chart in ("cpu", "ram", "disk", "net", "packets", "processes"):
+    for chart in ("cpu", "ram", "disk", "net", "packets", "processes", "connections"):
         figure = page.locator(f"#chart-{chart}")
         figure.locator("canvas").first.wait_for()
         assert int(figure.get_attribute("data-points")) >= 3, chart
@@ -162,6 +162,8 @@ def test_usage_graphs_for_the_customer_and_staff_and_the_node(browser, live_stac
     staff.wait_for_selector("#usage[data-loaded='1h']")
     staff.locator("#chart-hits canvas").first.wait_for()
     assert staff.locator("#chart-ram .u-legend", has_text="limit").count() == 1
+    # the connection cap as a dashed line too (VPS S caps connections: 16384 by default)
+    assert staff.locator("#chart-connections .u-legend", has_text="limit").count() == 1
     shot(staff, "10-staff-usage-graphs")
     node = live_stack.api("admin").get("/api/v1/nodes/")["results"][0]["id"]
     staff.goto(f"{live_stack.base}/staff/nodes/{node}/")
