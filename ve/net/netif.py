@@ -181,21 +181,28 @@ class Monitor:
 def refused(path, init):
     """Devices deleted over the cap during the VE run of ``init`` ((pid, start
     time)), from the record at ``path``; 0 if it has none for that run."""
+    return read_record(path, init).get("refused", 0)
+
+
+def read_record(path, init):
+    """The watcher's record for the VE run of ``init``: {"refused": N, "frozen":
+    bool}, or {} if there is none for that run."""
     try:
         with open(path, "rb") as f:
             saved = json.loads(f.read(4096))
         if tuple(saved["init"]) == tuple(init):
-            return int(saved["refused"])
+            return {"refused": int(saved["refused"]), "frozen": saved.get("frozen") is True}
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    return 0
+    return {}
 
 
-def record_refused(path, init, count):
-    """Write the record ``refused`` reads (the watcher's, after each deletion)."""
+def write_record(path, init, refused, frozen=False):
+    """Write the record ``read_record`` reads (``frozen``: the VE is being frozen
+    by the watcher, which a watcher that takes over must undo)."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    fsutil.atomic_write(path, json.dumps({"init": list(init), "refused": count}),
-                        durable=False)
+    fsutil.atomic_write(path, json.dumps({"init": list(init), "refused": refused,
+                                          "frozen": frozen}), durable=False)
 
 
 def count(pid):

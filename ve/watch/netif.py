@@ -23,6 +23,7 @@ import select
 import threading
 import time
 
+from ..errors import VEError
 from ..log import get as get_logger
 
 log = get_logger(__name__)
@@ -40,6 +41,7 @@ class Guarded:
         self.monitor = None
         self.conf_seen = None
         self.refused = 0
+        self.failed = False
 
     def close(self):
         if self.monitor is not None:
@@ -127,7 +129,7 @@ class NetifGuard:
                 _, veid, init, fd = command
                 self._drop(veid)
                 self.guarded[veid] = Guarded(veid, init, fd)
-                self._refused_from_file(self.guarded[veid])
+                self._take_record(self.guarded[veid])
             else:
                 self._drop(command[1])
 
@@ -151,7 +153,7 @@ class NetifGuard:
     def _apply_cap(self, guarded):
         try:
             cap = self.engine.config(guarded.veid).limits.numnetif
-        except Exception as exc:  # a config being rewritten, or bad: try at its next change
+        except (VEError, OSError) as exc:  # destroyed meanwhile, or a bad file
             log.warning("VE %s: cannot read its interface cap: %s", guarded.veid, exc)
             return
         if not cap:
@@ -174,7 +176,10 @@ class NetifGuard:
             guarded.monitor = Monitor(f"/proc/self/fd/{guarded.netns_fd}", cap,
                                       keep=() if keep is None else (keep,))
         except OSError as exc:
-            log.warning("VE %s: cannot watch its network devices: %s", guarded.veid, exc)
+            if not guarded.failed:  # once, not at every retry
+                log.warning("VE %s: cannot watch its network devices: %s", guarded.veid, exc)
+            guarded.failed = True
+            guarded.conf_seen = None  # try again at the next tick
             return
         self.poller.register(guarded.monitor.fileno(), select.EPOLLIN)
 
@@ -213,6 +218,7 @@ class NetifGuard:
                     break
             if not monitor.excess():
                 return
+            self._record(guarded, frozen=True)  # a watcher killed meanwhile: the next thaws
             with contextlib.ExitStack() as stack:
                 try:
                     stack.enter_context(self.engine.cgroups.frozen(str(guarded.veid)))
@@ -225,6 +231,7 @@ class NetifGuard:
                     if not monitor.excess():
                         break
                     self._count(guarded, monitor.trim())
+            self._record(guarded)
             log.warning("VE %s: %s network devices over its cap of %s deleted (%s this run)",
                         guarded.veid, guarded.refused - before, monitor.cap, guarded.refused)
         except OSError as exc:
@@ -237,16 +244,26 @@ class NetifGuard:
 
     # -- the refusal record ------------------------------------------------------
 
-    def _refused_from_file(self, guarded):
-        """A watcher that takes over carries on its predecessor's count for this run."""
+    def _take_record(self, guarded):
+        """Carry on a predecessor's count for this run; thaw the VE if it was killed
+        while the VE was frozen (nobody else would)."""
         from ..net import netif
-        guarded.refused = netif.refused(self.layout.netif_record(guarded.veid), guarded.init)
+        saved = netif.read_record(self.layout.netif_record(guarded.veid), guarded.init)
+        guarded.refused = saved.get("refused", 0)
+        if saved.get("frozen"):
+            log.warning("VE %s: the last watcher left it frozen; thawing it", guarded.veid)
+            try:
+                with self.engine.cgroups.frozen(str(guarded.veid)):
+                    pass  # leaving it thaws
+            except OSError as exc:
+                log.error("VE %s: cannot thaw it: %s", guarded.veid, exc)
+            self._record(guarded)
 
-    def _record(self, guarded):
+    def _record(self, guarded, frozen=False):
         from ..net import netif
         try:
-            netif.record_refused(self.layout.netif_record(guarded.veid), guarded.init,
-                                 guarded.refused)
+            netif.write_record(self.layout.netif_record(guarded.veid), guarded.init,
+                               guarded.refused, frozen)
         except OSError as exc:
             log.warning("VE %s: cannot record its refused devices: %s", guarded.veid, exc)
 
