@@ -95,6 +95,7 @@ def test_a_bridge_flood_stops_at_the_cap_and_costs_the_host_little(engine, watch
     ids_before = netns_ids()
     fds_before = open_fds(watcher.proc.pid)
     engine.start(veid)
+    assert netns_ids() != ids_before  # the VE's namespace, seen through its veth
     slab_before = slab()
     other_start = {}
 
