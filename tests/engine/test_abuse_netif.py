@@ -160,6 +160,7 @@ def test_the_cap_follows_set_restart_and_a_new_watcher(engine, watcher):
     assert wait_for(lambda: devices(engine, veid) <= 16, 15), devices(engine, veid)
     assert refused_reaches(engine, veid, refused + 40), sample_of(engine, veid)
     engine.set(veid, numnetif=0)  # no cap: nothing is deleted
+    time.sleep(1)  # the watcher takes a changed config in within half a second
     flood(engine, veid, 10, prefix="u")
     time.sleep(1.5)
     assert devices(engine, veid) == 26
