@@ -95,6 +95,7 @@ def one(engine, count, cap):
 
 def main(count, caps):
     os.environ["VE_WATCH"] = "auto"  # the engine starts the node watcher, which enforces
+    os.environ["VE_LXCFS"] = "off"  # else its watcher starts the machine's /var/lib/lxcfs
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     tmp = tempfile.mkdtemp(prefix="netifcap-")
     cache = os.path.join(tmp, "ve", "template", "cache")
