@@ -31,6 +31,8 @@ LIMIT_OPTIONS = {
     "--writeiops": ("writeiops", True, "disk write operations/s cap, 0 = none"),
     "--numconn": ("numconn", True, "tracked connections the VE may hold on the host, "
                                    "each way, 0 = no cap"),
+    "--numnetif": ("numnetif", True, "network interfaces the VE may have, lo and eth0 "
+                                     "included, 0 = no cap (default 128)"),
 }
 BOOT_OPTIONS = {
     "--onboot": ("onboot", True, "yes: the node starts it when it boots (default no)"),

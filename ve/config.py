@@ -12,6 +12,11 @@ from . import fsutil, validate
 from .errors import InvalidConfig
 
 IDMAP_SIZE = 65536
+# Network devices a VE may have in its namespace, lo and eth0 included. 128 leaves
+# room for a VE that runs docker (a bridge, and a veth per container) while a
+# flood stops at ~7 MiB of kernel memory (~57 KiB a bridge), not hundreds.
+DEFAULT_NUMNETIF = 128
+MAX_NUMNETIF = 65536
 
 
 _LIMIT_CHECKS = {
@@ -30,6 +35,7 @@ _LIMIT_CHECKS = {
     "readiops": lambda v: validate.integer(v, "readiops", 0, 10**7),
     "writeiops": lambda v: validate.integer(v, "writeiops", 0, 10**7),
     "numconn": lambda v: validate.integer(v, "numconn", 0, 1 << 24),
+    "numnetif": lambda v: validate.integer(v, "numnetif", 0, MAX_NUMNETIF),
 }
 MIN_DISKSPACE, MAX_DISKSPACE = 32 << 20, 64 << 40
 INODE_BYTES = 4096  # ext4's inode tables must leave the disk room for data
@@ -37,7 +43,7 @@ INODE_BYTES = 4096  # ext4's inode tables must leave the disk room for data
 
 class Limits(namedtuple("Limits", tuple(_LIMIT_CHECKS),
                         defaults=(256 << 20, 0, 1000, 0, 0, 256, 0, 2 << 30, 131072,
-                                  0, 0, 0, 0, 0, 0))):
+                                  0, 0, 0, 0, 0, 0, DEFAULT_NUMNETIF))):
     """Resource limits of one VE (immutable; values are checked on creation).
 
     ram and swap are bytes (swap may be 0); cpuunits is the relative CPU weight
@@ -48,7 +54,9 @@ class Limits(namedtuple("Limits", tuple(_LIMIT_CHECKS),
     ioweight is its relative I/O weight (10..1000, 0 = the host's default),
     readbps/writebps (bytes/s) and readiops/writeiops cap its disk I/O
     (0 = no cap); numconn caps the host's connection-tracking entries of a
-    routed VE, each way (0 = no cap, docs/networking.md). Memory, process
+    routed VE, each way (0 = no cap, docs/networking.md); numnetif caps the
+    network devices in the VE's own namespace, lo and eth0 included (0 = no
+    cap; the node watcher enforces it, docs/security.md). Memory, process
     and disk limits are always set. Each field also accepts text such as
     "256M" or "50".
     """
@@ -176,6 +184,7 @@ _LIMIT_KEYS = {
     "READIOPS": ("readiops", False),
     "WRITEIOPS": ("writeiops", False),
     "NUMCONN": ("numconn", False),
+    "NUMNETIF": ("numnetif", False),
 }
 _KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ_")
 _UNSAFE_VALUE_CHARS = frozenset('"\\$`')

@@ -54,6 +54,10 @@ class Layout:
         """Traffic totals of the VE's earlier runs."""
         return self.net_dir / f"{veid}.counters"
 
+    def netif_record(self, veid):
+        """Network devices the node watcher deleted over the VE's cap, this run."""
+        return self.net_dir / f"{veid}.netif"
+
     def lock(self, veid):
         return self.lock_dir / f"{veid}.lock"
 

@@ -54,6 +54,10 @@ class Plan(models.Model):
         default=16384, validators=[MaxValueValidator(1 << 24)],
         help_text="tracked connections the VE may hold on its node, each way (the node's "
                   "conntrack table is shared by all VEs), 0 = no cap")
+    interfaces = models.PositiveIntegerField(
+        default=128, validators=[MaxValueValidator(65536)],
+        help_text="network interfaces the VE may have, its loopback and eth0 included "
+                  "(bridges and veths cost the node kernel memory), 0 = no cap")
     seccomp_allow = models.CharField(max_length=200, blank=True, default="",
                                      validators=[seccomp.validate], help_text=seccomp.HELP)
     bandwidth_gib = models.PositiveIntegerField(default=1000, help_text="per month, 0 = unmetered")
@@ -114,7 +118,8 @@ class Plan(models.Model):
                 "diskspace": f"{self.disk_gib}G", "diskinodes": str(self.inodes),
                 "ioweight": str(self.io_weight), "readbps": f"{self.disk_read_mbps}M",
                 "writebps": f"{self.disk_write_mbps}M", "readiops": str(self.disk_read_iops),
-                "writeiops": str(self.disk_write_iops), "numconn": str(self.connections)}
+                "writeiops": str(self.disk_write_iops), "numconn": str(self.connections),
+                "numnetif": str(self.interfaces)}
 
     def engine_settings(self):
         """What an edit of the plan must bring to its VEs' nodes: the limits and the

@@ -117,6 +117,11 @@ class CgroupDriver(abc.ABC):
         """SIGKILL every process in the group (freeze first so none escapes by forking)."""
 
     @abc.abstractmethod
+    def frozen(self, name):
+        """Return a context manager keeping the group's processes frozen for its body
+        (they cannot run, fork or call the kernel), thawed after."""
+
+    @abc.abstractmethod
     def destroy(self, name, timeout=5.0):
         """Remove the group once its processes are gone; a missing group is fine."""
 

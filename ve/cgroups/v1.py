@@ -197,6 +197,9 @@ class CgroupV1Driver(CgroupDriver):
         if not poll(emptied, timeout):
             raise OSError(errno.EBUSY, f"cgroup {self.parent}/{name}: processes survive SIGKILL")
 
+    def frozen(self, name):
+        return self._frozen(name)
+
     @contextlib.contextmanager
     def _frozen(self, name):
         # Frozen tasks cannot fork, so no child escapes between listing and killing.

@@ -145,6 +145,9 @@ class CgroupV2Driver(CgroupDriver):
         if not poll(emptied, timeout):
             raise OSError(errno.EBUSY, f"cgroup {group}: processes survive SIGKILL")
 
+    def frozen(self, name):
+        return self._frozen(self._dir(name))
+
     @contextlib.contextmanager
     def _frozen(self, group):
         # Frozen tasks cannot fork, so no child escapes between listing and killing.

@@ -189,6 +189,9 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
             state.forget_init(self.layout.state(cfg.veid))
         from .. import watch
         notify = watch.available(self.layout, self.cgroups.parent)
+        if cfg.limits.numnetif and not notify:
+            log.warning("VE %s: no node watcher serves this node: its cap of %s network "
+                        "devices is not enforced", cfg.veid, cfg.limits.numnetif)
         try:
             pid = self._start_once(cfg, meta, notify)
         except watch.WatcherGone as exc:
@@ -365,7 +368,8 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
                 path.unlink()
             elif path.exists():
                 shutil.rmtree(path)
-        for path in (self.layout.conf(veid), self.layout.counters(veid), self._journal(veid),
+        for path in (self.layout.conf(veid), self.layout.counters(veid),
+                     self.layout.netif_record(veid), self._journal(veid),
                      self._journal(veid, done=True)):
             if path.exists():
                 path.unlink()

@@ -66,6 +66,33 @@ class NetMixin:
                     log.warning("VE %s: cannot read its conntrack use: %s", cfg.veid, exc)
         return use
 
+    def netif_use(self, cfg, record):
+        """{"netif": network devices the running VE (init ``record``) has in its
+        namespace, "netif_refused": devices the node watcher deleted over its cap
+        this run (None without a cap)}."""
+        from ..net import netif
+        use = {"netif": None, "netif_refused": None}
+        try:
+            use["netif"] = netif.count(record.pid)
+        except OSError:
+            pass  # it stopped meanwhile
+        if cfg.limits.numnetif:
+            use["netif_refused"] = netif.refused(self.layout.netif_record(cfg.veid),
+                                                 (record.pid, record.start_time))
+        return use
+
+    def ve_link_index(self, veid):
+        """The ifindex, inside running VE ``veid``, of the eth0 the engine gave it
+        (the peer of its host-side veth); None if it has none or it is out of reach."""
+        with self._host_side(veid) as reachable:
+            if not reachable:
+                return None
+            from ..net import links
+            try:
+                return links.peer_index(veid)
+            except _net_errors():
+                return None
+
     @contextlib.contextmanager
     def _host_side(self, veid):
         """Run the body in the network namespace of the VE's host side; yield

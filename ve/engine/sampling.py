@@ -5,7 +5,8 @@ in use apart from reclaimable file cache, that cache, swap, processes, limit
 hits, OOM kills), its block I/O (its image's loop device), its disk figures
 (statfs of a mounted image, else the figures saved at its last unmount) and
 its traffic totals and, for a routed VE with a conntrack limit, its
-tracked connections and the new ones the limit refused; plus the node's own
+tracked connections and the new ones the limit refused; its network
+devices and those deleted over its cap (``numnetif``); plus the node's own
 totals. All network links come from
 one netlink dump per host namespace, not one per VE. Counters are cumulative
 (CPU time, bytes, ops, hits) since the VE started; the dashboard turns them
@@ -32,7 +33,7 @@ VE_FIELDS = ("veid", "state", "cpu_ns", "ram_bytes", "ram_cache_bytes", "ram_lim
              "memory_failcnt", "oom_kills", "disk_used", "disk_total", "inodes_used",
              "inodes_total", "rx_bytes", "tx_bytes", "rx_packets", "tx_packets",
              "io_read_bytes", "io_write_bytes", "io_read_ops", "io_write_ops",
-             "conntrack", "conntrack_refused")
+             "conntrack", "conntrack_refused", "netif", "netif_refused")
 
 
 class SamplingMixin:
@@ -76,6 +77,7 @@ class SamplingMixin:
                            ram_cache_bytes=cache, swap_bytes=use.swap, processes=use.processes,
                            memory_failcnt=use.memory_failcnt, oom_kills=use.oom_kills)
                 row.update(zip(IO_FIELDS, self._io_counters(cfg, use)))
+            row.update(self.netif_use(cfg, record))
         if cfg.layout != DIRECTORY:
             from ..storage import image
             try:

@@ -64,8 +64,8 @@ def apply(veid, ips):
 def remove(veid):
     """Delete the guard of VE ``veid`` if there is one (also after a crashed start)."""
     from pyroute2.nftables.main import NFTables
-    with NFTables(nfgen_family=NFPROTO_BRIDGE) as nft:
-        names = {t.get_attr("NFTA_TABLE_NAME") for t in nft.get_tables()}
+    with NFTables(nfgen_family=NFPROTO_BRIDGE) as tables:  # not "nft": that is our writer
+        names = {t.get_attr("NFTA_TABLE_NAME") for t in tables.get_tables()}
     if table_name(veid) in names:
         nft([{"delete": {"table": {"family": "bridge", "name": table_name(veid)}}}])
 

@@ -104,6 +104,13 @@ def change_ips(cfg, pid, added, removed):
                 _default_route(ns, inside, v6, cfg.netmode == "routed")
 
 
+def peer_index(veid):
+    """The ifindex of the VE's eth0 in its namespace (its host-side veth's peer), or None."""
+    with IPRoute() as ipr:
+        link = _link(ipr, host_ifname(veid))
+        return None if link is None else link.get_attr("IFLA_LINK")
+
+
 def set_numconn(veid, limit):
     """Change a running routed VE's conntrack limit (0 removes it)."""
     conntrack.apply(veid, limit)

@@ -11,6 +11,7 @@ would (``daemon.py``):
   (``Engine.reap``) and an event is recorded for the dashboard;
 - it answers the VEs' sysinfo(2) from their own cgroups (``answers.py``);
 - it keeps the node's LXCFS serving (``lxcfs.py``);
+- it holds each VE to its cap of network devices, numnetif (``netif.py``);
 - started with ``--onboot``, it starts the VEs marked onboot once per boot.
 
 VEs keep running when the watcher dies; a new one catches up (it cleans up

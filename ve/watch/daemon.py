@@ -25,6 +25,7 @@ from . import LOCK_NAME, SOCKET_NAME, holder
 from .answers import Answers
 from .clients import ClientsMixin
 from .lxcfs import LxcfsSupervisor
+from .netif import NetifGuard
 from .notifications import NotificationsMixin
 
 log = get_logger(__name__)
@@ -78,7 +79,7 @@ class Watcher(ClientsMixin, NotificationsMixin):
         self.idle_since = time.monotonic()
         self.stopping = self.everything = self.handed_over = False
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.lock_fd = self.server = self.holder = None
+        self.lock_fd = self.server = self.holder = self.netif = None
 
     # -- lifetime ----------------------------------------------------------
 
@@ -95,6 +96,7 @@ class Watcher(ClientsMixin, NotificationsMixin):
             for fd, veid, init in passed_on:
                 self._listen(veid, fd, init)
             self._start_holder()
+            self.netif = NetifGuard(self.engine)
             self._unstick(orphaned)
             self._rescan(everything=True)
             if self.onboot:
@@ -199,6 +201,8 @@ class Watcher(ClientsMixin, NotificationsMixin):
             else:
                 log.info("%s VEs hold notifiers: the twin goes on as the watcher",
                          len({listener.veid for listener in self.listeners.values()}))
+        if self.netif is not None:
+            self.netif.stop()
         self.pool.shutdown(wait=True)
         for watched in self.ves.values():
             watched.close()
@@ -275,6 +279,8 @@ class Watcher(ClientsMixin, NotificationsMixin):
             netns_fd = None
         self.ves[veid] = Watched(record, pidfd, netns_fd)
         self._add(pidfd, lambda _: self._ended(veid))
+        if netns_fd is not None:
+            self.netif.watch(veid, record, netns_fd)
         return None
 
     def _notified_by(self, veid, record):
@@ -287,6 +293,7 @@ class Watcher(ClientsMixin, NotificationsMixin):
         if watched is not None:
             self._remove(watched.pidfd)
             watched.close()
+        self.netif.forget(veid)
         self.answers.forget(veid)
 
     def _ended(self, veid):
@@ -297,6 +304,7 @@ class Watcher(ClientsMixin, NotificationsMixin):
         self._remove(watched.pidfd)
         os.close(watched.pidfd)
         watched.pidfd = None
+        self.netif.forget(veid)  # its sockets would hold the namespace the stop drains
         # The VE's netns stays held until the reap has saved its traffic counters.
         self._reap(veid, record, watched_end=True, holding=watched)
 
