@@ -47,6 +47,31 @@ def _nodes_need_signing(sender=None, **kwargs):
                          "HOSTING_SIGNING_CERT and HOSTING_SIGNING_TRUST (docs/security.md)")
 
 
+def _acks_free_their_slot():
+    """An acknowledgement that Redis does not take still frees its prefetch slot.
+
+    kombu's Redis QoS.ack first removes the message from the unacked index in
+    Redis and only then frees the slot; when Redis is down or frozen at that
+    moment the first step raises ("Couldn't ack"), the slot stays taken, and a
+    worker whose every slot met that (the node worker runs a few operations at
+    once, prefetch 1) never fetches again, although its connection comes back.
+    Freeing the slot anyway is safe: the message stays in Redis's unacked set and
+    is delivered again after the visibility timeout, when run_operation finds its
+    operation finished and does nothing.
+    """
+    from kombu.transport import redis as redis_transport, virtual
+
+    def ack(qos, delivery_tag):
+        try:
+            qos._remove_from_indices(delivery_tag).execute()
+        finally:
+            virtual.QoS.ack(qos, delivery_tag)
+
+    redis_transport.QoS.ack = ack
+
+
+_acks_free_their_slot()
+
 RECONNECT_EVERY = 0.5  # seconds between attempts to reach a Redis that went away
 
 
