@@ -81,7 +81,10 @@ class FormField(forms.MultipleChoiceField):
         return normalize(super().clean(value))
 
 
-@extend_schema_field({"type": "array", "items": {"type": "string", "enum": list(NAMES)}})
+# A list of names, or one string of them separated by commas (as vectl takes them).
+@extend_schema_field({"oneOf": [
+    {"type": "array", "items": {"type": "string", "enum": list(NAMES)}},
+    {"type": "string", "description": "names separated by commas"}]})
 class ApiField(serializers.ListField):
     """A list of names in the API (``[]`` = the full filter); stored as the string.
 
@@ -101,7 +104,16 @@ class ApiField(serializers.ListField):
     def to_internal_value(self, data):
         if isinstance(data, str):  # "keyring,io_uring" as vectl takes it
             data = split(data)
-        names = super().to_internal_value(data)
+        try:
+            names = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            # ListField keys its items' errors by index ({"0": [...]}); the API's
+            # errors for a field are a list of messages.
+            detail = exc.detail
+            if isinstance(detail, dict):
+                detail = [f"item {index}: {message}" for index, messages in detail.items()
+                          for message in messages]
+            raise serializers.ValidationError(detail) from None
         try:
             return normalize(names)
         except ValidationError as exc:

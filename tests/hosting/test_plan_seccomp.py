@@ -142,3 +142,13 @@ def test_a_reboot_asked_for_is_made_even_when_the_node_had_the_value(ve):
 def test_reconcile_sees_a_node_that_drifted(ve):
     assert reconcile._limits_differ(Recorder(ve, allow=("keyctl",)), ve)
     assert not reconcile._limits_differ(Recorder(ve, allow=("io_uring",)), ve)
+
+
+def test_a_non_string_name_gets_a_list_of_messages_as_the_schema_says():
+    """ListField would key its items' errors by index ({"0": [...]})."""
+    from rest_framework import serializers
+
+    from hosting.plans.seccomp import ApiField
+    with pytest.raises(serializers.ValidationError) as refused:
+        ApiField().run_validation([{"not": "a name"}])
+    assert refused.value.detail == ["item 0: Not a valid string."]
