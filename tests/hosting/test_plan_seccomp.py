@@ -152,3 +152,14 @@ def test_a_non_string_name_gets_a_list_of_messages_as_the_schema_says():
     with pytest.raises(serializers.ValidationError) as refused:
         ApiField().run_validation([{"not": "a name"}])
     assert refused.value.detail == ["item 0: Not a valid string."]
+
+
+def test_more_names_than_the_schema_allows_are_refused_even_when_they_repeat():
+    """The schema's maxItems holds for the list as sent, not as stored (fuzz finding)."""
+    from rest_framework import serializers
+
+    from hosting.plans.seccomp import NAMES, ApiField
+    with pytest.raises(serializers.ValidationError) as refused:
+        ApiField().run_validation(["bpf"] * (len(NAMES) + 1))
+    assert refused.value.detail == [f"At most {len(NAMES)} names; {len(NAMES) + 1} were given."]
+    assert ApiField().run_validation(["bpf"] * len(NAMES)) == "bpf"
