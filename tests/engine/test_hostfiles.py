@@ -27,10 +27,10 @@ def test_only_world_readable_regular_files_change(tmp_path):
     (tree / "link").symlink_to(outside)
 
     paths = (str(single), str(tmp_path / "memmap"), str(tmp_path / "absent"))
-    assert hostfiles.close_world_readable(paths) == 2
+    assert hostfiles.close_world_readable(paths) == (2, [])
     assert (mode(single), mode(tree / "start"), mode(tree / "type")) == (0o440, 0o440, 0o400)
     assert mode(outside) == 0o444  # a symlink in the tree is not followed
-    assert hostfiles.close_world_readable(paths) == 0  # nothing left to do the second time
+    assert hostfiles.close_world_readable(paths) == (0, [])  # nothing left to do the second time
 
 
 def test_a_start_closes_the_hosts_files_again(engine):

@@ -228,7 +228,7 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
             except OSError as exc:
                 raise ResourceError(f"cgroup setup failed: {exc}", cfg.veid) from exc
             self._apply_io_limits(cfg)
-            hostfiles.close_world_readable()  # what VE root reads if it unmounts a mask
+            _close_host_files()  # what VE root reads if it unmounts a mask
             spawned = self._spawn(cfg, meta, notify)  # the cgroup undo also ends it
             try:
                 _protect_init(cfg.veid, spawned.pid)
@@ -383,6 +383,13 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
             finally:
                 # No lock file may outlive its VE (destroy, failed create, typo).
                 hold.remove = not self.layout.conf(veid).exists()
+
+
+def _close_host_files():
+    """Close to others the host files a VE would read behind an unmounted mask."""
+    _changed, failures = hostfiles.close_world_readable()
+    for name, exc in failures:
+        log.warning("cannot close %s to others: %s", name, exc)
 
 
 def _protect_init(veid, pid):

@@ -14,10 +14,6 @@ only at boot, when the first start after it takes it away again.
 import os
 import stat
 
-from ..log import get as get_logger
-
-log = get_logger(__name__)
-
 # Files and trees behind masks whose files the kernel makes world-readable.
 WORLD_READABLE_BEHIND_MASKS = ("/sys/kernel/vmcoreinfo", "/sys/firmware/memmap")
 
@@ -32,11 +28,14 @@ def _files(path):
 
 
 def close_world_readable(paths=WORLD_READABLE_BEHIND_MASKS):
-    """Remove the "others" read bit from every regular file under ``paths``; return
-    how many files were changed. Missing paths are fine (other kernels, no
-    kexec support); a file that cannot be changed is logged, not fatal: the
-    mask still hides it."""
-    changed = 0
+    """Remove the "others" read bit from every regular file under ``paths``.
+
+    Returns ``(changed, failures)``: how many files were changed, and the
+    ``(file, OSError)`` pairs that could not be, for the caller to log (not
+    fatal: the mask still hides them). Missing paths are fine (other kernels,
+    no kexec support).
+    """
+    changed, failures = 0, []
     for path in paths:
         for name in _files(path):
             try:
@@ -45,5 +44,5 @@ def close_world_readable(paths=WORLD_READABLE_BEHIND_MASKS):
                     os.chmod(name, stat.S_IMODE(mode) & ~stat.S_IROTH, follow_symlinks=False)
                     changed += 1
             except OSError as exc:
-                log.warning("cannot close %s to others: %s", name, exc)
-    return changed
+                failures.append((name, exc))
+    return changed, failures
