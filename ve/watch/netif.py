@@ -247,12 +247,13 @@ class NetifGuard:
             return  # stopping: the watcher forgets it soon
         found = nested.discover(pids)
         found.pop(os.fstat(guarded.netns_fd).st_ino, None)  # its own: the main monitor
+        changed = False
         for inode in set(guarded.nested) - set(found):
             monitor = guarded.nested.pop(inode)
             self._unregister(guarded, [monitor])
             monitor.close()
+            changed = True
         guarded.foreign &= set(found)
-        added = False
         for inode, source in found.items():
             if inode in guarded.nested or inode in guarded.foreign:
                 continue
@@ -266,8 +267,8 @@ class NetifGuard:
             if monitor is not None:
                 guarded.nested[inode] = monitor
                 self._register(guarded, monitor)
-                added = True
-        if added:  # a namespace found with devices in it may be over the cap already
+                changed = True
+        if changed:  # a namespace found may be over the cap already; one gone, under
             self._enforce(guarded)
 
     def _open_nested(self, guarded, inode, source):
