@@ -15,6 +15,8 @@ Run as root, alone:
 import json
 import os
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -36,18 +38,34 @@ def kernel_bytes():
     return m["Slab"] + m.get("Percpu", 0)
 
 
+def watcher_fds(engine):
+    """Open fds of the node's watcher (found through its socket's peer); 0 without one."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+            sock.connect(str(watch.socket_path(engine.layout)))
+            cred = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        return len(os.listdir(f"/proc/{struct.unpack('3i', cred)[0]}/fd"))
+    except OSError:
+        return 0
+
+
 def one(engine, count, watched):
     os.environ["VE_WATCH"] = "auto" if watched else "off"
     engine.set(VEID, numnetif=4096 if watched else 0)
     engine.start(VEID)
     time.sleep(1.5)
     kernel0, charged0 = kernel_bytes(), engine.cgroups.usage(str(VEID)).memory
+    fds0 = watcher_fds(engine)
     began = time.monotonic()
     engine.exec(VEID, ["sh", "-c", f"mkdir -p /run/netns; i=0; while [ $i -lt {count} ]; do "
                        "touch /run/netns/e$i; unshare --net=/run/netns/e$i true; "
                        "i=$((i+1)); done"], timeout=600)
     made_s = time.monotonic() - began
-    time.sleep(3)  # the watcher opens its monitors; RCU, per-CPU caches settle
+    while watched and watcher_fds(engine) < fds0 + 2 * count and \
+            time.monotonic() - began < 60:
+        time.sleep(0.05)
+    followed_s = time.monotonic() - began - made_s
+    time.sleep(3)  # RCU, per-CPU caches settle
     pids = engine.cgroups.pids(str(VEID))
     began = time.monotonic()
     found = nested.discover(pids)
@@ -56,6 +74,8 @@ def one(engine, count, watched):
     charged = engine.cgroups.usage(str(VEID)).memory - charged0
     result = {"namespaces": count, "watcher": watched, "found": len(found) - 1,
               "made_s": round(made_s, 1), "discover_ms": round(discover_ms, 1),
+              "watcher_sockets_added": watcher_fds(engine) - fds0,
+              "followed_after_s": round(followed_s, 2) if watched else None,
               "kernel_growth_mib": round(kernel / 2**20, 1),
               "kernel_per_netns_kib": round(kernel / count / KiB, 1),
               "charged_to_ve_mib": round(charged / 2**20, 1),
