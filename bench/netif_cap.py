@@ -82,7 +82,7 @@ def one(engine, count, cap):
               "kernel_slab_growth_mib": round((kernel_bytes() - kernel0) / 2**20, 1),
               "charged_to_ve_mib": round(
                   (engine.cgroups.usage(str(VEID)).memory - charged0) / 2**20, 1)}
-    if cap:  # devices in a namespace the VE makes inside its own are not counted
+    if cap:  # made in a namespace inside the VE's (counted too: deleted after)
         nested = engine.exec(VEID, ["unshare", "-n", "sh", "-c",
                                     "ip link add name n0 type bridge && echo made"])
         result["nested_netns_bridge"] = b"made" in nested.stdout

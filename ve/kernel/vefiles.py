@@ -27,9 +27,12 @@ class _OpenHow(ctypes.Structure):
                 ("resolve", ctypes.c_uint64)]
 
 
-def open_in_root(path, flags, mode=0):
-    """openat2 of ``path`` below the VE's root (the caller's "/"); return the fd."""
-    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+def open_in_root(path, flags, mode=0, root=None):
+    """openat2 of ``path`` below the VE's root (the caller's "/", or the directory
+    fd ``root``); return the fd."""
+    own = root is None
+    if own:
+        root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         how = _OpenHow(flags | os.O_CLOEXEC, mode, _RESOLVE)
         fd = _libc.syscall(ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(root),
@@ -40,7 +43,8 @@ def open_in_root(path, flags, mode=0):
             raise OSError(err, os.strerror(err), path)
         return fd
     finally:
-        os.close(root)
+        if own:
+            os.close(root)
 
 
 def read(path, limit=READ_LIMIT):

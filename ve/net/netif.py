@@ -15,6 +15,8 @@ message matter here, and a flood is thousands of messages.
 """
 
 import errno
+import heapq
+import itertools
 import json
 import os
 import socket
@@ -41,9 +43,11 @@ _ATTR_U32 = struct.Struct("=HHI")  # rtattr (len, type) and a u32
 class Monitor:
     """The devices of one VE's network namespace, in order of arrival, and its cap."""
 
-    def __init__(self, netns_path, cap, keep=()):
+    def __init__(self, netns_path, cap, keep=(), clock=None):
         """Open the sockets inside the namespace at ``netns_path`` (a path or
-        /proc/self/fd/N) and read what it holds now; ``keep``: ifindexes never deleted."""
+        /proc/self/fd/N) and read what it holds now; ``keep``: ifindexes never
+        deleted; ``clock``: an iterator of arrival numbers, shared by the monitors
+        of one VE's namespaces so that newest means newest across them."""
         with netns.entered(netns_path):
             self.events = _socket()
             self.control = _socket()
@@ -56,7 +60,7 @@ class Monitor:
             self.cap = cap
             self.keep = {LOOPBACK_INDEX, *keep}
             self.order = {}  # ifindex -> arrival number
-            self.arrivals = 0
+            self.clock = itertools.count(1) if clock is None else clock
             self.seq = 0
             self.resync()
         except BaseException:
@@ -112,8 +116,13 @@ class Monitor:
                         key=self.order.__getitem__, reverse=True)
         return newest[:over]
 
-    def trim(self):
-        """Delete the devices over the cap; return how many this call deleted.
+    def deletable(self):
+        """(arrival number, ifindex) of each device that may be deleted."""
+        return [(n, i) for i, n in self.order.items() if i not in self.keep]
+
+    def trim(self, victims=None):
+        """Delete the devices over the cap (or ``victims``, ifindexes of this
+        namespace); return how many this call deleted.
 
         They go as one batch: each is moved to a device group of this call's
         own (random: the VE cannot guess it ahead) and the group is deleted,
@@ -122,7 +131,7 @@ class Monitor:
         most BATCH go at once: a batch holds rtnl, which every VE's start needs
         (as in ve/net/teardown.py).
         """
-        victims = self.excess()[:BATCH]
+        victims = (self.excess() if victims is None else victims)[:BATCH]
         if not victims:
             return 0
         group = int.from_bytes(os.urandom(4), "little") | 1 << 16  # never 0, the default
@@ -137,8 +146,7 @@ class Monitor:
 
     def _arrived(self, index):
         if index not in self.order:
-            self.arrivals += 1
-            self.order[index] = self.arrivals
+            self.order[index] = next(self.clock)
 
     def _request(self, kind, flags, index=0, group=None):
         self.seq += 1
@@ -178,6 +186,32 @@ class Monitor:
                     return True
 
 
+def over(monitors, cap):
+    """How many devices the namespaces of ``monitors`` hold together over ``cap``."""
+    return sum(m.count() for m in monitors) - cap if cap else 0
+
+
+def excess_of(monitors, cap):
+    """(monitor, ifindex) of the devices to delete to bring the namespaces of
+    ``monitors`` (one VE's) down to ``cap`` together, newest first. Kept
+    devices never go: fewer than the excess when they alone are over."""
+    extra = over(monitors, cap)
+    if extra <= 0:
+        return []
+    newest = heapq.nlargest(extra, ((n, k, i) for k, m in enumerate(monitors)
+                                    for n, i in m.deletable()))
+    return [(monitors[k], i) for _, k, i in newest]
+
+
+def trim_all(monitors, cap):
+    """Delete up to BATCH of the devices over ``cap`` (see ``excess_of``), each
+    namespace's in one batch; return how many went."""
+    victims = {}
+    for monitor, index in excess_of(monitors, cap)[:BATCH]:
+        victims.setdefault(monitor, []).append(index)
+    return sum(monitor.trim(indexes) for monitor, indexes in victims.items())
+
+
 def refused(path, init):
     """Devices deleted over the cap during the VE run of ``init`` ((pid, start
     time)), from the record at ``path``; 0 if it has none for that run."""
@@ -186,23 +220,25 @@ def refused(path, init):
 
 def read_record(path, init):
     """The watcher's record for the VE run of ``init``: {"refused": N, "frozen":
-    bool}, or {} if there is none for that run."""
+    bool, "stuck": M}, or {} if there is none for that run. ``stuck``: devices
+    over the cap that may not be deleted (lo of nested namespaces), last seen."""
     try:
         with open(path, "rb") as f:
             saved = json.loads(f.read(4096))
         if tuple(saved["init"]) == tuple(init):
-            return {"refused": int(saved["refused"]), "frozen": saved.get("frozen") is True}
+            return {"refused": int(saved["refused"]), "frozen": saved.get("frozen") is True,
+                    "stuck": int(saved.get("stuck", 0))}
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return {}
 
 
-def write_record(path, init, refused, frozen=False):
+def write_record(path, init, refused, frozen=False, stuck=0):
     """Write the record ``read_record`` reads (``frozen``: the VE is being frozen
     by the watcher, which a watcher that takes over must undo)."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     fsutil.atomic_write(path, json.dumps({"init": list(init), "refused": refused,
-                                          "frozen": frozen}), durable=False)
+                                          "frozen": frozen, "stuck": stuck}), durable=False)
 
 
 def count(pid):
