@@ -68,6 +68,10 @@ class Layout:
         """Network devices the node watcher deleted over the VE's cap, this run."""
         return self.net_dir / f"{veid}.netif"
 
+    def dump(self, veid):
+        """The VE's checkpoint (criu's images and the engine's ve.json)."""
+        return self.dump_dir / str(veid)
+
     def lock(self, veid):
         return self.lock_dir / f"{veid}.lock"
 
