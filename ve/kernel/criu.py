@@ -106,13 +106,15 @@ def _frozen_ms(images):
         raw = (images / "stats-dump").read_bytes()
     except OSError:
         return None
-    return _stats_field(raw, 1) // 1000 if _stats_field(raw, 1) is not None else None
+    frozen_us = _stats_field(raw, 2)
+    return None if frozen_us is None else frozen_us // 1000
 
 
 def _stats_field(raw, number):
-    """Field ``number`` (freezing_time, µs) of the DumpStatsEntry in criu's stats image.
+    """Field ``number`` of the DumpStatsEntry in criu's stats image (1 freezing_time,
+    2 frozen_time, in µs; criu's images/stats.proto).
 
-    The image is a magic word, a length and a protobuf message whose first
+    The image is two magic words, a length and a protobuf message whose first
     member (StatsEntry.dump) holds the dump's stats; enough protobuf to read
     one varint out of it.
     """
