@@ -9,7 +9,9 @@ The full run is `make fuzz` (tests/fuzz/run.py, docs/fuzzing.md).
 
 import pytest
 import schemathesis
+from django.core import signals
 from django.core.wsgi import get_wsgi_application
+from django.db import close_old_connections
 from hypothesis import HealthCheck, Phase, given, settings as hsettings
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
@@ -30,7 +32,19 @@ def seeded(db, settings):
     return seed()
 
 
-def test_fuzz_every_operation_with_both_roles(seeded):
+@pytest.fixture
+def connection_kept():
+    """Requests through the WSGI handler keep the test's database connection, as with
+    Django's own test client: at each request's start and end Django closes a connection
+    not in autocommit mode, which the test's transaction is (PostgreSQL then has none)."""
+    for signal in (signals.request_started, signals.request_finished):
+        signal.disconnect(close_old_connections)
+    yield
+    for signal in (signals.request_started, signals.request_finished):
+        signal.connect(close_old_connections)
+
+
+def test_fuzz_every_operation_with_both_roles(seeded, connection_kept):
     schema = schemathesis.openapi.from_wsgi("/api/v1/schema/", get_wsgi_application())
     install(schema.hook, seeded["ids"])
     operations = [result.ok() for result in schema.get_all_operations()]

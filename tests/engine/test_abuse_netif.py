@@ -133,7 +133,9 @@ def test_a_bridge_flood_stops_at_the_cap_and_costs_the_host_little(engine, watch
     # (The guard is one thread of the watcher for all VEs: none comes or goes with a VE.)
     assert wait_for(lambda: open_fds(watcher.proc.pid) == fds_before, 10), \
         (open_fds(watcher.proc.pid), fds_before)
-    assert wait_for(lambda: netns_ids() == ids_before, 30), (netns_ids(), ids_before)
+    # None of this VE's namespaces is still known here. (Subset, not equality: a
+    # namespace an earlier test let go may be freed meanwhile, taking its id.)
+    assert wait_for(lambda: netns_ids() <= ids_before, 30), (netns_ids(), ids_before)
 
 
 def test_the_cap_follows_set_restart_and_a_new_watcher(engine, watcher):

@@ -114,7 +114,9 @@ def test_bridges_in_nested_namespaces_count_toward_the_cap(engine, watcher):
     assert wait_for(lambda: open_fds(watcher.proc.pid) == fds_before, 10), \
         (open_fds(watcher.proc.pid), fds_before)
     assert wait_for(lambda: not held_anywhere(inner | {main}), 10)
-    assert wait_for(lambda: netns_ids() == ids_before, 30), (netns_ids(), ids_before)
+    # None of this VE's namespaces is still known here. (Subset, not equality: a
+    # namespace an earlier test let go may be freed meanwhile, taking its id.)
+    assert wait_for(lambda: netns_ids() <= ids_before, 30), (netns_ids(), ids_before)
 
 
 def test_many_empty_namespaces_over_the_cap_leave_the_ve_running(engine, watcher):
