@@ -12,9 +12,9 @@ APT_PACKAGES := busybox-static psmisc procps iproute2 util-linux gcc libc6-dev p
 VECTL := /usr/local/bin/vectl
 STAMP := $(VENV)/.installed
 
-.PHONY: deps web-user run test bench fuzz FORCE
+.PHONY: deps criu web-user run test bench fuzz FORCE
 
-deps: $(STAMP) $(VECTL) web-user
+deps: $(STAMP) $(VECTL) web-user criu
 
 $(STAMP): requirements.txt
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -34,6 +34,13 @@ $(VECTL): $(STAMP) FORCE
 	printf '#!%s -IS\nimport sys\nsys.path[:0] = ["%s", "%s"]\nfrom ve.cli import main\nsys.exit(main())\n' \
 		"$(PY)" "$(CURDIR)" "$$site" > $@.tmp
 	chmod 755 $@.tmp && mv $@.tmp $@
+
+# CRIU for checkpoint/restore and migration: Debian 12's criu 3.17 fails on these
+# kernels, so criu 4.2.x is built once from Debian unstable's source package into
+# var/criu/bin/criu (the engine's default; VE_CRIU overrides it). The script returns at
+# once when that binary reports 4.2 or newer; it never falls back to Debian 12's criu.
+criu:
+	@.ci/build-criu $(CURDIR)/var/criu
 
 # The web server and housekeeping worker run as this system user, never as root.
 web-user:

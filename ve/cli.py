@@ -76,6 +76,11 @@ VERBS = {
         "--template": ("template", True, "OS template (default: the VE's own)"),
         "--keep-old": ("keep_old", True, "keep the old root as this directory of the new one"),
         "--timeout": ("timeout", True, "seconds to wait for a clean stop (default 30)")}),
+    "checkpoint": Verb("save a running VE's processes to disk (criu)", VEID, {
+        "--stop": ("stop", False, "then stop it (hibernate: its next start resumes it)")}),
+    "restore": Verb("bring a stopped VE's checkpoint back", VEID),
+    "hibernate": Verb("save a running VE to disk and stop it (checkpoint --stop)", VEID),
+    "resume": Verb("bring a hibernated VE back (restore)", VEID),
     "status": Verb("show one VE", VEID),
     "set": Verb("change a VE's settings, live if it runs", VEID, {
         "--hostname": ("hostname", True, "new host name"),
@@ -232,6 +237,29 @@ def cmd_set(engine, args, as_json):
                "netmode": cfg.netmode, "bridge": cfg.bridge, "onboot": cfg.onboot,
                "bootorder": cfg.bootorder, "seccomp_allow": list(cfg.seccomp_allow)}
     return _done(as_json, payload, f"VE {cfg.veid} saved")
+
+
+def cmd_checkpoint(engine, args, as_json, stop=None):
+    stop = args.stop if stop is None else stop
+    done = engine.checkpoint(args.veid, stop=stop)
+    return _done(as_json, {"veid": int(args.veid), "state": "stopped" if stop else "running",
+                           **done},
+                 f"VE {args.veid} {'hibernated' if stop else 'checkpointed'} in "
+                 f"{done['seconds']:.2f} s (frozen {done['frozen_ms']} ms, "
+                 f"{_human(done['bytes'])} of images)")
+
+
+def cmd_hibernate(engine, args, as_json):
+    return cmd_checkpoint(engine, args, as_json, stop=True)
+
+
+def cmd_restore(engine, args, as_json):
+    pid = engine.restore(args.veid)
+    return _done(as_json, {"veid": int(args.veid), "state": "running", "init_pid": pid},
+                 f"VE {args.veid} restored (init PID {pid})")
+
+
+cmd_resume = cmd_restore
 
 
 def cmd_status(engine, args, as_json):

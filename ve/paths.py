@@ -5,10 +5,20 @@ from pathlib import Path
 
 DEFAULT_ROOT = "/var/lib/ve"
 
+CRIU_ENV = "VE_CRIU"  # the criu binary to run instead of the checkout's own build
+# `make criu` (.ci/build-criu) builds criu 4.2.x from Debian unstable's source package
+# here: Debian 12's criu 3.17 fails on the kernels of our nodes.
+DEFAULT_CRIU = Path(__file__).resolve().parents[1] / "var" / "criu" / "bin" / "criu"
+
 
 def default_root():
     """Return VE_ROOT from the environment, else /var/lib/ve."""
     return os.environ.get("VE_ROOT") or DEFAULT_ROOT
+
+
+def criu_binary():
+    """Return the criu to run: $VE_CRIU, else the checkout's var/criu/bin/criu."""
+    return os.environ.get(CRIU_ENV) or str(DEFAULT_CRIU)
 
 
 class Layout:
@@ -57,6 +67,10 @@ class Layout:
     def netif_record(self, veid):
         """Network devices the node watcher deleted over the VE's cap, this run."""
         return self.net_dir / f"{veid}.netif"
+
+    def dump(self, veid):
+        """The VE's checkpoint (criu's images and the engine's ve.json)."""
+        return self.dump_dir / str(veid)
 
     def lock(self, veid):
         return self.lock_dir / f"{veid}.lock"

@@ -14,6 +14,7 @@ from .. import cgroups, config as conf, state, syscalls, validate
 from ..errors import AlreadyExists, ResourceError, StateError, VEError, host_errors
 from .accounts import AccountsMixin
 from .boot import BootMixin
+from .checkpoint import CheckpointMixin
 from .disk import DiskMixin, io_values
 from .exits import ExitMixin
 from .inside import InsideMixin
@@ -42,7 +43,7 @@ INIT_OOM_SCORE_ADJ = -999
 
 
 class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskMixin,
-             SamplingMixin, ExitMixin, ReinstallMixin, BootMixin):
+             SamplingMixin, ExitMixin, ReinstallMixin, BootMixin, CheckpointMixin):
     """The node's container engine: VEs under one VE_ROOT and one cgroup parent."""
 
     def __init__(self, root=None, cgroup_parent=None):
@@ -187,6 +188,9 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
             # the namespace it ran from) goes, and its run file with it.
             self._net_down(cfg)
             state.forget_init(self.layout.state(cfg.veid))
+        resumed = self._resume_or_none(cfg)
+        if resumed is not None:
+            return resumed
         from .. import watch
         notify = watch.available(self.layout, self.cgroups.parent)
         if cfg.limits.numnetif and not notify:
@@ -368,6 +372,7 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
                 path.unlink()
             elif path.exists():
                 shutil.rmtree(path)
+        self._discard_checkpoint(veid)
         for path in (self.layout.conf(veid), self.layout.counters(veid),
                      self.layout.netif_record(veid), self._journal(veid),
                      self._journal(veid, done=True)):

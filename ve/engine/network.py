@@ -131,6 +131,21 @@ class NetMixin:
         except _net_errors() as exc:
             raise ResourceError(f"network setup failed: {exc}", cfg.veid) from exc
 
+    def _net_pair_for_restore(self, cfg):
+        """The veth a restored VE gets (see ``links.pair_for_restore``); its VE end's name."""
+        from ..net import links
+        try:
+            return links.pair_for_restore(cfg)
+        except _net_errors() as exc:
+            raise ResourceError(f"network setup failed: {exc}", cfg.veid) from exc
+
+    def _net_attach_restored(self, cfg):
+        from ..net import links
+        try:
+            links.attach_restored(cfg)
+        except _net_errors() as exc:
+            raise ResourceError(f"network setup failed: {exc}", cfg.veid) from exc
+
     def _net_files(self, cfg):
         """/etc/resolv.conf and /etc/hosts of a running VE, from its config (written by
         the engine from inside the VE, never by one of its programs)."""

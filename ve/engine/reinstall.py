@@ -44,6 +44,7 @@ class ReinstallMixin:
                 if isinstance(exc, VEError):
                     raise
                 raise ResourceError(f"reinstall failed, the old root stays: {exc}", veid) from exc
+            self._discard_checkpoint(veid)  # its processes' files are gone
             with host_errors(veid, "cannot save the VE's config"):
                 conf.write(self.layout.conf(veid), new)
                 if token is not None:

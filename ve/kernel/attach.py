@@ -10,13 +10,17 @@ the caller relays the data.
 
 import fcntl
 import os
+import select
 import signal
 import socket
 import termios
 
 from . import caps, libc, seccomp, spawn
 
-_JOIN = spawn.NAMESPACES | libc.CLONE_NEWUSER
+# The time namespace too (every VE has its own, and CRIU makes a restored VE a new
+# one): a command left in another one would make the VE's next checkpoint fail.
+_JOIN = spawn.NAMESPACES
+_JOIN_USERNS = _JOIN | libc.CLONE_NEWUSER
 # Commands the host runs in a VE (vectl exec, enter) go before the VE's own
 # processes when its memory fills (see INIT_OOM_SCORE_ADJ in ve/engine).
 EXEC_OOM_SCORE_ADJ = 500
@@ -128,7 +132,7 @@ def _join(spec, highest_cap):
     """
     cgroup_fds = [os.open(path, os.O_WRONLY | os.O_CLOEXEC) for path in spec.cgroup_files]
     _prefer_for_oom()
-    libc.setns(spec.pidfd, _JOIN if spec.userns else spawn.NAMESPACES)
+    libc.setns(spec.pidfd, _JOIN_USERNS if spec.userns else _JOIN)
     os.setgroups([])
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
@@ -153,30 +157,106 @@ def _prefer_for_oom():
 
 
 def _fork_and_exec(spec, cgroup_fds, terminal=None):
-    """Fork into the joined PID namespace, exec there, relay the exit status."""
-    child = os.fork()
-    if child == 0:
+    """Fork the relay into the joined PID namespace; relay its exit status.
+
+    The relay, a process of the VE, forks and execs the command, so that the
+    command's parent is in the VE: whatever the command leaves behind, and the
+    command itself if the relay goes, is orphaned to the VE's init (orphans go
+    to the reaper of their dead parent's PID namespace). With the helper as
+    the command's parent, a command that outlived it (one that changed its
+    user, which clears the parent-death signal) landed under the host's PID 1,
+    out of the VE's process tree, where a checkpoint does not look.
+    """
+    helper = os.pidfd_open(os.getpid())  # its PID is not visible from inside
+    relay = os.fork()
+    if relay == 0:
         try:
-            # Killing the helper (a caller's timeout) ends the command too.
-            libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
-            for fd in cgroup_fds:
-                os.write(fd, b"0")  # see CgroupDriver.join_files
-            if terminal is not None:
-                os.setsid()
-                fcntl.ioctl(terminal, termios.TIOCSCTTY, 0)
-                for fd in (0, 1, 2):
-                    os.dup2(terminal, fd)
-            libc.close_fds_from(3)
-            os.execvpe(spec.argv[0], spec.argv, spec.env)
+            _relay(spec, cgroup_fds, terminal, helper)
         except BaseException as exc:
             os.write(2, f"vectl: {spec.argv[0]}: {exc}\n".encode())
-            os._exit(127)
+        os._exit(127)
     libc.close_fds_from(3)
-    if terminal is not None:
-        for fd in (0, 1, 2):
-            os.close(fd)
-    _, status = os.waitpid(child, 0)
+    for fd in (0, 1, 2):
+        os.close(fd)  # the relay and the command hold the pipes (or the terminal)
+    _, status = os.waitpid(relay, 0)
     os._exit(exit_code(status))
+
+
+def _relay(spec, cgroup_fds, terminal, helper):
+    """In the VE: run the command as a child, exit with its status.
+
+    If the helper dies (the caller's timeout or kill), the relay ends the
+    command's session (the command is a session leader) and exits.
+    """
+    command = None
+
+    def end_session(signum, frame):
+        if command is not None:
+            _kill_session(command)
+        os._exit(128 + signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, end_session)
+    libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGTERM)
+    if select.select([helper], [], [], 0)[0]:  # it went before the signal was armed
+        os._exit(128 + signal.SIGTERM)
+    # Nothing of the host's stays open in a process of the VE.
+    _close_all_but({0, 1, 2, *cgroup_fds} | ({terminal} if terminal is not None else set()))
+    libc.set_name("vectl-relay")
+    relay = os.getpid()  # as seen in the VE
+    command = os.fork()
+    if command == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _exec_command(spec, cgroup_fds, terminal, relay)
+    for fd in cgroup_fds:
+        os.close(fd)
+    for fd in (0, 1, 2) if terminal is None else (0, 1, 2, terminal):
+        os.close(fd)
+    while True:
+        try:
+            _, status = os.waitpid(command, 0)
+            break
+        except ChildProcessError:
+            os._exit(127)
+    os._exit(exit_code(status))
+
+
+def _close_all_but(keep):
+    for fd in map(int, os.listdir("/proc/self/fd")):
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the listing's own descriptor
+
+
+def _kill_session(leader):
+    try:
+        os.killpg(leader, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _exec_command(spec, cgroup_fds, terminal, relay):
+    """In the VE, the command's side: join the VE's cgroups, own a session, exec."""
+    try:
+        # The relay's end (its helper's kill) ends the command too.
+        libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != relay:
+            os._exit(128 + signal.SIGKILL)
+        for fd in cgroup_fds:
+            os.write(fd, b"0")  # see CgroupDriver.join_files
+        # Its own session and process group, like a login's: one outside the
+        # VE's PID namespace is not the VE's to hold (and a checkpoint refuses it).
+        os.setsid()
+        if terminal is not None:
+            fcntl.ioctl(terminal, termios.TIOCSCTTY, 0)
+            for fd in (0, 1, 2):
+                os.dup2(terminal, fd)
+        libc.close_fds_from(3)
+        os.execvpe(spec.argv[0], spec.argv, spec.env)
+    except BaseException as exc:
+        os.write(2, f"vectl: {spec.argv[0]}: {exc}\n".encode())
+        os._exit(127)
 
 
 def exit_code(status):

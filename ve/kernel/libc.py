@@ -9,6 +9,7 @@ import os
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
+CLONE_NEWTIME = 0x00000080
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
 CLONE_NEWUTS = 0x04000000
@@ -30,6 +31,7 @@ MNT_DETACH = 2
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
+PR_SET_DUMPABLE = 4
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 
@@ -84,6 +86,12 @@ def prctl(option, arg2=0):
     result = _libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2),
                          ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
     _check(result, f"prctl {option}")
+
+
+def set_name(name):
+    """Set the calling thread's name (its comm, what ps shows)."""
+    _check(_libc.prctl(ctypes.c_int(PR_SET_NAME), ctypes.c_char_p(name.encode()[:15]),
+                       ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)), "prctl name")
 
 
 def close_fds_from(first):

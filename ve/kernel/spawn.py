@@ -11,12 +11,14 @@ with no text means init was exec'd.
 """
 
 import os
+import time
 from collections import namedtuple
 
 from . import caps, clone, libc, netif, rootfs, seccomp
 
 NAMESPACES = (libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC
-              | libc.CLONE_NEWNET | libc.CLONE_NEWPID | libc.CLONE_NEWCGROUP)
+              | libc.CLONE_NEWNET | libc.CLONE_NEWPID | libc.CLONE_NEWCGROUP
+              | libc.CLONE_NEWTIME)
 
 
 class InitSpec(namedtuple("InitSpec", "private mountpoint hostname argv env cgroup_files "
@@ -147,6 +149,8 @@ def _run_setup_child(spec, err_w, up_w, down_r, highest_cap, fds_w):
         libc.unshare(libc.CLONE_NEWNS)
         rootfs.bind_root(spec.private, spec.mountpoint, nodev=bool(spec.idmap_base))
         libc.unshare(NAMESPACES | (libc.CLONE_NEWUSER if spec.idmap_base else 0))
+        # Still host root's /proc/self: after setresuid it is no longer ours to write.
+        _boot_clock_from_zero()
         if spec.idmap_base:
             os.write(up_w, b"unshared\n")
             if _read_line(down_r) != "mapped":
@@ -163,6 +167,18 @@ def _run_setup_child(spec, err_w, up_w, down_r, highest_cap, fds_w):
     except BaseException as exc:  # report whatever went wrong, then die
         _report(err_w, "setup", exc)
         os._exit(1)
+
+
+def _boot_clock_from_zero():
+    """Start the VE's CLOCK_BOOTTIME at zero: its uptime is the VE's, as on a VPS.
+
+    Its time namespace takes offsets only before a process enters it (init, next).
+    CLOCK_MONOTONIC keeps the host's: it is what a checkpoint moves across hosts.
+    """
+    # Whole seconds: the clock may not go below zero, and nanoseconds may not be negative.
+    seconds = int(time.clock_gettime(time.CLOCK_BOOTTIME))
+    with open("/proc/self/timens_offsets", "w") as f:
+        f.write(f"boottime {-seconds} 0\n")
 
 
 def _run_init_child(spec, err_w, highest_cap, fds_w):

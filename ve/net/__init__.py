@@ -27,6 +27,11 @@ def host_ifname(veid):
     return f"veth{veid}"
 
 
+def restore_ifname(veid):
+    """The VE's end of its veth, on the host side until criu moves it into the VE as eth0."""
+    return f"vr{veid}"
+
+
 def ifb_ifname(veid):
     return f"ifb{veid}"
 

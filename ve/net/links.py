@@ -15,8 +15,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from ..kernel import netns
 
-from . import IPV6_GATEWAY, VE_IFNAME, conntrack, counters, guard, host_ifname, rules, shaping, \
-    sysctl
+from . import IPV6_GATEWAY, VE_IFNAME, conntrack, counters, guard, host_ifname, \
+    restore_ifname, rules, shaping, sysctl
 
 IFA_F_NODAD = 0x02
 SCOPE_LINK = 253
@@ -25,36 +25,70 @@ UPLINK_ENV = "VE_NET_UPLINK"  # host interface whose neighbours learn VE address
 
 def attach(cfg, pid):
     """Give running VE ``cfg.veid`` (init ``pid``) its veth, addresses, rules and limits."""
-    name = host_ifname(cfg.veid)
-    routed = cfg.netmode == "routed"
     with IPRoute() as ipr:
         _remove_host_side(ipr, cfg.veid)
         try:
-            ipr.link("add", ifname=name, kind="veth",
+            ipr.link("add", ifname=host_ifname(cfg.veid), kind="veth",
                      peer={"ifname": VE_IFNAME, "net_ns_pid": pid,
                            "address": guard.ve_mac(cfg.veid)})
-            index = ipr.link_lookup(ifname=name)[0]
-            sysctl.prepare_host(name, routed)
-            if routed:
-                ipr.addr("add", index=index, address=IPV6_GATEWAY, prefixlen=64,
-                         flags=IFA_F_NODAD)
-            else:
-                bridge = ipr.link_lookup(ifname=cfg.bridge)
-                if not bridge:
-                    raise OSError(f"bridge {cfg.bridge} does not exist")
-                ipr.link("set", index=index, master=bridge[0])
-                guard.apply(cfg.veid, cfg.ips)  # before the port comes up
-            ipr.link("set", index=index, state="up")
-            rules.install(ipr, name, cfg.ips)
-            if routed:
-                conntrack.apply(cfg.veid, cfg.limits.numconn)  # before the VE has an address
-            for ip in cfg.ips:
-                _host_route(ipr, index, ip, routed, add=True)
-            shaping.apply(ipr, cfg.veid, index, cfg.limits.rate)
+            _wire_host_side(ipr, cfg)
         except BaseException:
             _remove_host_side(ipr, cfg.veid, cfg.ips)
             raise
     _configure_inside(pid, cfg)
+
+
+def pair_for_restore(cfg):
+    """Make the veth of a VE about to be restored, both ends here; return the name of
+    the VE's end, which criu moves into the restored namespace as eth0 (keeping the
+    addresses and routes it had inside)."""
+    peer = restore_ifname(cfg.veid)
+    with IPRoute() as ipr:
+        _remove_host_side(ipr, cfg.veid)
+        for index in ipr.link_lookup(ifname=peer):  # left by a restore that crashed
+            ipr.link("del", index=index)
+        ipr.link("add", ifname=host_ifname(cfg.veid), kind="veth",
+                 peer={"ifname": peer, "address": guard.ve_mac(cfg.veid)})
+    return peer
+
+
+def attach_restored(cfg):
+    """The host side of a VE that criu restored onto ``pair_for_restore``'s veth.
+
+    Its routes come only now, with the VE there to answer: until then its
+    addresses were unreachable, and a client's retransmissions wait for it.
+    """
+    with IPRoute() as ipr:
+        try:
+            _wire_host_side(ipr, cfg)
+        except BaseException:
+            _remove_host_side(ipr, cfg.veid, cfg.ips)
+            raise
+
+
+def _wire_host_side(ipr, cfg):
+    """Everything on the host end of the VE's veth: addresses, bridge or routes, rules,
+    conntrack limit, shaping."""
+    name = host_ifname(cfg.veid)
+    routed = cfg.netmode == "routed"
+    index = ipr.link_lookup(ifname=name)[0]
+    sysctl.prepare_host(name, routed)
+    if routed:
+        ipr.addr("add", index=index, address=IPV6_GATEWAY, prefixlen=64,
+                 flags=IFA_F_NODAD)
+    else:
+        bridge = ipr.link_lookup(ifname=cfg.bridge)
+        if not bridge:
+            raise OSError(f"bridge {cfg.bridge} does not exist")
+        ipr.link("set", index=index, master=bridge[0])
+        guard.apply(cfg.veid, cfg.ips)  # before the port comes up
+    ipr.link("set", index=index, state="up")
+    rules.install(ipr, name, cfg.ips)
+    if routed:
+        conntrack.apply(cfg.veid, cfg.limits.numconn)  # before the VE has an address
+    for ip in cfg.ips:
+        _host_route(ipr, index, ip, routed, add=True)
+    shaping.apply(ipr, cfg.veid, index, cfg.limits.rate)
 
 
 def save_counters(veid, counters_path):

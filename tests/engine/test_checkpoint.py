@@ -1,0 +1,213 @@
+"""Checkpoint and restore with criu, on real VEs: what comes back, and what is refused."""
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from ve.config import Limits, VEConfig
+from ve.errors import NotFound, ResourceError, StateError, Unsupported
+
+from .conftest import vectl, wait_for
+from .test_watcher import watcher  # noqa: F401  (fixture)
+
+VEID, ROUTED = 151, (152, "198.18.7.52")
+COUNTER = ("i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done "
+           ">/dev/null 2>&1 &")
+
+
+@pytest.fixture
+def counting(engine):
+    """A running VE with a counter process; its init's host PID."""
+    engine.create(VEConfig(VEID, f"ckpt{VEID}", "busybox", Limits()))
+    init = engine.start(VEID)
+    engine.exec(VEID, ["sh", "-c", COUNTER])
+    assert wait_for(lambda: count(engine) > 3, 5)
+    return init
+
+
+def count(engine, veid=VEID):
+    out = engine.exec(veid, ["cat", "/tmp/count"]).stdout.strip()
+    return int(out) if out else 0
+
+
+def processes(engine, veid=VEID):
+    """{pid inside: command} of the VE's own lasting processes (not what exec runs to
+    look, nor the counter's short sleeps)."""
+    out = engine.exec(veid, ["ps", "-o", "pid,ppid,comm"]).stdout.decode().splitlines()[1:]
+    rows = [line.split() for line in out]
+    helpers = {pid for pid, _, comm in rows if comm == "vectl-relay"}
+    return {pid: comm for pid, ppid, comm in rows
+            if pid not in helpers and ppid not in helpers and comm != "sleep"}
+
+
+def left_on_host(engine, veid=VEID):
+    """What a stopped VE must not have on the host: processes, cgroups, a run file."""
+    return {"cgroup": engine.cgroups.exists(str(veid)),
+            "run file": engine.layout.state(veid).exists()}
+
+
+def test_hibernate_and_resume_keep_pids_and_a_counting_process(engine, counting):
+    before = processes(engine)
+    assert sorted(before.values()) == ["init", "sh"], before
+    frozen_at = count(engine)
+    vectl(engine, "hibernate", VEID)
+    assert engine.status(VEID).state == "stopped"
+    assert left_on_host(engine) == {"cgroup": False, "run file": False}
+    assert engine.hibernated(VEID)
+    time.sleep(1)  # 20 counts, were it running
+    out = vectl(engine, "resume", VEID).stdout
+    assert "restored" in out
+    assert processes(engine).keys() == before.keys()  # same PIDs inside
+    # It goes on from where it was: not from 0, and onwards.
+    resumed = count(engine)
+    assert frozen_at <= resumed < frozen_at + 15, (frozen_at, resumed)
+    assert wait_for(lambda: count(engine) > resumed + 5, 5)
+    assert not engine.hibernated(VEID) and engine.checkpoint_info(VEID) is None
+
+
+def test_a_checkpoint_leaves_the_ve_running_and_restores_later(engine, counting):
+    before = processes(engine)
+    done = engine.checkpoint(VEID)
+    assert done["bytes"] > 100_000 and done["frozen_ms"] is not None, done
+    assert engine.status(VEID).init_pid == counting  # untouched, running on
+    ticking = count(engine)
+    assert wait_for(lambda: count(engine) > ticking + 5, 5)
+    with pytest.raises(StateError, match="running"):
+        engine.restore(VEID)
+    engine.stop(VEID, fast=True)
+    engine.restore(VEID)
+    assert processes(engine).keys() == before.keys()
+
+
+def test_a_hibernated_ve_is_resumed_by_its_start(engine, counting):
+    before = processes(engine)
+    engine.hibernate(VEID)
+    engine.start(VEID)
+    assert processes(engine).keys() == before.keys()
+    # The restored VE's own clock and exec: it boots again cleanly too.
+    uptime = float(engine.exec(VEID, ["cut", "-d", " ", "-f1", "/proc/uptime"]).stdout)
+    assert uptime > 0.5
+    engine.restart(VEID, timeout=2)
+    assert sorted(processes(engine).values()) == ["init"]
+
+
+def test_a_running_exec_session_is_refused_and_the_ve_runs_on(engine, counting):
+    import threading
+    session = threading.Thread(target=engine.exec, args=(VEID, ["sleep", "4"]))
+    session.start()
+    try:
+        assert wait_for(lambda: "sleep" in [c for c in processes(engine).values()] or
+                        _session_sleeping(engine), 5)
+        with pytest.raises(Unsupported, match="not in its init's process tree.*runs on"):
+            engine.checkpoint(VEID, stop=True)
+    finally:
+        session.join()
+    assert engine.status(VEID).init_pid == counting
+    assert engine.checkpoint_info(VEID) is None
+    ticking = count(engine)
+    assert wait_for(lambda: count(engine) > ticking + 5, 5)
+
+
+def _session_sleeping(engine):
+    out = engine.exec(VEID, ["ps", "-o", "args"]).stdout.decode()
+    return "sleep 4" in out
+
+
+def test_a_namespace_made_inside_is_refused_by_name(engine, counting):
+    engine.exec(VEID, ["sh", "-c", "unshare -n sleep 600 >/dev/null 2>&1 &"])
+    assert wait_for(lambda: _session_sleeping_600(engine), 5)
+    with pytest.raises(Unsupported, match="net namespace of its own"):
+        engine.hibernate(VEID)
+    assert engine.status(VEID).init_pid == counting
+    assert not engine.hibernated(VEID)
+
+
+def _session_sleeping_600(engine):
+    return "sleep 600" in engine.exec(VEID, ["ps", "-o", "args"]).stdout.decode()
+
+
+def test_restore_without_a_checkpoint_or_when_criu_fails(engine, counting):
+    with pytest.raises(NotFound):
+        engine.stop(VEID, fast=True) or engine.restore(VEID)
+    engine.start(VEID)
+    engine.exec(VEID, ["sh", "-c", COUNTER])
+    engine.hibernate(VEID)
+    (engine.layout.dump(VEID) / "pstree.img").write_bytes(b"not an image")
+    with pytest.raises(ResourceError, match="restore failed"):
+        engine.restore(VEID)
+    assert engine.status(VEID).state == "stopped"
+    assert left_on_host(engine) == {"cgroup": False, "run file": False}
+    assert engine.hibernated(VEID)  # kept for another try
+    # Its start then starts it afresh and sets the checkpoint aside.
+    engine.start(VEID)
+    assert sorted(processes(engine).values()) == ["init"]
+    assert not engine.hibernated(VEID)
+    assert engine.layout.dump(VEID).with_name(f"{VEID}.failed").is_dir()
+
+
+def test_a_tcp_connection_from_outside_survives_hibernation(engine, hostnet):
+    veid, ip = ROUTED
+    engine.create(VEConfig(veid, f"ckpt{veid}", "busybox", Limits(), ips=(ip,)))
+    hostnet.engine("print(e.start(v['veid']))", veid=veid)
+    engine.exec(veid, ["sh", "-c", "nc -l -p 7000 > /tmp/got 2>&1 &"])
+    client = subprocess.Popen(
+        ["nsenter", f"--net={hostnet.path}", sys.executable, "-c", textwrap.dedent(f"""
+            import socket, sys, time
+            for _ in range(50):
+                try:
+                    s = socket.create_connection(("{ip}", 7000), timeout=5)
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            s.sendall(b"before\\n")
+            print("connected", flush=True)
+            sys.stdin.readline()
+            s.sendall(b"after\\n")
+            s.shutdown(socket.SHUT_WR)
+            print("rest", repr(s.recv(100)), flush=True)
+            """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert client.stdout.readline().strip() == "connected"
+        hostnet.engine("e.hibernate(v['veid'])\nprint('null')", veid=veid)
+        assert veth_count(hostnet, veid) == 0  # its network went with it
+        time.sleep(0.5)
+        hostnet.engine("print(e.start(v['veid']))", veid=veid)
+        client.stdin.write("go\n")
+        client.stdin.flush()
+        rest = client.stdout.readline()
+        assert client.wait(30) == 0 and rest.startswith("rest"), rest
+    finally:
+        client.kill()
+    assert wait_for(lambda: engine.exec(veid, ["cat", "/tmp/got"]).stdout == b"before\nafter\n",
+                    5), engine.exec(veid, ["cat", "/tmp/got"])
+    assert hostnet.run("busybox", "ping", "-c", "1", "-W", "2", ip, check=False).returncode == 0
+
+
+def veth_count(hostnet, veid):
+    return sum(f"veth{veid}" in line or f"vr{veid}" in line
+               for line in hostnet.run("ip", "-o", "link").stdout.splitlines())
+
+
+def test_a_watched_ves_sysinfo_still_works_after_restore(engine, watcher):
+    """Its seccomp notifications cannot be saved: they are let through after restore.
+    (Without that, sysinfo in a restored process fails with ENOSYS: `free` fails.)"""
+    engine.create(VEConfig(VEID, f"ckpt{VEID}", "busybox", Limits()))
+    engine.start(VEID)
+    assert engine._running_init(VEID).watched
+    # A process of the VE from before the checkpoint runs free when asked to.
+    engine.exec(VEID, ["sh", "-c", "while :; do if [ -e /tmp/go ]; then free >/tmp/free.out "
+                                   "2>&1; echo $? >/tmp/free.rc; rm /tmp/go; fi; sleep 0.1; "
+                                   "done >/dev/null 2>&1 &"])
+    engine.hibernate(VEID)
+    engine.start(VEID)
+    engine.exec(VEID, ["touch", "/tmp/go"])
+    assert wait_for(lambda: engine.exec(VEID, ["cat", "/tmp/free.rc"]).returncode == 0, 5)
+    out = engine.exec(VEID, ["cat", "/tmp/free.rc", "/tmp/free.out"]).stdout.decode()
+    mem = next(line.split()[1:] for line in out.splitlines() if line.startswith("Mem:"))
+    with open("/proc/meminfo") as f:
+        host_kib = int(f.readline().split()[1])
+    # (With a failed sysinfo, busybox prints what its stack held: digits run together.)
+    assert len(mem) == 6 and 0 < int(mem[0]) <= host_kib, out
