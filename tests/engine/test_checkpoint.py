@@ -1,5 +1,6 @@
 """Checkpoint and restore with criu, on real VEs: what comes back, and what is refused."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -211,3 +212,52 @@ def test_a_watched_ves_sysinfo_still_works_after_restore(engine, watcher):
         host_kib = int(f.readline().split()[1])
     # (With a failed sysinfo, busybox prints what its stack held: digits run together.)
     assert len(mem) == 6 and 0 < int(mem[0]) <= host_kib, out
+
+
+@pytest.fixture
+def other_node(engine, tmp_path):
+    """A second engine on this machine: its own VE_ROOT and cgroup parent (another node)."""
+    import shutil
+    import uuid
+    from ve import Engine
+    from .conftest import _remove_cgroup_tree
+    top = f"vetest-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    root = tmp_path / "other"
+    (root / "template" / "cache").mkdir(parents=True)
+    for item in (engine.layout.cache_dir).iterdir():
+        shutil.copy2(item, root / "template" / "cache" / item.name)
+    other = Engine(root=str(root), cgroup_parent=f"{top}/ve")
+    yield other
+    for veid in other.layout.veids():
+        other.destroy(veid, timeout=2)
+    _remove_cgroup_tree(top)
+
+
+def test_a_checkpoint_restores_under_another_nodes_root_and_cgroups(engine, counting,
+                                                                     other_node):
+    """What a migration does once the files are there: the VE's config, disk and
+    checkpoint under another VE_ROOT, restored into that node's cgroup parent."""
+    import shutil
+    before = processes(engine)
+    ticking = count(engine)
+    engine.hibernate(VEID)
+    cfg = engine._read_config(VEID)
+    other_node.layout.ensure()
+    for source, target in ((engine.layout.conf(VEID), other_node.layout.conf(VEID)),):
+        shutil.copy2(source, target)
+    for src, dst in ((engine.layout.image(VEID), other_node.layout.image(VEID)),
+                     (engine.layout.private(VEID), other_node.layout.private(VEID)),
+                     (engine.layout.dump(VEID), other_node.layout.dump(VEID))):
+        if src.is_dir():
+            shutil.copytree(src, dst, symlinks=True)
+            shutil.copystat(src, dst)
+        elif src.exists():
+            shutil.copy2(src, dst)
+    other_node.layout.mountpoint(VEID).mkdir(mode=0o700, exist_ok=True)
+    assert cfg.layout == other_node._read_config(VEID).layout
+    engine.destroy(VEID)
+    pid = other_node.restore(VEID)
+    assert pid in other_node.cgroups.pids(str(VEID))
+    assert f"/{other_node.cgroups.parent}/{VEID}" in open(f"/proc/{pid}/cgroup").read()
+    assert processes(other_node).keys() == before.keys()
+    assert count(other_node) >= ticking

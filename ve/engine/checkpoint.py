@@ -160,7 +160,7 @@ class CheckpointMixin:
                 peer = self._net_pair_for_restore(cfg)
             try:
                 pid = criu.restore(paths.criu_binary(), images, self.layout.private(veid),
-                                   veth_peer=peer)
+                                   f"/{self.cgroups.parent}/{name}", veth_peer=peer)
             except criu.CriuFailed as exc:
                 raise ResourceError(f"restore failed: {exc.cause}", veid) from exc
             _protect_init(veid, pid)

@@ -54,9 +54,11 @@ def dump(criu, pid, images, leave_running=False):
     return Timing(seconds, _frozen_ms(images))
 
 
-def restore(criu, images, root, veth_peer=None):
+def restore(criu, images, root, cgroup, veth_peer=None):
     """Restore the tree in ``images`` with its root at ``root``; return init's host PID.
 
+    ``cgroup``: the VE's group path in every hierarchy (/parent/VEID), made by the
+    caller: init goes there, wherever the dumped one was (another node's parent).
     ``veth_peer``: the name, in the caller's network namespace, of the veth end
     that becomes the VE's eth0 (moved into the restored namespace by criu).
     """
@@ -66,7 +68,7 @@ def restore(criu, images, root, veth_peer=None):
     argv = [criu, "restore", "--restore-detached", "--images-dir", str(images),
             "--log-file", RESTORE_LOG, "-v4", "--root", str(root),
             "--ext-mount-map", "auto", "--tcp-established", "--file-locks", "--link-remap",
-            "--pidfile", str(pidfile)]
+            "--pidfile", str(pidfile), "--cgroup-root", cgroup]
     if veth_peer:
         argv += ["--external", f"netdev[eth0]:{veth_peer}"]
     _run("restore", argv, images / RESTORE_LOG)
