@@ -15,6 +15,7 @@ from ..errors import AlreadyExists, ResourceError, StateError, VEError, host_err
 from .accounts import AccountsMixin
 from .boot import BootMixin
 from .checkpoint import CheckpointMixin
+from .migration import MigrateMixin
 from .disk import DiskMixin, io_values
 from .exits import ExitMixin
 from .inside import InsideMixin
@@ -43,7 +44,8 @@ INIT_OOM_SCORE_ADJ = -999
 
 
 class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskMixin,
-             SamplingMixin, ExitMixin, ReinstallMixin, BootMixin, CheckpointMixin):
+             SamplingMixin, ExitMixin, ReinstallMixin, BootMixin, CheckpointMixin,
+             MigrateMixin):
     """The node's container engine: VEs under one VE_ROOT and one cgroup parent."""
 
     def __init__(self, root=None, cgroup_parent=None):
