@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed
 
 deps: $(STAMP) $(VECTL) web-user criu
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt Makefile
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 	grep -qx 'home = $(patsubst %/,%,$(dir $(PYTHON)))' $(VENV)/pyvenv.cfg 2>/dev/null || rm -rf $(VENV)
