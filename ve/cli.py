@@ -282,6 +282,7 @@ MIGRATION_ACTIONS = {
     "allow": "allow KEY: let the node holding KEY push VEs here",
     "know": "know HOST:PORT HOSTKEY: record the migration sshd of another node",
     "serve": "serve HOST:PORT: run this node's migration sshd (foreground)",
+    "receive": "what that sshd runs for a trusted node (SSH_ORIGINAL_COMMAND)",
 }
 
 
@@ -300,6 +301,14 @@ def cmd_migration(engine, args, as_json):
     if args.action == "know" and args.first and args.second:
         identity.know_host(layout, args.first, args.second)
         return _done(as_json, {"known": args.first}, f"{args.first} recorded")
+    if args.action == "receive":
+        from .migrate import receive
+        answer = receive.handle(engine, os.environ.get("SSH_ORIGINAL_COMMAND", ""))
+        if answer.get("exec"):
+            os.chdir(answer["cwd"])
+            os.execv(answer["exec"][0], answer["exec"])
+        print(json.dumps(answer), flush=True)
+        return 0 if answer["ok"] else 1
     if args.action == "serve" and args.first:
         identity.ensure_keys(layout)
         argv = identity.sshd_argv(layout, args.first)

@@ -15,9 +15,9 @@ from .conftest import ROOT_DIR
 def receive(engine, command):
     """Run the receiver for ``engine``'s node with SSH_ORIGINAL_COMMAND = ``command``."""
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT_DIR),
+           "VE_ROOT": str(engine.layout.root), "VE_CGROUP_PARENT": engine.cgroups.parent,
            "SSH_ORIGINAL_COMMAND": command}
-    return subprocess.run([sys.executable, "-s", "-m", "ve.migrate.receive", "--root",
-                           str(engine.layout.root), "--cgroup-parent", engine.cgroups.parent],
+    return subprocess.run([sys.executable, "-s", "-m", "ve.cli", "migration", "receive"],
                           env=env, capture_output=True, text=True, timeout=60)
 
 

@@ -111,8 +111,9 @@ def receiver_command(layout, cgroup_parent):
     package = Path(__file__).resolve().parents[2]
     settings = [f"{name}={os.environ[name]}" for name in NODE_ENV if os.environ.get(name)]
     command = " ".join(shlex.quote(part) for part in [
-        "env", f"PYTHONPATH={package}", *settings, sys.executable, "-s", "-m",
-        "ve.migrate.receive", "--root", str(layout.root), "--cgroup-parent", cgroup_parent])
+        "env", f"PYTHONPATH={package}", f"VE_ROOT={layout.root}",
+        f"VE_CGROUP_PARENT={cgroup_parent}", *settings, sys.executable, "-s", "-m",
+        "ve.cli", "migration", "receive"])
     if '"' in command or "\n" in command:
         raise InvalidConfig("a node setting holds a quote or a line break")
     return command

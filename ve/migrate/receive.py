@@ -1,8 +1,8 @@
 """The receiving end of a migration: the forced command of the keys a node trusts.
 
-sshd runs ``python -m ve.migrate.receive --root R --cgroup-parent P`` for every
-connection of a trusted node, with what the other side asked for in
-SSH_ORIGINAL_COMMAND. Only these are taken:
+sshd runs ``vectl migration receive`` (for this node's VE_ROOT and cgroup
+parent) for every connection of a trusted node, with what the other side asked
+for in SSH_ORIGINAL_COMMAND; ``handle`` answers it. Only these are taken:
 
     rsync --server ...     rsync into incoming/VEID (after begin), the options a
                            migration sends and nothing else (no --sender: it
@@ -15,16 +15,13 @@ SSH_ORIGINAL_COMMAND. Only these are taken:
                            does not run
     status VEID            {"exists", "running"}
 
-Each verb but rsync answers one JSON line; the exit status is 0 on success.
+Each verb but rsync is answered with one JSON line; the exit status is 0 on success.
 """
 
-import argparse
-import json
 import os
 import re
 import shlex
 import shutil
-import sys
 
 from .. import validate
 from ..errors import VEError
@@ -38,30 +35,24 @@ DESTINATION = re.compile(r"([0-9]{1,10})/(private/|image|dump/|conf|counters)")
 PLACED = ".placed"  # in incoming/VEID: the VE was put in place from it
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="ve.migrate.receive")
-    parser.add_argument("--root", required=True)
-    parser.add_argument("--cgroup-parent", required=True)
-    options = parser.parse_args(argv)
-    words = shlex.split(os.environ.get("SSH_ORIGINAL_COMMAND", ""))
-    incoming = os.path.join(options.root, "incoming")
+def handle(engine, command):
+    """Answer one request (``command``: SSH_ORIGINAL_COMMAND) as a dict: {"ok", ...}.
+
+    An rsync that may run is answered {"ok": True, "exec": argv, "cwd": directory}:
+    the caller (vectl) becomes that rsync.
+    """
+    words = shlex.split(command)
+    incoming = os.path.join(engine.layout.root, "incoming")
     os.makedirs(incoming, mode=0o700, exist_ok=True)
     if words[:2] == ["rsync", "--server"]:
         refusal = _rsync_refusal(words, incoming)
         if refusal:
-            print(f"refused: {refusal}", file=sys.stderr)
-            return 1
-        os.chdir(incoming)
-        os.execv("/usr/bin/rsync", words)
+            return _answer(False, f"refused: {refusal}")
+        return _answer(True, exec=["/usr/bin/rsync", *words[1:]], cwd=incoming)
     if len(words) != 2 or words[0] not in VERBS:
         return _answer(False, f"refused: {' '.join(words)[:80]!r} is not a migration verb")
     try:
         veid = validate.veid(words[1])
-    except VEError as exc:
-        return _answer(False, str(exc))
-    from ..engine import Engine
-    engine = Engine(root=options.root, cgroup_parent=options.cgroup_parent)
-    try:
         return VERBS[words[0]](engine, veid, os.path.join(incoming, str(veid)))
     except VEError as exc:
         return _answer(False, str(exc))
@@ -191,9 +182,4 @@ def _done(staging):
 
 
 def _answer(ok, error=None, **values):
-    print(json.dumps({"ok": ok, **({"error": error} if error else {}), **values}), flush=True)
-    return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return {"ok": ok, **({"error": error} if error else {}), **values}
