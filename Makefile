@@ -8,7 +8,8 @@ WEB_USER := hosting
 VENV := .venv
 PY := $(CURDIR)/$(VENV)/bin/python
 APT_PACKAGES := busybox-static psmisc procps iproute2 util-linux gcc libc6-dev python3-venv \
-	python3-dev redis-server chromium nftables e2fsprogs xfsprogs debootstrap postgresql lxcfs systemd
+	python3-dev redis-server chromium nftables e2fsprogs xfsprogs debootstrap postgresql lxcfs systemd \
+	rsync openssh-server openssh-client
 VECTL := /usr/local/bin/vectl
 STAMP := $(VENV)/.installed
 
@@ -16,7 +17,7 @@ STAMP := $(VENV)/.installed
 
 deps: $(STAMP) $(VECTL) web-user criu
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt Makefile
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 	grep -qx 'home = $(patsubst %/,%,$(dir $(PYTHON)))' $(VENV)/pyvenv.cfg 2>/dev/null || rm -rf $(VENV)

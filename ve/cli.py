@@ -81,6 +81,12 @@ VERBS = {
     "restore": Verb("bring a stopped VE's checkpoint back", VEID),
     "hibernate": Verb("save a running VE to disk and stop it (checkpoint --stop)", VEID),
     "resume": Verb("bring a hibernated VE back (restore)", VEID),
+    "migrate": Verb("move a VE to another node (live, with criu, unless --offline)", VEID, {
+        "--to": ("to", True, "the target node's migration sshd, host:port"),
+        "--offline": ("offline", False, "stop it, copy it, start it there")},
+        required=("--to",)),
+    "migration": Verb("this node's migration identity: key, trusted nodes, its sshd",
+                      (("action", "one"), ("first", "optional"), ("second", "optional"))),
     "status": Verb("show one VE", VEID),
     "set": Verb("change a VE's settings, live if it runs", VEID, {
         "--hostname": ("hostname", True, "new host name"),
@@ -260,6 +266,55 @@ def cmd_restore(engine, args, as_json):
 
 
 cmd_resume = cmd_restore
+
+
+def cmd_migrate(engine, args, as_json):
+    done = engine.migrate(args.veid, args.to, live=not args.offline)
+    how = done["mode"] + (f" ({done['why_offline']})" if done["why_offline"] else "")
+    downtime = "" if done["downtime_s"] is None else f", down {done['downtime_s']:.2f} s"
+    return _done(as_json, {"veid": int(args.veid), "to": args.to, **done},
+                 f"VE {args.veid} moved to {args.to}: {how} in {done['total_s']:.1f} s"
+                 f"{downtime}")
+
+
+MIGRATION_ACTIONS = {
+    "key": "print this node's public key and its migration sshd's host key",
+    "allow": "allow KEY: let the node holding KEY push VEs here",
+    "know": "know HOST:PORT HOSTKEY: record the migration sshd of another node",
+    "serve": "serve HOST:PORT: run this node's migration sshd (foreground)",
+    "receive": "what that sshd runs for a trusted node (SSH_ORIGINAL_COMMAND)",
+}
+
+
+def cmd_migration(engine, args, as_json):
+    from .migrate import identity
+    layout = engine.layout
+    layout.ensure()
+    if args.action == "key":
+        key, host_key = identity.ensure_keys(layout)
+        return _done(as_json, {"key": key, "host_key": host_key},
+                     f"key {key}\nhost key {host_key}")
+    if args.action == "allow" and args.first:
+        identity.allow(layout, args.first,
+                       identity.receiver_command(layout, engine.cgroups.parent))
+        return _done(as_json, {"allowed": args.first}, "allowed")
+    if args.action == "know" and args.first and args.second:
+        identity.know_host(layout, args.first, args.second)
+        return _done(as_json, {"known": args.first}, f"{args.first} recorded")
+    if args.action == "receive":
+        from .migrate import receive
+        answer = receive.handle(engine, os.environ.get("SSH_ORIGINAL_COMMAND", ""))
+        if answer.get("exec"):
+            os.chdir(answer["cwd"])
+            os.execv(answer["exec"][0], answer["exec"])
+        print(json.dumps(answer), flush=True)
+        return 0 if answer["ok"] else 1
+    if args.action == "serve" and args.first:
+        identity.ensure_keys(layout)
+        argv = identity.sshd_argv(layout, args.first)
+        os.execv(argv[0], argv)
+    raise InvalidConfig("vectl migration: " + "; ".join(
+        f"{name}: {text}" for name, text in MIGRATION_ACTIONS.items()))
 
 
 def cmd_status(engine, args, as_json):

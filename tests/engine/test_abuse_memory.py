@@ -9,7 +9,7 @@ largest of them), which ended the whole VE.
 import os
 
 from ve import Limits, VEConfig
-from ve.engine.lifecycle import INIT_OOM_SCORE_ADJ
+from ve.engine.initguard import INIT_OOM_SCORE_ADJ
 
 from .conftest import wait_for
 from .test_watcher import WatcherProcess, events_of, new_init

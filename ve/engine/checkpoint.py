@@ -27,6 +27,7 @@ from ..errors import NotFound, ResourceError, StateError, Unsupported, host_erro
 from ..kernel import criu, netns, proc
 from ..log import get as get_logger
 from ..revert import Reverter
+from .initguard import close_host_files, protect_init
 
 log = get_logger(__name__)
 
@@ -152,8 +153,7 @@ class CheckpointMixin:
             except OSError as exc:
                 raise ResourceError(f"cgroup setup failed: {exc}", veid) from exc
             self._apply_io_limits(cfg)
-            from .lifecycle import _close_host_files, _protect_init
-            _close_host_files()
+            close_host_files()
             peer = None
             if net.has_network(cfg):
                 undo.add(self._net_down, cfg)
@@ -163,7 +163,7 @@ class CheckpointMixin:
                                    f"/{self.cgroups.parent}/{name}", veth_peer=peer)
             except criu.CriuFailed as exc:
                 raise ResourceError(f"restore failed: {exc.cause}", veid) from exc
-            _protect_init(veid, pid)
+            protect_init(veid, pid)
             if peer:
                 self._net_attach_restored(cfg)
             with host_errors(veid, "cannot record the running VE"):

@@ -15,6 +15,8 @@ from ..errors import AlreadyExists, ResourceError, StateError, VEError, host_err
 from .accounts import AccountsMixin
 from .boot import BootMixin
 from .checkpoint import CheckpointMixin
+from .initguard import close_host_files, protect_init
+from .migration import MigrateMixin
 from .disk import DiskMixin, io_values
 from .exits import ExitMixin
 from .inside import InsideMixin
@@ -25,7 +27,7 @@ from .reinstall import ReinstallMixin
 from .shell import EXEC_ENV, ShellMixin
 from .timeouts import LOCK_TIMEOUT, STOP_TIMEOUT
 from ..cgroups.fs import poll
-from ..kernel import hostfiles, netns, proc
+from ..kernel import netns, proc
 from ..kernel.spawn import InitSpec, spawn_init
 from ..paths import Layout, default_root
 from ..revert import Reverter
@@ -35,15 +37,11 @@ from ..log import get as get_logger
 log = get_logger(__name__)
 
 INIT_ENV = EXEC_ENV + ("TERM=linux",)
-# The OOM killer's last choice in a VE: init's score is set from the host, which
-# also makes it the floor (oom_score_adj_min) for everything init forks, so no
-# process of the VE can go below it (that needs CAP_SYS_RESOURCE on the host).
-# -1000 would make the VE unkillable as a whole (its children inherit it).
-INIT_OOM_SCORE_ADJ = -999
 
 
 class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskMixin,
-             SamplingMixin, ExitMixin, ReinstallMixin, BootMixin, CheckpointMixin):
+             SamplingMixin, ExitMixin, ReinstallMixin, BootMixin, CheckpointMixin,
+             MigrateMixin):
     """The node's container engine: VEs under one VE_ROOT and one cgroup parent."""
 
     def __init__(self, root=None, cgroup_parent=None):
@@ -232,10 +230,10 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
             except OSError as exc:
                 raise ResourceError(f"cgroup setup failed: {exc}", cfg.veid) from exc
             self._apply_io_limits(cfg)
-            _close_host_files()  # what VE root reads if it unmounts a mask
+            close_host_files()  # what VE root reads if it unmounts a mask
             spawned = self._spawn(cfg, meta, notify)  # the cgroup undo also ends it
             try:
-                _protect_init(cfg.veid, spawned.pid)
+                protect_init(cfg.veid, spawned.pid)
                 undo.add(self._net_down, cfg)
                 self._net_up(cfg, spawned.pid)
                 with host_errors(cfg.veid, "cannot record the running VE"):
@@ -388,29 +386,6 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
             finally:
                 # No lock file may outlive its VE (destroy, failed create, typo).
                 hold.remove = not self.layout.conf(veid).exists()
-
-
-def _close_host_files():
-    """Close to others the host files a VE would read behind an unmounted mask."""
-    _changed, failures = hostfiles.close_world_readable()
-    for name, exc in failures:
-        log.warning("cannot close %s to others: %s", name, exc)
-
-
-def _protect_init(veid, pid):
-    """Make init the OOM killer's last choice in its VE (see INIT_OOM_SCORE_ADJ).
-
-    A host without CAP_SYS_RESOURCE (some sandboxes) cannot lower a score:
-    init keeps 0, commands the host runs in the VE still go first (they raise
-    their own), and an init the OOM killer takes is started again (``reap``).
-    """
-    try:
-        with open(f"/proc/{pid}/oom_score_adj", "w") as f:
-            f.write(str(INIT_OOM_SCORE_ADJ))
-    except PermissionError:
-        log.debug("VE %s: no CAP_SYS_RESOURCE here; init keeps its OOM score", veid)
-    except OSError as exc:
-        raise ResourceError(f"cannot protect init from the OOM killer: {exc}", veid) from exc
 
 
 def _open_netns(pid):

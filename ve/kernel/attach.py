@@ -22,7 +22,7 @@ from . import caps, libc, seccomp, spawn
 _JOIN = spawn.NAMESPACES
 _JOIN_USERNS = _JOIN | libc.CLONE_NEWUSER
 # Commands the host runs in a VE (vectl exec, enter) go before the VE's own
-# processes when its memory fills (see INIT_OOM_SCORE_ADJ in ve/engine).
+# processes when its memory fills (see INIT_OOM_SCORE_ADJ in ve/engine/initguard.py).
 EXEC_OOM_SCORE_ADJ = 500
 
 

@@ -1,0 +1,248 @@
+"""Migration between two nodes on this machine, as between two machines.
+
+Each node has its own VE_ROOT, cgroup parent and network namespace; a third
+namespace is the data-centre segment (a bridge) both nodes' uplinks join, with a
+client on it. A node announces its VEs' addresses there by proxy ARP (the
+engine's VE_NET_UPLINK), so the client reaches a VE at whichever node runs it.
+VEs move over the target node's migration sshd (`vectl migration serve`), with
+keys exchanged the way the dashboard does it.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import uuid
+
+import pytest
+
+from ve import Engine
+from ve.config import Limits, VEConfig
+
+from .conftest import ROOT_DIR, _remove_cgroup_tree, wait_for
+from .hostnet import HostNet
+
+DC_NET, CLIENT = "198.18.9", "198.18.9.100"
+VE_IP = f"{DC_NET}.50"
+VEID = 161
+PORT = 2222
+
+
+class Namespace:
+    """A network namespace kept by a sleeping process."""
+
+    def __init__(self):
+        self.holder = subprocess.Popen(["unshare", "--net", "sleep", "infinity"])
+        self.path = f"/proc/{self.holder.pid}/ns/net"
+        assert wait_for(lambda: os.readlink(self.path) != os.readlink("/proc/self/ns/net"), 5)
+
+    def run(self, *argv, check=True, **kwargs):
+        out = subprocess.run(["nsenter", f"--net={self.path}", *argv], capture_output=True,
+                             text=True, timeout=120, **kwargs)
+        if check and out.returncode:
+            raise AssertionError(f"{argv} failed: {out.stderr}")
+        return out
+
+    def close(self):
+        self.holder.kill()
+        self.holder.wait()
+
+
+class Node:
+    """An engine with its own VE_ROOT, cgroup parent and network namespace."""
+
+    def __init__(self, engine, number, dc):
+        self.engine, self.address = engine, f"{DC_NET}.{number}"
+        self.net = HostNet(engine)
+        link = f"dc{number}"
+        # Its uplink into the data-centre bridge.
+        subprocess.run(["ip", "link", "add", link, "type", "veth", "peer", "name", "dc0",
+                        "netns", str(self.net.holder.pid)], check=True)
+        subprocess.run(["ip", "link", "set", link, "netns", str(dc.holder.pid)], check=True)
+        dc.run("ip", "link", "set", link, "master", "br-dc", "up")
+        self.net.run("ip", "addr", "add", f"{self.address}/24", "dev", "dc0")
+        self.net.run("ip", "link", "set", "dc0", "up")
+        self.sshd = None
+
+    def serve(self):
+        """Its migration sshd, on its data-centre address."""
+        env = dict(os.environ, VE_ROOT=str(self.engine.layout.root),
+                   VE_CGROUP_PARENT=self.engine.cgroups.parent, PYTHONPATH=str(ROOT_DIR))
+        self.log = open(self.engine.layout.root / "sshd.log", "ab")
+        self.sshd = subprocess.Popen(
+            ["nsenter", f"--net={self.net.path}", sys.executable, "-m", "ve.cli", "migration",
+             "serve", f"{self.address}:{PORT}"], env=env, stdout=self.log, stderr=self.log)
+        assert wait_for(lambda: self.net.run("ss", "-ltn").stdout.count(f":{PORT} "), 10), \
+            (self.engine.layout.root / "sshd.log").read_text()
+
+    def vectl(self, *args):
+        env = dict(os.environ, VE_ROOT=str(self.engine.layout.root),
+                   VE_CGROUP_PARENT=self.engine.cgroups.parent, PYTHONPATH=str(ROOT_DIR))
+        out = self.net.run(sys.executable, "-m", "ve.cli", "--json", *map(str, args), env=env,
+                           check=False)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def close(self):
+        if self.sshd:
+            self.sshd.kill()
+            self.sshd.wait()
+        try:
+            self.net.engine("for veid in e.layout.veids(): e.destroy(veid, timeout=2)\n"
+                            "print('null')")
+        finally:
+            self.net.close()
+
+
+@pytest.fixture
+def fleet(engine, tmp_path, monkeypatch):
+    """Nodes A (this test's engine) and B on one data-centre bridge with a client."""
+    monkeypatch.setenv("VE_NET_UPLINK", "dc0")
+    top = f"vetest-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    root = tmp_path / "node-b"
+    (root / "template" / "cache").mkdir(parents=True)
+    for item in engine.layout.cache_dir.iterdir():
+        shutil.copy2(item, root / "template" / "cache" / item.name)
+    dc = Namespace()
+    dc.run("ip", "link", "add", "br-dc", "type", "bridge")
+    dc.run("ip", "addr", "add", f"{CLIENT}/24", "dev", "br-dc")
+    dc.run("ip", "link", "set", "br-dc", "up")
+    a = Node(engine, 1, dc)
+    b = Node(Engine(root=str(root), cgroup_parent=f"{top}/ve"), 2, dc)
+    # What the dashboard does: each node's key trusted by the other, host keys known.
+    keys = {node: node.vectl("migration", "key") for node in (a, b)}
+    for node, other in ((a, b), (b, a)):
+        node.vectl("migration", "allow", keys[other]["key"])
+        node.vectl("migration", "know", f"{other.address}:{PORT}", keys[other]["host_key"])
+        node.serve()
+    yield a, b, dc
+    for node in (b, a):
+        node.close()
+    dc.close()
+    _remove_cgroup_tree(top)
+
+
+def reaches(dc, ip):
+    return dc.run("busybox", "ping", "-c", "1", "-W", "1", ip, check=False).returncode == 0
+
+
+def on_host(node, veid):
+    """What a node has of the VE: files, cgroup, links, routes, proxy entries."""
+    layout = node.engine.layout
+    return {
+        "files": [str(p) for p in (layout.conf(veid), layout.private(veid), layout.image(veid),
+                                   layout.dump(veid)) if os.path.lexists(p)],
+        "cgroup": node.engine.cgroups.exists(str(veid)),
+        "link": f"veth{veid}" in node.net.run("ip", "-o", "link").stdout,
+        "route": VE_IP in node.net.run("ip", "route").stdout,
+        "proxy": VE_IP in node.net.run("ip", "neigh", "show", "proxy").stdout,
+    }
+
+
+NOTHING = {"files": [], "cgroup": False, "link": False, "route": False, "proxy": False}
+
+
+def test_live_migration_keeps_processes_addresses_and_a_tcp_connection(fleet):
+    a, b, dc = fleet
+    a.engine.create(VEConfig(VEID, "moving.example", "busybox", Limits(), ips=(VE_IP,)))
+    a.net.engine("print(e.start(v['veid']))", veid=VEID)
+    a.engine.exec(VEID, ["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /tmp/count; "
+                                     "sleep 0.05; done >/dev/null 2>&1 &"])
+    a.engine.exec(VEID, ["sh", "-c", "nc -l -p 7000 > /tmp/got 2>&1 &"])
+    assert wait_for(lambda: reaches(dc, VE_IP), 10)
+    client = subprocess.Popen(
+        ["nsenter", f"--net={dc.path}", sys.executable, "-c", textwrap.dedent(f"""
+            import socket, sys, time
+            for _ in range(50):
+                try:
+                    s = socket.create_connection(("{VE_IP}", 7000), timeout=5)
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            s.sendall(b"before\\n")
+            print("connected", flush=True)
+            sys.stdin.readline()
+            s.sendall(b"after\\n")
+            s.shutdown(socket.SHUT_WR)
+            print("rest", repr(s.recv(100)), flush=True)
+            """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert client.stdout.readline().strip() == "connected"
+        pids = a.engine.exec(VEID, ["ps", "-o", "pid,comm"]).stdout.decode()
+        done = a.vectl("migrate", VEID, "--to", f"{b.address}:{PORT}")
+        assert done["mode"] == "live" and done["downtime_s"] < done["total_s"], done
+        client.stdin.write("go\n")
+        client.stdin.flush()
+        rest = client.stdout.readline()
+        assert client.wait(30) == 0 and rest.startswith("rest"), rest
+    finally:
+        client.kill()
+    assert on_host(a, VEID) == NOTHING
+    assert b.engine.status(VEID).state == "running"
+    assert wait_for(lambda: reaches(dc, VE_IP), 10)  # announced by B now
+    got = b.engine.exec(VEID, ["cat", "/tmp/got"]).stdout
+    assert got == b"before\nafter\n", got
+    now = b.engine.exec(VEID, ["ps", "-o", "pid,comm"]).stdout.decode()
+    assert _lasting(now) == _lasting(pids), (pids, now)
+    counted = int(b.engine.exec(VEID, ["cat", "/tmp/count"]).stdout)
+    assert wait_for(lambda: int(b.engine.exec(VEID, ["cat", "/tmp/count"]).stdout) > counted, 5)
+
+
+def _lasting(ps, names=("init", "sh", "nc")):
+    """The (pid, command) rows of the processes that last (not the counter's sleeps)."""
+    return sorted(line.split() for line in ps.splitlines()[1:] if line.split()[1] in names)
+
+
+def test_offline_migration_of_a_stopped_and_a_running_ve(fleet):
+    a, b, dc = fleet
+    a.engine.create(VEConfig(VEID, "offline.example", "busybox", Limits(), ips=(VE_IP,),
+                             layout="dir"))
+    done = a.vectl("migrate", VEID, "--to", f"{b.address}:{PORT}")
+    assert done["mode"] == "offline" and done["downtime_s"] is None
+    assert b.engine.status(VEID).state == "stopped" and on_host(a, VEID) == NOTHING
+    b.net.engine("print(e.start(v['veid']))", veid=VEID)
+    done = b.vectl("migrate", VEID, "--to", f"{a.address}:{PORT}", "--offline")
+    assert done["mode"] == "offline" and done["why_offline"] == "asked for"
+    assert a.engine.status(VEID).state == "running" and on_host(b, VEID) == NOTHING
+    assert wait_for(lambda: reaches(dc, VE_IP), 10)
+
+
+def test_a_refused_move_leaves_the_ve_running_where_it_was(fleet):
+    """The target has a VE with this VEID already: refused before anything stops."""
+    a, b, dc = fleet
+    for node in (a, b):
+        node.engine.create(VEConfig(VEID, "twice.example", "busybox", Limits()))
+    init = a.engine.start(VEID)
+    env = dict(os.environ, VE_ROOT=str(a.engine.layout.root),
+               VE_CGROUP_PARENT=a.engine.cgroups.parent, PYTHONPATH=str(ROOT_DIR))
+    out = a.net.run(sys.executable, "-m", "ve.cli", "migrate", str(VEID), "--to",
+                    f"{b.address}:{PORT}", env=env, check=False)
+    assert out.returncode != 0 and "already exists" in out.stderr, out.stderr
+    assert a.engine.status(VEID).init_pid == init
+    assert b.engine.status(VEID).state == "stopped"
+
+
+def test_a_failed_restore_at_the_target_brings_the_ve_back(fleet, monkeypatch):
+    """The target's criu is missing: the VE is restored where it was, and the target
+    keeps nothing of it."""
+    a, b, dc = fleet
+    with monkeypatch.context() as only_b:
+        only_b.setenv("VE_CRIU", "/nonexistent/criu")
+        b.vectl("migration", "allow", a.vectl("migration", "key")["key"])
+    a.engine.create(VEConfig(VEID, "back.example", "busybox", Limits(), ips=(VE_IP,)))
+    a.net.engine("print(e.start(v['veid']))", veid=VEID)
+    a.engine.exec(VEID, ["sh", "-c", "sleep 900 >/dev/null 2>&1 &"])
+    before = a.engine.exec(VEID, ["ps", "-o", "pid,comm"]).stdout.decode()
+    env = dict(os.environ, VE_ROOT=str(a.engine.layout.root),
+               VE_CGROUP_PARENT=a.engine.cgroups.parent, PYTHONPATH=str(ROOT_DIR))
+    out = a.net.run(sys.executable, "-m", "ve.cli", "migrate", str(VEID), "--to",
+                    f"{b.address}:{PORT}", env=env, check=False)
+    assert out.returncode != 0 and "back on this node" in out.stderr, out.stderr
+    assert a.engine.status(VEID).state == "running"
+    after = a.engine.exec(VEID, ["ps", "-o", "pid,comm"]).stdout.decode()
+    assert _lasting(after, ("init", "sleep")) == _lasting(before, ("init", "sleep"))
+    assert on_host(b, VEID) == NOTHING
+    assert not os.path.exists(b.engine.layout.root / "incoming" / str(VEID))
+    assert wait_for(lambda: reaches(dc, VE_IP), 10)

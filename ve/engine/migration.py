@@ -1,0 +1,181 @@
+"""Moving a VE to another node: rsync over SSH to the node's receiver, then CRIU.
+
+Live (the default): the disk is copied while the VE runs; then the VE is
+checkpointed and stopped (it is frozen from here), the disk synced again with
+the checkpoint, and the target restores it. Offline (``live=False``, or when a
+checkpoint is refused for this VE, said so in the result): stop, sync, start
+on the target. The VE runs on exactly one node at any moment. If any step
+fails, the target forgets what it got and the VE comes back here (restored
+from its checkpoint, or started) before the error is raised.
+
+The channel is the target's migration sshd (``ve/migrate``), reached with this
+node's key and a host key recorded beforehand; on one machine the simulated
+nodes use the same path.
+"""
+
+import json
+import subprocess
+import time
+
+from .. import validate
+from ..errors import ResourceError, StateError, Unsupported
+from ..log import get as get_logger
+
+log = get_logger(__name__)
+
+RSYNC_TIMEOUT = 3600
+VERB_TIMEOUT = 600
+
+
+class MigrationFailed(ResourceError):
+    """The move failed; ``came_back`` says whether the VE runs here again."""
+
+
+class MigrateMixin:
+    """``migrate`` of the Engine (needs checkpoint, restore, start, stop, destroy)."""
+
+    def migrate(self, veid, target, live=True):
+        """Move VE ``veid`` to the node whose migration sshd is ``target`` (host:port).
+
+        Return a dict: mode ("live" or "offline"), why_offline, downtime_s (the VE
+        ran nowhere), total_s, precopy_s. Raise MigrationFailed with the VE back here
+        (as it was: running or stopped) when a step fails.
+        """
+        veid = validate.veid(veid)
+        cfg = self._read_config(veid)
+        channel = _Channel(self.layout, target)
+        started = time.monotonic()
+        was_running = self._running_init(veid) is not None
+        why_offline = None if live or not was_running else "asked for"
+        if was_running and live:
+            from .checkpoint import undumpable
+            record = self._running_init(veid)
+            why_offline = undumpable(self.cgroups.pids(str(veid)), record.pid) if record \
+                else None
+        mode = "live" if was_running and why_offline is None else "offline"
+        channel.verb("begin", veid)
+        try:
+            self._send_disk(channel, cfg)  # pre-copy, while it runs
+        except ResourceError as exc:
+            channel.abort(veid)
+            raise MigrationFailed(f"migration failed before the VE stopped: {exc.message}; "
+                                  "it runs on here", veid) from exc
+        precopy = time.monotonic() - started
+        frozen = time.monotonic()
+        if mode == "live":
+            try:
+                self.hibernate(veid)
+            except (Unsupported, ResourceError) as exc:
+                if self._running_init(veid) is None:
+                    channel.abort(veid)
+                    raise MigrationFailed(f"checkpoint failed: {exc.message}", veid) from exc
+                mode, why_offline = "offline", exc.message
+                frozen = time.monotonic()
+        if mode == "offline" and was_running:
+            self.stop(veid)
+        try:
+            self._send_disk(channel, cfg, final=True)
+            if mode == "live":
+                channel.rsync([str(self.layout.dump(veid)) + "/"], f"{veid}/dump/")
+            self._send_files(channel, veid)
+            if not was_running:
+                channel.verb("place", veid)  # it stays stopped, there
+            else:
+                channel.verb("restore" if mode == "live" else "start", veid)
+        except ResourceError as exc:
+            channel.abort(veid)
+            self._come_back(veid, mode, was_running)
+            how = mode + (f", {why_offline}" if mode == "offline" and why_offline else "")
+            raise MigrationFailed(f"migration ({how}) failed: {exc.message}; the VE is back "
+                                  "on this node", veid) from exc
+        downtime = time.monotonic() - frozen
+        self.destroy(veid)  # its files, checkpoint and host side here
+        total = time.monotonic() - started
+        log.info("VE %s moved to %s (%s) in %.1f s, %.2f s of downtime", veid, target, mode,
+                 total, downtime)
+        return {"mode": mode, "why_offline": why_offline,
+                "downtime_s": round(downtime, 3) if was_running else None,
+                "total_s": round(total, 3), "precopy_s": round(precopy, 3)}
+
+    def _send_disk(self, channel, cfg, final=False):
+        """The disk; ``final``: the VE is down, nothing may be missed. (An image written
+        in the same clock tick as the pre-copy read it keeps its size and time: the
+        final copy compares its blocks whatever the file's time says.)"""
+        veid = cfg.veid
+        if cfg.layout == "dir":
+            channel.rsync([str(self.layout.private(veid)) + "/"], f"{veid}/private/",
+                          tree=True)
+        else:
+            channel.rsync([str(self.layout.image(veid))], f"{veid}/image",
+                          every_block=final)
+
+    def _send_files(self, channel, veid):
+        channel.rsync([str(self.layout.conf(veid))], f"{veid}/conf")
+        if self.layout.counters(veid).exists():
+            channel.rsync([str(self.layout.counters(veid))], f"{veid}/counters")
+
+    def _come_back(self, veid, mode, was_running):
+        """After a failed move: the VE runs here again (if it ran), from its checkpoint."""
+        try:
+            if mode == "live":
+                self.restore(veid)
+            elif was_running:
+                self.start(veid)
+        except StateError:
+            pass  # it runs already
+
+
+class _Channel:
+    """rsync and verbs to one target node's receiver, over its migration sshd."""
+
+    def __init__(self, layout, target):
+        from ..migrate import identity
+        self.target = target
+        self.ssh = identity.ssh_command(layout, target)
+
+    def rsync(self, sources, destination, tree=False, every_block=False):
+        argv = ["rsync", "--archive", "--numeric-ids", "--sparse", "--partial",
+                "--timeout=60", "-e", " ".join(self.ssh[:-1])]
+        if every_block:
+            argv.append("--ignore-times")
+        if tree:
+            argv += ["--hard-links", "--acls", "--xattrs", "--delete"]
+        argv += [*sources, f"{self.ssh[-1]}:{destination}"]
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=RSYNC_TIMEOUT)
+        if done.returncode != 0:
+            raise ResourceError(f"copy to {self.target} failed: "
+                                f"{_first_error(done.stderr) or done.returncode}")
+
+    def verb(self, verb, veid):
+        try:
+            done = subprocess.run([*self.ssh, f"{verb} {veid}"], stdin=subprocess.DEVNULL,
+                                  capture_output=True, text=True, timeout=VERB_TIMEOUT)
+        except subprocess.TimeoutExpired as exc:
+            raise ResourceError(f"{self.target} did not answer {verb} within "
+                                f"{VERB_TIMEOUT} s", veid) from exc
+        try:
+            answer = json.loads(done.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            answer = {"ok": False, "error": _last_line(done.stderr) or "no answer"}
+        if not answer.get("ok"):
+            raise ResourceError(f"{self.target}: {verb}: {answer.get('error')}", veid)
+        return answer
+
+    def abort(self, veid):
+        try:
+            self.verb("abort", veid)
+        except ResourceError as exc:
+            log.warning("VE %s: the target kept what it got (%s)", veid, exc.message)
+
+
+def _first_error(text):
+    """rsync's first complaint (its last line only says that there were some)."""
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    return next((line for line in lines if line.startswith("rsync:")), lines[-1] if lines
+                else "")
+
+
+def _last_line(text):
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else ""

@@ -1,0 +1,185 @@
+"""The receiving end of a migration: the forced command of the keys a node trusts.
+
+sshd runs ``vectl migration receive`` (for this node's VE_ROOT and cgroup
+parent) for every connection of a trusted node, with what the other side asked
+for in SSH_ORIGINAL_COMMAND; ``handle`` answers it. Only these are taken:
+
+    rsync --server ...     rsync into incoming/VEID (after begin), the options a
+                           migration sends and nothing else (no --sender: it
+                           cannot read; no option naming a path)
+    begin VEID             a fresh incoming/VEID (refused if the VE is here)
+    restore VEID           put incoming/VEID in place and restore its checkpoint
+    start VEID             put it in place and start it (an offline move)
+    place VEID             put it in place, stopped (a stopped VE's move)
+    abort VEID             forget incoming/VEID, and a VE placed from it that
+                           does not run
+    status VEID            {"exists", "running"}
+
+Each verb but rsync is answered with one JSON line; the exit status is 0 on success.
+"""
+
+import os
+import re
+import shlex
+import shutil
+
+from .. import validate
+from ..errors import VEError
+
+# What the sending engine's rsync asks of the server (ve/engine/migration.py), and no
+# more: the short options as one bundle (before "e."), then these long ones. (Debian's
+# rrsync does this kind of check, but its 3.5 fails to replace a file in place.)
+SHORT_OPTIONS = re.compile(r"-[lHogDtpAXrSI]+e\.[A-Za-z]+")
+LONG_OPTIONS = {"--timeout=60", "--delete", "--partial", "--numeric-ids"}
+DESTINATION = re.compile(r"([0-9]{1,10})/(private/|image|dump/|conf|counters)")
+PLACED = ".placed"  # in incoming/VEID: the VE was put in place from it
+
+
+def handle(engine, command):
+    """Answer one request (``command``: SSH_ORIGINAL_COMMAND) as a dict: {"ok", ...}.
+
+    An rsync that may run is answered {"ok": True, "exec": argv, "cwd": directory}:
+    the caller (vectl) becomes that rsync.
+    """
+    words = shlex.split(command)
+    incoming = os.path.join(engine.layout.root, "incoming")
+    os.makedirs(incoming, mode=0o700, exist_ok=True)
+    if words[:2] == ["rsync", "--server"]:
+        refusal = _rsync_refusal(words, incoming)
+        if refusal:
+            return _answer(False, f"refused: {refusal}")
+        return _answer(True, exec=["/usr/bin/rsync", *words[1:]], cwd=incoming)
+    if len(words) != 2 or words[0] not in VERBS:
+        return _answer(False, f"refused: {' '.join(words)[:80]!r} is not a migration verb")
+    try:
+        veid = validate.veid(words[1])
+        return VERBS[words[0]](engine, veid, os.path.join(incoming, str(veid)))
+    except VEError as exc:
+        return _answer(False, str(exc))
+
+
+def _rsync_refusal(words, incoming):
+    """Why ``words`` is not an rsync server a migration may run here, or None."""
+    if len(words) < 5 or words[-2] != "." or not SHORT_OPTIONS.fullmatch(words[2]):
+        return "not a migration's rsync"
+    unknown = [word for word in words[3:-2] if word not in LONG_OPTIONS]
+    if unknown:
+        return f"rsync option {unknown[0]!r} is not taken"
+    target = DESTINATION.fullmatch(words[-1])
+    if not target or not os.path.isdir(os.path.join(incoming, target.group(1))):
+        return f"{words[-1]!r} is not a place for a VE being received"
+    return None
+
+
+def begin(engine, veid, staging):
+    if engine.layout.conf(veid).exists():
+        return _answer(False, f"VE {veid} already exists on this node")
+    shutil.rmtree(staging, ignore_errors=True)
+    os.mkdir(staging, 0o700)
+    return _answer(True)
+
+
+def restore(engine, veid, staging):
+    _place(engine, veid, staging)
+    try:
+        pid = engine.restore(veid)
+    except VEError:
+        _unplace(engine, veid, staging)
+        raise
+    _done(staging)
+    return _answer(True, init_pid=pid)
+
+
+def start(engine, veid, staging):
+    _place(engine, veid, staging)
+    try:
+        pid = engine.start(veid)
+    except VEError:
+        _unplace(engine, veid, staging)
+        raise
+    _done(staging)
+    return _answer(True, init_pid=pid)
+
+
+def place(engine, veid, staging):
+    _place(engine, veid, staging)
+    _done(staging)
+    return _answer(True)
+
+
+def abort(engine, veid, staging):
+    if os.path.exists(os.path.join(staging, PLACED)):
+        _unplace(engine, veid, staging)
+    shutil.rmtree(staging, ignore_errors=True)
+    return _answer(True)
+
+
+def status(engine, veid, staging):
+    exists = engine.layout.conf(veid).exists()
+    running = exists and engine.status(veid).state == "running"
+    return _answer(True, exists=exists, running=running)
+
+
+VERBS = {"begin": begin, "restore": restore, "start": start, "place": place, "abort": abort,
+         "status": status}
+
+
+def _place(engine, veid, staging):
+    """Move what the source sent into this node's VE_ROOT (its config written last)."""
+    from ..errors import AlreadyExists, NotFound
+    layout = engine.layout
+    if layout.conf(veid).exists():
+        raise AlreadyExists("the VE already exists on this node", veid)
+    conf = os.path.join(staging, "conf")
+    if not os.path.exists(conf):
+        raise NotFound("nothing was sent for this VE", veid)
+    _check_config(engine, veid, conf)
+    layout.ensure()
+    moves = [("private", layout.private(veid)), ("image", layout.image(veid)),
+             ("dump", layout.dump(veid)), ("counters", layout.counters(veid))]
+    for name, target in moves:
+        source = os.path.join(staging, name)
+        if os.path.lexists(source):
+            os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+            if os.path.isdir(target) and not os.path.islink(target):
+                shutil.rmtree(target)
+            os.rename(source, target)
+    layout.mountpoint(veid).mkdir(mode=0o700, exist_ok=True)
+    if layout.image(veid).exists():  # the image's mount point
+        layout.private(veid).mkdir(mode=0o700, exist_ok=True)
+    open(os.path.join(staging, PLACED), "w").close()
+    os.rename(conf, layout.conf(veid))
+
+
+def _check_config(engine, veid, path):
+    """A config pushed by another node gets what a VE of this node could have, no more:
+    its own VEID, an unprivileged user namespace, addresses no VE here has."""
+    from .. import config as conf
+    from ..errors import InvalidConfig
+    if os.path.islink(path) or not os.path.isfile(path):
+        raise InvalidConfig("the VE's config is not a file", veid)
+    cfg = conf.read(path)
+    if cfg.veid != veid:
+        raise InvalidConfig(f"the config sent is VE {cfg.veid}'s", veid)
+    if cfg.privileged:
+        raise InvalidConfig("a privileged VE (no user namespace) is not taken by migration: "
+                            "staff move it by hand", veid)
+    engine._check_ips_free(cfg)
+
+
+def _unplace(engine, veid, staging):
+    """Remove a VE placed from ``staging`` that did not come up (nothing else is touched)."""
+    if engine.layout.conf(veid).exists() and engine.status(veid).state != "running":
+        engine.destroy(veid)
+    try:
+        os.unlink(os.path.join(staging, PLACED))
+    except FileNotFoundError:
+        pass
+
+
+def _done(staging):
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _answer(ok, error=None, **values):
+    return {"ok": ok, **({"error": error} if error else {}), **values}
