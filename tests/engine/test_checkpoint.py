@@ -1,9 +1,6 @@
 """Checkpoint and restore with criu, on real VEs: what comes back, and what is refused."""
 
 import os
-import subprocess
-import sys
-import textwrap
 import time
 
 import pytest
@@ -11,6 +8,7 @@ import pytest
 from ve.config import Limits, VEConfig
 from ve.errors import NotFound, ResourceError, StateError, Unsupported
 
+from .tcpclient import HeldConnection
 from .conftest import vectl, wait_for
 from .test_watcher import watcher  # noqa: F401  (fixture)
 
@@ -154,34 +152,15 @@ def test_a_tcp_connection_from_outside_survives_hibernation(engine, hostnet):
     engine.create(VEConfig(veid, f"ckpt{veid}", "busybox", Limits(), ips=(ip,)))
     hostnet.engine("print(e.start(v['veid']))", veid=veid)
     engine.exec(veid, ["sh", "-c", "nc -l -p 7000 > /tmp/got 2>&1 &"])
-    client = subprocess.Popen(
-        ["nsenter", f"--net={hostnet.path}", sys.executable, "-c", textwrap.dedent(f"""
-            import socket, sys, time
-            for _ in range(50):
-                try:
-                    s = socket.create_connection(("{ip}", 7000), timeout=5)
-                    break
-                except OSError:
-                    time.sleep(0.1)
-            s.sendall(b"before\\n")
-            print("connected", flush=True)
-            sys.stdin.readline()
-            s.sendall(b"after\\n")
-            s.shutdown(socket.SHUT_WR)
-            print("rest", repr(s.recv(100)), flush=True)
-            """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    client = HeldConnection(hostnet.path, ip, 7000)
     try:
-        assert client.stdout.readline().strip() == "connected"
         hostnet.engine("e.hibernate(v['veid'])\nprint('null')", veid=veid)
         assert veth_count(hostnet, veid) == 0  # its network went with it
         time.sleep(0.5)
         hostnet.engine("print(e.start(v['veid']))", veid=veid)
-        client.stdin.write("go\n")
-        client.stdin.flush()
-        rest = client.stdout.readline()
-        assert client.wait(30) == 0 and rest.startswith("rest"), rest
+        assert client.finish(), "the connection did not survive"
     finally:
-        client.kill()
+        client.close()
     assert wait_for(lambda: engine.exec(veid, ["cat", "/tmp/got"]).stdout == b"before\nafter\n",
                     5), engine.exec(veid, ["cat", "/tmp/got"])
     assert hostnet.run("busybox", "ping", "-c", "1", "-W", "2", ip, check=False).returncode == 0

@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 import uuid
 
 import pytest
@@ -21,6 +20,7 @@ import pytest
 from ve import Engine
 from ve.config import Limits, VEConfig
 
+from .tcpclient import HeldConnection
 from .conftest import ROOT_DIR, _remove_cgroup_tree, wait_for
 from .hostnet import HostNet
 
@@ -152,33 +152,14 @@ def test_live_migration_keeps_processes_addresses_and_a_tcp_connection(fleet):
                                      "sleep 0.05; done >/dev/null 2>&1 &"])
     a.engine.exec(VEID, ["sh", "-c", "nc -l -p 7000 > /tmp/got 2>&1 &"])
     assert wait_for(lambda: reaches(dc, VE_IP), 10)
-    client = subprocess.Popen(
-        ["nsenter", f"--net={dc.path}", sys.executable, "-c", textwrap.dedent(f"""
-            import socket, sys, time
-            for _ in range(50):
-                try:
-                    s = socket.create_connection(("{VE_IP}", 7000), timeout=5)
-                    break
-                except OSError:
-                    time.sleep(0.1)
-            s.sendall(b"before\\n")
-            print("connected", flush=True)
-            sys.stdin.readline()
-            s.sendall(b"after\\n")
-            s.shutdown(socket.SHUT_WR)
-            print("rest", repr(s.recv(100)), flush=True)
-            """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    client = HeldConnection(dc.path, VE_IP, 7000)
     try:
-        assert client.stdout.readline().strip() == "connected"
         pids = a.engine.exec(VEID, ["ps", "-o", "pid,comm"]).stdout.decode()
         done = a.vectl("migrate", VEID, "--to", f"{b.address}:{PORT}")
         assert done["mode"] == "live" and done["downtime_s"] < done["total_s"], done
-        client.stdin.write("go\n")
-        client.stdin.flush()
-        rest = client.stdout.readline()
-        assert client.wait(30) == 0 and rest.startswith("rest"), rest
+        assert client.finish(), "the connection did not survive"
     finally:
-        client.kill()
+        client.close()
     assert on_host(a, VEID) == NOTHING
     assert b.engine.status(VEID).state == "running"
     assert wait_for(lambda: reaches(dc, VE_IP), 10)  # announced by B now
