@@ -13,8 +13,9 @@ from .conftest import vectl, wait_for
 from .test_watcher import watcher  # noqa: F401  (fixture)
 
 VEID, ROUTED = 151, (152, "198.18.7.52")
-COUNTER = ("i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done "
-           ">/dev/null 2>&1 &")
+# The count is replaced whole (a reader never sees it half written).
+COUNTER = ("i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new; "
+           "mv /tmp/count.new /tmp/count; sleep 0.05; done >/dev/null 2>&1 &")
 
 
 @pytest.fixture
@@ -33,13 +34,11 @@ def count(engine, veid=VEID):
 
 
 def processes(engine, veid=VEID):
-    """{pid inside: command} of the VE's own lasting processes (not what exec runs to
-    look, nor the counter's short sleeps)."""
+    """{pid inside: command} of the VE's lasting processes: init and its children (not
+    what exec runs to look, under its relay, nor the counter's passing forks)."""
     out = engine.exec(veid, ["ps", "-o", "pid,ppid,comm"]).stdout.decode().splitlines()[1:]
-    rows = [line.split() for line in out]
-    helpers = {pid for pid, _, comm in rows if comm == "vectl-relay"}
-    return {pid: comm for pid, ppid, comm in rows
-            if pid not in helpers and ppid not in helpers and comm != "sleep"}
+    return {pid: comm for pid, ppid, comm in (line.split() for line in out)
+            if ppid in ("0", "1") and comm != "vectl-relay"}
 
 
 def left_on_host(engine, veid=VEID):
