@@ -9,17 +9,14 @@ namespace, VE_ROOT and cgroup parent, and removes them after.
 
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ve import Engine, Limits, VEConfig  # noqa: E402
-from ve.storage import templates  # noqa: E402
+from ve import Limits, VEConfig  # noqa: E402
+from scratch import scratch_engine  # noqa: E402
 
 FLOODER, OTHER = 501, 502
 
@@ -53,15 +50,8 @@ def host_used():
 
 def main(count):
     os.environ["VE_WATCH"] = "off"
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    tmp = tempfile.mkdtemp(prefix="netflood-")
-    cache = os.path.join(tmp, "ve", "template", "cache")
-    os.makedirs(cache)
-    templates.build_busybox(cache)
-    top = f"netflood-{os.getpid()}"
-    engine = Engine(root=os.path.join(tmp, "ve"), cgroup_parent=f"{top}/ve")
-    result = {"bridges_asked": count}
-    try:
+    with scratch_engine("netflood") as engine:
+        result = {"bridges_asked": count}
         for veid, ip in ((FLOODER, "198.18.8.1"), (OTHER, "198.18.8.2")):
             engine.create(VEConfig(veid, f"f{veid}.example", "busybox",
                                    Limits(ram="2G", numproc=4096), ips=(ip,), layout="dir"))
@@ -106,20 +96,6 @@ def main(count):
         result["other_starts"] = len(latencies)
         result["other_start_max_s"] = round(max(latencies), 3)
         result["other_start_median_s"] = round(sorted(latencies)[len(latencies) // 2], 3)
-    finally:
-        for veid in (FLOODER, OTHER):
-            try:
-                engine.destroy(veid, timeout=1)
-            except Exception as exc:  # keep cleaning
-                print(f"destroy {veid}: {exc}", file=sys.stderr)
-        for hierarchy in os.listdir("/sys/fs/cgroup"):
-            path = os.path.join("/sys/fs/cgroup", hierarchy, top)
-            for sub in (os.path.join(path, "ve"), path):
-                try:
-                    os.rmdir(sub)
-                except OSError:
-                    pass
-        shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(result))
 
 

@@ -14,18 +14,15 @@ namespace, VE_ROOT and cgroup parent, and removes them after.
 
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ve import Engine, Limits, VEConfig, watch  # noqa: E402
+from ve import Limits, VEConfig  # noqa: E402
 from ve.net import netif  # noqa: E402
-from ve.storage import templates  # noqa: E402
+from scratch import scratch_engine  # noqa: E402
 
 VEID = 531
 
@@ -96,39 +93,14 @@ def one(engine, count, cap):
 def main(count, caps):
     os.environ["VE_WATCH"] = "auto"  # the engine starts the node watcher, which enforces
     os.environ["VE_LXCFS"] = "off"  # else its watcher starts the machine's /var/lib/lxcfs
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    tmp = tempfile.mkdtemp(prefix="netifcap-")
-    cache = os.path.join(tmp, "ve", "template", "cache")
-    os.makedirs(cache)
-    templates.build_busybox(cache)
-    top = f"netifcap-{os.getpid()}"
-    engine = Engine(root=os.path.join(tmp, "ve"), cgroup_parent=f"{top}/ve")
-    results = []
-    try:
+    with scratch_engine("netifcap") as engine:
+        results = []
         engine.create(VEConfig(VEID, "cap.example", "busybox",
                                Limits(ram="2G", numproc=4096), ips=("198.18.8.31",),
                                layout="dir"))
         for cap in caps:
             results.append(one(engine, count, cap))
             print(json.dumps(results[-1]), flush=True)
-    finally:
-        try:
-            engine.destroy(VEID, timeout=1)
-        except Exception as exc:  # keep cleaning
-            print(f"destroy: {exc}", file=sys.stderr)
-        try:
-            watch.request(engine.layout, {"op": "stop"})
-        except OSError:
-            pass
-        time.sleep(1)
-        for hierarchy in os.listdir("/sys/fs/cgroup"):
-            path = os.path.join("/sys/fs/cgroup", hierarchy, top)
-            for sub in (os.path.join(path, "ve"), path):
-                try:
-                    os.rmdir(sub)
-                except OSError:
-                    pass
-        shutil.rmtree(tmp, ignore_errors=True)
     return results
 
 

@@ -14,19 +14,16 @@ Run as root, alone:
 
 import json
 import os
-import shutil
 import socket
 import struct
-import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ve import Engine, Limits, VEConfig, watch  # noqa: E402
+from ve import Limits, VEConfig, watch  # noqa: E402
 from ve.net import nested  # noqa: E402
-from ve.storage import templates  # noqa: E402
+from scratch import scratch_engine  # noqa: E402
 
 VEID = 532
 KiB = 1024
@@ -89,39 +86,14 @@ def one(engine, count, watched):
 
 def main(count):
     os.environ["VE_LXCFS"] = "off"
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    tmp = tempfile.mkdtemp(prefix="netnscost-")
-    cache = os.path.join(tmp, "ve", "template", "cache")
-    os.makedirs(cache)
-    templates.build_busybox(cache)
-    top = f"netnscost-{os.getpid()}"
-    engine = Engine(root=os.path.join(tmp, "ve"), cgroup_parent=f"{top}/ve")
-    results = []
-    try:
+    with scratch_engine("netnscost") as engine:
+        results = []
         engine.create(VEConfig(VEID, "ns.example", "busybox",
                                Limits(ram="2G", numproc=4096), ips=("198.18.8.32",),
                                layout="dir"))
         for watched in (False, True):
             results.append(one(engine, count, watched))
             print(json.dumps(results[-1]), flush=True)
-    finally:
-        try:
-            engine.destroy(VEID, timeout=1)
-        except Exception as exc:  # keep cleaning
-            print(f"destroy: {exc}", file=sys.stderr)
-        try:
-            watch.request(engine.layout, {"op": "stop"})
-        except OSError:
-            pass
-        time.sleep(1)
-        for hierarchy in os.listdir("/sys/fs/cgroup"):
-            path = os.path.join("/sys/fs/cgroup", hierarchy, top)
-            for sub in (os.path.join(path, "ve"), path):
-                try:
-                    os.rmdir(sub)
-                except OSError:
-                    pass
-        shutil.rmtree(tmp, ignore_errors=True)
     return results
 
 

@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 import uuid
 
 import pytest
@@ -21,6 +20,8 @@ import pytest
 from ve import Engine
 from ve.config import Limits, VEConfig
 
+from .tcpclient import HeldConnection
+from .test_checkpoint import COUNTER
 from .conftest import ROOT_DIR, _remove_cgroup_tree, wait_for
 from .hostnet import HostNet
 
@@ -148,51 +149,34 @@ def test_live_migration_keeps_processes_addresses_and_a_tcp_connection(fleet):
     a, b, dc = fleet
     a.engine.create(VEConfig(VEID, "moving.example", "busybox", Limits(), ips=(VE_IP,)))
     a.net.engine("print(e.start(v['veid']))", veid=VEID)
-    a.engine.exec(VEID, ["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /tmp/count; "
-                                     "sleep 0.05; done >/dev/null 2>&1 &"])
+    a.engine.exec(VEID, ["sh", "-c", COUNTER])
     a.engine.exec(VEID, ["sh", "-c", "nc -l -p 7000 > /tmp/got 2>&1 &"])
     assert wait_for(lambda: reaches(dc, VE_IP), 10)
-    client = subprocess.Popen(
-        ["nsenter", f"--net={dc.path}", sys.executable, "-c", textwrap.dedent(f"""
-            import socket, sys, time
-            for _ in range(50):
-                try:
-                    s = socket.create_connection(("{VE_IP}", 7000), timeout=5)
-                    break
-                except OSError:
-                    time.sleep(0.1)
-            s.sendall(b"before\\n")
-            print("connected", flush=True)
-            sys.stdin.readline()
-            s.sendall(b"after\\n")
-            s.shutdown(socket.SHUT_WR)
-            print("rest", repr(s.recv(100)), flush=True)
-            """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    client = HeldConnection(dc.path, VE_IP, 7000)
     try:
-        assert client.stdout.readline().strip() == "connected"
-        pids = a.engine.exec(VEID, ["ps", "-o", "pid,comm"]).stdout.decode()
+        pids = a.engine.exec(VEID, ["ps", "-o", "pid,ppid,comm"]).stdout.decode()
         done = a.vectl("migrate", VEID, "--to", f"{b.address}:{PORT}")
         assert done["mode"] == "live" and done["downtime_s"] < done["total_s"], done
-        client.stdin.write("go\n")
-        client.stdin.flush()
-        rest = client.stdout.readline()
-        assert client.wait(30) == 0 and rest.startswith("rest"), rest
+        assert client.finish(), "the connection did not survive"
     finally:
-        client.kill()
+        client.close()
     assert on_host(a, VEID) == NOTHING
     assert b.engine.status(VEID).state == "running"
     assert wait_for(lambda: reaches(dc, VE_IP), 10)  # announced by B now
     got = b.engine.exec(VEID, ["cat", "/tmp/got"]).stdout
     assert got == b"before\nafter\n", got
-    now = b.engine.exec(VEID, ["ps", "-o", "pid,comm"]).stdout.decode()
+    now = b.engine.exec(VEID, ["ps", "-o", "pid,ppid,comm"]).stdout.decode()
     assert _lasting(now) == _lasting(pids), (pids, now)
     counted = int(b.engine.exec(VEID, ["cat", "/tmp/count"]).stdout)
     assert wait_for(lambda: int(b.engine.exec(VEID, ["cat", "/tmp/count"]).stdout) > counted, 5)
 
 
-def _lasting(ps, names=("init", "sh", "nc")):
-    """The (pid, command) rows of the processes that last (not the counter's sleeps)."""
-    return sorted(line.split() for line in ps.splitlines()[1:] if line.split()[1] in names)
+def _lasting(ps):
+    """The (pid, command) rows of init and its children (not the counter's passing forks,
+    nor what exec runs to look, under its relay)."""
+    rows = (line.split() for line in ps.splitlines()[1:])
+    return sorted((pid, comm) for pid, ppid, comm in rows
+                  if ppid in ("0", "1") and comm != "vectl-relay")
 
 
 def test_offline_migration_of_a_stopped_and_a_running_ve(fleet):
@@ -234,15 +218,15 @@ def test_a_failed_restore_at_the_target_brings_the_ve_back(fleet, monkeypatch):
     a.engine.create(VEConfig(VEID, "back.example", "busybox", Limits(), ips=(VE_IP,)))
     a.net.engine("print(e.start(v['veid']))", veid=VEID)
     a.engine.exec(VEID, ["sh", "-c", "sleep 900 >/dev/null 2>&1 &"])
-    before = a.engine.exec(VEID, ["ps", "-o", "pid,comm"]).stdout.decode()
+    before = a.engine.exec(VEID, ["ps", "-o", "pid,ppid,comm"]).stdout.decode()
     env = dict(os.environ, VE_ROOT=str(a.engine.layout.root),
                VE_CGROUP_PARENT=a.engine.cgroups.parent, PYTHONPATH=str(ROOT_DIR))
     out = a.net.run(sys.executable, "-m", "ve.cli", "migrate", str(VEID), "--to",
                     f"{b.address}:{PORT}", env=env, check=False)
     assert out.returncode != 0 and "back on this node" in out.stderr, out.stderr
     assert a.engine.status(VEID).state == "running"
-    after = a.engine.exec(VEID, ["ps", "-o", "pid,comm"]).stdout.decode()
-    assert _lasting(after, ("init", "sleep")) == _lasting(before, ("init", "sleep"))
+    after = a.engine.exec(VEID, ["ps", "-o", "pid,ppid,comm"]).stdout.decode()
+    assert _lasting(after) == _lasting(before)
     assert on_host(b, VEID) == NOTHING
     assert not os.path.exists(b.engine.layout.root / "incoming" / str(VEID))
     assert wait_for(lambda: reaches(dc, VE_IP), 10)

@@ -46,41 +46,45 @@ class CheckpointMixin:
         (hibernation: its next start resumes it). Return a dict of figures."""
         veid = validate.veid(veid)
         with self._lock(veid):
-            cfg = self._read_config(veid)
-            record = self._running_init(veid)
-            if record is None:
-                raise StateError("the VE is not running", veid)
-            refusal = undumpable(self.cgroups.pids(str(veid)), record.pid)
-            if refusal:
-                raise Unsupported(f"cannot checkpoint: {refusal}; the VE runs on", veid)
-            images = self.layout.dump(veid)
-            staging = images.with_name(f"{veid}.new")
-            _fresh_dir(staging)
-            if stop:
-                self._net_save_counters(cfg)  # the link goes with the dumped VE
-            try:
-                timing = criu.dump(paths.criu_binary(), record.pid, staging,
-                                   leave_running=not stop)
-            except criu.CriuFailed as exc:
-                _keep_log(staging, images.with_name(f"{veid}.dump.log"))
-                shutil.rmtree(staging, ignore_errors=True)
-                alive = self._running_init(veid) is not None
-                raise ResourceError(f"checkpoint failed: {exc.cause}; "
-                                    f"{'the VE runs on' if alive else 'the VE stopped'}",
-                                    veid) from exc
-            if record.watched:
-                _notifications_let_through(staging)
-            _write_meta(staging, {"veid": veid, "stopped": stop, "time": time.time(),
-                                  "ips": list(cfg.ips), "netmode": cfg.netmode})
-            with host_errors(veid, "cannot keep the checkpoint"):
-                shutil.rmtree(images, ignore_errors=True)
-                os.rename(staging, images)
-            if stop:
-                self._stop(veid, 0, fast=True)  # what the dumped VE left on the host
-            log.info("VE %s checkpointed%s in %.2f s (frozen %s ms)", veid,
-                     " and stopped" if stop else "", timing.seconds, timing.frozen_ms)
-            return {"seconds": round(timing.seconds, 3), "frozen_ms": timing.frozen_ms,
-                    "stopped": stop, "bytes": _size(images)}
+            return self._checkpoint(veid, stop)
+
+    def _checkpoint(self, veid, stop):
+        """``checkpoint`` under the VE's lock, held by the caller."""
+        cfg = self._read_config(veid)
+        record = self._running_init(veid)
+        if record is None:
+            raise StateError("the VE is not running", veid)
+        refusal = undumpable(self.cgroups.pids(str(veid)), record.pid)
+        if refusal:
+            raise Unsupported(f"cannot checkpoint: {refusal}; the VE runs on", veid)
+        images = self.layout.dump(veid)
+        staging = images.with_name(f"{veid}.new")
+        _fresh_dir(staging)
+        if stop:
+            self._net_save_counters(cfg)  # the link goes with the dumped VE
+        try:
+            timing = criu.dump(paths.criu_binary(), record.pid, staging,
+                               leave_running=not stop)
+        except criu.CriuFailed as exc:
+            _keep_log(staging, images.with_name(f"{veid}.dump.log"))
+            shutil.rmtree(staging, ignore_errors=True)
+            alive = self._running_init(veid) is not None
+            raise ResourceError(f"checkpoint failed: {exc.cause}; "
+                                f"{'the VE runs on' if alive else 'the VE stopped'}",
+                                veid) from exc
+        if record.watched:
+            _notifications_let_through(staging)
+        _write_meta(staging, {"veid": veid, "stopped": stop, "time": time.time(),
+                              "ips": list(cfg.ips), "netmode": cfg.netmode})
+        with host_errors(veid, "cannot keep the checkpoint"):
+            shutil.rmtree(images, ignore_errors=True)
+            os.rename(staging, images)
+        if stop:
+            self._stop(veid, 0, fast=True)  # what the dumped VE left on the host
+        log.info("VE %s checkpointed%s in %.2f s (frozen %s ms)", veid,
+                 " and stopped" if stop else "", timing.seconds, timing.frozen_ms)
+        return {"seconds": round(timing.seconds, 3), "frozen_ms": timing.frozen_ms,
+                "stopped": stop, "bytes": _size(images)}
 
     def hibernate(self, veid):
         """OpenVZ's suspend: checkpoint to disk and stop; ``start``/``resume`` bring it back."""

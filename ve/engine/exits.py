@@ -66,7 +66,7 @@ def _halt_path(layout, veid):
 class ExitMixin:
     """``reap`` and the event journal of the Engine."""
 
-    def reap(self, veid, record, watched_end=False, netns_fd=None):
+    def reap(self, veid, record, watched_end=False, netns_fd=None, restart_in_child=False):
         """Clean up after VE ``veid`` whose init ``record`` has ended; return its event.
 
         Returns None if the VE is not in that state any more (the host stopped
@@ -74,6 +74,9 @@ class ExitMixin:
         happen (so an end without a noted reboot or power-off is a crash).
         ``netns_fd``: the VE's network namespace, which the caller held open
         (its devices are then removed without stalling the node, see ve/net/teardown).
+        ``restart_in_child``: a VE to start again is started by a `vectl start` child
+        process, after the lock is let go: a caller with other threads running Python
+        must not fork (see ``BootMixin._start_in_children``).
         """
         with self._lock(veid):
             current = state.read_init(self.layout.state(veid))
@@ -88,14 +91,21 @@ class ExitMixin:
             self._stop(veid, 0, fast=True, netns_fd=netns_fd)  # host side, cgroups, disk, run
             _forget(_halt_path(self.layout, veid))
             new_pid, error = None, ""
-            if reason in RESTARTED and cfg is not None:
+            restart = reason in RESTARTED and cfg is not None
+            if restart and not restart_in_child:
                 try:
                     new_pid = self._start(cfg)
                 except VEError as exc:
                     error = exc.message
                     log.warning("VE %s ended (%s) but could not start again: %s",
                                 veid, reason, exc)
-            return self._record_event(veid, reason, current.pid, new_pid, error)
+            if not (restart and restart_in_child):
+                return self._record_event(veid, reason, current.pid, new_pid, error)
+        if not self._start_in_children([veid], 1):
+            error = "it could not start again (the node's log says why)"
+        again = self._running_init(veid)
+        return self._record_event(veid, reason, current.pid, again.pid if again else None,
+                                  error)
 
     def settling(self, veid):
         """True while VE ``veid`` is between states on the node: an action holds its

@@ -123,10 +123,13 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
         """Stop the VE and remove all its files; a missing VE is a no-op."""
         veid = validate.veid(veid)
         with self._lock(veid):
-            self._stop(veid, timeout, fast=True)
-            with host_errors(veid, "cannot remove the VE's files"):
-                self._remove_files(veid)
-                state.forget_init(self.layout.state(veid))
+            self._destroy(veid, timeout)
+
+    def _destroy(self, veid, timeout):
+        self._stop(veid, timeout, fast=True)
+        with host_errors(veid, "cannot remove the VE's files"):
+            self._remove_files(veid)
+            state.forget_init(self.layout.state(veid))
 
     def set(self, veid, hostname=None, ipadd=(), ipdel=(), nameservers=None, netmode=None,
             bridge=None, onboot=None, bootorder=None, seccomp_allow=None, **limits):

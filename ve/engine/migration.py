@@ -18,8 +18,9 @@ import subprocess
 import time
 
 from .. import validate
-from ..errors import ResourceError, StateError, Unsupported
+from ..errors import ResourceError, Unsupported, VEError
 from ..log import get as get_logger
+from .timeouts import STOP_TIMEOUT
 
 log = get_logger(__name__)
 
@@ -32,26 +33,29 @@ class MigrationFailed(ResourceError):
 
 
 class MigrateMixin:
-    """``migrate`` of the Engine (needs checkpoint, restore, start, stop, destroy)."""
+    """``migrate`` of the Engine (the lock-free steps of checkpoint, restore, start,
+    stop and destroy, under one hold of the VE's lock)."""
 
     def migrate(self, veid, target, live=True):
         """Move VE ``veid`` to the node whose migration sshd is ``target`` (host:port).
 
         Return a dict: mode ("live" or "offline"), why_offline, downtime_s (the VE
-        ran nowhere), total_s, precopy_s. Raise MigrationFailed with the VE back here
-        (as it was: running or stopped) when a step fails.
+        ran nowhere), total_s, precopy_s. Raise MigrationFailed, with the VE back here
+        as it was (running or stopped), when a step fails. The VE's lock is held
+        throughout: nothing else here may start it meanwhile.
         """
         veid = validate.veid(veid)
-        cfg = self._read_config(veid)
-        channel = _Channel(self.layout, target)
-        started = time.monotonic()
-        was_running = self._running_init(veid) is not None
+        with self._lock(veid):
+            return self._migrate(self._read_config(veid), _Channel(self.layout, target), live)
+
+    def _migrate(self, cfg, channel, live):
+        veid, started = cfg.veid, time.monotonic()
+        record = self._running_init(veid)
+        was_running = record is not None
         why_offline = None if live or not was_running else "asked for"
         if was_running and live:
             from .checkpoint import undumpable
-            record = self._running_init(veid)
-            why_offline = undumpable(self.cgroups.pids(str(veid)), record.pid) if record \
-                else None
+            why_offline = undumpable(self.cgroups.pids(str(veid)), record.pid)
         mode = "live" if was_running and why_offline is None else "offline"
         channel.verb("begin", veid)
         try:
@@ -64,7 +68,7 @@ class MigrateMixin:
         frozen = time.monotonic()
         if mode == "live":
             try:
-                self.hibernate(veid)
+                self._checkpoint(veid, stop=True)
             except (Unsupported, ResourceError) as exc:
                 if self._running_init(veid) is None:
                     channel.abort(veid)
@@ -72,7 +76,7 @@ class MigrateMixin:
                 mode, why_offline = "offline", exc.message
                 frozen = time.monotonic()
         if mode == "offline" and was_running:
-            self.stop(veid)
+            self._stop(veid, STOP_TIMEOUT, fast=False)
         try:
             self._send_disk(channel, cfg, final=True)
             if mode == "live":
@@ -84,15 +88,14 @@ class MigrateMixin:
                 channel.verb("restore" if mode == "live" else "start", veid)
         except ResourceError as exc:
             channel.abort(veid)
-            self._come_back(veid, mode, was_running)
             how = mode + (f", {why_offline}" if mode == "offline" and why_offline else "")
-            raise MigrationFailed(f"migration ({how}) failed: {exc.message}; the VE is back "
-                                  "on this node", veid) from exc
+            raise MigrationFailed(f"migration ({how}) failed: {exc.message}; "
+                                  f"{self._come_back(cfg, mode, was_running)}", veid) from exc
         downtime = time.monotonic() - frozen
-        self.destroy(veid)  # its files, checkpoint and host side here
+        self._destroy(veid, 0)  # its files, checkpoint and host side here
         total = time.monotonic() - started
-        log.info("VE %s moved to %s (%s) in %.1f s, %.2f s of downtime", veid, target, mode,
-                 total, downtime)
+        log.info("VE %s moved to %s (%s) in %.1f s, %.2f s of downtime", veid,
+                 channel.target, mode, total, downtime)
         return {"mode": mode, "why_offline": why_offline,
                 "downtime_s": round(downtime, 3) if was_running else None,
                 "total_s": round(total, 3), "precopy_s": round(precopy, 3)}
@@ -114,15 +117,20 @@ class MigrateMixin:
         if self.layout.counters(veid).exists():
             channel.rsync([str(self.layout.counters(veid))], f"{veid}/counters")
 
-    def _come_back(self, veid, mode, was_running):
-        """After a failed move: the VE runs here again (if it ran), from its checkpoint."""
+    def _come_back(self, cfg, mode, was_running):
+        """After a failed move: the VE runs here again if it ran (from its checkpoint,
+        if it has one). Return what became of it, for the error."""
+        if not was_running:
+            return "the VE stays here, stopped"
         try:
             if mode == "live":
-                self.restore(veid)
-            elif was_running:
-                self.start(veid)
-        except StateError:
-            pass  # it runs already
+                self._restore(cfg)
+            else:
+                self._start(cfg)
+        except VEError as exc:
+            log.error("VE %s: failed to move and to come back: %s", cfg.veid, exc)
+            return f"and it could not run here again ({exc.message}): start it"
+        return "the VE is back on this node"
 
 
 class _Channel:

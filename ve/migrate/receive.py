@@ -80,20 +80,18 @@ def begin(engine, veid, staging):
 
 
 def restore(engine, veid, staging):
-    _place(engine, veid, staging)
-    try:
-        pid = engine.restore(veid)
-    except VEError:
-        _unplace(engine, veid, staging)
-        raise
-    _done(staging)
-    return _answer(True, init_pid=pid)
+    return _bring_up(engine, veid, staging, engine.restore)
 
 
 def start(engine, veid, staging):
+    return _bring_up(engine, veid, staging, engine.start)
+
+
+def _bring_up(engine, veid, staging, verb):
+    """Put the VE in place and restore or start it; on failure nothing stays placed."""
     _place(engine, veid, staging)
     try:
-        pid = engine.start(veid)
+        pid = verb(veid)
     except VEError:
         _unplace(engine, veid, staging)
         raise

@@ -313,7 +313,9 @@ class Watcher(ClientsMixin, NotificationsMixin):
         def work():
             try:
                 held = holding.netns_fd if holding is not None else None
-                return self.engine.reap(veid, record, watched_end=watched_end, netns_fd=held)
+                # Restarted by a child process: this one has threads running Python.
+                return self.engine.reap(veid, record, watched_end=watched_end, netns_fd=held,
+                                        restart_in_child=True)
             finally:
                 if holding is not None and holding.netns_fd is not None:
                     os.close(holding.netns_fd)
