@@ -130,7 +130,8 @@ def reaches(dc, ip):
 
 
 def on_host(node, veid):
-    """What a node has of the VE: files, cgroup, links, routes, proxy entries."""
+    """What a node has of the VE: files, cgroup, links, routes, proxy entries, loop
+    devices on its image."""
     layout = node.engine.layout
     return {
         "files": [str(p) for p in (layout.conf(veid), layout.private(veid), layout.image(veid),
@@ -139,10 +140,24 @@ def on_host(node, veid):
         "link": f"veth{veid}" in node.net.run("ip", "-o", "link").stdout,
         "route": VE_IP in node.net.run("ip", "route").stdout,
         "proxy": VE_IP in node.net.run("ip", "neigh", "show", "proxy").stdout,
+        "loop": _loop_devices_of(layout.image(veid)),
     }
 
 
-NOTHING = {"files": [], "cgroup": False, "link": False, "route": False, "proxy": False}
+def _loop_devices_of(image):
+    found = []
+    for name in os.listdir("/sys/block"):
+        try:
+            with open(f"/sys/block/{name}/loop/backing_file") as f:
+                if f.read().strip().startswith(str(image)):
+                    found.append(name)
+        except OSError:
+            continue
+    return found
+
+
+NOTHING = {"files": [], "cgroup": False, "link": False, "route": False, "proxy": False,
+           "loop": []}
 
 
 def test_live_migration_keeps_processes_addresses_and_a_tcp_connection(fleet):
@@ -155,6 +170,8 @@ def test_live_migration_keeps_processes_addresses_and_a_tcp_connection(fleet):
     client = HeldConnection(dc.path, VE_IP, 7000)
     try:
         pids = a.engine.exec(VEID, ["ps", "-o", "pid,ppid,comm"]).stdout.decode()
+        assert all(on_host(a, VEID)[what] for what in ("files", "cgroup", "link", "route",
+                                                         "proxy", "loop"))  # it can fail
         done = a.vectl("migrate", VEID, "--to", f"{b.address}:{PORT}")
         assert done["mode"] == "live" and done["downtime_s"] < done["total_s"], done
         assert client.finish(), "the connection did not survive"
