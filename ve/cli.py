@@ -303,7 +303,8 @@ def cmd_migration(engine, args, as_json):
         return _done(as_json, {"known": args.first}, f"{args.first} recorded")
     if args.action == "receive":
         from .migrate import receive
-        answer = receive.handle(engine, os.environ.get("SSH_ORIGINAL_COMMAND", ""))
+        answer = receive.handle(engine, os.environ.get("SSH_ORIGINAL_COMMAND", ""),
+                                sys.stdin.buffer)
         if answer.get("exec"):
             os.chdir(answer["cwd"])
             os.execv(answer["exec"][0], answer["exec"])

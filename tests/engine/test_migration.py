@@ -130,7 +130,8 @@ def reaches(dc, ip):
 
 
 def on_host(node, veid):
-    """What a node has of the VE: files, cgroup, links, routes, proxy entries."""
+    """What a node has of the VE: files, cgroup, links, routes, proxy entries, loop
+    devices on its image."""
     layout = node.engine.layout
     return {
         "files": [str(p) for p in (layout.conf(veid), layout.private(veid), layout.image(veid),
@@ -139,10 +140,24 @@ def on_host(node, veid):
         "link": f"veth{veid}" in node.net.run("ip", "-o", "link").stdout,
         "route": VE_IP in node.net.run("ip", "route").stdout,
         "proxy": VE_IP in node.net.run("ip", "neigh", "show", "proxy").stdout,
+        "loop": _loop_devices_of(layout.image(veid)),
     }
 
 
-NOTHING = {"files": [], "cgroup": False, "link": False, "route": False, "proxy": False}
+def _loop_devices_of(image):
+    found = []
+    for name in os.listdir("/sys/block"):
+        try:
+            with open(f"/sys/block/{name}/loop/backing_file") as f:
+                if f.read().strip().startswith(str(image)):
+                    found.append(name)
+        except OSError:
+            continue
+    return found
+
+
+NOTHING = {"files": [], "cgroup": False, "link": False, "route": False, "proxy": False,
+           "loop": []}
 
 
 def test_live_migration_keeps_processes_addresses_and_a_tcp_connection(fleet):
@@ -155,8 +170,13 @@ def test_live_migration_keeps_processes_addresses_and_a_tcp_connection(fleet):
     client = HeldConnection(dc.path, VE_IP, 7000)
     try:
         pids = a.engine.exec(VEID, ["ps", "-o", "pid,ppid,comm"]).stdout.decode()
+        assert all(on_host(a, VEID)[what] for what in ("files", "cgroup", "link", "route",
+                                                         "proxy", "loop"))  # it can fail
         done = a.vectl("migrate", VEID, "--to", f"{b.address}:{PORT}")
         assert done["mode"] == "live" and done["downtime_s"] < done["total_s"], done
+        # Same PIDs inside (looked at while nc still holds the connection: it ends with it).
+        now = b.engine.exec(VEID, ["ps", "-o", "pid,ppid,comm"]).stdout.decode()
+        assert _lasting(now) == _lasting(pids), (pids, now)
         assert client.finish(), "the connection did not survive"
     finally:
         client.close()
@@ -165,8 +185,6 @@ def test_live_migration_keeps_processes_addresses_and_a_tcp_connection(fleet):
     assert wait_for(lambda: reaches(dc, VE_IP), 10)  # announced by B now
     got = b.engine.exec(VEID, ["cat", "/tmp/got"]).stdout
     assert got == b"before\nafter\n", got
-    now = b.engine.exec(VEID, ["ps", "-o", "pid,ppid,comm"]).stdout.decode()
-    assert _lasting(now) == _lasting(pids), (pids, now)
     counted = int(b.engine.exec(VEID, ["cat", "/tmp/count"]).stdout)
     assert wait_for(lambda: int(b.engine.exec(VEID, ["cat", "/tmp/count"]).stdout) > counted, 5)
 

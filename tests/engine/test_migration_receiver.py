@@ -63,3 +63,72 @@ def test_an_address_of_a_ve_of_this_node_is_not_taken(engine):
     assert not engine.layout.conf(171).exists()
     assert answer(receive(engine, "begin 173")) == {"ok": False, "error":
                                                     "VE 173 already exists on this node"}
+
+
+def sparse_image(path, size, chunks):
+    """A sparse file of ``size`` bytes with random data at each of ``chunks``."""
+    from ve.migrate.blocks import CHUNK
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for index in chunks:
+            f.seek(index * CHUNK + 100)
+            f.write(os.urandom(5000))
+    return path
+
+
+def sync(source, target):
+    """One pass of the chunk copy; the bytes of data it sent."""
+    import io
+    from ve.migrate import blocks
+    stream = io.BytesIO()
+    sent = blocks.send(source, blocks.digests(target), stream)
+    stream.seek(0)
+    blocks.receive(target, stream)
+    return sent
+
+
+def test_an_image_is_copied_by_the_chunks_that_hold_data_then_by_the_changed_ones(tmp_path):
+    from ve.migrate.blocks import CHUNK
+    source = sparse_image(tmp_path / "a.img", 2 << 30, (0, 7, 300))
+    target = tmp_path / "b.img"
+    assert sync(source, target) == 3 * CHUNK  # 3 chunks of a 2 GiB file, not 2 GiB
+    assert target.read_bytes() == source.read_bytes()
+    assert os.stat(target).st_blocks * 512 <= 4 * CHUNK  # still sparse
+    # The VE writes one chunk and frees (punches) another: only that goes again.
+    with open(source, "r+b") as f:
+        f.seek(7 * CHUNK + 10)
+        f.write(b"changed")
+    subprocess.run(["fallocate", "--punch-hole", "--offset", str(300 * CHUNK), "--length",
+                    str(CHUNK), str(source)], check=True)
+    assert sync(source, target) == CHUNK
+    assert target.read_bytes() == source.read_bytes()
+    assert sync(source, target) == 0  # nothing left to send
+
+
+@pytest.mark.parametrize("stream", [
+    b"",  # nothing
+    (2**60).to_bytes(8, "little"),  # absurd size
+    (1 << 20).to_bytes(8, "little") + (5).to_bytes(8, "little") + (1).to_bytes(4, "little")
+    + b"x",  # a chunk past the end
+    (8 << 20).to_bytes(8, "little") + (0).to_bytes(8, "little") + (100).to_bytes(4, "little")
+    + b"short",  # the stream ends inside a chunk
+])
+def test_a_bad_image_stream_is_refused(tmp_path, stream):
+    import io
+    from ve.migrate import blocks
+    with pytest.raises(ValueError):
+        blocks.receive(tmp_path / "b.img", io.BytesIO(stream))
+
+
+def test_the_image_verbs_want_a_begun_receipt_and_refuse_a_symlink(engine, tmp_path):
+    assert not answer(receive(engine, "digests 171"))["ok"]  # nothing begun
+    assert answer(receive(engine, "begin 171"))["ok"]
+    os.symlink("/etc/passwd", engine.layout.root / "incoming" / "171" / "image")
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT_DIR),
+           "VE_ROOT": str(engine.layout.root), "VE_CGROUP_PARENT": engine.cgroups.parent,
+           "SSH_ORIGINAL_COMMAND": "patch 171"}
+    done = subprocess.run([sys.executable, "-s", "-m", "ve.cli", "migration", "receive"],
+                          env=env, input=(4096).to_bytes(8, "little") + (2**64 - 1).to_bytes(
+                              8, "little") + bytes(4), capture_output=True, timeout=60)
+    assert done.returncode != 0 and b"image not taken" in done.stdout, done
+    assert os.path.getsize("/etc/passwd") != 4096

@@ -14,6 +14,8 @@ for in SSH_ORIGINAL_COMMAND; ``handle`` answers it. Only these are taken:
     abort VEID             forget incoming/VEID, and a VE placed from it that
                            does not run
     status VEID            {"exists", "running"}
+    digests VEID           the chunks of incoming/VEID/image that hold data
+    patch VEID             change that image by the stream on stdin
 
 Each verb but rsync is answered with one JSON line; the exit status is 0 on success.
 """
@@ -24,18 +26,19 @@ import shlex
 import shutil
 
 from .. import validate
+from . import blocks
 from ..errors import VEError
 
 # What the sending engine's rsync asks of the server (ve/engine/migration.py), and no
 # more: the short options as one bundle (before "e."), then these long ones. (Debian's
 # rrsync does this kind of check, but its 3.5 fails to replace a file in place.)
-SHORT_OPTIONS = re.compile(r"-[lHogDtpAXrSI]+e\.[A-Za-z]+")
+SHORT_OPTIONS = re.compile(r"-[lHogDtpAXrS]+e\.[A-Za-z]+")
 LONG_OPTIONS = {"--timeout=60", "--delete", "--partial", "--numeric-ids"}
-DESTINATION = re.compile(r"([0-9]{1,10})/(private/|image|dump/|conf|counters)")
+DESTINATION = re.compile(r"([0-9]{1,10})/(private/)?")
 PLACED = ".placed"  # in incoming/VEID: the VE was put in place from it
 
 
-def handle(engine, command):
+def handle(engine, command, stdin=None):
     """Answer one request (``command``: SSH_ORIGINAL_COMMAND) as a dict: {"ok", ...}.
 
     An rsync that may run is answered {"ok": True, "exec": argv, "cwd": directory}:
@@ -49,11 +52,16 @@ def handle(engine, command):
         if refusal:
             return _answer(False, f"refused: {refusal}")
         return _answer(True, exec=["/usr/bin/rsync", *words[1:]], cwd=incoming)
-    if len(words) != 2 or words[0] not in VERBS:
+    if len(words) != 2 or words[0] not in {**VERBS, **STREAMED}:
         return _answer(False, f"refused: {' '.join(words)[:80]!r} is not a migration verb")
     try:
         veid = validate.veid(words[1])
-        return VERBS[words[0]](engine, veid, os.path.join(incoming, str(veid)))
+        staging = os.path.join(incoming, str(veid))
+        if words[0] in STREAMED:
+            if not os.path.isdir(staging):
+                return _answer(False, f"nothing is being received for VE {veid}")
+            return STREAMED[words[0]](os.path.join(staging, "image"), stdin)
+        return VERBS[words[0]](engine, veid, staging)
     except VEError as exc:
         return _answer(False, str(exc))
 
@@ -120,6 +128,25 @@ def status(engine, veid, staging):
 
 VERBS = {"begin": begin, "restore": restore, "start": start, "place": place, "abort": abort,
          "status": status}
+
+
+def image_digests(path, stdin):
+    try:
+        return _answer(True, **blocks.digests(path))
+    except OSError as exc:  # a symlink planted there (O_NOFOLLOW), say
+        return _answer(False, f"image not readable: {exc}")
+
+
+def image_patch(path, stdin):
+    try:
+        blocks.receive(path, stdin)
+    except (OSError, ValueError) as exc:
+        return _answer(False, f"image not taken: {exc}")
+    return _answer(True)
+
+
+# The disk image in incoming/VEID, chunk by chunk (ve/migrate/blocks.py).
+STREAMED = {"digests": image_digests, "patch": image_patch}
 
 
 def _place(engine, veid, staging):
