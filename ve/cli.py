@@ -282,6 +282,7 @@ MIGRATION_ACTIONS = {
     "allow": "allow KEY: let the node holding KEY push VEs here",
     "know": "know HOST:PORT HOSTKEY: record the migration sshd of another node",
     "serve": "serve HOST:PORT: run this node's migration sshd (foreground)",
+    "settle": "settle VEID: finish or roll back a move of VEID that was cut off",
     "receive": "what that sshd runs for a trusted node (SSH_ORIGINAL_COMMAND)",
 }
 
@@ -301,6 +302,12 @@ def cmd_migration(engine, args, as_json):
     if args.action == "know" and args.first and args.second:
         identity.know_host(layout, args.first, args.second)
         return _done(as_json, {"known": args.first}, f"{args.first} recorded")
+    if args.action == "settle" and args.first:
+        outcome = engine.settle_migration(args.first)
+        text = {"there": f"VE {args.first} runs on the node it was moving to",
+                "here": f"VE {args.first} is back on this node",
+                None: f"no move of VE {args.first} was under way"}[outcome]
+        return _done(as_json, {"veid": int(args.first), "settled": outcome}, text)
     if args.action == "receive":
         from .migrate import receive
         answer = receive.handle(engine, os.environ.get("SSH_ORIGINAL_COMMAND", ""),

@@ -19,6 +19,7 @@ import pytest
 
 from ve import Engine
 from ve.config import Limits, VEConfig
+from ve.errors import StateError
 
 from .tcpclient import HeldConnection
 from .test_checkpoint import COUNTER
@@ -247,4 +248,62 @@ def test_a_failed_restore_at_the_target_brings_the_ve_back(fleet, monkeypatch):
     assert _lasting(after) == _lasting(before)
     assert on_host(b, VEID) == NOTHING
     assert not os.path.exists(b.engine.layout.root / "incoming" / str(VEID))
+    assert wait_for(lambda: reaches(dc, VE_IP), 10)
+
+
+def _mover_dies_at(node, step, target):
+    """Run ``migrate`` on ``node`` in a process that dies (as by kill -9: no clean-up,
+    no finally) when it reaches the engine step ``step``."""
+    code = (f"import os\ne.{step} = lambda *a, **k: os._exit(137)\n"
+            f"e.migrate(v['veid'], v['to'])\n")
+    prelude = (f"from ve import Engine\ne = Engine(root={str(node.engine.layout.root)!r}, "
+               f"cgroup_parent={node.engine.cgroups.parent!r})\n"
+               f"v = {{'veid': {VEID}, 'to': {target!r}}}\n")
+    out = node.net.run(sys.executable, "-c", prelude + code,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT_DIR)), check=False)
+    assert out.returncode == 137, out.stderr
+
+
+def _running_counter(a, dc, hostname):
+    a.engine.create(VEConfig(VEID, hostname, "busybox", Limits(), ips=(VE_IP,)))
+    a.net.engine("print(e.start(v['veid']))", veid=VEID)
+    a.engine.exec(VEID, ["sh", "-c", COUNTER])
+    assert wait_for(lambda: reaches(dc, VE_IP), 10)
+    return a.engine.exec(VEID, ["ps", "-o", "pid,ppid,comm"]).stdout.decode()
+
+
+def test_a_mover_killed_once_the_target_runs_the_ve_is_finished_there(fleet):
+    """Killed after the target restored the VE, before the source let go of its copy:
+    the next migrate finds the move done and removes the copy (never two VEs)."""
+    a, b, dc = fleet
+    before = _running_counter(a, dc, "killed-late.example")
+    target = f"{b.address}:{PORT}"
+    _mover_dies_at(a, "_destroy", target)
+    assert a.engine.migration_in_flight(VEID) == {"target": target, "was_running": True}
+    assert b.engine.status(VEID).state == "running"
+    done = a.vectl("migrate", VEID, "--to", target)
+    assert done["mode"] == "settled", done
+    assert on_host(a, VEID) == NOTHING and a.engine.migration_in_flight(VEID) is None
+    after = b.engine.exec(VEID, ["ps", "-o", "pid,ppid,comm"]).stdout.decode()
+    assert _lasting(after) == _lasting(before)
+    assert wait_for(lambda: reaches(dc, VE_IP), 10)
+
+
+def test_a_mover_killed_while_the_ve_is_frozen_rolls_back(fleet):
+    """Killed between the checkpoint and the target's restore: settling brings the VE
+    back here from its checkpoint, same processes, and the target forgets it."""
+    a, b, dc = fleet
+    before = _running_counter(a, dc, "killed-early.example")
+    _mover_dies_at(a, "_send_state", f"{b.address}:{PORT}")
+    assert a.engine.status(VEID).state == "stopped" and a.engine.hibernated(VEID)
+    with pytest.raises(StateError, match="cut off"):  # it might run at the target
+        a.engine.start(VEID)
+    assert os.path.exists(b.engine.layout.root / "incoming" / str(VEID))
+    assert a.vectl("migration", "settle", VEID)["settled"] == "here"
+    assert a.engine.status(VEID).state == "running"
+    after = a.engine.exec(VEID, ["ps", "-o", "pid,ppid,comm"]).stdout.decode()
+    assert _lasting(after) == _lasting(before)
+    assert on_host(b, VEID) == NOTHING
+    assert not os.path.exists(b.engine.layout.root / "incoming" / str(VEID))
+    assert a.vectl("migration", "settle", VEID)["settled"] is None
     assert wait_for(lambda: reaches(dc, VE_IP), 10)

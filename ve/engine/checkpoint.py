@@ -103,6 +103,7 @@ class CheckpointMixin:
                 raise StateError("the VE is running: stop it to restore its checkpoint", veid)
             if self.checkpoint_info(veid) is None:
                 raise NotFound("the VE has no checkpoint", veid)
+            self._refuse_if_moving(veid)
             return self._restore(cfg)
 
     resume = restore

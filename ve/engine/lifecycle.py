@@ -99,7 +99,9 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
         """Start the VE; starting a running VE is a no-op. Return its init PID."""
         veid = validate.veid(veid)
         with self._lock(veid):
-            return self._start(self._read_config(veid))
+            cfg = self._read_config(veid)
+            self._refuse_if_moving(veid)
+            return self._start(cfg)
 
     def stop(self, veid, timeout=STOP_TIMEOUT, fast=False):
         """Stop the VE: ask its init to shut down, kill what is left after ``timeout`` s.

@@ -8,6 +8,12 @@ on the target. The VE runs on exactly one node at any moment. If any step
 fails, the target forgets what it got and the VE comes back here (restored
 from its checkpoint, or started) before the error is raised.
 
+While a move is under way, VE_ROOT/outgoing/VEID.json says where to and how
+far it got. If the process moving it dies (kill -9 of a node's worker), the
+next ``migrate`` or ``settle_migration`` of that VE finishes the move (the
+target runs it: the copy here goes) or rolls it back (the target forgets it and
+the VE runs here again): never on two nodes, never on none.
+
 The channel is the target's migration sshd (``ve/migrate``), reached with this
 node's key and a host key recorded beforehand; on one machine the simulated
 nodes use the same path.
@@ -20,7 +26,7 @@ import subprocess
 import time
 
 from .. import validate
-from ..errors import ResourceError, Unsupported, VEError
+from ..errors import ResourceError, StateError, Unsupported, VEError
 from ..log import get as get_logger
 from .timeouts import STOP_TIMEOUT
 
@@ -49,7 +55,62 @@ class MigrateMixin:
         """
         veid = validate.veid(veid)
         with self._lock(veid):
+            if self._settle(veid) == "there":
+                return {"mode": "settled", "why_offline": None, "downtime_s": None,
+                        "total_s": 0.0, "precopy_s": 0.0, "phases_s": {}}
             return self._migrate(self._read_config(veid), _Channel(self.layout, target), live)
+
+    def migration_in_flight(self, veid):
+        """Where an unfinished move of ``veid`` was going (its record), or None."""
+        return _InFlight(self.layout, validate.veid(veid)).read()
+
+    def settle_migration(self, veid):
+        """Finish or roll back a move of ``veid`` that was cut off (its mover died).
+
+        Return "there" (the target runs it; nothing of it is left here), "here"
+        (it is here again, running if it ran) or None (no move was under way).
+        Raise MigrationFailed, changing nothing, if the target cannot be asked.
+        """
+        veid = validate.veid(veid)
+        with self._lock(veid):
+            return self._settle(veid)
+
+    def _refuse_if_moving(self, veid):
+        """A stopped VE whose move was cut off may run at the target already: starting
+        it here could make two. Settling decides (StateError until then)."""
+        record = _InFlight(self.layout, veid).read()
+        if record and self._running_init(veid) is None:
+            raise StateError(f"a move of this VE to {record['target']} was cut off; "
+                             "`vectl migration settle` (or migrating it again) finishes or "
+                             "rolls it back first", veid)
+
+    def _settle(self, veid):
+        flight = _InFlight(self.layout, veid)
+        record = flight.read()
+        if record is None:
+            return None
+        channel = _Channel(self.layout, record["target"])
+        try:
+            theirs = channel.verb("status", veid)
+        except ResourceError as exc:
+            raise MigrationFailed(f"an earlier move to {record['target']} was cut off and "
+                                  f"that node cannot be asked how far it got: {exc.message}",
+                                  veid) from exc
+        if theirs.get("exists") and (theirs.get("running") or not record["was_running"]):
+            log.warning("VE %s: the cut-off move to %s had finished there; removing it here",
+                        veid, record["target"])
+            if self.layout.conf(veid).exists():
+                self._destroy(veid, 0)
+            flight.clear()
+            return "there"
+        channel.abort(veid)
+        if self.layout.conf(veid).exists() and record["was_running"] \
+                and self._running_init(veid) is None:
+            log.warning("VE %s: the cut-off move to %s is rolled back; it runs here again",
+                        veid, record["target"])
+            self._start(self._read_config(veid))  # resumes from the checkpoint if it has one
+        flight.clear()
+        return "here"
 
     def _migrate(self, cfg, channel, live):
         veid, started = cfg.veid, time.monotonic()
@@ -60,11 +121,19 @@ class MigrateMixin:
             from .checkpoint import undumpable
             why_offline = undumpable(self.cgroups.pids(str(veid)), record.pid)
         mode = "live" if was_running and why_offline is None else "offline"
-        channel.verb("begin", veid)
+        flight = _InFlight(self.layout, veid)
+        flight.write(target=channel.target, was_running=was_running)
+        try:
+            channel.verb("begin", veid)
+        except ResourceError as exc:
+            flight.clear()
+            raise MigrationFailed(f"{channel.target} refused the VE: {exc.message}", veid) \
+                from exc
         try:
             self._send_disk(channel, cfg)  # pre-copy, while it runs
         except ResourceError as exc:
             channel.abort(veid)
+            flight.clear()
             raise MigrationFailed(f"migration failed before the VE stopped: {exc.message}; "
                                   "it runs on here", veid) from exc
         precopy = time.monotonic() - started
@@ -77,6 +146,7 @@ class MigrateMixin:
             except (Unsupported, ResourceError) as exc:
                 if self._running_init(veid) is None:
                     channel.abort(veid)
+                    flight.clear()
                     raise MigrationFailed(f"checkpoint failed: {exc.message}", veid) from exc
                 mode, why_offline = "offline", exc.message
                 frozen = time.monotonic()
@@ -96,10 +166,13 @@ class MigrateMixin:
         except ResourceError as exc:
             channel.abort(veid)
             how = mode + (f", {why_offline}" if mode == "offline" and why_offline else "")
-            raise MigrationFailed(f"migration ({how}) failed: {exc.message}; "
-                                  f"{self._come_back(cfg, mode, was_running)}", veid) from exc
+            came_back = self._come_back(cfg, mode, was_running)
+            flight.clear()
+            raise MigrationFailed(f"migration ({how}) failed: {exc.message}; {came_back}",
+                                  veid) from exc
         downtime = time.monotonic() - frozen
         self._destroy(veid, 0)  # its files, checkpoint and host side here
+        flight.clear()
         total = time.monotonic() - started
         log.info("VE %s moved to %s (%s) in %.1f s, %.2f s of downtime", veid,
                  channel.target, mode, total, downtime)
@@ -152,6 +225,30 @@ class MigrateMixin:
             log.error("VE %s: failed to move and to come back: %s", cfg.veid, exc)
             return f"and it could not run here again ({exc.message}): start it"
         return "the VE is back on this node"
+
+
+class _InFlight:
+    """The record of a move under way: VE_ROOT/outgoing/VEID.json (target, was_running)."""
+
+    def __init__(self, layout, veid):
+        self.path = layout.root / "outgoing" / f"{veid}.json"
+
+    def write(self, **record):
+        from ..fsutil import atomic_write
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        atomic_write(self.path, json.dumps(record) + "\n")
+
+    def read(self):
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return None
+
+    def clear(self):
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
 
 
 class _Phases:
