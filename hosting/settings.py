@@ -138,6 +138,9 @@ SPECTACULAR_SETTINGS = {
 # The node a root worker serves (queues node.<name> and node.<name>.chores);
 # see hosting/nodes/worker.py.
 NODE_NAME = os.environ.get("HOSTING_NODE_NAME", "")
+# host:port of this node's migration sshd as other nodes reach it (`vectl migration
+# serve`); blank: VEs are not moved to this node.
+MIGRATE_ADDRESS = os.environ.get("HOSTING_MIGRATE_ADDRESS", "")
 
 
 def _redis_url():

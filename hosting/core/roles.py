@@ -55,7 +55,8 @@ CAPABILITIES = {
 }
 
 # The capability an operation kind needs from a staff member who queues it.
-KIND_CAPABILITY = {"suspend": "vps.suspend", "resume": "vps.suspend", "plan": "vps.plan"}
+KIND_CAPABILITY = {"suspend": "vps.suspend", "resume": "vps.suspend", "plan": "vps.plan",
+                   "migrate": "nodes.manage"}  # where a VPS runs is the fleet's business
 DEFAULT_KIND_CAPABILITY = "vps.operate"
 
 # Where /staff/ sends each role: its first page (in the navigation's order).

@@ -42,6 +42,7 @@ urlpatterns = [
     path("vps/", operations.environment_list, name="staff-vps"),
     path("vps/<int:veid>/plan/", templates.staff_change_plan, name="staff-vps-plan"),
     path("vps/<int:veid>/seccomp/", templates.staff_seccomp, name="staff-vps-seccomp"),
+    path("vps/<int:veid>/migrate/", templates.staff_migrate, name="staff-vps-migrate"),
     path("operations/", operations.operation_list, name="staff-operations"),
     path("audit/", operations.audit_list, name="staff-audit"),
     path("api-keys/", account.staff_api_keys, name="staff-api-keys"),

@@ -129,7 +129,8 @@ def accepted(op, request):
                     status=status.HTTP_202_ACCEPTED)
 
 
-@lifecycle.install  # start, stop, reboot, terminate, suspend, resume, reinstall, password
+@lifecycle.install  # start, stop, reboot, terminate, suspend, resume, migrate, reinstall,
+#                     password
 class EnvironmentViewSet(PlanChangeMixin, SeccompMixin, mixins.CreateModelMixin,
                          mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
     """VPSes. POST orders one; actions and DELETE answer 202 with the Operation to poll."""

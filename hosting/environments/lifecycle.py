@@ -18,6 +18,7 @@ from rest_framework.response import Response
 from hosting.core import idempotency
 from hosting.core.api import IDEMPOTENCY_KEY
 from hosting.core.errors import Forbidden
+from hosting.nodes import moves
 from hosting.operations import services as operations
 from hosting.operations.api import OperationSerializer
 from hosting.operations.models import Operation
@@ -60,6 +61,16 @@ class PasswordSerializer(serializers.Serializer):
                                      max_length=20, help_text=OTP_HELP)
 
 
+class MigrateSerializer(serializers.Serializer):
+    node = serializers.CharField(required=False, allow_blank=True, max_length=63,
+                                 help_text="the node to move to; blank or absent: the best "
+                                           "node by the placement rule")
+    offline = serializers.BooleanField(required=False, default=False,
+                                       help_text="stop, copy and start instead of a live move "
+                                                 "(a VPS that cannot move live moves offline "
+                                                 "anyway, said so in the operation)")
+
+
 def _queue(kind):
     def run(ve, user, data, key):
         return operations.request(ve, kind, user, idempotency_key=key)
@@ -70,6 +81,11 @@ def _reinstall(ve, user, data, key):
     return services.reinstall(ve, user, data.get("template"), data.get("root_password", ""),
                               data.get("ssh_key", ""), data.get("keep_old", False),
                               idempotency_key=key)
+
+
+def _migrate(ve, user, data, key):
+    return moves.request(ve, user, data.get("node") or None, data.get("offline", False),
+                         idempotency_key=key)
 
 
 def _password(ve, user, data, key):
@@ -112,6 +128,10 @@ LIFECYCLE = (
               staff_only=True),
     Lifecycle("reinstall", Kind.REINSTALL, "Wipe the VPS and install its (or another) OS "
               "template.", _reinstall, body=ReinstallSerializer, reauthenticate=True),
+    Lifecycle("migrate", Kind.MIGRATE, "Move the VPS to another node: live (its processes "
+              "and connections go along, a moment without service) unless offline is asked "
+              "or it cannot; its addresses stay. Administrators only.", _migrate,
+              staff_only=True, body=MigrateSerializer),
     Lifecycle("password", Kind.PASSWORD, "Set the VPS's root password (sent to the node as a "
               "hash only).", _password, body=PasswordSerializer, reauthenticate=True),
 )

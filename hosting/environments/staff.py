@@ -1,5 +1,5 @@
-"""Staff pages: the OS templates on offer (add, retire, offer again); a VPS's plan change
-and seccomp override."""
+"""Staff pages: the OS templates on offer (add, retire, offer again); a VPS's plan change,
+seccomp override and move to another node."""
 
 from django import forms
 from django.contrib import messages
@@ -8,9 +8,10 @@ from django.db.models import Count
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from hosting.core import audit
+from hosting.core import audit, roles
 from hosting.core.decorators import staff_required
 from hosting.core.errors import ServiceError
+from hosting.nodes import moves
 
 from .models import OSTemplate, VirtualEnvironment as VE
 from . import plan_views, seccomp
@@ -83,4 +84,47 @@ def staff_seccomp(request, veid):
     when = ("the VPS reboots now to get it" if form.cleaned_data["reboot"]
             else "it takes effect at the VPS's next reboot")
     messages.success(request, f"Seccomp filter change queued: {when}.")
+    return redirect("vps-detail", veid=veid)
+
+
+class MoveForm(forms.Form):
+    """The Migrate card of a VPS's page: a node that can take it, or the best one."""
+
+    node = forms.ChoiceField(label="Move to", required=False)
+    offline = forms.BooleanField(label="Offline (stop, copy, start)", required=False)
+
+    def __init__(self, *args, able=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["node"].choices = [("", "the best node (placement rule)")] + [
+            (node.name, node.name) for node in able]
+
+
+def move_context(ve, viewer):
+    """The Migrate card: administrators get it on a VPS that is not gone."""
+    if ve.actual_state in (VE.State.DESTROYED, VE.State.CREATING) or \
+            not roles.can(viewer, "nodes.manage"):
+        return {}
+    nodes = moves.candidates(ve)
+    able = [node for node, why in nodes.items() if not why]
+    return {"move_form": MoveForm(able=able),
+            "move_refusals": [why for why in nodes.values() if why]}
+
+
+@staff_required("nodes.manage")
+@require_POST
+def staff_migrate(request, veid):
+    """Move a VPS to another node from its page (administrators); back to the page."""
+    ve = get_object_or_404(VE.objects.select_related("node", "plan", "template"), veid=veid)
+    form = MoveForm(request.POST, able=[node for node, why in moves.candidates(ve).items()
+                                        if not why])
+    if not form.is_valid():
+        messages.error(request, "Not moved: choose a node from the list.")
+        return redirect("vps-detail", veid=veid)
+    try:
+        moves.request(ve, request.user, form.cleaned_data["node"] or None,
+                      form.cleaned_data["offline"])
+    except ServiceError as exc:
+        messages.error(request, f"Not moved: {exc.message}")
+        return redirect("vps-detail", veid=veid)
+    messages.success(request, f"Moving {ve.hostname}: follow it under Operations.")
     return redirect("vps-detail", veid=veid)

@@ -15,7 +15,7 @@ from hosting.operations.models import Operation
 from hosting.operations.services import ACTION_STATES, mark_passing_states
 from hosting.usage import connections, graphs, traffic
 
-from . import seccomp, services
+from . import seccomp, services, staff
 from .forms import OrderForm, PasswordForm, ReinstallForm, TerminateForm
 from .models import VirtualEnvironment as VE
 
@@ -91,6 +91,7 @@ def _live_context(ve, viewer):
     operations = list(ve.operations.select_related("requested_by")[:20])
     for op in operations:
         op.requester = op.requester_shown_to(viewer)
+        op.error_text = op.error_shown_to(viewer)
     current = ve.operations.filter(state__in=Operation.UNFINISHED).first()
     return {"ve": ve, "operations": operations, "current": current,
             "buttons": buttons(ve, current, viewer) if ve.actual_state != "destroyed" else [],
@@ -121,6 +122,7 @@ def detail(request, veid, status=200, password_form=None, reinstall_form=None):
         "may_operate": not request.user.is_staff or roles.can(request.user, "vps.operate"),
         "may_change_plan": not request.user.is_staff or roles.can(request.user, "vps.plan"),
         **_seccomp_context(ve, request.user),
+        **staff.move_context(ve, request.user),
     }, status=status)
 
 

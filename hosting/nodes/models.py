@@ -40,6 +40,14 @@ class Node(models.Model):
     unmanaged_veids = models.JSONField(default=list, blank=True,
                                        help_text="VEIDs on the node the dashboard did not make "
                                                  "(never given to new VEs)")
+    # Its migration identity, reported by its chores worker (hosting/nodes/peers.py):
+    # the address of its migration sshd, the key it pushes VEs with, that sshd's host
+    # key, and the OS templates installed there (a VE moves only to a node that has its).
+    migrate_address = models.CharField(max_length=300, blank=True,
+                                       help_text="host:port of its migration sshd")
+    migrate_key = models.CharField(max_length=200, blank=True)
+    migrate_host_key = models.CharField(max_length=200, blank=True)
+    templates = models.JSONField(default=list, blank=True)
     ram_overcommit = _ratio("1.5")
     swap_overcommit = _ratio("1.0")
     cpu_overcommit = _ratio("4.0")

@@ -48,9 +48,12 @@ def heartbeat(name):
     return node
 
 
-def _reconcile_soon(name):
-    """Ask this node's chores queue to reconcile and count traffic (both need the engine)."""
+def _reconcile_soon(name, peers=False):
+    """Ask this node's chores queue to reconcile and count traffic (both need the
+    engine); with ``peers``, to bring its migration peers up to date first."""
     from hosting.operations.dispatch import send_to_node
+    if peers:
+        send_to_node(name, "hosting.operations.tasks.sync_peers")
     send_to_node(name, "hosting.operations.tasks.reconcile_node")
     send_to_node(name, "hosting.usage.tasks.collect_traffic")
 
@@ -64,7 +67,7 @@ def _beat_forever(name):
             heartbeat(name)
             beats += 1
             if beats % RECONCILE_EVERY == 0:
-                _reconcile_soon(name)
+                _reconcile_soon(name, peers=True)
             if beats % sample_every == 0:
                 from hosting.operations.dispatch import send_to_node
                 # Stale samples would only crowd a busy pool and skew the rates.
@@ -150,7 +153,7 @@ def _on_ready(sender=None, **kwargs):
     _stop_on_shutdown = True
     heartbeat(name)
     log.info("node %s: worker ready, reconciling", name)
-    _reconcile_soon(name)  # after a node boot, this starts the VEs that should run
+    _reconcile_soon(name, peers=True)  # after a node boot, this starts the VEs that should run
     for target, label in ((_beat_forever, "heartbeat"), (_follow_events, "events"),
                           (_relay_forever, "relay")):
         threading.Thread(target=target, args=(name,), name=label, daemon=True).start()

@@ -22,6 +22,11 @@ class OperationSerializer(serializers.ModelSerializer):
                   "finished"]
         read_only_fields = fields
 
+    def to_representation(self, op):
+        data = super().to_representation(op)
+        data["error"] = op.error_shown_to(self.context["request"].user)
+        return data
+
     def get_origin(self, op) -> str:
         """"user" (a login asked), "system" (the dashboard itself: reconcile, quotas),
         "inside" (the VPS rebooted or powered off by itself), "node" (it stopped

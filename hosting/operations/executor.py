@@ -18,6 +18,7 @@ from django.utils import timezone
 from hosting.core import dbsecure
 from hosting.environments.models import VirtualEnvironment as VE
 from ve import Engine
+from ve.engine.migration import MigrationFailed
 from ve.errors import (AlreadyExists, InvalidConfig, NeedsStop, NotFound, ResourceError,
                        StateError, Unsupported, VEError)
 
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
 SECRET_PARAMS = ("password_hash",)
 # Engine error types -> Operation.error_code, most specific first (see Operation.ERROR_CODES).
-_CODES = ((runners.ForeignVE, "foreign_ve"), (runners.DiskTooSmall, "disk_too_small"),
+_CODES = ((MigrationFailed, "migration_failed"), (runners.ForeignVE, "foreign_ve"),
+          (runners.DiskTooSmall, "disk_too_small"),
           (NeedsStop, "needs_stop"), (InvalidConfig, "invalid"), (NotFound, "not_found"),
           (AlreadyExists, "exists"), (StateError, "wrong_state"), (ResourceError, "resource"),
           (Unsupported, "unsupported"), (VEError, "engine_error"))

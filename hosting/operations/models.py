@@ -32,6 +32,7 @@ class Operation(models.Model):
         SUSPEND = "suspend", "Suspend"
         RESUME = "resume", "Resume"
         DESTROY = "destroy", "Terminate"
+        MIGRATE = "migrate", "Move to another host"
         # Records of what happened on the node by itself (never queued): a
         # power-off from inside the VPS, or an unexpected stop.
         POWEROFF = "poweroff", "Power off"
@@ -59,6 +60,7 @@ class Operation(models.Model):
         "engine_error": "another engine error",
         "interrupted": "its worker was interrupted too often",
         "start_failed": "the VE rebooted from inside but did not start again",
+        "migration_failed": "the move to another node failed; the VE is where it was",
         "internal_error": "a bug: the node worker crashed running it",
     }
 
@@ -104,6 +106,13 @@ class Operation(models.Model):
             return "support"
         return user.username
 
+    def error_shown_to(self, viewer):
+        """The error as ``viewer`` may read it: a failed move names nodes and their
+        addresses, which are staff's business; its owner reads what it means to them."""
+        if self.error and self.kind == self.Kind.MIGRATE and not viewer.is_staff:
+            return "the move to another host did not happen; the VPS stays where it was"
+        return self.error
+
     @property
     def is_finished(self):
         return self.state not in self.UNFINISHED
@@ -111,7 +120,8 @@ class Operation(models.Model):
     # What a VPS is doing while an unfinished operation of these kinds runs on it.
     _PASSING = {Kind.CREATE: "Creating", Kind.START: "Starting", Kind.STOP: "Stopping",
                 Kind.RESTART: "Rebooting", Kind.REINSTALL: "Reinstalling",
-                Kind.SUSPEND: "Suspending", Kind.RESUME: "Resuming", Kind.DESTROY: "Terminating"}
+                Kind.SUSPEND: "Suspending", Kind.RESUME: "Resuming", Kind.DESTROY: "Terminating",
+                Kind.MIGRATE: "Moving"}
 
     @property
     def passing_state(self):

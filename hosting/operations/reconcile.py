@@ -72,7 +72,7 @@ def _compare(name, eng, booting=False):
     except OSError as exc:
         return [f"cannot list VEs: {exc}"], queued, []
     live = VE.objects.filter(node__name=name).exclude(actual_state=VE.State.DESTROYED)
-    known = set(live.values_list("veid", flat=True))
+    known = set(live.values_list("veid", flat=True)) | _arriving(name)
     for ve in list(live.select_related("plan")):
         with locks.ve_lock(ve.veid, wait=False) as free:
             if not free:
@@ -89,6 +89,13 @@ def _compare(name, eng, booting=False):
     for veid in unmanaged:
         drift.append(f"VE {veid} is on the node but not in the dashboard")
     return drift, queued, unmanaged
+
+
+def _arriving(name):
+    """VEIDs being moved to node ``name``: on it before the database says so."""
+    return set(Operation.objects.filter(
+        kind=Operation.Kind.MIGRATE, state__in=Operation.UNFINISHED, params__to=name)
+        .values_list("environment__veid", flat=True))
 
 
 def _compare_one(ve, eng, drift):

@@ -18,6 +18,8 @@ from hosting.environments.models import OSTemplate, VirtualEnvironment as VE
 from hosting.ipam import services as ipam
 from hosting.plans.models import Plan
 
+from . import moving
+
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 10.0
@@ -325,5 +327,6 @@ def _exists(ctx):
 
 RUNNERS = {"create": create, "start": start, "stop": stop, "restart": restart,
            "reinstall": reinstall, "password": password, "set": set_limits,
-           "plan": change_plan, "suspend": suspend, "resume": resume, "destroy": destroy}
+           "plan": change_plan, "suspend": suspend, "resume": resume, "destroy": destroy,
+           "migrate": moving.migrate}
 UNDO = {"create": undo_create, "plan": undo_plan}

@@ -26,10 +26,11 @@ ACTION_STATES = {
     Kind.SET: ({State.RUNNING, State.STOPPED, State.SUSPENDED, State.UNKNOWN}, None),
     Kind.SUSPEND: ({State.RUNNING, State.STOPPED, State.UNKNOWN}, State.SUSPENDED),
     Kind.RESUME: ({State.SUSPENDED}, State.RUNNING),
+    Kind.MIGRATE: ({State.RUNNING, State.STOPPED, State.SUSPENDED}, None),
     Kind.DESTROY: ({State.RUNNING, State.STOPPED, State.SUSPENDED, State.UNKNOWN,
                     State.CREATING}, State.DESTROYED),
 }
-STAFF_ONLY = {Kind.SUSPEND, Kind.RESUME, Kind.SET}
+STAFF_ONLY = {Kind.SUSPEND, Kind.RESUME, Kind.SET, Kind.MIGRATE}
 _REFUSAL = {
     State.RUNNING: "it is already running", State.STOPPED: "it is stopped",
     State.SUSPENDED: "it is suspended", State.CREATING: "it is still being created",

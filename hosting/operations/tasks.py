@@ -40,6 +40,15 @@ def reconcile_node(node_name):
     return reconcile.node(node_name, hand_over=True)
 
 
+@shared_task(name="hosting.operations.tasks.sync_peers")
+def sync_peers(node_name):
+    """Report this node's migration identity and trust the other nodes' (chores pool)."""
+    if not_this_node(node_name):
+        return None
+    from hosting.nodes import peers
+    return peers.sync(node_name, executor.engine())
+
+
 @shared_task(name="hosting.operations.tasks.requeue_lost")
 def requeue_lost():
     """Backstop of the node workers' relay: send again operations still queued long

@@ -60,6 +60,13 @@ class MigrateMixin:
                         "total_s": 0.0, "precopy_s": 0.0, "phases_s": {}}
             return self._migrate(self._read_config(veid), _Channel(self.layout, target), live)
 
+    def status_at(self, veid, target):
+        """What the node at ``target`` has of VE ``veid``: {"exists", "running"}
+        (ResourceError if it cannot be asked)."""
+        veid = validate.veid(veid)
+        answer = _Channel(self.layout, target).verb("status", veid)
+        return {"exists": bool(answer.get("exists")), "running": bool(answer.get("running"))}
+
     def migration_in_flight(self, veid):
         """Where an unfinished move of ``veid`` was going (its record), or None."""
         return _InFlight(self.layout, validate.veid(veid)).read()

@@ -47,7 +47,7 @@ def ensure_keys(layout):
 
 def allow(layout, public_key, command):
     """Let the holder of ``public_key`` (another node) push VEs here through ``command``."""
-    key = _checked_key(public_key)
+    key = checked_key(public_key)
     path = directory(layout) / "authorized_keys"
     lines = _lines(path)
     entry = f'restrict,command="{command}" {key}'
@@ -55,10 +55,38 @@ def allow(layout, public_key, command):
     atomic_write(path, "\n".join(lines) + "\n")
 
 
+def trust_only(layout, public_keys, command):
+    """Make the nodes holding ``public_keys`` exactly those that may push VEs here (a
+    node the dashboard dropped loses its access). Return True if anything changed."""
+    keys = sorted({checked_key(key) for key in public_keys})
+    text = "".join(f'restrict,command="{command}" {key}\n' for key in keys)
+    return _write_if_changed(directory(layout) / "authorized_keys", text)
+
+
+def know_only(layout, host_keys):
+    """Make ``host_keys`` ({"host:port": host key}) exactly the migration sshds this node
+    knows. Return True if anything changed."""
+    lines = []
+    for address, key in sorted(host_keys.items()):
+        host, port = split_address(address)
+        lines.append(f"[{host}]:{port} {checked_key(key)}\n")
+    return _write_if_changed(directory(layout) / "known_hosts", "".join(lines))
+
+
+def _write_if_changed(path, text):
+    try:
+        if path.read_text() == text:
+            return False
+    except FileNotFoundError:
+        pass
+    atomic_write(path, text)
+    return True
+
+
 def know_host(layout, address, host_key):
     """Record ``host_key`` as the migration sshd at ``address`` (host:port)."""
     host, port = split_address(address)
-    key = _checked_key(host_key)
+    key = checked_key(host_key)
     path = directory(layout) / "known_hosts"
     name = f"[{host}]:{port}"
     lines = [line for line in _lines(path) if not line.startswith(name + " ")]
@@ -129,7 +157,8 @@ def split_address(address):
     return host, int(port)
 
 
-def _checked_key(text):
+def checked_key(text):
+    """"ssh-ed25519 BASE64" of an ed25519 public key line; InvalidConfig if it is not one."""
     parts = str(text).strip().split()
     if len(parts) < 2 or parts[0] != "ssh-ed25519" or not parts[1].isascii() or \
             not parts[1].replace("+", "").replace("/", "").replace("=", "").isalnum():
