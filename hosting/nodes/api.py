@@ -11,6 +11,7 @@ from hosting.core.api import StaffCan
 from hosting.core.errors import Invalid
 from hosting.usage import graphs
 
+from . import evacuation
 from .models import Node
 
 
@@ -23,13 +24,19 @@ class NodeSerializer(serializers.ModelSerializer):
         fields = ["id", "name", "queue", "state", "last_heartbeat", "ram_bytes", "cpus",
                   "disk_bytes", "disk_free_bytes", "cgroup_version", "warnings", "drift",
                   "ram_overcommit", "swap_overcommit", "cpu_overcommit", "disk_overcommit",
-                  "risk_pct",
+                  "risk_pct", "migrate_address", "templates", "evacuation",
                   "environments"]
         read_only_fields = ["last_heartbeat", "ram_bytes", "cpus", "disk_bytes",
-                            "disk_free_bytes", "cgroup_version", "warnings", "drift"]
+                            "disk_free_bytes", "cgroup_version", "warnings", "drift",
+                            "migrate_address", "templates", "evacuation"]
 
     def get_environments(self, node) -> int:
         return node.environments.live().count()
+
+
+class EvacuateSerializer(serializers.Serializer):
+    parallel = serializers.IntegerField(min_value=1, max_value=evacuation.MAX_PARALLEL,
+                                        default=2, help_text="moves at once")
 
 
 class NodeViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, mixins.DestroyModelMixin,
@@ -54,6 +61,23 @@ class NodeViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, mixins.Destr
         if name not in graphs.RANGES:
             raise Invalid(f"range must be one of {', '.join(graphs.RANGES)}", field="range")
         return Response(graphs.node_usage(node, name))
+
+    @extend_schema(request=EvacuateSerializer, responses={202: NodeSerializer})
+    @action(detail=True, methods=["post"])
+    def evacuate(self, request, pk=None):
+        """Move every VPS off the node (live where it can), ``parallel`` at a time; the
+        node turns draining. Follow it in ``evacuation`` and the VPSes' operations.
+        Administrators only; 409 if it is being evacuated already."""
+        body = EvacuateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        node = evacuation.start(self.get_object(), request.user, body.validated_data["parallel"])
+        return Response(NodeSerializer(node).data, status=202)
+
+    @extend_schema(request=None, responses={200: NodeSerializer})
+    @action(detail=True, methods=["post"], url_path="stop-evacuation")
+    def stop_evacuation(self, request, pk=None):
+        """Queue no more moves off the node (those under way finish); it stays draining."""
+        return Response(NodeSerializer(evacuation.stop(self.get_object(), request.user)).data)
 
     def perform_create(self, serializer):
         audit.record(self.request.user, "node.create", serializer.save())

@@ -48,6 +48,9 @@ class Node(models.Model):
     migrate_key = models.CharField(max_length=200, blank=True)
     migrate_host_key = models.CharField(max_length=200, blank=True)
     templates = models.JSONField(default=list, blank=True)
+    # An evacuation under way or done (hosting/nodes/evacuation.py): started, by (user
+    # id), parallel, stuck ({veid: why it cannot move}), finished. Empty: none.
+    evacuation = models.JSONField(default=dict, blank=True)
     ram_overcommit = _ratio("1.5")
     swap_overcommit = _ratio("1.0")
     cpu_overcommit = _ratio("4.0")

@@ -12,8 +12,11 @@ from hosting.core.errors import Conflict, Invalid
 from hosting.operations import services as operations
 from hosting.operations.models import Operation
 
+from hosting.usage import capacity, whatif
+
+from . import placement
 from .models import Node
-from .placement import Fleet, NoCapacity, shortfall
+from .placement import Fleet, NoCapacity
 
 
 def refusal(ve, node):
@@ -49,9 +52,41 @@ def best_node(ve):
         reasons = "; ".join(nodes.values()) or "there is no other node"
         raise Conflict(f"no node can take VPS {ve.hostname}: {reasons}")
     try:
-        return Fleet(able).choose(lambda room: room.want(ve.plan), f"VPS {ve.hostname}").node
+        return _fleet(able).choose(_want(ve), f"VPS {ve.hostname}").node
     except NoCapacity as exc:
         raise Conflict(str(exc)) from None
+
+
+def shortfall(ve, node):
+    """What ``node`` lacks for ``ve`` (empty: it fits), moves under way counted."""
+    room = _fleet([node]).rooms[0]
+    return room.lacking(*_want(ve)(room))
+
+
+def _want(ve, profile=None):
+    """(Demand, Use) of ``ve`` in a room: its plan's sales, and its own measured p95
+    where there is one (else what its plan is expected to use), as what-if drains do."""
+    profile = capacity.stored() if profile is None else profile
+    own = whatif.own_p95([ve], profile).get(ve.pk)
+
+    def of(room):
+        return placement.demand(ve.plan, room.node.cpus), own or room.expect(ve.plan)
+    return of
+
+
+def _fleet(nodes):
+    """Rooms of ``nodes`` with the VPSes already on their way there counted in."""
+    profile = capacity.stored()
+    fleet = Fleet(nodes, profile)
+    rooms = {room.node.name: room for room in fleet.rooms}
+    arriving = Operation.objects.filter(kind=Operation.Kind.MIGRATE,
+                                        state__in=Operation.UNFINISHED,
+                                        params__to__in=list(rooms)) \
+        .select_related("environment__plan")
+    for op in arriving:
+        room = rooms[op.params["to"]]
+        room.take(*_want(op.environment, profile)(room))
+    return fleet
 
 
 def request(ve, user, node=None, offline=False, idempotency_key=None):
@@ -66,7 +101,7 @@ def request(ve, user, node=None, offline=False, idempotency_key=None):
         if node is None:
             raise Invalid("no such node", field="node")
     why = refusal(ve, node)
-    lacking = not why and shortfall(node, ve.plan)
+    lacking = not why and shortfall(ve, node)
     if why or lacking:
         raise Conflict(why or f"node {node.name} has no {', '.join(lacking)} left for "
                               f"VPS {ve.hostname}")

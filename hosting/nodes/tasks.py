@@ -17,3 +17,10 @@ def mark_stale_nodes():
     return Node.objects.filter(state=Node.State.ONLINE).filter(
         Q(last_heartbeat__lt=cutoff) | Q(last_heartbeat__isnull=True)
     ).update(state=Node.State.OFFLINE)
+
+
+@shared_task(name="hosting.nodes.tasks.evacuate")
+def evacuate():
+    """Queue the next moves of every node being evacuated (hosting/nodes/evacuation.py)."""
+    from .evacuation import step_all
+    step_all()

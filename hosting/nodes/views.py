@@ -4,12 +4,13 @@ from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from hosting.core import roles
 from hosting.core.decorators import staff_required
 from hosting.core.errors import ServiceError
 
 from hosting.usage import graphs
 
-from . import placement, removal
+from . import evacuation, placement, removal
 from .models import Node
 
 GIB = 1 << 30
@@ -43,7 +44,29 @@ def node_detail(request, pk):
                                                "environments": ves, "room": room,
                                                "disk_allocated": room.sold.disk,
                                                "removal_refusal": removal.refusal(node),
-                                               "usage_ranges": list(graphs.RANGES)})
+                                               "usage_ranges": list(graphs.RANGES),
+                                               "evacuation": evacuation.progress(node),
+                                               "may_manage": roles.can(request.user,
+                                                                       "nodes.manage")})
+
+
+@staff_required("nodes.manage")
+@require_POST
+def node_evacuate(request, pk):
+    """Start (or, with ``stop``, stop) evacuating a node from its page."""
+    node = get_object_or_404(Node, pk=pk)
+    try:
+        if request.POST.get("stop"):
+            evacuation.stop(node, request.user)
+            messages.success(request, f"No more VPSes are moved off {node.name}; moves under "
+                                      "way finish.")
+        else:
+            evacuation.start(node, request.user, request.POST.get("parallel") or 2)
+            messages.success(request, f"Evacuating {node.name}: it takes no new VPSes and its "
+                                      "VPSes move to other nodes.")
+    except (ServiceError, ValueError) as exc:
+        messages.error(request, getattr(exc, "message", "parallel must be a number"))
+    return redirect("staff-node", pk=pk)
 
 
 @staff_required("nodes.manage")

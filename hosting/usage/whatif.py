@@ -34,7 +34,7 @@ def drain(node, profile=None):
     profile = capacity.stored() if profile is None else profile
     ves = sorted(node.environments.live().select_related("plan"),
                  key=lambda ve: (-ve.plan.ram_mb, ve.veid))
-    own = _own_p95(ves, profile)
+    own = own_p95(ves, profile)
     fleet = placement.Fleet.online(profile, exclude=node)
 
     def want(ve):
@@ -66,7 +66,7 @@ def _run(fleet, wants, nowhere):
                       for room in fleet.rooms]}
 
 
-def _own_p95(ves, profile):
+def own_p95(ves, profile):
     """{VE pk: Use(p95 RAM, p95 CPU)} of the measured ones among ``ves``, over the
     period the stored measurement covers."""
     if not profile.computed_at:
