@@ -220,7 +220,7 @@ CELERY_WORKER_CONSUMER = "hosting.celery:QuickReconnectConsumer"
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_BEAT_SCHEDULE = {
     "mark-stale-nodes": {"task": "hosting.nodes.tasks.mark_stale_nodes", "schedule": 30.0},
-    "evacuate-nodes": {"task": "hosting.nodes.tasks.evacuate", "schedule": 5.0},
+    "move-batches": {"task": "hosting.nodes.tasks.move_batches", "schedule": 5.0},
     "requeue-lost-operations": {"task": "hosting.operations.tasks.requeue_lost",
                                 "schedule": 60.0},
     "roll-up-usage": {"task": "hosting.usage.tasks.roll_up_usage", "schedule": 300.0},

@@ -49,4 +49,6 @@ urlpatterns = [
     path("api-keys/", account.staff_api_keys, name="staff-api-keys"),
     path("api-keys/<int:pk>/revoke/", account.staff_api_key_revoke, name="staff-api-key-revoke"),
     path("reports/overcommit/", usage.overcommit, name="staff-overcommit"),
+    path("reports/overcommit/rebalance/", usage.rebalance_apply, name="staff-rebalance"),
+    path("rebalances/<int:pk>/cancel/", usage.rebalance_cancel, name="staff-rebalance-cancel"),
 ]

@@ -11,14 +11,16 @@ evacuation goes on with the others. Staff may stop it: moves under way finish.
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from hosting.core import audit
-from hosting.core.errors import Conflict, Invalid, ServiceError
+from hosting.core.errors import Conflict, Invalid
+from hosting.environments.models import VirtualEnvironment as VE
 from hosting.operations import services as operations
 from hosting.operations.models import Operation
 
-from . import moves
+from . import batches
 from .models import Node
 
 MAX_PARALLEL = 8
@@ -69,32 +71,14 @@ def step(node):
     plan = node.evacuation
     if not plan or plan.get("finished"):
         return
-    user = get_user_model().objects.filter(pk=plan["by"]).first()
     left = list(node.environments.live().select_related("plan", "template", "node")
                 .order_by("-plan__ram_mb", "veid"))
     if not left:
         _update(node, finished=timezone.now().isoformat())
         return
-    moving = _moving_off(node, plan["started"])
-    stuck = dict(plan.get("stuck", {}))
-    room = plan["parallel"] - len(moving)
-    for ve in left:
-        if room <= 0:
-            break
-        if ve.pk in moving or str(ve.veid) in stuck:
-            continue
-        failed = _failed_move(ve, plan["started"])
-        if failed:
-            stuck[str(ve.veid)] = failed
-            continue
-        try:
-            moves.request(ve, user, None)
-            room -= 1
-        except Conflict as exc:
-            if "busy" not in exc.message:  # another operation runs: next round
-                stuck[str(ve.veid)] = exc.message
-        except ServiceError as exc:  # the requester lost the right, say
-            stuck[str(ve.veid)] = exc.message
+    user = get_user_model().objects.filter(pk=plan["by"]).first()
+    stuck = batches.advance([(ve, None) for ve in left], plan["started"], plan["parallel"],
+                            user, plan.get("stuck", {}))
     if stuck != plan.get("stuck"):
         _update(node, stuck=stuck)
 
@@ -105,37 +89,10 @@ def progress(node):
     plan = node.evacuation
     if not plan:
         return []
-    ops = (Operation.objects.filter(kind=Operation.Kind.MIGRATE, params__from=node.name,
-                                    created__gte=plan["started"])
-           .select_related("environment").order_by("environment__veid", "-created"))
-    rows, seen = [], set()
-    for op in ops:
-        if op.environment_id in seen or op.environment is None:
-            continue
-        seen.add(op.environment_id)
-        rows.append({"veid": op.environment.veid, "hostname": op.environment.hostname,
-                     "state": op.state, "progress": op.progress,
-                     "message": op.error or op.message or op.params.get("to", "")})
-    for ve in node.environments.live():
-        if ve.pk not in seen:
-            why = plan.get("stuck", {}).get(str(ve.veid))
-            rows.append({"veid": ve.veid, "hostname": ve.hostname,
-                         "state": "stuck" if why else "waiting", "progress": 0,
-                         "message": why or ""})
-    return sorted(rows, key=lambda row: row["veid"])
-
-
-def _moving_off(node, since):
-    return set(Operation.objects.filter(
-        kind=Operation.Kind.MIGRATE, state__in=Operation.UNFINISHED, params__from=node.name,
-        created__gte=since).values_list("environment_id", flat=True))
-
-
-def _failed_move(ve, since):
-    """The error of a move of ``ve`` that failed during this evacuation, or ""."""
-    op = ve.operations.filter(kind=Operation.Kind.MIGRATE, state=Operation.State.FAILED,
-                              created__gte=since).first()
-    return f"its move failed: {op.error}" if op else ""
+    moved = Operation.objects.filter(kind=Operation.Kind.MIGRATE, params__from=node.name,
+                                     created__gte=plan["started"]).values("environment")
+    ves = VE.objects.filter(Q(node=node) | Q(pk__in=moved)).live()
+    return batches.progress(list(ves), plan["started"], plan.get("stuck", {}))
 
 
 def _update(node, **changes):

@@ -76,3 +76,32 @@ class Node(models.Model):
         """The Celery queue of this node's background work (sampling, traffic,
         reconcile), consumed by a worker of its own so operations never wait behind it."""
         return f"node.{self.name}.chores"
+
+
+class Rebalance(models.Model):
+    """Moves staff applied from the rebalancing plan (hosting/nodes/rebalance.py), now or
+    in a maintenance window: run a few at a time by housekeeping's beat."""
+
+    requested_by = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL,
+                                     related_name="+")
+    created = models.DateTimeField(auto_now_add=True)
+    run_at = models.DateTimeField(help_text="when the moves begin (the window's start)")
+    parallel = models.PositiveSmallIntegerField(default=2)
+    # [{veid, hostname, from, to, ram, cpu}]: planned again when it begins, from the
+    # figures of that moment, if it was scheduled for later.
+    moves = models.JSONField(default=list, blank=True)
+    stuck = models.JSONField(default=dict, blank=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+    cancelled = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-created"]
+
+    @property
+    def state(self):
+        if self.cancelled:
+            return "cancelled"
+        if self.finished:
+            return "done"
+        return "running" if self.started else "scheduled"

@@ -52,7 +52,7 @@ def best_node(ve):
         reasons = "; ".join(nodes.values()) or "there is no other node"
         raise Conflict(f"no node can take VPS {ve.hostname}: {reasons}")
     try:
-        return _fleet(able).choose(_want(ve), f"VPS {ve.hostname}").node
+        return _fleet(able).choose(want(ve), f"VPS {ve.hostname}").node
     except NoCapacity as exc:
         raise Conflict(str(exc)) from None
 
@@ -60,10 +60,10 @@ def best_node(ve):
 def shortfall(ve, node):
     """What ``node`` lacks for ``ve`` (empty: it fits), moves under way counted."""
     room = _fleet([node]).rooms[0]
-    return room.lacking(*_want(ve)(room))
+    return room.lacking(*want(ve)(room))
 
 
-def _want(ve, profile=None):
+def want(ve, profile=None):
     """(Demand, Use) of ``ve`` in a room: its plan's sales, and its own measured p95
     where there is one (else what its plan is expected to use), as what-if drains do."""
     profile = capacity.stored() if profile is None else profile
@@ -85,7 +85,7 @@ def _fleet(nodes):
         .select_related("environment__plan")
     for op in arriving:
         room = rooms[op.params["to"]]
-        room.take(*_want(op.environment, profile)(room))
+        room.take(*want(op.environment, profile)(room))
     return fleet
 
 

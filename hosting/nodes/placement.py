@@ -115,6 +115,17 @@ class Room:
         self.use = _plus(self.use, expect)
         self.ve_count += 1
 
+    def give_back(self, need, expect):
+        """Count a VE of ``need`` and ``expect`` as gone from here (moved away)."""
+        self.sold = Demand(*(a - b for a, b in zip(self.sold, need)))
+        self.use = Use(*(a - b for a, b in zip(self.use, expect)))
+        self.ve_count -= 1
+
+    def over(self):
+        """The resources whose expected use is past the risk level ("ram", "cpu")."""
+        return [name for name, limit, used in zip(Use._fields, self.limit, self.use)
+                if used > limit * (1 + SLACK)]
+
     def fits(self, plan):
         """How many more VEs of ``plan`` fit here (placing them one by one gives the same)."""
         need, expect = self.want(plan)

@@ -19,8 +19,10 @@ def mark_stale_nodes():
     ).update(state=Node.State.OFFLINE)
 
 
-@shared_task(name="hosting.nodes.tasks.evacuate")
-def evacuate():
-    """Queue the next moves of every node being evacuated (hosting/nodes/evacuation.py)."""
-    from .evacuation import step_all
-    step_all()
+@shared_task(name="hosting.nodes.tasks.move_batches")
+def move_batches():
+    """Queue the next moves of every evacuation and every rebalance due
+    (hosting/nodes/evacuation.py, rebalance.py)."""
+    from . import evacuation, rebalance
+    evacuation.step_all()
+    rebalance.step_all()

@@ -2,11 +2,19 @@
 
 import csv
 
+from django.contrib import messages
 from django.http import HttpResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django.views.decorators.http import require_POST
 
+from hosting.core import roles
 from hosting.core.decorators import staff_required
-from hosting.nodes.models import Node
+from hosting.core.errors import ServiceError
+from hosting.nodes import rebalance
+from hosting.nodes.models import Node, Rebalance
 from hosting.plans.models import Plan
 
 from . import capacity, charts, reports, whatif
@@ -58,7 +66,52 @@ def overcommit(request):
         "runway": reports.runway(period=period), "episodes": _episodes(period),
         "whatif": asked, "whatif_error": error, "question": question,
         "all_plans": Plan.objects.filter(active=True), "all_nodes": Node.objects.all(),
-        "placement_profile": capacity.stored()})
+        "placement_profile": capacity.stored(), **_rebalancing(request.user)})
+
+
+def _rebalancing(viewer):
+    """The Rebalancing card: the plan from placement's figures and the recent runs."""
+    recent = list(Rebalance.objects.select_related("requested_by")[:5])
+    for batch in recent:
+        batch.rows = rebalance.progress(batch)
+    return {"rebalance_plan": rebalance.plan(), "rebalances": recent,
+            "may_rebalance": roles.can(viewer, "nodes.manage")}
+
+
+@staff_required("nodes.manage")
+@require_POST
+def rebalance_apply(request):
+    """Apply the rebalancing plan now, or schedule it (``run_at``, the server's time)."""
+    try:
+        run_at = _moment(request.POST.get("run_at", ""))
+        batch = rebalance.apply(request.user, run_at, request.POST.get("parallel") or 2)
+    except (ServiceError, ValueError) as exc:
+        messages.error(request, f"Not applied: {getattr(exc, 'message', exc)}")
+    else:
+        when = "now" if batch.run_at <= timezone.now() else \
+            f"at {timezone.localtime(batch.run_at):%Y-%m-%d %H:%M}"
+        messages.success(request, f"Rebalancing {when}, {batch.parallel} moves at a time.")
+    return redirect(reverse("staff-overcommit") + "#rebalancing")
+
+
+@staff_required("nodes.manage")
+@require_POST
+def rebalance_cancel(request, pk):
+    try:
+        rebalance.cancel(get_object_or_404(Rebalance, pk=pk), request.user)
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    return redirect(reverse("staff-overcommit") + "#rebalancing")
+
+
+def _moment(text):
+    """An aware datetime from a datetime-local field (blank: None, i.e. now)."""
+    if not text.strip():
+        return None
+    moment = parse_datetime(text.strip())
+    if moment is None:
+        raise ValueError("the time is not a date and time")
+    return timezone.make_aware(moment) if timezone.is_naive(moment) else moment
 
 
 def _whatif(params):
