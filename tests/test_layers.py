@@ -154,6 +154,8 @@ NODE_SIDE = {
     # module: why it may use the whole engine (it runs on the node, as root)
     "hosting.operations.executor": "runs one operation through ve.Engine",
     "hosting.operations.runners": "the engine calls of each operation kind",
+    "hosting.operations.moving": "the migrate operation's runner (engine migrate)",
+    "hosting.nodes.peers": "makes the node's migration keys and writes whom it trusts",
     "hosting.operations.reconcile": "compares the node (engine, /proc) with the database",
     "hosting.operations.node_events": "records the engine's events of VEs that ended",
     "hosting.nodes.worker": "the root worker: heartbeat (ve.host), events thread",

@@ -122,6 +122,9 @@ LIFECYCLE = (
     Lifecycle("terminate", Kind.DESTROY, "Terminate the VPS: its files go and its addresses "
               "return to the pool (DELETE on the VPS does the same, with the same body).",
               _queue(Kind.DESTROY), body=TerminateSerializer, reauthenticate=True),
+    Lifecycle("hibernate", Kind.HIBERNATE, "Hibernate the VPS: its memory is saved to disk "
+              "and it stops; start resumes it with its processes where they were. Customers "
+              "whose plan includes hibernation, and staff.", _queue(Kind.HIBERNATE)),
     Lifecycle("suspend", Kind.SUSPEND, "Suspend the VPS (stopped; its owner cannot start it).",
               _queue(Kind.SUSPEND), staff_only=True),
     Lifecycle("resume", Kind.RESUME, "Resume a suspended VPS.", _queue(Kind.RESUME),

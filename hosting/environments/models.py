@@ -81,6 +81,7 @@ class VirtualEnvironment(models.Model):
         STOPPED = "stopped", "Stopped"
         RUNNING = "running", "Running"
         SUSPENDED = "suspended", "Suspended"
+        HIBERNATED = "hibernated", "Hibernated"
         DESTROYED = "destroyed", "Destroyed"
         UNKNOWN = "unknown", "Unknown"
 

@@ -21,9 +21,10 @@ from .models import VirtualEnvironment as VE
 
 SIMPLE_ACTIONS = {"start": Operation.Kind.START, "stop": Operation.Kind.STOP,
                   "reboot": Operation.Kind.RESTART, "terminate": Operation.Kind.DESTROY,
-                  "suspend": Operation.Kind.SUSPEND, "resume": Operation.Kind.RESUME}
+                  "suspend": Operation.Kind.SUSPEND, "resume": Operation.Kind.RESUME,
+                  "hibernate": Operation.Kind.HIBERNATE}
 STAFF_ACTIONS = ("suspend", "resume")
-BUTTON_ORDER = ("start", "stop", "reboot", "suspend", "resume", "terminate")
+BUTTON_ORDER = ("start", "stop", "reboot", "hibernate", "suspend", "resume", "terminate")
 # Kept out of Django's error reports (the passwords are never stored or logged).
 SECRET_FIELDS = ("root_password", "current_password")
 
@@ -79,6 +80,8 @@ def buttons(ve, current, viewer):
         kind = SIMPLE_ACTIONS[name]
         if name in STAFF_ACTIONS and not viewer.is_staff:
             continue
+        if kind == Operation.Kind.HIBERNATE and not (viewer.is_staff or ve.plan.hibernation):
+            continue  # the provider sells it with some plans only
         if viewer.is_staff and not roles.can(viewer, roles.KIND_CAPABILITY.get(
                 kind, roles.DEFAULT_KIND_CAPABILITY)):
             continue  # the role may not do it (an auditor sees no buttons)

@@ -157,6 +157,8 @@ def _observed_state(ctx):
     if running:
         return VE.State.RUNNING
     desired = VE.objects.filter(pk=ctx.ve.pk).values_list("desired_state", flat=True).first()
+    if desired == VE.State.HIBERNATED and ctx.engine.hibernated(ctx.ve.veid):
+        return VE.State.HIBERNATED
     return VE.State.SUSPENDED if desired == VE.State.SUSPENDED else VE.State.STOPPED
 
 

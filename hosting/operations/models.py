@@ -33,6 +33,7 @@ class Operation(models.Model):
         RESUME = "resume", "Resume"
         DESTROY = "destroy", "Terminate"
         MIGRATE = "migrate", "Move to another host"
+        HIBERNATE = "hibernate", "Hibernate"
         # Records of what happened on the node by itself (never queued): a
         # power-off from inside the VPS, or an unexpected stop.
         POWEROFF = "poweroff", "Power off"
@@ -121,7 +122,7 @@ class Operation(models.Model):
     _PASSING = {Kind.CREATE: "Creating", Kind.START: "Starting", Kind.STOP: "Stopping",
                 Kind.RESTART: "Rebooting", Kind.REINSTALL: "Reinstalling",
                 Kind.SUSPEND: "Suspending", Kind.RESUME: "Resuming", Kind.DESTROY: "Terminating",
-                Kind.MIGRATE: "Moving"}
+                Kind.MIGRATE: "Moving", Kind.HIBERNATE: "Hibernating"}
 
     @property
     def passing_state(self):

@@ -118,7 +118,12 @@ def _compare_one(ve, eng, drift):
         return None  # rebooting by itself, or being stopped: look again next time
     seen = VE.State.RUNNING if running else VE.State.STOPPED
     fix = None
-    if ve.desired_state == VE.State.SUSPENDED:
+    if ve.desired_state == VE.State.HIBERNATED:
+        if running:
+            drift.append(f"VE {ve.veid} ({ve.hostname}) is hibernated but running")
+        elif eng.hibernated(ve.veid):
+            seen = VE.State.HIBERNATED
+    elif ve.desired_state == VE.State.SUSPENDED:
         if running:
             drift.append(f"VE {ve.veid} ({ve.hostname}) is suspended but running")
             fix = Operation.Kind.SUSPEND

@@ -17,23 +17,29 @@ State = VE.State
 
 # Which actual states each action may start from, and the desired state it sets
 # (the pages enable a button only where its action may start).
+# A hibernated VPS (its memory saved on its node) may start (which resumes it),
+# move, be suspended or terminated; what would change it under the saved image
+# (reboot, reinstall, a limit change) waits until it runs again.
 ACTION_STATES = {
-    Kind.START: ({State.STOPPED, State.UNKNOWN}, State.RUNNING),
+    Kind.START: ({State.STOPPED, State.HIBERNATED, State.UNKNOWN}, State.RUNNING),
     Kind.STOP: ({State.RUNNING, State.UNKNOWN}, State.STOPPED),
     Kind.RESTART: ({State.RUNNING, State.STOPPED, State.UNKNOWN}, State.RUNNING),
     Kind.REINSTALL: ({State.RUNNING, State.STOPPED, State.UNKNOWN}, State.RUNNING),
     Kind.PASSWORD: ({State.RUNNING}, None),
     Kind.SET: ({State.RUNNING, State.STOPPED, State.SUSPENDED, State.UNKNOWN}, None),
-    Kind.SUSPEND: ({State.RUNNING, State.STOPPED, State.UNKNOWN}, State.SUSPENDED),
+    Kind.SUSPEND: ({State.RUNNING, State.STOPPED, State.HIBERNATED, State.UNKNOWN},
+                   State.SUSPENDED),
     Kind.RESUME: ({State.SUSPENDED}, State.RUNNING),
-    Kind.MIGRATE: ({State.RUNNING, State.STOPPED, State.SUSPENDED}, None),
-    Kind.DESTROY: ({State.RUNNING, State.STOPPED, State.SUSPENDED, State.UNKNOWN,
-                    State.CREATING}, State.DESTROYED),
+    Kind.MIGRATE: ({State.RUNNING, State.STOPPED, State.SUSPENDED, State.HIBERNATED}, None),
+    Kind.HIBERNATE: ({State.RUNNING}, State.HIBERNATED),
+    Kind.DESTROY: ({State.RUNNING, State.STOPPED, State.HIBERNATED, State.SUSPENDED,
+                    State.UNKNOWN, State.CREATING}, State.DESTROYED),
 }
 STAFF_ONLY = {Kind.SUSPEND, Kind.RESUME, Kind.SET, Kind.MIGRATE}
 _REFUSAL = {
     State.RUNNING: "it is already running", State.STOPPED: "it is stopped",
     State.SUSPENDED: "it is suspended", State.CREATING: "it is still being created",
+    State.HIBERNATED: "it is hibernated (Start resumes it)",
     State.DESTROYED: "it has been terminated",
 }
 
@@ -63,6 +69,12 @@ def check_actor(user, kind=None):
         raise Forbidden("your account is suspended; contact support")
     if kind in STAFF_ONLY:
         raise Forbidden("only staff can do this")
+
+
+def check_plan_allows(ve, kind, user):
+    """Refuse a customer's hibernation when the VPS's plan does not include it."""
+    if kind == Kind.HIBERNATE and not user.is_staff and not ve.plan.hibernation:
+        raise Forbidden(f"plan {ve.plan.name} does not include hibernation")
 
 
 class Replay(Exception):
@@ -99,6 +111,7 @@ def _request(ve, kind, user, params, idempotency_key):
                            f"{_REFUSAL.get(ve.actual_state, 'its state is ' + ve.actual_state)}")
         if kind != Kind.RESUME and ve.desired_state == State.SUSPENDED and not user.is_staff:
             raise Conflict(f"VPS {ve.hostname} is suspended; contact support")
+        check_plan_allows(ve, kind, user)
         op = create(ve, kind, user, params or {}, idempotency_key)
         if desired:
             ve.desired_state = desired

@@ -60,6 +60,10 @@ class Plan(models.Model):
                   "(bridges and veths cost the node kernel memory), 0 = no cap")
     seccomp_allow = models.CharField(max_length=200, blank=True, default="",
                                      validators=[seccomp.validate], help_text=seccomp.HELP)
+    hibernation = models.BooleanField(
+        default=False, help_text="customers may hibernate their VPS: its memory is saved to "
+                                 "disk and it stops using RAM and CPU; Start resumes it where "
+                                 "it was")
     bandwidth_gib = models.PositiveIntegerField(default=1000, help_text="per month, 0 = unmetered")
     port_speed_mbit = models.PositiveIntegerField(
         default=100, validators=[MinValueValidator(1), MaxValueValidator(30000)],

@@ -307,3 +307,18 @@ def test_a_mover_killed_while_the_ve_is_frozen_rolls_back(fleet):
     assert not os.path.exists(b.engine.layout.root / "incoming" / str(VEID))
     assert a.vectl("migration", "settle", VEID)["settled"] is None
     assert wait_for(lambda: reaches(dc, VE_IP), 10)
+
+
+def test_a_hibernated_ve_moves_with_its_saved_memory(fleet):
+    """Stopped but hibernated at A: it moves offline (nothing runs), its image goes along,
+    and its start at B resumes its processes."""
+    a, b, dc = fleet
+    before = _running_counter(a, dc, "hibernated.example")
+    a.net.engine("print(json.dumps(e.hibernate(v['veid'])))", veid=VEID)
+    done = a.vectl("migrate", VEID, "--to", f"{b.address}:{PORT}")
+    assert done["mode"] == "offline" and done["downtime_s"] is None, done
+    assert on_host(a, VEID) == NOTHING and b.engine.hibernated(VEID)
+    b.net.engine("print(e.start(v['veid']))", veid=VEID)
+    after = b.engine.exec(VEID, ["ps", "-o", "pid,ppid,comm"]).stdout.decode()
+    assert _lasting(after) == _lasting(before)
+    assert wait_for(lambda: reaches(dc, VE_IP), 10)

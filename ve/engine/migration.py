@@ -164,7 +164,9 @@ class MigrateMixin:
             with phases("disk"):
                 self._send_disk(channel, cfg)
             with phases("state"):
-                self._send_state(channel, veid, with_checkpoint=mode == "live")
+                # A hibernated VE (stopped, its memory saved) takes its image along.
+                self._send_state(channel, veid, with_checkpoint=mode == "live" or (
+                    not was_running and self.hibernated(veid)))
             with phases("restore" if mode == "live" else "start"):
                 if not was_running:
                     channel.verb("place", veid)  # it stays stopped, there
