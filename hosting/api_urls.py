@@ -11,6 +11,7 @@ from hosting.customers.api import CustomerViewSet
 from hosting.environments.api import EnvironmentViewSet, OSTemplateViewSet
 from hosting.ipam.api import IPPoolViewSet
 from hosting.nodes.api import NodeViewSet
+from hosting.nodes.rebalance_api import RebalanceViewSet
 from hosting.operations.api import OperationViewSet
 from hosting.plans.api import PlanViewSet
 
@@ -21,6 +22,7 @@ router.register("plans", PlanViewSet, basename="plan")
 router.register("templates", OSTemplateViewSet, basename="template")
 router.register("customers", CustomerViewSet, basename="customer")
 router.register("nodes", NodeViewSet, basename="node")
+router.register("rebalances", RebalanceViewSet, basename="rebalance")
 router.register("ip-pools", IPPoolViewSet, basename="ippool")
 router.register("audit-log", AuditLogViewSet, basename="auditlog")
 

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 from django.test import Client
+from rest_framework.test import APIClient
 from django.utils import timezone
 
 from hosting.core.errors import Conflict, Forbidden
@@ -114,3 +115,24 @@ def test_only_administrators_rebalance_and_the_page_shows_the_plan(hot):
     assert Rebalance.objects.get().moves[0]["veid"] == 4202
     html = admin.get("/staff/reports/overcommit/").content.decode()
     assert 'class="rebalance" data-state="scheduled"' in html  # the beat begins it
+
+
+@pytest.mark.django_db
+def test_the_api_gives_the_plan_to_report_viewers_and_applies_it_for_administrators(hot):
+    api = APIClient()
+    api.force_authenticate(hot["user"])
+    assert api.get("/api/v1/rebalances/plan/").status_code == 403  # customers: no
+    api.force_authenticate(make_staff("looker", role="auditor"))
+    plan = api.get("/api/v1/rebalances/plan/").json()
+    assert [m["veid"] for m in plan["moves"]] == [4202]
+    assert api.post("/api/v1/rebalances/", {}, format="json").status_code == 403
+    api.force_authenticate(hot["admin"])
+    assert api.post("/api/v1/rebalances/", {"parallel": 9}, format="json").status_code == 400
+    assert api.post("/api/v1/rebalances/", {"run_at": "soon"},
+                    format="json").status_code == 400
+    later = (timezone.now() + timedelta(hours=1)).isoformat()
+    made = api.post("/api/v1/rebalances/", {"run_at": later, "parallel": 1}, format="json")
+    assert made.status_code == 201 and made.json()["state"] == "scheduled"
+    cancel = api.post(f"/api/v1/rebalances/{made.json()['id']}/cancel/")
+    assert cancel.status_code == 200 and cancel.json()["state"] == "cancelled"
+    assert api.post(f"/api/v1/rebalances/{made.json()['id']}/cancel/").status_code == 409
