@@ -111,17 +111,21 @@ VERBS = {
         "--forget": ("forget", False, "remove the events listed")}),
 }
 TEMPLATE_ACTIONS = ("build", "import", "list")
+READ_ONLY = ("list", "status", "pid", "events")  # verbs that only print
 
 
 def main(argv=None):
     """Run vectl with ``argv``; return the exit code."""
     # No logging set-up: warnings reach stderr through logging's last-resort
     # handler, and importing logging up front would slow every call.
-    if argv is None:  # as a command: `vectl list | head` ends quietly, like other tools
-        import signal
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         args = parse(sys.argv[1:] if argv is None else argv, VERBS)
+        if argv is None and args.verb in READ_ONLY:
+            # `vectl list | head` ends quietly, like other tools. Only verbs that
+            # change nothing: a migration writing to a receiver that went away must
+            # see the error and bring the VE back, not die of the signal.
+            import signal
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     except HelpRequested as text:
         print(text)
         return 0

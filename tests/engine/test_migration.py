@@ -322,3 +322,57 @@ def test_a_hibernated_ve_moves_with_its_saved_memory(fleet):
     after = b.engine.exec(VEID, ["ps", "-o", "pid,ppid,comm"]).stdout.decode()
     assert _lasting(after) == _lasting(before)
     assert wait_for(lambda: reaches(dc, VE_IP), 10)
+
+
+def test_a_network_cut_while_the_ve_is_frozen_brings_it_back_at_the_source(fleet):
+    """The data-centre link of the target goes down after the checkpoint: the copy
+    fails, the VE is restored at the source with its processes, and once the link is
+    back the next move works (the target's leftovers do not stand in the way)."""
+    a, b, dc = fleet
+    before = _running_counter(a, dc, "cut.example")
+    cut = (f"import subprocess\n_send_state = e._send_state\n"
+           f"def cut_then_send(*args, **kwargs):\n"
+           f"    subprocess.run(['nsenter', '--net={b.net.path}', 'ip', 'link', 'set', 'dc0',"
+           f" 'down'], check=True)\n"
+           f"    return _send_state(*args, **kwargs)\n"
+           f"e._send_state = cut_then_send\n")
+    prelude = (f"from ve import Engine\ne = Engine(root={str(a.engine.layout.root)!r}, "
+               f"cgroup_parent={a.engine.cgroups.parent!r})\n")
+    out = a.net.run(sys.executable, "-c", prelude + cut +
+                    f"e.migrate({VEID}, '{b.address}:{PORT}')\n",
+                    env=dict(os.environ, PYTHONPATH=str(ROOT_DIR)), check=False)
+    assert out.returncode != 0 and "back on this node" in out.stderr, out.stderr
+    assert a.engine.status(VEID).state == "running"
+    after = a.engine.exec(VEID, ["ps", "-o", "pid,ppid,comm"]).stdout.decode()
+    assert _lasting(after) == _lasting(before)
+    assert a.engine.migration_in_flight(VEID) is None
+    assert not b.engine.layout.conf(VEID).exists()
+    b.net.run("ip", "link", "set", "dc0", "up")
+    assert wait_for(lambda: reaches(dc, b.address), 10)
+    done = a.vectl("migrate", VEID, "--to", f"{b.address}:{PORT}")
+    assert done["mode"] == "live" and b.engine.status(VEID).state == "running"
+    assert on_host(a, VEID) == NOTHING
+
+
+def test_a_full_disk_at_the_target_leaves_the_ve_running_at_the_source(fleet):
+    """The target's incoming space holds 1 MiB: the disk copy fails before anything
+    stops, the VE runs on where it was, and the target keeps nothing of it."""
+    a, b, dc = fleet
+    a.engine.create(VEConfig(VEID, "full.example", "busybox", Limits(), ips=(VE_IP,)))
+    init = a.net.engine("print(e.start(v['veid']))", veid=VEID)
+    incoming = b.engine.layout.root / "incoming"
+    incoming.mkdir(mode=0o700, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs",
+                    str(incoming)], check=True)
+    try:
+        env = dict(os.environ, VE_ROOT=str(a.engine.layout.root),
+                   VE_CGROUP_PARENT=a.engine.cgroups.parent, PYTHONPATH=str(ROOT_DIR))
+        out = a.net.run(sys.executable, "-m", "ve.cli", "migrate", str(VEID), "--to",
+                        f"{b.address}:{PORT}", env=env, check=False)
+        assert out.returncode != 0 and "before the VE stopped" in out.stderr, out.stderr
+        assert a.engine.status(VEID).init_pid == init
+        assert not os.listdir(incoming) and on_host(b, VEID) == NOTHING
+    finally:
+        subprocess.run(["umount", str(incoming)], check=True)
+    assert a.engine.migration_in_flight(VEID) is None
+    assert wait_for(lambda: reaches(dc, VE_IP), 10)
