@@ -95,7 +95,8 @@ class Stack:
             node.netns = f"{name}-{node.index}" if name and node.index > 1 else name
 
     def _node(self, node):
-        return self.nodes[0] if node is None or node == "node" else node
+        """``node`` if it is one of ours, else node 1 (None, "node": the single-node names)."""
+        return node if isinstance(node, StackNode) else self.nodes[0]
 
     # -- control plane secrets --------------------------------------------
 
