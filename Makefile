@@ -51,8 +51,13 @@ web-user:
 	read $(CURDIR) (the web process runs as $(WEB_USER)): put the checkout somewhere \
 	world-readable such as /srv or /opt, not under /root" >&2; exit 1; }
 
-# The whole product in the foreground: Redis, the root node worker, housekeeping
+# The whole product in the foreground: Redis, the root node workers, housekeeping
 # + beat and the web server on 127.0.0.1:8000, with demo logins printed.
+# `make run NODES=3` runs three nodes on this machine (README, "Several nodes");
+# the count reaches runstack through the environment, never spliced into a command.
+NODES ?= 1
+export NODES
+
 run: deps
 	vectl template build busybox
 	@# Each Debian takes about a minute the first time and needs Debian's mirror;
@@ -60,7 +65,7 @@ run: deps
 	@for t in debian-12 debian-13; do \
 		vectl template list | grep -q "^$$t " || vectl template build $$t || \
 		echo "warning: $$t was not built; the demo node cannot run it"; done
-	$(PY) manage.py runstack
+	$(PY) manage.py runstack --nodes "$$NODES"
 
 # The linter (ruff.toml), everything on SQLite, then the dashboard's tests again
 # on a throw-away PostgreSQL.

@@ -13,6 +13,12 @@ anonymous user, the web side and each node log in as users of their own
 makes the passwords and keys once, in ``<data dir>/secrets/`` (root's; the
 web side's own files are the web user's, all 0600), and each process gets
 only its side's: paths to files in its environment, never a secret itself.
+
+A stack runs one node or several (``nodes=3``; ``make run NODES=3``), each a
+``hosting.stacknode.StackNode`` with processes of its own; with ``dc_netns``
+their namespaces share a data-centre segment (``hosting.datacentre``) and
+each node runs its migration sshd there. The single-node accessors
+(``node_name``, ``node_netns``, ``start_node_worker()`` ...) are node 1's.
 """
 
 import os
@@ -24,6 +30,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from hosting import datacentre
+from hosting.stacknode import StackNode
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 UNPRIVILEGED = "hosting"
@@ -47,25 +56,54 @@ class Stack:
     """The product's processes, started in order and stopped together."""
 
     def __init__(self, data_dir, node_name=None, web_port=8000, redis_url=None,
-                 web_user=UNPRIVILEGED, extra_env=None, log_dir=None, node_netns=None):
+                 web_user=UNPRIVILEGED, extra_env=None, log_dir=None, node_netns=None,
+                 nodes=1, dc_netns=None):
+        """``nodes``: how many nodes to run (node 1 is ``node_name``, the others are
+        derived from it, see ``hosting.stacknode``). ``dc_netns``: the namespace of
+        the data-centre segment joining the nodes' namespaces (None: no segment, no
+        migration sshds)."""
         self.data_dir = Path(data_dir)
-        self.node_name = node_name or node_name_of_host()
         self.web_port = web_port
         self.redis_url = redis_url
         self.web_user = web_user
         self.extra_env = dict(extra_env or {})
         self.log_dir = Path(log_dir or self.data_dir / "log")
-        self.node_netns = node_netns
+        self.dc_netns = dc_netns
+        first = StackNode(name=node_name or node_name_of_host(), netns=node_netns,
+                          on_dc=bool(dc_netns), inherited=self.extra_env)
+        self.nodes = [first] + [StackNode.extra(first, index, self.data_dir)
+                                for index in range(2, nodes + 1)]
         self.processes = {}
         self.specs = {}  # name -> (argv, user, role, env): how to start it again
         self.started_at = {}  # name -> time.monotonic() of its last start
         self.secrets_dir = self.data_dir / "secrets"
 
+    # Node 1, as single-node callers know it.
+
+    @property
+    def node_name(self):
+        return self.nodes[0].name
+
+    @property
+    def node_netns(self):
+        return self.nodes[0].netns
+
+    @node_netns.setter
+    def node_netns(self, name):
+        """Name node 1's namespace (the other nodes' names follow it)."""
+        for node in self.nodes:
+            node.netns = f"{name}-{node.index}" if name and node.index > 1 else name
+
+    def _node(self, node):
+        """``node`` if it is one of ours, else node 1 (None, "node": the single-node names)."""
+        return node if isinstance(node, StackNode) else self.nodes[0]
+
     # -- control plane secrets --------------------------------------------
 
     def prepare_control_plane(self):
         """Make (once) the Redis passwords and the signing keys of the web side and of
-        this node, and the trust store of each (docs/security.md)."""
+        each node, and the trust store of each (docs/security.md): a node trusts the
+        web side and itself, never another node."""
         from hosting import controlplane as cp
         self.data_dir.mkdir(parents=True, exist_ok=True)
         web = pwd.getpwnam(self.web_user) if self.web_user else None
@@ -74,19 +112,21 @@ class Stack:
         os.chown(self.secrets_dir, 0, gid or 0)
         os.chmod(self.secrets_dir, 0o710)  # the web user may open its own files, list none
         cp.password_file(self.secrets_dir / f"redis-{cp.WEB_USER}.password", uid, gid)
-        cp.password_file(self._node_password_file())
         web_key, web_cert = cp.signing_pair(self.secrets_dir, cp.WEB_KEY, uid, gid)
-        _, node_cert = cp.signing_pair(self.secrets_dir, cp.node_key(self.node_name))
         cp.trust_dir(self.secrets_dir, cp.WEB_KEY, [web_cert])
-        cp.trust_dir(self.secrets_dir, cp.node_key(self.node_name), [web_cert, node_cert])
+        for node in self.nodes:
+            cp.password_file(self._node_password_file(node))
+            _, node_cert = cp.signing_pair(self.secrets_dir, cp.node_key(node.name))
+            cp.trust_dir(self.secrets_dir, cp.node_key(node.name), [web_cert, node_cert])
 
-    def _node_password_file(self):
+    def _node_password_file(self, node=None):
         from hosting import controlplane as cp
-        return self.secrets_dir / f"redis-{cp.node_user(self.node_name)}.password"
+        return self.secrets_dir / f"redis-{cp.node_user(self._node(node).name)}.password"
 
     def control_env(self, role="web"):
-        """The environment that gives a process of ``role`` ("web" or "node") its Redis
-        login and signing key (empty before ``prepare_control_plane``)."""
+        """The environment that gives a process of ``role`` its Redis login and signing
+        key (empty before ``prepare_control_plane``): "web", "node" (node 1) or a
+        ``StackNode`` of this stack; None: nothing."""
         from hosting import controlplane as cp
         if role is None:
             return {}
@@ -94,8 +134,9 @@ class Stack:
             user, key = cp.WEB_USER, cp.WEB_KEY
             password = self.secrets_dir / f"redis-{cp.WEB_USER}.password"
         else:
-            user, key = cp.node_user(self.node_name), cp.node_key(self.node_name)
-            password = self._node_password_file()
+            node = self._node(role)
+            user, key = cp.node_user(node.name), cp.node_key(node.name)
+            password = self._node_password_file(node)
         if not password.exists():
             return {}
         return {"HOSTING_REDIS_USER": user, "HOSTING_REDIS_PASSWORD_FILE": str(password),
@@ -160,7 +201,7 @@ class Stack:
         """Kill what is left of dead process ``name``'s session (a dead Celery or gunicorn
         master's children), as systemd does before it restarts a service."""
         proc = self.processes[name]
-        if name == "node-watcher":
+        if self._watcher_node(name):
             return  # its twin lives in its session and must go on serving running VEs
         try:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -255,10 +296,11 @@ class Stack:
         sock = redis_dir / "redis.sock"
         self.prepare_control_plane()
         passwords = {cp.WEB_USER: cp.password_file(
-                         self.secrets_dir / f"redis-{cp.WEB_USER}.password"),
-                     cp.node_user(self.node_name): cp.password_file(self._node_password_file())}
+                         self.secrets_dir / f"redis-{cp.WEB_USER}.password")}
+        for node in self.nodes:
+            passwords[cp.node_user(node.name)] = cp.password_file(self._node_password_file(node))
         acl = redis_dir / "users.acl"
-        cp.write_private(acl, cp.acl_file_text(passwords, [self.node_name]))
+        cp.write_private(acl, cp.acl_file_text(passwords, [n.name for n in self.nodes]))
         # The append-only file keeps the queues across a restart or crash of Redis
         # (at most the last second of messages is lost; the node's relay resends those).
         argv = [shutil.which("redis-server") or "redis-server", "--dir", str(redis_dir),
@@ -272,70 +314,112 @@ class Stack:
                    "redis-server did not come up")
 
     def prepare_node_netns(self, host_addresses=()):
-        """Create (once) the named network namespace the node's VEs are wired into.
+        """Create (once) the named network namespace of each node, where its VEs are wired
+        in, its directories, and with ``dc_netns`` the data-centre segment joining them.
 
-        Demos and tests use one so that VE traffic never reaches the machine's
-        real network: the namespace has no way out. ``host_addresses`` (with
-        prefix) go on its loopback, e.g. the pools' gateways, so VEs can reach
-        "the host".
+        Demos and tests use them so that VE traffic never reaches the machine's
+        real network: the namespaces have no way out. ``host_addresses`` (with
+        prefix) go on each one's loopback, e.g. the pools' gateways, so VEs can
+        reach "the host" on every node.
         """
         from pyroute2 import IPRoute, netns
-        if self.node_netns not in netns.listnetns():
-            netns.create(self.node_netns)
-        with IPRoute(netns=self.node_netns) as ipr:
-            lo = ipr.link_lookup(ifname="lo")[0]
-            ipr.link("set", index=lo, state="up")
-            have = {a.get("IFA_ADDRESS") for a in ipr.get_addr(index=lo)}
-            for cidr in host_addresses:
-                address, prefix = cidr.split("/")
-                if address not in have:
-                    ipr.addr("add", index=lo, address=address, prefixlen=int(prefix))
+        first_root = self.nodes[0].effective("VE_ROOT")
+        for node in self.nodes:
+            node.prepare_dirs(template_source=first_root)
+            if not node.netns:
+                continue
+            if node.netns not in netns.listnetns():
+                netns.create(node.netns)
+            with IPRoute(netns=node.netns) as ipr:
+                lo = ipr.link_lookup(ifname="lo")[0]
+                ipr.link("set", index=lo, state="up")
+                have = {a.get("IFA_ADDRESS") for a in ipr.get_addr(index=lo)}
+                for cidr in host_addresses:
+                    address, prefix = cidr.split("/")
+                    if address not in have:
+                        ipr.addr("add", index=lo, address=address, prefixlen=int(prefix))
+        if self.dc_netns:
+            datacentre.ensure_segment(self.dc_netns)
+            made = [datacentre.join(self.dc_netns, node.netns, node.index)
+                    for node in self.nodes]
+            if any(made):
+                for node in self.nodes:
+                    datacentre.forget_neighbours(node.netns)
+                datacentre.forget_neighbours(self.dc_netns, datacentre.BRIDGE)
 
     def remove_node_netns(self):
-        from pyroute2 import netns
-        if self.node_netns in netns.listnetns():
-            netns.remove(self.node_netns)
+        """Remove the nodes' namespaces and the segment's (their links go with them)."""
+        for name in [*(n.netns for n in self.nodes if n.netns), self.dc_netns]:
+            if name:
+                datacentre.remove(name)
 
-    def _in_node_netns(self):
-        return ["nsenter", f"--net=/run/netns/{self.node_netns}"] if self.node_netns else []
+    def start_nodes(self, concurrency=2):
+        """Every node's watcher, migration sshd (on the segment) and two workers."""
+        for node in self.nodes:
+            self.start_node_watcher(node)
+            if node.on_dc:
+                self.start_migration_sshd(node)
+            self.start_node_worker(concurrency, node=node)
+            self.start_node_chores(node=node)
 
-    def start_node_watcher(self):
+    def start_node_watcher(self, node=None):
         """The engine's node watcher (root, where the VEs' host side lives): reboots and
         power-offs from inside, clean-up, sysinfo answers, LXCFS; VEs marked onboot."""
-        return self._spawn("node-watcher", [*self._in_node_netns(), sys.executable, "-m",
-                                            "ve.cli", "watch", "--onboot"], role=None)
+        node = self._node(node)
+        return self._spawn(node.process("node-watcher"),
+                           [*node.in_netns(), sys.executable, "-m", "ve.cli", "watch",
+                            "--onboot"], role=None, **node.engine_env())
 
-    def node_watcher_pid(self):
-        """The PID of the watcher serving this node, whoever started it (None: none)."""
+    def start_migration_sshd(self, node=None):
+        """The node's migration sshd (``vectl migration serve``) on its data-centre address,
+        in its namespace: where other nodes push the VEs they migrate to it."""
+        node = self._node(node)
+        return self._spawn(node.process("node-sshd"),
+                           [*node.in_netns(), sys.executable, "-m", "ve.cli", "migration",
+                            "serve", node.migrate_address], role=None, **node.engine_env())
+
+    def node_watcher_pid(self, node=None):
+        """The PID of the watcher serving the node, whoever started it (None: none)."""
         from ve import watch
         from ve.paths import Layout
-        root = self.extra_env.get("VE_ROOT") or os.environ.get("VE_ROOT") or "/var/lib/ve"
+        root = self._node(node).effective("VE_ROOT")
         try:
             return watch.request(Layout(root), {"op": "ping"}, timeout=1.0)["pid"]
         except (OSError, ValueError, KeyError):
             return None
 
-    def start_node_worker(self, concurrency=2, shared=False):
+    def watcher_took_over(self, name):
+        """True if ``name`` is a node watcher whose twin serves its node on (after it
+        died): it is not to be restarted, nor its session killed."""
+        node = self._watcher_node(name)
+        return node is not None and self.node_watcher_pid(node) is not None
+
+    def _watcher_node(self, name):
+        """The node whose watcher process is ``name`` (None: not a watcher)."""
+        return next((n for n in self.nodes if n.process("node-watcher") == name), None)
+
+    def start_node_worker(self, concurrency=2, shared=False, node=None):
         """The node's operations worker (root): consumes node.<name>, drives the engine,
         beats for the node. ``shared``: the old layout, one pool for operations and
         chores alike (the benchmark compares it)."""
-        queues = f"node.{self.node_name}" + (f",node.{self.node_name}.chores" if shared else "")
-        return self._node_worker("node-worker", queues, f"node.{self.node_name}", concurrency)
+        node = self._node(node)
+        queues = node.queue + (f",{node.chores_queue}" if shared else "")
+        return self._node_worker(node, "node-worker", queues, node.queue, concurrency)
 
-    def start_node_chores(self, concurrency=2):
+    def start_node_chores(self, concurrency=2, node=None):
         """The node's chores worker (root): sampling, traffic and reconcile, in a pool
         of their own so that operations never wait behind them."""
-        return self._node_worker("node-chores", f"node.{self.node_name}.chores",
-                                 f"chores.{self.node_name}", concurrency)
+        node = self._node(node)
+        return self._node_worker(node, "node-chores", node.chores_queue,
+                                 f"chores.{node.name}", concurrency)
 
-    def _node_worker(self, name, queues, worker_name, concurrency):
+    def _node_worker(self, node, role, queues, worker_name, concurrency):
         return self._spawn(
-            name,
-            [*self._in_node_netns(), sys.executable, "-m", "celery", "-A", "hosting", "worker",
+            node.process(role),
+            [*node.in_netns(), sys.executable, "-m", "celery", "-A", "hosting", "worker",
              "-Q", queues, "-n", f"{worker_name}@%h", "-c", str(concurrency),
              "--without-gossip", "--without-mingle", "-l", "INFO"],
-            role="node", HOSTING_NODE_NAME=self.node_name,
-            VE_WATCH="on")  # the stack runs the watcher
+            role=node, **node.worker_env())
 
     def start_housekeeping(self):
         """Unprivileged worker for the 'hosting' queue, with Celery beat embedded."""
@@ -356,12 +440,14 @@ class Stack:
         return proc
 
     def wait_for_node(self, timeout=60):
-        """Wait until the node worker has registered its node as online."""
+        """Wait until the node workers have registered every node as online."""
         import django
         django.setup()
         from hosting.nodes.models import Node
-        wait_until(lambda: Node.objects.filter(name=self.node_name, state="online").exists(),
-                   timeout, f"node {self.node_name} did not come online (see node-worker.log)")
+        for node in self.nodes:
+            wait_until(lambda: Node.objects.filter(name=node.name, state="online").exists(),
+                       timeout, f"node {node.name} did not come online (see "
+                       f"{node.process('node-worker')}.log)")
 
     def kill(self, name):
         """SIGKILL a process and everything in its session (a crash, not a stop)."""
@@ -373,14 +459,17 @@ class Stack:
         proc.wait()
 
     def stop(self, timeout=60):
-        """Stop everything: web first, Redis last.
+        """Stop everything: web first, then the nodes, Redis last.
 
         Only each main process gets SIGTERM (a Celery worker then finishes its
         running operations, a warm shutdown); the group is killed only if it
         overstays ``timeout``.
         """
-        order = ("web", "housekeeping", "node-worker", "node-chores", "node-watcher", "redis",
-                 "db-keeper")
+        order = ["web", "housekeeping"]
+        for node in self.nodes:
+            order += [node.process(role) for role in ("node-worker", "node-chores", "node-sshd",
+                                                      "node-watcher")]
+        order += ["redis", "db-keeper"]
         for name in [*order, *(n for n in list(self.processes) if n not in order)]:
             self.stop_process(name, timeout)
 
@@ -400,21 +489,21 @@ class Stack:
             pass
         proc.wait()
 
-    def stop_node_watcher(self, timeout=60):
+    def stop_node_watcher(self, timeout=60, node=None):
         """Stop whatever watcher serves the node (ours, or the twin that carries on after
         it while VEs run), even with VEs running: they lose their notifiers."""
-        pid = self.node_watcher_pid()
+        node = self._node(node)
+        pid = self.node_watcher_pid(node)
         if pid is None:
             return
         from ve import watch
         from ve.paths import Layout
-        root = self.extra_env.get("VE_ROOT") or os.environ.get("VE_ROOT") or "/var/lib/ve"
         try:
-            watch.request(Layout(root), {"op": "stop"})
+            watch.request(Layout(node.effective("VE_ROOT")), {"op": "stop"})
         except OSError:
             pass  # gone meanwhile
-        wait_until(lambda: self.node_watcher_pid() is None, timeout,
-                   "the node watcher did not stop")
+        wait_until(lambda: self.node_watcher_pid(node) is None, timeout,
+                   f"the node watcher of {node.name} did not stop")
 
 
 def wait_until(predicate, timeout, message):

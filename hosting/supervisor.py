@@ -30,7 +30,7 @@ class Supervisor:
         for name, proc in list(self.stack.processes.items()):
             if name in self.due or proc.poll() is None:
                 continue
-            if name == "node-watcher" and self.stack.node_watcher_pid():
+            if self.stack.watcher_took_over(name):
                 self.stack.processes.pop(name)  # its twin took over: the VEs are watched
                 self.log(f"{name} exited; its twin serves the node on")
                 continue

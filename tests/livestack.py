@@ -5,6 +5,8 @@ unix socket, the node's root Celery worker, the housekeeping worker with
 beat, gunicorn as the unprivileged user) on a throwaway data dir, VE_ROOT
 and cgroup subtree, seeds the demo data, and removes everything afterwards.
 Tests talk to it over HTTP like a browser or a billing system would.
+``LiveStack(..., nodes=2, dc=True)`` runs two nodes joined by a data-centre
+segment, as ``make run NODES=2`` does (node 2's VE_ROOT is under the data dir).
 """
 
 import itertools
@@ -98,7 +100,7 @@ class Api:
 
 
 class LiveStack:
-    def __init__(self, cgroup_top, ops_concurrency=2):
+    def __init__(self, cgroup_top, ops_concurrency=2, nodes=1, dc=False):
         self.ops_concurrency = ops_concurrency
         self.data_dir = Path(tempfile.mkdtemp(prefix="hosting-e2e-", dir="/tmp"))
         self.ve_root = Path(tempfile.mkdtemp(prefix="hosting-e2e-ve-", dir="/tmp"))
@@ -111,7 +113,8 @@ class LiveStack:
         self._apis, self._totp_used = {}, {}
         self.stack = Stack(self.data_dir, node_name=NODE, web_port=self.port,
                            web_user=UNPRIVILEGED, log_dir=self.data_dir / "log",
-                           node_netns=self.netns, extra_env={
+                           node_netns=self.netns, nodes=nodes,
+                           dc_netns=f"{self.netns}-dc" if dc else None, extra_env={
                                "VE_ROOT": str(self.ve_root),
                                "VE_CGROUP_PARENT": self.cgroup_parent,
                                "HOSTING_NODE_RUN_DIR": str(self.data_dir / "node-run"),
@@ -122,15 +125,14 @@ class LiveStack:
     def start(self):
         self.stack.prepare()
         self.stack.prepare_node_netns(GATEWAYS)
-        self.stack.manage("seed_demo", "--node", NODE)
+        self.stack.manage("seed_demo", *(arg for node in self.stack.nodes
+                                         for arg in ("--node", node.name)))
         # Staff sign in with a second factor: the demo admin's key, for totp_code().
         self.stack.manage("two_factor", "admin", "--enrol", "--key-file",
                           str(self.data_dir / "admin-totp"))
         self.redis_port = free_port()  # on 127.0.0.1, as `make run` does
         self.stack.start_redis(port=self.redis_port)
-        self.stack.start_node_watcher()
-        self.stack.start_node_worker(concurrency=self.ops_concurrency)
-        self.stack.start_node_chores()
+        self.stack.start_nodes(concurrency=self.ops_concurrency)
         self.stack.start_housekeeping()
         self.stack.start_web()
         self.wait_node_online()
@@ -179,14 +181,16 @@ class LiveStack:
         return totp(path.read_text().strip(), at=wanted * 30 + 1)
 
     def wait_node_online(self, timeout=60):
+        """Wait until every node of the stack is online."""
         staff = self.api("admin")
+        wanted = {node.name for node in self.stack.nodes}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             nodes = staff.get("/api/v1/nodes/?state=online")["results"]
-            if any(n["name"] == NODE for n in nodes):
+            if wanted <= {n["name"] for n in nodes}:
                 return
             time.sleep(0.3)
-        raise AssertionError(f"node {NODE} never came online; logs:\n{self.logs()}")
+        raise AssertionError(f"nodes {sorted(wanted)} not all online; logs:\n{self.logs()}")
 
     def restart_node_worker(self):
         self.stack.start_node_worker()
@@ -242,9 +246,13 @@ class LiveStack:
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
 
-    def engine(self):
+    def engine(self, node=None):
+        """The engine of node 1 (or of ``node``, a StackNode of this stack)."""
         from ve import Engine
-        return Engine(root=str(self.ve_root), cgroup_parent=self.cgroup_parent)
+        if node is None:
+            return Engine(root=str(self.ve_root), cgroup_parent=self.cgroup_parent)
+        return Engine(root=node.effective("VE_ROOT"),
+                      cgroup_parent=node.effective("VE_CGROUP_PARENT"))
 
     def logs(self, name=None):
         names = [name] if name else ["node-worker", "housekeeping", "web"]
@@ -256,16 +264,19 @@ class LiveStack:
             self._stop_supervisor.set()
             time.sleep(0.5)  # its last check is over
         self.stack.stop()  # the watcher's twin carries on while VEs run
-        engine = self.engine()
-        for veid in engine.layout.veids():
-            try:
-                engine.destroy(veid, timeout=2)
-            except Exception as exc:
-                print(f"cleanup of VE {veid} failed: {exc}", file=sys.stderr)
-        self.stack.stop_node_watcher()
+        for node in self.stack.nodes:
+            engine = self.engine(node)
+            for veid in engine.layout.veids():
+                try:
+                    engine.destroy(veid, timeout=2)
+                except Exception as exc:
+                    print(f"cleanup of VE {veid} on {node.name} failed: {exc}",
+                          file=sys.stderr)
+            self.stack.stop_node_watcher(node=node)
         from tests.engine.conftest import CGROUP_ROOT, _remove_cgroup_tree
-        leaked = [str(h / self.cgroup_top / "ve") for h in CGROUP_ROOT.iterdir()
-                  if any((h / self.cgroup_top / "ve").glob("[0-9]*"))]
+        parents = [node.effective("VE_CGROUP_PARENT") for node in self.stack.nodes]
+        leaked = [str(h / parent) for h in CGROUP_ROOT.iterdir() for parent in parents
+                  if any((h / parent).glob("[0-9]*"))]
         _remove_cgroup_tree(self.cgroup_top)
         self.stack.remove_node_netns()
         if os.environ.get("HOSTING_E2E_KEEP_LOGS"):  # for debugging: logs stay in the data dir

@@ -9,7 +9,7 @@ from hosting.core.management.commands.systemd_units import render
 from hosting.nodes.models import Node
 
 UNITS = {"hosting-web.service", "hosting-housekeeping.service", "hosting-beat.service",
-         "hosting-node.service", "hosting-node-chores.service"}
+         "hosting-node.service", "hosting-node-chores.service", "hosting-node-migrate.service"}
 
 
 def test_the_units_of_this_checkout_pass_systemd_analyze_verify(tmp_path, settings):
@@ -40,3 +40,14 @@ def test_who_runs_what(settings):
     assert "-Q hosting " in units["hosting-housekeeping.service"]
     assert " beat " in units["hosting-beat.service"]
     assert all("Restart=always" in text for text in units.values())
+
+
+def test_the_migration_sshd_listens_where_the_node_workers_say_it_does():
+    units = render("/srv/hosting")
+    sshd = units["hosting-node-migrate.service"]
+    assert "\nUser=" not in sshd  # sshd: root, as the engine's receiver it runs must be
+    assert "-m ve.cli migration serve ${HOSTING_MIGRATE_ADDRESS}" in sshd
+    for name in ("hosting-node-migrate.service", "hosting-node.service"):
+        # One file gives the address to the sshd and to the workers that report it.
+        assert "EnvironmentFile=-/etc/hosting/node.env" in units[name]
+    assert "KillMode=process" in sshd  # a restart does not cut a migration under way

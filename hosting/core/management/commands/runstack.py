@@ -2,6 +2,11 @@
 
 A process that dies is restarted (``hosting.supervisor``: after 1 s, then
 with back-off up to 30 s), so the portal and API keep serving.
+
+``--nodes N`` (``make run NODES=N``) runs N nodes on this machine, each in a
+network namespace of its own, all joined by the data-centre segment in
+namespace ``hosting-dc`` (``hosting.datacentre``); node 1 is this host's, as
+with one node (``hosting.stacknode`` names the others and their directories).
 """
 
 import signal
@@ -10,30 +15,40 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from hosting import datacentre
 from hosting.stack import UNPRIVILEGED, Stack, can_read_checkout, port_taken
 from hosting.supervisor import Supervisor
 
 DEMO_GATEWAYS = ("198.18.0.1/32", "fd00:1::1/128")  # the demo pools' gateways (seed_demo)
+DC_NETNS = "hosting-dc"
 
 
 class Command(BaseCommand):
-    help = "Start Redis, the root node worker, housekeeping + beat and the web server."
+    help = "Start Redis, the root node workers, housekeeping + beat and the web server."
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--redis-port", type=int, default=6379)
+        parser.add_argument("--nodes", type=int, default=1,
+                            help="how many nodes to run on this machine (default 1)")
 
-    def handle(self, *args, port, redis_port, **options):
+    def handle(self, *args, port, redis_port, nodes, **options):
         if not can_read_checkout(UNPRIVILEGED):
             raise CommandError(f"user {UNPRIVILEGED} cannot read this checkout; the web "
                                "process runs as that user (move the checkout or fix permissions)")
-        stack = Stack(settings.DATA_DIR, web_port=port)
+        if not 1 <= nodes <= 20:
+            raise CommandError("--nodes: between 1 and 20 (each node is four root processes)")
+        stack = Stack(settings.DATA_DIR, web_port=port, nodes=nodes, dc_netns=DC_NETNS)
         stack.node_netns = f"hosting-{stack.node_name}"[:60]
+        if DC_NETNS in {node.netns for node in stack.nodes}:
+            raise CommandError(f"this host's name makes node 1's network namespace "
+                               f"{DC_NETNS}, the data centre's: rename the host")
         stack.prepare()
-        # The demo node's VEs live in their own network namespace: their
+        # The demo nodes' VEs live in their own network namespaces: their
         # 198.18.0.0/15 and fd00::/8 traffic cannot leave the machine.
         stack.prepare_node_netns(DEMO_GATEWAYS)
-        stack.manage("seed_demo", "--node", stack.node_name, "-v", "0")
+        stack.manage("seed_demo", *(arg for node in stack.nodes for arg in ("--node", node.name)),
+                     "-v", "0")
         taken = port_taken(redis_port)
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
         try:
@@ -42,9 +57,7 @@ class Command(BaseCommand):
             # too if the port is free. Logins and signing keys are made at first
             # run in <data dir>/secrets/ (docs/security.md).
             stack.start_redis(port=None if taken else redis_port)
-            stack.start_node_watcher()
-            stack.start_node_worker()
-            stack.start_node_chores()
+            stack.start_nodes()
             stack.start_housekeeping()
             stack.start_web()
             stack.wait_for_node()
@@ -60,10 +73,13 @@ class Command(BaseCommand):
             self.stdout.write("stopping...")
         finally:
             stack.stop()
-            pid = stack.node_watcher_pid()
-            if pid:  # VPSes still run: their seccomp listeners must stay open
-                self.stdout.write(f"the node watcher (PID {pid}) keeps serving the running "
-                                  "VPSes; `vectl watch --stop` stops it")
+            for node in stack.nodes:
+                pid = stack.node_watcher_pid(node)
+                if pid:  # VPSes still run: their seccomp listeners must stay open
+                    self.stdout.write(
+                        f"the node watcher of {node.name} (PID {pid}) keeps serving its running "
+                        f"VPSes; `VE_ROOT={node.effective('VE_ROOT')} vectl watch --stop` "
+                        "stops it")
 
     def _log(self, message):
         self.stdout.write(f"{time.strftime('%H:%M:%S')} {message}")
@@ -78,8 +94,19 @@ Hosting is running at {url}
   staff:    admin / {creds['admin']}   ({url}staff/ and {url}admin/)
   customer: demo / {creds['demo']}
   API docs: {url}api/v1/docs/
-  node:     {stack.node_name} (queues node.{stack.node_name}, node.{stack.node_name}.chores)
+{self._nodes(stack)}
   logs:     {stack.log_dir}
-  VE network: namespace {stack.node_netns} (try: ip netns exec {stack.node_netns} ping 198.18.0.10)
+  data centre: namespace {stack.dc_netns}, bridge {datacentre.BRIDGE} \
+{datacentre.ROUTER}/{datacentre.PREFIX}
+      (a VPS at any node: ip netns exec {stack.dc_netns} busybox ping 198.18.0.10)
 Press Ctrl-C to stop.
 """))
+
+    @staticmethod
+    def _nodes(stack):
+        """Two lines a node: its queues and where it keeps and wires its VEs."""
+        return "\n".join(
+            f"  node {node.name}: queues {node.queue}, {node.chores_queue}\n"
+            f"      VE_ROOT {node.effective('VE_ROOT')}, cgroup parent "
+            f"{node.effective('VE_CGROUP_PARENT')}, namespace {node.netns}, "
+            f"migration sshd {node.migrate_address}" for node in stack.nodes)

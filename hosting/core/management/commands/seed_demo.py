@@ -1,5 +1,6 @@
 """Demo data for one machine: staff and customer logins, plans, the busybox and Debian
-templates, a node named after the host and test-range IP pools (198.18.0.0/15, fd00::/8)."""
+templates, the nodes (one named after the host unless ``--node`` names them) and
+test-range IP pools (198.18.0.0/15, fd00::/8) that every one of those nodes may use."""
 
 import os
 import secrets
@@ -26,13 +27,14 @@ class Command(BaseCommand):
     help = "Create the demo logins, plans, template, node and IP pools (idempotent)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--node", default=None, help="node name (default: this host's)")
+        parser.add_argument("--node", action="append", dest="nodes", default=None,
+                            help="a node's name (repeatable; default: this host's)")
 
-    def handle(self, *args, node=None, verbosity=1, **options):
+    def handle(self, *args, nodes=None, verbosity=1, **options):
         with transaction.atomic():
             creds = self._logins()
             self._catalogue()
-            self._node_and_pools(node or node_name_of_host())
+            self._nodes_and_pools(nodes or [node_name_of_host()])
         if verbosity >= 1:
             for role, (username, password) in creds.items():
                 self.stdout.write(f"{role}: {username} / {password}")
@@ -73,13 +75,16 @@ class Command(BaseCommand):
                 processes=procs, disk_gib=disk, monthly_price=price))
             plan.templates.add(busybox, *debian)
 
-    def _node_and_pools(self, name):
-        node, _ = Node.objects.get_or_create(name=name)
+    def _nodes_and_pools(self, names):
+        """The nodes and the pools, each pool usable on every node: a VE keeps its
+        addresses when it moves between them (the data-centre segment of ``make run``
+        carries them to whichever node runs it)."""
+        nodes = [Node.objects.get_or_create(name=name)[0] for name in names]
         v4, _ = IPPool.objects.get_or_create(name="demo-v4", defaults=dict(
             network="198.18.0.0/24", gateway="198.18.0.1", first="198.18.0.10",
             last="198.18.0.250", nameservers="198.18.0.1"))
         v6, _ = IPPool.objects.get_or_create(name="demo-v6", defaults=dict(
             network="fd00:1::/64", gateway="fd00:1::1", first="fd00:1::10",
             last="fd00:1::ffff"))
-        v4.nodes.add(node)
-        v6.nodes.add(node)
+        v4.nodes.add(*nodes)
+        v6.nodes.add(*nodes)

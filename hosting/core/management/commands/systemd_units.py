@@ -21,7 +21,8 @@ def render(prefix):
 
 
 class Command(BaseCommand):
-    help = "Write the systemd units of web, housekeeping, beat and the node workers."
+    help = ("Write the systemd units of web, housekeeping, beat, the node workers and the "
+            "node's migration sshd.")
 
     def add_arguments(self, parser):
         parser.add_argument("--prefix", default=str(settings.BASE_DIR),

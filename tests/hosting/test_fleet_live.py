@@ -1,0 +1,175 @@
+"""Two nodes on one machine, for real (``make run NODES=2``): each a node of its own.
+
+The whole product with two nodes joined by a data-centre segment: each node
+comes online on its own queues, has its own watcher and migration sshd (on its
+data-centre address, in its namespace), and a VE ordered through the API lands
+in the VE_ROOT, cgroup parent and namespace of the node it was placed on. The
+segment carries traffic between the nodes' namespaces and to the VEs of either.
+A stop leaves what must outlive it (VEs, their files, the namespaces a new
+``make run`` takes over) and no process; the clean-up leaves nothing at all.
+"""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hosting import datacentre
+from hosting.stack import wait_until
+from hosting.stacknode import MIGRATE_PORT
+from tests.hosting.test_dispatch_live import order
+from tests.livestack import GATEWAYS
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    if os.geteuid() != 0 or not shutil.which("redis-server"):
+        pytest.skip("end-to-end tests need root and redis-server (make deps)")
+    from tests.livestack import LiveStack, new_cgroup_top
+    live = LiveStack(new_cgroup_top(), nodes=2, dc=True)
+    try:
+        live.start()
+    except Exception:
+        print(live.logs())
+        live.stop()
+        raise
+    yield live
+    live.stop()
+
+
+def in_netns(netns, *argv):
+    return subprocess.run(["nsenter", f"--net=/run/netns/{netns}", *argv],
+                          capture_output=True, text=True, timeout=60)
+
+
+def pings(netns, address):
+    return in_netns(netns, "busybox", "ping", "-c", "1", "-W", "2", address).returncode == 0
+
+
+def environ(pid):
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def place_on(live, staff, customer, node, hostname):
+    """Order a VPS while every other node drains, so placement can only pick ``node``."""
+    by_name = {n["name"]: n for n in staff.get("/api/v1/nodes/")["results"]}
+    for other in live.stack.nodes:
+        state = "online" if other is node else "draining"
+        staff.patch(f"/api/v1/nodes/{by_name[other.name]['id']}/", {"state": state})
+    op = customer.wait_operation(order(customer, hostname))
+    assert op["state"] == "succeeded", (op, live.logs(node.process("node-worker")))
+    return customer.get(f"/api/v1/environments/{op['veid']}/")
+
+
+def test_two_nodes_each_with_its_own_queues_root_cgroups_namespace_and_sshd(fleet):
+    live, staff, customer = fleet, fleet.api("admin"), fleet.api("demo")
+    one, two = live.stack.nodes
+    assert (one.name, two.name) == ("testnode", "testnode-2")
+    assert one.effective("VE_ROOT") == str(live.ve_root)
+    assert Path(two.effective("VE_ROOT")) == live.data_dir / "nodes" / "testnode-2" / "ve"
+    assert two.effective("VE_CGROUP_PARENT") == f"{live.cgroup_top}/ve-2"
+
+    online = {n["name"]: n for n in staff.get("/api/v1/nodes/?state=online")["results"]}
+    for node in (one, two):
+        assert online[node.name]["queue"] == node.queue
+        worker = live.stack.processes[node.process("node-worker")]
+        env = environ(worker.pid)  # nsenter execs the worker: its PID is the worker's
+        assert env["HOSTING_NODE_NAME"] == node.name
+        assert env["HOSTING_REDIS_USER"] == f"node-{node.name}"
+        assert env["HOSTING_MIGRATE_ADDRESS"] == f"{node.dc_address}:{MIGRATE_PORT}"
+        assert env["VE_NET_UPLINK"] == datacentre.UPLINK
+        assert env["VE_ROOT"] == node.effective("VE_ROOT")
+        cmdline = Path(f"/proc/{worker.pid}/cmdline").read_bytes().split(b"\0")
+        assert node.queue.encode() in cmdline
+        chores = Path(f"/proc/{live.stack.processes[node.process('node-chores')].pid}"
+                      "/cmdline").read_bytes().split(b"\0")
+        assert node.chores_queue.encode() in chores
+        assert os.readlink(f"/proc/{worker.pid}/ns/net") == \
+            os.readlink(f"/proc/{live.stack.processes[node.process('node-watcher')].pid}"
+                        "/ns/net")
+    # Each node has its own watcher (one per VE_ROOT) and migration sshd, in its namespace.
+    watchers = {live.stack.node_watcher_pid(node) for node in (one, two)}
+    assert None not in watchers and len(watchers) == 2
+    for node in (one, two):
+        listening = in_netns(node.netns, "ss", "-ltnH").stdout
+        assert f"{node.dc_address}:{MIGRATE_PORT} " in listening, \
+            live.logs(node.process("node-sshd"))
+    # The segment joins the namespaces (and only through dc0).
+    assert pings(one.netns, two.dc_address) and pings(two.netns, one.dc_address)
+    assert pings(live.stack.dc_netns, one.dc_address)
+    assert "default" not in in_netns(one.netns, "ip", "route").stdout
+
+    # A VPS placed on each node lives in that node's VE_ROOT, cgroups and namespace.
+    ves = {node.name: place_on(live, staff, customer, node, f"fleet-{node.index}.example.com")
+           for node in (two, one)}
+    for node, other in ((one, two), (two, one)):
+        ve = ves[node.name]
+        assert ve["node"] == node.name
+        veid = ve["veid"]
+        assert live.engine(node).layout.conf(veid).exists()
+        assert not live.engine(other).layout.conf(veid).exists()
+        assert live.engine(node).cgroups.exists(str(veid))
+        assert not live.engine(other).cgroups.exists(str(veid))
+        assert f"veth{veid}" in in_netns(node.netns, "ip", "-o", "link").stdout
+        assert f"veth{veid}" not in in_netns(other.netns, "ip", "-o", "link").stdout
+        # Its node announces its address on the segment: the data centre and the other
+        # node reach it there, by the address alone.
+        v4 = next(a for a in ve["addresses"] if ":" not in a)
+        assert pings(live.stack.dc_netns, v4), v4
+        assert pings(other.netns, v4), v4
+    for node in (one, two):  # leave both nodes open to placement for other tests
+        by_name = {n["name"]: n for n in staff.get("/api/v1/nodes/")["results"]}
+        staff.patch(f"/api/v1/nodes/{by_name[node.name]['id']}/", {"state": "online"})
+
+
+def test_a_stop_keeps_vpses_and_namespaces_leaks_nothing_and_a_rerun_takes_over(fleet):
+    live = fleet
+    one, two = live.stack.nodes
+    pids = {name: proc.pid for name, proc in live.stack.processes.items()}
+    assert {one.process("node-sshd"), two.process("node-sshd"),
+            two.process("node-worker"), two.process("node-chores")} <= set(pids)
+    running = {node.name: [veid for veid in live.engine(node).layout.veids()]
+               for node in (one, two)}
+    assert all(running.values()), running
+
+    live.stack.stop()
+    for name, pid in pids.items():
+        assert not Path(f"/proc/{pid}").exists() or \
+            Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z", name
+    # The VPSes run on (their watchers' twins serve them) and keep their files.
+    for node in (one, two):
+        engine = live.engine(node)
+        for veid in running[node.name]:
+            assert engine.status(veid).state == "running", (node.name, veid)
+    names = datacentre.namespaces()
+    assert {one.netns, two.netns, live.stack.dc_netns} <= names
+    # A second `make run` takes the namespaces over as they are ...
+    live.stack.prepare_node_netns(GATEWAYS)
+    addresses = in_netns(one.netns, "ip", "-o", "addr", "show", "dev", "dc0").stdout
+    assert addresses.count(f"{one.dc_address}/") == 1
+    assert pings(one.netns, two.dc_address)
+    # ... and makes again what is gone (here the segment, and with it both uplinks).
+    datacentre.remove(live.stack.dc_netns)
+    wait_until(lambda: datacentre.UPLINK not in in_netns(two.netns, "ip", "-o", "link").stdout,
+               10, "the uplinks outlived the segment")  # the kernel frees a namespace later
+    live.stack.prepare_node_netns(GATEWAYS)
+    assert pings(one.netns, two.dc_address) and pings(two.netns, one.dc_address)
+    assert pings(live.stack.dc_netns, two.dc_address)
+
+    # The fixture's clean-up stops the twins and removes VEs, cgroups and namespaces.
+    marker = f"HOSTING_DATA_DIR={live.data_dir}".encode()
+    live.stop()
+    live.stop = lambda: None  # done: the fixture's own call has nothing left to do
+    leftovers = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker in (proc / "environ").read_bytes().split(b"\0"):
+                leftovers.append((proc.name, (proc / "cmdline").read_bytes()))
+        except OSError:
+            continue
+    assert leftovers == []
+    assert not {one.netns, two.netns, live.stack.dc_netns} & datacentre.namespaces()
+    assert not live.data_dir.exists()
