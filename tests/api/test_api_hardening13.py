@@ -11,6 +11,7 @@ from hosting.environments import lifecycle
 from hosting.environments.api import EnvironmentViewSet
 from hosting.environments.models import VirtualEnvironment as VE
 from hosting.operations.models import Operation
+from hosting.plans.models import Plan
 
 from .helpers import PASSWORD, ROOT_PASSWORD, counts
 
@@ -180,7 +181,7 @@ def test_each_table_row_is_an_action_with_its_own_schema(schema):
         assert operation["description"] == row.description()
         assert "202" in operation["responses"]
     staff_only = {row.name for row in lifecycle.LIFECYCLE if row.staff_only}
-    assert staff_only == {"suspend", "resume"}
+    assert staff_only == {"suspend", "resume", "migrate"}
 
 
 def test_the_table_agrees_with_the_services_staff_only_kinds():
@@ -199,11 +200,29 @@ def test_each_action_queues_its_kind(api_as, world, row):
     state = {"resume": VE.State.SUSPENDED, "start": VE.State.STOPPED}.get(row.name,
                                                                         VE.State.RUNNING)
     VE.objects.filter(pk=world["ve_b"].pk).update(actual_state=state)
+    if row.name == "hibernate":
+        Plan.objects.filter(pk=world["ve_b"].plan_id).update(hibernation=True)
+    if row.name == "migrate":
+        _a_node_that_can_take(world["ve_b"])
     body = {"root_password": ROOT_PASSWORD, "current_password": PASSWORD}
     response = api_as("b" if not row.staff_only else "staff").post(
         f"{ORDERS}{world['ve_b'].veid}/{row.name}/", body if row.body else None, format="json")
     assert response.status_code == 202, response.content
     assert response.json()["kind"] == row.kind
+
+
+def _a_node_that_can_take(ve):
+    """Give ``ve``'s node a migration identity and add one that can take ``ve``."""
+    from hosting.nodes.models import Node
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{0}"
+    Node.objects.filter(pk=ve.node_id).update(migrate_key=key.format("A" * 43))
+    other = Node.objects.create(name="hn-other", state="online", ram_bytes=8 << 30, cpus=4,
+                                disk_bytes=500 << 30, migrate_address="198.18.255.9:2222",
+                                migrate_key=key.format("B" * 43),
+                                migrate_host_key=key.format("C" * 43),
+                                templates=[ve.template.name])
+    for address in ve.addresses.select_related("pool"):
+        address.pool.nodes.add(other)
 
 
 # -- Customer.email -----------------------------------------------------------------------

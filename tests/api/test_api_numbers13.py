@@ -38,7 +38,7 @@ def _fill(path, world):
     ids = {"environments": world["ve_a"].veid, "operations": world["op_a"].pk,
            "plans": world["plan"].pk, "templates": world["template"].pk,
            "customers": world["a"].pk, "nodes": world["node"].pk,
-           "ip-pools": world["pool4"].pk, "audit-log": 1, "auth": 1}
+           "ip-pools": world["pool4"].pk, "audit-log": 1, "auth": 1, "rebalances": 1}
     resource = path.split("/")[3]
     return path.replace("{veid}", str(world["ve_a"].veid)) \
         .replace("{id}", str(ids[resource])).replace("{address}", "198.18.0.10")

@@ -301,3 +301,98 @@ def test_reboot_and_poweroff_from_inside_behave_like_a_vps(engine, hostnet, debi
         assert "veth401" not in hostnet.run("ip", "-o", "link").stdout
     finally:
         watcher.stop()
+
+
+# One SSH session kept open: each line on stdin is run in the same shell channel
+# and its output printed as a JSON line ({"out": ...}, or {"error": ...} once the
+# session is gone).
+HELD_SESSION = textwrap.dedent("""
+    import json, socket, sys, time, paramiko
+    address, password = json.loads(sys.argv[1])
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection((address, 22), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    client.connect(address, username="root", password=password, timeout=10,
+                   allow_agent=False, look_for_keys=False)
+    shell = client.get_transport().open_session()
+    shell.settimeout(30)
+    shell.exec_command("sh")
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        try:
+            shell.sendall(line.strip() + "; echo __done__\\n")
+            got = b""
+            while b"__done__" not in got:
+                chunk = shell.recv(4096)
+                if not chunk:
+                    raise EOFError("the session ended")
+                got += chunk
+            print(json.dumps({"out": got.decode().replace("__done__", "").strip()}),
+                  flush=True)
+        except Exception as exc:
+            print(json.dumps({"error": f"{exc.__class__.__name__}: {exc}"}), flush=True)
+    """)
+
+
+class HeldSession:
+    """An SSH login to ``address`` from the namespace at ``netns_path``, kept open."""
+
+    def __init__(self, netns_path, address):
+        self.proc = subprocess.Popen(
+            ["nsenter", f"--net={netns_path}", sys.executable, "-c", HELD_SESSION,
+             json.dumps([address, PASSWORD])], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True)
+        assert json.loads(self.proc.stdout.readline()) == {"ready": True}
+
+    def run(self, command):
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def wake_on_demand_daemons(engine, veid):
+    """Start the daemons Debian runs on demand (their sandbox made namespaces)."""
+    sh(engine, veid, "hostnamectl >/dev/null; timedatectl >/dev/null; localectl >/dev/null")
+    assert sh(engine, veid, "systemctl is-active systemd-logind systemd-hostnamed "
+                            "systemd-timedated systemd-localed").split() == ["active"] * 4
+
+
+def test_its_daemons_stay_in_the_ves_namespaces_and_a_hibernation_keeps_an_ssh_session(
+        engine, hostnet, debian):
+    """With Debian's sandboxed daemons running (logind always; hostnamed, timedated and
+    localed on demand), no process of the VE has a namespace of its own, so CRIU can
+    save it: hibernated and resumed, an open SSH session carries on."""
+    from ve.engine.checkpoint import undumpable
+    engine.create(VEConfig(401, "ve401.example", debian, Limits(diskspace=1 * GiB), ips=A[1]))
+    hostnet.engine("e.start(401)\nprint('null')")
+    set_root_password(engine, 401)
+    assert booted(engine, 401) == ("running", DOCUMENTED_FAILED)
+    wake_on_demand_daemons(engine, 401)
+    init = engine.status(401).init_pid
+    assert undumpable(engine.cgroups.pids("401"), init) is None
+    session = HeldSession(hostnet.path, A[1][0])
+    try:
+        assert session.run("echo before $$")["out"].startswith("before ")
+        shell = session.run("echo $$")["out"]
+        hostnet.engine("print(json.dumps(e.hibernate(401)))")
+        assert engine.status(401).state == "stopped"
+        hostnet.engine("print(json.dumps(e.resume(401)))")
+        assert session.run("echo after $$") == {"out": f"after {shell}"}
+    finally:
+        session.close()
+    assert booted(engine, 401) == ("running", DOCUMENTED_FAILED)
+    # systemd still runs its units after the restore (its cgroup tree came back).
+    assert sh(engine, 401, "systemctl restart systemd-logind && systemctl is-active "
+                           "systemd-logind") == "active"

@@ -125,6 +125,67 @@ def test_two_nodes_each_with_its_own_queues_root_cgroups_namespace_and_sshd(flee
         staff.patch(f"/api/v1/nodes/{by_name[node.name]['id']}/", {"state": "online"})
 
 
+def _identities_reported(staff, nodes):
+    rows = {n["name"]: n for n in staff.get("/api/v1/nodes/")["results"]}
+    return all(rows[node.name]["migrate_address"] == f"{node.dc_address}:{MIGRATE_PORT}"
+               and "busybox" in rows[node.name]["templates"] for node in nodes)
+
+
+def _where(live, veid):
+    """{node name: "running"/"stopped"} of the nodes that hold VE ``veid``."""
+    found = {}
+    for node in live.stack.nodes:
+        engine = live.engine(node)
+        if engine.layout.conf(veid).exists():
+            found[node.name] = engine.status(veid).state
+    return found
+
+
+def test_staff_migrate_a_vps_live_and_a_killed_worker_is_finished_by_reconcile(fleet):
+    """Through the API, the nodes' workers and their migration sshds: the nodes trust
+    each other as the dashboard says, the VPS moves live with its address, its owner
+    sees the move and no crash; then the source's worker is killed -9 in the middle of
+    the move back, and once it is restarted the move ends with the VPS on one node."""
+    live, staff, customer = fleet, fleet.api("admin"), fleet.api("demo")
+    one, two = live.stack.nodes
+    wait_until(lambda: _identities_reported(staff, (one, two)), 60,
+               "the nodes did not report their migration identities")
+    ve = place_on(live, staff, customer, one, "mover.example.com")
+    for node in (one, two):
+        by_name = {n["name"]: n for n in staff.get("/api/v1/nodes/")["results"]}
+        staff.patch(f"/api/v1/nodes/{by_name[node.name]['id']}/", {"state": "online"})
+    veid, v4 = ve["veid"], next(a for a in ve["addresses"] if ":" not in a)
+    pid_before = live.engine(one).status(veid).init_pid
+    assert pid_before and pings(live.stack.dc_netns, v4)
+
+    op = staff.wait_operation(staff.post(f"/api/v1/environments/{veid}/migrate/",
+                                         {"node": two.name}), timeout=120)
+    assert op["state"] == "succeeded", (op, live.logs(one.process("node-worker")))
+    assert "with its processes and connections" in op["message"], op
+    assert customer.get(f"/api/v1/environments/{veid}/")["node"] == two.name
+    assert _where(live, veid) == {two.name: "running"}
+    assert pings(live.stack.dc_netns, v4) and pings(one.netns, v4)
+    seen = customer.get(f"/api/v1/operations/?environment__veid={veid}")["results"]
+    kinds = [row["kind"] for row in seen]
+    assert "migrate" in kinds and "crash" not in kinds, seen  # the freeze is no crash
+
+    # Back to node one, with node two's worker killed -9 while it moves the VPS.
+    moving = staff.post(f"/api/v1/environments/{veid}/migrate/", {"node": one.name})
+    worker = two.process("node-worker")
+    wait_until(lambda: staff.get(f"/api/v1/operations/{moving['id']}/")["progress"] >= 10,
+               60, "the move back did not begin")
+    live.stack.kill(worker)
+    assert len(_where(live, veid)) >= 1  # (the target may hold it already, or not yet)
+    live.stack.restart(worker)
+    op = staff.wait_operation(moving, timeout=180)
+    assert op["state"] == "succeeded", (op, live.logs(worker))
+    assert op["attempts"] >= 2, op  # it was interrupted and run again
+    assert customer.get(f"/api/v1/environments/{veid}/")["node"] == one.name
+    assert _where(live, veid) == {one.name: "running"}
+    assert not live.engine(two).migration_in_flight(veid)
+    assert pings(live.stack.dc_netns, v4)
+
+
 def test_a_stop_keeps_vpses_and_namespaces_leaks_nothing_and_a_rerun_takes_over(fleet):
     live = fleet
     one, two = live.stack.nodes

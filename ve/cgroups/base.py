@@ -7,9 +7,13 @@ them against a temporary directory tree that mimics cgroupfs.
 """
 
 import abc
+import os
 from collections import namedtuple
 
 from . import mapping
+
+# The files of a cgroup2 group its delegatee writes (systemd's CGROUP_DELEGATION.md).
+DELEGATED_FILES = ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control")
 
 
 class Usage(namedtuple("Usage", "cpu_ns memory memory_limit swap processes "
@@ -94,6 +98,33 @@ class CgroupDriver(abc.ABC):
         """Give VE root (host uid/gid ``owner``) the group's cgroup2 subtree to manage,
         as an init such as systemd needs: see the implementations."""
         raise NotImplementedError
+
+    def subgroups(self, name):
+        """The subgroups of the VE's cgroup2 group, as paths relative to it, parents
+        first ([] without a cgroup2 group): the tree a VE's systemd made."""
+        top = self.clone_target(name)
+        if top is None:
+            return []
+        found = []
+        for here, dirs, _ in os.walk(top):
+            dirs.sort()
+            found += [os.path.relpath(os.path.join(here, d), top) for d in dirs]
+        return found
+
+    def remake_subgroups(self, name, subgroups, owner):
+        """Make ``subgroups`` (from ``subgroups``) again in the VE's cgroup2 group, each
+        handed to VE root (host uid/gid ``owner``) as its systemd made them: a restored
+        systemd watches their files (CRIU makes only those that hold processes)."""
+        top = self.clone_target(name)
+        for rel in subgroups:
+            parts = rel.split("/")
+            if top is None or not rel or any(p in ("", ".", "..") for p in parts):
+                continue
+            path = os.path.join(top, rel)
+            os.makedirs(path, exist_ok=True)
+            for entry in [path, *(os.path.join(path, f) for f in DELEGATED_FILES)]:
+                if os.path.exists(entry):
+                    os.chown(entry, owner, owner)
 
     def clone_target(self, name):
         """Return the v2 group directory to fork a VE's first process into, or None.

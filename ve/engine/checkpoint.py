@@ -75,7 +75,8 @@ class CheckpointMixin:
         if record.watched:
             _notifications_let_through(staging)
         _write_meta(staging, {"veid": veid, "stopped": stop, "time": time.time(),
-                              "ips": list(cfg.ips), "netmode": cfg.netmode})
+                              "ips": list(cfg.ips), "netmode": cfg.netmode,
+                              "subgroups": self.cgroups.subgroups(str(veid))})
         with host_errors(veid, "cannot keep the checkpoint"):
             shutil.rmtree(images, ignore_errors=True)
             os.rename(staging, images)
@@ -155,6 +156,7 @@ class CheckpointMixin:
             undo.add(self._clear_cgroup, name)  # also ends a half-restored tree
             try:
                 self.cgroups.create(name, cfg.limits)  # criu (soft mode) keeps our limits
+                self._hand_back_cgroup_tree(cfg)
             except OSError as exc:
                 raise ResourceError(f"cgroup setup failed: {exc}", veid) from exc
             self._apply_io_limits(cfg)
@@ -178,6 +180,19 @@ class CheckpointMixin:
         shutil.rmtree(images, ignore_errors=True)
         log.info("VE %s restored in %.2f s, init PID %s", veid, time.monotonic() - started, pid)
         return pid
+
+
+    def _hand_back_cgroup_tree(self, cfg):
+        """A VE whose init manages its cgroup2 tree (systemd) gets its group delegated
+        again and every subgroup it had, empty ones included: systemd watches their
+        files, and CRIU makes only the groups that hold processes."""
+        meta = self.checkpoint_info(cfg.veid) or {}
+        subgroups = meta.get("subgroups") or []
+        if not (subgroups and cfg.idmap_base):
+            return
+        name = str(cfg.veid)
+        self.cgroups.delegate(name, cfg.idmap_base)
+        self.cgroups.remake_subgroups(name, subgroups, cfg.idmap_base)
 
 
 def undumpable(pids, init):

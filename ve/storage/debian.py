@@ -8,6 +8,9 @@ adjusted for life in a VE:
 
 - console-getty.service masked: systemd adds it in containers, but a VE's
   /dev/console is /dev/null and agetty would fail on it;
+- logind, hostnamed, localed and timedated kept in the VE's namespaces (a
+  drop-in each, ``NAMESPACED_UNITS``), so a VE can be checkpointed and moved
+  live;
 - an empty /etc/machine-id: systemd makes each VE its own at its first boot
   (empty, not missing: a missing one would mean "first boot", which turns on
   every unit of the distribution's presets, such as systemd-networkd);
@@ -39,6 +42,41 @@ PACKAGES = ("systemd-sysv", "dbus", "libpam-systemd", "openssh-server", "iproute
             "iputils-ping", "less", "ca-certificates")
 STOP_SIGNAL = "SIGRTMIN+4"  # systemd's poweroff.target
 MASKED = ("console-getty.service",)
+# Debian's own daemons that sandbox themselves in namespaces of their own
+# (ProtectHostname= makes a UTS namespace, PrivateNetwork= a network one,
+# PrivateTmp=, ProtectSystem=, ReadOnlyPaths= and the like a mount namespace):
+# CRIU cannot save a namespace nested in the VE, so a VE running one could only
+# move offline. logind runs all the time; the others start on demand
+# (hostnamectl, localectl, timedatectl) and exit when idle. Their drop-in turns
+# off those settings only: the VE is their sandbox already (its own namespaces,
+# no host capability), and their seccomp filter, capability set and the rest of
+# their hardening stay.
+NAMESPACED_UNITS = ("systemd-logind.service", "systemd-hostnamed.service",
+                    "systemd-localed.service", "systemd-timedated.service")
+MIGRATABLE_DROPIN = """# Written by the VE template: keeps this unit in the VE's own namespaces so
+# that the VE can be checkpointed and moved live (docs/engine.md).
+[Service]
+ProtectHostname=no
+PrivateNetwork=no
+PrivateIPC=no
+PrivateUsers=no
+PrivateMounts=no
+PrivateTmp=no
+PrivateDevices=no
+ProtectSystem=no
+ProtectHome=no
+ProtectKernelTunables=no
+ProtectKernelModules=no
+ProtectKernelLogs=no
+ProtectControlGroups=no
+ProtectProc=default
+ProcSubset=all
+ReadWritePaths=
+ReadOnlyPaths=
+InaccessiblePaths=
+BindPaths=
+BindReadOnlyPaths=
+"""
 
 UNITS = "etc/systemd/system"
 HOSTKEYS_UNIT = """[Unit]
@@ -99,6 +137,11 @@ def build_debian(cache_dir, name="debian-12", mirror=None):
 def _adjust(name, root, suite):
     for unit in MASKED:
         _link(root / UNITS / unit, "/dev/null")
+    for unit in NAMESPACED_UNITS:
+        dropins = root / UNITS / f"{unit}.d"
+        dropins.mkdir(exist_ok=True)
+        # Last of the unit's drop-ins, Debian's own included (they apply in name order).
+        (dropins / "zz-ve-migratable.conf").write_text(MIGRATABLE_DROPIN)
     (root / "etc/machine-id").write_text("")
     # dbus reads its own copy first: one shared by every VE would not do.
     _link(root / "var/lib/dbus/machine-id", "/etc/machine-id")
