@@ -42,7 +42,8 @@ class MigrateMixin:
         """Move VE ``veid`` to the node whose migration sshd is ``target`` (host:port).
 
         Return a dict: mode ("live" or "offline"), why_offline, downtime_s (the VE
-        ran nowhere), total_s, precopy_s, phases_s (the downtime's parts). Raise
+        ran nowhere), total_s, precopy_s, phases_s (the downtime's parts), sent
+        (bytes: "disk" data in all, "checkpoint" images). Raise
         MigrationFailed, with the VE back here as it was (running or stopped), when a
         step fails. The VE's lock is held
         throughout: nothing else here may start it meanwhile.
@@ -106,7 +107,7 @@ class MigrateMixin:
         return {"mode": mode, "why_offline": why_offline,
                 "downtime_s": round(downtime, 3) if was_running else None,
                 "total_s": round(total, 3), "precopy_s": round(precopy, 3),
-                "phases_s": phases.seconds}
+                "phases_s": phases.seconds, "sent": channel.sent}
 
     def _send_disk(self, channel, cfg):
         """The disk: a directory by rsync; an image by its changed chunks, which reads
@@ -134,6 +135,7 @@ class MigrateMixin:
                 os.chmod(out / "dump", os.stat(dump).st_mode & 0o7777)  # 0711, see checkpoint
                 for image in dump.iterdir():
                     os.link(image, out / "dump" / image.name)
+                    channel.sent["checkpoint"] += image.stat().st_size
             channel.rsync([f"{out}/"], f"{veid}/")
         finally:
             shutil.rmtree(out, ignore_errors=True)
@@ -180,6 +182,7 @@ class _Channel:
         from ..migrate import identity
         self.target = target
         self.ssh = identity.ssh_command(layout, target)
+        self.sent = {"disk": 0, "checkpoint": 0}  # bytes, for the result
 
     def rsync(self, sources, destination, tree=False):
         argv = ["rsync", "--archive", "--numeric-ids", "--sparse", "--partial",
@@ -218,7 +221,7 @@ class _Channel:
         patch = subprocess.Popen([*self.ssh, f"patch {veid}"], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            blocks.send(path, theirs, patch.stdin)
+            self.sent["disk"] += blocks.send(path, theirs, patch.stdin)
             patch.stdin.close()
             patch.stdin = None  # closed: communicate() must not flush it
         except (OSError, ValueError) as exc:
