@@ -309,7 +309,8 @@ def cmd_migration(engine, args, as_json):
             os.chdir(answer["cwd"])
             os.execv(answer["exec"][0], answer["exec"])
         if answer.get("session"):
-            return receive.session(engine, answer["session"], sys.stdin.buffer,
+            # Unbuffered: state files go from the pipe to their files by splice(2).
+            return receive.session(engine, answer["session"], sys.stdin.buffer.raw,
                                    sys.stdout.buffer)
         print(json.dumps(answer), flush=True)
         return 0 if answer["ok"] else 1

@@ -35,6 +35,8 @@ told from the next request) is answered {"ok": false} and ends the session; a
 verb that fails on its own merits (a restore, say) does not.
 """
 
+import errno
+import io
 import json
 import os
 import re
@@ -245,7 +247,8 @@ class Refused(ValueError):
 
 def session(engine, veid, stdin, stdout):
     """Answer framed requests about VE ``veid`` from ``stdin`` on ``stdout`` until the
-    sender closes it; return the exit status (0: it ended cleanly)."""
+    sender closes it; return the exit status (0: it ended cleanly). ``stdin`` may be
+    unbuffered (io.FileIO, whose reads may be short): files then come by splice(2)."""
     staging = os.path.join(engine.layout.root, "incoming", str(veid))
     while True:
         try:
@@ -339,7 +342,7 @@ def _copy_in(directory, name, stdin, size, mode):
                  0o600, dir_fd=directory)
     try:
         os.fchmod(fd, mode)
-        left = size
+        left = _splice(stdin, fd, size)
         while left:
             data = stdin.read(min(left, 1 << 20))
             if not data:
@@ -350,6 +353,27 @@ def _copy_in(directory, name, stdin, size, mode):
             left -= len(data)
     finally:
         os.close(fd)
+
+
+def _splice(stdin, fd, size):
+    """Move up to ``size`` bytes of ``stdin`` into file ``fd`` by splice(2), without
+    copying them through this process (a checkpoint's pages are most of a frozen VE's
+    state); return how many are left for read and write. Only an unbuffered stdin
+    (io.FileIO) is spliced: a buffered one may hold bytes its descriptor no longer has."""
+    if not isinstance(stdin, io.FileIO):
+        return size
+    left = size
+    while left:
+        try:
+            moved = os.splice(stdin.fileno(), fd, min(left, 1 << 30))
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.ENOSYS):
+                return left  # stdin is not a pipe (a socket, a file): read and write
+            raise
+        if not moved:
+            raise Refused("the stream ended early")
+        left -= moved
+    return 0
 
 
 def read_frame(stream, limit):
