@@ -224,8 +224,12 @@ class _Channel:
         """Send ``files`` ([(name, path)]: names the receiver takes, see receive.py's
         STATE_FILE) into the VE's incoming directory, with their modes (within 0644);
         return their sizes."""
-        opened = [open(path, "rb") for _, path in files]
+        opened = []
         try:
+            try:
+                opened += [open(path, "rb") for _, path in files]
+            except OSError as exc:
+                raise ResourceError(f"cannot read the VE's state: {exc}", veid) from exc
             stats = [os.fstat(f.fileno()) for f in opened]
             sizes = [st.st_size for st in stats]
 
@@ -252,7 +256,7 @@ class _Channel:
 
     def close(self):
         """End the session (the receiver exits when its input ends)."""
-        session, self._session = self._session, None
+        session, self._session = getattr(self, "_session", None), None  # unset if __init__ failed
         if session:
             session.close()
 
