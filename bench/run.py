@@ -42,6 +42,9 @@ def main(argv=None):
     parser.add_argument("--queue-wait", action="store_true",
                         help="then the dashboard's queue-wait benchmark (bench/queue_wait.py, "
                              "~4 min): operations' wait while the node samples 500 VEs")
+    parser.add_argument("--migration", action="store_true",
+                        help="then the live vs offline migration benchmark (bench/migration.py, "
+                             "~4 min): two nodes on this machine, VEs dirtying 64 and 256 MiB")
     args = parser.parse_args(argv)
     counts = [int(c) for c in args.counts.split(",") if c.strip()]
 
@@ -74,6 +77,9 @@ def main(argv=None):
     if args.queue_wait:
         import queue_wait
         queue_wait.main([])
+    if args.migration:
+        import migration
+        migration.main([])
     return 0
 
 

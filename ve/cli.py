@@ -319,6 +319,10 @@ def cmd_migration(engine, args, as_json):
         if answer.get("exec"):
             os.chdir(answer["cwd"])
             os.execv(answer["exec"][0], answer["exec"])
+        if answer.get("session"):
+            # Unbuffered: state files go from the pipe to their files by splice(2).
+            return receive.session(engine, answer["session"], sys.stdin.buffer.raw,
+                                   sys.stdout.buffer)
         print(json.dumps(answer), flush=True)
         return 0 if answer["ok"] else 1
     if args.action == "serve" and args.first:

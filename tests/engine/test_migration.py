@@ -5,13 +5,12 @@ namespace is the data-centre segment (a bridge) both nodes' uplinks join, with a
 client on it. A node announces its VEs' addresses there by proxy ARP (the
 engine's VE_NET_UPLINK), so the client reaches a VE at whichever node runs it.
 VEs move over the target node's migration sshd (`vectl migration serve`), with
-keys exchanged the way the dashboard does it.
+keys exchanged the way the dashboard does it (the nodes: ``nodes.py``, which
+bench/migration.py uses too).
 """
 
-import json
 import os
 import shutil
-import subprocess
 import sys
 import uuid
 
@@ -24,110 +23,26 @@ from ve.errors import StateError
 from .tcpclient import HeldConnection
 from .test_checkpoint import COUNTER
 from .conftest import ROOT_DIR, _remove_cgroup_tree, wait_for
-from .hostnet import HostNet
+from .nodes import DC_NET, PORT, UPLINK, reaches, two_nodes
 
-DC_NET, CLIENT = "198.18.9", "198.18.9.100"
 VE_IP = f"{DC_NET}.50"
 VEID = 161
-PORT = 2222
-
-
-class Namespace:
-    """A network namespace kept by a sleeping process."""
-
-    def __init__(self):
-        self.holder = subprocess.Popen(["unshare", "--net", "sleep", "infinity"])
-        self.path = f"/proc/{self.holder.pid}/ns/net"
-        assert wait_for(lambda: os.readlink(self.path) != os.readlink("/proc/self/ns/net"), 5)
-
-    def run(self, *argv, check=True, **kwargs):
-        out = subprocess.run(["nsenter", f"--net={self.path}", *argv], capture_output=True,
-                             text=True, timeout=120, **kwargs)
-        if check and out.returncode:
-            raise AssertionError(f"{argv} failed: {out.stderr}")
-        return out
-
-    def close(self):
-        self.holder.kill()
-        self.holder.wait()
-
-
-class Node:
-    """An engine with its own VE_ROOT, cgroup parent and network namespace."""
-
-    def __init__(self, engine, number, dc):
-        self.engine, self.address = engine, f"{DC_NET}.{number}"
-        self.net = HostNet(engine)
-        link = f"dc{number}"
-        # Its uplink into the data-centre bridge.
-        subprocess.run(["ip", "link", "add", link, "type", "veth", "peer", "name", "dc0",
-                        "netns", str(self.net.holder.pid)], check=True)
-        subprocess.run(["ip", "link", "set", link, "netns", str(dc.holder.pid)], check=True)
-        dc.run("ip", "link", "set", link, "master", "br-dc", "up")
-        self.net.run("ip", "addr", "add", f"{self.address}/24", "dev", "dc0")
-        self.net.run("ip", "link", "set", "dc0", "up")
-        self.sshd = None
-
-    def serve(self):
-        """Its migration sshd, on its data-centre address."""
-        env = dict(os.environ, VE_ROOT=str(self.engine.layout.root),
-                   VE_CGROUP_PARENT=self.engine.cgroups.parent, PYTHONPATH=str(ROOT_DIR))
-        self.log = open(self.engine.layout.root / "sshd.log", "ab")
-        self.sshd = subprocess.Popen(
-            ["nsenter", f"--net={self.net.path}", sys.executable, "-m", "ve.cli", "migration",
-             "serve", f"{self.address}:{PORT}"], env=env, stdout=self.log, stderr=self.log)
-        assert wait_for(lambda: self.net.run("ss", "-ltn").stdout.count(f":{PORT} "), 10), \
-            (self.engine.layout.root / "sshd.log").read_text()
-
-    def vectl(self, *args):
-        env = dict(os.environ, VE_ROOT=str(self.engine.layout.root),
-                   VE_CGROUP_PARENT=self.engine.cgroups.parent, PYTHONPATH=str(ROOT_DIR))
-        out = self.net.run(sys.executable, "-m", "ve.cli", "--json", *map(str, args), env=env,
-                           check=False)
-        assert out.returncode == 0, out.stderr
-        return json.loads(out.stdout.strip().splitlines()[-1])
-
-    def close(self):
-        if self.sshd:
-            self.sshd.kill()
-            self.sshd.wait()
-        try:
-            self.net.engine("for veid in e.layout.veids(): e.destroy(veid, timeout=2)\n"
-                            "print('null')")
-        finally:
-            self.net.close()
 
 
 @pytest.fixture
 def fleet(engine, tmp_path, monkeypatch):
     """Nodes A (this test's engine) and B on one data-centre bridge with a client."""
-    monkeypatch.setenv("VE_NET_UPLINK", "dc0")
+    monkeypatch.setenv("VE_NET_UPLINK", UPLINK)
     top = f"vetest-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     root = tmp_path / "node-b"
     (root / "template" / "cache").mkdir(parents=True)
     for item in engine.layout.cache_dir.iterdir():
         shutil.copy2(item, root / "template" / "cache" / item.name)
-    dc = Namespace()
-    dc.run("ip", "link", "add", "br-dc", "type", "bridge")
-    dc.run("ip", "addr", "add", f"{CLIENT}/24", "dev", "br-dc")
-    dc.run("ip", "link", "set", "br-dc", "up")
-    a = Node(engine, 1, dc)
-    b = Node(Engine(root=str(root), cgroup_parent=f"{top}/ve"), 2, dc)
-    # What the dashboard does: each node's key trusted by the other, host keys known.
-    keys = {node: node.vectl("migration", "key") for node in (a, b)}
-    for node, other in ((a, b), (b, a)):
-        node.vectl("migration", "allow", keys[other]["key"])
-        node.vectl("migration", "know", f"{other.address}:{PORT}", keys[other]["host_key"])
-        node.serve()
-    yield a, b, dc
-    for node in (b, a):
-        node.close()
-    dc.close()
-    _remove_cgroup_tree(top)
-
-
-def reaches(dc, ip):
-    return dc.run("busybox", "ping", "-c", "1", "-W", "1", ip, check=False).returncode == 0
+    try:
+        with two_nodes(engine, Engine(root=str(root), cgroup_parent=f"{top}/ve")) as nodes:
+            yield nodes
+    finally:
+        _remove_cgroup_tree(top)
 
 
 def on_host(node, veid):

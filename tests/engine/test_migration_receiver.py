@@ -132,3 +132,119 @@ def test_the_image_verbs_want_a_begun_receipt_and_refuse_a_symlink(engine, tmp_p
                               8, "little") + bytes(4), capture_output=True, timeout=60)
     assert done.returncode != 0 and b"image not taken" in done.stdout, done
     assert os.path.getsize("/etc/passwd") != 4096
+
+
+# -- a session: many framed requests on one connection ------------------------------
+
+def frame(value):
+    """One request frame: a 4-byte little-endian length, then JSON (or raw bytes)."""
+    data = value if isinstance(value, bytes) else json.dumps(value).encode()
+    return len(data).to_bytes(4, "little") + data
+
+
+def session(engine, *parts, veid=171):
+    """Run a receiver session for VE ``veid`` fed ``parts`` (bytes); return its exit status
+    and its answers."""
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT_DIR),
+           "VE_ROOT": str(engine.layout.root), "VE_CGROUP_PARENT": engine.cgroups.parent,
+           "SSH_ORIGINAL_COMMAND": f"session {veid}"}
+    done = subprocess.run([sys.executable, "-s", "-m", "ve.cli", "migration", "receive"],
+                          env=env, input=b"".join(parts), capture_output=True, timeout=60)
+    answers, out = [], done.stdout
+    while out:
+        length = int.from_bytes(out[:4], "little")
+        answers.append(json.loads(out[4:4 + length]))
+        out = out[4 + length:]
+    return done.returncode, answers
+
+
+def test_a_session_takes_the_steps_of_a_move_on_one_connection(engine, tmp_path):
+    import io
+    from ve.migrate import blocks
+    conf = VEConfig(171, "moved.example", "busybox", Limits())
+    write(tmp_path / "conf", conf)
+    sent = (tmp_path / "conf").read_bytes()
+    image = sparse_image(tmp_path / "a.img", 64 << 20, (1, 5))
+    stream = io.BytesIO()
+    blocks.send(image, {}, stream)
+    status, answers = session(
+        engine, frame({"verb": "begin"}), frame({"verb": "digests"}),
+        frame({"verb": "patch"}), stream.getvalue(),
+        frame({"verb": "state", "files": [["conf", len(sent), 0o600],
+                                          ["dump/pages-1.img", 3, 0o644]]}), sent, b"abc",
+        frame({"verb": "place"}), frame({"verb": "status"}))
+    assert status == 0, answers
+    assert answers[0] == {"ok": True}
+    assert answers[1] == {"ok": True, "size": 0, "chunks": {}}  # nothing there yet
+    assert answers[2:5] == [{"ok": True}] * 3, answers
+    assert answers[5] == {"ok": True, "exists": True, "running": False}
+    layout = engine.layout
+    assert layout.conf(171).read_bytes() == sent
+    assert layout.image(171).read_bytes() == image.read_bytes()
+    pages = layout.dump(171) / "pages-1.img"
+    assert pages.read_bytes() == b"abc" and os.stat(pages).st_mode & 0o7777 == 0o644
+    assert os.stat(layout.dump(171)).st_mode & 0o7777 == 0o711  # as checkpoint makes it
+    assert not os.path.exists(layout.root / "incoming" / "171")
+
+
+def test_a_failed_verb_does_not_end_the_session(engine):
+    status, answers = session(engine, frame({"verb": "begin"}), frame({"verb": "place"}),
+                              frame({"verb": "abort"}))
+    assert status == 0
+    assert not answers[1]["ok"] and "nothing was sent" in answers[1]["error"], answers
+    assert answers[2] == {"ok": True}
+
+
+BEGUN, STATUS = frame({"verb": "begin"}), frame({"verb": "status"})
+
+
+@pytest.mark.parametrize("parts, why", [
+    ([BEGUN, frame(b"{not json"), STATUS], "bad frame"),
+    ([BEGUN, (1 << 20).to_bytes(4, "little") + b"{}", STATUS], "a frame of 1048576 bytes"),
+    ([BEGUN, b"\x05\x00"], "bad frame"),  # cut inside a length
+    ([BEGUN, frame({"verb": "sh"}), STATUS], "not a request"),
+    ([BEGUN, frame(["begin"]), STATUS], "not a request"),
+    ([BEGUN, frame({"verb": "begin", "veid": 1}), STATUS], "not a request"),  # no other VE
+    ([frame({"verb": "state", "files": [["conf", 1, 0o600]]}), b"x", STATUS],
+     "nothing is being"),
+    ([BEGUN, frame({"verb": "state", "files": [["dump/../../../x", 1, 0o600]]}), b"x",
+      STATUS], "not a file of"),
+    ([BEGUN, frame({"verb": "state", "files": [["../x", 1, 0o600]]}), b"x", STATUS],
+     "not a file of"),
+    ([BEGUN, frame({"verb": "state", "files": [["private/x", 1, 0o600]]}), b"x", STATUS],
+     "not a file of"),
+    ([BEGUN, frame({"verb": "state", "files": [["dump/.x", 1, 0o600]]}), b"x", STATUS],
+     "not a file of"),
+    ([BEGUN, frame({"verb": "state", "files": [["conf", 1, 0o4755]]}), b"x", STATUS],
+     "not a file of"),
+    ([BEGUN, frame({"verb": "state", "files": [["conf", -1, 0o600]]}), STATUS],
+     "not a file of"),
+    ([BEGUN, frame({"verb": "state", "files": [["conf", 10, 0o600]]}), b"short"],
+     "ended early"),
+    ([BEGUN, frame({"verb": "patch"}), (2**60).to_bytes(8, "little"), STATUS],
+     "image not taken"),
+])
+def test_a_bad_session_request_is_refused_and_ends_the_session(engine, parts, why):
+    status, answers = session(engine, *parts)
+    assert status != 0
+    assert not answers[-1]["ok"] and why in answers[-1]["error"], answers
+    assert not any("exists" in a for a in answers), answers  # status was never answered
+    assert not os.path.exists("/x") and not engine.layout.conf(171).exists()
+
+
+def test_state_files_go_through_no_symlink_planted_in_incoming(engine, tmp_path):
+    """rsync (a directory VE's files) can make symlinks in incoming/VEID: state never
+    writes through one."""
+    assert answer(receive(engine, "begin 171"))["ok"]
+    staging = engine.layout.root / "incoming" / "171"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, staging / "dump")
+    os.symlink(outside / "conf", staging / "conf")
+    status, answers = session(
+        engine, frame({"verb": "state", "files": [["conf", 1, 0o600]]}), b"x",
+        frame({"verb": "state", "files": [["dump/pages-1.img", 1, 0o600]]}), b"y")
+    assert answers[0] == {"ok": True}  # the symlink replaced, not followed
+    assert not os.path.islink(staging / "conf") and (staging / "conf").read_bytes() == b"x"
+    assert status != 0 and "dump is not a directory" in answers[1]["error"], answers
+    assert list(outside.iterdir()) == []

@@ -19,9 +19,7 @@ node's key and a host key recorded beforehand; on one machine the simulated
 nodes use the same path.
 """
 
-import json
 import os
-import shutil
 import subprocess
 import time
 
@@ -48,7 +46,8 @@ class MigrateMixin:
         """Move VE ``veid`` to the node whose migration sshd is ``target`` (host:port).
 
         Return a dict: mode ("live" or "offline"), why_offline, downtime_s (the VE
-        ran nowhere), total_s, precopy_s, phases_s (the downtime's parts). Raise
+        ran nowhere), total_s, precopy_s, phases_s (the downtime's parts), sent
+        (bytes: "disk" data in all, "checkpoint" images). Raise
         MigrationFailed, with the VE back here as it was (running or stopped), when a
         step fails. The VE's lock is held
         throughout: nothing else here may start it meanwhile.
@@ -188,7 +187,7 @@ class MigrateMixin:
         return {"mode": mode, "why_offline": why_offline,
                 "downtime_s": round(downtime, 3) if was_running else None,
                 "total_s": round(total, 3), "precopy_s": round(precopy, 3),
-                "phases_s": phases.seconds}
+                "phases_s": phases.seconds, "sent": channel.sent}
 
     def _send_disk(self, channel, cfg):
         """The disk: a directory by rsync; an image by its changed chunks, which reads
@@ -201,24 +200,17 @@ class MigrateMixin:
             channel.image(self.layout.image(veid), veid)
 
     def _send_state(self, channel, veid, with_checkpoint):
-        """The config, traffic totals and (live) the checkpoint, in one rsync (one SSH
-        handshake less each, while the VE is down): hard links in outgoing/VEID."""
-        out = self.layout.root / "outgoing" / str(veid)
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir(parents=True, mode=0o700)
-        try:
-            os.link(self.layout.conf(veid), out / "conf")
-            if self.layout.counters(veid).exists():
-                os.link(self.layout.counters(veid), out / "counters")
-            if with_checkpoint:
-                dump = self.layout.dump(veid)
-                (out / "dump").mkdir()
-                os.chmod(out / "dump", os.stat(dump).st_mode & 0o7777)  # 0711, see checkpoint
-                for image in dump.iterdir():
-                    os.link(image, out / "dump" / image.name)
-            channel.rsync([f"{out}/"], f"{veid}/")
-        finally:
-            shutil.rmtree(out, ignore_errors=True)
+        """The config, traffic totals and (live) the checkpoint images, through the
+        channel's session: no SSH handshake nor rsync start while the VE is down."""
+        files = [("conf", self.layout.conf(veid))]
+        if self.layout.counters(veid).exists():
+            files.append(("counters", self.layout.counters(veid)))
+        if with_checkpoint:
+            files += [(f"dump/{image.name}", image)
+                      for image in sorted(self.layout.dump(veid).iterdir()) if image.is_file()]
+        sizes = channel.send_files(veid, files)
+        channel.sent["checkpoint"] += sum(size for (name, _), size in zip(files, sizes)
+                                          if name.startswith("dump/"))
 
     def _come_back(self, cfg, mode, was_running):
         """After a failed move: the VE runs here again if it ran (from its checkpoint,
@@ -280,12 +272,26 @@ class _Phases:
 
 
 class _Channel:
-    """rsync and verbs to one target node's receiver, over its migration sshd."""
+    """Requests to one target node's receiver, over its migration sshd: one session
+    (one SSH connection, one receiver process) for a move's steps, rsync beside it for
+    a directory VE's files.
+
+    The session opens at the first request and closes after the last one a move
+    makes (restore, start, place, abort) or after any failure: a request after that
+    opens a fresh one.
+    """
+
+    TERMINAL = ("restore", "start", "place", "abort")
 
     def __init__(self, layout, target):
         from ..migrate import identity
         self.target = target
         self.ssh = identity.ssh_command(layout, target)
+        self.sent = {"disk": 0, "checkpoint": 0}  # bytes, for the result
+        self._session = None
+        # The digests of the target's copy of each image, as the last send left it:
+        # the final sync (the VE frozen) then need not wait for the target to hash it.
+        self._held = {}
 
     def rsync(self, sources, destination, tree=False):
         argv = ["rsync", "--archive", "--numeric-ids", "--sparse", "--partial",
@@ -300,45 +306,154 @@ class _Channel:
                                 f"{_first_error(done.stderr) or done.returncode}")
 
     def verb(self, verb, veid):
-        try:
-            done = subprocess.run([*self.ssh, f"{verb} {veid}"], stdin=subprocess.DEVNULL,
-                                  capture_output=True, text=True, timeout=VERB_TIMEOUT)
-        except subprocess.TimeoutExpired as exc:
-            raise ResourceError(f"{self.target} did not answer {verb} within "
-                                f"{VERB_TIMEOUT} s", veid) from exc
-        return self._answer(done.stdout, done.stderr, verb, veid)
-
-    def _answer(self, stdout, stderr, verb, veid):
-        try:
-            answer = json.loads(stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            answer = {"ok": False, "error": _last_line(stderr) or "no answer"}
-        if not answer.get("ok"):
-            raise ResourceError(f"{self.target}: {verb}: {answer.get('error')}", veid)
+        """Ask the receiver to ``verb`` the VE (begin, restore, ...); return its answer."""
+        if verb in ("begin", "abort"):
+            self._held.clear()  # the target's incoming copy starts afresh
+        answer = self._request(veid, {"verb": verb})
+        if verb in self.TERMINAL:
+            self.close()
         return answer
 
     def image(self, path, veid):
         """Bring the target's copy of disk image ``path`` up to date, chunk by chunk."""
         from ..migrate import blocks
-        theirs = self.verb("digests", veid)
-        patch = subprocess.Popen([*self.ssh, f"patch {veid}"], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        theirs = self._held.pop(str(path), None) or self._request(veid, {"verb": "digests"})
+        now, sent = {}, []
+
+        def stream(out):
+            sent.append(blocks.send(path, theirs, out, now))
+        self._request(veid, {"verb": "patch"}, stream)
+        self.sent["disk"] += sent[0]
+        self._held[str(path)] = now
+
+    def send_files(self, veid, files):
+        """Send ``files`` ([(name, path)]: names the receiver takes, see receive.py's
+        STATE_FILE) into the VE's incoming directory, with their modes (within 0644);
+        return their sizes."""
+        opened = []
         try:
-            blocks.send(path, theirs, patch.stdin)
-            patch.stdin.close()
-            patch.stdin = None  # closed: communicate() must not flush it
-        except (OSError, ValueError) as exc:
-            patch.kill()
-            patch.wait()
-            raise ResourceError(f"copy of the disk to {self.target} failed: {exc}", veid) from exc
-        out, err = patch.communicate(timeout=VERB_TIMEOUT)
-        self._answer(out.decode(), err.decode(), "patch", veid)
+            try:
+                opened += [open(path, "rb") for _, path in files]
+            except OSError as exc:
+                raise ResourceError(f"cannot read the VE's state: {exc}", veid) from exc
+            stats = [os.fstat(f.fileno()) for f in opened]
+            sizes = [st.st_size for st in stats]
+
+            def stream(out):
+                out.flush()
+                for f, size in zip(opened, sizes):
+                    _sendfile(out.fileno(), f.fileno(), size)
+            self._request(veid, {"verb": "state", "files": [
+                [name, st.st_size, st.st_mode & 0o644] for (name, _), st in zip(files, stats)]},
+                stream)
+        finally:
+            for f in opened:
+                f.close()
+        return sizes
 
     def abort(self, veid):
         try:
             self.verb("abort", veid)
-        except ResourceError as exc:
-            log.warning("VE %s: the target kept what it got (%s)", veid, exc.message)
+        except ResourceError:
+            try:  # the session may be what failed: once more on a fresh one
+                self.verb("abort", veid)
+            except ResourceError as exc:
+                log.warning("VE %s: the target kept what it got (%s)", veid, exc.message)
+
+    def close(self):
+        """End the session (the receiver exits when its input ends)."""
+        session, self._session = getattr(self, "_session", None), None  # unset if __init__ failed
+        if session:
+            session.close()
+
+    __del__ = close
+
+    def _request(self, veid, request, payload=None):
+        if self._session is None or self._session.veid != veid:
+            self.close()
+            self._session = _Session(self.ssh, veid)
+        try:
+            answer = self._session.request(request, payload)
+        except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+            why = self._session.error() or exc
+            self.close()
+            raise ResourceError(f"{self.target}: {request['verb']}: {why}", veid) from exc
+        if not answer.get("ok"):
+            self.close()
+            raise ResourceError(f"{self.target}: {request['verb']}: {answer.get('error')}",
+                                veid)
+        return answer
+
+
+class _Session:
+    """One ``session VEID`` connection to a receiver: framed requests, framed answers
+    (ve/migrate/receive.py)."""
+
+    def __init__(self, ssh, veid):
+        import tempfile
+        self.veid = veid
+        self.errors = tempfile.TemporaryFile()  # ssh's and the receiver's stderr, unbounded
+        self.proc = subprocess.Popen([*ssh, f"session {veid}"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.errors)
+
+    def request(self, request, payload=None, timeout=VERB_TIMEOUT):
+        """Send ``request`` (then what ``payload(stream)`` writes); return the answer."""
+        from ..migrate import receive
+        try:
+            receive.write_frame(self.proc.stdin, request)
+            if payload:
+                payload(self.proc.stdin)
+                self.proc.stdin.flush()
+        except BrokenPipeError:
+            timeout = 5  # it stopped reading: its refusal may be waiting, say why
+        answer = receive.read_frame(_Deadline(self.proc.stdout.fileno(), timeout),
+                                    receive.MAX_ANSWER)
+        if answer is None:
+            raise ValueError("the receiver ended the session")
+        return answer
+
+    def error(self):
+        """The last line the other end wrote on stderr, if any."""
+        self.errors.seek(0)
+        return _last_line(self.errors.read().decode(errors="replace"))
+
+    def close(self):
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass  # it is gone already
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+        self.errors.close()
+
+
+class _Deadline:
+    """A readable pipe whose reads give up (TimeoutExpired) ``timeout`` seconds on."""
+
+    def __init__(self, fd, timeout):
+        self.fd, self.timeout = fd, timeout
+        self.deadline = time.monotonic() + timeout
+
+    def read(self, count):
+        import select
+        left = self.deadline - time.monotonic()
+        if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+            raise subprocess.TimeoutExpired("migration receiver", self.timeout)
+        return os.read(self.fd, count)
+
+
+def _sendfile(out, source, size):
+    """Copy ``size`` bytes of file ``source`` to ``out`` (a pipe) in the kernel."""
+    offset = 0
+    while offset < size:
+        done = os.sendfile(out, source, offset, size - offset)
+        if done == 0:
+            raise ValueError("a state file shrank while it was sent")
+        offset += done
 
 
 def _first_error(text):

@@ -40,20 +40,25 @@ def digests(path):
         os.close(fd)
 
 
-def send(path, theirs, out):
+def send(path, theirs, out, result=None):
     """Write to ``out`` (a binary file) what turns the target's copy (``theirs``, its
-    ``digests``) into ``path``; return the bytes of data sent."""
+    ``digests``) into ``path``; return the bytes of data sent.
+
+    ``result``, a dict, is filled with the ``digests`` of the target's copy once it
+    has applied the stream (those of what was read here): the next ``send`` may take
+    them as ``theirs`` instead of asking the target to hash its copy again.
+    """
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     sent = 0
     try:
         size = os.fstat(fd).st_size
         out.write(_SIZE.pack(size))
         held = theirs.get("chunks", {})
-        mine = set()
+        mine = {}
         for index in _data_chunks(fd, size):
-            mine.add(index)
             data = _read_chunk(fd, index, size)
-            if held.get(str(index)) != _digest(data):
+            mine[index] = _digest(data)
+            if held.get(str(index)) != mine[index]:
                 out.write(_FRAME.pack(index, len(data)))
                 out.write(data)
                 sent += len(data)
@@ -64,6 +69,8 @@ def send(path, theirs, out):
         out.flush()
     finally:
         os.close(fd)
+    if result is not None:
+        result.update(size=size, chunks={str(i): digest for i, digest in mine.items()})
     return sent
 
 
@@ -71,19 +78,19 @@ def receive(path, stream):
     """Apply a stream from ``send`` to ``path`` (made if missing, root's, 0600)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        (size,) = _SIZE.unpack(_exactly(stream, _SIZE.size))
+        (size,) = _SIZE.unpack(exactly(stream, _SIZE.size))
         if size > MAX_SIZE:
             raise ValueError(f"an image of {size} bytes is not taken")
         os.ftruncate(fd, size)
         while True:
-            index, length = _FRAME.unpack(_exactly(stream, _FRAME.size))
+            index, length = _FRAME.unpack(exactly(stream, _FRAME.size))
             if index == END:
                 break
             offset = index * CHUNK
             if offset >= size or length > min(CHUNK, size - offset):
                 raise ValueError(f"chunk {index} ({length} bytes) is outside the image")
             if length:
-                os.pwrite(fd, _exactly(stream, length), offset)
+                os.pwrite(fd, exactly(stream, length), offset)
             else:
                 _zero(fd, offset, min(CHUNK, size - offset))
         os.fsync(fd)
@@ -124,11 +131,12 @@ def _zero(fd, offset, length):
         os.pwrite(fd, bytes(length), offset)  # a filesystem without holes
 
 
-def _exactly(stream, count):
-    data = b""
+def exactly(stream, count):
+    """``count`` bytes of ``stream``; ValueError if it ends before."""
+    data = bytearray()
     while len(data) < count:
         chunk = stream.read(count - len(data))
         if not chunk:
             raise ValueError("the stream ended early")
         data += chunk
-    return data
+    return bytes(data)

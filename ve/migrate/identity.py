@@ -98,12 +98,25 @@ def ssh_command(layout, address):
     with this node's key, checking its host key strictly."""
     host, port = split_address(address)
     here = directory(layout)
-    return ["ssh", "-p", str(port), "-i", str(here / KEY), "-l", "root",
+    return ["ssh", "-p", str(port), "-i", str(here / KEY), "-l", "root", *_cipher_options(),
             "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
             "-o", f"UserKnownHostsFile={here / 'known_hosts'}",
             "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes",
             "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5",
             "-o", "ServerAliveCountMax=3", "-o", "ControlMaster=no", host]
+
+
+def _cipher_options():
+    """AES-GCM first where the CPU has AES instructions: there it costs each end about
+    half the CPU of ssh's default ChaCha20-Poly1305, and a live move's checkpoint goes
+    through ssh while the VE is frozen. Elsewhere ssh's own order stands."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            aes = any(line.startswith("flags") and " aes " in f" {line.split(':', 1)[-1]} "
+                      for line in f)
+    except OSError:
+        aes = False
+    return ["-o", "Ciphers=^aes128-gcm@openssh.com"] if aes else []
 
 
 def sshd_argv(layout, listen):

@@ -16,14 +16,33 @@ for in SSH_ORIGINAL_COMMAND; ``handle`` answers it. Only these are taken:
     status VEID            {"exists", "running"}
     digests VEID           the chunks of incoming/VEID/image that hold data
     patch VEID             change that image by the stream on stdin
+    session VEID           all of the above but rsync, for that VE, as a sequence
+                           of framed requests on one connection (below)
 
-Each verb but rsync is answered with one JSON line; the exit status is 0 on success.
+Each verb but rsync and session is answered with one JSON line; the exit status
+is 0 on success.
+
+A session spares the sender an SSH handshake and a start of this program for
+each step (while a live move has the VE frozen, these were most of the
+downtime), and carries the small state files (config, traffic totals,
+checkpoint images) itself. Both ways a frame is a 4-byte little-endian length
+and that many bytes of a JSON object. A request is {"verb": NAME, ...} and
+gets exactly one answer, {"ok": ...} as the one-shot verbs give; ``patch`` is
+followed by the image stream of ``blocks.send`` and ``state`` by the bytes of
+the files it lists, one after the other. A request that is not understood, a
+frame longer than MAX_REQUEST, or a payload refused (its data can then not be
+told from the next request) is answered {"ok": false} and ends the session; a
+verb that fails on its own merits (a restore, say) does not.
 """
 
+import errno
+import io
+import json
 import os
 import re
 import shlex
 import shutil
+import struct
 
 from .. import validate
 from . import blocks
@@ -36,6 +55,13 @@ SHORT_OPTIONS = re.compile(r"-[lHogDtpAXrS]+e\.[A-Za-z]+")
 LONG_OPTIONS = {"--timeout=60", "--delete", "--partial", "--numeric-ids"}
 DESTINATION = re.compile(r"([0-9]{1,10})/(private/)?")
 PLACED = ".placed"  # in incoming/VEID: the VE was put in place from it
+MAX_REQUEST = 64 << 10  # bytes of a session request's JSON: a state list is ~4 KiB
+MAX_ANSWER = 64 << 20  # what the sender reads of an answer (digests of a large image)
+# The files ``state`` may write in incoming/VEID: the config, the traffic totals and
+# criu's images (flat names, as criu writes them), nothing else.
+STATE_FILE = re.compile(r"conf|counters|dump/[A-Za-z0-9][A-Za-z0-9._-]{0,120}")
+MAX_STATE_FILES = 4096
+_LENGTH = struct.Struct("<I")
 
 
 def handle(engine, command, stdin=None):
@@ -52,11 +78,13 @@ def handle(engine, command, stdin=None):
         if refusal:
             return _answer(False, f"refused: {refusal}")
         return _answer(True, exec=["/usr/bin/rsync", *words[1:]], cwd=incoming)
-    if len(words) != 2 or words[0] not in {**VERBS, **STREAMED}:
+    if len(words) != 2 or words[0] not in {**VERBS, **STREAMED, "session": None}:
         return _answer(False, f"refused: {' '.join(words)[:80]!r} is not a migration verb")
     try:
         veid = validate.veid(words[1])
         staging = os.path.join(incoming, str(veid))
+        if words[0] == "session":
+            return _answer(True, session=veid)  # vectl then runs ``session``
         if words[0] in STREAMED:
             if not os.path.isdir(staging):
                 return _answer(False, f"nothing is being received for VE {veid}")
@@ -208,3 +236,167 @@ def _done(staging):
 
 def _answer(ok, error=None, **values):
     return {"ok": ok, **({"error": error} if error else {}), **values}
+
+
+# -- a session: many requests on one connection -------------------------------------
+
+
+class Refused(ValueError):
+    """A session request that ends the session (its stream cannot be followed further)."""
+
+
+def session(engine, veid, stdin, stdout):
+    """Answer framed requests about VE ``veid`` from ``stdin`` on ``stdout`` until the
+    sender closes it; return the exit status (0: it ended cleanly). ``stdin`` may be
+    unbuffered (io.FileIO, whose reads may be short): files then come by splice(2)."""
+    staging = os.path.join(engine.layout.root, "incoming", str(veid))
+    while True:
+        try:
+            request = read_frame(stdin, MAX_REQUEST)
+            if request is None:
+                return 0
+            answer = _session_request(engine, veid, staging, request, stdin)
+        except Refused as exc:
+            write_frame(stdout, _answer(False, f"refused: {exc}"))
+            return 1
+        except VEError as exc:
+            answer = _answer(False, str(exc))
+        write_frame(stdout, answer)
+
+
+def _session_request(engine, veid, staging, request, stdin):
+    verb = request.get("verb") if isinstance(request, dict) else None
+    if verb in VERBS and set(request) == {"verb"}:
+        return VERBS[verb](engine, veid, staging)
+    if verb in STREAMED and set(request) == {"verb"}:
+        if not os.path.isdir(staging):
+            raise Refused(f"nothing is being received for VE {veid}")
+        answer = STREAMED[verb](os.path.join(staging, "image"), stdin)
+        if verb == "patch" and not answer["ok"]:
+            raise Refused(answer["error"])  # the rest of its stream is unknown
+        return answer
+    if verb == "state" and set(request) == {"verb", "files"}:
+        return _take_state(staging, request["files"], stdin)
+    raise Refused(f"{str(request)[:80]!r} is not a request of a migration")
+
+
+def _take_state(staging, files, stdin):
+    """Write the files listed (``[[name, size, mode], ...]``), whose bytes follow on
+    ``stdin``, into ``staging``: only the names STATE_FILE allows and modes within
+    0644 (criu makes its images so), each file made afresh, root's, and never through
+    a symlink (rsync may have put one there)."""
+    if not isinstance(files, list) or len(files) > MAX_STATE_FILES:
+        raise Refused("not a list of files")
+    for entry in files:  # all checked before any byte is taken
+        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
+                and STATE_FILE.fullmatch(entry[0]) and type(entry[1]) is int
+                and 0 <= entry[1] <= blocks.MAX_SIZE and type(entry[2]) is int
+                and entry[2] & ~0o644 == 0):
+            raise Refused(f"{str(entry)[:80]!r} is not a file of a VE's state")
+    try:
+        top = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise Refused("nothing is being received for this VE") from exc
+    dump = None
+    try:
+        for name, size, mode in files:
+            where, base = top, name
+            if name.startswith("dump/"):
+                if dump is None:
+                    dump = _images_dir(top)
+                where, base = dump, name[len("dump/"):]
+            try:
+                _copy_in(where, base, stdin, size, mode)
+            except OSError as exc:
+                raise Refused(f"{name} not taken: {exc}") from exc
+    finally:
+        os.close(top)
+        if dump is not None:
+            os.close(dump)
+    return _answer(True)
+
+
+def _images_dir(top):
+    """The dump directory in staging (fd ``top``), made as checkpoint makes it: 0711,
+    criu looks for optional images in it as the VE's root."""
+    try:
+        os.mkdir("dump", 0o700, dir_fd=top)
+        os.chmod("dump", 0o711, dir_fd=top)
+    except FileExistsError:
+        pass
+    try:
+        return os.open("dump", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                       dir_fd=top)
+    except OSError as exc:
+        raise Refused(f"dump is not a directory: {exc}") from exc
+
+
+def _copy_in(directory, name, stdin, size, mode):
+    """Copy ``size`` bytes of ``stdin`` into a fresh file ``name`` (``mode``) of fd
+    ``directory``."""
+    try:
+        os.unlink(name, dir_fd=directory)  # a file sent twice, or a symlink rsync left
+    except FileNotFoundError:
+        pass
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600, dir_fd=directory)
+    try:
+        os.fchmod(fd, mode)
+        left = _splice(stdin, fd, size)
+        while left:
+            data = stdin.read(min(left, 1 << 20))
+            if not data:
+                raise Refused("the stream ended early")
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            left -= len(data)
+    finally:
+        os.close(fd)
+
+
+def _splice(stdin, fd, size):
+    """Move up to ``size`` bytes of ``stdin`` into file ``fd`` by splice(2), without
+    copying them through this process (a checkpoint's pages are most of a frozen VE's
+    state); return how many are left for read and write. Only an unbuffered stdin
+    (io.FileIO) is spliced: a buffered one may hold bytes its descriptor no longer has."""
+    if not isinstance(stdin, io.FileIO):
+        return size
+    left = size
+    while left:
+        try:
+            moved = os.splice(stdin.fileno(), fd, min(left, 1 << 30))
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.ENOSYS):
+                return left  # stdin is not a pipe (a socket, a file): read and write
+            raise
+        if not moved:
+            raise Refused("the stream ended early")
+        left -= moved
+    return 0
+
+
+def read_frame(stream, limit):
+    """The JSON object of the next frame of ``stream``; None at its end (between frames).
+    Refused when it is longer than ``limit`` bytes, cut short, or not JSON."""
+    head = stream.read(_LENGTH.size)
+    if not head:
+        return None
+    try:
+        if len(head) < _LENGTH.size:
+            head += blocks.exactly(stream, _LENGTH.size - len(head))
+        (length,) = _LENGTH.unpack(head)
+        if length > limit:
+            raise Refused(f"a frame of {length} bytes (at most {limit})")
+        return json.loads(blocks.exactly(stream, length))
+    except Refused:
+        raise
+    except ValueError as exc:  # cut short, or not JSON
+        raise Refused(f"a bad frame: {exc}") from exc
+
+
+def write_frame(stream, value):
+    """Write ``value`` (JSON) as one frame, and flush."""
+    data = json.dumps(value).encode()
+    stream.write(_LENGTH.pack(len(data)) + data)
+    stream.flush()
