@@ -11,6 +11,7 @@ bench/migration.py uses too).
 
 import os
 import shutil
+import subprocess
 import sys
 import uuid
 

@@ -19,6 +19,7 @@ node's key and a host key recorded beforehand; on one machine the simulated
 nodes use the same path.
 """
 
+import json
 import os
 import subprocess
 import time
@@ -63,7 +64,11 @@ class MigrateMixin:
         """What the node at ``target`` has of VE ``veid``: {"exists", "running"}
         (ResourceError if it cannot be asked)."""
         veid = validate.veid(veid)
-        answer = _Channel(self.layout, target).verb("status", veid)
+        channel = _Channel(self.layout, target)
+        try:
+            answer = channel.verb("status", veid)
+        finally:
+            channel.close()
         return {"exists": bool(answer.get("exists")), "running": bool(answer.get("running"))}
 
     def migration_in_flight(self, veid):
@@ -96,6 +101,12 @@ class MigrateMixin:
         if record is None:
             return None
         channel = _Channel(self.layout, record["target"])
+        try:
+            return self._settle_with(veid, flight, record, channel)
+        finally:
+            channel.close()
+
+    def _settle_with(self, veid, flight, record, channel):
         try:
             theirs = channel.verb("status", veid)
         except ResourceError as exc:
