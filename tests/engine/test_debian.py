@@ -23,6 +23,7 @@ from ve.config import IDMAP_SIZE
 from .conftest import ROOT_DIR, wait_for
 from .test_network import A, B
 from .test_watcher import WatcherProcess
+from .test_migration import fleet  # noqa: F401  (two nodes on a data-centre bridge)
 
 NAMES = ("debian-12", "debian-13")
 PASSWORD = "debian-root-pass-1"
@@ -396,3 +397,30 @@ def test_its_daemons_stay_in_the_ves_namespaces_and_a_hibernation_keeps_an_ssh_s
     # systemd still runs its units after the restore (its cgroup tree came back).
     assert sh(engine, 401, "systemctl restart systemd-logind && systemctl is-active "
                            "systemd-logind") == "active"
+
+
+def test_a_debian_ve_moves_live_to_another_node_with_its_ssh_session(debian, fleet):
+    """The issue's case: a systemd Debian VE with an open SSH session moves live between
+    two nodes; the session goes on at the target, same shell, and systemd still runs
+    its units there."""
+    from .test_migration import PORT, VE_IP, VEID
+    a, b, dc = fleet
+    a.engine.create(VEConfig(VEID, "moving-debian.example", debian,
+                             Limits(diskspace=1 * GiB, ram=256 << 20), ips=(VE_IP,)))
+    a.net.engine("print(e.start(v['veid']))", veid=VEID)
+    set_root_password(a.engine, VEID)
+    assert booted(a.engine, VEID) == ("running", DOCUMENTED_FAILED)
+    wake_on_demand_daemons(a.engine, VEID)
+    session = HeldSession(dc.path, VE_IP)
+    try:
+        shell = session.run("echo $$")["out"]
+        done = a.vectl("migrate", VEID, "--to", f"{b.address}:{PORT}")
+        assert done["mode"] == "live", done
+        assert session.run("echo after $$; hostname") == {
+            "out": f"after {shell}\nmoving-debian.example"}
+    finally:
+        session.close()
+    assert not a.engine.layout.conf(VEID).exists()
+    assert booted(b.engine, VEID) == ("running", DOCUMENTED_FAILED)
+    assert sh(b.engine, VEID, "systemctl restart systemd-logind && systemctl is-active "
+                              "systemd-logind ssh").split() == ["active", "active"]

@@ -205,6 +205,27 @@ def test_a_mover_killed_once_the_target_runs_the_ve_is_finished_there(fleet):
     assert wait_for(lambda: reaches(dc, VE_IP), 10)
 
 
+@pytest.mark.parametrize("step", ["_send_disk", "_checkpoint"])
+def test_a_mover_killed_before_the_freeze_leaves_the_ve_running_and_the_next_move_works(
+        fleet, step):
+    """Killed while copying the disk of the running VE, or just before freezing it: the
+    VE never stopped; the next migrate settles the cut-off move (the target forgets
+    what it got) and moves it."""
+    a, b, dc = fleet
+    before = _running_counter(a, dc, f"killed{step.replace('_', '-')}.example")
+    init = a.engine.status(VEID).init_pid
+    target = f"{b.address}:{PORT}"
+    _mover_dies_at(a, step, target)
+    assert a.engine.status(VEID).init_pid == init
+    assert a.engine.migration_in_flight(VEID) == {"target": target, "was_running": True}
+    done = a.vectl("migrate", VEID, "--to", target)
+    assert done["mode"] == "live", done
+    assert on_host(a, VEID) == NOTHING and b.engine.status(VEID).state == "running"
+    after = b.engine.exec(VEID, ["ps", "-o", "pid,ppid,comm"]).stdout.decode()
+    assert _lasting(after) == _lasting(before)
+    assert wait_for(lambda: reaches(dc, VE_IP), 10)
+
+
 def test_a_mover_killed_while_the_ve_is_frozen_rolls_back(fleet):
     """Killed between the checkpoint and the target's restore: settling brings the VE
     back here from its checkpoint, same processes, and the target forgets it."""
