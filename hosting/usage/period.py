@@ -36,13 +36,15 @@ class Period:
     @cached_property
     def _version(self):
         """What the figures depend on besides the period: the newest hourly rollup, and
-        the VEs (made, destroyed or deleted: their rollups count or stop counting)."""
+        the VEs (made, destroyed or deleted: their rollups count or stop counting; moved
+        to another node: their history counts there)."""
         from hosting.environments.models import VirtualEnvironment as VE
         newest = UsageRollup.objects.filter(resolution=sampling.HOUR).aggregate(top=Max("id"))
         ves = VE.objects.aggregate(n=Count("id"), top=Max("id"),
-                                   gone=Count("id", filter=Q(actual_state="destroyed")))
+                                   gone=Count("id", filter=Q(actual_state="destroyed")),
+                                   placed=Sum(F("id") * F("node_id")))
         return (f"{self.days}:{int(self.since.timestamp()) // 3600}:{newest['top']}:"
-                f"{ves['n']}:{ves['top']}:{ves['gone']}")
+                f"{ves['n']}:{ves['top']}:{ves['gone']}:{ves['placed']}")
 
     def remember(self, name, compute):
         """``compute()``, or its cached result for this period and data version."""
