@@ -12,9 +12,6 @@ from collections import namedtuple
 
 from . import mapping
 
-# The files of a cgroup2 group its delegatee writes (systemd's CGROUP_DELEGATION.md).
-DELEGATED_FILES = ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control")
-
 
 class Usage(namedtuple("Usage", "cpu_ns memory memory_limit swap processes "
                                  "memory_failcnt oom_kills io_read_bytes io_write_bytes "
@@ -113,7 +110,7 @@ class CgroupDriver(abc.ABC):
 
     def remake_subgroups(self, name, subgroups, owner):
         """Make ``subgroups`` (from ``subgroups``) again in the VE's cgroup2 group, each
-        handed to VE root (host uid/gid ``owner``) as its systemd made them: a restored
+        VE root's (host uid/gid ``owner``) as when its systemd made them: a restored
         systemd watches their files (CRIU makes only those that hold processes)."""
         top = self.clone_target(name)
         for rel in subgroups:
@@ -122,8 +119,11 @@ class CgroupDriver(abc.ABC):
                 continue
             path = os.path.join(top, rel)
             os.makedirs(path, exist_ok=True)
-            for entry in [path, *(os.path.join(path, f) for f in DELEGATED_FILES)]:
-                if os.path.exists(entry):
+            # All its files, as when VE root made it (the kernel gives a new group's
+            # files to its maker): a restored process reopens some for writing, such
+            # as a service's memory.pressure.
+            for entry in [path, *(os.path.join(path, f) for f in os.listdir(path))]:
+                if not os.path.isdir(entry) or entry == path:
                     os.chown(entry, owner, owner)
 
     def clone_target(self, name):

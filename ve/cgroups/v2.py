@@ -15,7 +15,7 @@ import os
 
 from ..errors import Unsupported
 from . import mapping
-from .base import DELEGATED_FILES, IO_FIELDS, CgroupDriver, Usage
+from .base import IO_FIELDS, CgroupDriver, Usage
 from .fs import poll, sigkill
 from ..log import get as get_logger
 
@@ -24,6 +24,7 @@ log = get_logger(__name__)
 REQUIRED = ("memory", "pids")
 # What a delegatee may write in the group it is given (the kernel's list, less
 # memory.oom.group and memory.reclaim, which no init needs): never a limit.
+DELEGATED_FILES = ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control")
 WANTED = ("cpu", "cpuset", "io", "memory", "pids")
 UNLIMITED = 2**63 - 1  # what memory_limit reports for "max"
 

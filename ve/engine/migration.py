@@ -230,7 +230,14 @@ class MigrateMixin:
             return "the VE stays here, stopped"
         try:
             if mode == "live":
-                self._restore(cfg)
+                try:
+                    self._restore(cfg)
+                except VEError as exc:  # never left stopped: a fresh start beats none
+                    log.warning("VE %s: not restored here either (%s); starting it afresh",
+                                cfg.veid, exc.message)
+                    self._start(cfg)  # the resume fails alike, then it boots
+                    return (f"it could not be restored here either ({exc.message}); it was "
+                            "started afresh, its checkpoint kept")
             else:
                 self._start(cfg)
         except VEError as exc:
