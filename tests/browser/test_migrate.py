@@ -10,12 +10,16 @@ from hosting.stack import wait_until
 browser = portal.browser  # the same Chromium fixture
 
 
-def test_staff_migrate_a_vps_and_see_it_arrive(browser, fleet):  # noqa: F811
+def test_staff_migrate_a_vps_and_see_it_arrive(fleet, browser):  # noqa: F811
+    # fleet first: its set-up uses pyroute2, whose event loop must not meet Playwright's
     live, staff, customer = fleet, fleet.api("admin"), fleet.api("demo")
     one, two = live.stack.nodes
+    # A VPS on node two first: it builds the busybox template there (a node takes a
+    # VPS only with its template), then the one to move, on node one.
+    place_on(live, staff, customer, two, "already-there.example.com")
+    ve = place_on(live, staff, customer, one, "browsed-move.example.com")
     wait_until(lambda: _identities_reported(staff, (one, two)), 60,
                "the nodes did not report their migration identities")
-    ve = place_on(live, staff, customer, one, "browsed-move.example.com")
     for node in staff.get("/api/v1/nodes/")["results"]:  # both open again
         staff.patch(f"/api/v1/nodes/{node['id']}/", {"state": "online"})
     veid = ve["veid"]
