@@ -24,7 +24,7 @@ def migrate(ctx):
     target = Node.objects.get(name=params["to"])
     if ctx.ve.node_id == target.pk:
         return _state_before(ctx)  # an earlier attempt moved and recorded it
-    if not _here(ctx) and ctx.engine.migration_in_flight(veid) is None:
+    if not on_this_node(ctx) and ctx.engine.migration_in_flight(veid) is None:
         return _found_there(ctx, target)
     if not target.migrate_address:
         raise InvalidConfig(f"node {target.name} reports no migration address "
@@ -74,7 +74,8 @@ def _state_before(ctx):
     return state if state in KEPT_STATES else None
 
 
-def _here(ctx):
+def on_this_node(ctx):
+    """True if this node's engine has the operation's VE."""
     try:
         ctx.engine.config(ctx.ve.veid)
         return True

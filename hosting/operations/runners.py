@@ -128,7 +128,7 @@ def reinstall(ctx):
     template = OSTemplate.objects.get(name=name)
     ctx.progress(10, "preparing the OS template")
     ensure_template(ctx.engine, name)
-    if not _exists(ctx):  # lost on the node: make it anew
+    if not moving.on_this_node(ctx):  # lost on the node: make it anew
         ctx.progress(40, "installing " + template.name)
         ctx.engine.create(config_of(ctx.ve, template=name))
     else:
@@ -326,12 +326,6 @@ def _disk_differs(ctx):
     return (want.diskspace, want.diskinodes) != (have.diskspace, have.diskinodes)
 
 
-def _exists(ctx):
-    try:
-        ctx.engine.config(ctx.ve.veid)
-        return True
-    except NotFound:
-        return False
 
 
 RUNNERS = {"create": create, "start": start, "stop": stop, "restart": restart,

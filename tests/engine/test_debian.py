@@ -86,18 +86,24 @@ def booted(engine, veid):
     return state, tuple(failed.split())
 
 
-SSH = textwrap.dedent("""
+# The start of both SSH scripts: wait for sshd (it comes up a moment after the VE
+# starts: host keys at first boot); ``address`` is set by the script.
+WAIT_FOR_SSHD = textwrap.dedent("""
     import json, socket, sys, time, paramiko
+    def wait_for_sshd(address):
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection((address, 22), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+    """)
+SSH = WAIT_FOR_SSHD + textwrap.dedent("""
     address, password, commands, hold = json.loads(sys.argv[1])
-    deadline = time.monotonic() + 60
-    while True:  # sshd comes up a moment after the VE starts (host keys at first boot)
-        try:
-            socket.create_connection((address, 22), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    wait_for_sshd(address)
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
     result = {}
@@ -307,18 +313,9 @@ def test_reboot_and_poweroff_from_inside_behave_like_a_vps(engine, hostnet, debi
 # One SSH session kept open: each line on stdin is run in the same shell channel
 # and its output printed as a JSON line ({"out": ...}, or {"error": ...} once the
 # session is gone).
-HELD_SESSION = textwrap.dedent("""
-    import json, socket, sys, time, paramiko
+HELD_SESSION = WAIT_FOR_SSHD + textwrap.dedent("""
     address, password = json.loads(sys.argv[1])
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection((address, 22), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    wait_for_sshd(address)
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
     client.connect(address, username="root", password=password, timeout=10,
