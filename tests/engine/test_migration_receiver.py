@@ -248,3 +248,18 @@ def test_state_files_go_through_no_symlink_planted_in_incoming(engine, tmp_path)
     assert not os.path.islink(staging / "conf") and (staging / "conf").read_bytes() == b"x"
     assert status != 0 and "dump is not a directory" in answers[1]["error"], answers
     assert list(outside.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["dump", "private", "image", "counters"])
+def test_a_state_part_sent_as_a_symlink_is_not_placed(engine, tmp_path, name):
+    """rsync may leave symlinks in incoming/VEID: the VE's checkpoint, files, image or
+    totals are never taken from wherever one points."""
+    assert answer(receive(engine, "begin 171"))["ok"]
+    staging = engine.layout.root / "incoming" / "171"
+    write(staging / "conf", VEConfig(171, "planted.example", "busybox", Limits()))
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", staging / name)
+    done = answer(receive(engine, "place 171"))
+    assert not done["ok"] and f"{name} sent as a symlink" in done["error"], done
+    assert not engine.layout.conf(171).exists()
+    assert not os.path.lexists(engine.layout.dump(171))

@@ -179,7 +179,7 @@ STREAMED = {"digests": image_digests, "patch": image_patch}
 
 def _place(engine, veid, staging):
     """Move what the source sent into this node's VE_ROOT (its config written last)."""
-    from ..errors import AlreadyExists, NotFound
+    from ..errors import AlreadyExists, InvalidConfig, NotFound
     layout = engine.layout
     if layout.conf(veid).exists():
         raise AlreadyExists("the VE already exists on this node", veid)
@@ -190,6 +190,11 @@ def _place(engine, veid, staging):
     layout.ensure()
     moves = [("private", layout.private(veid)), ("image", layout.image(veid)),
              ("dump", layout.dump(veid)), ("counters", layout.counters(veid))]
+    # rsync (a directory VE's files) may make symlinks in incoming/VEID: none of these
+    # may be one, or the VE's checkpoint or disk would be whatever it points at.
+    planted = [name for name, _ in moves if os.path.islink(os.path.join(staging, name))]
+    if planted:
+        raise InvalidConfig(f"refused: {', '.join(planted)} sent as a symlink", veid)
     for name, target in moves:
         source = os.path.join(staging, name)
         if os.path.lexists(source):
