@@ -85,18 +85,25 @@ def _require(condition, what):
         pytest.skip(f"end-to-end tests need {what}")
 
 
-@pytest.fixture(scope="session")
-def live_stack():
-    """The whole product (Redis, root node worker, housekeeping, web) on throwaway state."""
+def started_live_stack(**options):
+    """A LiveStack (``options``: nodes, dc) started on throwaway state; its logs are
+    printed if it does not come up."""
     _require(os.geteuid() == 0, "root (the node worker drives the engine)")
     _require(shutil.which("redis-server"), "redis-server (make deps installs it)")
     from tests.livestack import LiveStack, new_cgroup_top
-    stack = LiveStack(new_cgroup_top())
+    stack = LiveStack(new_cgroup_top(), **options)
     try:
         stack.start()
     except Exception:
         print(stack.logs())
         stack.stop()
         raise
+    return stack
+
+
+@pytest.fixture(scope="session")
+def live_stack():
+    """The whole product (Redis, root node worker, housekeeping, web) on throwaway state."""
+    stack = started_live_stack()
     yield stack
     stack.stop()

@@ -78,15 +78,25 @@ def _fleet(nodes):
     """Rooms of ``nodes`` with the VPSes already on their way there counted in."""
     profile = capacity.stored()
     fleet = Fleet(nodes, profile)
-    rooms = {room.node.name: room for room in fleet.rooms}
-    arriving = Operation.objects.filter(kind=Operation.Kind.MIGRATE,
-                                        state__in=Operation.UNFINISHED,
-                                        params__to__in=list(rooms)) \
-        .select_related("environment__plan")
-    for op in arriving:
-        room = rooms[op.params["to"]]
-        room.take(*want(op.environment, profile)(room))
+    count_moves_under_way({room.node.name: room for room in fleet.rooms}, profile)
     return fleet
+
+
+def count_moves_under_way(rooms, profile, sources_too=False):
+    """Count each unfinished move as made in ``rooms`` ({node name: Room}): its VPS is
+    taken at its target; with ``sources_too``, also given back at its source (a
+    plan of moves; placement leaves the source as it is until the VPS is gone)."""
+    for op in Operation.objects.filter(kind=Operation.Kind.MIGRATE,
+                                       state__in=Operation.UNFINISHED) \
+            .select_related("environment__plan", "environment__node"):
+        ve, target = op.environment, rooms.get(op.params.get("to"))
+        if ve is None or target is None or ve.node.name == target.node.name:
+            continue
+        of = want(ve, profile)
+        target.take(*of(target))
+        source = rooms.get(ve.node.name)
+        if sources_too and source is not None:
+            source.give_back(*of(source))
 
 
 def request(ve, user, node=None, offline=False, idempotency_key=None):

@@ -37,7 +37,7 @@ def plan(profile=None):
     nodes = list(Node.objects.filter(state=Node.State.ONLINE))
     fleet = Fleet(nodes, profile)
     rooms = {room.node.name: room for room in fleet.rooms}
-    _count_moves_under_way(rooms, profile)
+    moves.count_moves_under_way(rooms, profile, sources_too=True)
     before = {name: room.summary() for name, room in rooms.items()}
     over = [name for name, room in rooms.items() if room.over()]
     planned, unsolved = [], []
@@ -60,19 +60,6 @@ def plan(profile=None):
     return {"moves": planned, "unsolved": unsolved, "over": over,
             "nodes": [{"node": name, "before": before[name], "after": room.summary()}
                       for name, room in rooms.items()]}
-
-
-def _count_moves_under_way(rooms, profile):
-    for op in Operation.objects.filter(kind=Operation.Kind.MIGRATE,
-                                       state__in=Operation.UNFINISHED) \
-            .select_related("environment__plan", "environment__node"):
-        ve, to = op.environment, rooms.get(op.params.get("to"))
-        source = rooms.get(ve.node.name) if ve else None
-        if ve is None or to is None or source is None or source is to:
-            continue
-        want = moves.want(ve, profile)
-        source.give_back(*want(source))
-        to.take(*want(to))
 
 
 def _excess(room):

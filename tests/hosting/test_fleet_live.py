@@ -10,7 +10,6 @@ A stop leaves what must outlive it (VEs, their files, the namespaces a new
 """
 
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -21,21 +20,13 @@ from hosting import datacentre
 from hosting.stack import wait_until
 from hosting.stacknode import MIGRATE_PORT
 from tests.hosting.test_dispatch_live import order
+from tests.conftest import started_live_stack
 from tests.livestack import GATEWAYS
 
 
 @pytest.fixture(scope="module")
 def fleet():
-    if os.geteuid() != 0 or not shutil.which("redis-server"):
-        pytest.skip("end-to-end tests need root and redis-server (make deps)")
-    from tests.livestack import LiveStack, new_cgroup_top
-    live = LiveStack(new_cgroup_top(), nodes=2, dc=True)
-    try:
-        live.start()
-    except Exception:
-        print(live.logs())
-        live.stop()
-        raise
+    live = started_live_stack(nodes=2, dc=True)
     yield live
     live.stop()
 

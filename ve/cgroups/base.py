@@ -12,6 +12,10 @@ from collections import namedtuple
 
 from . import mapping
 
+# Subgroups of a VE's cgroup2 group a checkpoint records (a systemd makes a few
+# dozen; more only cost the VE a resume that falls back to a fresh start).
+MAX_SUBGROUPS = 4096
+
 
 class Usage(namedtuple("Usage", "cpu_ns memory memory_limit swap processes "
                                  "memory_failcnt oom_kills io_read_bytes io_write_bytes "
@@ -106,6 +110,8 @@ class CgroupDriver(abc.ABC):
         for here, dirs, _ in os.walk(top):
             dirs.sort()
             found += [os.path.relpath(os.path.join(here, d), top) for d in dirs]
+            if len(found) >= MAX_SUBGROUPS:  # VE root makes them: a bounded record
+                return found[:MAX_SUBGROUPS]
         return found
 
     def remake_subgroups(self, name, subgroups, owner):
