@@ -45,6 +45,9 @@ def main(argv=None):
     parser.add_argument("--migration", action="store_true",
                         help="then the live vs offline migration benchmark (bench/migration.py, "
                              "~4 min): two nodes on this machine, VEs dirtying 64 and 256 MiB")
+    parser.add_argument("--evacuation", action="store_true",
+                        help="then the node evacuation benchmark (bench/evacuation.py): the "
+                             "whole product evacuates a node of 50 busybox VPSes")
     args = parser.parse_args(argv)
     counts = [int(c) for c in args.counts.split(",") if c.strip()]
 
@@ -80,6 +83,9 @@ def main(argv=None):
     if args.migration:
         import migration
         migration.main([])
+    if args.evacuation:
+        import evacuation
+        return evacuation.main([])  # 1 if a move failed or something was left behind
     return 0
 
 

@@ -220,7 +220,10 @@ CELERY_WORKER_CONSUMER = "hosting.celery:QuickReconnectConsumer"
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_BEAT_SCHEDULE = {
     "mark-stale-nodes": {"task": "hosting.nodes.tasks.mark_stale_nodes", "schedule": 30.0},
-    "move-batches": {"task": "hosting.nodes.tasks.move_batches", "schedule": 5.0},
+    # Queues an evacuation's or rebalance's next moves as earlier ones end (a live move
+    # takes ~1.5 s; a node may not write to this queue to say so itself): two small
+    # queries a second when nothing moves.
+    "move-batches": {"task": "hosting.nodes.tasks.move_batches", "schedule": 1.0},
     "requeue-lost-operations": {"task": "hosting.operations.tasks.requeue_lost",
                                 "schedule": 60.0},
     "roll-up-usage": {"task": "hosting.usage.tasks.roll_up_usage", "schedule": 300.0},

@@ -261,24 +261,47 @@ def test_a_hibernated_ve_moves_with_its_saved_memory(fleet):
     assert wait_for(lambda: reaches(dc, VE_IP), 10)
 
 
-def test_a_network_cut_while_the_ve_is_frozen_brings_it_back_at_the_source(fleet):
-    """The data-centre link of the target goes down after the checkpoint: the copy
-    fails, the VE is restored at the source with its processes, and once the link is
-    back the next move works (the target's leftovers do not stand in the way)."""
-    a, b, dc = fleet
-    before = _running_counter(a, dc, "cut.example")
-    cut = (f"import subprocess\n_send_state = e._send_state\n"
-           f"def cut_then_send(*args, **kwargs):\n"
-           f"    subprocess.run(['nsenter', '--net={b.net.path}', 'ip', 'link', 'set', 'dc0',"
-           f" 'down'], check=True)\n"
-           f"    return _send_state(*args, **kwargs)\n"
-           f"e._send_state = cut_then_send\n")
+def _migrate_patched(a, b, patch):
+    """Move the VE from A to B in a process that first runs ``patch`` (Python, with the
+    engine as ``e``); return the finished process."""
     prelude = (f"from ve import Engine\ne = Engine(root={str(a.engine.layout.root)!r}, "
                f"cgroup_parent={a.engine.cgroups.parent!r})\n")
-    out = a.net.run(sys.executable, "-c", prelude + cut +
-                    f"e.migrate({VEID}, '{b.address}:{PORT}')\n",
-                    env=dict(os.environ, PYTHONPATH=str(ROOT_DIR)), check=False)
+    return a.net.run(sys.executable, "-c", prelude + patch +
+                     f"e.migrate({VEID}, '{b.address}:{PORT}')\n",
+                     env=dict(os.environ, PYTHONPATH=str(ROOT_DIR)), check=False)
+
+
+def _cut_link(b):
+    """Python that takes B's data-centre link down."""
+    return (f"import subprocess\nsubprocess.run(['nsenter', '--net={b.net.path}', 'ip', "
+            f"'link', 'set', 'dc0', 'down'], check=True)\n")
+
+
+@pytest.mark.parametrize("when", ["dumping", "sending the state"])
+def test_a_network_cut_while_the_ve_is_frozen_brings_it_back_at_the_source(fleet, when):
+    """The data-centre link of the target goes down while the pages go ahead of the dump,
+    or after the checkpoint: the copy fails, the VE is restored at the source with its
+    processes, and once the link is back the next move works (the target's leftovers do
+    not stand in the way)."""
+    a, b, dc = fleet
+    before = _running_counter(a, dc, "cut.example")
+    if when == "dumping":  # the pages stream stalls mid-way; criu's dump goes on here
+        cut = ("_checkpoint = e._checkpoint\n"
+               "def cut_while_dumping(veid, stop, dumping=None):\n"
+               "    def started(path):\n"
+               "        dumping(path)\n"
+               + "".join(f"        {line}\n" for line in _cut_link(b).splitlines()) +
+               "    return _checkpoint(veid, stop, dumping=started)\n"
+               "e._checkpoint = cut_while_dumping\n")
+    else:
+        cut = ("_send_state = e._send_state\n"
+               "def cut_then_send(*args, **kwargs):\n"
+               + "".join(f"    {line}\n" for line in _cut_link(b).splitlines()) +
+               "    return _send_state(*args, **kwargs)\n"
+               "e._send_state = cut_then_send\n")
+    out = _migrate_patched(a, b, cut)
     assert out.returncode != 0 and "back on this node" in out.stderr, out.stderr
+    assert ("could not go ahead" in out.stderr) == (when == "dumping"), out.stderr
     assert a.engine.status(VEID).state == "running"
     after = a.engine.exec(VEID, ["ps", "-o", "pid,ppid,comm"]).stdout.decode()
     assert _lasting(after) == _lasting(before)
@@ -289,6 +312,27 @@ def test_a_network_cut_while_the_ve_is_frozen_brings_it_back_at_the_source(fleet
     done = a.vectl("migrate", VEID, "--to", f"{b.address}:{PORT}")
     assert done["mode"] == "live" and b.engine.status(VEID).state == "running"
     assert on_host(a, VEID) == NOTHING
+
+
+def test_pages_a_target_does_not_take_ahead_go_with_the_state(fleet):
+    """A receiver that does not know ``pages`` (an older node, say) refuses it: the
+    move goes on, live, with the pages sent after the dump."""
+    a, b, dc = fleet
+    before = _running_counter(a, dc, "older-target.example")
+    older = ("from ve.engine import migration\n"
+             "request = migration._Channel.request\n"
+             "def older_target(self, veid, asked, payload=None):\n"
+             "    if asked == {'verb': 'pages'}:\n"
+             "        asked = {'verb': 'pages-from-a-newer-node'}\n"
+             "    return request(self, veid, asked, payload)\n"
+             "migration._Channel.request = older_target\n")
+    out = _migrate_patched(a, b, older)
+    assert out.returncode == 0, out.stderr
+    assert "could not go ahead" in out.stderr and "not a request of a migration" in out.stderr
+    assert b.engine.status(VEID).state == "running" and on_host(a, VEID) == NOTHING
+    after = b.engine.exec(VEID, ["ps", "-o", "pid,ppid,comm"]).stdout.decode()
+    assert _lasting(after) == _lasting(before)
+    assert wait_for(lambda: reaches(dc, VE_IP), 10)
 
 
 def test_a_full_disk_at_the_target_leaves_the_ve_running_at_the_source(fleet):

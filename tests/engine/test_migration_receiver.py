@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -187,6 +188,42 @@ def test_a_session_takes_the_steps_of_a_move_on_one_connection(engine, tmp_path)
     assert not os.path.exists(layout.root / "incoming" / "171")
 
 
+def pages_chunk(name, offset, data, mode=0o600):
+    return frame({"name": name, "offset": offset, "size": len(data), "mode": mode}) + data
+
+
+def test_pages_are_taken_chunk_by_chunk_while_the_source_still_dumps(engine):
+    """``pages``: each pages image grows by chunks in order, interleaved with others;
+    the answer says what arrived, and ``state`` then sends only the rest."""
+    status, answers = session(
+        engine, BEGUN, frame({"verb": "pages"}),
+        pages_chunk("dump/pages-1.img", 0, b"abc"),
+        pages_chunk("dump/pages-2.img", 0, b"xy", mode=0o644),
+        pages_chunk("dump/pages-1.img", 3, b"defg"),
+        frame({"end": True}),
+        frame({"verb": "state", "files": [["dump/core-1.img", 2, 0o600]]}), b"co",
+        frame({"verb": "abort"}))
+    assert status == 0, answers
+    assert answers[1] == {"ok": True, "files": {"dump/pages-1.img": 7, "dump/pages-2.img": 2}}
+    assert answers[2] == {"ok": True}
+    dump = engine.layout.root / "incoming" / "171" / "dump"
+    assert not dump.exists()  # abort forgot it all
+
+
+def test_pages_and_state_make_one_checkpoint(engine):
+    status, answers = session(
+        engine, BEGUN, frame({"verb": "pages"}),
+        pages_chunk("dump/pages-1.img", 0, b"abc"), frame({"end": True}),
+        frame({"verb": "state", "files": [["dump/core-1.img", 2, 0o600]]}), b"co")
+    assert status == 0 and answers[1:] == [{"ok": True, "files": {"dump/pages-1.img": 3}},
+                                           {"ok": True}], answers
+    dump = engine.layout.root / "incoming" / "171" / "dump"
+    assert (dump / "pages-1.img").read_bytes() == b"abc"
+    assert (dump / "core-1.img").read_bytes() == b"co"
+    assert os.stat(dump / "pages-1.img").st_mode & 0o7777 == 0o600
+    assert os.stat(dump).st_mode & 0o7777 == 0o711
+
+
 def test_a_failed_verb_does_not_end_the_session(engine):
     status, answers = session(engine, frame({"verb": "begin"}), frame({"verb": "place"}),
                               frame({"verb": "abort"}))
@@ -223,6 +260,28 @@ BEGUN, STATUS = frame({"verb": "begin"}), frame({"verb": "status"})
      "ended early"),
     ([BEGUN, frame({"verb": "patch"}), (2**60).to_bytes(8, "little"), STATUS],
      "image not taken"),
+    ([frame({"verb": "pages"}), pages_chunk("dump/pages-1.img", 0, b"x"), STATUS],
+     "nothing is being"),
+    ([BEGUN, frame({"verb": "pages"}), pages_chunk("dump/core-1.img", 0, b"x"), STATUS],
+     "not a chunk of"),
+    ([BEGUN, frame({"verb": "pages"}), pages_chunk("conf", 0, b"x"), STATUS],
+     "not a chunk of"),
+    ([BEGUN, frame({"verb": "pages"}), pages_chunk("dump/../pages-1.img", 0, b"x"), STATUS],
+     "not a chunk of"),
+    ([BEGUN, frame({"verb": "pages"}), pages_chunk("dump/pages-1.img", 0, b"x", 0o4755),
+      STATUS], "not a chunk of"),
+    ([BEGUN, frame({"verb": "pages"}), pages_chunk("dump/pages-1.img", 4, b"x"), STATUS],
+     "does not start at its beginning"),
+    ([BEGUN, frame({"verb": "pages"}), pages_chunk("dump/pages-1.img", 0, b"x"),
+      pages_chunk("dump/pages-1.img", 2, b"x"), STATUS], "a chunk at 2, 1 expected"),
+    ([BEGUN, frame({"verb": "pages"}), frame({"name": "dump/pages-1.img", "offset": 0,
+                                              "size": 5, "mode": 0o600}) + b"ab"],
+     "ended early"),
+    ([BEGUN, frame({"verb": "pages"}), pages_chunk("dump/pages-1.img", 0, b"x")],
+     "ended early"),
+    ([BEGUN, frame({"verb": "pages"}), frame({"name": "dump/pages-1.img", "offset": 0,
+                                              "size": 2**60, "mode": 0o600}), STATUS],
+     "more pages than"),
 ])
 def test_a_bad_session_request_is_refused_and_ends_the_session(engine, parts, why):
     status, answers = session(engine, *parts)
@@ -263,3 +322,25 @@ def test_a_state_part_sent_as_a_symlink_is_not_placed(engine, tmp_path, name):
     assert not done["ok"] and f"{name} sent as a symlink" in done["error"], done
     assert not engine.layout.conf(171).exists()
     assert not os.path.lexists(engine.layout.dump(171))
+
+
+def test_pages_go_through_no_symlink_planted_in_incoming(engine, tmp_path):
+    """A symlink in place of the images directory or of a pages image is never written
+    through."""
+    assert answer(receive(engine, "begin 171"))["ok"]
+    staging = engine.layout.root / "incoming" / "171"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (staging / "dump").mkdir()
+    os.symlink(outside / "pages-1.img", staging / "dump" / "pages-1.img")
+    status, answers = session(engine, frame({"verb": "pages"}),
+                              pages_chunk("dump/pages-1.img", 0, b"x"), frame({"end": True}))
+    assert status == 0 and answers[0]["ok"], answers
+    assert (staging / "dump" / "pages-1.img").read_bytes() == b"x"
+    assert not os.path.islink(staging / "dump" / "pages-1.img")
+    shutil.rmtree(staging / "dump")
+    os.symlink(outside, staging / "dump")
+    status, answers = session(engine, frame({"verb": "pages"}),
+                              pages_chunk("dump/pages-1.img", 0, b"y"), frame({"end": True}))
+    assert status != 0 and "dump is not a directory" in answers[0]["error"], answers
+    assert list(outside.iterdir()) == []

@@ -285,3 +285,28 @@ def test_a_weight_this_host_cannot_enforce_never_keeps_a_ve_down(engine):
         with open(engine.cgroups.file_path("101", "blkio.throttle.write_bps_device")) as f:
             assert f.read().split()[-1] == str(4 * MiB)
     assert engine.status(101).state == "running"
+
+
+def test_an_image_is_released_only_once_its_last_user_lets_go(engine, tmp_path):
+    """A process holding the mount makes the unmount lazy (after a second's retries):
+    the filesystem lives on, so the image is not released (a migration's final copy
+    waits for that) until the process lets go."""
+    import subprocess
+    make(engine, "xfs")
+    path = engine.layout.image(101)
+    where = tmp_path / "held"
+    where.mkdir()
+    image.mount(path, "xfs", where)
+    holder = subprocess.Popen(["sleep", "60"], cwd=where)
+    try:
+        began = time.monotonic()
+        image.unmount(path, where)
+        assert time.monotonic() - began >= image.BUSY_SECONDS  # retried before going lazy
+        assert not image.is_mounted(where) and loops_of(path)  # lazily: still alive
+        with pytest.raises(OSError, match="still in use"):
+            image.wait_released(path, 0.2)
+    finally:
+        holder.kill()
+        holder.wait()
+    image.wait_released(path, 5)
+    assert not loops_of(path)

@@ -48,8 +48,9 @@ class CheckpointMixin:
         with self._lock(veid):
             return self._checkpoint(veid, stop)
 
-    def _checkpoint(self, veid, stop):
-        """``checkpoint`` under the VE's lock, held by the caller."""
+    def _checkpoint(self, veid, stop, dumping=None):
+        """``checkpoint`` under the VE's lock, held by the caller. ``dumping(path)``,
+        if given, is called with the directory criu is about to write the images in."""
         cfg = self._read_config(veid)
         record = self._running_init(veid)
         if record is None:
@@ -60,6 +61,8 @@ class CheckpointMixin:
         images = self.layout.dump(veid)
         staging = images.with_name(f"{veid}.new")
         _fresh_dir(staging)
+        if dumping:
+            dumping(staging)
         if stop:
             self._net_save_counters(cfg)  # the link goes with the dumped VE
         try:

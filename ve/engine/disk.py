@@ -73,6 +73,17 @@ class DiskMixin:
         except OSError as exc:
             raise ResourceError(f"cannot unmount the VE's disk image: {exc}", cfg.veid) from exc
 
+    def _disk_released(self, cfg, timeout=10):
+        """Wait until the stopped VE's image is no filesystem's any more (nothing of it
+        still being written), or raise ResourceError."""
+        if cfg.layout == DIRECTORY:
+            return
+        from ..storage import image
+        try:
+            image.wait_released(self.layout.image(cfg.veid), timeout)
+        except OSError as exc:
+            raise ResourceError(f"the VE's disk is not released: {exc}", cfg.veid) from exc
+
     def _disk_remove(self, veid):
         """Unmount and delete the image, whatever the config says (it may be gone)."""
         from ..storage import image

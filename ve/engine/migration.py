@@ -27,6 +27,7 @@ import time
 from .. import validate
 from ..errors import ResourceError, StateError, Unsupported, VEError
 from ..log import get as get_logger
+from ..migrate.ahead import PagesAhead
 from .timeouts import STOP_TIMEOUT
 
 log = get_logger(__name__)
@@ -154,12 +155,17 @@ class MigrateMixin:
             raise MigrationFailed(f"migration failed before the VE stopped: {exc.message}; "
                                   "it runs on here", veid) from exc
         precopy = time.monotonic() - started
+        warm_imports()
         frozen = time.monotonic()
         phases = _Phases()
+        ahead, sent_ahead = PagesAhead(channel, veid), {}
         if mode == "live":
             try:
                 with phases("checkpoint"):
-                    self._checkpoint(veid, stop=True)
+                    try:
+                        self._checkpoint(veid, stop=True, dumping=ahead.start)
+                    finally:
+                        sent_ahead = ahead.finish()  # what criu wrote goes on to the end
             except (Unsupported, ResourceError) as exc:
                 if self._running_init(veid) is None:
                     channel.abort(veid)
@@ -172,11 +178,13 @@ class MigrateMixin:
                 self._stop(veid, STOP_TIMEOUT, fast=False)
         try:
             with phases("disk"):
+                if was_running:  # its filesystem must be gone, all written, first
+                    self._disk_released(cfg)
                 self._send_disk(channel, cfg)
             with phases("state"):
                 # A hibernated VE (stopped, its memory saved) takes its image along.
                 self._send_state(channel, veid, with_checkpoint=mode == "live" or (
-                    not was_running and self.hibernated(veid)))
+                    not was_running and self.hibernated(veid)), sent_ahead=sent_ahead)
             with phases("restore" if mode == "live" else "start"):
                 if not was_running:
                     channel.verb("place", veid)  # it stays stopped, there
@@ -210,18 +218,21 @@ class MigrateMixin:
         else:
             channel.image(self.layout.image(veid), veid)
 
-    def _send_state(self, channel, veid, with_checkpoint):
+    def _send_state(self, channel, veid, with_checkpoint, sent_ahead):
         """The config, traffic totals and (live) the checkpoint images, through the
-        channel's session: no SSH handshake nor rsync start while the VE is down."""
+        channel's session: no SSH handshake nor rsync start while the VE is down.
+        ``sent_ahead``: {name: size} of the images the target has already (pages
+        sent while criu wrote them)."""
         files = [("conf", self.layout.conf(veid))]
         if self.layout.counters(veid).exists():
             files.append(("counters", self.layout.counters(veid)))
         if with_checkpoint:
             files += [(f"dump/{image.name}", image)
-                      for image in sorted(self.layout.dump(veid).iterdir()) if image.is_file()]
+                      for image in sorted(self.layout.dump(veid).iterdir()) if image.is_file()
+                      and sent_ahead.get(f"dump/{image.name}") != image.stat().st_size]
         sizes = channel.send_files(veid, files)
         channel.sent["checkpoint"] += sum(size for (name, _), size in zip(files, sizes)
-                                          if name.startswith("dump/"))
+                                          if name.startswith("dump/")) + sum(sent_ahead.values())
 
     def _come_back(self, cfg, mode, was_running):
         """After a failed move: the VE runs here again if it ran (from its checkpoint,
@@ -327,7 +338,7 @@ class _Channel:
         """Ask the receiver to ``verb`` the VE (begin, restore, ...); return its answer."""
         if verb in ("begin", "abort"):
             self._held.clear()  # the target's incoming copy starts afresh
-        answer = self._request(veid, {"verb": verb})
+        answer = self.request(veid, {"verb": verb})
         if verb in self.TERMINAL:
             self.close()
         return answer
@@ -335,12 +346,12 @@ class _Channel:
     def image(self, path, veid):
         """Bring the target's copy of disk image ``path`` up to date, chunk by chunk."""
         from ..migrate import blocks
-        theirs = self._held.pop(str(path), None) or self._request(veid, {"verb": "digests"})
+        theirs = self._held.pop(str(path), None) or self.request(veid, {"verb": "digests"})
         now, sent = {}, []
 
         def stream(out):
             sent.append(blocks.send(path, theirs, out, now))
-        self._request(veid, {"verb": "patch"}, stream)
+        self.request(veid, {"verb": "patch"}, stream)
         self.sent["disk"] += sent[0]
         self._held[str(path)] = now
 
@@ -361,7 +372,7 @@ class _Channel:
                 out.flush()
                 for f, size in zip(opened, sizes):
                     _sendfile(out.fileno(), f.fileno(), size)
-            self._request(veid, {"verb": "state", "files": [
+            self.request(veid, {"verb": "state", "files": [
                 [name, st.st_size, st.st_mode & 0o644] for (name, _), st in zip(files, stats)]},
                 stream)
         finally:
@@ -386,7 +397,9 @@ class _Channel:
 
     __del__ = close
 
-    def _request(self, veid, request, payload=None):
+    def request(self, veid, request, payload=None):
+        """Send ``request`` (and what ``payload(stream)`` writes) on the session; return
+        the answer, or raise ResourceError (the session is then closed)."""
         if self._session is None or self._session.veid != veid:
             self.close()
             self._session = _Session(self.ssh, veid)
@@ -462,6 +475,12 @@ class _Deadline:
         if left <= 0 or not select.select([self.fd], [], [], left)[0]:
             raise subprocess.TimeoutExpired("migration receiver", self.timeout)
         return os.read(self.fd, count)
+
+
+def warm_imports():
+    """Import what stopping and bringing up a VE's network needs (pyroute2: about
+    0.1 s) before the VE is frozen, not while it is."""
+    from ..net import links  # noqa: F401
 
 
 def _sendfile(out, source, size):

@@ -25,14 +25,16 @@ is 0 on success.
 A session spares the sender an SSH handshake and a start of this program for
 each step (while a live move has the VE frozen, these were most of the
 downtime), and carries the small state files (config, traffic totals,
-checkpoint images) itself. Both ways a frame is a 4-byte little-endian length
-and that many bytes of a JSON object. A request is {"verb": NAME, ...} and
-gets exactly one answer, {"ok": ...} as the one-shot verbs give; ``patch`` is
-followed by the image stream of ``blocks.send`` and ``state`` by the bytes of
-the files it lists, one after the other. A request that is not understood, a
-frame longer than MAX_REQUEST, or a payload refused (its data can then not be
-told from the next request) is answered {"ok": false} and ends the session; a
-verb that fails on its own merits (a restore, say) does not.
+checkpoint images) itself; ``pages`` takes a checkpoint's memory pages while
+criu still writes them at the source (the VE is frozen meanwhile). Both ways a
+frame is a 4-byte little-endian length and that many bytes of a JSON object. A
+request is {"verb": NAME, ...} and gets exactly one answer, {"ok": ...} as the
+one-shot verbs give; ``patch`` is followed by the image stream of
+``blocks.send``, ``state`` by the bytes of the files it lists, one after the
+other, and ``pages`` by chunks (``_take_pages``). A request that is not
+understood, a frame longer than MAX_REQUEST, or a payload refused (its data can
+then not be told from the next request) is answered {"ok": false} and ends the
+session; a verb that fails on its own merits (a restore, say) does not.
 """
 
 import errno
@@ -60,6 +62,8 @@ MAX_ANSWER = 64 << 20  # what the sender reads of an answer (digests of a large 
 # The files ``state`` may write in incoming/VEID: the config, the traffic totals and
 # criu's images (flat names, as criu writes them), nothing else.
 STATE_FILE = re.compile(r"conf|counters|dump/[A-Za-z0-9][A-Za-z0-9._-]{0,120}")
+# The memory pages of a checkpoint, which ``pages`` takes while criu writes them.
+PAGES_FILE = re.compile(r"dump/pages-[0-9]{1,9}\.img")
 MAX_STATE_FILES = 4096
 _LENGTH = struct.Struct("<I")
 
@@ -110,6 +114,8 @@ def _rsync_refusal(words, incoming):
 def begin(engine, veid, staging):
     if engine.layout.conf(veid).exists():
         return _answer(False, f"VE {veid} already exists on this node")
+    from ..engine.migration import warm_imports
+    warm_imports()  # a session's restore then finds them loaded
     shutil.rmtree(staging, ignore_errors=True)
     os.mkdir(staging, 0o700)
     return _answer(True)
@@ -120,6 +126,9 @@ def restore(engine, veid, staging):
 
 
 def start(engine, veid, staging):
+    # An offline move starts the VE afresh: pages sent before its checkpoint failed
+    # must not become a checkpoint its start would resume.
+    shutil.rmtree(os.path.join(staging, "dump"), ignore_errors=True)
     return _bring_up(engine, veid, staging, engine.start)
 
 
@@ -282,6 +291,8 @@ def _session_request(engine, veid, staging, request, stdin):
         return answer
     if verb == "state" and set(request) == {"verb", "files"}:
         return _take_state(staging, request["files"], stdin)
+    if verb == "pages" and set(request) == {"verb"}:
+        return _take_pages(staging, stdin)
     raise Refused(f"{str(request)[:80]!r} is not a request of a migration")
 
 
@@ -298,10 +309,7 @@ def _take_state(staging, files, stdin):
                 and 0 <= entry[1] <= blocks.MAX_SIZE and type(entry[2]) is int
                 and entry[2] & ~0o644 == 0):
             raise Refused(f"{str(entry)[:80]!r} is not a file of a VE's state")
-    try:
-        top = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        raise Refused("nothing is being received for this VE") from exc
+    top = _staging_dir(staging)
     dump = None
     try:
         for name, size, mode in files:
@@ -319,6 +327,62 @@ def _take_state(staging, files, stdin):
         if dump is not None:
             os.close(dump)
     return _answer(True)
+
+
+def _take_pages(staging, stdin):
+    """Take a checkpoint's memory pages while criu writes them at the source
+    (ve/migrate/ahead.py): frames {"name", "offset", "size", "mode"}, each followed by
+    its bytes, until {"end": true}. Each file (a name PAGES_FILE allows) is made
+    afresh at its first chunk (offset 0) and only ever appended to, in order."""
+    top = _staging_dir(staging)
+    dump, files, total = None, {}, 0  # files: name -> [fd, bytes so far]
+    try:
+        dump = _images_dir(top)
+        while True:
+            chunk = read_frame(stdin, MAX_REQUEST)
+            if chunk is None:
+                raise Refused("the stream ended early")
+            if chunk == {"end": True}:
+                break
+            if not (isinstance(chunk, dict) and set(chunk) == {"name", "offset", "size", "mode"}
+                    and isinstance(chunk["name"], str) and PAGES_FILE.fullmatch(chunk["name"])
+                    and all(type(chunk[key]) is int and chunk[key] >= 0
+                            for key in ("offset", "size", "mode"))
+                    and chunk["mode"] & ~0o644 == 0):
+                raise Refused(f"{str(chunk)[:80]!r} is not a chunk of a checkpoint's pages")
+            name, size = chunk["name"], chunk["size"]
+            total += size
+            if total > blocks.MAX_SIZE:
+                raise Refused("more pages than a VE can have")
+            if name not in files:
+                if chunk["offset"] != 0 or len(files) >= MAX_STATE_FILES:
+                    raise Refused(f"{name} does not start at its beginning")
+                try:
+                    files[name] = [_new_file(dump, name[len("dump/"):], chunk["mode"]), 0]
+                except OSError as exc:
+                    raise Refused(f"{name} not taken: {exc}") from exc
+            fd, written = files[name]
+            if chunk["offset"] != written:
+                raise Refused(f"{name}: a chunk at {chunk['offset']}, {written} expected")
+            try:
+                _write_from(stdin, fd, size)
+            except OSError as exc:
+                raise Refused(f"{name} not taken: {exc}") from exc
+            files[name][1] += size
+    finally:
+        for fd, _ in files.values():
+            os.close(fd)
+        os.close(top)
+        if dump is not None:
+            os.close(dump)
+    return _answer(True, files={name: written for name, (_, written) in files.items()})
+
+
+def _staging_dir(staging):
+    try:
+        return os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise Refused("nothing is being received for this VE") from exc
 
 
 def _images_dir(top):
@@ -339,6 +403,15 @@ def _images_dir(top):
 def _copy_in(directory, name, stdin, size, mode):
     """Copy ``size`` bytes of ``stdin`` into a fresh file ``name`` (``mode``) of fd
     ``directory``."""
+    fd = _new_file(directory, name, mode)
+    try:
+        _write_from(stdin, fd, size)
+    finally:
+        os.close(fd)
+
+
+def _new_file(directory, name, mode):
+    """A fresh empty file ``name`` (``mode``) in fd ``directory``, open for writing."""
     try:
         os.unlink(name, dir_fd=directory)  # a file sent twice, or a symlink rsync left
     except FileNotFoundError:
@@ -347,17 +420,23 @@ def _copy_in(directory, name, stdin, size, mode):
                  0o600, dir_fd=directory)
     try:
         os.fchmod(fd, mode)
-        left = _splice(stdin, fd, size)
-        while left:
-            data = stdin.read(min(left, 1 << 20))
-            if not data:
-                raise Refused("the stream ended early")
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            left -= len(data)
-    finally:
+    except OSError:
         os.close(fd)
+        raise
+    return fd
+
+
+def _write_from(stdin, fd, size):
+    """Write the next ``size`` bytes of ``stdin`` to file ``fd``."""
+    left = _splice(stdin, fd, size)
+    while left:
+        data = stdin.read(min(left, 1 << 20))
+        if not data:
+            raise Refused("the stream ended early")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        left -= len(data)
 
 
 def _splice(stdin, fd, size):

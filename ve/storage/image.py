@@ -154,6 +154,9 @@ def _io_file(path):
     return f"{path}.io"
 
 
+BUSY_SECONDS = 1.0  # how long a busy unmount is retried before it is made lazy
+
+
 def unmount(path, mountpoint):
     """Unmount the VE's image and make sure no loop device keeps it; safe to repeat.
 
@@ -162,16 +165,33 @@ def unmount(path, mountpoint):
     """
     if is_mounted(mountpoint):
         _save_usage(path, mountpoint)
+    # Processes killed just before (a stop, a checkpoint) may still be letting go.
+    patience = time.monotonic() + BUSY_SECONDS
     while is_mounted(mountpoint):
         try:
             libc.umount2(str(mountpoint))
         except OSError as exc:
             if exc.errno != errno.EBUSY:
                 raise
+            if time.monotonic() < patience:
+                time.sleep(0.01)
+                continue
             libc.umount2(str(mountpoint), libc.MNT_DETACH)  # a straggler holds it: let go
     if os.path.exists(path):
         for device in loop.devices_of(path):  # a crash between attach and mount
             loop.detach(device)
+
+
+def wait_released(path, timeout):
+    """Wait until no loop device holds image ``path`` (a lazily unmounted filesystem
+    lives on, and writes to it, until its last user lets go); OSError(EBUSY) after
+    ``timeout`` seconds. Before the image is copied for good, or mounted again."""
+    deadline = time.monotonic() + timeout
+    while loop.devices_of(path):
+        if time.monotonic() > deadline:
+            raise OSError(errno.EBUSY, f"{path} is still in use {timeout:.0f} s after its "
+                                       "unmount (a process holds its filesystem)")
+        time.sleep(0.01)
 
 
 def is_mounted(mountpoint):
