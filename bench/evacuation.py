@@ -10,9 +10,9 @@ tests/hosting/test_fleet_live.py does), so all land on node 1. Then node 2
 goes online and staff call ``POST /api/v1/nodes/<id>/evacuate/``; the time runs
 from that call until node 1 holds no VPS and every "migrate" operation is
 final. Per VE it keeps what the engine's migrate returned (mode, downtime,
-total, pre-copy, phases), kept in the operation's params: the API shows staff
-only the operation's message ("... 0.8 s without service", one decimal, no
-total), so these are read from the database (Django ORM, in this process).
+total, pre-copy, phases), kept in the operation's params and shown to staff
+as the operation's ``move``; the bench reads them with the operations' times
+from the database (Django ORM, in this process).
 
 What the bench changes from the seed data, and why:
 

@@ -4,11 +4,14 @@ from rest_framework import serializers, viewsets
 
 from .models import Operation
 
+STAFF_MOVE_FIGURES = ("why_offline", "total_s", "precopy_s", "phases_s")
+
 
 class OperationSerializer(serializers.ModelSerializer):
     veid = serializers.IntegerField(source="environment.veid", read_only=True, default=None)
     requested_by = serializers.SerializerMethodField()
     origin = serializers.SerializerMethodField()
+    move = serializers.SerializerMethodField()
     url = serializers.HyperlinkedIdentityField(view_name="operation-detail")
     error_code = serializers.CharField(
         read_only=True, help_text="why a failed operation failed, for programs to branch on "
@@ -18,8 +21,8 @@ class OperationSerializer(serializers.ModelSerializer):
     class Meta:
         model = Operation
         fields = ["id", "url", "kind", "veid", "state", "progress", "message", "error",
-                  "error_code", "requested_by", "origin", "attempts", "created", "started",
-                  "finished"]
+                  "error_code", "requested_by", "origin", "move", "attempts", "created",
+                  "started", "finished"]
         read_only_fields = fields
 
     def to_representation(self, op):
@@ -34,6 +37,20 @@ class OperationSerializer(serializers.ModelSerializer):
         if op.requested_by_id is not None:
             return "user"
         return op.params.get("origin") or "system"
+
+    def get_move(self, op) -> dict | None:
+        """A finished "migrate": how it went, as the engine measured it ({"mode": "live",
+        "offline" or "settled", "downtime_s": seconds without service or null}; staff
+        also read "from", "to", "why_offline", "total_s", "precopy_s", "phases_s").
+        Null for other kinds and moves not done."""
+        result = op.params.get("result") if op.kind == Operation.Kind.MIGRATE else None
+        if not result:
+            return None
+        shown = {"mode": result.get("mode"), "downtime_s": result.get("downtime_s")}
+        if self.context["request"].user.is_staff:  # node names stay with staff
+            shown.update({"from": op.params.get("from"), "to": op.params.get("to")},
+                         **{key: result.get(key) for key in STAFF_MOVE_FIGURES})
+        return shown
 
     def get_requested_by(self, op) -> str | None:
         """Who asked; customers see staff only as "support" (staff logins stay private)."""

@@ -136,6 +136,25 @@ def test_the_owner_reads_what_a_failed_move_means_never_the_nodes(fleet):
 
 
 @pytest.mark.django_db
+def test_a_done_move_shows_its_figures_to_staff_and_its_downtime_to_the_owner(fleet):
+    result = {"mode": "live", "why_offline": None, "downtime_s": 0.71, "total_s": 1.52,
+              "precopy_s": 0.6, "phases_s": {"checkpoint": 0.3}, "sent": {"disk": 1}}
+    Operation.objects.create(environment=fleet["ve"], kind="migrate", state="succeeded",
+                             params={"to": "hn2", "from": "hn1", "result": result})
+    Operation.objects.create(environment=fleet["ve"], kind="start", state="succeeded")
+    api = APIClient()
+    api.force_authenticate(fleet["user"])
+    seen = {op["kind"]: op for op in api.get("/api/v1/operations/").json()["results"]}
+    assert seen["migrate"]["move"] == {"mode": "live", "downtime_s": 0.71}  # no node names
+    assert seen["start"]["move"] is None
+    api.force_authenticate(make_staff("root-admin"))
+    staff_seen = api.get("/api/v1/operations/?kind=migrate").json()["results"][0]["move"]
+    assert staff_seen == {"mode": "live", "downtime_s": 0.71, "from": "hn1", "to": "hn2",
+                          "why_offline": None, "total_s": 1.52, "precopy_s": 0.6,
+                          "phases_s": {"checkpoint": 0.3}}
+
+
+@pytest.mark.django_db
 def test_the_staff_page_offers_the_nodes_that_can_take_it_and_says_why_not_others(fleet):
     Node.objects.create(name="hn3", state="offline")
     page = Client()
