@@ -27,6 +27,7 @@ import time
 from .. import validate
 from ..errors import ResourceError, StateError, Unsupported, VEError
 from ..log import get as get_logger
+from ..migrate import warm_imports
 from ..migrate.ahead import PagesAhead
 from .timeouts import STOP_TIMEOUT
 
@@ -475,12 +476,6 @@ class _Deadline:
         if left <= 0 or not select.select([self.fd], [], [], left)[0]:
             raise subprocess.TimeoutExpired("migration receiver", self.timeout)
         return os.read(self.fd, count)
-
-
-def warm_imports():
-    """Import what stopping and bringing up a VE's network needs (pyroute2: about
-    0.1 s) before the VE is frozen, not while it is."""
-    from ..net import links  # noqa: F401
 
 
 def _sendfile(out, source, size):

@@ -47,7 +47,7 @@ import shutil
 import struct
 
 from .. import validate
-from . import blocks
+from . import blocks, warm_imports
 from ..errors import VEError
 
 # What the sending engine's rsync asks of the server (ve/engine/migration.py), and no
@@ -114,7 +114,6 @@ def _rsync_refusal(words, incoming):
 def begin(engine, veid, staging):
     if engine.layout.conf(veid).exists():
         return _answer(False, f"VE {veid} already exists on this node")
-    from ..engine.migration import warm_imports
     warm_imports()  # a session's restore then finds them loaded
     shutil.rmtree(staging, ignore_errors=True)
     os.mkdir(staging, 0o700)
