@@ -21,6 +21,8 @@ from .models import Node
 
 log = logging.getLogger(__name__)
 
+SELF_BUILT = "busybox"  # from Debian's busybox-static: no network needed
+
 
 def sync(name, engine):
     """Report this node's identity and trust its peers'; return what changed."""
@@ -33,7 +35,7 @@ def report(name, engine):
     key, host_key = identity.ensure_keys(engine.layout)
     values = {"migrate_key": key, "migrate_host_key": host_key,
               "migrate_address": settings.MIGRATE_ADDRESS,
-              "templates": sorted(t.name for t in engine.template_list())}
+              "templates": _templates(engine)}
     node, _ = Node.objects.get_or_create(name=name)
     changed = [field for field, value in values.items() if getattr(node, field) != value]
     for field in changed:
@@ -41,6 +43,20 @@ def report(name, engine):
     if changed:
         node.save(update_fields=changed)
     return node
+
+
+def _templates(engine):
+    """The node's OS templates, names sorted. Busybox, which a node builds from its own
+    packages, is built first if missing: a fresh node can then take VPSes moved to it
+    (a move goes only to a node with the VPS's template, for its reinstalls)."""
+    names = {t.name for t in engine.template_list()}
+    if SELF_BUILT not in names:
+        try:
+            engine.template_build(SELF_BUILT)
+            names.add(SELF_BUILT)
+        except VEError as exc:
+            log.warning("template %s could not be built here: %s", SELF_BUILT, exc)
+    return sorted(names)
 
 
 def trust_peers(name, engine):

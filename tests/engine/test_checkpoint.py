@@ -5,11 +5,13 @@ import time
 
 import pytest
 
+from ve import watch
 from ve.config import Limits, VEConfig
 from ve.errors import NotFound, ResourceError, StateError, Unsupported
 
 from .tcpclient import HeldConnection
 from .conftest import vectl, wait_for
+from .test_watcher import events_of, leftovers, new_init, stopped
 from .test_watcher import watcher  # noqa: F401  (fixture)
 
 VEID, ROUTED = 151, (152, "198.18.7.52")
@@ -190,6 +192,95 @@ def test_a_watched_ves_sysinfo_still_works_after_restore(engine, watcher):
         host_kib = int(f.readline().split()[1])
     # (With a failed sysinfo, busybox prints what its stack held: digits run together.)
     assert len(mem) == 6 and 0 < int(mem[0]) <= host_kib, out
+
+
+def parent_of(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def zombie_children(pid):
+    """The ended, uncollected children of ``pid``."""
+    found = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/children") as f:
+            for child in f.read().split():
+                try:
+                    with open(f"/proc/{child}/stat") as stat:
+                        if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                            found.append(int(child))
+                except FileNotFoundError:
+                    pass
+    return found
+
+
+def restored_by_the_watcher(engine, watcher):
+    """Hibernate and resume the VE; return (its restored init, the watcher's PID)."""
+    engine.create(VEConfig(VEID, f"ckpt{VEID}", "busybox", Limits()))
+    engine.start(VEID)
+    engine.hibernate(VEID)
+    init = engine.start(VEID)
+    assert not engine._running_init(VEID).watched  # no notifier came back with it
+    serving = watch.request(engine.layout, {"op": "ping"})["pid"]
+    assert parent_of(init) == serving, watcher.output()
+    return init, serving
+
+
+def test_a_restored_ve_that_reboots_inside_comes_back(engine, watcher):
+    """Without a notifier its reboot(2) goes unseen; its parent, the watcher, learns
+    from the kernel that init was ended by a restart, and starts it again."""
+    init, serving = restored_by_the_watcher(engine, watcher)
+    engine.exec(VEID, ["sh", "-c", "echo kept > /root/marker"])
+    assert engine.exec(VEID, ["reboot"]).returncode == 0
+    again = new_init(engine, VEID, init)
+    assert again, watcher.output()
+    assert engine.exec(VEID, ["cat", "/root/marker"]).stdout == b"kept\n"
+    assert wait_for(lambda: events_of(engine, VEID), 10)  # written once it runs again
+    (event,) = events_of(engine, VEID)
+    assert (event["reason"], event["restarted"], event["init_pid"], event["new_pid"]) == \
+        ("reboot", True, init, again)
+    # Started afresh, it has its notifier again.
+    assert engine._running_init(VEID).watched
+    assert zombie_children(serving) == []
+
+
+def test_a_restored_ve_that_powers_off_inside_stays_off(engine, watcher):
+    init, serving = restored_by_the_watcher(engine, watcher)
+    assert engine.exec(VEID, ["poweroff"]).returncode == 0
+    assert stopped(engine, VEID)
+    assert wait_for(lambda: not leftovers(engine, VEID), 10), leftovers(engine, VEID)
+    (event,) = events_of(engine, VEID)
+    assert (event["reason"], event["restarted"], event["init_pid"]) == ("poweroff", False, init)
+    assert zombie_children(serving) == []
+
+
+def test_a_restored_ve_killed_on_the_host_is_a_crash_and_collected(engine, watcher):
+    init, serving = restored_by_the_watcher(engine, watcher)
+    os.kill(init, 9)
+    assert stopped(engine, VEID)
+    assert wait_for(lambda: [e["reason"] for e in events_of(engine, VEID)] == ["crash"], 10)
+    # One stopped by the host is collected too (no zombie left with the watcher).
+    engine.start(VEID)
+    engine.hibernate(VEID)
+    again = engine.start(VEID)
+    assert parent_of(again) == serving
+    engine.stop(VEID, timeout=2)
+    assert wait_for(lambda: zombie_children(serving) == [], 5), zombie_children(serving)
+    assert events_of(engine, VEID)[-1]["reason"] == "crash"  # a stop is no event
+
+
+def test_a_restore_the_watcher_runs_fails_cleanly(engine, watcher):
+    """criu fails in the watcher's hands: the same clear error, nothing left over."""
+    engine.create(VEConfig(VEID, f"ckpt{VEID}", "busybox", Limits()))
+    engine.start(VEID)
+    engine.hibernate(VEID)
+    (engine.layout.dump(VEID) / "core-1.img").write_bytes(b"not an image")
+    with pytest.raises(ResourceError, match="restore failed: .*core-1.img"):
+        engine.restore(VEID)
+    assert engine.status(VEID).state == "stopped"
+    assert left_on_host(engine) == {"cgroup": False, "run file": False}
+    serving = watch.request(engine.layout, {"op": "ping"})["pid"]
+    assert wait_for(lambda: zombie_children(serving) == [], 5), zombie_children(serving)
 
 
 @pytest.fixture

@@ -17,12 +17,13 @@ import uuid
 
 import pytest
 
-from ve import Engine
+from ve import Engine, watch
 from ve.config import Limits, VEConfig
 from ve.errors import StateError
 
 from .tcpclient import HeldConnection
-from .test_checkpoint import COUNTER
+from .test_checkpoint import COUNTER, parent_of
+from .test_watcher import events_of, new_init, stopped
 from .conftest import ROOT_DIR, _remove_cgroup_tree, wait_for
 from .nodes import DC_NET, PORT, UPLINK, reaches, two_nodes
 
@@ -33,6 +34,17 @@ VEID = 161
 @pytest.fixture
 def fleet(engine, tmp_path, monkeypatch):
     """Nodes A (this test's engine) and B on one data-centre bridge with a client."""
+    yield from _fleet(engine, tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def watched_fleet(engine, tmp_path, monkeypatch):
+    """``fleet`` whose nodes start their watchers as in production (VE_WATCH=auto)."""
+    monkeypatch.setenv("VE_WATCH", "auto")
+    yield from _fleet(engine, tmp_path, monkeypatch)
+
+
+def _fleet(engine, tmp_path, monkeypatch):
     monkeypatch.setenv("VE_NET_UPLINK", UPLINK)
     top = f"vetest-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     root = tmp_path / "node-b"
@@ -104,6 +116,33 @@ def test_live_migration_keeps_processes_addresses_and_a_tcp_connection(fleet):
     assert got == b"before\nafter\n", got
     counted = int(b.engine.exec(VEID, ["cat", "/tmp/count"]).stdout)
     assert wait_for(lambda: int(b.engine.exec(VEID, ["cat", "/tmp/count"]).stdout) > counted, 5)
+
+
+def test_a_moved_ve_reboots_and_powers_off_from_inside_at_its_new_node(watched_fleet):
+    """A restored VE has no seccomp notifier: the target's watcher restores it, is its
+    init's parent and tells its reboot from its power-off by how init ended."""
+    a, b, dc = watched_fleet
+    a.engine.create(VEConfig(VEID, "reboots.example", "busybox", Limits(), ips=(VE_IP,)))
+    a.net.engine("print(e.start(v['veid']))", veid=VEID)
+    assert a.vectl("migrate", VEID, "--to", b.target())["mode"] == "live"
+    init = b.engine.status(VEID).init_pid
+    assert parent_of(init) == watch.request(b.engine.layout, {"op": "ping"})["pid"]
+    assert b.engine.exec(VEID, ["reboot"]).returncode == 0
+    again = new_init(b.engine, VEID, init)
+    assert again, (b.engine.layout.root / "watcher.log").read_text()[-2000:]
+    assert wait_for(lambda: events_of(b.engine, VEID), 10)
+    assert [(e["reason"], e["restarted"]) for e in events_of(b.engine, VEID)] == \
+        [("reboot", True)]
+    assert wait_for(lambda: reaches(dc, VE_IP), 10)  # still announced by B
+    # Moved back to A, then powered off there: it stays off, and A keeps nothing running.
+    assert b.vectl("migrate", VEID, "--to", a.target())["mode"] == "live"
+    init = a.engine.status(VEID).init_pid
+    assert parent_of(init) == watch.request(a.engine.layout, {"op": "ping"})["pid"]
+    assert a.engine.exec(VEID, ["poweroff"]).returncode == 0
+    assert stopped(a.engine, VEID)
+    assert wait_for(lambda: [e["reason"] for e in events_of(a.engine, VEID)] == ["poweroff"],
+                    10)
+    assert wait_for(lambda: not on_host(a, VEID)["cgroup"], 10)
 
 
 def _lasting(ps):

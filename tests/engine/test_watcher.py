@@ -407,7 +407,8 @@ def test_vectl_alone_starts_a_watcher_and_a_reboot_comes_back(engine, monkeypatc
         old = engine.status(101).init_pid
         vectl(engine, "exec", "101", "reboot")
         assert new_init(engine, 101, old)
-        assert "reboot" in vectl(engine, "events").stdout
+        # (recorded once it runs again)
+        assert wait_for(lambda: "reboot" in vectl(engine, "events").stdout, 10)
     finally:
         assert "stopped" in vectl(engine, "watch", "--stop").stdout
         assert not watch.running(Layout(engine.layout.root))

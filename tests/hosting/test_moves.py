@@ -201,6 +201,19 @@ def test_a_node_reports_its_identity_and_trusts_exactly_the_other_nodes(catalogu
 
 
 @pytest.mark.django_db
+def test_a_fresh_node_builds_busybox_and_reports_it_so_it_can_take_moves(tmp_path, settings):
+    """A node that never made a VPS has no template cached: it builds busybox (from its
+    own packages) for its report, else no VPS could be moved or evacuated to it."""
+    from ve import Engine
+    settings.MIGRATE_ADDRESS = "198.18.255.4:2222"
+    fresh = Engine(root=str(tmp_path / "fresh"), cgroup_parent="vetest-unused/ve")
+    assert fresh.template_list() == []
+    peers.report("hn4", fresh)
+    assert Node.objects.get(name="hn4").templates == ["busybox"]
+    assert [t.name for t in fresh.template_list()] == ["busybox"]
+
+
+@pytest.mark.django_db
 def test_reconcile_of_the_target_counts_a_vps_arriving_there_as_known(fleet, engine):
     from hosting.operations import reconcile
     Operation.objects.create(environment=fleet["ve"], kind="migrate", state="running",

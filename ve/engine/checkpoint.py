@@ -14,7 +14,10 @@ running; the images of a failed one are not kept.
 
 Known limit: the watcher's seccomp notifier (sysinfo answers, reboot
 detection, docs/engine.md) cannot be saved; a restored VE runs with its
-filter's notifications turned into "let through" until its next start.
+filter's notifications turned into "let through" until its next start: its
+sysinfo(2) tells the host's figures (its /proc files, from LXCFS, still tell
+its own). Its reboot and power-off are still told apart: the watcher runs
+the restore and, as init's parent, learns how init ended.
 """
 
 import json
@@ -22,7 +25,7 @@ import os
 import shutil
 import time
 
-from .. import net, paths, state, validate
+from .. import net, paths, state, validate, watch
 from ..errors import NotFound, ResourceError, StateError, Unsupported, host_errors
 from ..kernel import criu, netns, proc
 from ..log import get as get_logger
@@ -168,11 +171,7 @@ class CheckpointMixin:
             if net.has_network(cfg):
                 undo.add(self._net_down, cfg)
                 peer = self._net_pair_for_restore(cfg)
-            try:
-                pid = criu.restore(paths.criu_binary(), images, self.layout.private(veid),
-                                   f"/{self.cgroups.parent}/{name}", veth_peer=peer)
-            except criu.CriuFailed as exc:
-                raise ResourceError(f"restore failed: {exc.cause}", veid) from exc
+            pid = self._run_criu_restore(veid, peer)
             protect_init(veid, pid)
             if peer:
                 self._net_attach_restored(cfg)
@@ -184,6 +183,26 @@ class CheckpointMixin:
         log.info("VE %s restored in %.2f s, init PID %s", veid, time.monotonic() - started, pid)
         return pid
 
+
+    def _run_criu_restore(self, veid, peer):
+        """Restore VE ``veid``'s processes; return init's host PID. The node watcher
+        runs criu where one serves the node, to be the parent of the restored init
+        (ve/watch/restores.py); else criu runs here and init is nobody's child."""
+        if watch.available(self.layout, self.cgroups.parent):
+            try:
+                return watch.restore(self.layout, veid, paths.criu_binary(), peer,
+                                     netns.identity(), timeout=criu.TIMEOUT + 30)
+            except watch.RestoreFailed as exc:
+                raise ResourceError(f"restore failed: {exc}", veid) from exc
+            except watch.WatcherGone as exc:
+                log.warning("VE %s: restored without the watcher (%s): a reboot inside "
+                            "will leave it stopped", veid, exc)
+        try:
+            return criu.restore(paths.criu_binary(), self.layout.dump(veid),
+                                self.layout.private(veid),
+                                f"/{self.cgroups.parent}/{veid}", veth_peer=peer)
+        except criu.CriuFailed as exc:
+            raise ResourceError(f"restore failed: {exc.cause}", veid) from exc
 
     def _hand_back_cgroup_tree(self, cfg):
         """A VE whose init manages its cgroup2 tree (systemd) gets its group delegated

@@ -26,6 +26,7 @@ recorded them and calls ``forget_event``.
 
 import json
 import os
+import signal
 import time
 
 from .. import state
@@ -44,6 +45,8 @@ MAX_EVENTS = 1000
 # reboot(2) commands (linux/reboot.h) and what they mean for a VE
 HALT_ACTIONS = {0x01234567: REBOOT, 0xA1B2C3D4: REBOOT, 0x4321FEDC: POWEROFF,
                 0xCDEF0123: POWEROFF}
+# how the kernel ends a PID namespace's init after reboot(2) (kernel/pid_namespace.c)
+EXIT_SIGNALS = {signal.SIGHUP: REBOOT, signal.SIGINT: POWEROFF}
 
 
 def note_halt(layout, veid, pid, start_time, command):
@@ -54,9 +57,28 @@ def note_halt(layout, veid, pid, start_time, command):
     """
     action = HALT_ACTIONS.get(command & 0xFFFFFFFF)
     if action is not None:
-        record = {"pid": pid, "start_time": start_time, "action": action, "time": time.time()}
-        atomic_write(_halt_path(layout, veid), json.dumps(record) + "\n", durable=False)
+        _note(layout, veid, pid, start_time, action)
     return action
+
+
+def note_exit(layout, veid, pid, start_time, status):
+    """Remember how init ``pid`` of VE ``veid`` ended, from its parent's waitid(2)
+    ``status`` (an ``os.waitid_result``); returns the action.
+
+    The kernel ends a PID namespace's init that called reboot(2) as if killed by
+    SIGHUP (restart) or SIGINT (power-off, halt): only init's parent sees it. The
+    node watcher is the parent of the VEs it restored (their seccomp notifier
+    did not survive the checkpoint). Anything else is a crash.
+    """
+    killed = status.si_code in (os.CLD_KILLED, os.CLD_DUMPED)
+    action = EXIT_SIGNALS.get(status.si_status, CRASH) if killed else CRASH
+    _note(layout, veid, pid, start_time, action)
+    return action
+
+
+def _note(layout, veid, pid, start_time, action):
+    record = {"pid": pid, "start_time": start_time, "action": action, "time": time.time()}
+    atomic_write(_halt_path(layout, veid), json.dumps(record) + "\n", durable=False)
 
 
 def _halt_path(layout, veid):

@@ -54,13 +54,15 @@ def dump(criu, pid, images, leave_running=False):
     return Timing(seconds, _frozen_ms(images))
 
 
-def restore(criu, images, root, cgroup, veth_peer=None):
+def restore(criu, images, root, cgroup, veth_peer=None, sibling=False):
     """Restore the tree in ``images`` with its root at ``root``; return init's host PID.
 
     ``cgroup``: the VE's group path in every hierarchy (/parent/VEID), made by the
     caller: init goes there, wherever the dumped one was (another node's parent).
     ``veth_peer``: the name, in the caller's network namespace, of the veth end
     that becomes the VE's eth0 (moved into the restored namespace by criu).
+    ``sibling``: init becomes the caller's child (criu's --restore-sibling), so the
+    caller can wait for it and learn how it ended; else it is nobody's child.
     """
     pidfile = images / INIT_PIDFILE
     if pidfile.exists():
@@ -71,6 +73,8 @@ def restore(criu, images, root, cgroup, veth_peer=None):
             "--pidfile", str(pidfile), "--cgroup-root", cgroup]
     if veth_peer:
         argv += ["--external", f"netdev[eth0]:{veth_peer}"]
+    if sibling:
+        argv.append("--restore-sibling")
     _run("restore", argv, images / RESTORE_LOG)
     return int(pidfile.read_text().strip())
 

@@ -37,6 +37,12 @@ def is_alive(pid, started):
     return bool(fields) and fields[0] != b"Z" and int(fields[19]) == started
 
 
+def is_zombie(pid):
+    """Tell whether ``pid`` has ended and waits for its parent to collect it."""
+    fields = _stat_fields(pid)
+    return bool(fields) and fields[0] == b"Z"
+
+
 def name(pid):
     """Return the command name of ``pid`` (as ps shows it), or None."""
     try:

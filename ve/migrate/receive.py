@@ -46,7 +46,7 @@ import shlex
 import shutil
 import struct
 
-from .. import validate
+from .. import validate, watch
 from . import blocks, warm_imports
 from ..errors import VEError
 
@@ -115,6 +115,8 @@ def begin(engine, veid, staging):
     if engine.layout.conf(veid).exists():
         return _answer(False, f"VE {veid} already exists on this node")
     warm_imports()  # a session's restore then finds them loaded
+    # and a watcher running to restore it (not started while the VE is frozen)
+    watch.available(engine.layout, engine.cgroups.parent)
     shutil.rmtree(staging, ignore_errors=True)
     os.mkdir(staging, 0o700)
     return _answer(True)

@@ -9,6 +9,9 @@ would (``daemon.py``):
   before the kernel kills init, so a reboot from inside restarts the VE and
   a power-off leaves it stopped; either way the VE is cleaned up at once
   (``Engine.reap``) and an event is recorded for the dashboard;
+- it runs the restores of VEs from checkpoints, so that a restored VE's init
+  (which has no notifier) is its child and its reboot is told from its
+  power-off all the same (``restores.py``);
 - it answers the VEs' sysinfo(2) from their own cgroups (``answers.py``);
 - it keeps the node's LXCFS serving (``lxcfs.py``);
 - it holds each VE to its cap of network devices, numnetif (``netif.py``);
@@ -40,6 +43,10 @@ REPLY_TIMEOUT = 5.0
 
 class WatcherGone(OSError):
     """The node watcher did not take what it was handed."""
+
+
+class RestoreFailed(Exception):
+    """A restore the watcher ran failed (``str()`` says why, criu's words)."""
 
 
 def socket_path(layout):
@@ -107,6 +114,39 @@ def adopt_fd(layout, veid, init, listener):
         raise WatcherGone(f"the node watcher did not take the VE's notifier: {exc}") from exc
     if not reply.get("ok"):
         raise WatcherGone(f"the node watcher refused the VE's notifier: {reply.get('error')}")
+
+
+def restore(layout, veid, criu, veth_peer, netns_id, timeout):
+    """Have the watcher restore VE ``veid`` from its checkpoint (VE_ROOT/dump/VEID)
+    with the caller's ``criu`` binary, its cgroups and ``veth_peer`` made by the
+    caller in network namespace ``netns_id``; return init's host PID.
+
+    ``WatcherGone`` if no restore was tried (no watcher, or one in another
+    network namespace): the caller may run criu itself. ``RestoreFailed`` if
+    criu ran and failed, or the watcher went away while it ran.
+    """
+    message = {"op": "restore", "veid": veid, "criu": str(criu), "veth_peer": veth_peer,
+               "netns": netns_id}
+    try:
+        with socket.socket(socket.AF_UNIX,
+                           socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC) as sock:
+            sock.settimeout(REPLY_TIMEOUT)
+            sock.connect(str(socket_path(layout)))
+            sock.send(json.dumps(message).encode())
+            sock.settimeout(timeout)
+            raw = sock.recv(65536)
+    except OSError as exc:
+        if isinstance(exc, ConnectionRefusedError | FileNotFoundError):
+            raise WatcherGone(f"no node watcher: {exc}") from exc
+        raise RestoreFailed(f"the node watcher went away during the restore: {exc}") from exc
+    if not raw:
+        raise RestoreFailed("the node watcher went away during the restore")
+    reply = json.loads(raw)
+    if reply.get("ok"):
+        return int(reply["pid"])
+    if reply.get("elsewhere"):
+        raise WatcherGone(reply.get("error"))
+    raise RestoreFailed(reply.get("error") or "the restore failed")
 
 
 def take_over(layout):

@@ -2,7 +2,8 @@
 
 Clients are root processes of the node (the socket is in VE_ROOT/run, mode
 0600): the engine starting a VE or running a command in one (``adopt``,
-with the seccomp listener), anyone asking whether a watcher runs (``ping``,
+with the seccomp listener), the engine restoring a VE (``restore``, see
+``restores.py``), anyone asking whether a watcher runs (``ping``,
 ``status``), and a new watcher taking the node over (``handover``: every
 listener, then this watcher stops).
 """
@@ -28,25 +29,33 @@ class ClientsMixin:
                 conn, _ = self.server.accept()
             except BlockingIOError:
                 return
-            with conn:
+            kept = False
+            try:
                 conn.settimeout(2.0)
-                try:
-                    self._serve_client(conn)
-                except (OSError, ValueError) as exc:
-                    log.warning("a client of the watcher failed: %s", exc)
+                kept = self._serve_client(conn)
+            except (OSError, ValueError) as exc:
+                log.warning("a client of the watcher failed: %s", exc)
+            finally:
+                if not kept:
+                    conn.close()
 
     def _serve_client(self, conn):
+        """Answer one client; True if ``conn`` was handed on (a restore answers later)."""
         message, fds, _, _ = socket.recv_fds(conn, 65536, 4)
         try:
             request = json.loads(message or b"{}")
             if request.get("op") == "handover":
                 return self._hand_over(conn)
+            if request.get("op") == "restore":
+                self._take_restore(conn, request)
+                return True
             reply = self._handle(request, fds)
             fds = [fd for fd in fds if fd not in reply.pop("_kept", ())]
         finally:
             for fd in fds:
                 os.close(fd)
         conn.send(json.dumps(reply).encode())
+        return False
 
     def _handle(self, request, fds):
         op = request.get("op")

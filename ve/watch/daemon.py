@@ -27,6 +27,7 @@ from .clients import ClientsMixin
 from .lxcfs import LxcfsSupervisor
 from .netif import NetifGuard
 from .notifications import NotificationsMixin
+from .restores import RestoresMixin
 
 log = get_logger(__name__)
 
@@ -54,7 +55,7 @@ class Watched:
                 os.close(fd)
 
 
-class Watcher(ClientsMixin, NotificationsMixin):
+class Watcher(ClientsMixin, NotificationsMixin, RestoresMixin):
     """Watches every VE of ``engine``'s node until ``stop()`` or, with ``idle_exit``
     seconds, until no VE has run for that long."""
 
@@ -75,7 +76,7 @@ class Watcher(ClientsMixin, NotificationsMixin):
         self.lxcfs_check = None  # the future of the check in the pool, if one runs
         self.next_lxcfs = 0.0
         self.run_mtime = None
-        self.next_rescan = 0.0
+        self.next_rescan = self.next_collect = 0.0
         self.idle_since = time.monotonic()
         self.stopping = self.everything = self.handed_over = False
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -91,6 +92,7 @@ class Watcher(ClientsMixin, NotificationsMixin):
         orphaned = {veid for _, veid, _ in passed_on}
         self._take_node(passed_on)
         try:
+            self._start_restorer()
             self._add(self.wake_r, lambda _: _drain(self.wake_r))
             self._add(self.server.fileno(), lambda _: self._accept())
             for fd, veid, init in passed_on:
@@ -203,6 +205,7 @@ class Watcher(ClientsMixin, NotificationsMixin):
                          len({listener.veid for listener in self.listeners.values()}))
         if self.netif is not None:
             self.netif.stop()
+        self._stop_restorer()
         self.pool.shutdown(wait=True)
         for watched in self.ves.values():
             watched.close()
@@ -232,6 +235,9 @@ class Watcher(ClientsMixin, NotificationsMixin):
             if now >= when:
                 del self.retry[veid]
                 self._reap(veid, record, watched_end=True)
+        if now >= self.next_collect:
+            self.next_collect = now + TICK
+            self._collect_orphans()
         self.answers.sample_loads()
         if now >= self.next_lxcfs and (self.lxcfs_check is None or self.lxcfs_check.done()):
             self.next_lxcfs = now + LXCFS_EVERY
@@ -267,7 +273,10 @@ class Watcher(ClientsMixin, NotificationsMixin):
             if record.is_alive():
                 self._watch(veid, record)
             else:  # it ended before we looked: seen only if we held its notifier
-                self._reap(veid, record, watched_end=self._notified_by(veid, record))
+                # or are its parent
+                seen = self._notified_by(veid, record) or \
+                    self._exit_status(veid, record) is not None
+                self._reap(veid, record, watched_end=seen)
 
     def _watch(self, veid, record):
         pidfd = proc.pidfd_for(record.pid, record.start_time)
@@ -302,6 +311,7 @@ class Watcher(ClientsMixin, NotificationsMixin):
             return
         record = watched.record
         self._remove(watched.pidfd)
+        self._exit_status(veid, record, watched.pidfd)  # a VE we restored is our child
         os.close(watched.pidfd)
         watched.pidfd = None
         self.netif.forget(veid)  # its sockets would hold the namespace the stop drains

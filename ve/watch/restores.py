@@ -1,0 +1,137 @@
+"""The watcher restores VEs, so that a restored VE's init is its child.
+
+A VE restored from a checkpoint has no seccomp notifier (a listener cannot be
+saved), so its reboot(2) is not seen before the kernel kills its init. The
+kernel still says why init ended, to its parent only: killed by SIGHUP after
+a restart, by SIGINT after a power-off or halt. So the engine asks the watcher
+to run criu (``op: restore``), which makes init the watcher's child
+(--restore-sibling); when init ends the watcher collects that status, notes
+it for ``Engine.reap`` and the VE reboots or stays off as it asked.
+
+A watcher that is replaced (upgrade, crash) leaves its children to the host's
+init: their next reboot is then "unknown" (the VE stays stopped) until they
+are started anew.
+"""
+
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+from ..kernel import criu, netns, proc
+from ..log import get as get_logger
+
+log = get_logger(__name__)
+
+PARALLEL = 4  # restores at once (a node receiving an evacuation restores several)
+_IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+
+
+class RestoresMixin:
+    """The restore half of the Watcher (needs ``engine``, ``layout``, ``ves``)."""
+
+    restorer = None
+
+    def _start_restorer(self):
+        self.restorer = ThreadPoolExecutor(PARALLEL, thread_name_prefix="ve-restore")
+
+    def _stop_restorer(self):
+        if self.restorer is not None:
+            self.restorer.shutdown(wait=True)
+
+    def _take_restore(self, conn, request):
+        """Run the restore asked on ``conn`` in the restorer's threads; it replies there."""
+        conn.settimeout(None)
+        self.restorer.submit(self._restore_and_reply, conn, request)
+
+    def _restore_and_reply(self, conn, request):
+        import json
+        with conn:
+            try:
+                reply = self._restore(request)
+            except Exception as exc:  # the client must hear something
+                log.exception("a restore for a client failed")
+                reply = {"ok": False, "error": f"the watcher failed: {exc}"}
+            try:
+                conn.send(json.dumps(reply).encode())
+            except OSError as exc:
+                log.warning("the client of a restore is gone: %s", exc)
+
+    def _restore(self, request):
+        veid = int(request["veid"])
+        binary, peer = str(request.get("criu")), request.get("veth_peer")
+        if not os.path.isabs(binary):
+            return {"ok": False, "error": f"bad criu path {binary!r}"}
+        if peer is not None and not _IFNAME.fullmatch(str(peer)):
+            return {"ok": False, "error": f"bad interface name {peer!r}"}
+        if request.get("netns") != netns.identity():
+            # the VE's veth end is in the client's namespace: criu must run there
+            return {"ok": False, "elsewhere": True,
+                    "error": "the watcher runs in another network namespace"}
+        cgroup = f"/{self.engine.cgroups.parent}/{veid}"
+        try:
+            pid = criu.restore(binary, self.layout.dump(veid),
+                               self.layout.private(veid), cgroup, veth_peer=peer,
+                               sibling=True)
+        except criu.CriuFailed as exc:
+            self._collect_orphans()  # a tree criu forked then killed
+            return {"ok": False, "criu": True, "error": exc.cause}
+        return {"ok": True, "pid": pid}
+
+    def _exit_status(self, veid, record, pidfd=None):
+        """Collect VE ``veid``'s ended init (``record``; ``pidfd`` if held) if it is our
+        child, and note how it ended for ``Engine.reap``; return the action or None."""
+        opened = pidfd is None
+        if opened:
+            try:
+                pidfd = os.pidfd_open(record.pid)
+            except OSError:
+                return None
+            if proc.start_time(record.pid) != record.start_time:  # not that process
+                os.close(pidfd)
+                return None
+        try:
+            status = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+        except ChildProcessError:
+            return None  # not ours: the host's init collects it
+        finally:
+            if opened:
+                os.close(pidfd)
+        if status is None:
+            return None  # still running
+        from ..engine.exits import note_exit
+        action = note_exit(self.layout, veid, record.pid, record.start_time, status)
+        log.info("VE %s: its restored init %s ended (%s)", veid, record.pid, action)
+        return action
+
+    def _collect_orphans(self):
+        """Reap ended children of ours that are not watched VEs' inits: restored inits
+        of VEs stopped by the host, trees of failed restores. Only processes in
+        another PID namespace (VE inits): our other children have their waiters."""
+        watched = {w.record.pid for w in self.ves.values()}
+        for pid in _children():
+            if pid in watched or not _in_a_child_pid_namespace(pid):
+                continue
+            if proc.is_zombie(pid):
+                try:
+                    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG)
+                except ChildProcessError:
+                    pass
+
+
+def _children():
+    found = []
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return found
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/children") as handle:
+                found += [int(pid) for pid in handle.read().split()]
+        except OSError:
+            continue
+    return found
+
+
+def _in_a_child_pid_namespace(pid):
+    return len(proc.namespace_pids(pid)) > 1
