@@ -63,3 +63,17 @@ def test_criu_has_what_the_engine_uses(feature):
     require_root()
     result = _run(_criu(), "check", "--feature", feature)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_checkouts_criu_carries_our_patches_as_they_are(monkeypatch):
+    """.ci/build-criu builds again when .ci/criu-patches changes: the binary's SOURCE
+    names the patch set it was built with (a debian-13 VE needs the exe-link one)."""
+    import hashlib
+    monkeypatch.delenv(paths.CRIU_ENV, raising=False)
+    _criu()
+    patches = sorted((ROOT_DIR / ".ci" / "criu-patches").glob("*.patch"))
+    assert [p.name for p in patches] == ["exe-link-o-path.patch"]
+    patch_set = hashlib.sha256(b"".join(p.read_bytes() for p in patches)).hexdigest()[:16]
+    source = (Path(paths.criu_binary()).parents[1] / "SOURCE").read_text()
+    assert f" patches {patch_set} (exe-link-o-path.patch)" in source, source
+

@@ -360,16 +360,15 @@ class HeldSession:
         self.proc.wait()
 
 
-# Checkpoint and live moves are shown on debian-12. debian-13 (systemd 257) dumps, but
-# CRIU 4.2.1 fails to restore it once an SSH login started root's user manager
-# ("sys_prctl(PR_SET_MM, PR_SET_MM_MAP) failed with -9"); a move of such a VE comes
-# back to its node started afresh, never left stopped. Left open in docs/engine.md.
-@pytest.fixture
-def migratable_debian(engine, debian_builds):
-    cache = debian_builds["debian-12"].result()
+# Checkpoint and live moves, on both: debian-13's systemd (257) pins systemd-executor
+# with an O_PATH descriptor, the exe of the (sd-pam) an SSH login starts, which our
+# criu patch restores (.ci/criu-patches/exe-link-o-path.patch).
+@pytest.fixture(params=NAMES)
+def migratable_debian(request, engine, debian_builds):
+    cache = debian_builds[request.param].result()
     for item in cache.iterdir():
         shutil.copy2(item, engine.layout.cache_dir / item.name)
-    return "debian-12"
+    return request.param
 
 
 def wake_on_demand_daemons(engine, veid):

@@ -36,7 +36,10 @@ from ..log import get as get_logger
 
 log = get_logger(__name__)
 
-INIT_ENV = EXEC_ENV + ("TERM=linux",)
+# MEMORY_PRESSURE_WATCH: a systemd init would watch memory pressure through a PSI
+# trigger, which a restore loses (it then spins: see ve/storage/debian.py); other
+# inits ignore it.
+INIT_ENV = EXEC_ENV + ("TERM=linux", "MEMORY_PRESSURE_WATCH=/dev/null")
 
 
 class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskMixin,

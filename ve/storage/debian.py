@@ -53,6 +53,18 @@ MASKED = ("console-getty.service",)
 # their hardening stay.
 NAMESPACED_UNITS = ("systemd-logind.service", "systemd-hostnamed.service",
                     "systemd-localed.service", "systemd-timedated.service")
+# systemd 254 and later watch memory pressure through a trigger written into a PSI
+# file (memory.pressure); CRIU restores the file but not the trigger, and polling
+# it then reports an error at once, for ever: every daemon of a restored VE spun
+# and systemd stopped running jobs. Off for the managers' services (PID 1 has
+# MEMORY_PRESSURE_WATCH=/dev/null in its environment, ve/engine/lifecycle.py);
+# what it costs is daemons not flushing their caches early under memory pressure.
+PRESSURE_WATCH_VERSION = 13  # the first of our releases with such a systemd (257)
+NO_PRESSURE_WATCH = """# Written by the VE template: a restored VE cannot keep memory pressure
+# triggers (docs/engine.md).
+[Manager]
+DefaultMemoryPressureWatch=off
+"""
 MIGRATABLE_DROPIN = """# Written by the VE template: keeps this unit in the VE's own namespaces so
 # that the VE can be checkpointed and moved live (docs/engine.md).
 [Service]
@@ -142,6 +154,11 @@ def _adjust(name, root, suite):
         dropins.mkdir(exist_ok=True)
         # Last of the unit's drop-ins, Debian's own included (they apply in name order).
         (dropins / "zz-ve-migratable.conf").write_text(MIGRATABLE_DROPIN)
+    if int(RELEASES[name][1]) >= PRESSURE_WATCH_VERSION:  # older ones do not know the key
+        for manager in ("system", "user"):
+            conf = root / "etc/systemd" / f"{manager}.conf.d"
+            conf.mkdir(exist_ok=True)
+            (conf / "zz-ve-migratable.conf").write_text(NO_PRESSURE_WATCH)
     (root / "etc/machine-id").write_text("")
     # dbus reads its own copy first: one shared by every VE would not do.
     _link(root / "var/lib/dbus/machine-id", "/etc/machine-id")
