@@ -21,7 +21,11 @@ Writes bench/results/migration.json (every move, and p50/max per case) and
 removes every VE, namespace, link, cgroup, mount, loop device and file it
 made, also on failure or Ctrl-C.
 
-    .venv/bin/python bench/migration.py [--sizes 64,256] [--runs 5]
+With ``--debian debian-12,debian-13`` a systemd Debian VE of each (1 GiB disk,
+256 MiB) moves the same way with an SSH session open from the data centre,
+which each live move must keep.
+
+    .venv/bin/python bench/migration.py [--sizes 64,256] [--runs 5] [--debian NAMES]
 """
 
 import argparse
@@ -69,6 +73,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="64,256", help="MiB of dirty memory, one case each")
     parser.add_argument("--runs", type=int, default=5, help="live moves (and offline) per size")
+    parser.add_argument("--debian", default="",
+                        help="systemd Debian templates to move too, with an SSH session "
+                             "open (e.g. debian-12,debian-13; built with the Debian mirror)")
     parser.add_argument("--output", default=str(RESULTS_DIR / "migration.json"))
     args = parser.parse_args(argv)
     require_root()
@@ -105,11 +112,20 @@ def _measure(ws, Engine, VEConfig, Limits, args):
             templates.build_busybox(cache)
         engines.append(Engine(root=str(ws.path(name)),
                               cgroup_parent=f"{ws.cgroup_prefix}/{name}/ve"))
+    debians = [name.strip() for name in args.debian.split(",") if name.strip()]
+    for name in debians:
+        from ve.storage import recipes
+        log(f"building template {name}")
+        recipes.build(engines[0].layout.cache_dir, name)
+        for item in engines[0].layout.cache_dir.iterdir():
+            shutil.copy2(item, engines[1].layout.cache_dir / item.name)
     program = _build_dirty(ws)
     cases = {}
     with two_nodes(*engines) as (a, b, dc):
         for size in [int(s) for s in args.sizes.split(",") if s.strip()]:
             cases[f"{size} MiB"] = _case(a, b, VEConfig, Limits, program, size, args.runs)
+        for name in debians:
+            cases[name] = _debian_case(a, b, dc, VEConfig, Limits, name, args.runs)
     return cases
 
 
@@ -135,6 +151,47 @@ def _case(a, b, VEConfig, Limits, program, size, runs):
                 log(f"  {mode}: downtime {done['downtime_s']} s, {done['phases_s']}")
                 here, there = there, here
     finally:
+        here.net.engine("e.destroy(v['veid'], timeout=2)\nprint('null')", veid=VEID)
+    return {mode: {"moves": done, "summary": summarise(done)} for mode, done in moves.items()}
+
+
+def _debian_case(a, b, dc, VEConfig, Limits, template, runs):
+    """``runs`` live and ``runs`` offline moves, in turn, of a systemd Debian VE with an
+    SSH session open from the data centre: a live move must keep it (same shell, same
+    answers); an offline one ends it, and a new one is opened once the VE has booted."""
+    from tests.engine.test_debian import HeldSession, booted, set_root_password
+    log(f"{template}: {runs} live and {runs} offline moves, an SSH session open")
+    a.engine.create(VEConfig(VEID, "moving-debian.example", template,
+                             Limits(diskspace=1 << 30, ram=256 << 20), ips=(VE_IP,)))
+    here, there = a, b
+    here.net.engine("print(e.start(v['veid']))", veid=VEID)
+    set_root_password(a.engine, VEID)
+    moves = {"live": [], "offline": []}
+    session = None
+    try:
+        for _ in range(runs):
+            for mode in ("live", "offline"):
+                if session is None:
+                    booted(here.engine, VEID)
+                    session = HeldSession(dc.path, VE_IP)
+                shell = session.run("echo $$")["out"]
+                args = ["migrate", VEID, "--to", there.target()]
+                done = here.vectl(*args, *(["--offline"] if mode == "offline" else []))
+                if done["mode"] != mode:
+                    raise RuntimeError(f"asked for a {mode} move, got {done}")
+                if mode == "live":
+                    after = session.run("echo $$")
+                    if after != {"out": shell}:
+                        raise RuntimeError(f"the SSH session did not survive: {after}")
+                else:
+                    session.close()
+                    session = None
+                moves[mode].append(done)
+                log(f"  {mode}: downtime {done['downtime_s']} s, {done['phases_s']}")
+                here, there = there, here
+    finally:
+        if session is not None:
+            session.close()
         here.net.engine("e.destroy(v['veid'], timeout=2)\nprint('null')", veid=VEID)
     return {mode: {"moves": done, "summary": summarise(done)} for mode, done in moves.items()}
 

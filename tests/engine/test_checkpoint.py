@@ -283,6 +283,43 @@ def test_a_restore_the_watcher_runs_fails_cleanly(engine, watcher):
     assert wait_for(lambda: zombie_children(serving) == [], 5), zombie_children(serving)
 
 
+def test_a_restore_whose_engine_dies_is_ended_by_the_watcher(engine, watcher):
+    """The engine that asked for the restore is killed before it hears back (a move's
+    receiver, say): nobody records the VE as running and the move may be rolled back
+    at the source, so the watcher ends the VE it restored (never two copies)."""
+    import subprocess
+    import sys
+    from .conftest import ROOT_DIR
+    engine.create(VEConfig(VEID, f"ckpt{VEID}", "busybox", Limits()))
+    engine.start(VEID)
+    engine.hibernate(VEID)
+    code = (
+        "import json, os, socket\n"
+        "from ve import Engine, watch\n"
+        f"e = Engine(root={str(engine.layout.root)!r}, "
+        f"cgroup_parent={engine.cgroups.parent!r})\n"
+        "def ask_and_die(layout, veid, criu, peer, netns_id, timeout):\n"
+        "    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n"
+        "    sock.connect(str(watch.socket_path(layout)))\n"
+        "    sock.send(json.dumps({'op': 'restore', 'veid': veid, 'criu': str(criu),\n"
+        "                          'veth_peer': peer, 'netns': netns_id}).encode())\n"
+        "    os._exit(137)\n"
+        "watch.restore = ask_and_die\n"
+        f"e.restore({VEID})\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT_DIR)), timeout=60)
+    assert out.returncode == 137, out.stderr
+    assert wait_for(lambda: "the client of the restore is gone" in watcher.output(), 20), \
+        watcher.output()
+    assert "its restored init" in watcher.output()  # criu did restore it
+    assert wait_for(lambda: engine.cgroups.pids(str(VEID)) == [], 10)
+    serving = watch.request(engine.layout, {"op": "ping"})["pid"]
+    assert wait_for(lambda: zombie_children(serving) == [], 5), zombie_children(serving)
+    assert engine.status(VEID).state == "stopped"
+    engine.destroy(VEID)
+    assert left_on_host(engine) == {"cgroup": False, "run file": False}
+
+
 @pytest.fixture
 def other_node(engine, tmp_path):
     """A second engine on this machine: its own VE_ROOT and cgroup parent (another node)."""

@@ -8,13 +8,21 @@ to run criu (``op: restore``), which makes init the watcher's child
 (--restore-sibling); when init ends the watcher collects that status, notes
 it for ``Engine.reap`` and the VE reboots or stays off as it asked.
 
+An engine that dies before it hears back (a move's receiver killed, say) never
+records the VE as running, and the move may be rolled back at the source
+meanwhile: the watcher then ends what it restored for it.
+
 A watcher that is replaced (upgrade, crash) leaves its children to the host's
 init: their next reboot is then "unknown" (the VE stays stopped) until they
 are started anew.
 """
 
+import json
 import os
 import re
+import select
+import signal
+import socket
 from concurrent.futures import ThreadPoolExecutor
 
 from ..kernel import criu, netns, proc
@@ -44,7 +52,6 @@ class RestoresMixin:
         self.restorer.submit(self._restore_and_reply, conn, request)
 
     def _restore_and_reply(self, conn, request):
-        import json
         with conn:
             try:
                 reply = self._restore(request)
@@ -52,9 +59,24 @@ class RestoresMixin:
                 log.exception("a restore for a client failed")
                 reply = {"ok": False, "error": f"the watcher failed: {exc}"}
             try:
+                if _hung_up(conn):
+                    raise BrokenPipeError("it hung up")
                 conn.send(json.dumps(reply).encode())
             except OSError as exc:
-                log.warning("the client of a restore is gone: %s", exc)
+                self._unclaimed(request, reply, exc)
+
+    def _unclaimed(self, request, reply, why):
+        """The engine that asked is gone (killed mid-restore, say): nobody will record
+        the VE as running, and its move may be rolled back at the source meanwhile.
+        A VE restored for it is ended, so it never runs on two nodes."""
+        pid = reply.get("pid")
+        log.warning("VE %s: the client of the restore is gone (%s)%s", request.get("veid"),
+                    why, f"; its restored init {pid} is killed" if pid else "")
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)  # a PID namespace's init: all of it ends
+            except ProcessLookupError:
+                pass
 
     def _restore(self, request):
         veid = int(request["veid"])
@@ -135,3 +157,17 @@ def _children():
 
 def _in_a_child_pid_namespace(pid):
     return len(proc.namespace_pids(pid)) > 1
+
+
+def _hung_up(conn):
+    """True if the client closed its end (it sends nothing after its request)."""
+    readable, _, _ = select.select([conn], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
