@@ -183,7 +183,6 @@ class CheckpointMixin:
         log.info("VE %s restored in %.2f s, init PID %s", veid, time.monotonic() - started, pid)
         return pid
 
-
     def _run_criu_restore(self, veid, peer):
         """Restore VE ``veid``'s processes; return init's host PID. The node watcher
         runs criu where one serves the node, to be the parent of the restored init

@@ -23,6 +23,7 @@ import re
 import select
 import signal
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ..kernel import criu, netns, proc
@@ -49,6 +50,7 @@ class RestoresMixin:
     def _take_restore(self, conn, request):
         """Run the restore asked on ``conn`` in the restorer's threads; it replies there."""
         conn.settimeout(None)
+        self.idle_since = time.monotonic()  # a watcher about to exit idle waits on
         self.restorer.submit(self._restore_and_reply, conn, request)
 
     def _restore_and_reply(self, conn, request):
@@ -94,8 +96,7 @@ class RestoresMixin:
             pid = criu.restore(binary, self.layout.dump(veid),
                                self.layout.private(veid), cgroup, veth_peer=peer,
                                sibling=True)
-        except criu.CriuFailed as exc:
-            self._collect_orphans()  # a tree criu forked then killed
+        except criu.CriuFailed as exc:  # a tree it forked and killed: the tick collects it
             return {"ok": False, "criu": True, "error": exc.cause}
         return {"ok": True, "pid": pid}
 
@@ -161,8 +162,9 @@ def _in_a_child_pid_namespace(pid):
 
 def _hung_up(conn):
     """True if the client closed its end (it sends nothing after its request)."""
-    readable, _, _ = select.select([conn], [], [], 0)
-    if not readable:
+    poller = select.poll()
+    poller.register(conn, select.POLLIN)
+    if not poller.poll(0):
         return False
     try:
         return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
