@@ -58,16 +58,31 @@ def _reconcile_soon(name, peers=False):
     send_to_node(name, "hosting.usage.tasks.collect_traffic")
 
 
+def _peer_identities(name):
+    """The other nodes' migration identities as the dashboard has them."""
+    from .models import Node
+    return sorted(Node.objects.exclude(name=name).values_list(
+        "name", "migrate_key", "migrate_host_key", "migrate_address"))
+
+
 def _beat_forever(name):
     beats = 0
     sample_every = max(1, round(settings.NODE_SAMPLE_SECONDS / settings.NODE_HEARTBEAT_SECONDS))
+    peers_seen = None
     while not _stop.wait(settings.NODE_HEARTBEAT_SECONDS):
         try:
             close_old_connections()
             heartbeat(name)
             beats += 1
+            peers_now = _peer_identities(name)
             if beats % RECONCILE_EVERY == 0:
                 _reconcile_soon(name, peers=True)
+            elif peers_now != peers_seen:
+                # A node joined or made new keys: trust it now, not at the next
+                # reconcile, or a move to it or from it is refused meanwhile.
+                from hosting.operations.dispatch import send_to_node
+                send_to_node(name, "hosting.operations.tasks.sync_peers")
+            peers_seen = peers_now
             if beats % sample_every == 0:
                 from hosting.operations.dispatch import send_to_node
                 # Stale samples would only crowd a busy pool and skew the rates.

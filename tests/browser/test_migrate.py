@@ -18,7 +18,7 @@ def test_staff_migrate_a_vps_and_see_it_arrive(fleet, browser):  # noqa: F811
     # VPS only with its template), then the one to move, on node one.
     place_on(live, staff, customer, two, "already-there.example.com")
     ve = place_on(live, staff, customer, one, "browsed-move.example.com")
-    wait_until(lambda: _identities_reported(staff, (one, two)), 60,
+    wait_until(lambda: _identities_reported(staff, (one, two), live), 60,
                "the nodes did not report their migration identities")
     for node in staff.get("/api/v1/nodes/")["results"]:  # both open again
         staff.patch(f"/api/v1/nodes/{node['id']}/", {"state": "online"})

@@ -304,7 +304,8 @@ def test_reboot_and_poweroff_from_inside_behave_like_a_vps(engine, hostnet, debi
         engine.exec(401, ["systemctl", "poweroff"], timeout=30)
         assert stopped(engine, 401)
         assert wait_for(lambda: not leftovers(engine, 401), 20), leftovers(engine, 401)
-        assert [e["reason"] for e in events_of(engine, 401)] == ["reboot", "poweroff"]
+        assert wait_for(lambda: [e["reason"] for e in events_of(engine, 401)] ==
+                        ["reboot", "poweroff"], 10), events_of(engine, 401)
         assert "veth401" not in hostnet.run("ip", "-o", "link").stdout
     finally:
         watcher.stop()

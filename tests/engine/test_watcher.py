@@ -127,6 +127,7 @@ def test_reboot_inside_comes_back_with_a_new_init_and_the_same_ve(engine, watche
     limit = engine.cgroups.file_path("101", "memory.limit_in_bytes"
                                      if engine.cgroups.version == 1 else "memory.max")
     assert int(open(limit).read()) == 192 * MiB
+    assert wait_for(lambda: events_of(engine, 101), 10)  # written once it runs again
     (event,) = events_of(engine, 101)
     assert (event["reason"], event["restarted"], event["init_pid"], event["new_pid"]) == \
         ("reboot", True, old, pid)
@@ -282,6 +283,7 @@ def test_a_new_watcher_catches_up_with_what_ended_while_none_ran(engine, watcher
     replacement = WatcherProcess(engine)
     try:
         assert wait_for(lambda: not leftovers(engine, 101), 15), replacement.output()
+        assert wait_for(lambda: events_of(engine, 101), 10)  # written after the clean-up
         (event,) = events_of(engine, 101)
         assert event["reason"] == "unknown"  # nobody saw why
     finally:

@@ -118,10 +118,24 @@ def test_two_nodes_each_with_its_own_queues_root_cgroups_namespace_and_sshd(flee
         staff.patch(f"/api/v1/nodes/{by_name[node.name]['id']}/", {"state": "online"})
 
 
-def _identities_reported(staff, nodes):
+def _identities_reported(staff, nodes, live=None):
+    """Every node reported its migration address and the busybox template (and, given
+    ``live``, trusts the other nodes' keys: a move between them can begin)."""
     rows = {n["name"]: n for n in staff.get("/api/v1/nodes/")["results"]}
-    return all(rows[node.name]["migrate_address"] == f"{node.dc_address}:{MIGRATE_PORT}"
-               and "busybox" in rows[node.name]["templates"] for node in nodes)
+    reported = all(rows[node.name]["migrate_address"] == f"{node.dc_address}:{MIGRATE_PORT}"
+                   and "busybox" in rows[node.name]["templates"] for node in nodes)
+    return reported and (live is None or all(
+        _trusts(live, node, other) for node in nodes for other in nodes if other is not node))
+
+
+def _trusts(live, node, other):
+    """``node`` lets ``other`` push VEs to it (its authorized_keys holds other's key)."""
+    here, there = (live.engine(n).layout.root / "migrate" for n in (node, other))
+    try:
+        key = (there / "id_ed25519.pub").read_text().split()[1]
+        return key in (here / "authorized_keys").read_text()
+    except (OSError, IndexError):
+        return False
 
 
 def _where(live, veid):
@@ -141,7 +155,7 @@ def test_staff_migrate_a_vps_live_and_a_killed_worker_is_finished_by_reconcile(f
     the move back, and once it is restarted the move ends with the VPS on one node."""
     live, staff, customer = fleet, fleet.api("admin"), fleet.api("demo")
     one, two = live.stack.nodes
-    wait_until(lambda: _identities_reported(staff, (one, two)), 60,
+    wait_until(lambda: _identities_reported(staff, (one, two), live), 60,
                "the nodes did not report their migration identities")
     ve = place_on(live, staff, customer, one, "mover.example.com")
     for node in (one, two):
