@@ -65,6 +65,14 @@ NO_PRESSURE_WATCH = """# Written by the VE template: a restored VE cannot keep m
 [Manager]
 DefaultMemoryPressureWatch=off
 """
+# A user manager (an SSH login starts root's) is given no MEMORY_PRESSURE_WATCH by the
+# setting above and then watches its own cgroup's: a restored one spun, and a stop of
+# the VE waited for it until killed.
+USER_MANAGER_NO_PRESSURE_WATCH = """# Written by the VE template: a restored VE cannot keep
+# memory pressure triggers (docs/engine.md).
+[Service]
+Environment=MEMORY_PRESSURE_WATCH=/dev/null
+"""
 MIGRATABLE_DROPIN = """# Written by the VE template: keeps this unit in the VE's own namespaces so
 # that the VE can be checkpointed and moved live (docs/engine.md).
 [Service]
@@ -159,6 +167,9 @@ def _adjust(name, root, suite):
             conf = root / "etc/systemd" / f"{manager}.conf.d"
             conf.mkdir(exist_ok=True)
             (conf / "zz-ve-migratable.conf").write_text(NO_PRESSURE_WATCH)
+        dropins = root / UNITS / "user@.service.d"
+        dropins.mkdir(exist_ok=True)
+        (dropins / "zz-ve-migratable.conf").write_text(USER_MANAGER_NO_PRESSURE_WATCH)
     (root / "etc/machine-id").write_text("")
     # dbus reads its own copy first: one shared by every VE would not do.
     _link(root / "var/lib/dbus/machine-id", "/etc/machine-id")
