@@ -134,25 +134,13 @@ def _case(a, b, VEConfig, Limits, program, size, runs):
     log(f"{size} MiB: {runs} live and {runs} offline moves")
     a.engine.create(VEConfig(VEID, "moving.example", "busybox",
                              Limits(ram=(size + 256) << 20), ips=(VE_IP,)))
-    here, there = a, b
-    here.net.engine("print(e.start(v['veid']))", veid=VEID)
-    moves = {"live": [], "offline": []}
-    try:
-        for _ in range(runs):
-            for mode in ("live", "offline"):
-                _dirty(here.engine, program, size)
-                args = ["migrate", VEID, "--to", there.target()]
-                done = here.vectl(*args, *(["--offline"] if mode == "offline" else []))
-                if done["mode"] != mode:
-                    raise RuntimeError(f"asked for a {mode} move, got {done}")
-                if mode == "live" and not _alive(there.engine):
-                    raise RuntimeError("the memory writer did not survive the live move")
-                moves[mode].append(done)
-                log(f"  {mode}: downtime {done['downtime_s']} s, {done['phases_s']}")
-                here, there = there, here
-    finally:
-        here.net.engine("e.destroy(v['veid'], timeout=2)\nprint('null')", veid=VEID)
-    return {mode: {"moves": done, "summary": summarise(done)} for mode, done in moves.items()}
+
+    def after(there, mode):
+        if mode == "live" and not _alive(there.engine):
+            raise RuntimeError("the memory writer did not survive the live move")
+
+    return _back_and_forth(a, b, runs, lambda here, mode: _dirty(here.engine, program, size),
+                           after)
 
 
 def _debian_case(a, b, dc, VEConfig, Limits, template, runs):
@@ -163,35 +151,52 @@ def _debian_case(a, b, dc, VEConfig, Limits, template, runs):
     log(f"{template}: {runs} live and {runs} offline moves, an SSH session open")
     a.engine.create(VEConfig(VEID, "moving-debian.example", template,
                              Limits(diskspace=1 << 30, ram=256 << 20), ips=(VE_IP,)))
+    held = {}  # "session", "shell" while one is open
+
+    def before(here, mode):
+        if not held.get("password"):
+            set_root_password(here.engine, VEID)  # once it runs
+            held["password"] = True
+        if "session" not in held:
+            booted(here.engine, VEID)
+            held["session"] = HeldSession(dc.path, VE_IP)
+        held["shell"] = held["session"].run("echo $$")["out"]
+
+    def after(there, mode):
+        if mode == "offline":
+            held.pop("session").close()
+            return
+        answer = held["session"].run("echo $$")
+        if answer != {"out": held["shell"]}:
+            raise RuntimeError(f"the SSH session did not survive: {answer}")
+
+    try:
+        return _back_and_forth(a, b, runs, before, after)
+    finally:
+        if "session" in held:
+            held["session"].close()
+
+
+def _back_and_forth(a, b, runs, before, after):
+    """Start VE VEID at ``a``, then move it ``runs`` times live and offline in turn
+    between the nodes, calling ``before(here, mode)`` and ``after(there, mode)``
+    around each move; destroy it; return {mode: {"moves", "summary"}}."""
     here, there = a, b
     here.net.engine("print(e.start(v['veid']))", veid=VEID)
-    set_root_password(a.engine, VEID)
     moves = {"live": [], "offline": []}
-    session = None
     try:
         for _ in range(runs):
             for mode in ("live", "offline"):
-                if session is None:
-                    booted(here.engine, VEID)
-                    session = HeldSession(dc.path, VE_IP)
-                shell = session.run("echo $$")["out"]
+                before(here, mode)
                 args = ["migrate", VEID, "--to", there.target()]
                 done = here.vectl(*args, *(["--offline"] if mode == "offline" else []))
                 if done["mode"] != mode:
                     raise RuntimeError(f"asked for a {mode} move, got {done}")
-                if mode == "live":
-                    after = session.run("echo $$")
-                    if after != {"out": shell}:
-                        raise RuntimeError(f"the SSH session did not survive: {after}")
-                else:
-                    session.close()
-                    session = None
+                after(there, mode)
                 moves[mode].append(done)
                 log(f"  {mode}: downtime {done['downtime_s']} s, {done['phases_s']}")
                 here, there = there, here
     finally:
-        if session is not None:
-            session.close()
         here.net.engine("e.destroy(v['veid'], timeout=2)\nprint('null')", veid=VEID)
     return {mode: {"moves": done, "summary": summarise(done)} for mode, done in moves.items()}
 

@@ -7,6 +7,7 @@ import pytest
 
 from ve import watch
 from ve.config import Limits, VEConfig
+from ve.kernel import proc
 from ve.errors import NotFound, ResourceError, StateError, Unsupported
 
 from .tcpclient import HeldConnection
@@ -135,11 +136,7 @@ def test_restore_without_a_checkpoint_or_when_criu_fails(engine, counting):
     engine.start(VEID)
     engine.exec(VEID, ["sh", "-c", COUNTER])
     engine.hibernate(VEID)
-    (engine.layout.dump(VEID) / "pstree.img").write_bytes(b"not an image")
-    with pytest.raises(ResourceError, match="restore failed"):
-        engine.restore(VEID)
-    assert engine.status(VEID).state == "stopped"
-    assert left_on_host(engine) == {"cgroup": False, "run file": False}
+    restore_of_a_bad_image_fails_cleanly(engine, "pstree.img")
     assert engine.hibernated(VEID)  # kept for another try
     # Its start then starts it afresh and sets the checkpoint aside.
     engine.start(VEID)
@@ -194,24 +191,19 @@ def test_a_watched_ves_sysinfo_still_works_after_restore(engine, watcher):
     assert len(mem) == 6 and 0 < int(mem[0]) <= host_kib, out
 
 
-def parent_of(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[1])
-
-
 def zombie_children(pid):
     """The ended, uncollected children of ``pid``."""
-    found = []
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{tid}/children") as f:
-            for child in f.read().split():
-                try:
-                    with open(f"/proc/{child}/stat") as stat:
-                        if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
-                            found.append(int(child))
-                except FileNotFoundError:
-                    pass
-    return found
+    return [child for child in proc.children(pid) if proc.is_zombie(child)]
+
+
+def restore_of_a_bad_image_fails_cleanly(engine, image, match="restore failed"):
+    """Spoil checkpoint ``image`` of the hibernated VE: its restore fails with a clear
+    error and leaves nothing running."""
+    (engine.layout.dump(VEID) / image).write_bytes(b"not an image")
+    with pytest.raises(ResourceError, match=match):
+        engine.restore(VEID)
+    assert engine.status(VEID).state == "stopped"
+    assert left_on_host(engine) == {"cgroup": False, "run file": False}
 
 
 def restored_by_the_watcher(engine, watcher):
@@ -222,7 +214,7 @@ def restored_by_the_watcher(engine, watcher):
     init = engine.start(VEID)
     assert not engine._running_init(VEID).watched  # no notifier came back with it
     serving = watch.request(engine.layout, {"op": "ping"})["pid"]
-    assert parent_of(init) == serving, watcher.output()
+    assert proc.parent(init) == serving, watcher.output()
     return init, serving
 
 
@@ -263,7 +255,7 @@ def test_a_restored_ve_killed_on_the_host_is_a_crash_and_collected(engine, watch
     engine.start(VEID)
     engine.hibernate(VEID)
     again = engine.start(VEID)
-    assert parent_of(again) == serving
+    assert proc.parent(again) == serving
     engine.stop(VEID, timeout=2)
     assert wait_for(lambda: zombie_children(serving) == [], 5), zombie_children(serving)
     assert events_of(engine, VEID)[-1]["reason"] == "crash"  # a stop is no event
@@ -274,11 +266,7 @@ def test_a_restore_the_watcher_runs_fails_cleanly(engine, watcher):
     engine.create(VEConfig(VEID, f"ckpt{VEID}", "busybox", Limits()))
     engine.start(VEID)
     engine.hibernate(VEID)
-    (engine.layout.dump(VEID) / "core-1.img").write_bytes(b"not an image")
-    with pytest.raises(ResourceError, match="restore failed: .*core-1.img"):
-        engine.restore(VEID)
-    assert engine.status(VEID).state == "stopped"
-    assert left_on_host(engine) == {"cgroup": False, "run file": False}
+    restore_of_a_bad_image_fails_cleanly(engine, "core-1.img", "restore failed: .*core-1.img")
     serving = watch.request(engine.layout, {"op": "ping"})["pid"]
     assert wait_for(lambda: zombie_children(serving) == [], 5), zombie_children(serving)
 

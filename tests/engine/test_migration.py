@@ -20,9 +20,10 @@ import pytest
 from ve import Engine, watch
 from ve.config import Limits, VEConfig
 from ve.errors import StateError
+from ve.kernel import proc
 
 from .tcpclient import HeldConnection
-from .test_checkpoint import COUNTER, parent_of
+from .test_checkpoint import COUNTER
 from .test_watcher import events_of, new_init, stopped
 from .conftest import ROOT_DIR, _remove_cgroup_tree, wait_for
 from .nodes import DC_NET, PORT, UPLINK, reaches, two_nodes
@@ -126,7 +127,7 @@ def test_a_moved_ve_reboots_and_powers_off_from_inside_at_its_new_node(watched_f
     a.net.engine("print(e.start(v['veid']))", veid=VEID)
     assert a.vectl("migrate", VEID, "--to", b.target())["mode"] == "live"
     init = b.engine.status(VEID).init_pid
-    assert parent_of(init) == watch.request(b.engine.layout, {"op": "ping"})["pid"]
+    assert proc.parent(init) == watch.request(b.engine.layout, {"op": "ping"})["pid"]
     assert b.engine.exec(VEID, ["reboot"]).returncode == 0
     again = new_init(b.engine, VEID, init)
     assert again, (b.engine.layout.root / "watcher.log").read_text()[-2000:]
@@ -137,7 +138,7 @@ def test_a_moved_ve_reboots_and_powers_off_from_inside_at_its_new_node(watched_f
     # Moved back to A, then powered off there: it stays off, and A keeps nothing running.
     assert b.vectl("migrate", VEID, "--to", a.target())["mode"] == "live"
     init = a.engine.status(VEID).init_pid
-    assert parent_of(init) == watch.request(a.engine.layout, {"op": "ping"})["pid"]
+    assert proc.parent(init) == watch.request(a.engine.layout, {"op": "ping"})["pid"]
     assert a.engine.exec(VEID, ["poweroff"]).returncode == 0
     assert stopped(a.engine, VEID)
     assert wait_for(lambda: [e["reason"] for e in events_of(a.engine, VEID)] == ["poweroff"],

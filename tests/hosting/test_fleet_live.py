@@ -20,6 +20,7 @@ from hosting import datacentre
 from hosting.stack import wait_until
 from hosting.stacknode import MIGRATE_PORT
 from ve import watch
+from ve.kernel.proc import parent as parent_of
 from tests.hosting.test_dispatch_live import order
 from tests.conftest import started_live_stack
 from tests.livestack import GATEWAYS
@@ -174,9 +175,8 @@ def test_staff_migrate_a_vps_live_and_a_killed_worker_is_finished_by_reconcile(f
     assert pings(live.stack.dc_netns, v4) and pings(one.netns, v4)
     # Node two's watcher restored it, as its init's parent: a reboot from inside is seen.
     restored = live.engine(two).status(veid).init_pid
-    with open(f"/proc/{restored}/stat") as f:
-        parent = int(f.read().rsplit(")", 1)[1].split()[1])
-    assert parent == watch.request(live.engine(two).layout, {"op": "ping"})["pid"]
+    assert parent_of(restored) == \
+        watch.request(live.engine(two).layout, {"op": "ping"})["pid"]
     seen = customer.get(f"/api/v1/operations/?environment__veid={veid}")["results"]
     kinds = [row["kind"] for row in seen]
     assert "migrate" in kinds and "crash" not in kinds, seen  # the freeze is no crash

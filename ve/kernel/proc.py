@@ -37,6 +37,28 @@ def is_alive(pid, started):
     return bool(fields) and fields[0] != b"Z" and int(fields[19]) == started
 
 
+def parent(pid):
+    """Return the PID of ``pid``'s parent, or None if it is gone."""
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields else None
+
+
+def children(pid="self"):
+    """Return the PIDs of ``pid``'s children (of all its threads), zombies included."""
+    found = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as handle:
+                found += [int(child) for child in handle.read().split()]
+        except OSError:
+            continue
+    return found
+
+
 def is_zombie(pid):
     """Tell whether ``pid`` has ended and waits for its parent to collect it."""
     fields = _stat_fields(pid)

@@ -128,20 +128,11 @@ def restore(layout, veid, criu, veth_peer, netns_id, timeout):
     message = {"op": "restore", "veid": veid, "criu": str(criu), "veth_peer": veth_peer,
                "netns": netns_id}
     try:
-        with socket.socket(socket.AF_UNIX,
-                           socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC) as sock:
-            sock.settimeout(REPLY_TIMEOUT)
-            sock.connect(str(socket_path(layout)))
-            sock.send(json.dumps(message).encode())
-            sock.settimeout(timeout)
-            raw = sock.recv(65536)
-    except OSError as exc:
-        if isinstance(exc, ConnectionRefusedError | FileNotFoundError):
-            raise WatcherGone(f"no node watcher: {exc}") from exc
+        reply = request(layout, message, timeout=timeout)
+    except (ConnectionRefusedError, FileNotFoundError) as exc:
+        raise WatcherGone(f"no node watcher: {exc}") from exc
+    except (OSError, ValueError) as exc:  # WatcherGone too: it hung up
         raise RestoreFailed(f"the node watcher went away during the restore: {exc}") from exc
-    if not raw:
-        raise RestoreFailed("the node watcher went away during the restore")
-    reply = json.loads(raw)
     if reply.get("ok"):
         return int(reply["pid"])
     if reply.get("elsewhere"):

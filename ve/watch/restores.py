@@ -131,7 +131,7 @@ class RestoresMixin:
         of VEs stopped by the host, trees of failed restores. Only processes in
         another PID namespace (VE inits): our other children have their waiters."""
         watched = {w.record.pid for w in self.ves.values()}
-        for pid in _children():
+        for pid in proc.children():
             if pid in watched or not _in_a_child_pid_namespace(pid):
                 continue
             if proc.is_zombie(pid):
@@ -139,21 +139,6 @@ class RestoresMixin:
                     os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG)
                 except ChildProcessError:
                     pass
-
-
-def _children():
-    found = []
-    try:
-        tids = os.listdir("/proc/self/task")
-    except OSError:
-        return found
-    for tid in tids:
-        try:
-            with open(f"/proc/self/task/{tid}/children") as handle:
-                found += [int(pid) for pid in handle.read().split()]
-        except OSError:
-            continue
-    return found
 
 
 def _in_a_child_pid_namespace(pid):
