@@ -81,6 +81,8 @@ VERBS = {
     "restore": Verb("bring a stopped VE's checkpoint back", VEID),
     "hibernate": Verb("save a running VE to disk and stop it (checkpoint --stop)", VEID),
     "resume": Verb("bring a hibernated VE back (restore)", VEID),
+    "snapshot": Verb("take, list, roll back to or delete snapshots of a VE's disk",
+                     (("action", "one"), ("veid", "one"), ("name", "optional"))),
     "migrate": Verb("move a VE to another node (live, with criu, unless --offline)", VEID, {
         "--to": ("to", True, "the target node's migration sshd, host:port"),
         "--offline": ("offline", False, "stop it, copy it, start it there")},
@@ -270,6 +272,40 @@ def cmd_restore(engine, args, as_json):
 
 
 cmd_resume = cmd_restore
+
+
+SNAPSHOT_ACTIONS = ("create", "list", "rollback", "delete")
+
+
+def cmd_snapshot(engine, args, as_json):
+    action, veid, name = args.action, args.veid, args.name
+    if action not in SNAPSHOT_ACTIONS:
+        raise InvalidConfig(f"vectl snapshot: the action is one of {', '.join(SNAPSHOT_ACTIONS)}")
+    if action in ("rollback", "delete") and not name:
+        raise InvalidConfig(f"vectl snapshot {action} VEID NAME: which snapshot?")
+    if action == "create":
+        done = engine.snapshot(veid, name)
+        return _done(as_json, {"veid": int(veid), **done},
+                     f"VE {veid}: snapshot {done['name']} taken in {done['seconds']:.2f} s "
+                     f"({done['method']}, frozen {done['frozen_ms']} ms)")
+    if action == "list":
+        found = engine.snapshots(veid)
+        lines = [f"{s['name']:<24} {_when(s['created'])}  {s['method']:<7} "
+                 f"{_human(s['exclusive_bytes']):>7} of its own" for s in found]
+        return _done(as_json, found, "\n".join(lines) or f"VE {veid} has no snapshots")
+    if action == "rollback":
+        done = engine.rollback(veid, name)
+        return _done(as_json, {"veid": int(veid), **done},
+                     f"VE {veid} rolled back to {name} in {done['seconds']:.2f} s"
+                     + (" (restarted)" if done["restarted"] else ""))
+    engine.snapshot_delete(veid, name)
+    return _done(as_json, {"veid": int(veid), "deleted": name},
+                 f"VE {veid}: snapshot {name} deleted")
+
+
+def _when(seconds):
+    import time
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
 
 
 def cmd_migrate(engine, args, as_json):

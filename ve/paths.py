@@ -35,6 +35,7 @@ class Layout:
         self.dump_dir = self.root / "dump"
         self.net_dir = self.root / "net"
         self.image_dir = self.root / "images"
+        self.snapshot_dir = self.root / "snapshots"
 
     def ensure(self):
         """Create the top-level directories (root-only: they hold every VE)."""
@@ -71,6 +72,10 @@ class Layout:
     def dump(self, veid):
         """The VE's checkpoint (criu's images and the engine's ve.json)."""
         return self.dump_dir / str(veid)
+
+    def snapshots(self, veid):
+        """The VE's disk snapshots: NAME.img (a copy of its image) and NAME.json."""
+        return self.snapshot_dir / str(veid)
 
     def lock(self, veid):
         return self.lock_dir / f"{veid}.lock"

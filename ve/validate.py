@@ -19,6 +19,7 @@ MAX_VEID = 65534
 _ALNUM = frozenset(string.ascii_letters + string.digits)
 _LABEL_CHARS = _ALNUM | {"-"}
 _TEMPLATE_CHARS = _ALNUM | set("._+-")
+_SNAPSHOT_CHARS = _ALNUM | set("._-")
 _SIZE_FACTORS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -51,6 +52,16 @@ def hostname(value):
             f"bad hostname {value!r}: use letters, digits and '-' in dot-separated "
             "labels of up to 63 characters"
         )
+    return text
+
+
+def snapshot_name(value):
+    """Return ``value`` if it can name a snapshot: 1-40 of a-z, A-Z, 0-9, '.', '_',
+    '-', starting with a letter or digit."""
+    text = str(value)
+    if not 0 < len(text) <= 40 or not set(text) <= _SNAPSHOT_CHARS or text[0] not in _ALNUM:
+        raise InvalidConfig(f"bad snapshot name {value!r}: use up to 40 letters, digits, "
+                            "'.', '_' and '-', starting with a letter or digit")
     return text
 
 

@@ -1,5 +1,6 @@
 """Engine fixtures: a throwaway VE_ROOT and cgroup subtree per test, cleaned up always."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -93,22 +94,54 @@ def _remove_cgroup_tree(top_name):
 @pytest.fixture
 def engine(tmp_path, template_cache):
     """An Engine on a fresh VE_ROOT and its own cgroup parent; destroys every VE after."""
+    with engine_at(tmp_path / "ve", template_cache) as eng:
+        yield eng
+
+
+@pytest.fixture
+def engine_on_xfs(tmp_path, template_cache):
+    """``engine`` with its VE_ROOT on an XFS filesystem with reflinks (a sparse 8 GiB
+    file on a loop device), as a node's storage where snapshots share blocks."""
+    pool, root = tmp_path / "pool.xfs", tmp_path / "ve"
+    with open(pool, "wb") as f:
+        f.truncate(8 << 30)
+    subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", str(pool)], check=True)
+    root.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(pool), str(root)], check=True)
+    try:
+        with engine_at(root, template_cache) as eng:
+            yield eng
+    finally:
+        unmount_pool(root)
+
+
+def unmount_pool(root, timeout=15.0):
+    """Unmount a pool filesystem (its loop device frees itself), once the VEs' image
+    loop devices on it have let go: they do so a moment after their unmount."""
+    if not wait_for(lambda: subprocess.run(["umount", str(root)], capture_output=True)
+                    .returncode == 0, timeout):
+        raise AssertionError(f"{root} stays busy")
+
+
+@contextlib.contextmanager
+def engine_at(root, template_cache):
     from ve import Engine
     top = f"vetest-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    root = tmp_path / "ve"
     cache = root / "template" / "cache"
     cache.mkdir(parents=True)
     for item in template_cache.iterdir():
         shutil.copy2(item, cache / item.name)
     eng = Engine(root=str(root), cgroup_parent=f"{top}/ve")
-    yield eng
-    for veid in eng.layout.veids():
-        try:
-            eng.destroy(veid, timeout=2)
-        except Exception as exc:  # keep cleaning; the test already reported
-            print(f"cleanup of VE {veid} failed: {exc}", file=sys.stderr)
-    _stop_watcher(eng.layout)
-    _remove_cgroup_tree(top)
+    try:
+        yield eng
+    finally:
+        for veid in eng.layout.veids():
+            try:
+                eng.destroy(veid, timeout=2)
+            except Exception as exc:  # keep cleaning; the test already reported
+                print(f"cleanup of VE {veid} failed: {exc}", file=sys.stderr)
+        _stop_watcher(eng.layout)
+        _remove_cgroup_tree(top)
 
 
 def _stop_watcher(layout):

@@ -65,7 +65,8 @@ def on_host(node, veid):
     layout = node.engine.layout
     return {
         "files": [str(p) for p in (layout.conf(veid), layout.private(veid), layout.image(veid),
-                                   layout.dump(veid)) if os.path.lexists(p)],
+                                   layout.dump(veid), layout.snapshots(veid))
+                  if os.path.lexists(p)],
         "cgroup": node.engine.cgroups.exists(str(veid)),
         "link": f"veth{veid}" in node.net.run("ip", "-o", "link").stdout,
         "route": VE_IP in node.net.run("ip", "route").stdout,
@@ -166,6 +167,25 @@ def test_offline_migration_of_a_stopped_and_a_running_ve(fleet):
     assert done["mode"] == "offline" and done["why_offline"] == "asked for"
     assert a.engine.status(VEID).state == "running" and on_host(b, VEID) == NOTHING
     assert wait_for(lambda: reaches(dc, VE_IP), 10)
+
+
+def test_snapshots_move_with_their_ve_and_roll_back_at_the_new_node(fleet):
+    a, b, dc = fleet
+    a.engine.create(VEConfig(VEID, "snapped.example", "busybox", Limits(), ips=(VE_IP,)))
+    a.net.engine("print(e.start(v['veid']))", veid=VEID)
+    a.engine.exec(VEID, ["sh", "-c", "echo first > /root/A"])
+    a.engine.snapshot(VEID, "first")
+    a.engine.exec(VEID, ["sh", "-c", "echo second > /root/B; rm /root/A"])
+    a.engine.snapshot(VEID, "second")
+    a.net.engine("e.stop(v['veid'])\nprint('null')", veid=VEID)
+
+    done = a.vectl("migrate", VEID, "--to", f"{b.address}:{PORT}")
+
+    assert done["mode"] == "offline" and on_host(a, VEID) == NOTHING
+    assert [s["name"] for s in b.engine.snapshots(VEID)] == ["first", "second"]
+    b.engine.rollback(VEID, "first")
+    b.net.engine("print(e.start(v['veid']))", veid=VEID)
+    assert b.engine.exec(VEID, ["ls", "/root"]).stdout.split() == [b"A"]
 
 
 def test_a_refused_move_leaves_the_ve_running_where_it_was(fleet):

@@ -260,6 +260,12 @@ BEGUN, STATUS = frame({"verb": "begin"}), frame({"verb": "status"})
      "ended early"),
     ([BEGUN, frame({"verb": "patch"}), (2**60).to_bytes(8, "little"), STATUS],
      "image not taken"),
+    ([BEGUN, frame({"verb": "patch", "snapshot": "../../x"}), STATUS], "bad snapshot name"),
+    ([BEGUN, frame({"verb": "digests", "snapshot": 1, "other": 2}), STATUS], "not a request"),
+    ([BEGUN, frame({"verb": "state", "files": [["snapshots/../x.json", 1, 0o600]]}), b"x",
+      STATUS], "not a file of"),
+    ([BEGUN, frame({"verb": "state", "files": [["snapshots/a.img", 1, 0o600]]}), b"x",
+      STATUS], "not a file of"),
     ([frame({"verb": "pages"}), pages_chunk("dump/pages-1.img", 0, b"x"), STATUS],
      "nothing is being"),
     ([BEGUN, frame({"verb": "pages"}), pages_chunk("dump/core-1.img", 0, b"x"), STATUS],
@@ -309,7 +315,7 @@ def test_state_files_go_through_no_symlink_planted_in_incoming(engine, tmp_path)
     assert list(outside.iterdir()) == []
 
 
-@pytest.mark.parametrize("name", ["dump", "private", "image", "counters"])
+@pytest.mark.parametrize("name", ["dump", "private", "image", "counters", "snapshots"])
 def test_a_state_part_sent_as_a_symlink_is_not_placed(engine, tmp_path, name):
     """rsync may leave symlinks in incoming/VEID: the VE's checkpoint, files, image or
     totals are never taken from wherever one points."""

@@ -12,6 +12,7 @@ the others' helpers through ``self``:
 - ``network.py``, ``disk.py``: the network and disk steps of the verbs;
 - ``sampling.py``: one cheap look at every VE's usage;
 - ``accounts.py``: a user's password and root's SSH keys inside a VE;
+- ``snapshots.py``: disk snapshots (take, list, roll back, delete);
 - ``timeouts.py``: how long verbs wait.
 """
 

@@ -25,6 +25,7 @@ from .sampling import SamplingMixin
 from .query import QueryMixin
 from .reinstall import ReinstallMixin
 from .shell import EXEC_ENV, ShellMixin
+from .snapshots import SnapshotMixin
 from .timeouts import LOCK_TIMEOUT, STOP_TIMEOUT
 from ..cgroups.fs import poll
 from ..kernel import netns, proc
@@ -44,7 +45,7 @@ INIT_ENV = EXEC_ENV + ("TERM=linux", "MEMORY_PRESSURE_WATCH=/dev/null")
 
 class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskMixin,
              SamplingMixin, ExitMixin, ReinstallMixin, BootMixin, CheckpointMixin,
-             MigrateMixin):
+             MigrateMixin, SnapshotMixin):
     """The node's container engine: VEs under one VE_ROOT and one cgroup parent."""
 
     def __init__(self, root=None, cgroup_parent=None):
@@ -379,6 +380,7 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
             elif path.exists():
                 shutil.rmtree(path)
         self._discard_checkpoint(veid)
+        shutil.rmtree(self.layout.snapshots(veid), ignore_errors=True)
         for path in (self.layout.conf(veid), self.layout.counters(veid),
                      self.layout.netif_record(veid), self._journal(veid),
                      self._journal(veid, done=True)):

@@ -150,6 +150,7 @@ class MigrateMixin:
                 from exc
         try:
             self._send_disk(channel, cfg)  # pre-copy, while it runs
+            self._send_snapshots(channel, veid)
         except ResourceError as exc:
             channel.abort(veid)
             flight.clear()
@@ -218,6 +219,17 @@ class MigrateMixin:
                           tree=True)
         else:
             channel.image(self.layout.image(veid), veid)
+
+    def _send_snapshots(self, channel, veid):
+        """The VE's snapshots, once (they never change): each image by its chunks that
+        differ from the VE's (the target starts it as a reflink of that), then their
+        records."""
+        folder = self.layout.snapshots(veid)
+        records = sorted(folder.glob("*.json")) if folder.is_dir() else []
+        for record in records:
+            channel.image(record.with_suffix(".img"), veid, snapshot=record.stem)
+        if records:
+            channel.send_files(veid, [(f"snapshots/{r.name}", r) for r in records])
 
     def _send_state(self, channel, veid, with_checkpoint, sent_ahead):
         """The config, traffic totals and (live) the checkpoint images, through the
@@ -344,15 +356,18 @@ class _Channel:
             self.close()
         return answer
 
-    def image(self, path, veid):
-        """Bring the target's copy of disk image ``path`` up to date, chunk by chunk."""
+    def image(self, path, veid, snapshot=None):
+        """Bring the target's copy of disk image ``path`` (of snapshot ``snapshot``, if
+        given) up to date, chunk by chunk."""
         from ..migrate import blocks
-        theirs = self._held.pop(str(path), None) or self.request(veid, {"verb": "digests"})
+        about = {"snapshot": snapshot} if snapshot else {}
+        theirs = self._held.pop(str(path), None) or \
+            self.request(veid, {"verb": "digests", **about})
         now, sent = {}, []
 
         def stream(out):
             sent.append(blocks.send(path, theirs, out, now))
-        self.request(veid, {"verb": "patch"}, stream)
+        self.request(veid, {"verb": "patch", **about}, stream)
         self.sent["disk"] += sent[0]
         self._held[str(path)] = now
 

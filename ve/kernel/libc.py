@@ -68,6 +68,11 @@ def umount2(target, flags=0):
     _check(_libc.umount2(os.fsencode(target), ctypes.c_int(flags)), f"umount {target}")
 
 
+def syncfs(fd):
+    """syncfs(2): write out the filesystem that ``fd`` is on."""
+    _check(_libc.syncfs(ctypes.c_int(fd)), "syncfs")
+
+
 def pivot_root(new_root, put_old):
     """pivot_root(2)."""
     result = _libc.syscall(ctypes.c_long(_SYS_PIVOT_ROOT), os.fsencode(new_root),

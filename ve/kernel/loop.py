@@ -16,6 +16,7 @@ LOOP_CLR_FD = 0x4C01
 LOOP_SET_CAPACITY = 0x4C07
 LO_FLAGS_AUTOCLEAR = 4
 LO_FLAGS_DIRECT_IO = 16  # no second copy of the VE's data in the page cache
+SECTOR_SIZE = 512
 # struct loop_config: fd, block_size, loop_info64 (232 bytes), 8 reserved u64.
 _LOOP_INFO64 = struct.Struct("=QQQQQIIII64s64s32sQQ")
 _LOOP_CONFIG_SIZE = 8 + _LOOP_INFO64.size + 64
@@ -49,7 +50,10 @@ def attach(image, attempts=20):
 
 def _configure(dev_fd, image_fd, flags):
     info = _LOOP_INFO64.pack(0, 0, 0, 0, 0, 0, 0, 0, flags, b"", b"", b"", 0, 0)
-    config = struct.pack("=II", image_fd, 0) + info + bytes(64)
+    # 512-byte sectors, whatever the backing file's direct I/O alignment: a reflinked
+    # image on XFS asks for 4096, and an image's filesystem made with 512-byte
+    # sectors would not mount on such a device (the kernel then goes buffered).
+    config = struct.pack("=II", image_fd, SECTOR_SIZE) + info + bytes(64)
     assert len(config) == _LOOP_CONFIG_SIZE
     try:
         fcntl.ioctl(dev_fd, LOOP_CONFIGURE, config)

@@ -30,8 +30,9 @@ criu still writes them at the source (the VE is frozen meanwhile). Both ways a
 frame is a 4-byte little-endian length and that many bytes of a JSON object. A
 request is {"verb": NAME, ...} and gets exactly one answer, {"ok": ...} as the
 one-shot verbs give; ``patch`` is followed by the image stream of
-``blocks.send``, ``state`` by the bytes of the files it lists, one after the
-other, and ``pages`` by chunks (``_take_pages``). A request that is not
+``blocks.send`` (with "snapshot": NAME, ``digests`` and ``patch`` are about
+that snapshot's image instead of the VE's), ``state`` by the bytes of the files
+it lists, one after the other, and ``pages`` by chunks (``_take_pages``). A request that is not
 understood, a frame longer than MAX_REQUEST, or a payload refused (its data can
 then not be told from the next request) is answered {"ok": false} and ends the
 session; a verb that fails on its own merits (a restore, say) does not.
@@ -59,9 +60,11 @@ DESTINATION = re.compile(r"([0-9]{1,10})/(private/)?")
 PLACED = ".placed"  # in incoming/VEID: the VE was put in place from it
 MAX_REQUEST = 64 << 10  # bytes of a session request's JSON: a state list is ~4 KiB
 MAX_ANSWER = 64 << 20  # what the sender reads of an answer (digests of a large image)
-# The files ``state`` may write in incoming/VEID: the config, the traffic totals and
-# criu's images (flat names, as criu writes them), nothing else.
-STATE_FILE = re.compile(r"conf|counters|dump/[A-Za-z0-9][A-Za-z0-9._-]{0,120}")
+# The files ``state`` may write in incoming/VEID: the config, the traffic totals,
+# criu's images (flat names, as criu writes them) and snapshot records, nothing else.
+STATE_FILE = re.compile(r"conf|counters|dump/[A-Za-z0-9][A-Za-z0-9._-]{0,120}|"
+                        r"snapshots/[A-Za-z0-9][A-Za-z0-9._-]{0,39}\.json")
+SNAPSHOTS = "snapshots"  # in incoming/VEID: the VE's snapshots (NAME.img, NAME.json)
 # The memory pages of a checkpoint, which ``pages`` takes while criu writes them.
 PAGES_FILE = re.compile(r"dump/pages-[0-9]{1,9}\.img")
 MAX_STATE_FILES = 4096
@@ -199,7 +202,8 @@ def _place(engine, veid, staging):
     _check_config(engine, veid, conf)
     layout.ensure()
     moves = [("private", layout.private(veid)), ("image", layout.image(veid)),
-             ("dump", layout.dump(veid)), ("counters", layout.counters(veid))]
+             ("dump", layout.dump(veid)), ("counters", layout.counters(veid)),
+             (SNAPSHOTS, layout.snapshots(veid))]
     # rsync (a directory VE's files) may make symlinks in incoming/VEID: none of these
     # may be one, or the VE's checkpoint or disk would be whatever it points at.
     planted = [name for name, _ in moves if os.path.islink(os.path.join(staging, name))]
@@ -283,10 +287,10 @@ def _session_request(engine, veid, staging, request, stdin):
     verb = request.get("verb") if isinstance(request, dict) else None
     if verb in VERBS and set(request) == {"verb"}:
         return VERBS[verb](engine, veid, staging)
-    if verb in STREAMED and set(request) == {"verb"}:
+    if verb in STREAMED and set(request) <= {"verb", "snapshot"}:
         if not os.path.isdir(staging):
             raise Refused(f"nothing is being received for VE {veid}")
-        answer = STREAMED[verb](os.path.join(staging, "image"), stdin)
+        answer = STREAMED[verb](_streamed_file(staging, request.get("snapshot")), stdin)
         if verb == "patch" and not answer["ok"]:
             raise Refused(answer["error"])  # the rest of its stream is unknown
         return answer
@@ -295,6 +299,31 @@ def _session_request(engine, veid, staging, request, stdin):
     if verb == "pages" and set(request) == {"verb"}:
         return _take_pages(staging, stdin)
     raise Refused(f"{str(request)[:80]!r} is not a request of a migration")
+
+
+def _streamed_file(staging, snapshot_name):
+    """The file a digests or patch request is about: the VE's image, or the image of
+    its snapshot ``snapshot_name``. A new snapshot starts as a reflink of the image
+    received so far, where this node's filesystem can: only what differs is sent."""
+    image = os.path.join(staging, "image")
+    if snapshot_name is None:
+        return image
+    try:
+        name = validate.snapshot_name(snapshot_name)
+    except VEError as exc:
+        raise Refused(str(exc)) from exc
+    folder = os.path.join(staging, SNAPSHOTS)
+    if os.path.islink(folder):
+        raise Refused(f"{SNAPSHOTS} is a symlink")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    path = os.path.join(folder, f"{name}.img")
+    if not os.path.lexists(path) and os.path.isfile(image) and not os.path.islink(image):
+        from ..storage import snapshot
+        try:
+            snapshot.reflink(image, path)
+        except OSError:
+            pass  # sent whole, then
+    return path
 
 
 def _take_state(staging, files, stdin):
@@ -311,22 +340,24 @@ def _take_state(staging, files, stdin):
                 and entry[2] & ~0o644 == 0):
             raise Refused(f"{str(entry)[:80]!r} is not a file of a VE's state")
     top = _staging_dir(staging)
-    dump = None
+    folders = {}  # "dump" or "snapshots" -> its fd
     try:
         for name, size, mode in files:
             where, base = top, name
-            if name.startswith("dump/"):
-                if dump is None:
-                    dump = _images_dir(top)
-                where, base = dump, name[len("dump/"):]
+            if "/" in name:
+                folder, base = name.split("/")
+                if folder not in folders:
+                    folders[folder] = (_images_dir(top) if folder == "dump"
+                                       else _subdir(top, folder))
+                where = folders[folder]
             try:
                 _copy_in(where, base, stdin, size, mode)
             except OSError as exc:
                 raise Refused(f"{name} not taken: {exc}") from exc
     finally:
         os.close(top)
-        if dump is not None:
-            os.close(dump)
+        for fd in folders.values():
+            os.close(fd)
     return _answer(True)
 
 
@@ -399,6 +430,19 @@ def _images_dir(top):
                        dir_fd=top)
     except OSError as exc:
         raise Refused(f"dump is not a directory: {exc}") from exc
+
+
+def _subdir(top, name):
+    """Directory ``name`` of staging (fd ``top``), made if missing, never a symlink."""
+    try:
+        os.mkdir(name, 0o700, dir_fd=top)
+    except FileExistsError:
+        pass
+    try:
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                       dir_fd=top)
+    except OSError as exc:
+        raise Refused(f"{name} is not a directory: {exc}") from exc
 
 
 def _copy_in(directory, name, stdin, size, mode):
