@@ -20,6 +20,7 @@ from . import lifecycle, services
 from .models import OSTemplate, VirtualEnvironment as VE
 from .plan_api import PlanChangeMixin
 from .seccomp_api import SeccompMixin
+from .snapshot_api import SnapshotsMixin
 
 
 class OSTemplateSerializer(serializers.ModelSerializer):
@@ -130,8 +131,8 @@ def accepted(op, request):
 
 
 @lifecycle.install  # start, stop, reboot, terminate, suspend, resume, migrate, reinstall,
-#                     password
-class EnvironmentViewSet(PlanChangeMixin, SeccompMixin, mixins.CreateModelMixin,
+#                     password, snapshot, rollback, delete-snapshot
+class EnvironmentViewSet(PlanChangeMixin, SeccompMixin, SnapshotsMixin, mixins.CreateModelMixin,
                          mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
     """VPSes. POST orders one; actions and DELETE answer 202 with the Operation to poll."""
 

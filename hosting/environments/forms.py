@@ -91,3 +91,15 @@ class ReinstallForm(ReauthForm):
     ssh_key = forms.CharField(required=False, label="SSH public key",
                               widget=forms.Textarea(attrs={"rows": 2}))
     keep_old = forms.BooleanField(required=False, label="Keep my old files in /old-root")
+
+
+class SnapshotForm(forms.Form):
+    name = forms.CharField(required=False, max_length=40, label="Name",
+                           help_text="optional: letters, digits, '.', '_', '-' (default: the "
+                                     "time)")
+
+
+class RollbackForm(ReauthForm):
+    """A rollback erases what changed since the snapshot: the password (and code) again."""
+
+    name = forms.CharField(max_length=40, widget=forms.HiddenInput)

@@ -23,7 +23,7 @@ from hosting.operations import services as operations
 from hosting.operations.api import OperationSerializer
 from hosting.operations.models import Operation
 
-from . import services
+from . import services, snapshots
 from .models import OSTemplate
 
 Kind = Operation.Kind
@@ -71,6 +71,21 @@ class MigrateSerializer(serializers.Serializer):
                                                  "anyway, said so in the operation)")
 
 
+class TakeSnapshotSerializer(serializers.Serializer):
+    name = serializers.CharField(required=False, allow_blank=True, max_length=40,
+                                 help_text="letters, digits, '.', '_' and '-' (default: the "
+                                           "time, UTC)")
+
+
+class SnapshotNameSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=40, help_text="the snapshot's name")
+    current_password = serializers.CharField(required=False, write_only=True,
+                                             help_text="rollback, customers: their login "
+                                                       "password")
+    otp_code = serializers.CharField(required=False, write_only=True, allow_blank=True,
+                                     max_length=20, help_text=OTP_HELP)
+
+
 def _queue(kind):
     def run(ve, user, data, key):
         return operations.request(ve, kind, user, idempotency_key=key)
@@ -86,6 +101,18 @@ def _reinstall(ve, user, data, key):
 def _migrate(ve, user, data, key):
     return moves.request(ve, user, data.get("node") or None, data.get("offline", False),
                          idempotency_key=key)
+
+
+def _snapshot(ve, user, data, key):
+    return snapshots.take(ve, user, data.get("name", ""), idempotency_key=key)
+
+
+def _rollback(ve, user, data, key):
+    return snapshots.rollback(ve, user, data["name"], idempotency_key=key)
+
+
+def _delete_snapshot(ve, user, data, key):
+    return snapshots.delete(ve, user, data["name"], idempotency_key=key)
 
 
 def _password(ve, user, data, key):
@@ -135,6 +162,14 @@ LIFECYCLE = (
               "and connections go along, a moment without service) unless offline is asked "
               "or it cannot; its addresses stay. Administrators only.", _migrate,
               staff_only=True, body=MigrateSerializer),
+    Lifecycle("snapshot", Kind.SNAPSHOT, "Take a snapshot of the VPS's disk (it is frozen "
+              "for a moment). As many as its plan keeps, within their space (GET snapshots/ "
+              "tells both); staff are not held to them.", _snapshot, body=TakeSnapshotSerializer),
+    Lifecycle("rollback", Kind.ROLLBACK, "Put the VPS's disk back as snapshot ``name`` left "
+              "it (the snapshot stays); a running VPS reboots. Not while hibernated.",
+              _rollback, body=SnapshotNameSerializer, reauthenticate=True),
+    Lifecycle("delete-snapshot", Kind.SNAPSHOT_DELETE, "Delete snapshot ``name`` of the "
+              "VPS.", _delete_snapshot, body=SnapshotNameSerializer),
     Lifecycle("password", Kind.PASSWORD, "Set the VPS's root password (sent to the node as a "
               "hash only).", _password, body=PasswordSerializer, reauthenticate=True),
 )

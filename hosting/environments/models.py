@@ -138,3 +138,26 @@ class VirtualEnvironment(models.Model):
         """Its addresses, IPv4 first, as the engine's config lists them."""
         addresses = [a.address for a in self.addresses.all()]
         return tuple(sorted(addresses, key=lambda a: (":" in a, a)))
+
+
+class Snapshot(models.Model):
+    """A disk snapshot of a VPS, as its node last reported it (hosting/environments/
+    snapshots.py): the node holds the data, this row what the pages and limits need."""
+
+    environment = models.ForeignKey(VirtualEnvironment, on_delete=models.CASCADE,
+                                    related_name="snapshots")
+    name = models.CharField(max_length=40)
+    created = models.DateTimeField()
+    # "reflink" (shares blocks with the disk) or "copy" (a full copy: the node's storage
+    # cannot share them)
+    method = models.CharField(max_length=16)
+    own_bytes = models.BigIntegerField(default=0, help_text="space it holds that the disk "
+                                                            "and other snapshots do not share")
+
+    class Meta:
+        ordering = ["created", "name"]
+        constraints = [models.UniqueConstraint(fields=["environment", "name"],
+                                               name="one_snapshot_name_per_ve")]
+
+    def __str__(self):
+        return f"{self.environment} @ {self.name}"

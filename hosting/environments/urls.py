@@ -10,5 +10,7 @@ urlpatterns = [
     path("vps/<int:veid>/password/", views.reset_password, name="vps-password"),
     path("vps/<int:veid>/reinstall/", views.reinstall, name="vps-reinstall"),
     path("vps/<int:veid>/plan/", plan_views.change_plan, name="vps-plan"),
+    path("vps/<int:veid>/snapshots/<slug:what>/", views.snapshot_action,
+         name="vps-snapshot"),
     path("vps/<int:veid>/<slug:name>/", views.action, name="vps-action"),
 ]

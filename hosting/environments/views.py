@@ -7,7 +7,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
 from hosting.core import roles
-from hosting.core.errors import Forbidden, ServiceError
+from hosting.core.errors import Forbidden, Invalid, ServiceError
 from hosting.operations import services as operations
 from hosting.operations.models import Operation
 # The states each action may start from: the very table the service refuses by (409),
@@ -15,8 +15,9 @@ from hosting.operations.models import Operation
 from hosting.operations.services import ACTION_STATES, mark_passing_states
 from hosting.usage import connections, graphs, traffic
 
-from . import seccomp, services, staff
-from .forms import OrderForm, PasswordForm, ReinstallForm, TerminateForm
+from . import seccomp, services, snapshots, staff
+from .forms import (OrderForm, PasswordForm, ReinstallForm, RollbackForm, SnapshotForm,
+                    TerminateForm)
 from .models import VirtualEnvironment as VE
 
 SIMPLE_ACTIONS = {"start": Operation.Kind.START, "stop": Operation.Kind.STOP,
@@ -125,6 +126,7 @@ def detail(request, veid, status=200, password_form=None, reinstall_form=None):
         "may_operate": not request.user.is_staff or roles.can(request.user, "vps.operate"),
         "may_change_plan": not request.user.is_staff or roles.can(request.user, "vps.plan"),
         **_seccomp_context(ve, request.user),
+        **_snapshot_context(ve, live["current"], request.user),
         **staff.move_context(ve, request.user),
     }, status=status)
 
@@ -139,6 +141,50 @@ def _seccomp_context(ve, viewer):
         form = seccomp.OverrideForm(initial={"follow_plan": state["override"] is None,
                                              "seccomp_allow": state["effective"]})
     return {"seccomp": state, "seccomp_form": form}
+
+
+def _snapshot_context(ve, current, viewer):
+    """The snapshots card: where the plan sells snapshots (or for staff), its list,
+    allowance and what may be done now."""
+    if not (viewer.is_staff or ve.plan.snapshots) or ve.actual_state == "destroyed":
+        return {}
+    return {"snapshots": list(ve.snapshots.all()), "snapshot_limits": snapshots.limits(ve),
+            "snapshot_form": SnapshotForm(), "rollback_form": RollbackForm(),
+            "snapshot_refusal": refusal(ve, current, Operation.Kind.SNAPSHOT),
+            "rollback_refusal": refusal(ve, current, Operation.Kind.ROLLBACK),
+            "snapshot_delete_refusal": refusal(ve, current, Operation.Kind.SNAPSHOT_DELETE)}
+
+
+@sensitive_post_parameters(*SECRET_FIELDS)
+@login_required
+@require_POST
+def snapshot_action(request, veid, what):
+    """Take (``what`` "take"), roll back to or delete a snapshot."""
+    ve = _own(request, veid)
+    if what not in ("take", "rollback", "delete"):
+        return detail(request, veid, status=404)
+    form = (SnapshotForm if what == "take" else RollbackForm)(request.POST)
+    try:
+        if what == "take":
+            if not form.is_valid():
+                raise Invalid("a snapshot name has at most 40 characters")
+            snapshots.take(ve, request.user, form.cleaned_data["name"])
+            messages.success(request, "The snapshot is being taken.")
+        elif what == "rollback":
+            if not form.is_valid():
+                raise Forbidden("your current password is needed to roll back")
+            services.reauthenticate(request.user, form.cleaned_data["current_password"],
+                                    form.cleaned_data["otp_code"])
+            snapshots.rollback(ve, request.user, form.cleaned_data["name"])
+            messages.success(request, f"{ve.hostname} is being rolled back to "
+                                      f"{form.cleaned_data['name']}.")
+        else:
+            snapshots.delete(ve, request.user, request.POST.get("name", ""))
+            messages.success(request, "The snapshot is being deleted.")
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+        return detail(request, veid, status=exc.status)
+    return redirect("vps-detail", veid=veid)
 
 
 @login_required

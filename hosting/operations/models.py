@@ -34,6 +34,9 @@ class Operation(models.Model):
         DESTROY = "destroy", "Terminate"
         MIGRATE = "migrate", "Move to another host"
         HIBERNATE = "hibernate", "Hibernate"
+        SNAPSHOT = "snapshot", "Take a snapshot"
+        ROLLBACK = "rollback", "Roll back to a snapshot"
+        SNAPSHOT_DELETE = "snapshot_delete", "Delete a snapshot"
         # Records of what happened on the node by itself (never queued): a
         # power-off from inside the VPS, or an unexpected stop.
         POWEROFF = "poweroff", "Power off"
@@ -122,7 +125,8 @@ class Operation(models.Model):
     _PASSING = {Kind.CREATE: "Creating", Kind.START: "Starting", Kind.STOP: "Stopping",
                 Kind.RESTART: "Rebooting", Kind.REINSTALL: "Reinstalling",
                 Kind.SUSPEND: "Suspending", Kind.RESUME: "Resuming", Kind.DESTROY: "Terminating",
-                Kind.MIGRATE: "Moving", Kind.HIBERNATE: "Hibernating"}
+                Kind.MIGRATE: "Moving", Kind.HIBERNATE: "Hibernating",
+                Kind.ROLLBACK: "Rolling back"}
 
     @property
     def passing_state(self):

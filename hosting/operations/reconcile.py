@@ -37,10 +37,25 @@ def node(name, eng=None, hand_over=False):
     boot_id = proc.boot_id()
     booting = not Node.objects.filter(name=name, boot_id=boot_id).exists()
     drift, queued, unmanaged = _compare(name, eng, booting)
+    _refresh_snapshots(name, eng)
     Node.objects.filter(name=name).update(drift=drift, unmanaged_veids=unmanaged,
                                           boot_id=boot_id)
     return {"resumed": resumed, "drift": drift, "queued": queued, "unmanaged": unmanaged,
             "booting": booting}
+
+
+def _refresh_snapshots(name, eng):
+    """The space each snapshot holds grows as its VPS writes: its rows get the node's
+    figures again (the limits and pages read them)."""
+    from hosting.environments import snapshots
+    ves = VE.objects.filter(node__name=name).exclude(actual_state=VE.State.DESTROYED)
+    for ve in list(ves):
+        if not (eng.layout.snapshots(ve.veid).is_dir() or ve.snapshots.exists()):
+            continue
+        try:
+            snapshots.record(ve, eng.snapshots(ve.veid))
+        except VEError as exc:  # gone from the node meanwhile: drift says so
+            log.info("VE %s: snapshots not read (%s)", ve.veid, exc)
 
 
 def _resume_interrupted(name, eng, hand_over=False):

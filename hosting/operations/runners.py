@@ -215,6 +215,42 @@ def hibernate(ctx):
     return VE.State.HIBERNATED
 
 
+def snapshot(ctx):
+    """Take the snapshot named in the params (a retry finds its own, taken already)."""
+    name = ctx.op.params["name"]
+    ctx.progress(30, "taking the snapshot")
+    try:
+        ctx.engine.snapshot(ctx.ve.veid, name)
+    except AlreadyExists:
+        if ctx.op.attempts == 0:
+            raise  # a snapshot of that name the dashboard did not know: left alone
+    _record_snapshots(ctx)
+    return None
+
+
+def rollback(ctx):
+    """Put the disk back as the snapshot left it; a running VE reboots on the way."""
+    ctx.progress(30, "rolling back the disk")
+    done = ctx.engine.rollback(ctx.ve.veid, ctx.op.params["name"])
+    _record_snapshots(ctx)
+    return VE.State.RUNNING if done["restarted"] else None
+
+
+def snapshot_delete(ctx):
+    ctx.progress(30, "deleting the snapshot")
+    try:
+        ctx.engine.snapshot_delete(ctx.ve.veid, ctx.op.params["name"])
+    except NotFound:
+        pass  # gone already (a retry)
+    _record_snapshots(ctx)
+    return None
+
+
+def _record_snapshots(ctx):
+    from hosting.environments import snapshots
+    snapshots.record(ctx.ve, ctx.engine.snapshots(ctx.ve.veid))
+
+
 def resume(ctx):
     apply_pending_disk(ctx)
     ctx.progress(30, "starting")
@@ -231,6 +267,7 @@ def destroy(ctx):
 def destroyed(ctx):
     """Book-keeping once the node holds nothing of the VE any more."""
     ipam.release(ctx.ve)
+    ctx.ve.snapshots.all().delete()  # they went with its files
     return VE.State.DESTROYED
 
 
@@ -331,5 +368,6 @@ def _disk_differs(ctx):
 RUNNERS = {"create": create, "start": start, "stop": stop, "restart": restart,
            "reinstall": reinstall, "password": password, "set": set_limits,
            "plan": change_plan, "suspend": suspend, "resume": resume, "destroy": destroy,
-           "migrate": moving.migrate, "hibernate": hibernate}
+           "migrate": moving.migrate, "hibernate": hibernate, "snapshot": snapshot,
+           "rollback": rollback, "snapshot_delete": snapshot_delete}
 UNDO = {"create": undo_create, "plan": undo_plan}

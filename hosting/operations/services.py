@@ -32,6 +32,11 @@ ACTION_STATES = {
     Kind.RESUME: ({State.SUSPENDED}, State.RUNNING),
     Kind.MIGRATE: ({State.RUNNING, State.STOPPED, State.SUSPENDED, State.HIBERNATED}, None),
     Kind.HIBERNATE: ({State.RUNNING}, State.HIBERNATED),
+    # A hibernated VPS is not rolled back: its saved memory belongs to its disk as it is.
+    Kind.SNAPSHOT: ({State.RUNNING, State.STOPPED, State.SUSPENDED, State.HIBERNATED}, None),
+    Kind.ROLLBACK: ({State.RUNNING, State.STOPPED}, None),
+    Kind.SNAPSHOT_DELETE: ({State.RUNNING, State.STOPPED, State.SUSPENDED, State.HIBERNATED,
+                           State.UNKNOWN}, None),
     Kind.DESTROY: ({State.RUNNING, State.STOPPED, State.HIBERNATED, State.SUSPENDED,
                     State.UNKNOWN, State.CREATING}, State.DESTROYED),
 }

@@ -64,6 +64,14 @@ class Plan(models.Model):
         default=False, help_text="customers may hibernate their VPS: its memory is saved to "
                                  "disk and it stops using RAM and CPU; Start resumes it where "
                                  "it was")
+    snapshots = models.PositiveSmallIntegerField(
+        default=0, validators=[MaxValueValidator(100)],
+        help_text="disk snapshots a VPS may keep (its customer takes and rolls back to "
+                  "them), 0 = none")
+    snapshot_gib = models.PositiveIntegerField(
+        default=0, validators=[MaxValueValidator(65536)],
+        help_text="space a VPS's snapshots may hold of their own (what changed since), in "
+                  "GiB; 0 = up to its disk size")
     bandwidth_gib = models.PositiveIntegerField(default=1000, help_text="per month, 0 = unmetered")
     port_speed_mbit = models.PositiveIntegerField(
         default=100, validators=[MinValueValidator(1), MaxValueValidator(30000)],

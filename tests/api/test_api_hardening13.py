@@ -9,7 +9,7 @@ from drf_spectacular.generators import SchemaGenerator
 from hosting.core.models import IdempotencyRecord
 from hosting.environments import lifecycle
 from hosting.environments.api import EnvironmentViewSet
-from hosting.environments.models import VirtualEnvironment as VE
+from hosting.environments.models import Snapshot, VirtualEnvironment as VE
 from hosting.operations.models import Operation
 from hosting.plans.models import Plan
 
@@ -204,7 +204,12 @@ def test_each_action_queues_its_kind(api_as, world, row):
         Plan.objects.filter(pk=world["ve_b"].plan_id).update(hibernation=True)
     if row.name == "migrate":
         _a_node_that_can_take(world["ve_b"])
-    body = {"root_password": ROOT_PASSWORD, "current_password": PASSWORD}
+    if row.name == "snapshot":
+        Plan.objects.filter(pk=world["ve_b"].plan_id).update(snapshots=1)
+    if row.name in ("rollback", "delete-snapshot"):
+        Snapshot.objects.create(environment=world["ve_b"], name="kept", method="reflink",
+                                created="2026-12-01T00:00Z")
+    body = {"root_password": ROOT_PASSWORD, "current_password": PASSWORD, "name": "kept"}
     response = api_as("b" if not row.staff_only else "staff").post(
         f"{ORDERS}{world['ve_b'].veid}/{row.name}/", body if row.body else None, format="json")
     assert response.status_code == 202, response.content
