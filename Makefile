@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(CURDIR)/$(VENV)/bin/python
 APT_PACKAGES := busybox-static psmisc procps iproute2 util-linux gcc libc6-dev python3-venv \
 	python3-dev redis-server chromium nftables e2fsprogs xfsprogs debootstrap postgresql lxcfs systemd \
-	rsync openssh-server openssh-client
+	rsync openssh-server openssh-client restic
 VECTL := /usr/local/bin/vectl
 STAMP := $(VENV)/.installed
 

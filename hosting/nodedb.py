@@ -21,6 +21,8 @@ NODE_GRANTS = {
     "operations.Operation": "SELECT, INSERT, UPDATE",  # runs them; records VE events
     "environments.VirtualEnvironment": "SELECT, UPDATE",  # actual state, restarts
     "environments.OSTemplate": "SELECT",
+    # what the node reports of a VE's disk snapshots (hosting/environments/snapshots.py)
+    "environments.Snapshot": "SELECT, INSERT, UPDATE, DELETE",
     "plans.Plan": "SELECT",
     "plans.Plan.templates": "SELECT",
     "ipam.IPPool": "SELECT",

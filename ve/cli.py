@@ -83,6 +83,15 @@ VERBS = {
     "resume": Verb("bring a hibernated VE back (restore)", VEID),
     "snapshot": Verb("take, list, roll back to or delete snapshots of a VE's disk",
                      (("action", "one"), ("veid", "one"), ("name", "optional"))),
+    "backup": Verb("back up a VE's disk to the node's restic repository, list, browse, "
+                   "restore, check",
+                   (("action", "one"), ("first", "optional"), ("second", "optional"),
+                    ("third", "optional")), {
+                       "--into": ("into", True, "restore-files: under this directory of the "
+                                                "VE (default: in place)"),
+                       "--keep-daily": ("keep_daily", True, "forget: daily backups kept"),
+                       "--keep-weekly": ("keep_weekly", True, "forget: weekly backups kept"),
+                       "--read-data": ("read_data", False, "check: read every byte too")}),
     "migrate": Verb("move a VE to another node (live, with criu, unless --offline)", VEID, {
         "--to": ("to", True, "the target node's migration sshd, host:port"),
         "--offline": ("offline", False, "stop it, copy it, start it there")},
@@ -301,6 +310,57 @@ def cmd_snapshot(engine, args, as_json):
     engine.snapshot_delete(veid, name)
     return _done(as_json, {"veid": int(veid), "deleted": name},
                  f"VE {veid}: snapshot {name} deleted")
+
+
+BACKUP_ACTIONS = {
+    "create": "create VEID: back it up now",
+    "list": "list [VEID]: its backups (every VE's without)",
+    "ls": "ls ID [PATH]: a directory of backup ID",
+    "cat": "cat ID PATH: a file of backup ID, to standard output",
+    "restore": "restore VEID ID: its whole disk back as backup ID has it",
+    "restore-files": "restore-files VEID ID PATH [--into DIR]: PATH back into the running VE",
+    "forget": "forget VEID --keep-daily N --keep-weekly M: drop the older ones",
+    "check": "check [--read-data]: verify the repository",
+}
+
+
+def cmd_backup(engine, args, as_json):
+    action, first, second, third = args.action, args.first, args.second, args.third
+    needs = {"create": 1, "ls": 1, "cat": 2, "restore": 2, "restore-files": 3, "forget": 1}
+    if action not in BACKUP_ACTIONS or sum(x is not None for x in (first, second, third)) \
+            < needs.get(action, 0):
+        raise InvalidConfig("vectl backup: " + "; ".join(BACKUP_ACTIONS.values()))
+    if action == "create":
+        done = engine.backup(first)
+        return _done(as_json, {"veid": int(first), **done},
+                     f"VE {first} backed up as {done['id']} in {done['seconds']:.1f} s "
+                     f"({_human(done['data_added'])} new)")
+    if action == "list":
+        found = engine.backups(first)
+        lines = [f"{b['id']}  {b['time'][:19]}  VE {b['veid']}" for b in found]
+        return _done(as_json, found, "\n".join(lines) or "no backups")
+    if action == "ls":
+        entries = engine.backup_listing(first, second or "/")
+        lines = [f"{e['type']:<8} {e['size']:>12}  {e['name']}" for e in entries]
+        return _done(as_json, entries, "\n".join(lines))
+    if action == "cat":
+        engine.backup_dump(first, second, sys.stdout.buffer)
+        return 0
+    if action == "restore":
+        done = engine.restore_backup(first, second)
+        return _done(as_json, {"veid": int(first), **done},
+                     f"VE {first} restored from {done['id']} in {done['seconds']:.1f} s")
+    if action == "restore-files":
+        count = engine.restore_files(first, second, third, into=args.into or "/")
+        return _done(as_json, {"veid": int(first), "restored": count},
+                     f"{count} entries restored into VE {first}")
+    if action == "forget":
+        engine.backup_forget(first, validate.integer(args.keep_daily or 7, "keep-daily", 0,
+                                                     10000),
+                             validate.integer(args.keep_weekly or 4, "keep-weekly", 0, 10000))
+        return _done(as_json, {"veid": int(first)}, f"older backups of VE {first} forgotten")
+    engine.backup_check(read_data=args.read_data)
+    return _done(as_json, {"ok": True}, "the backup repository is sound")
 
 
 def _when(seconds):

@@ -13,6 +13,7 @@ the others' helpers through ``self``:
 - ``sampling.py``: one cheap look at every VE's usage;
 - ``accounts.py``: a user's password and root's SSH keys inside a VE;
 - ``snapshots.py``: disk snapshots (take, list, roll back, delete);
+- ``backups.py``: backups into the node's restic repository, and restores;
 - ``timeouts.py``: how long verbs wait.
 """
 

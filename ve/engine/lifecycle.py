@@ -13,6 +13,7 @@ import time
 from .. import cgroups, config as conf, state, syscalls, validate
 from ..errors import AlreadyExists, ResourceError, StateError, VEError, host_errors
 from .accounts import AccountsMixin
+from .backups import BackupMixin
 from .boot import BootMixin
 from .checkpoint import CheckpointMixin
 from .initguard import close_host_files, protect_init
@@ -45,7 +46,7 @@ INIT_ENV = EXEC_ENV + ("TERM=linux", "MEMORY_PRESSURE_WATCH=/dev/null")
 
 class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskMixin,
              SamplingMixin, ExitMixin, ReinstallMixin, BootMixin, CheckpointMixin,
-             MigrateMixin, SnapshotMixin):
+             MigrateMixin, SnapshotMixin, BackupMixin):
     """The node's container engine: VEs under one VE_ROOT and one cgroup parent."""
 
     def __init__(self, root=None, cgroup_parent=None):

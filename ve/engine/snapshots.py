@@ -47,14 +47,8 @@ class SnapshotMixin:
             started = time.monotonic()
             target = folder / f"{name}.img"
             _remove(target)  # left by a crash before its record was written
-            running = self._running_init(veid) is not None
             try:
-                if running:
-                    method, frozen, blocked = self._copy_running(cfg, target)
-                else:
-                    self._disk_unmount(cfg)  # left by a VE that halted on its own
-                    from ..storage import snapshot
-                    method, frozen, blocked = snapshot.clone(self.layout.image(veid), target), 0, 0
+                method, frozen, blocked = self._disk_copy(cfg, target)
             except OSError as exc:
                 raise ResourceError(f"cannot take the snapshot: {exc}", veid) from exc
             record = {"name": name, "created": round(time.time(), 3), "method": method,
@@ -143,6 +137,15 @@ class SnapshotMixin:
         if record is None:
             raise NotFound(f"the VE has no snapshot named {name!r}", veid)
         return record
+
+    def _disk_copy(self, cfg, target):
+        """Copy the VE's image to new file ``target``, consistent whether it runs or
+        not (the caller holds its lock); return (method, frozen_ms, blocked_ms)."""
+        if self._running_init(cfg.veid) is not None:
+            return self._copy_running(cfg, target)
+        from ..storage import snapshot
+        self._disk_unmount(cfg)  # left by a VE that halted on its own
+        return snapshot.clone(self.layout.image(cfg.veid), target), 0, 0
 
     def _copy_running(self, cfg, target):
         """Copy the running VE's image, frozen; return (method, frozen_ms, blocked_ms)."""
