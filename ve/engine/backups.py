@@ -128,6 +128,7 @@ class BackupMixin:
                 self._stop(veid, STOP_TIMEOUT, fast=False)
             self._discard_checkpoint(veid)
             try:
+                self._disk_unmount(cfg)  # left mounted by a VE that halted on its own
                 self._disk_released(cfg)
                 fresh = self.layout.image(veid).with_name(f"{veid}.img.restore")
                 self._disk_from_backup(cfg, found, fresh)
