@@ -49,14 +49,17 @@ class SnapshotMixin:
             _remove(target)  # left by a crash before its record was written
             try:
                 method, frozen, blocked = self._disk_copy(cfg, target)
-            except OSError as exc:
+                record = {"name": name, "created": round(time.time(), 3), "method": method,
+                          "frozen_ms": frozen, "blocked_ms": blocked,
+                          "size": target.stat().st_size, "diskinodes": cfg.limits.diskinodes,
+                          "layout": cfg.layout, "usage": list(self.disk_usage(veid)),
+                          "seconds": round(time.monotonic() - started, 3)}
+                atomic_write(folder / f"{name}.json", json.dumps(record) + "\n")
+            except (OSError, ResourceError) as exc:
+                _remove(target)  # no copy without its record
+                if isinstance(exc, ResourceError):
+                    raise
                 raise ResourceError(f"cannot take the snapshot: {exc}", veid) from exc
-            record = {"name": name, "created": round(time.time(), 3), "method": method,
-                      "frozen_ms": frozen, "blocked_ms": blocked,
-                      "size": target.stat().st_size, "diskinodes": cfg.limits.diskinodes,
-                      "layout": cfg.layout, "usage": list(self.disk_usage(veid)),
-                      "seconds": round(time.monotonic() - started, 3)}
-            atomic_write(folder / f"{name}.json", json.dumps(record) + "\n")
         log.info("VE %s: snapshot %s taken (%s) in %.2f s, frozen %s ms", veid, name, method,
                  record["seconds"], frozen)
         return record
