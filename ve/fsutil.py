@@ -1,5 +1,6 @@
 """Small file helpers shared by the engine's modules."""
 
+import errno
 import os
 
 
@@ -44,3 +45,17 @@ def remove_tree(path):
     if out.returncode:
         raise OSError(f"cannot remove {path}: {out.stderr.strip()}")
 
+
+def data_ranges(fd, size):
+    """(start, end) of each run of file ``fd`` (``size`` bytes) that holds data, in order
+    (SEEK_DATA/SEEK_HOLE): a sparse file's holes are never read."""
+    offset = 0
+    while offset < size:
+        try:
+            start = os.lseek(fd, offset, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                return  # only a hole is left
+            raise
+        offset = os.lseek(fd, start, os.SEEK_HOLE)
+        yield start, offset

@@ -11,6 +11,7 @@ both when they take one; staff are not (a support snapshot before a risky fix).
 from datetime import datetime, timezone
 
 from django.db import transaction
+from django.db.models import Count, Sum
 
 from hosting.core.errors import Conflict, Forbidden, Invalid
 from hosting.operations import services as operations
@@ -26,8 +27,8 @@ def limits(ve):
     """{"count", "allowed", "bytes", "limit_bytes"}: what the VPS's snapshots use of its
     plan's allowance."""
     plan = ve.plan
-    return {"count": ve.snapshots.count(), "allowed": plan.snapshots,
-            "bytes": sum(s.own_bytes for s in ve.snapshots.all()),
+    held = ve.snapshots.aggregate(count=Count("id"), bytes=Sum("own_bytes"))
+    return {"count": held["count"], "allowed": plan.snapshots, "bytes": held["bytes"] or 0,
             "limit_bytes": (plan.snapshot_gib or plan.disk_gib) * GiB}
 
 

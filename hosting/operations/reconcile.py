@@ -49,8 +49,9 @@ def _refresh_snapshots(name, eng):
     figures again (the limits and pages read them)."""
     from hosting.environments import snapshots
     ves = VE.objects.filter(node__name=name).exclude(actual_state=VE.State.DESTROYED)
+    with_rows = set(ves.filter(snapshots__isnull=False).values_list("pk", flat=True))
     for ve in list(ves):
-        if not (eng.layout.snapshots(ve.veid).is_dir() or ve.snapshots.exists()):
+        if not (ve.pk in with_rows or eng.layout.snapshots(ve.veid).is_dir()):
             continue
         try:
             snapshots.record(ve, eng.snapshots(ve.veid))

@@ -285,8 +285,9 @@ def _record(item):
 
 
 def _exists(repo):
-    return "://" in repo.url or ":" in repo.url.split("/")[0] or \
-        os.path.exists(os.path.join(repo.url, "config"))
+    """False only for a local repository not made yet (a URL is asked by restic)."""
+    local = repo.url.startswith("/")
+    return not local or os.path.exists(os.path.join(repo.url, "config"))
 
 
 def _inside_path(path, veid):
@@ -303,13 +304,10 @@ def _shift_owners(root, old_base, new_base):
     if old_base == new_base:
         return
 
-    def shifted(ident):
-        inner = ident - old_base
-        return new_base + (inner if 0 <= inner < IDMAP_SIZE else NOBODY)
-
     def move(name, dir_fd):
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        os.chown(name, shifted(st.st_uid), shifted(st.st_gid), dir_fd=dir_fd,
+        os.chown(name, new_base + _unshifted(st.st_uid, old_base),
+                 new_base + _unshifted(st.st_gid, old_base), dir_fd=dir_fd,
                  follow_symlinks=False)
         if not stat.S_ISLNK(st.st_mode):
             os.chmod(name, st.st_mode & 0o7777, dir_fd=dir_fd)  # chown dropped set-id bits
@@ -336,6 +334,7 @@ def _tar_of(staging, relative, base):
 
 
 def _unshifted(ident, base):
+    """Host uid ``ident`` as a VE of uid range ``base`` sees it (nobody if outside)."""
     inner = ident - base
     return inner if 0 <= inner < IDMAP_SIZE else NOBODY
 

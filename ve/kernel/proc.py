@@ -43,20 +43,24 @@ def parent(pid):
     return int(fields[1]) if fields else None
 
 
-def children(pid="self"):
-    """Return the PIDs of ``pid``'s children (of all its threads), zombies included."""
-    found = []
+def task_files(pid, name, limit=-1):
+    """The contents of /proc/PID/task/TID/``name`` of each thread of ``pid`` (at most
+    ``limit`` characters each); threads that went meanwhile are left out."""
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        return found
+        return
     for tid in tids:
         try:
-            with open(f"/proc/{pid}/task/{tid}/children") as handle:
-                found += [int(child) for child in handle.read().split()]
+            with open(f"/proc/{pid}/task/{tid}/{name}") as handle:
+                yield handle.read(limit)
         except OSError:
             continue
-    return found
+
+
+def children(pid="self"):
+    """Return the PIDs of ``pid``'s children (of all its threads), zombies included."""
+    return [int(child) for text in task_files(pid, "children") for child in text.split()]
 
 
 def is_zombie(pid):

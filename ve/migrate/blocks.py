@@ -12,10 +12,11 @@ The stream (``send`` writes it, ``receive`` applies it): the image's size as
 0 meaning "this chunk is zeros"; an index of 2**64-1 ends it. Little-endian.
 """
 
-import errno
 import hashlib
 import os
 import struct
+
+from ..fsutil import data_ranges
 
 CHUNK = 4 << 20
 END = 2**64 - 1
@@ -99,19 +100,11 @@ def receive(path, stream):
 
 
 def _data_chunks(fd, size):
-    """Indexes of the chunks with data, in order (from SEEK_DATA/SEEK_HOLE)."""
-    chunks, offset = [], 0
-    while offset < size:
-        try:
-            start = os.lseek(fd, offset, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:
-                break  # only a hole is left
-            raise
-        end = os.lseek(fd, start, os.SEEK_HOLE)
+    """Indexes of the chunks with data, in order."""
+    chunks = []
+    for start, end in data_ranges(fd, size):
         first, last = start // CHUNK, (end - 1) // CHUNK
         chunks.extend(i for i in range(first, last + 1) if not chunks or i > chunks[-1])
-        offset = end
     return chunks
 
 

@@ -110,11 +110,7 @@ def listing(repo, snapshot_id, path="/"):
 
 def dump(repo, snapshot_id, path, out):
     """Write file ``path`` of a snapshot to ``out`` (any binary file object)."""
-    try:
-        proc = subprocess.Popen([RESTIC, "dump", snapshot_id, path], env=repo.env(),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    except FileNotFoundError:
-        raise OSError(errno.ENOENT, "restic is missing (Debian package restic)") from None
+    proc = _popen(repo, ["dump", snapshot_id, path], text=False)
     with proc:
         shutil.copyfileobj(proc.stdout, out, 1 << 20)
         error = proc.stderr.read().decode(errors="replace")
@@ -144,26 +140,24 @@ def stats(repo):
     return json.loads(_run(repo, ["stats", "--json", "--mode", "raw-data"]))
 
 
-def _run(repo, argv, ok_missing=False, cwd=None):
+def _run(repo, argv, ok_missing=False):
+    proc = _popen(repo, argv)
     try:
-        done = subprocess.run([RESTIC, *argv], env=repo.env(), capture_output=True, text=True,
-                              timeout=TIMEOUT, cwd=cwd)
-    except FileNotFoundError:
-        raise OSError(errno.ENOENT, "restic is missing (Debian package restic)") from None
-    if done.returncode:
+        out, error = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise ResticFailed(argv[0], f"still running after {TIMEOUT} s") from None
+    if proc.returncode:
         if ok_missing:
             return None
-        raise ResticFailed(argv[0], _last_line(done.stderr))
-    return done.stdout
+        raise ResticFailed(argv[0], _last_line(error))
+    return out
 
 
 def _stream(repo, argv, cwd=None):
     """Run restic with ``argv``, yielding each JSON line it prints."""
-    try:
-        proc = subprocess.Popen([RESTIC, *argv], env=repo.env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, cwd=cwd)
-    except FileNotFoundError:
-        raise OSError(errno.ENOENT, "restic is missing (Debian package restic)") from None
+    proc = _popen(repo, argv, cwd=cwd)
     with proc:
         for line in proc.stdout:
             try:
@@ -173,6 +167,15 @@ def _stream(repo, argv, cwd=None):
         error = proc.stderr.read()
     if proc.returncode:
         raise ResticFailed(argv[0], _last_line(error))
+
+
+def _popen(repo, argv, cwd=None, text=True):
+    """restic ``argv`` started on ``repo``, its output and errors piped."""
+    try:
+        return subprocess.Popen([RESTIC, *argv], env=repo.env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=text, cwd=cwd)
+    except FileNotFoundError:
+        raise OSError(errno.ENOENT, "restic is missing (Debian package restic)") from None
 
 
 def _last_line(text):

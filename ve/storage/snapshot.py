@@ -75,17 +75,10 @@ def _into_new(source, target, fill):
 
 def _copy_data(src, dst):
     """Copy the parts of ``src`` that hold data; holes stay holes."""
+    from ..fsutil import data_ranges
     size = os.fstat(src).st_size
     os.ftruncate(dst, size)
-    offset = 0
-    while offset < size:
-        try:
-            offset = os.lseek(src, offset, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:
-                return  # only a hole is left
-            raise
-        end = os.lseek(src, offset, os.SEEK_HOLE)
+    for offset, end in data_ranges(src, size):
         while offset < end:
             done = os.copy_file_range(src, dst, min(_COPY_CHUNK, end - offset), offset, offset)
             if done == 0:

@@ -391,18 +391,8 @@ class Watcher(ClientsMixin, NotificationsMixin, RestoresMixin):
 
 def _waits_on_seccomp(pid):
     """True if a thread of ``pid`` sleeps in the kernel's seccomp user notification."""
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return False
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/wchan") as f:
-                if f.read(64).startswith("seccomp_do_user_notif"):
-                    return True
-        except OSError:
-            continue
-    return False
+    return any(wchan.startswith("seccomp_do_user_notif")
+               for wchan in proc.task_files(pid, "wchan", 64))
 
 
 def _try_flock(fd):
