@@ -23,6 +23,9 @@ NODE_GRANTS = {
     "environments.OSTemplate": "SELECT",
     # what the node reports of a VE's disk snapshots (hosting/environments/snapshots.py)
     "environments.Snapshot": "SELECT, INSERT, UPDATE, DELETE",
+    # the backups it took, and answers to looks into them (hosting/environments/backups.py)
+    "environments.Backup": "SELECT, INSERT, UPDATE, DELETE",
+    "environments.BackupFetch": "SELECT, UPDATE",
     "plans.Plan": "SELECT",
     "plans.Plan.templates": "SELECT",
     "ipam.IPPool": "SELECT",

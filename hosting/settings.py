@@ -227,6 +227,15 @@ CELERY_BEAT_SCHEDULE = {
     "requeue-lost-operations": {"task": "hosting.operations.tasks.requeue_lost",
                                 "schedule": 60.0},
     "roll-up-usage": {"task": "hosting.usage.tasks.roll_up_usage", "schedule": 300.0},
+    # Scheduled backups: each node's window is checked every minute (backup_schedule.py).
+    "schedule-backups": {"task": "hosting.environments.tasks.schedule_backups",
+                         "schedule": 60.0},
+    # Every node verifies its backup repository (restic check) once a day, and the
+    # backups of VPSes terminated long enough ago go.
+    "check-backups": {"task": "hosting.environments.tasks.check_repositories",
+                      "schedule": 86400.0},
+    "expire-backups": {"task": "hosting.environments.tasks.expire_backups",
+                       "schedule": 3600.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(DB_DIR / "celerybeat-schedule")
 
@@ -243,6 +252,13 @@ OPERATION_RESEND_SECONDS = float(os.environ.get("HOSTING_RESEND_SECONDS", "3"))
 # Backstop (housekeeping, every minute): a queued operation no worker took within
 # this time and not waiting in its queue is sent again.
 OPERATION_REQUEUE_SECONDS = float(os.environ.get("HOSTING_REQUEUE_SECONDS", "120"))
+# Backups of a terminated VPS are kept this long (staff can restore them), then deleted.
+BACKUP_KEEP_DAYS_AFTER_TERMINATION = int(os.environ.get("HOSTING_BACKUP_KEEP_DAYS", "30"))
+# A scheduled backup that failed is tried again after this long, at most this often a day.
+BACKUP_RETRY_MINUTES = float(os.environ.get("HOSTING_BACKUP_RETRY_MINUTES", "15"))
+BACKUP_ATTEMPTS = 3
+# The largest file the portal downloads out of a backup (bigger ones: restore into the VPS).
+BACKUP_DOWNLOAD_MAX_BYTES = 64 << 20
 
 LOGGING = {
     "version": 1,

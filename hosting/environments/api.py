@@ -20,6 +20,7 @@ from . import lifecycle, services
 from .models import OSTemplate, VirtualEnvironment as VE
 from .plan_api import PlanChangeMixin
 from .seccomp_api import SeccompMixin
+from .backup_api import BackupsMixin
 from .snapshot_api import SnapshotsMixin
 
 
@@ -131,8 +132,10 @@ def accepted(op, request):
 
 
 @lifecycle.install  # start, stop, reboot, terminate, suspend, resume, migrate, reinstall,
-#                     password, snapshot, rollback, delete-snapshot
-class EnvironmentViewSet(PlanChangeMixin, SeccompMixin, SnapshotsMixin, mixins.CreateModelMixin,
+#                     password, snapshot, rollback, delete-snapshot, backup, restore-backup,
+#                     restore-files
+class EnvironmentViewSet(PlanChangeMixin, SeccompMixin, SnapshotsMixin, BackupsMixin,
+                         mixins.CreateModelMixin,
                          mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
     """VPSes. POST orders one; actions and DELETE answer 202 with the Operation to poll."""
 

@@ -23,7 +23,7 @@ from hosting.operations import services as operations
 from hosting.operations.api import OperationSerializer
 from hosting.operations.models import Operation
 
-from . import services, snapshots
+from . import backups, services, snapshots
 from .models import OSTemplate
 
 Kind = Operation.Kind
@@ -86,6 +86,32 @@ class SnapshotNameSerializer(serializers.Serializer):
                                      max_length=20, help_text=OTP_HELP)
 
 
+class RestoreSerializer(serializers.Serializer):
+    backup = serializers.RegexField(r"^[0-9a-f]{8,64}$", help_text="the backup's id (or its "
+                                                                     "first 8+ characters)")
+    current_password = serializers.CharField(required=False, write_only=True,
+                                             help_text="customers: their login password")
+    otp_code = serializers.CharField(required=False, write_only=True, allow_blank=True,
+                                     max_length=20, help_text=OTP_HELP)
+
+
+class RestoreFilesSerializer(serializers.Serializer):
+    backup = serializers.RegexField(r"^[0-9a-f]{8,64}$", help_text="the backup's id (of this "
+                                    "or another VPS of the same customer)")
+    path = serializers.CharField(max_length=4096, help_text="file or folder, e.g. /etc/nginx")
+    into = serializers.CharField(required=False, default="/", max_length=4096,
+                                 help_text='"/" (default): back at its own place, '
+                                           "overwriting; else under this folder")
+
+
+def _backup_row(ve, user, text):
+    from hosting.core.errors import Invalid
+    found = backups.visible_to(user).filter(backup_id__startswith=text)
+    if len(found[:2]) != 1:
+        raise Invalid(f"no backup {text}", field="backup")
+    return found[0]
+
+
 def _queue(kind):
     def run(ve, user, data, key):
         return operations.request(ve, kind, user, idempotency_key=key)
@@ -113,6 +139,20 @@ def _rollback(ve, user, data, key):
 
 def _delete_snapshot(ve, user, data, key):
     return snapshots.delete(ve, user, data["name"], idempotency_key=key)
+
+
+def _backup(ve, user, data, key):
+    return backups.take(ve, user, idempotency_key=key)
+
+
+def _restore(ve, user, data, key):
+    return backups.restore(ve, user, _backup_row(ve, user, data["backup"]),
+                           idempotency_key=key)
+
+
+def _restore_files(ve, user, data, key):
+    return backups.restore_files(ve, user, _backup_row(ve, user, data["backup"]),
+                                 data["path"], data.get("into") or "/", idempotency_key=key)
 
 
 def _password(ve, user, data, key):
@@ -170,6 +210,15 @@ LIFECYCLE = (
               _rollback, body=SnapshotNameSerializer, reauthenticate=True),
     Lifecycle("delete-snapshot", Kind.SNAPSHOT_DELETE, "Delete snapshot ``name`` of the "
               "VPS.", _delete_snapshot, body=SnapshotNameSerializer),
+    Lifecycle("backup", Kind.BACKUP, "Back up the VPS now (from a snapshot, so it keeps "
+              "running); its plan's retention then applies. Customers whose plan includes "
+              "backups, a few a day; staff.", _backup),
+    Lifecycle("restore-backup", Kind.RESTORE, "Put the whole disk of the VPS back as backup "
+              "``backup`` (one of its own) holds it: what changed since is lost; a running "
+              "VPS reboots.", _restore, body=RestoreSerializer, reauthenticate=True),
+    Lifecycle("restore-files", Kind.RESTORE_FILES, "Restore a file or folder of a backup "
+              "into the running VPS, at its own place or under folder ``into``.",
+              _restore_files, body=RestoreFilesSerializer),
     Lifecycle("password", Kind.PASSWORD, "Set the VPS's root password (sent to the node as a "
               "hash only).", _password, body=PasswordSerializer, reauthenticate=True),
 )

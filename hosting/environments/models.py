@@ -114,6 +114,9 @@ class VirtualEnvironment(models.Model):
     # null follows the plan, "" is the full filter. Customers never see it.
     seccomp_allow = models.CharField(max_length=200, null=True, blank=True, default=None,
                                      validators=[seccomp.validate])
+    # What its backups hold in their repository (compressed, shared pieces once), as
+    # measured after its last backup; kept after termination while its backups are.
+    backup_bytes = models.BigIntegerField(default=0)
 
     objects = VEQuerySet.as_manager()
 
@@ -161,3 +164,49 @@ class Snapshot(models.Model):
 
     def __str__(self):
         return f"{self.environment} @ {self.name}"
+
+
+class Backup(models.Model):
+    """A backup of a VPS in a node's restic repository, as the node reported it
+    (hosting/environments/backups.py). Rows outlive the VPS: a terminated VPS's
+    backups stay for BACKUP_KEEP_DAYS_AFTER_TERMINATION, restorable into a new one."""
+
+    environment = models.ForeignKey(VirtualEnvironment, on_delete=models.CASCADE,
+                                    related_name="backups")
+    backup_id = models.CharField(max_length=64, unique=True, help_text="restic's snapshot id")
+    created = models.DateTimeField()
+    # Where the backup lives: a restic URL shared by nodes, or "<node>:<path>" for a
+    # node's own directory (only that node can restore it).
+    repository = models.CharField(max_length=300)
+    node = models.CharField(max_length=63, help_text="the node that took it")
+    scheduled = models.BooleanField(default=False, help_text="taken in the backup window")
+    added_bytes = models.BigIntegerField(default=0, help_text="new data it stored")
+    total_bytes = models.BigIntegerField(default=0, help_text="size of the files it holds")
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self):
+        return f"{self.environment} backup {self.short_id}"
+
+    @property
+    def short_id(self):
+        return self.backup_id[:8]
+
+
+class BackupFetch(models.Model):
+    """A look into a backup asked by the web side and answered by the backup's node:
+    a directory's entries or one file's bytes (``backup_browse.py``). Kept minutes."""
+
+    class What(models.TextChoices):
+        LIST = "list", "List a directory"
+        FILE = "file", "Read a file"
+
+    backup = models.ForeignKey(Backup, on_delete=models.CASCADE, related_name="+")
+    what = models.CharField(max_length=8, choices=What.choices)
+    path = models.CharField(max_length=4096)
+    requested = models.DateTimeField(auto_now_add=True)
+    done = models.BooleanField(default=False)
+    entries = models.JSONField(default=list, blank=True)
+    content = models.BinaryField(null=True, blank=True)
+    error = models.CharField(max_length=300, blank=True)

@@ -77,27 +77,35 @@ def reauthenticate(user, password, code=None):
 
 
 def order(customer, plan, template, hostname, requested_by, root_password="", ssh_key="",
-          idempotency_key=None):
-    """Place a new VE for ``customer`` and queue its creation; return the Operation."""
+          idempotency_key=None, backup=None):
+    """Place a new VE for ``customer`` and queue its creation; return the Operation.
+
+    ``backup`` (a Backup): the new VE gets that backup's disk instead of a fresh
+    ``template`` (its logins stay as backed up unless a password or key is given);
+    it goes to a node that can reach the backup's repository.
+    """
     operations.check_actor(requested_by)
     if not customer.is_active:
         raise Forbidden("the account is suspended; new orders are refused")
     if not plan.active:
         raise Invalid(f"plan {plan.name} is not offered any more", field="plan")
-    if not plan.offered_templates().filter(pk=template.pk).exists():
+    if backup is None and not plan.offered_templates().filter(pk=template.pk).exists():
         raise Invalid(f"plan {plan.name} does not offer template {template.name}", field="template")
     hostname = hostname.lower()  # DNS names are case-insensitive (RFC 4343)
     try:
         validate_hostname(hostname)
     except ValidationError as exc:
         raise Invalid(exc.messages[0], field="hostname") from exc
-    if not root_password and not ssh_key:
+    if not root_password and not ssh_key and backup is None:
         raise Invalid("give a root password or an SSH key to log in with", field="root_password")
     params = {"ssh_key": check_ssh_key(ssh_key)}
+    if backup is not None:
+        params["backup"] = backup.backup_id
     if root_password:
         params["password_hash"] = hash_password(root_password)
     try:
-        return _order(customer, plan, template, hostname, requested_by, params, idempotency_key)
+        return _order(customer, plan, template, hostname, requested_by, params, idempotency_key,
+                      backup)
     except (ServiceError, IntegrityError, operations.Replay):
         # A concurrent retry with the same key may have won (e.g. on the host name):
         # the answer to a replay is the first request's operation.
@@ -114,7 +122,8 @@ def _same_order(earlier, customer):
     return earlier
 
 
-def _order(customer, plan, template, hostname, requested_by, params, idempotency_key):
+def _order(customer, plan, template, hostname, requested_by, params, idempotency_key,
+           backup=None):
     with transaction.atomic():
         if idempotency_key:
             earlier = Operation.objects.filter(idempotency_key=idempotency_key).first()
@@ -122,13 +131,14 @@ def _order(customer, plan, template, hostname, requested_by, params, idempotency
                 return _same_order(earlier, customer)
         if VE.objects.filter(hostname__iexact=hostname).live().exists():
             raise Invalid(f"host name {hostname} is taken", field="hostname")
-        node = _place(plan)
+        node = _place(plan) if backup is None else _place_for(backup, plan)
         ve = _insert(customer, plan, node, template, hostname)
         ipam.allocate(ve, node, 4, plan.ipv4_count)
         ipam.allocate(ve, node, 6, plan.ipv6_count)
         op = operations.create(ve, Operation.Kind.CREATE, requested_by, params, idempotency_key)
         audit.record(requested_by, "ve.order", ve, operation=str(op.pk), plan=plan.name,
-                     template=template.name, node=node.name)
+                     template=template.name, node=node.name,
+                     **({"backup": backup.backup_id} if backup else {}))
         dispatch.on_commit(op)
     return op
 
@@ -167,6 +177,24 @@ def _place(plan):
     node = Node.objects.select_for_update().get(pk=node.pk)
     if shortfall(node, plan):
         raise Conflict(f"node {node.name} just ran out of room for plan {plan.name}; try again")
+    return node
+
+
+def _place_for(backup, plan):
+    """The node for a VE made from ``backup``: any (the placement rule's) if its
+    repository is shared, else the node whose own directory holds it."""
+    from .backups import is_shared
+    if is_shared(backup.repository):
+        return _place(plan)
+    node = Node.objects.select_for_update().filter(name=backup.node).first()
+    if node is None or node.state != Node.State.ONLINE:
+        raise Conflict(f"backup {backup.short_id} is kept on a node that is not available "
+                       "now; try again later")
+    lacking = shortfall(node, plan)
+    if lacking:
+        raise Conflict(f"the node that keeps backup {backup.short_id} has no room for plan "
+                       f"{plan.name} ({', '.join(lacking)}); pick a smaller plan or ask support",
+                       field="plan")
     return node
 
 

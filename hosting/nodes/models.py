@@ -51,6 +51,23 @@ class Node(models.Model):
     # An evacuation under way or done (hosting/nodes/evacuation.py): started, by (user
     # id), parallel, stuck ({veid: why it cannot move}), finished. Empty: none.
     evacuation = models.JSONField(default=dict, blank=True)
+    # Scheduled backups (hosting/environments/backup_schedule.py): taken in this window
+    # (UTC hours; 24 = any time), this many at once, each uploading at most this fast.
+    backup_window_start = models.PositiveSmallIntegerField(
+        default=1, validators=[MaxValueValidator(23)],
+        help_text="hour (UTC) its window for scheduled backups opens")
+    backup_window_hours = models.PositiveSmallIntegerField(
+        default=6, validators=[MinValueValidator(1), MaxValueValidator(24)],
+        help_text="how long the window stays open (24: any time)")
+    backup_parallel = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(16)],
+        help_text="backups it runs at once")
+    backup_limit_kib = models.PositiveIntegerField(
+        default=0, help_text="upload bandwidth of each backup, KiB/s (0 = no cap)")
+    backup_checked = models.DateTimeField(null=True, blank=True,
+                                          help_text="its backup repository's last check")
+    backup_check_error = models.TextField(blank=True, help_text="what that check found "
+                                                                "wrong (blank: sound)")
     ram_overcommit = _ratio("1.5")
     swap_overcommit = _ratio("1.0")
     cpu_overcommit = _ratio("4.0")

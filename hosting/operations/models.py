@@ -37,6 +37,9 @@ class Operation(models.Model):
         SNAPSHOT = "snapshot", "Take a snapshot"
         ROLLBACK = "rollback", "Roll back to a snapshot"
         SNAPSHOT_DELETE = "snapshot_delete", "Delete a snapshot"
+        BACKUP = "backup", "Back up"
+        RESTORE = "restore", "Restore a backup"
+        RESTORE_FILES = "restore_files", "Restore files from a backup"
         # Records of what happened on the node by itself (never queued): a
         # power-off from inside the VPS, or an unexpected stop.
         POWEROFF = "poweroff", "Power off"
@@ -126,7 +129,8 @@ class Operation(models.Model):
                 Kind.RESTART: "Rebooting", Kind.REINSTALL: "Reinstalling",
                 Kind.SUSPEND: "Suspending", Kind.RESUME: "Resuming", Kind.DESTROY: "Terminating",
                 Kind.MIGRATE: "Moving", Kind.HIBERNATE: "Hibernating",
-                Kind.ROLLBACK: "Rolling back"}
+                Kind.ROLLBACK: "Rolling back", Kind.BACKUP: "Backing up",
+                Kind.RESTORE: "Restoring"}
 
     @property
     def passing_state(self):

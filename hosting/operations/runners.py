@@ -18,7 +18,7 @@ from hosting.environments.models import OSTemplate, VirtualEnvironment as VE
 from hosting.ipam import services as ipam
 from hosting.plans.models import Plan
 
-from . import moving
+from . import backup_runners, moving
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +71,18 @@ def install_logins(ctx):
 
 
 def create(ctx):
+    """Make the VE (from its template, or with the disk of the backup in the params)."""
     cfg = config_of(ctx.ve)
-    ctx.progress(10, "preparing the OS template")
-    ensure_template(ctx.engine, cfg.template)
-    ctx.progress(30, "creating the file system")
+    if ctx.op.params.get("backup"):
+        def make(cfg):
+            backup_runners.create_from_backup(ctx, cfg)
+    else:
+        ctx.progress(10, "preparing the OS template")
+        ensure_template(ctx.engine, cfg.template)
+        ctx.progress(30, "creating the file system")
+        make = ctx.engine.create
     try:
-        ctx.engine.create(cfg)
+        make(cfg)
     except AlreadyExists:
         existing = ctx.engine.config(cfg.veid)
         if ctx.op.attempts == 0 or existing.hostname != cfg.hostname:
@@ -84,7 +90,7 @@ def create(ctx):
                             "does not manage; it was left alone", cfg.veid) from None
         # Our own interrupted attempt, made with other settings: start over.
         ctx.engine.destroy(cfg.veid, timeout=STOP_TIMEOUT)
-        ctx.engine.create(cfg)
+        make(cfg)
     ctx.progress(70, "starting")
     ctx.engine.start(cfg.veid)
     ctx.progress(85, "setting up root login")
@@ -267,7 +273,7 @@ def destroy(ctx):
 def destroyed(ctx):
     """Book-keeping once the node holds nothing of the VE any more."""
     ipam.release(ctx.ve)
-    ctx.ve.snapshots.all().delete()  # they went with its files
+    ctx.ve.snapshots.all().delete()  # they went with its files (its backups stay)
     return VE.State.DESTROYED
 
 
@@ -369,5 +375,6 @@ RUNNERS = {"create": create, "start": start, "stop": stop, "restart": restart,
            "reinstall": reinstall, "password": password, "set": set_limits,
            "plan": change_plan, "suspend": suspend, "resume": resume, "destroy": destroy,
            "migrate": moving.migrate, "hibernate": hibernate, "snapshot": snapshot,
-           "rollback": rollback, "snapshot_delete": snapshot_delete}
+           "rollback": rollback, "snapshot_delete": snapshot_delete,
+           **backup_runners.RUNNERS}
 UNDO = {"create": undo_create, "plan": undo_plan}

@@ -37,6 +37,12 @@ ACTION_STATES = {
     Kind.ROLLBACK: ({State.RUNNING, State.STOPPED}, None),
     Kind.SNAPSHOT_DELETE: ({State.RUNNING, State.STOPPED, State.SUSPENDED, State.HIBERNATED,
                            State.UNKNOWN}, None),
+    # Backups are taken from a snapshot copy; restoring files needs the VPS running
+    # (they are unpacked by its own tar), a whole restore a disk not in use by a
+    # saved memory image.
+    Kind.BACKUP: ({State.RUNNING, State.STOPPED, State.SUSPENDED, State.HIBERNATED}, None),
+    Kind.RESTORE: ({State.RUNNING, State.STOPPED}, None),
+    Kind.RESTORE_FILES: ({State.RUNNING}, None),
     Kind.DESTROY: ({State.RUNNING, State.STOPPED, State.HIBERNATED, State.SUSPENDED,
                     State.UNKNOWN, State.CREATING}, State.DESTROYED),
 }

@@ -72,6 +72,13 @@ class Plan(models.Model):
         default=0, validators=[MaxValueValidator(65536)],
         help_text="space a VPS's snapshots may hold of their own (what changed since), in "
                   "GiB; 0 = up to its disk size")
+    backups_daily = models.PositiveSmallIntegerField(
+        default=0, validators=[MaxValueValidator(366)],
+        help_text="daily backups kept (one is taken each day in its node's backup window; "
+                  "its customer may also take one on demand), 0 = no backups")
+    backups_weekly = models.PositiveSmallIntegerField(
+        default=0, validators=[MaxValueValidator(520)],
+        help_text="weekly backups kept beyond the daily ones (the last of each week)")
     bandwidth_gib = models.PositiveIntegerField(default=1000, help_text="per month, 0 = unmetered")
     port_speed_mbit = models.PositiveIntegerField(
         default=100, validators=[MinValueValidator(1), MaxValueValidator(30000)],

@@ -9,7 +9,7 @@ from drf_spectacular.generators import SchemaGenerator
 from hosting.core.models import IdempotencyRecord
 from hosting.environments import lifecycle
 from hosting.environments.api import EnvironmentViewSet
-from hosting.environments.models import Snapshot, VirtualEnvironment as VE
+from hosting.environments.models import Backup, Snapshot, VirtualEnvironment as VE
 from hosting.operations.models import Operation
 from hosting.plans.models import Plan
 
@@ -209,7 +209,13 @@ def test_each_action_queues_its_kind(api_as, world, row):
     if row.name in ("rollback", "delete-snapshot"):
         Snapshot.objects.create(environment=world["ve_b"], name="kept", method="reflink",
                                 created="2026-12-01T00:00Z")
-    body = {"root_password": ROOT_PASSWORD, "current_password": PASSWORD, "name": "kept"}
+    if row.name in ("backup", "restore-backup", "restore-files"):
+        Plan.objects.filter(pk=world["ve_b"].plan_id).update(backups_daily=1)
+        Backup.objects.create(environment=world["ve_b"], backup_id="0123abcd" * 8,
+                              created="2026-12-01T00:00Z", repository="s3:https://b/r",
+                              node=world["ve_b"].node.name)
+    body = {"root_password": ROOT_PASSWORD, "current_password": PASSWORD, "name": "kept",
+            "backup": "0123abcd", "path": "/etc/hosts"}
     response = api_as("b" if not row.staff_only else "staff").post(
         f"{ORDERS}{world['ve_b'].veid}/{row.name}/", body if row.body else None, format="json")
     assert response.status_code == 202, response.content

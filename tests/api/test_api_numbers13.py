@@ -41,7 +41,8 @@ def _fill(path, world):
            "ip-pools": world["pool4"].pk, "audit-log": 1, "auth": 1, "rebalances": 1}
     resource = path.split("/")[3]
     return path.replace("{veid}", str(world["ve_a"].veid)) \
-        .replace("{id}", str(ids[resource])).replace("{address}", "198.18.0.10")
+        .replace("{id}", str(ids[resource])).replace("{address}", "198.18.0.10") \
+        .replace("{backup_id}", "0123abcd")
 
 
 def _numeric(schema_object):

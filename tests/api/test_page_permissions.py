@@ -216,7 +216,7 @@ PLAN_FORM = {"name": "small", "ram_mb": 1024, "swap_mb": 0, "cpu_units": 1000, "
              "cpus": 0, "processes": 256, "disk_gib": 10, "inodes": 200000, "io_weight": 0,
              "disk_read_mbps": 0, "disk_write_mbps": 50, "disk_read_iops": 0,
              "disk_write_iops": 0, "connections": 16384, "interfaces": 128,
-             "snapshots": 0, "snapshot_gib": 0,
+             "snapshots": 0, "snapshot_gib": 0, "backups_daily": 0, "backups_weekly": 0,
              "bandwidth_gib": 1000, "port_speed_mbit": 100, "ipv4_count": 1, "ipv6_count": 2,
              "monthly_price": "5.00", "over_quota": "throttle", "throttled_speed_mbit": 1,
              "active": "on"}

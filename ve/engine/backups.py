@@ -214,6 +214,17 @@ class BackupMixin:
         with host_errors(veid, "cannot forget old backups"):
             restic.forget(self.backup_repository(), (f"ve={veid}",), keep_daily, keep_weekly)
 
+    def backup_stored_bytes(self, veid):
+        """Bytes the repository holds for the VE's backups (compressed, each piece
+        counted once however many of its backups share it; 0 if it has none)."""
+        from ..storage import restic
+        veid = validate.veid(veid)
+        repo = self.backup_repository()
+        with host_errors(veid, "cannot measure the backups"):
+            if not _exists(repo) or not restic.snapshots(repo, (f"ve={veid}",)):
+                return 0
+            return int(restic.stats(repo, (f"ve={veid}",)).get("total_size", 0))
+
     def backup_delete(self, backup_ids):
         """Delete these backups and the data only they held."""
         from ..storage import restic

@@ -22,6 +22,7 @@ import subprocess
 from collections import namedtuple
 
 RESTIC = "restic"
+IDLE = ("ionice", "-c", "3", "nice", "-n", "19")  # util-linux and coreutils
 TIMEOUT = 24 * 3600  # a first backup of a large VE over a slow link
 
 
@@ -68,7 +69,9 @@ def backup(repo, path, tags, host, on_status=None, limit_kib=0):
     if limit_kib:
         argv += ["--limit-upload", str(limit_kib)]
     summary = None
-    for message in _stream(repo, argv + ["."], cwd=path):
+    # At idle I/O and CPU priority: the VEs' own disk work goes first (bandwidth is
+    # limit_kib's; the I/O class counts where the disk's scheduler honours it).
+    for message in _stream(repo, argv + ["."], cwd=path, prefix=IDLE):
         if message.get("message_type") == "status" and on_status:
             on_status(float(message.get("percent_done") or 0))
         elif message.get("message_type") == "summary":
@@ -135,9 +138,13 @@ def check(repo, read_data=False):
     _run(repo, ["check"] + (["--read-data"] if read_data else []))
 
 
-def stats(repo):
-    """{"total_size", "total_uncompressed_size", ...} of the data stored."""
-    return json.loads(_run(repo, ["stats", "--json", "--mode", "raw-data"]))
+def stats(repo, tags=()):
+    """{"total_size", "total_uncompressed_size", ...} of the data stored (of the
+    snapshots with all of ``tags``: what they hold, shared between them counted once)."""
+    argv = ["stats", "--json", "--mode", "raw-data"]
+    for tag in tags:
+        argv += ["--tag", tag]
+    return json.loads(_run(repo, argv))
 
 
 def _run(repo, argv, ok_missing=False):
@@ -155,9 +162,10 @@ def _run(repo, argv, ok_missing=False):
     return out
 
 
-def _stream(repo, argv, cwd=None):
-    """Run restic with ``argv``, yielding each JSON line it prints."""
-    proc = _popen(repo, argv, cwd=cwd)
+def _stream(repo, argv, cwd=None, prefix=()):
+    """Run restic with ``argv`` (after the ``prefix`` command), yielding each JSON line
+    it prints."""
+    proc = _popen(repo, argv, cwd=cwd, prefix=prefix)
     with proc:
         for line in proc.stdout:
             try:
@@ -169,10 +177,10 @@ def _stream(repo, argv, cwd=None):
         raise ResticFailed(argv[0], _last_line(error))
 
 
-def _popen(repo, argv, cwd=None, text=True):
+def _popen(repo, argv, cwd=None, text=True, prefix=()):
     """restic ``argv`` started on ``repo``, its output and errors piped."""
     try:
-        return subprocess.Popen([RESTIC, *argv], env=repo.env(), stdout=subprocess.PIPE,
+        return subprocess.Popen([*prefix, RESTIC, *argv], env=repo.env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=text, cwd=cwd)
     except FileNotFoundError:
         raise OSError(errno.ENOENT, "restic is missing (Debian package restic)") from None

@@ -1,0 +1,93 @@
+"""Runners of the backup operations: back up, restore in place, restore some files.
+
+The node's restic repository holds the backups (ve/engine/backups.py); after each
+backup the plan's retention runs there and the VPS's rows follow what the node
+then holds (hosting/environments/backups.py).
+"""
+
+import logging
+
+from ve.errors import NotFound, VEError
+
+from hosting.environments import backups
+from hosting.environments.models import VirtualEnvironment as VE
+
+log = logging.getLogger(__name__)
+
+# restic's progress moves the bar between these percents (a backup), at most this often
+BACKUP_BAR = (10, 90)
+PROGRESS_EVERY = 0.02  # of the whole, so a long backup writes ~50 progress rows
+
+
+def repository_of(ctx):
+    """This node's repository as the dashboard compares them (backups.repository_key)."""
+    return backups.repository_key(ctx.ve.node.name, ctx.engine.backup_repository().url)
+
+
+def backup(ctx):
+    """Back up the VPS's disk (from a snapshot copy), then keep what its plan says."""
+    ctx.progress(5, "taking a snapshot to back up")
+    reported = [0.0]
+
+    def on_status(fraction):
+        if fraction - reported[0] >= PROGRESS_EVERY:
+            reported[0] = fraction
+            low, high = BACKUP_BAR
+            ctx.progress(int(low + (high - low) * fraction), f"backing up: {fraction:.0%}")
+
+    done = ctx.engine.backup(ctx.ve.veid, on_status=on_status,
+                             limit_kib=ctx.ve.node.backup_limit_kib)
+    repository = repository_of(ctx)
+    held = ctx.engine.backups(ctx.ve.veid)
+    full = next((b["full_id"] for b in held if b["full_id"].startswith(done["id"])), None)
+    if full is None:
+        raise NotFound(f"backup {done['id']} is not in the repository after it was taken",
+                       ctx.ve.veid)
+    backups.record(ctx.ve, {**done, "full_id": full}, ctx.ve.node.name, repository,
+                   bool(ctx.op.params.get("scheduled")))
+    ctx.progress(92, "removing backups the plan no longer keeps")
+    plan = ctx.ve.plan
+    if plan.backups_daily:  # staff's backups of a plan without any are kept until deleted
+        ctx.engine.backup_forget(ctx.ve.veid, plan.backups_daily, plan.backups_weekly)
+        held = ctx.engine.backups(ctx.ve.veid)
+    backups.keep_only(ctx.ve, repository, [b["full_id"] for b in held])
+    measure_stored(ctx)
+    ctx.note(f"{done['data_added'] / 2**20:.1f} MiB new of {done['total_bytes'] / 2**20:.1f} "
+             f"MiB, in {done['seconds']:.1f} s")
+    return None
+
+
+def measure_stored(ctx):
+    """Record what the VPS's backups hold in the repository (the usage reports' figure);
+    an unreadable figure costs only the figure."""
+    try:
+        stored = ctx.engine.backup_stored_bytes(ctx.ve.veid)
+    except VEError as exc:
+        log.info("VE %s: backup storage not measured (%s)", ctx.ve.veid, exc)
+        return
+    VE.objects.filter(pk=ctx.ve.pk).update(backup_bytes=stored)
+
+
+def restore(ctx):
+    """Put the whole disk back as the backup holds it; a running VPS reboots on the way."""
+    ctx.progress(20, "restoring the disk from the backup")
+    done = ctx.engine.restore_backup(ctx.ve.veid, ctx.op.params["backup"])
+    return VE.State.RUNNING if done["restarted"] else None
+
+
+def restore_files(ctx):
+    params = ctx.op.params
+    ctx.progress(20, f"restoring {params['path']}")
+    count = ctx.engine.restore_files(ctx.ve.veid, params["backup"], params["path"],
+                                     params.get("into") or "/")
+    ctx.note(f"{count} file(s) and folder(s) restored")
+    return None
+
+
+def create_from_backup(ctx, cfg):
+    """The create runner's first step for a VPS ordered from a backup: its disk."""
+    ctx.progress(20, "restoring the backup onto the new disk")
+    ctx.engine.create_from_backup(cfg, ctx.op.params["backup"])
+
+
+RUNNERS = {"backup": backup, "restore": restore, "restore_files": restore_files}
