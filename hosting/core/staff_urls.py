@@ -28,6 +28,7 @@ urlpatterns = [
     path("nodes/<int:pk>/", nodes.node_detail, name="staff-node"),
     path("nodes/<int:pk>/remove/", nodes.node_remove, name="staff-node-remove"),
     path("nodes/<int:pk>/evacuate/", nodes.node_evacuate, name="staff-node-evacuate"),
+    path("nodes/<int:pk>/backups/", nodes.node_backups, name="staff-node-backups"),
     path("plans/", plans.plan_list, name="staff-plans"),
     path("plans/new/", plans.plan_edit, name="staff-plan-new"),
     path("plans/<int:pk>/", plans.plan_edit, name="staff-plan-edit"),

@@ -1,6 +1,7 @@
 """Staff pages: customers, and suspending or restoring them."""
 
 from django.contrib import messages
+from django.db.models import Sum
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -12,7 +13,8 @@ from .models import Customer
 
 @staff_required("customers.view")
 def customer_list(request):
-    customers = Customer.objects.select_related("user").prefetch_related("environments")
+    customers = Customer.objects.select_related("user").prefetch_related("environments") \
+        .annotate(backup_bytes=Sum("environments__backup_bytes"))
     return render(request, "staff/customers.html", {"customers": customers})
 
 

@@ -103,3 +103,24 @@ class RollbackForm(ReauthForm):
     """A rollback erases what changed since the snapshot: the password (and code) again."""
 
     name = forms.CharField(max_length=40, widget=forms.HiddenInput)
+
+
+class RestoreBackupForm(ReauthForm):
+    """A whole restore erases what changed since the backup: the password (and code)."""
+
+    backup = forms.RegexField(r"^[0-9a-f]{8,64}$", widget=forms.HiddenInput)
+
+
+class RestoreFilesForm(forms.Form):
+    path = forms.CharField(max_length=4096, widget=forms.HiddenInput)
+    into = forms.CharField(required=False, max_length=4096, label="Restore into folder",
+                           help_text="blank: back at its own place, replacing what is there")
+
+
+class RestoreNewForm(forms.Form):
+    plan = PlanChoiceField(queryset=Plan.objects.filter(active=True), empty_label=None)
+    hostname = forms.CharField(max_length=253, validators=[validate_hostname],
+                               label="Host name of the new VPS")
+    root_password = forms.CharField(required=False, widget=forms.PasswordInput,
+                                    label="New root password",
+                                    help_text="optional: blank keeps the logins of the backup")

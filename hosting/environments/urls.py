@@ -1,6 +1,8 @@
 from django.urls import path
 
-from . import plan_views, views
+from . import backup_views, plan_views, views
+
+BACKUP = "vps/<int:veid>/backups/<str:backup_id>/"
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -12,5 +14,11 @@ urlpatterns = [
     path("vps/<int:veid>/plan/", plan_views.change_plan, name="vps-plan"),
     path("vps/<int:veid>/snapshots/<slug:what>/", views.snapshot_action,
          name="vps-snapshot"),
+    path("vps/<int:veid>/backups/take/", backup_views.back_up, name="vps-backup"),
+    path("vps/<int:veid>/backups/restore/", backup_views.restore, name="vps-backup-restore"),
+    path(BACKUP, backup_views.browse, name="vps-backup-browse"),
+    path(BACKUP + "download/", backup_views.fetch_file, name="vps-backup-download"),
+    path(BACKUP + "restore-files/", backup_views.restore_files, name="vps-backup-files"),
+    path(BACKUP + "new/", backup_views.restore_new, name="vps-backup-new"),
     path("vps/<int:veid>/<slug:name>/", views.action, name="vps-action"),
 ]

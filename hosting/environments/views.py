@@ -109,6 +109,11 @@ USAGE_CHARTS = [("cpu", "CPU (CPUs busy)"), ("ram", "RAM"), ("disk", "Disk"),
                 ("connections", "Connections")]
 
 
+def backup_context(ve, current, viewer):
+    from .backup_views import backup_context as context  # it imports this module
+    return context(ve, current, viewer)
+
+
 @login_required
 def detail(request, veid, status=200, password_form=None, reinstall_form=None):
     ve = _own(request, veid)
@@ -127,6 +132,7 @@ def detail(request, veid, status=200, password_form=None, reinstall_form=None):
         "may_change_plan": not request.user.is_staff or roles.can(request.user, "vps.plan"),
         **_seccomp_context(ve, request.user),
         **_snapshot_context(ve, live["current"], request.user),
+        **backup_context(ve, live["current"], request.user),
         **staff.move_context(ve, request.user),
     }, status=status)
 

@@ -25,10 +25,13 @@ class NodeSerializer(serializers.ModelSerializer):
                   "disk_bytes", "disk_free_bytes", "cgroup_version", "warnings", "drift",
                   "ram_overcommit", "swap_overcommit", "cpu_overcommit", "disk_overcommit",
                   "risk_pct", "migrate_address", "templates", "evacuation",
+                  "backup_window_start", "backup_window_hours", "backup_parallel",
+                  "backup_limit_kib", "backup_checked", "backup_check_error",
                   "environments"]
         read_only_fields = ["last_heartbeat", "ram_bytes", "cpus", "disk_bytes",
                             "disk_free_bytes", "cgroup_version", "warnings", "drift",
-                            "migrate_address", "templates", "evacuation"]
+                            "migrate_address", "templates", "evacuation", "backup_checked",
+                            "backup_check_error"]
 
     def get_environments(self, node) -> int:
         return node.environments.live().count()

@@ -1,10 +1,14 @@
 """Staff pages: nodes with what they sold against what they may sell."""
 
+from datetime import timedelta
+
+from django import forms
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from hosting.core import roles
+from hosting.core import audit, roles
 from hosting.core.decorators import staff_required
 from hosting.core.errors import ServiceError
 
@@ -46,8 +50,42 @@ def node_detail(request, pk):
                                                "removal_refusal": removal.refusal(node),
                                                "usage_ranges": list(graphs.RANGES),
                                                "evacuation": evacuation.progress(node),
+                                               **_backups(node),
                                                "may_manage": roles.can(request.user,
                                                                        "nodes.manage")})
+
+
+class BackupWindowForm(forms.ModelForm):
+    class Meta:
+        model = Node
+        fields = ["backup_window_start", "backup_window_hours", "backup_parallel",
+                  "backup_limit_kib"]
+
+
+def _backups(node):
+    """The node's backup card: its repository check and the backups that failed lately."""
+    from hosting.operations.models import Operation
+    since = timezone.now() - timedelta(days=2)
+    failed = Operation.objects.filter(environment__node=node, kind=Operation.Kind.BACKUP,
+                                      state=Operation.State.FAILED, created__gte=since) \
+        .select_related("environment")[:50]
+    return {"failed_backups": list(failed), "backup_form": BackupWindowForm(instance=node)}
+
+
+@staff_required("nodes.manage")
+@require_POST
+def node_backups(request, pk):
+    """Set the node's backup window, parallelism and bandwidth from its page."""
+    node = get_object_or_404(Node, pk=pk)
+    form = BackupWindowForm(request.POST, instance=node)
+    if form.is_valid():
+        form.save()
+        audit.record(request.user, "node.backups", node,
+                     **{k: str(v) for k, v in form.cleaned_data.items()})
+        messages.success(request, f"Backup settings of {node.name} saved.")
+    else:
+        messages.error(request, "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
+    return redirect("staff-node", pk=pk)
 
 
 @staff_required("nodes.manage")

@@ -15,7 +15,8 @@ usage of the same period.
 
 from collections import defaultdict
 
-from django.db.models import Count, ExpressionWrapper, F, FloatField, Max, Min, Q, Value
+from django.db.models import (Count, ExpressionWrapper, F, FloatField, Max, Min, Q, Sum,
+                              Value)
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -60,6 +61,10 @@ def node_report(days=30, now=None, profile=None, period=None):
     period = period or Period(days, now)
     profile = profile or capacity.measure(period=period)
     plans = list(Plan.objects.filter(active=True))
+    from hosting.environments.models import VirtualEnvironment as VE
+    # What the VPSes last on each node (terminated ones while kept) hold in backups.
+    backup_bytes = dict(VE.objects.values("node").annotate(total=Sum("backup_bytes"))
+                        .values_list("node", "total"))
     rows = []
     for node in Node.objects.all():
         ves = list(node.environments.live().select_related("plan"))
@@ -82,6 +87,7 @@ def node_report(days=30, now=None, profile=None, period=None):
             "disk_overcommit": _ratio(sold.disk, node.disk_bytes),
             "disk_p95": sampling.p95(disk_totals),
             "disk_peak": max(disk_totals) if disk_totals else None,
+            "backup_bytes": backup_bytes.get(node.pk) or 0,
             "ram_p95": ram_p95, "ram_peak": max(ram_totals) if ram_totals else None,
             "ram_p95_of_physical": _ratio(ram_p95, node.ram_bytes),
             "cpu_p95": cpu_p95, "cpu_peak": max(cpu_totals) if cpu_totals else None,

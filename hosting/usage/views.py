@@ -23,7 +23,7 @@ from .period import Period
 NODE_COLUMNS = ("node", "ves", "cpus", "ves_per_core", "ram_physical", "ram_sold",
                 "ram_overcommit", "swap_sold", "swap_overcommit", "cpu_sold", "cpu_overcommit",
                 "disk_physical", "disk_sold", "disk_overcommit", "disk_p95", "disk_peak",
-                "ram_p95", "ram_peak",
+                "backup_bytes", "ram_p95", "ram_peak",
                 "ram_p95_of_physical", "cpu_p95", "cpu_peak", "cpu_p95_of_physical",
                 "ram_coincidence", "cpu_coincidence", "risk_pct", "headroom_ram",
                 "headroom_cpu")

@@ -238,3 +238,66 @@ def test_a_damaged_repository_is_a_staff_warning(running, catalogue, engine, nod
     assert "damaged" in tasks.check_repository("hn1", read_data=True)
     node = Node.objects.get(name="hn1")
     assert "damaged" in node.backup_check_error and node.backup_checked is not None
+
+
+@pytest.mark.django_db
+def test_the_portal_backs_up_browses_and_restores(
+        running, catalogue, engine, node_side, django_capture_on_commit_callbacks):
+    from django.test import Client
+    web = Client()
+    web.force_login(catalogue["user"])
+    page = f"/vps/{running.veid}/"
+    assert "No backups yet." in web.get(page).content.decode()
+    _sh(engine, running, "mkdir -p /srv && echo v1 > /srv/a.txt")
+    with django_capture_on_commit_callbacks(execute=False):
+        assert web.post(f"{page}backups/take/").status_code == 302
+    assert _run_queued(running, engine).state == "succeeded"
+    backup = Backup.objects.get()
+    html = web.get(page).content.decode()
+    assert f'data-backup="{backup.short_id}"' in html and "Restore into a new VPS" in html
+
+    browse = f"{page}backups/{backup.short_id}/"
+    listing = web.get(browse, {"path": "/srv"}).content.decode()
+    assert 'data-entry="a.txt"' in listing
+    assert web.get(browse, {"path": "/../x"}).status_code == 400
+    got = web.get(f"{browse}download/", {"path": "/srv/a.txt"})
+    assert got.status_code == 200 and got.content == b"v1\n"
+    assert web.get(f"{page}backups/0000000000/").status_code == 404
+
+    _sh(engine, running, "echo v2 > /srv/a.txt")
+    with django_capture_on_commit_callbacks(execute=False):
+        assert web.post(f"{browse}restore-files/", {"path": "/srv/a.txt", "into": "/root"}) \
+            .status_code == 302
+    assert _run_queued(running, engine).state == "succeeded"
+    assert _sh(engine, running, "cat /srv/a.txt /root/srv/a.txt") == "v2\nv1\n"
+
+    with django_capture_on_commit_callbacks(execute=False):
+        answer = web.post(f"{browse}new/", {"plan": running.plan.pk,
+                                            "hostname": "copy.example.com"})
+    assert answer.status_code == 302, answer.content.decode()[-2000:]
+    copy = VE.objects.get(hostname="copy.example.com")
+    assert answer["Location"] == f"/vps/{copy.veid}/"
+
+
+@pytest.mark.django_db
+def test_staff_see_backup_storage_and_repository_trouble(running, catalogue, engine, node_side,
+                                                         django_capture_on_commit_callbacks):
+    from django.test import Client
+    from tests.staffing import make_staff, verified_login
+    _back_up(_api(catalogue["user"]), running, engine, django_capture_on_commit_callbacks)
+    stored = VE.objects.get(pk=running.pk).backup_bytes
+    assert stored > 0
+    Node.objects.filter(name="hn1").update(backup_check_error="pack 1234 is damaged",
+                                           backup_checked=timezone.now())
+    web = verified_login(Client(), make_staff("admin1"))
+    node = web.get(f"/staff/nodes/{catalogue['node'].pk}/").content.decode()
+    assert "pack 1234 is damaged" in node and 'id="backup-window-form"' in node
+    assert "backup repository damaged" in web.get("/staff/nodes/").content.decode()
+    answer = web.post(f"/staff/nodes/{catalogue['node'].pk}/backups/",
+                      {"backup_window_start": 22, "backup_window_hours": 4,
+                       "backup_parallel": 2, "backup_limit_kib": 5120})
+    assert answer.status_code == 302
+    assert Node.objects.filter(backup_window_start=22, backup_parallel=2).exists()
+    from hosting.usage import reports
+    row = next(r for r in reports.node_report() if r["node"] == "hn1")
+    assert row["backup_bytes"] == stored

@@ -19,9 +19,11 @@ from hosting.plans.models import Plan
 from hosting.stack import node_name_of_host
 
 # name, RAM MiB, swap MiB, CPU units, CPU %, CPUs, processes, disk GiB, snapshots, price
-PLANS = [("VPS S", 256, 256, 1000, 50, 1, 128, 5, 2, Decimal("3.00")),
-         ("VPS M", 512, 512, 1000, 100, 1, 256, 10, 3, Decimal("6.00")),
-         ("VPS L", 1024, 1024, 2000, 200, 2, 512, 20, 5, Decimal("12.00"))]
+# name, RAM, swap, CPU units, CPU cap %, CPUs, processes, disk GiB, snapshots,
+# (daily, weekly) backups kept, price
+PLANS = [("VPS S", 256, 256, 1000, 50, 1, 128, 5, 2, (3, 0), Decimal("3.00")),
+         ("VPS M", 512, 512, 1000, 100, 1, 256, 10, 3, (7, 2), Decimal("6.00")),
+         ("VPS L", 1024, 1024, 2000, 200, 2, 512, 20, 5, (7, 4), Decimal("12.00"))]
 
 
 class Command(BaseCommand):
@@ -70,10 +72,11 @@ class Command(BaseCommand):
         debian = [OSTemplate.objects.get_or_create(name=name, defaults={"title": title})[0]
                   for name, title in (("debian-12", "Debian 12 (bookworm)"),
                                       ("debian-13", "Debian 13 (trixie)"))]
-        for name, ram, swap, units, cap, cpus, procs, disk, snapshots, price in PLANS:
+        for name, ram, swap, units, cap, cpus, procs, disk, snapshots, kept, price in PLANS:
             plan, _ = Plan.objects.get_or_create(name=name, defaults=dict(
                 ram_mb=ram, swap_mb=swap, cpu_units=units, cpu_limit_pct=cap, cpus=cpus,
-                processes=procs, disk_gib=disk, snapshots=snapshots, monthly_price=price))
+                processes=procs, disk_gib=disk, snapshots=snapshots, backups_daily=kept[0],
+                backups_weekly=kept[1], monthly_price=price))
             plan.templates.add(busybox, *debian)
 
     def _nodes_and_pools(self, names):
