@@ -252,6 +252,9 @@ OPERATION_RESEND_SECONDS = float(os.environ.get("HOSTING_RESEND_SECONDS", "3"))
 # Backstop (housekeeping, every minute): a queued operation no worker took within
 # this time and not waiting in its queue is sent again.
 OPERATION_REQUEUE_SECONDS = float(os.environ.get("HOSTING_REQUEUE_SECONDS", "120"))
+# Scheduled backups in each node's window (backup_schedule.py): "off" stops them
+# (the test suite's live stacks, whose VPSes must not be backed up behind their backs).
+BACKUP_SCHEDULE = os.environ.get("HOSTING_BACKUP_SCHEDULE", "on") != "off"
 # Backups of a terminated VPS are kept this long (staff can restore them), then deleted.
 BACKUP_KEEP_DAYS_AFTER_TERMINATION = int(os.environ.get("HOSTING_BACKUP_KEEP_DAYS", "30"))
 # A scheduled backup that failed is tried again after this long, at most this often a day.

@@ -51,6 +51,9 @@ def pytest_configure(config):
     os.environ.setdefault("VE_WATCH", "off")
     # Nor do they get a node-wide LXCFS (tests/engine/test_lxcfs.py runs its own).
     os.environ.setdefault("VE_LXCFS", "off")
+    # Live stacks back up nothing by schedule: a test's VPS must not turn busy with a
+    # backup at night (tests/hosting/test_backups.py runs the schedule itself).
+    os.environ.setdefault("HOSTING_BACKUP_SCHEDULE", "off")
     config.addinivalue_line(
         "markers", "allowed_skip(reason): the test may skip on hosts without the named feature")
     # WhiteNoise looks for STATIC_ROOT, which only `make run` creates.

@@ -158,6 +158,7 @@ NODE_SIDE = {
     "hosting.nodes.peers": "makes the node's migration keys and writes whom it trusts",
     "hosting.operations.reconcile": "compares the node (engine, /proc) with the database",
     "hosting.operations.node_events": "records the engine's events of VEs that ended",
+    "hosting.environments.backup_node": "looks into and deletes backups (Engine.backup_*)",
     "hosting.nodes.worker": "the root worker: heartbeat (ve.host), events thread",
     "hosting.stack": "starts the node's processes and asks the engine's watcher",
     "hosting.core.management.commands.runstack": "runs hosting.stack (make run)",

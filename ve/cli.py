@@ -110,6 +110,9 @@ VERBS = {
     "exec": Verb("run a command inside a running VE", VEID + (("command", "rest"),), {
         "--timeout": ("timeout", True, "kill the command after this many seconds")}),
     "enter": Verb("open a shell inside a running VE", VEID),
+    "console": Verb("attach to a running VE's console (Ctrl-] leaves it)", VEID, {
+        "--timeout": ("timeout", True, "piped input: leave once it was sent and the console "
+                                       "was quiet this many seconds (default 3)")}),
     "list": Verb("list VEs (running ones unless -a)", (), {
         "-a": ("all", False, "stopped VEs too"), "--all": ("all", False, "stopped VEs too")}),
     "pid": Verb("tell which VE each host PID belongs to", (("pids", "many"),)),
@@ -502,6 +505,19 @@ def cmd_enter(engine, args, as_json):
     code = engine.enter(args.veid, term=os.environ.get("TERM", "xterm"))
     print(f"exited from VE {args.veid}", file=sys.stderr)
     return code
+
+
+def cmd_console(engine, args, as_json):
+    from .watch.console_client import attach
+    interactive = os.isatty(0)
+    size = os.get_terminal_size(0) if interactive else os.terminal_size((24, 80))
+    with engine.console(args.veid, rows=size.lines, cols=size.columns) as conn:
+        if interactive:
+            print(f"console of VE {args.veid}; Ctrl-] leaves it", file=sys.stderr)
+        why = attach(conn, quiet=_seconds(args.timeout, 3.0))
+    if interactive:
+        print(f"\r\nleft the console of VE {args.veid} ({why})", file=sys.stderr)
+    return 0
 
 
 def cmd_watch(engine, args, as_json):

@@ -19,12 +19,13 @@ from .errors import StateError
 from .kernel import proc
 
 
-class InitRecord(namedtuple("InitRecord", "pid start_time boot_id netns watched",
-                            defaults=(None, False))):
+class InitRecord(namedtuple("InitRecord", "pid start_time boot_id netns watched console",
+                            defaults=(None, False, False))):
     """Identity of a running VE's init process; the network namespace its host
     side lives in (``kernel.netns.identity``; None in run files from before);
     ``watched``: the node watcher holds its seccomp notifier, so it sees a
-    reboot or power-off from inside (an end without one is a crash)."""
+    reboot or power-off from inside (an end without one is a crash);
+    ``console``: its /dev/console is a terminal the watcher holds the other end of."""
 
     __slots__ = ()
 
@@ -33,9 +34,9 @@ class InitRecord(namedtuple("InitRecord", "pid start_time boot_id netns watched"
         return self.boot_id == proc.boot_id() and proc.is_alive(self.pid, self.start_time)
 
 
-def record_init(path, pid, netns=None, watched=False):
+def record_init(path, pid, netns=None, watched=False, console=False):
     """Write the run file for a freshly started init; return the record."""
-    record = InitRecord(pid, proc.start_time(pid), proc.boot_id(), netns, watched)
+    record = InitRecord(pid, proc.start_time(pid), proc.boot_id(), netns, watched, console)
     # Not fsync'ed: after a crash the file is distrusted and checked anyway.
     atomic_write(path, json.dumps(record._asdict()) + "\n", durable=False)
     return record

@@ -6,9 +6,11 @@ queues backups of the VPSes that are due, oldest backup first, up to the node's
 ``backup_parallel`` running at once: backups never all run at once, and a node's
 operations worker keeps slots for power buttons. A VPS is due when its plan
 sells backups and none was taken in the last 20 hours (a customer's own backup
-counts). A failed backup is tried again after BACKUP_RETRY_MINUTES, at most
-BACKUP_ATTEMPTS times a day; each failure stays in the VPS's history and in the
-staff's backup report.
+counts), and nobody asked anything of it in the last QUIET minutes (a VPS being
+worked on is backed up later in the window, not in the middle of it: a backup
+holds its other operations back while it runs). A failed backup is tried again
+after BACKUP_RETRY_MINUTES, at most BACKUP_ATTEMPTS times a day; each failure
+stays in the VPS's history and on its node's staff page.
 """
 
 import logging
@@ -28,6 +30,7 @@ from .models import VirtualEnvironment as VE
 log = logging.getLogger(__name__)
 
 DAILY = timedelta(hours=20)  # a little under a day, so the time of day does not drift
+QUIET = timedelta(minutes=10)
 STATES = ("running", "stopped", "suspended", "hibernated")
 _FAILED = Q(operations__kind=Operation.Kind.BACKUP, operations__state=Operation.State.FAILED)
 
@@ -52,6 +55,9 @@ def due(node, now):
         .filter(Q(last_failure__isnull=True) | Q(
             last_failure__lt=now - timedelta(minutes=settings.BACKUP_RETRY_MINUTES))) \
         .exclude(operations__state__in=Operation.UNFINISHED) \
+        .exclude(pk__in=Operation.objects.filter(requested_by__isnull=False,
+                                                 created__gte=now - QUIET)
+                 .values("environment_id")) \
         .select_related("node", "plan").order_by(F("last").asc(nulls_first=True), "veid")
 
 

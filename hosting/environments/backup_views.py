@@ -1,5 +1,5 @@
-"""Portal: the backups card of a VPS, browsing a backup, downloading from it, and the
-restores (whole, some files, into a new VPS)."""
+"""Portal: backing up, browsing a backup, downloading from it, and the restores (whole,
+some files, into a new VPS); the VPS page's card is ``backup_card``."""
 
 import posixpath
 import re
@@ -18,25 +18,10 @@ from . import backup_browse, backups, services
 from .backup_api import BACKUP_ID, download
 from .forms import RestoreBackupForm, RestoreFilesForm, RestoreNewForm
 from .models import BackupFetch
-from .views import SECRET_FIELDS, _own, detail, refusal
+from .refusals import refusal
+from .views import SECRET_FIELDS, _own, detail
 
 Kind = Operation.Kind
-
-
-def backup_context(ve, current, viewer):
-    """The backups card: where the plan sells backups, or for staff, or while a
-    terminated VPS's backups are kept."""
-    rows = list(ve.backups.all())
-    destroyed = ve.actual_state == "destroyed"
-    if not (viewer.is_staff or backups.included(ve) or rows):
-        return {}
-    failed = ve.operations.filter(kind=Kind.BACKUP).first()
-    return {"backups": rows, "backup_card": True,
-            "backup_failed": failed if failed and failed.state == "failed" else None,
-            "backups_kept_until": backups.terminated_until(ve) if destroyed else None,
-            "backup_refusal": refusal(ve, current, Kind.BACKUP) if not destroyed else "gone",
-            "restore_refusal": refusal(ve, current, Kind.RESTORE) if not destroyed else "gone",
-            "restore_form": RestoreBackupForm()}
 
 
 @login_required

@@ -34,11 +34,6 @@ def repository_key(node_name, url):
     return url if not url.startswith("/") else f"{node_name}:{url}"
 
 
-def is_shared(repository):
-    """True if every node may reach ``repository`` (a URL, not a node's directory)."""
-    return not repository.split(":", 1)[-1].startswith("/")
-
-
 def included(ve):
     """True if the VPS's plan sells backups."""
     return ve.plan.backups_daily > 0
@@ -119,7 +114,7 @@ def order_from(backup, user, plan, hostname, root_password="", ssh_key="",
 
 
 def _reachable(ve, backup):
-    if not is_shared(backup.repository) and backup.node != ve.node.name:
+    if not backup.shared and backup.node != ve.node.name:
         raise Conflict(f"backup {backup.short_id} is kept on the node the VPS was on when it "
                        "was taken; restore it into a new VPS (it is made there)")
 

@@ -193,6 +193,11 @@ class Backup(models.Model):
     def short_id(self):
         return self.backup_id[:8]
 
+    @property
+    def shared(self):
+        """True if every node may reach its repository (a URL, not a node's directory)."""
+        return not self.repository.split(":", 1)[-1].startswith("/")
+
 
 class BackupFetch(models.Model):
     """A look into a backup asked by the web side and answered by the backup's node:

@@ -183,8 +183,7 @@ def _place(plan):
 def _place_for(backup, plan):
     """The node for a VE made from ``backup``: any (the placement rule's) if its
     repository is shared, else the node whose own directory holds it."""
-    from .backups import is_shared
-    if is_shared(backup.repository):
+    if backup.shared:
         return _place(plan)
     node = Node.objects.select_for_update().filter(name=backup.node).first()
     if node is None or node.state != Node.State.ONLINE:

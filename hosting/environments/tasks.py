@@ -11,17 +11,22 @@ from django.utils import timezone
 from hosting.controlplane import not_this_node
 from hosting.operations import dispatch
 
+from . import backup_browse
+
 log = logging.getLogger(__name__)
 
 CHECK_REPOSITORY = "hosting.environments.tasks.check_repository"
 DELETE_BACKUPS = "hosting.environments.tasks.delete_backups"
-FETCH = "hosting.environments.tasks.fetch_from_backup"
+FETCH = backup_browse.FETCH
 
 
 @shared_task(name="hosting.environments.tasks.schedule_backups")
 def schedule_backups():
-    """Queue the backups due in the nodes' open windows (backup_schedule.py)."""
+    """Queue the backups due in the nodes' open windows (backup_schedule.py), unless
+    HOSTING_BACKUP_SCHEDULE is "off"."""
     from . import backup_schedule
+    if not settings.BACKUP_SCHEDULE:
+        return 0
     return backup_schedule.run()
 
 
@@ -89,8 +94,8 @@ def delete_backups(node_name, backup_ids):
     """Delete these backups from this node's repository, and their rows."""
     if not_this_node(node_name):
         return None
-    from . import backup_browse
-    return backup_browse.delete(backup_ids)
+    from . import backup_node
+    return backup_node.delete(backup_ids)
 
 
 @shared_task(name=FETCH)
@@ -98,5 +103,5 @@ def fetch_from_backup(node_name, fetch_id):
     """Answer a look into a backup (a directory's entries, a file's bytes)."""
     if not_this_node(node_name):
         return None
-    from . import backup_browse
-    return backup_browse.answer(fetch_id)
+    from . import backup_node
+    return backup_node.answer(fetch_id)

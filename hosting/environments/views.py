@@ -10,15 +10,14 @@ from hosting.core import roles
 from hosting.core.errors import Forbidden, Invalid, ServiceError
 from hosting.operations import services as operations
 from hosting.operations.models import Operation
-# The states each action may start from: the very table the service refuses by (409),
-# so a button is enabled exactly when the request would be accepted.
-from hosting.operations.services import ACTION_STATES, mark_passing_states
+from hosting.operations.services import mark_passing_states
 from hosting.usage import connections, graphs, traffic
 
-from . import seccomp, services, snapshots, staff
+from . import backup_card, seccomp, services, snapshots, staff
 from .forms import (OrderForm, PasswordForm, ReinstallForm, RollbackForm, SnapshotForm,
                     TerminateForm)
 from .models import VirtualEnvironment as VE
+from .refusals import refusal
 
 SIMPLE_ACTIONS = {"start": Operation.Kind.START, "stop": Operation.Kind.STOP,
                   "reboot": Operation.Kind.RESTART, "terminate": Operation.Kind.DESTROY,
@@ -63,15 +62,6 @@ def order(request):
     return render(request, "environments/order.html", {"form": form}, status=status)
 
 
-def refusal(ve, current, kind):
-    """Why ``kind`` cannot be asked of ``ve`` now ("" if it can), as the service judges."""
-    if current is not None:
-        return f"wait: {current.get_kind_display().lower()} is {current.state}"
-    if ve.actual_state not in ACTION_STATES[kind][0]:
-        return f"not while the VPS is {ve.get_actual_state_display().lower()}"
-    return ""
-
-
 def buttons(ve, current, viewer):
     """[(action name, label, why not or "")] of the lifecycle buttons ``viewer`` gets on
     ``ve``: an action is offered only from the states the service accepts it in, and
@@ -109,11 +99,6 @@ USAGE_CHARTS = [("cpu", "CPU (CPUs busy)"), ("ram", "RAM"), ("disk", "Disk"),
                 ("connections", "Connections")]
 
 
-def backup_context(ve, current, viewer):
-    from .backup_views import backup_context as context  # it imports this module
-    return context(ve, current, viewer)
-
-
 @login_required
 def detail(request, veid, status=200, password_form=None, reinstall_form=None):
     ve = _own(request, veid)
@@ -132,7 +117,7 @@ def detail(request, veid, status=200, password_form=None, reinstall_form=None):
         "may_change_plan": not request.user.is_staff or roles.can(request.user, "vps.plan"),
         **_seccomp_context(ve, request.user),
         **_snapshot_context(ve, live["current"], request.user),
-        **backup_context(ve, live["current"], request.user),
+        **backup_card.context(ve, live["current"], request.user),
         **staff.move_context(ve, request.user),
     }, status=status)
 

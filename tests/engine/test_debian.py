@@ -283,6 +283,31 @@ def test_under_the_node_watcher_a_host_stop_is_a_clean_poweroff_and_no_event(
         watcher.stop()
 
 
+def test_the_console_has_systemds_login_prompt(engine, debian, monkeypatch):
+    """Under the node watcher the VE's /dev/console is a terminal: systemd's
+    console-getty runs on it (and only then: booted() above finds no failed unit
+    without one), and root logs in there with the password."""
+    from .test_console import read_until
+    monkeypatch.setenv("VE_WATCH", "on")
+    watcher = WatcherProcess(engine)
+    try:
+        engine.create(VEConfig(401, "ve401.example", debian, Limits(diskspace=1 * GiB)))
+        engine.start(401)
+        assert booted(engine, 401) == ("running", DOCUMENTED_FAILED)
+        set_root_password(engine, 401)
+        with engine.console(401) as conn:
+            conn.send(b"\n")  # agetty asks again: the first prompt may be gone by now
+            read_until(conn, "login:", timeout=30)
+            conn.send(b"root\n")
+            read_until(conn, "Password:")
+            conn.send(PASSWORD.encode() + b"\n")
+            read_until(conn, "# ", timeout=30)
+            conn.send(b"hostname; ps -o comm= -p $(pgrep -o agetty) || echo no-agetty\n")
+            read_until(conn, "ve401.example")
+    finally:
+        watcher.stop()
+
+
 def test_reboot_and_poweroff_from_inside_behave_like_a_vps(engine, hostnet, debian, monkeypatch):
     """`systemctl reboot` inside brings the VE back by itself (SSH answers again);
     `systemctl poweroff` leaves it stopped and cleaned up. The watcher runs where

@@ -109,7 +109,9 @@ def test_busybox_tarball_has_init_applets_and_config(busybox_cache):
     assert entries["etc/shadow"].mode in (0o600, 0o640)
     assert {(m.uid, m.gid, m.mtime) for m in entries.values()} == {(0, 0, 946684800)}
     assert "::sysinit:/etc/init.d/rcS" in inittab
+    # No respawn: a VE without a console terminal keeps no getty (see the console script).
     assert "respawn" not in inittab and "askfirst" not in inittab
+    assert "::once:/etc/init.d/console" in inittab
     assert passwd.startswith("root:x:0:0:root:/root:/bin/sh\n")
 
 

@@ -12,7 +12,8 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from hosting.customers.models import Customer
-from hosting.environments import backup_browse, backup_schedule, services, tasks
+from hosting.environments import (backup_browse, backup_node, backup_schedule, services,
+                                  tasks)
 from hosting.environments.models import Backup, VirtualEnvironment as VE
 from hosting.nodes.models import Node
 from hosting.operations import executor
@@ -31,7 +32,7 @@ def _run_queued(ve, engine):
 def node_side(monkeypatch, engine):
     """The node's chores worker, in-process: looks into backups are answered at once."""
     monkeypatch.setattr(backup_browse, "ask",
-                        lambda node, fetch_id: backup_browse.answer(fetch_id, engine))
+                        lambda node, fetch_id: backup_node.answer(fetch_id, engine))
     monkeypatch.setattr(executor, "engine", lambda: engine)
 
 
@@ -154,7 +155,7 @@ def test_a_terminated_vps_comes_back_from_its_backup_into_a_new_one(
     finally:
         dispatch.publish = original
     assert sent == [["hn1", [backup.backup_id]]]
-    assert backup_browse.delete([backup.backup_id], engine) == 1
+    assert backup_node.delete([backup.backup_id], engine) == 1
     assert not Backup.objects.exists() and engine.backups() == []
 
 
@@ -195,14 +196,19 @@ def test_plans_without_backups_and_the_daily_cap(running, catalogue, engine,
 @pytest.mark.django_db
 def test_the_window_queues_a_few_at_a_time_and_retries(
         running, catalogue, engine, django_capture_on_commit_callbacks):
+    now = timezone.now()
     node = Node.objects.get(name="hn1")
-    node.backup_window_start, node.backup_window_hours, node.backup_parallel = 2, 4, 1
+    node.backup_window_start = (now.hour - 1) % 24
+    node.backup_window_hours, node.backup_parallel = 4, 1
     node.save()
-    assert not backup_schedule.in_window(node, timezone.now().replace(hour=1))
-    assert backup_schedule.in_window(node, timezone.now().replace(hour=5))
-    night = timezone.now().replace(hour=3)
+    assert backup_schedule.in_window(node, now)
+    assert not backup_schedule.in_window(node, now + timedelta(hours=5))
+    night = now + timedelta(seconds=1)
     with django_capture_on_commit_callbacks(execute=False):
-        assert backup_schedule.run(timezone.now().replace(hour=7)) == 0  # closed
+        assert backup_schedule.run(night) == 0  # just made: its owner is at work on it
+    Operation.objects.filter(environment=running).update(created=now - timedelta(hours=1))
+    with django_capture_on_commit_callbacks(execute=False):
+        assert backup_schedule.run(now + timedelta(hours=5)) == 0  # closed
         assert backup_schedule.run(night) == 1
         assert backup_schedule.run(night) == 0  # its one slot is taken
     op = running.operations.get(state="queued")

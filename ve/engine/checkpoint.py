@@ -27,7 +27,7 @@ import time
 
 from .. import net, paths, state, validate, watch
 from ..errors import NotFound, ResourceError, StateError, Unsupported, host_errors
-from ..kernel import criu, netns, proc
+from ..kernel import console as terminal, criu, netns, proc
 from ..log import get as get_logger
 from ..revert import Reverter
 from .initguard import close_host_files, protect_init
@@ -58,7 +58,7 @@ class CheckpointMixin:
         record = self._running_init(veid)
         if record is None:
             raise StateError("the VE is not running", veid)
-        refusal = undumpable(self.cgroups.pids(str(veid)), record.pid)
+        refusal = undumpable(self.cgroups.pids(str(veid)), record.pid, record.console)
         if refusal:
             raise Unsupported(f"cannot checkpoint: {refusal}; the VE runs on", veid)
         images = self.layout.dump(veid)
@@ -69,8 +69,9 @@ class CheckpointMixin:
         if stop:
             self._net_save_counters(cfg)  # the link goes with the dumped VE
         try:
+            console = criu.console_id(record.pid) if record.console else None
             timing = criu.dump(paths.criu_binary(), record.pid, staging,
-                               leave_running=not stop)
+                               leave_running=not stop, console=console)
         except criu.CriuFailed as exc:
             _keep_log(staging, images.with_name(f"{veid}.dump.log"))
             shutil.rmtree(staging, ignore_errors=True)
@@ -81,7 +82,7 @@ class CheckpointMixin:
         if record.watched:
             _notifications_let_through(staging)
         _write_meta(staging, {"veid": veid, "stopped": stop, "time": time.time(),
-                              "ips": list(cfg.ips), "netmode": cfg.netmode,
+                              "ips": list(cfg.ips), "netmode": cfg.netmode, "console": console,
                               "subgroups": self.cgroups.subgroups(str(veid))})
         with host_errors(veid, "cannot keep the checkpoint"):
             shutil.rmtree(images, ignore_errors=True)
@@ -171,37 +172,49 @@ class CheckpointMixin:
             if net.has_network(cfg):
                 undo.add(self._net_down, cfg)
                 peer = self._net_pair_for_restore(cfg)
-            pid = self._run_criu_restore(veid, peer)
+            console = (self.checkpoint_info(veid) or {}).get("console")
+            pid, with_console = self._run_criu_restore(cfg, peer, console)
             protect_init(veid, pid)
             if peer:
                 self._net_attach_restored(cfg)
             with host_errors(veid, "cannot record the running VE"):
-                state.record_init(self.layout.state(veid), pid, netns.identity(), False)
+                state.record_init(self.layout.state(veid), pid, netns.identity(), False,
+                                  console=with_console)
             undo.add(state.forget_init, self.layout.state(veid))
             undo.commit()
         shutil.rmtree(images, ignore_errors=True)
         log.info("VE %s restored in %.2f s, init PID %s", veid, time.monotonic() - started, pid)
         return pid
 
-    def _run_criu_restore(self, veid, peer):
-        """Restore VE ``veid``'s processes; return init's host PID. The node watcher
-        runs criu where one serves the node, to be the parent of the restored init
-        (ve/watch/restores.py); else criu runs here and init is nobody's child."""
+    def _run_criu_restore(self, cfg, peer, console=None):
+        """Restore the VE's processes; return (init's host PID, whether its console has a
+        master held). The node watcher runs criu where one serves the node, to be the
+        parent of the restored init (ve/watch/restores.py) and to hold the new console
+        terminal's master; else criu runs here, init is nobody's child, and a VE that had
+        a console gets a terminal nobody reads (its console is gone until a restart)."""
+        veid = cfg.veid
         if watch.available(self.layout, self.cgroups.parent):
             try:
                 return watch.restore(self.layout, veid, paths.criu_binary(), peer,
-                                     netns.identity(), timeout=criu.TIMEOUT + 30)
+                                     netns.identity(), timeout=criu.TIMEOUT + 30,
+                                     console=console, idmap_base=cfg.idmap_base)
             except watch.RestoreFailed as exc:
                 raise ResourceError(f"restore failed: {exc}", veid) from exc
             except watch.WatcherGone as exc:
                 log.warning("VE %s: restored without the watcher (%s): a reboot inside "
                             "will leave it stopped", veid, exc)
+        pair = terminal.open_pair(cfg.idmap_base) if console else (None, None)
         try:
             return criu.restore(paths.criu_binary(), self.layout.dump(veid),
-                                self.layout.private(veid),
-                                f"/{self.cgroups.parent}/{veid}", veth_peer=peer)
+                                self.layout.private(veid), f"/{self.cgroups.parent}/{veid}",
+                                veth_peer=peer,
+                                console=(console, pair[1]) if console else None), False
         except criu.CriuFailed as exc:
             raise ResourceError(f"restore failed: {exc.cause}", veid) from exc
+        finally:
+            for fd in pair:
+                if fd is not None:
+                    os.close(fd)
 
     def _hand_back_cgroup_tree(self, cfg):
         """A VE whose init manages its cgroup2 tree (systemd) gets its group delegated
@@ -216,17 +229,23 @@ class CheckpointMixin:
         self.cgroups.remake_subgroups(name, subgroups, cfg.idmap_base)
 
 
-def undumpable(pids, init):
-    """Why the VE whose cgroup holds ``pids`` (init: host PID ``init``) cannot be
-    dumped, or None. Reads the host's /proc; a process that ends meanwhile is skipped."""
+def undumpable(pids, init, console=False):
+    """Why the VE whose cgroup holds ``pids`` (init: host PID ``init``; ``console``: it
+    has a console terminal) cannot be dumped, or None. Reads the host's /proc; a
+    process that ends meanwhile is skipped."""
     mine = set(pids)
     try:
         spaces = {kind: os.readlink(f"/proc/{init}/ns/{kind}") for kind in NAMESPACE_KINDS}
+        console_tty = os.stat(f"/proc/{init}/root/dev/console").st_rdev if console else None
     except OSError:
         return "its init ended"
     for pid in sorted(mine - {init}):
         try:
             name = proc.name(pid)
+            if console_tty is not None and _console_login(pid, console_tty):
+                return (f"someone is logged in on its console (process {pid}, {name}): "
+                        "criu cannot save a login session on a console it does not own; "
+                        "log out there first")
             if not _descends_from(pid, init):
                 return (f"process {pid} ({name}) is not in its init's process tree "
                         "(a vectl exec or enter session still running?)")
@@ -237,6 +256,22 @@ def undumpable(pids, init):
         except (FileNotFoundError, ProcessLookupError):
             continue
     return None
+
+
+def _console_login(pid, console_tty):
+    """True if ``pid``'s controlling terminal is the console and it has /dev/tty open
+    (a login shell with job control does)."""
+    with open(f"/proc/{pid}/stat") as f:
+        tty_nr = int(f.read().rsplit(")", 1)[1].split()[4])
+    if tty_nr != console_tty:
+        return False
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == "/dev/tty":
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _descends_from(pid, ancestor):

@@ -241,25 +241,58 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
                 raise ResourceError(f"cgroup setup failed: {exc}", cfg.veid) from exc
             self._apply_io_limits(cfg)
             close_host_files()  # what VE root reads if it unmounts a mask
-            spawned = self._spawn(cfg, meta, notify)  # the cgroup undo also ends it
+            master, terminal = self._console_pair(cfg, notify)
+            try:
+                spawned = self._spawn(cfg, meta, notify, terminal)  # the cgroup undo ends it
+            except BaseException:
+                _close_fds(master)
+                raise
+            finally:
+                _close_fds(terminal)  # the VE holds it now
             try:
                 protect_init(cfg.veid, spawned.pid)
                 undo.add(self._net_down, cfg)
                 self._net_up(cfg, spawned.pid)
                 with host_errors(cfg.veid, "cannot record the running VE"):
                     record = state.record_init(self.layout.state(cfg.veid), spawned.pid,
-                                               netns.identity(), spawned.listener is not None)
+                                               netns.identity(), spawned.listener is not None,
+                                               console=master is not None)
                 undo.add(state.forget_init, self.layout.state(cfg.veid))
                 if spawned.listener is not None:
                     from .. import watch
-                    watch.adopt(self.layout, cfg.veid, record, spawned.listener)
+                    watch.adopt(self.layout, cfg.veid, record, spawned.listener, master)
             finally:
-                if spawned.listener is not None:
-                    os.close(spawned.listener)
+                _close_fds(spawned.listener, master)
             undo.commit()
         return spawned.pid
 
-    def _spawn(self, cfg, meta, notify):
+    def console(self, veid, rows=24, cols=80):
+        """Attach to the running VE's console (``watch.console_client.ConsoleConnection``):
+        its recent output first, then what comes. StateError if it is stopped or was
+        started without a console."""
+        from ..watch import console_client
+        veid = validate.veid(veid)
+        self._read_config(veid)  # NotFound for a VE that does not exist
+        record = self._running_init(veid)
+        if record is None:
+            raise StateError("the VE is not running", veid)
+        if not record.console:
+            raise StateError("the VE was started without a console (a node watcher "
+                             "gives it one at its next start, unless VE_CONSOLE=off)", veid)
+        return console_client.connect(self.layout, veid, rows, cols)
+
+    def _console_pair(self, cfg, notify):
+        """(master, terminal) of the VE's console pty, or (None, None): a console needs
+        the node watcher (it holds and drains the master) and VE_CONSOLE not "off"."""
+        if not (notify and console_wanted()):
+            return None, None
+        from ..kernel import console
+        try:
+            return console.open_pair(cfg.idmap_base)
+        except OSError as exc:
+            raise ResourceError(f"cannot make the console terminal: {exc}", cfg.veid) from exc
+
+    def _spawn(self, cfg, meta, notify, console=None):
         spec = InitSpec(
             private=str(self.layout.private(cfg.veid)),
             mountpoint=str(self.layout.mountpoint(cfg.veid)),
@@ -268,7 +301,7 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
             clone_into=self.cgroups.clone_target(str(cfg.veid)),
             idmap_base=cfg.idmap_base, idmap_size=conf.IDMAP_SIZE, notify=notify,
             lxcfs=self._lxcfs(), cgroup2=meta.cgroup2,
-            seccomp_rules=syscalls.rules(cfg.seccomp_allow))
+            seccomp_rules=syscalls.rules(cfg.seccomp_allow), console=console)
         try:
             return spawn_init(spec)
         except OSError as exc:
@@ -418,3 +451,15 @@ def _net_differs(old, new):
     return ((old.ips, old.nameservers, old.limits.rate, old.limits.numconn)
             != (new.ips, new.nameservers, new.limits.rate, new.limits.numconn)
             or (old.hostname != new.hostname and bool(new.ips)))
+
+
+def console_wanted():
+    """True unless VE_CONSOLE is "off": VEs started under a node watcher get a console
+    terminal (``kernel/console.py``)."""
+    return os.environ.get("VE_CONSOLE", "on") != "off"
+
+
+def _close_fds(*fds):
+    for fd in fds:
+        if fd is not None:
+            os.close(fd)

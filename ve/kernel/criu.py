@@ -8,6 +8,7 @@ external and found again on restore, TCP connections kept, the VE's eth0
 brought in from a veth the engine made beforehand.
 """
 
+import os
 import re
 import subprocess
 import time
@@ -15,6 +16,7 @@ from collections import namedtuple
 
 DUMP_LOG, RESTORE_LOG = "dump.log", "restore.log"
 INIT_PIDFILE = "init.pid"
+CONSOLE_KEY = "console"  # the name the console's bind mount has in the images
 TIMEOUT = 600  # seconds: a dump writes the VE's memory to disk
 
 # Lines of a criu log that are noise on our nodes, not the cause of a failure.
@@ -38,23 +40,33 @@ class Timing(namedtuple("Timing", "seconds frozen_ms")):
     __slots__ = ()
 
 
-def dump(criu, pid, images, leave_running=False):
+def dump(criu, pid, images, leave_running=False, console=None):
     """Dump the process tree of ``pid`` (a VE's init, host PID) into ``images``.
 
     The tree is killed once the dump is complete unless ``leave_running``;
-    after a failed dump it runs on as before.
+    after a failed dump it runs on as before. ``console``: the id of its console
+    terminal (``console_id``), whose master lives outside the tree: external, as
+    is the bind of it over /dev/console.
     """
     argv = [criu, "dump", "--tree", str(pid), "--images-dir", str(images),
             "--log-file", DUMP_LOG, "-v4",
             "--network-lock", "nftables", "--tcp-established", "--file-locks",
             "--link-remap", "--external", "mnt[]"]
+    if console:
+        argv += ["--external", f"mnt[/dev/console]:{CONSOLE_KEY}", "--external", console]
     if leave_running:
         argv.append("--leave-running")
     seconds = _run("dump", argv, images / DUMP_LOG)
     return Timing(seconds, _frozen_ms(images))
 
 
-def restore(criu, images, root, cgroup, veth_peer=None, sibling=False):
+def console_id(init_pid):
+    """CRIU's name of a VE's console terminal: tty[rdev:dev] of its /dev/console."""
+    st = os.stat(f"/proc/{init_pid}/root/dev/console")
+    return f"tty[{st.st_rdev:x}:{st.st_dev:x}]"
+
+
+def restore(criu, images, root, cgroup, veth_peer=None, sibling=False, console=None):
     """Restore the tree in ``images`` with its root at ``root``; return init's host PID.
 
     ``cgroup``: the VE's group path in every hierarchy (/parent/VEID), made by the
@@ -63,6 +75,8 @@ def restore(criu, images, root, cgroup, veth_peer=None, sibling=False):
     that becomes the VE's eth0 (moved into the restored namespace by criu).
     ``sibling``: init becomes the caller's child (criu's --restore-sibling), so the
     caller can wait for it and learn how it ended; else it is nobody's child.
+    ``console``: (id at the dump, descriptor of the new terminal): the restored tree
+    gets that terminal where it had its console, bound over /dev/console too.
     """
     pidfile = images / INIT_PIDFILE
     if pidfile.exists():
@@ -75,15 +89,21 @@ def restore(criu, images, root, cgroup, veth_peer=None, sibling=False):
         argv += ["--external", f"netdev[eth0]:{veth_peer}"]
     if sibling:
         argv.append("--restore-sibling")
-    _run("restore", argv, images / RESTORE_LOG)
+    keep = ()
+    if console:
+        tty, fd = console
+        argv += ["--inherit-fd", f"fd[{fd}]:{tty}",
+                 "--ext-mount-map", f"{CONSOLE_KEY}:{os.ttyname(fd)}"]
+        keep = (fd,)
+    _run("restore", argv, images / RESTORE_LOG, keep)
     return int(pidfile.read_text().strip())
 
 
-def _run(verb, argv, log_path):
+def _run(verb, argv, log_path, keep_fds=()):
     started = time.monotonic()
     try:
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, timeout=TIMEOUT)
+                              stderr=subprocess.PIPE, timeout=TIMEOUT, pass_fds=keep_fds)
     except FileNotFoundError as exc:
         raise CriuFailed(verb, f"{argv[0]} is not installed (make criu)", None) from exc
     except subprocess.TimeoutExpired as exc:

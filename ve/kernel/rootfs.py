@@ -21,6 +21,9 @@ DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
              "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2",
              "ptmx": "pts/ptmx", "core": "/proc/kcore"}
 
+# In /dev when /dev/console is a terminal (not /dev/null): a getty may run there.
+CONSOLE_MARK = ".console-tty"
+
 # Paths that leak host information or control: hidden (masked) or read-only,
 # the same lists runc and crun use.
 MASKED = ("proc/acpi", "proc/kcore", "proc/keys", "proc/latency_stats",
@@ -49,7 +52,7 @@ def bind_root(private, mountpoint, nodev=True):
     os.chdir(mountpoint)
 
 
-def finish_root(mount_name, lxcfs=None, cgroup2=False):
+def finish_root(mount_name, lxcfs=None, cgroup2=False, console=None):
     """Mount /proc, /sys and /dev under the working directory and pivot into it.
 
     Runs as PID 1 of the VE's PID namespace (so /proc shows the VE's
@@ -66,7 +69,7 @@ def finish_root(mount_name, lxcfs=None, cgroup2=False):
     if lxcfs:
         from . import lxcfs_mounts
         lxcfs_mounts.bind_at_start(lxcfs, ".")
-    _mount_dev("dev")
+    _mount_dev("dev", console)
     _mask()
     _bind_boot_id()
     _pivot()
@@ -102,14 +105,16 @@ def _mount_proc_sys():
     mount("sysfs", "sys", "sysfs", _NOSUID_NODEV_NOEXEC | MS_RDONLY)
 
 
-def _mount_dev(dev):
+def _mount_dev(dev, console=None):
     mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=65536k")
     for name in DEVICES + ("console",):
         target = os.path.join(dev, name)
         os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o666))
-        # The console has no terminal behind it yet: writes go nowhere.
-        source = "/dev/null" if name == "console" else f"/dev/{name}"
+        # Without a console terminal, writes to /dev/console go nowhere.
+        source = (console or "/dev/null") if name == "console" else f"/dev/{name}"
         mount(source, target, None, MS_BIND)
+    if console:  # what an init's units can test for (systemd's console-getty does)
+        os.close(os.open(os.path.join(dev, CONSOLE_MARK), os.O_CREAT | os.O_WRONLY, 0o444))
     for name, target in DEV_LINKS.items():
         os.symlink(target, os.path.join(dev, name))
     for name in ("pts", "shm", "mqueue"):

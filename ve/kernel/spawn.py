@@ -23,8 +23,8 @@ NAMESPACES = (libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC
 
 class InitSpec(namedtuple("InitSpec", "private mountpoint hostname argv env cgroup_files "
                                        "idmap_base idmap_size clone_into notify lxcfs cgroup2 "
-                                       "seccomp_rules",
-                          defaults=(65536, None, False, None, False, ()))):
+                                       "seccomp_rules console",
+                          defaults=(65536, None, False, None, False, (), None))):
     """What ``spawn_init`` needs, in primitives (no engine config objects).
 
     private: the VE's root filesystem directory on the host; mountpoint: where
@@ -37,7 +37,9 @@ class InitSpec(namedtuple("InitSpec", "private mountpoint hostname argv env cgro
     the same filter, sysinfo and reboot let through); lxcfs: the host directory
     an lxcfs serves, whose /proc files are bound over the VE's (None: none);
     cgroup2: mount the VE's own cgroup2 tree at /sys/fs/cgroup; seccomp_rules:
-    the calls the filter denies ((ABI, number, errno), ...; ``ve.syscalls.rules``).
+    the calls the filter denies ((ABI, number, errno), ...; ``ve.syscalls.rules``);
+    console: the terminal end of the VE's console pty (``kernel/console.py``), bound
+    over its /dev/console and init's stdin, stdout and stderr (None: /dev/null).
     """
 
     __slots__ = ()
@@ -184,12 +186,13 @@ def _boot_clock_from_zero():
 def _run_init_child(spec, err_w, highest_cap, fds_w):
     """Body of the VE's PID 1 until exec; never returns."""
     try:
-        rootfs.finish_root(os.path.basename(spec.mountpoint), spec.lxcfs, spec.cgroup2)
+        rootfs.finish_root(os.path.basename(spec.mountpoint), spec.lxcfs, spec.cgroup2,
+                           console=_fd_path(spec.console))
         libc.sethostname(spec.hostname)
         netif.link_up("lo")
         libc.join_new_session_keyring()
         caps.drop_bounding(highest_cap)
-        _detach_stdio()
+        _stdio_on(spec.console)
         # The last step: from here on the deny list holds, and with a listener
         # sysinfo and reboot wait for the watcher.
         listener = seccomp.install(spec.notify, spec.seccomp_rules)
@@ -206,12 +209,21 @@ def _run_init_child(spec, err_w, highest_cap, fds_w):
         os._exit(127)
 
 
-def _detach_stdio():
-    null = os.open("/dev/null", os.O_RDWR)
+def _stdio_on(console):
+    """init's stdin, stdout and stderr: the console (boot messages go there), else
+    /dev/null."""
+    target = console if console is not None else os.open("/dev/null", os.O_RDWR)
     for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    if null > 2:
-        os.close(null)
+        os.dup2(target, fd)
+    if target > 2:
+        os.close(target)
+
+
+def _fd_path(fd):
+    # Its name in the host's devpts, resolved in the VE's copy of the mount namespace:
+    # a bind from the descriptor itself (/proc/self/fd) would name the host's mount,
+    # which a mount namespace may not take binds from (EINVAL).
+    return None if fd is None else os.ttyname(fd)
 
 
 def _join_cgroups(files):

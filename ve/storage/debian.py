@@ -6,8 +6,9 @@ engine mounts the VE's group at /sys/fs/cgroup and delegates it to VE root),
 and the template stops on systemd's poweroff signal, SIGRTMIN+4. The rootfs is
 adjusted for life in a VE:
 
-- console-getty.service masked: systemd adds it in containers, but a VE's
-  /dev/console is /dev/null and agetty would fail on it;
+- console-getty.service (systemd adds it in containers: a login prompt on
+  /dev/console) only where the engine gave the VE a console terminal (it then
+  puts /dev/.console-tty beside it): on /dev/null agetty would fail;
 - logind, hostnamed, localed and timedated kept in the VE's namespaces (a
   drop-in each, ``NAMESPACED_UNITS``), so a VE can be checkpointed and moved
   live;
@@ -41,7 +42,8 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 PACKAGES = ("systemd-sysv", "dbus", "libpam-systemd", "openssh-server", "iproute2", "procps",
             "iputils-ping", "less", "ca-certificates")
 STOP_SIGNAL = "SIGRTMIN+4"  # systemd's poweroff.target
-MASKED = ("console-getty.service",)
+MASKED = ()  # units that never run in a VE
+CONDITIONS = {"console-getty.service": "[Unit]\nConditionPathExists=/dev/.console-tty\n"}
 # Debian's own daemons that sandbox themselves in namespaces of their own
 # (ProtectHostname= makes a UTS namespace, PrivateNetwork= a network one,
 # PrivateTmp=, ProtectSystem=, ReadOnlyPaths= and the like a mount namespace):
@@ -157,6 +159,9 @@ def build_debian(cache_dir, name="debian-12", mirror=None):
 def _adjust(name, root, suite):
     for unit in MASKED:
         _link(root / UNITS / unit, "/dev/null")
+    for unit, dropin in CONDITIONS.items():
+        (root / UNITS / f"{unit}.d").mkdir(exist_ok=True)
+        (root / UNITS / f"{unit}.d" / "zz-ve-console.conf").write_text(dropin)
     for unit in NAMESPACED_UNITS:
         dropins = root / UNITS / f"{unit}.d"
         dropins.mkdir(exist_ok=True)

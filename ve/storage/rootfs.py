@@ -22,11 +22,25 @@ DIRS = {
     "var": 0o755, "var/log": 0o755,
 }
 
-# A VE is detached and has no ttys, so there are no getty/askfirst lines:
-# busybox init runs rcS and then only waits for signals (SIGUSR2 = poweroff).
+# busybox init runs rcS, keeps a login prompt on the console and otherwise
+# waits for signals (SIGUSR2 = poweroff).
 INITTAB = """\
 ::sysinit:/etc/init.d/rcS
+::once:/etc/init.d/console
 ::shutdown:/bin/umount -a -r
+"""
+
+# A login prompt on the console, again after each logout, where the node gave the
+# VE a console terminal. Where it did not (/dev/console is /dev/null) it ends at
+# once and leaves no process ("once": init does not start it again). The pause
+# keeps a console whose terminal went away from spinning.
+CONSOLE = """\
+#!/bin/sh
+[ -t 0 ] || exit 0
+while :; do
+    /sbin/getty -L 0 console vt100
+    sleep 1
+done
 """
 
 # The engine mounts /proc, /sys and /dev and sets the hostname before init
@@ -41,6 +55,7 @@ exit 0
 
 FILES = {
     "etc/init.d/rcS": (0o755, RCS),
+    "etc/init.d/console": (0o755, CONSOLE),
     "etc/inittab": (0o644, INITTAB),
     "etc/passwd": (0o644, "root:x:0:0:root:/root:/bin/sh\n"
                           "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"),

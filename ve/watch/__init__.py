@@ -100,33 +100,40 @@ def available(layout, cgroup_parent):
     return False
 
 
-def adopt(layout, veid, record, listener):
-    """Hand VE ``veid``'s seccomp ``listener`` (its init is ``record``) to the watcher."""
-    adopt_fd(layout, veid, (record.pid, record.start_time), listener)
+def adopt(layout, veid, record, listener, console=None):
+    """Hand VE ``veid``'s seccomp ``listener`` (its init is ``record``) to the watcher,
+    and the master of its ``console`` terminal if it has one (the watcher drains it and
+    serves ``vectl console``)."""
+    adopt_fd(layout, veid, (record.pid, record.start_time), listener, console)
 
 
-def adopt_fd(layout, veid, init, listener):
+def adopt_fd(layout, veid, init, listener, console=None):
     """``adopt`` with init given as (pid, start time)."""
-    message = {"op": "adopt", "veid": veid, "pid": init[0], "start_time": init[1]}
+    message = {"op": "adopt", "veid": veid, "pid": init[0], "start_time": init[1],
+               "console": console is not None}
+    fds = [listener] if console is None else [listener, console]
     try:
-        reply = request(layout, message, fds=[listener])
+        reply = request(layout, message, fds=fds)
     except (OSError, ValueError) as exc:
         raise WatcherGone(f"the node watcher did not take the VE's notifier: {exc}") from exc
     if not reply.get("ok"):
         raise WatcherGone(f"the node watcher refused the VE's notifier: {reply.get('error')}")
 
 
-def restore(layout, veid, criu, veth_peer, netns_id, timeout):
+def restore(layout, veid, criu, veth_peer, netns_id, timeout, console=None, idmap_base=0):
     """Have the watcher restore VE ``veid`` from its checkpoint (VE_ROOT/dump/VEID)
     with the caller's ``criu`` binary, its cgroups and ``veth_peer`` made by the
-    caller in network namespace ``netns_id``; return init's host PID.
+    caller in network namespace ``netns_id``; return (init's host PID, True if the
+    watcher holds the master of its new console terminal). ``console``: the dumped
+    console's id (``kernel.criu.console_id``): the watcher gives the VE a new
+    terminal, owned by its root (host uid ``idmap_base``), and keeps its master.
 
     ``WatcherGone`` if no restore was tried (no watcher, or one in another
     network namespace): the caller may run criu itself. ``RestoreFailed`` if
     criu ran and failed, or the watcher went away while it ran.
     """
     message = {"op": "restore", "veid": veid, "criu": str(criu), "veth_peer": veth_peer,
-               "netns": netns_id}
+               "netns": netns_id, "console": console, "idmap_base": idmap_base}
     try:
         reply = request(layout, message, timeout=timeout)
     except (ConnectionRefusedError, FileNotFoundError) as exc:
@@ -134,15 +141,15 @@ def restore(layout, veid, criu, veth_peer, netns_id, timeout):
     except (OSError, ValueError) as exc:  # WatcherGone too: it hung up
         raise RestoreFailed(f"the node watcher went away during the restore: {exc}") from exc
     if reply.get("ok"):
-        return int(reply["pid"])
+        return int(reply["pid"]), bool(reply.get("console"))
     if reply.get("elsewhere"):
         raise WatcherGone(reply.get("error"))
     raise RestoreFailed(reply.get("error") or "the restore failed")
 
 
 def take_over(layout):
-    """Ask the running watcher to hand the node over; return its listeners as
-    [(fd, veid, (init pid, start time))]. It stops once they are sent."""
+    """Ask the running watcher to hand the node over; return its listeners and console
+    masters as [(fd, veid, (init pid, start time), kind)]. It stops once they are sent."""
     received = []
     with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC) as sock:
         sock.settimeout(REPLY_TIMEOUT)
@@ -153,8 +160,8 @@ def take_over(layout):
             message, fds, _, _ = socket.recv_fds(sock, 1 << 20, 253)
             if not message:
                 break
-            for fd, (veid, pid, start) in zip(fds, json.loads(message)):
-                received.append((fd, veid, (pid, start)))
+            for fd, (veid, pid, start, *kind) in zip(fds, json.loads(message)):
+                received.append((fd, veid, (pid, start), kind[0] if kind else "listener"))
     return received
 
 

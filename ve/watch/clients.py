@@ -2,7 +2,8 @@
 
 Clients are root processes of the node (the socket is in VE_ROOT/run, mode
 0600): the engine starting a VE or running a command in one (``adopt``,
-with the seccomp listener), the engine restoring a VE (``restore``, see
+with the seccomp listener and the master of its console terminal if it has
+one, see ``consoles.py``), the engine restoring a VE (``restore``, see
 ``restores.py``), anyone asking whether a watcher runs (``ping``,
 ``status``), and a new watcher taking the node over (``handover``: every
 listener, then this watcher stops).
@@ -13,6 +14,7 @@ import os
 import socket
 
 from .. import state
+from . import holder
 from ..log import get as get_logger
 
 log = get_logger(__name__)
@@ -50,7 +52,8 @@ class ClientsMixin:
                 self._take_restore(conn, request)
                 return True
             reply = self._handle(request, fds)
-            fds = [fd for fd in fds if fd not in reply.pop("_kept", ())]
+            kept = reply.pop("_kept", ())
+            fds = [fd for fd in fds if fd not in kept]
         finally:
             for fd in fds:
                 os.close(fd)
@@ -61,15 +64,17 @@ class ClientsMixin:
         op = request.get("op")
         if op == "ping":
             return {"ok": True, "pid": os.getpid()}
-        if op == "adopt" and len(fds) == 1:
+        if op == "adopt" and len(fds) == 1 + bool(request.get("console")):
             veid = int(request["veid"])
             init = (int(request["pid"]), int(request["start_time"]))
             self._listen(veid, fds[0], init)
+            if len(fds) == 2:
+                self._keep_console(veid, fds[1], init)
             record = state.read_init(self.layout.state(veid))
             if veid not in self.ves and veid not in self.busy and record is not None \
                     and (record.pid, record.start_time) == init:
                 self._watch(veid, record)  # a new VE: its end must not slip by a rescan
-            return {"ok": True, "_kept": [fds[0]]}
+            return {"ok": True, "_kept": fds[:2]}
         if op == "status":
             return {"ok": True, "ves": sorted(self.ves), "listeners": len(self.listeners),
                     "reaping": sorted(self.busy), "deaf": self._deaf()}
@@ -79,16 +84,18 @@ class ClientsMixin:
         return {"ok": False, "error": f"bad request {op!r}"}
 
     def _hand_over(self, conn):
-        """A new watcher takes the node over: give it every listener, then stop."""
-        held = list(self.listeners.values())
+        """A new watcher takes the node over: give it every listener and console master,
+        then stop."""
+        held = [(listener.fd, [listener.veid, *listener.init, holder.LISTENER])
+                for listener in self.listeners.values()]
+        held += [(kept.master, [veid, *kept.init, holder.CONSOLE])
+                 for veid, kept in self.consoles.items()]
         conn.send(json.dumps({"ok": True, "count": len(held)}).encode())
         for start in range(0, len(held), HANDOVER_BATCH):
             batch = held[start:start + HANDOVER_BATCH]
-            socket.send_fds(conn,
-                            [json.dumps([[listener.veid, *listener.init]
-                                         for listener in batch]).encode()],
-                            [listener.fd for listener in batch])
-        log.info("a new watcher takes the node over (%s listeners)", len(held))
+            socket.send_fds(conn, [json.dumps([item for _, item in batch]).encode()],
+                            [fd for fd, _ in batch])
+        log.info("a new watcher takes the node over (%s descriptors)", len(held))
         self.handed_over = self.stopping = True
 
     def _deaf(self):

@@ -8,6 +8,7 @@ may wait for a VE's lock (reaping and restarting a VE, starting onboot VEs)
 runs in a small thread pool, so the loop keeps answering sysinfo meanwhile.
 """
 
+import collections
 import errno
 import fcntl
 import os
@@ -15,7 +16,7 @@ import select
 import signal
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from .. import state
 from ..errors import StateError, VEError
@@ -24,6 +25,7 @@ from ..log import get as get_logger
 from . import LOCK_NAME, SOCKET_NAME, holder
 from .answers import Answers
 from .clients import ClientsMixin
+from .consoles import ConsolesMixin
 from .lxcfs import LxcfsSupervisor
 from .netif import NetifGuard
 from .notifications import NotificationsMixin
@@ -55,7 +57,7 @@ class Watched:
                 os.close(fd)
 
 
-class Watcher(ClientsMixin, NotificationsMixin, RestoresMixin):
+class Watcher(ClientsMixin, ConsolesMixin, NotificationsMixin, RestoresMixin):
     """Watches every VE of ``engine``'s node until ``stop()`` or, with ``idle_exit``
     seconds, until no VE has run for that long."""
 
@@ -68,6 +70,8 @@ class Watcher(ClientsMixin, NotificationsMixin, RestoresMixin):
         self.handlers = {}
         self.ves = {}
         self.listeners = {}
+        self.consoles = {}
+        self.console_server = None
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="ve-watch")
         self.busy = {}  # veid -> future of its reap
         self.retry = {}  # veid -> (record, monotonic time to try again)
@@ -80,6 +84,7 @@ class Watcher(ClientsMixin, NotificationsMixin, RestoresMixin):
         self.idle_since = time.monotonic()
         self.stopping = self.everything = self.handed_over = False
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.loop_calls = collections.deque()  # (future, func, args) from other threads
         self.lock_fd = self.server = self.holder = self.netif = None
 
     # -- lifetime ----------------------------------------------------------
@@ -89,14 +94,18 @@ class Watcher(ClientsMixin, NotificationsMixin, RestoresMixin):
         listeners included) and exits: a restarted or upgraded service loses nothing.
         StateError if it does not let go."""
         passed_on = holder.inherited()  # from a twin that outlived the last watcher
-        orphaned = {veid for _, veid, _ in passed_on}
+        orphaned = {veid for _, veid, _, kind in passed_on if kind == holder.LISTENER}
         self._take_node(passed_on)
         try:
             self._start_restorer()
-            self._add(self.wake_r, lambda _: _drain(self.wake_r))
+            self._add(self.wake_r, lambda _: self._woken())
             self._add(self.server.fileno(), lambda _: self._accept())
-            for fd, veid, init in passed_on:
-                self._listen(veid, fd, init)
+            self._start_consoles()
+            for fd, veid, init, kind in passed_on:
+                if kind == holder.CONSOLE:
+                    self._keep_console(veid, fd, init)
+                else:
+                    self._listen(veid, fd, init)
             self._start_holder()
             self.netif = NetifGuard(self.engine)
             self._unstick(orphaned)
@@ -176,7 +185,10 @@ class Watcher(ClientsMixin, NotificationsMixin, RestoresMixin):
     def _start_holder(self):
         env = {"VE_ROOT": str(self.layout.root), "VE_CGROUP_PARENT": self.engine.cgroups.parent}
         options = ("--idle-exit", str(self.idle_exit)) if self.idle_exit is not None else ()
-        self.holder = holder.HolderLink(self.listeners, env, options)
+        held = {fd: (lst.veid, lst.init, holder.LISTENER) for fd, lst in self.listeners.items()}
+        held.update({kept.master: (veid, kept.init, holder.CONSOLE)
+                     for veid, kept in self.consoles.items()})
+        self.holder = holder.HolderLink(held, env, options)
         self._add(self.holder.sock.fileno(), lambda _: self._holder_gone())
 
     def _holder_gone(self):
@@ -187,7 +199,10 @@ class Watcher(ClientsMixin, NotificationsMixin, RestoresMixin):
 
     def _pass_on(self, passed_on):
         from . import adopt_fd
-        for fd, veid, init in passed_on:
+        for fd, veid, init, kind in passed_on:
+            if kind == holder.CONSOLE:  # goes only with its VE's notifier: lost
+                os.close(fd)
+                continue
             try:
                 adopt_fd(self.layout, veid, init, fd)
             except OSError as exc:
@@ -206,6 +221,7 @@ class Watcher(ClientsMixin, NotificationsMixin, RestoresMixin):
         if self.netif is not None:
             self.netif.stop()
         self._stop_restorer()
+        self._stop_consoles()
         self.pool.shutdown(wait=True)
         for watched in self.ves.values():
             watched.close()
@@ -300,6 +316,7 @@ class Watcher(ClientsMixin, NotificationsMixin, RestoresMixin):
     def _forget(self, veid):
         watched = self.ves.pop(veid, None)
         if watched is not None:
+            self._drop_console(veid, (watched.record.pid, watched.record.start_time))
             self._remove(watched.pidfd)
             watched.close()
         self.netif.forget(veid)
@@ -310,6 +327,7 @@ class Watcher(ClientsMixin, NotificationsMixin, RestoresMixin):
         if watched is None:
             return
         record = watched.record
+        self._drop_console(veid, (record.pid, record.start_time))
         self._remove(watched.pidfd)
         self._exit_status(veid, record, watched.pidfd)  # a VE we restored is our child
         os.close(watched.pidfd)
@@ -381,6 +399,23 @@ class Watcher(ClientsMixin, NotificationsMixin, RestoresMixin):
                 self.poller.unregister(fd)
             except (OSError, ValueError):
                 pass
+
+    def _in_loop(self, func, *args, timeout=10.0):
+        """Run ``func(*args)`` in the loop's thread (from another thread) and return its
+        result: the loop's sets and its epoll are that thread's alone."""
+        future = Future()
+        self.loop_calls.append((future, func, args))
+        self._wake()
+        return future.result(timeout)
+
+    def _woken(self):
+        _drain(self.wake_r)
+        while self.loop_calls:
+            future, func, args = self.loop_calls.popleft()
+            try:
+                future.set_result(func(*args))
+            except Exception as exc:  # the caller's to report
+                future.set_exception(exc)
 
     def _wake(self):
         try:

@@ -1,4 +1,5 @@
-"""The watcher's twin: a copy of every seccomp listener, so none dies with the watcher.
+"""The watcher's twin: a copy of every seccomp listener and console master, so none dies
+with the watcher.
 
 A VE's sysinfo(2) and reboot(2) wait on its seccomp listener; once no process
 holds that listener, the kernel fails them with ENOSYS for good (glibc then
@@ -7,7 +8,10 @@ holder is a small child of the watcher that holds a copy of each listener
 and does nothing else. When the watcher dies, the holder turns itself into a
 new watcher (exec, the listeners kept open), which forks a new holder; when
 the holder dies, the watcher forks another. Only both dying at once loses
-the listeners (running VEs then keep running, without those answers).
+the listeners (running VEs then keep running, without those answers). Console
+masters (``consoles.py``) are kept the same way, so a VE's console and what waits on
+it (a getty, a login) outlive a watcher restart; output written meanwhile waits in
+the terminal until the new watcher reads it.
 """
 
 import json
@@ -16,23 +20,26 @@ import select
 import socket
 import sys
 
-INHERIT_ENV = "VE_WATCH_INHERIT"  # "fd:veid:pid:start_time,..." for the next watcher
+INHERIT_ENV = "VE_WATCH_INHERIT"  # "fd:veid:pid:start_time:kind,..." for the next watcher
+LISTENER, CONSOLE = "listener", "console"
 
 
 def inherited():
-    """The listeners a holder passed on to this watcher: [(fd, veid, (pid, start_time))]."""
+    """What a holder passed on to this watcher: [(fd, veid, (pid, start_time), kind)],
+    kind LISTENER or CONSOLE."""
     found = []
     for item in filter(None, os.environ.pop(INHERIT_ENV, "").split(",")):
-        fd, veid, pid, start = map(int, item.split(":"))
-        found.append((fd, veid, (pid, start)))
+        fd, veid, pid, start, *kind = item.split(":")
+        found.append((int(fd), int(veid), (int(pid), int(start)),
+                      kind[0] if kind else LISTENER))
     return found
 
 
 class HolderLink:
     """The watcher's end: fork the holder, keep it fed, notice when it is gone."""
 
-    def __init__(self, listeners, env, options=()):
-        """Fork a holder with copies of ``listeners`` ({fd: Listener}); ``env`` and
+    def __init__(self, held, env, options=()):
+        """Fork a holder with copies of ``held`` ({fd: (veid, init, kind)}); ``env`` and
         ``options`` (of ``vectl watch``) start the watcher that would replace this one."""
         ours, theirs = socket.socketpair(socket.AF_UNIX,
                                          socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
@@ -40,15 +47,14 @@ class HolderLink:
         if pid == 0:
             ours.close()
             os.setsid()  # not in the watcher's process group: killing that group spares it
-            held = {fd: (lst.veid, lst.init) for fd, lst in listeners.items()}
-            _hold(theirs, held, env, options)
+            _hold(theirs, dict(held), env, options)
         theirs.close()
         self.sock, self.pid = ours, pid
 
-    def keep(self, fd, veid, init):
-        """Give the holder a copy of listener ``fd``."""
+    def keep(self, fd, veid, init, kind=LISTENER):
+        """Give the holder a copy of ``fd`` (a listener, or a console master)."""
         try:
-            socket.send_fds(self.sock, [json.dumps([veid, list(init)]).encode()], [fd])
+            socket.send_fds(self.sock, [json.dumps([veid, list(init), kind]).encode()], [fd])
         except OSError:
             pass  # it died: the watcher forks another, with every listener
 
@@ -92,9 +98,9 @@ def _hold(sock, held, env, options):
                         os._exit(0)
                     if not message:  # the watcher died
                         _become_watcher(held, env, options)
-                    veid, init = json.loads(message)
+                    veid, init, kind = json.loads(message)
                     for new in fds:
-                        held[new] = (veid, tuple(init))
+                        held[new] = (veid, tuple(init), kind)
                         poller.register(new, 0)
                 elif events & (select.EPOLLHUP | select.EPOLLERR):
                     poller.unregister(fd)
@@ -110,8 +116,8 @@ def _become_watcher(held, env, options):
     for fd in held:
         os.set_inheritable(fd, True)
     env = dict(os.environ, **env)
-    env[INHERIT_ENV] = ",".join(f"{fd}:{veid}:{init[0]}:{init[1]}"
-                                for fd, (veid, init) in held.items())
+    env[INHERIT_ENV] = ",".join(f"{fd}:{veid}:{init[0]}:{init[1]}:{kind}"
+                                for fd, (veid, init, kind) in held.items())
     os.execve(sys.executable, [sys.executable, "-m", "ve.cli", "watch", *options], env)
 
 

@@ -26,13 +26,14 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ..kernel import criu, netns, proc
+from ..kernel import console as terminal, criu, netns, proc
 from ..log import get as get_logger
 
 log = get_logger(__name__)
 
 PARALLEL = 4  # restores at once (a node receiving an evacuation restores several)
 _IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+_TTY_ID = re.compile(r"tty\[[0-9a-f]{1,16}:[0-9a-f]{1,16}\]")
 
 
 class RestoresMixin:
@@ -92,13 +93,33 @@ class RestoresMixin:
             return {"ok": False, "elsewhere": True,
                     "error": "the watcher runs in another network namespace"}
         cgroup = f"/{self.engine.cgroups.parent}/{veid}"
+        console = request.get("console")
+        if console is not None and not _TTY_ID.fullmatch(str(console)):
+            return {"ok": False, "error": f"bad console id {console!r}"}
+        # A VE dumped with a console gets a new terminal, whose master we keep.
+        master, tty = terminal.open_pair(int(request.get("idmap_base") or 0)) \
+            if console else (None, None)
         try:
             pid = criu.restore(binary, self.layout.dump(veid),
                                self.layout.private(veid), cgroup, veth_peer=peer,
-                               sibling=True)
+                               sibling=True, console=(console, tty) if console else None)
         except criu.CriuFailed as exc:  # a tree it forked and killed: the tick collects it
+            if master is not None:
+                os.close(master)
             return {"ok": False, "criu": True, "error": exc.cause}
-        return {"ok": True, "pid": pid}
+        finally:
+            if tty is not None:
+                os.close(tty)
+        kept = False
+        if master is not None:
+            # Kept by the loop's thread (it owns the consoles), before the engine hears back.
+            try:
+                self._in_loop(self._keep_console, veid, master, (pid, proc.start_time(pid)))
+                kept = True
+            except Exception as exc:  # the VE runs: only its console is lost
+                log.error("VE %s: its restored console could not be kept: %s", veid, exc)
+                os.close(master)
+        return {"ok": True, "pid": pid, "console": kept}
 
     def _exit_status(self, veid, record, pidfd=None):
         """Collect VE ``veid``'s ended init (``record``; ``pidfd`` if held) if it is our
