@@ -316,7 +316,8 @@ def test_poweroff_inside_is_followed_and_a_node_boot_starts_what_should_run(live
     _wait(followed, 30, logs)
     (poweroff,) = [op for op in _history(customer, veid) if op["kind"] == "poweroff"]
     assert poweroff["message"] == "powered off from inside" and poweroff["state"] == "succeeded"
-    assert live_stack.vectl_json("status", veid)["state"] == "stopped"
+    # The event is recorded when the VE's reboot(2) is seen, a moment before its init ends.
+    _wait(lambda: live_stack.vectl_json("status", veid)["state"] == "stopped", 10, logs)
 
     op = customer.wait_operation(customer.post(f"/api/v1/environments/{veid}/start/"))
     assert op["state"] == "succeeded", op
