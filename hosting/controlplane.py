@@ -9,11 +9,13 @@ Redis users (one ACL rule set each, ``acl_rules``):
 
 - ``hosting``: the web processes, beat and the housekeeping worker. They send
   operations to every node's queues, read them (the backstop re-send),
-  consume ``hosting`` and keep the Django cache (``hosting:*``).
-- ``node-<name>``: one per node, for its two root workers. Only its own two
-  queues, their bindings and its own unacknowledged-message keys (kombu's
-  ``unacked_key`` etc. are per node, see ``node_transport_options``): a node
-  cannot read, take or fill another node's queue, nor the cache.
+  consume ``hosting``, keep the Django cache and the Channels layer
+  (``hosting:*``) and relay every node's consoles (``console:*``).
+- ``node-<name>``: one per node, for its root workers. Only its own three
+  queues, their bindings, its own unacknowledged-message keys (kombu's
+  ``unacked_key`` etc. are per node, see ``node_transport_options``) and its
+  own consoles' lists (``console:<name>:*``, hosting/consoles/frames.py): a
+  node cannot read, take or fill another node's queue or console, nor the cache.
 
 Signing (Celery's ``auth`` serializer, RSA keys and self-signed certificates):
 one key for the web side (web, beat, housekeeping); each node signs what it
@@ -39,6 +41,9 @@ _QUEUES = ["lpush", "rpush", "brpop", "rpop", "llen", "lrange", "exists", "del",
            "sadd", "smembers", "srem", "hset", "hget", "hdel", "hvals", "zadd", "zrem",
            "zrevrangebyscore", "set", "get", "pexpire", "multi", "exec", "discard", "watch",
            "unwatch", "evalsha", "eval", "script|load", "script|exists"]
+# The Channels layer (channels_redis: sorted sets, its Lua scripts) of the console sockets.
+_CHANNELS = ["zadd", "zrem", "zcount", "zrange", "zremrangebyscore", "zpopmin", "bzpopmin",
+             "expire", "del", "eval"]
 _CACHE = ["get", "set", "setex", "psetex", "getex", "getdel", "del", "exists", "expire",
           "pexpire", "persist", "incr", "incrby", "decr", "decrby", "mget", "mset", "ttl",
           "pttl", "scan", "unlink", "type"]
@@ -68,16 +73,25 @@ def _commands(*groups):
     return " ".join(f"+{c}" for c in names)
 
 
+def console_keys(node_name):
+    """The key pattern of node ``node_name``'s console lists (node names have no ':', so
+    no node's pattern matches another's lists)."""
+    return f"console:{node_name}:*"
+
+
 def acl_rules(node_names):
     """{user: rules} (without the password) for the web side and each node."""
     rules = {WEB_USER: "resetchannels " + _keys(
         "hosting", "hosting:*", "node.*", "_kombu.binding.*", "unacked", "unacked_index",
-        "unacked_mutex") + " -@all " + _commands(_CONNECTION, _QUEUES, _CACHE)}
+        "unacked_mutex", "console:*") + " -@all "
+        + _commands(_CONNECTION, _QUEUES, _CACHE, _CHANNELS)}
     for name in node_names:
         q, transport = f"node.{name}", node_transport_options(name)
+        queues = (q, f"{q}.chores", f"{q}.console")
         rules[node_user(name)] = "resetchannels " + _keys(
-            q, f"{q}.chores", f"_kombu.binding.{q}", f"_kombu.binding.{q}.chores",
-            *transport.values()) + " -@all " + _commands(_CONNECTION, _QUEUES)
+            *queues, *(f"_kombu.binding.{queue}" for queue in queues),
+            *transport.values(), console_keys(name)) + " -@all " + _commands(_CONNECTION,
+                                                                             _QUEUES)
     return rules
 
 

@@ -38,6 +38,10 @@ NODE_GRANTS = {
     # back) to the audit log, and may not read it (sign-ins, addresses): INSERT,
     # and SELECT of the new row's id only (INSERT ... RETURNING id).
     "core.AuditLog": "INSERT, SELECT (id)",
+    # A console's relay takes its session once and reads the VPS and the frames' key; never
+    # who opened it, the ticket's or the browser session's digests (consoles/relay.py).
+    "consoles.ConsoleSession": "SELECT (id, environment_id, node, opened, closed, "
+                               "relay_started, relay_key), UPDATE (relay_started)",
 }
 
 # Named here so that a test proves they stay out of reach (everything not in

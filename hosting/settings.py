@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "hosting.ipam",
     "hosting.operations",
     "hosting.usage",
+    "hosting.consoles",
 ]
 
 MIDDLEWARE = [
@@ -50,6 +51,8 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "hosting.urls"
 WSGI_APPLICATION = "hosting.wsgi.application"
+# The ASGI server (uvicorn) serves the console's WebSockets (hosting/asgi.py, consoles/).
+ASGI_APPLICATION = "hosting.asgi.application"
 
 TEMPLATES = [{
     "BACKEND": "django.template.backends.django.DjangoTemplates",
@@ -182,6 +185,22 @@ if os.environ.get("HOSTING_REDIS_URL") and not NODE_NAME:
         "OPTIONS": {"socket_timeout": 1, "socket_connect_timeout": 1,
                     **({"ssl_ca_certs": REDIS_CA_FILE, "ssl_cert_reqs": "required"}
                        if REDIS_CA_FILE else {})}}}
+# The Channels layer of the ASGI server's console sockets: the same Redis, the web user's
+# login, keys under hosting:asgi*. It closes open consoles from wherever a suspension or
+# termination is asked (hosting/consoles/ending.py); the web processes and housekeeping
+# send to it, nodes have none (their Redis user may not use it). Without Redis (tests,
+# one-off commands) each process has its own in memory.
+if os.environ.get("HOSTING_REDIS_URL") and not NODE_NAME:
+    CHANNEL_LAYERS = {"default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"prefix": "hosting:asgi", "expiry": 30, "hosts": [{
+            "address": CELERY_BROKER_URL.replace("redis+socket://", "unix://"),
+            # Longer than the layer's own 5 s blocking reads; connecting is quick or never.
+            "socket_timeout": 10, "socket_connect_timeout": 1,
+            **({"ssl_ca_certs": REDIS_CA_FILE, "ssl_cert_reqs": "required"}
+               if REDIS_CA_FILE else {})}]}}}
+elif not NODE_NAME:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 CELERY_TASK_DEFAULT_QUEUE = "hosting"
 # Signed messages (Celery's "auth" serializer): HOSTING_SIGNING_KEY (this side's
 # private key), HOSTING_SIGNING_CERT (its certificate) and HOSTING_SIGNING_TRUST
@@ -262,6 +281,17 @@ BACKUP_RETRY_MINUTES = float(os.environ.get("HOSTING_BACKUP_RETRY_MINUTES", "15"
 BACKUP_ATTEMPTS = 3
 # The largest file the portal downloads out of a backup (bigger ones: restore into the VPS).
 BACKUP_DOWNLOAD_MAX_BYTES = 64 << 20
+
+# Web consoles (hosting/consoles/, docs/console.md). CONSOLE_URL: where browsers open the
+# console's WebSocket: ws[s]://host[:port] (no path), or ":<port>" for the page's own host
+# on that port (`make run`: the ASGI server's); blank: this site itself, where the reverse
+# proxy passes /ws/ to the ASGI server (production).
+CONSOLE_URL = os.environ.get("HOSTING_CONSOLE_URL", "")
+CONSOLE_TICKET_SECONDS = float(os.environ.get("HOSTING_CONSOLE_TICKET_SECONDS", "30"))
+CONSOLE_IDLE_SECONDS = float(os.environ.get("HOSTING_CONSOLE_IDLE_SECONDS", str(15 * 60)))
+# An open console checks this often that its user may still have it (a backstop for a
+# suspension or sign-out whose message was lost).
+CONSOLE_RECHECK_SECONDS = float(os.environ.get("HOSTING_CONSOLE_RECHECK_SECONDS", "15"))
 
 LOGGING = {
     "version": 1,

@@ -36,6 +36,11 @@ from hosting.stacknode import StackNode
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 UNPRIVILEGED = "hosting"
+# uvicorn's options for the consoles' sockets (also in docs/systemd/hosting-console.service):
+# the sans-I/O websockets protocol, messages up to 1 MiB (a big paste), Django has no
+# lifespan handler, and no access log (a socket's URL carries its ticket).
+ASGI_OPTIONS = ["--ws", "websockets-sansio", "--ws-max-size", str(1 << 20), "--lifespan", "off",
+                "--no-access-log", "--no-server-header"]
 
 
 def node_name_of_host():
@@ -57,13 +62,15 @@ class Stack:
 
     def __init__(self, data_dir, node_name=None, web_port=8000, redis_url=None,
                  web_user=UNPRIVILEGED, extra_env=None, log_dir=None, node_netns=None,
-                 nodes=1, dc_netns=None):
+                 nodes=1, dc_netns=None, asgi_port=None):
         """``nodes``: how many nodes to run (node 1 is ``node_name``, the others are
         derived from it, see ``hosting.stacknode``). ``dc_netns``: the namespace of
         the data-centre segment joining the nodes' namespaces (None: no segment, no
-        migration sshds)."""
+        migration sshds). ``asgi_port``: the ASGI server's (the consoles' WebSockets;
+        default the web port + 1)."""
         self.data_dir = Path(data_dir)
         self.web_port = web_port
+        self.asgi_port = asgi_port or web_port + 1
         self.redis_url = redis_url
         self.web_user = web_user
         self.extra_env = dict(extra_env or {})
@@ -354,13 +361,14 @@ class Stack:
                 datacentre.remove(name)
 
     def start_nodes(self, concurrency=2):
-        """Every node's watcher, migration sshd (on the segment) and two workers."""
+        """Every node's watcher, migration sshd (on the segment) and three workers."""
         for node in self.nodes:
             self.start_node_watcher(node)
             if node.on_dc:
                 self.start_migration_sshd(node)
             self.start_node_worker(concurrency, node=node)
             self.start_node_chores(node=node)
+            self.start_node_console(node=node)
 
     def start_node_watcher(self, node=None):
         """The engine's node watcher (root, where the VEs' host side lives): reboots and
@@ -413,11 +421,20 @@ class Stack:
         return self._node_worker(node, "node-chores", node.chores_queue,
                                  f"chores.{node.name}", concurrency)
 
-    def _node_worker(self, node, role, queues, worker_name, concurrency):
+    def start_node_console(self, concurrency=32, node=None):
+        """The node's console worker (root): relays its VPSes' web consoles
+        (hosting/consoles/relay.py), each a long wait on a socket and on Redis, so a pool
+        of threads of its own rather than the operations' or chores' few processes."""
+        node = self._node(node)
+        return self._node_worker(node, "node-console", node.console_queue,
+                                 f"console.{node.name}", concurrency, pool="threads")
+
+    def _node_worker(self, node, role, queues, worker_name, concurrency, pool=None):
         return self._spawn(
             node.process(role),
             [*node.in_netns(), sys.executable, "-m", "celery", "-A", "hosting", "worker",
              "-Q", queues, "-n", f"{worker_name}@%h", "-c", str(concurrency),
+             *(["-P", pool] if pool else []),
              "--without-gossip", "--without-mingle", "-l", "INFO"],
             role=node, **node.worker_env())
 
@@ -431,12 +448,30 @@ class Stack:
              "--without-mingle", "-l", "INFO"],
             user=self.web_user)
 
+    @property
+    def console_url(self):
+        """Where browsers open consoles' WebSockets (HOSTING_CONSOLE_URL): the ASGI
+        server's port on the host the page was loaded from (no reverse proxy here to send
+        /ws/ there from the web port, as in production)."""
+        return f":{self.asgi_port}"
+
     def start_web(self):
         proc = self._spawn(
             "web", [sys.executable, "-m", "gunicorn", "hosting.wsgi:application", "--bind",
                     f"127.0.0.1:{self.web_port}", "--workers", "2", "--threads", "4",
-                    "--access-logfile", "-"], user=self.web_user)
+                    "--access-logfile", "-"], user=self.web_user,
+            HOSTING_CONSOLE_URL=self.console_url)
         wait_until(lambda: _http_up(self.web_port), 30, "the web server did not come up")
+        return proc
+
+    def start_asgi(self):
+        """The ASGI server (uvicorn, unprivileged): the consoles' WebSockets
+        (hosting/asgi.py). No access log: a socket's URL carries its one-time ticket."""
+        proc = self._spawn(
+            "asgi", [sys.executable, "-m", "uvicorn", "hosting.asgi:application", "--host",
+                     "127.0.0.1", "--port", str(self.asgi_port), *ASGI_OPTIONS],
+            user=self.web_user, HOSTING_CONSOLE_URL=self.console_url)
+        wait_until(lambda: _http_up(self.asgi_port), 30, "the ASGI server did not come up")
         return proc
 
     def wait_for_node(self, timeout=60):
@@ -465,9 +500,10 @@ class Stack:
         running operations, a warm shutdown); the group is killed only if it
         overstays ``timeout``.
         """
-        order = ["web", "housekeeping"]
+        order = ["web", "asgi", "housekeeping"]
         for node in self.nodes:
-            order += [node.process(role) for role in ("node-worker", "node-chores", "node-sshd",
+            order += [node.process(role) for role in ("node-worker", "node-chores",
+                                                      "node-console", "node-sshd",
                                                       "node-watcher")]
         order += ["redis", "db-keeper"]
         for name in [*order, *(n for n in list(self.processes) if n not in order)]:

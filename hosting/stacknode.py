@@ -81,6 +81,10 @@ class StackNode:
         return f"node.{self.name}.chores"
 
     @property
+    def console_queue(self):
+        return f"node.{self.name}.console"
+
+    @property
     def dc_address(self):
         """Its address on the data-centre segment (None: not on one)."""
         return datacentre.node_address(self.index) if self.on_dc else None

@@ -1,9 +1,10 @@
 """The whole product running for real, for end-to-end tests.
 
 ``LiveStack`` starts what ``make run`` starts (a private redis-server on a
-unix socket, the node's root Celery worker, the housekeeping worker with
-beat, gunicorn as the unprivileged user) on a throwaway data dir, VE_ROOT
-and cgroup subtree, seeds the demo data, and removes everything afterwards.
+unix socket, the node's root Celery workers, the housekeeping worker with
+beat, gunicorn and the consoles' ASGI server as the unprivileged user) on a
+throwaway data dir, VE_ROOT and cgroup subtree, seeds the demo data, and removes
+everything afterwards.
 Tests talk to it over HTTP like a browser or a billing system would.
 ``LiveStack(..., nodes=2, dc=True)`` runs two nodes joined by a data-centre
 segment, as ``make run NODES=2`` does (node 2's VE_ROOT is under the data dir).
@@ -107,11 +108,13 @@ class LiveStack:
         self.cgroup_top = cgroup_top
         self.cgroup_parent = f"{cgroup_top}/ve"
         self.port = free_port()
+        self.asgi_port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.netns = f"hosting-e2e-{os.getpid()}-{next(_serial)}"
         self.supervisor, self._stop_supervisor, self.events = None, None, []
         self._apis, self._totp_used = {}, {}
         self.stack = Stack(self.data_dir, node_name=NODE, web_port=self.port,
+                           asgi_port=self.asgi_port,
                            web_user=UNPRIVILEGED, log_dir=self.data_dir / "log",
                            node_netns=self.netns, nodes=nodes,
                            dc_netns=f"{self.netns}-dc" if dc else None, extra_env={
@@ -135,6 +138,7 @@ class LiveStack:
         self.stack.start_nodes(concurrency=self.ops_concurrency)
         self.stack.start_housekeeping()
         self.stack.start_web()
+        self.stack.start_asgi()
         self.wait_node_online()
 
     def send_task(self, task, args, queue, role="web"):
@@ -255,7 +259,7 @@ class LiveStack:
                       cgroup_parent=node.effective("VE_CGROUP_PARENT"))
 
     def logs(self, name=None):
-        names = [name] if name else ["node-worker", "housekeeping", "web"]
+        names = [name] if name else ["node-worker", "housekeeping", "web", "asgi", "node-console"]
         return "\n".join(f"== {n}\n" + (self.data_dir / "log" / f"{n}.log").read_text()[-4000:]
                          for n in names if (self.data_dir / "log" / f"{n}.log").exists())
 

@@ -160,6 +160,7 @@ NODE_SIDE = {
     "hosting.operations.node_events": "records the engine's events of VEs that ended",
     "hosting.environments.backup_node": "looks into and deletes backups (Engine.backup_*)",
     "hosting.nodes.worker": "the root worker: heartbeat (ve.host), events thread",
+    "hosting.consoles.relay": "bridges a VE's console (Engine.console) with Redis",
     "hosting.stack": "starts the node's processes and asks the engine's watcher",
     "hosting.core.management.commands.runstack": "runs hosting.stack (make run)",
     "hosting.core.management.commands.seed_demo": "registers this host as the demo's node",

@@ -27,7 +27,8 @@ EVERYONE = frozenset(Role)
 CAPABILITIES = {
     # every VPS, its page, usage and operations (scoping: staff see all VPSes)
     "vps.view": EVERYONE,
-    # start, stop, reboot, terminate, reinstall, root password, addresses, order for a customer
+    # start, stop, reboot, terminate, reinstall, root password, addresses, order for a
+    # customer; open any VPS's web console (hosting/consoles/)
     "vps.operate": frozenset({A, S}),
     # suspend and resume a VPS (abuse: support; unpaid bills: billing)
     "vps.suspend": frozenset({A, S, B}),

@@ -5,6 +5,10 @@ only from this host and never inline (templates keep no inline script or event
 handler: static/js does it all), no framing, no plugins, forms only to this host.
 The third-party pages we serve as they come (the Django admin, the API docs) may
 also use inline styles, which they rely on; their scripts are still only ours.
+A page with the web console (the VPS page) sets ``response.csp_style_nonce``: the
+terminal (xterm.js) makes its own <style> elements, which our script tags with that
+nonce, so only they are allowed besides the stylesheets from this host (style
+attributes stay refused); and ``response.csp_connect``: the console's WebSocket origin.
 Frame denial, the referrer policy, nosniff and HSTS (on TLS, see the production
 settings) come from Django's own SecurityMiddleware and XFrameOptionsMiddleware.
 
@@ -37,6 +41,12 @@ class SecurityHeadersMiddleware:
         response = self.get_response(request)
         policy = THIRD_PARTY_POLICY if request.path.startswith(THIRD_PARTY_PREFIXES) \
             else POLICY
+        nonce = getattr(response, "csp_style_nonce", None)
+        if nonce:
+            policy = policy.replace("style-src 'self'", f"style-src 'self' 'nonce-{nonce}'")
+        connect = getattr(response, "csp_connect", None)
+        if connect:
+            policy = policy.replace("connect-src 'self'", f"connect-src 'self' {connect}")
         response.headers.setdefault("Content-Security-Policy", policy)
         response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
         response.headers.setdefault("Permissions-Policy",

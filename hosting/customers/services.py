@@ -4,6 +4,7 @@ from django.contrib.auth import get_user_model, password_validation
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from hosting.consoles import ending as consoles
 from hosting.core import audit
 from hosting.core.errors import Invalid
 
@@ -34,4 +35,7 @@ def set_status(customer, status, actor):
     customer.status = status
     customer.save(update_fields=["status"])
     audit.record(actor, f"customer.{status}", customer)
+    if not customer.is_active:  # their open consoles close at once (staff's stay)
+        consoles.after_commit(consoles.end_customer, customer.pk, "suspended",
+                              "your account has been suspended")
     return customer

@@ -9,6 +9,7 @@ from rest_framework.response import Response
 
 from hosting.core import audit, idempotency, roles
 from hosting.core.api import IDEMPOTENCY_KEY, StaffCan
+from hosting.consoles.api import ConsoleMixin
 from hosting.core.filters import BoundedFilterSet
 from hosting.core.errors import Conflict, Forbidden, Invalid
 from hosting.customers.models import Customer
@@ -135,7 +136,7 @@ def accepted(op, request):
 #                     password, snapshot, rollback, delete-snapshot, backup, restore-backup,
 #                     restore-files
 class EnvironmentViewSet(PlanChangeMixin, SeccompMixin, SnapshotsMixin, BackupsMixin,
-                         mixins.CreateModelMixin,
+                         ConsoleMixin, mixins.CreateModelMixin,
                          mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
     """VPSes. POST orders one; actions and DELETE answer 202 with the Operation to poll."""
 

@@ -6,6 +6,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
+from hosting.consoles import page as console_page
 from hosting.core import roles
 from hosting.core.errors import Forbidden, Invalid, ServiceError
 from hosting.operations import services as operations
@@ -103,8 +104,10 @@ USAGE_CHARTS = [("cpu", "CPU (CPUs busy)"), ("ram", "RAM"), ("disk", "Disk"),
 def detail(request, veid, status=200, password_form=None, reinstall_form=None):
     ve = _own(request, veid)
     live = _live_context(ve, request.user)
-    return render(request, "environments/detail.html", {
+    console = console_page.context(request, ve)
+    return console_page.allow(render(request, "environments/detail.html", {
         **live,
+        **console,
         "password_refusal": refusal(ve, live["current"], Operation.Kind.PASSWORD),
         "reinstall_refusal": refusal(ve, live["current"], Operation.Kind.REINSTALL),
         "password_form": password_form or PasswordForm(),
@@ -119,7 +122,7 @@ def detail(request, veid, status=200, password_form=None, reinstall_form=None):
         **_snapshot_context(ve, live["current"], request.user),
         **backup_card.context(ve, live["current"], request.user),
         **staff.move_context(ve, request.user),
-    }, status=status)
+    }, status=status), request, console)
 
 
 def _seccomp_context(ve, viewer):

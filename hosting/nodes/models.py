@@ -94,6 +94,13 @@ class Node(models.Model):
         reconcile), consumed by a worker of its own so operations never wait behind it."""
         return f"node.{self.name}.chores"
 
+    @property
+    def console_queue(self):
+        """The Celery queue of its VPSes' web consoles (hosting/consoles/relay.py), taken
+        by a threads-pool worker of its own: a console runs for hours, never in the
+        operations' or chores' few slots."""
+        return f"node.{self.name}.console"
+
 
 class Rebalance(models.Model):
     """Moves staff applied from the rebalancing plan (hosting/nodes/rebalance.py), now or

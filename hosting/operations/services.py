@@ -5,6 +5,7 @@ This is the only path by which the web side changes anything on a node.
 
 from django.db import IntegrityError, transaction
 
+from hosting.consoles import ending as consoles
 from hosting.core import audit, roles
 from hosting.core.errors import Conflict, Forbidden
 from hosting.environments.models import VirtualEnvironment as VE
@@ -134,6 +135,16 @@ def _request(ve, kind, user, params, idempotency_key):
     return op
 
 
+# Asking for these closes the VPS's open web consoles at once (hosting/consoles/ending.py):
+# (reason, what the console's user is told).
+# What stops the VPS would end its console on the node a moment later anyway.
+CLOSES_CONSOLES = {Kind.SUSPEND: ("suspended", "the VPS is being suspended"),
+                   Kind.DESTROY: ("terminated", "the VPS is being terminated"),
+                   Kind.STOP: ("ended", "the VPS is being stopped"),
+                   Kind.HIBERNATE: ("ended", "the VPS is being hibernated"),
+                   Kind.REINSTALL: ("ended", "the VPS is being reinstalled")}
+
+
 def create(ve, kind, user, params, idempotency_key=None):
     """Write a queued Operation; Conflict if the VE already has an unfinished one."""
     busy = ve.operations.filter(state__in=Operation.UNFINISHED).first()
@@ -141,8 +152,11 @@ def create(ve, kind, user, params, idempotency_key=None):
         raise _busy(ve, busy)
     try:
         with transaction.atomic():
-            return Operation.objects.create(environment=ve, kind=kind, requested_by=user,
-                                            params=params, idempotency_key=idempotency_key)
+            op = Operation.objects.create(environment=ve, kind=kind, requested_by=user,
+                                          params=params, idempotency_key=idempotency_key)
+        if kind in CLOSES_CONSOLES:
+            consoles.after_commit(consoles.end_ve, ve.veid, *CLOSES_CONSOLES[kind])
+        return op
     except IntegrityError:  # a concurrent request won the race
         if idempotency_key:
             earlier = Operation.objects.filter(idempotency_key=idempotency_key).first()

@@ -40,10 +40,13 @@ def test_the_default_user_is_off_and_each_node_has_only_its_own_keys():
     assert "pw1" not in text and "pw2" not in text  # only their SHA-256
     hn1 = lines["node-hn1"].split()
     keys = {word[1:] for word in hn1 if word.startswith("~")}
-    assert keys == {"node.hn1", "node.hn1.chores", "_kombu.binding.node.hn1",
-                    "_kombu.binding.node.hn1.chores", "unacked.node.hn1",
-                    "unacked_index.node.hn1", "unacked_mutex.node.hn1"}
-    assert "resetchannels" in hn1 and "-@all" in hn1 and not any("*" in k for k in keys)
+    assert keys == {"node.hn1", "node.hn1.chores", "node.hn1.console",
+                    "_kombu.binding.node.hn1", "_kombu.binding.node.hn1.chores",
+                    "_kombu.binding.node.hn1.console", "unacked.node.hn1",
+                    "unacked_index.node.hn1", "unacked_mutex.node.hn1", "console:hn1:*"}
+    # The one pattern is its own consoles' lists (node names have no ':').
+    assert "resetchannels" in hn1 and "-@all" in hn1
+    assert [k for k in keys if "*" in k] == ["console:hn1:*"]
     for forbidden in ("+@all", "+flushall", "+config", "+keys", "+acl", "+publish",
                       "+subscribe", "+@admin", "+@dangerous"):
         assert forbidden not in hn1 and forbidden not in lines["hosting"].split()
@@ -141,12 +144,14 @@ def test_the_stack_keeps_secrets_in_private_files_not_in_the_environment(tmp_pat
 
 def test_the_units_give_each_side_its_own_login_and_key():
     units = render("/opt/hosting")
-    for name in ("hosting-web.service", "hosting-housekeeping.service", "hosting-beat.service"):
+    for name in ("hosting-web.service", "hosting-console.service",
+                 "hosting-housekeeping.service", "hosting-beat.service"):
         assert "LoadCredential=redis-password:/etc/hosting/redis/redis-hosting.password" \
             in units[name]
         assert "HOSTING_SIGNING_KEY=%d/signing-key" in units[name]
         assert "signing-node" not in units[name]
-    for name in ("hosting-node.service", "hosting-node-chores.service"):
+    for name in ("hosting-node.service", "hosting-node-chores.service",
+                 "hosting-node-console.service"):
         assert "HOSTING_SIGNING_KEY=/etc/hosting/signing-node/node.key" in units[name]
         assert "redis-hosting.password" not in units[name] and "signing-web" not in units[name]
     conf = (Path(BASE_DIR) / "docs" / "systemd" / "redis-hosting.conf").read_text()

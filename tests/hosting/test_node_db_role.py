@@ -80,3 +80,38 @@ def test_a_node_role_does_node_work_and_reads_no_secrets(catalogue, node_run_dir
         with connection.cursor() as cursor:
             cursor.execute("RESET ROLE")
     assert engine.status(veid).state == "running"
+
+
+def test_a_node_role_takes_a_console_relay_and_reads_nothing_else_of_it(catalogue):
+    """The console worker claims a session and reads its VPS and key (consoles/relay.py);
+    who opened it and the ticket's and browser session's digests stay out of reach."""
+    if connection.vendor != "postgresql":
+        return
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from hosting.consoles import relay
+    from hosting.consoles.models import ConsoleSession
+    call_command("node_db_role", ROLE, verbosity=0)
+    ve = VirtualEnvironment.objects.create(
+        veid=4201, owner=catalogue["customer"], plan=catalogue["plan"], node=catalogue["node"],
+        template=catalogue["template"], hostname="console-role.example.com",
+        actual_state="running")
+    now = timezone.now()
+    row = ConsoleSession.objects.create(
+        user=catalogue["user"], username="alice", environment=ve, veid=ve.veid,
+        node=catalogue["node"].name, ticket_digest="0" * 64,
+        ticket_expires=now + timedelta(seconds=30), session_digest="1" * 64,
+        origin="https://example.com", opened=now, relay_key=b"k" * 32)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SET ROLE {ROLE}")
+    try:
+        assert relay.claim(catalogue["node"].name, str(row.pk)) == (ve.veid, b"k" * 32)
+        assert relay.claim(catalogue["node"].name, str(row.pk)) is None  # once
+        _refused("SELECT ticket_digest FROM consoles_consolesession")
+        _refused("SELECT session_digest, user_id, address FROM consoles_consolesession")
+        _refused("UPDATE consoles_consolesession SET closed = now()")
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET ROLE")

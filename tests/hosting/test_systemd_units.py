@@ -8,8 +8,9 @@ from django.core.management import call_command
 from hosting.core.management.commands.systemd_units import render
 from hosting.nodes.models import Node
 
-UNITS = {"hosting-web.service", "hosting-housekeeping.service", "hosting-beat.service",
-         "hosting-node.service", "hosting-node-chores.service", "hosting-node-migrate.service"}
+UNITS = {"hosting-web.service", "hosting-console.service", "hosting-housekeeping.service",
+         "hosting-beat.service", "hosting-node.service", "hosting-node-chores.service",
+         "hosting-node-console.service", "hosting-node-migrate.service"}
 
 
 def test_the_units_of_this_checkout_pass_systemd_analyze_verify(tmp_path, settings):
@@ -26,18 +27,27 @@ def test_the_units_of_this_checkout_pass_systemd_analyze_verify(tmp_path, settin
 
 def test_who_runs_what(settings):
     units = render("/srv/hosting")
-    for name in ("hosting-web.service", "hosting-housekeeping.service", "hosting-beat.service"):
+    for name in ("hosting-web.service", "hosting-console.service",
+                 "hosting-housekeeping.service", "hosting-beat.service"):
         assert "\nUser=hosting\n" in units[name], name  # the web side is unprivileged
         assert "StateDirectoryMode=0700" in units[name]
     for name in ("hosting-node.service", "hosting-node-chores.service"):
         assert "\nUser=" not in units[name], name  # the node workers drive the engine: root
         assert "KillMode=mixed" in units[name]
+    assert "\nUser=" not in units["hosting-node-console.service"]
     assert all("/opt/hosting" not in text and "/srv/hosting/.venv/bin/python" in text
                for text in units.values())
     node = Node(name="${HOSTING_NODE_NAME}")
     assert f"-Q {node.queue} " in units["hosting-node.service"]
     assert f"-Q {node.chores_queue} " in units["hosting-node-chores.service"]
     assert "-Q hosting " in units["hosting-housekeeping.service"]
+    # Consoles: a threads pool on the node's console queue; uvicorn as the stack runs it.
+    assert f"-Q {node.console_queue} " in units["hosting-node-console.service"]
+    assert "-P threads -c 32 " in units["hosting-node-console.service"]
+    from hosting.stack import ASGI_OPTIONS
+    assert "-m uvicorn hosting.asgi:application" in units["hosting-console.service"]
+    assert " ".join(ASGI_OPTIONS) in " ".join(units["hosting-console.service"].replace(
+        "\\\n", " ").split())
     assert " beat " in units["hosting-beat.service"]
     assert all("Restart=always" in text for text in units.values())
 

@@ -28,17 +28,23 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--asgi-port", type=int, default=8001,
+                            help="the ASGI server's port (the web consoles' WebSockets)")
         parser.add_argument("--redis-port", type=int, default=6379)
         parser.add_argument("--nodes", type=int, default=1,
                             help="how many nodes to run on this machine (default 1)")
 
-    def handle(self, *args, port, redis_port, nodes, **options):
+    def handle(self, *args, port, asgi_port, redis_port, nodes, **options):
         if not can_read_checkout(UNPRIVILEGED):
             raise CommandError(f"user {UNPRIVILEGED} cannot read this checkout; the web "
                                "process runs as that user (move the checkout or fix permissions)")
         if not 1 <= nodes <= 20:
-            raise CommandError("--nodes: between 1 and 20 (each node is four root processes)")
-        stack = Stack(settings.DATA_DIR, web_port=port, nodes=nodes, dc_netns=DC_NETNS)
+            raise CommandError("--nodes: between 1 and 20 (each node is five root processes)")
+        if port_taken(asgi_port):
+            raise CommandError(f"port {asgi_port} (the consoles' ASGI server) is taken: "
+                               "give another with --asgi-port")
+        stack = Stack(settings.DATA_DIR, web_port=port, nodes=nodes, dc_netns=DC_NETNS,
+                      asgi_port=asgi_port)
         stack.node_netns = f"hosting-{stack.node_name}"[:60]
         if DC_NETNS in {node.netns for node in stack.nodes}:
             raise CommandError(f"this host's name makes node 1's network namespace "
@@ -60,6 +66,7 @@ class Command(BaseCommand):
             stack.start_nodes()
             stack.start_housekeeping()
             stack.start_web()
+            stack.start_asgi()
             stack.wait_for_node()
             self._banner(stack)
             supervisor = Supervisor(stack, log=self._log)
@@ -94,6 +101,7 @@ Hosting is running at {url}
   staff:    admin / {creds['admin']}   ({url}staff/ and {url}admin/)
   customer: demo / {creds['demo']}
   API docs: {url}api/v1/docs/
+  consoles: WebSockets on ws://127.0.0.1{stack.console_url}/ws/console/ (uvicorn)
 {self._nodes(stack)}
   logs:     {stack.log_dir}
   data centre: namespace {stack.dc_netns}, bridge {datacentre.BRIDGE} \
@@ -106,7 +114,8 @@ Press Ctrl-C to stop.
     def _nodes(stack):
         """Two lines a node: its queues and where it keeps and wires its VEs."""
         return "\n".join(
-            f"  node {node.name}: queues {node.queue}, {node.chores_queue}\n"
+            f"  node {node.name}: queues {node.queue}, {node.chores_queue}, "
+            f"{node.console_queue}\n"
             f"      VE_ROOT {node.effective('VE_ROOT')}, cgroup parent "
             f"{node.effective('VE_CGROUP_PARENT')}, namespace {node.netns}, "
             f"migration sshd {node.migrate_address}" for node in stack.nodes)

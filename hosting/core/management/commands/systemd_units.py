@@ -21,8 +21,8 @@ def render(prefix):
 
 
 class Command(BaseCommand):
-    help = ("Write the systemd units of web, housekeeping, beat, the node workers and the "
-            "node's migration sshd.")
+    help = ("Write the systemd units of web, the consoles' ASGI server, housekeeping, beat, "
+            "the node workers and the node's migration sshd.")
 
     def add_arguments(self, parser):
         parser.add_argument("--prefix", default=str(settings.BASE_DIR),
