@@ -393,3 +393,23 @@ def test_delegate_without_a_cgroup2_mount_is_unsupported(tmp_path):
     drv = CgroupV1Driver(CgroupFS(tmp_path), "ve", {"memory": "memory"})
     with pytest.raises(Unsupported, match="cgroup2"):
         drv.delegate(NAME, 101 * 65536)
+
+
+def test_pids_of_a_group_removed_while_read_are_none(tmp_path, monkeypatch):
+    """A group that goes while its PIDs are read (ENODEV: its file was opened, the group
+    removed, as a VE's systemd removes init.scope as it stops) has no processes; the
+    VE's status must not fail on it."""
+    import errno
+    fs = CgroupFS(tmp_path)
+    for group in ("ve/401", "ve/401/init.scope"):
+        (tmp_path / group).mkdir(parents=True)
+        (tmp_path / group / "cgroup.procs").write_text("")
+    (tmp_path / "ve/401/cgroup.procs").write_text("7\n")
+    real = fs.read
+
+    def read(rel):
+        if "init.scope" in rel:
+            raise OSError(errno.ENODEV, "No such device")
+        return real(rel)
+    monkeypatch.setattr(fs, "read", read)
+    assert fs.procs("ve/401") == {7}

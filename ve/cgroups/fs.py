@@ -78,8 +78,11 @@ class CgroupFS:
         for group in self.walk(rel):
             try:
                 found.update(int(pid) for pid in self.read(f"{group}/cgroup.procs").split())
-            except FileNotFoundError:
-                pass  # removed while we walked: it had no processes
+            except OSError as exc:
+                # Removed while we walked (ENOENT; ENODEV: its files still open but the
+                # group gone, as when a VE's systemd removes init.scope while it stops).
+                if exc.errno not in (errno.ENOENT, errno.ENODEV):
+                    raise
         return found
 
     def remove(self, rel):
