@@ -64,10 +64,10 @@ class BackupsMixin:
 
     def _backup(self, backup_id):
         ve = self.get_object()
-        found = ve.backups.filter(backup_id__startswith=backup_id)
-        if len(found[:2]) != 1:
+        found = backups.find(ve.backups, backup_id)
+        if found is None:
             raise NotFound(f"VPS {ve.hostname} has no backup {backup_id}")
-        return found[0]
+        return found
 
     @extend_schema(responses={200: BackupsSerializer})
     @action(detail=True, methods=["get"], url_path="backups")

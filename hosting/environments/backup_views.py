@@ -2,7 +2,6 @@
 some files, into a new VPS); the VPS page's card is ``backup_card``."""
 
 import posixpath
-import re
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -15,7 +14,7 @@ from hosting.core.errors import Forbidden, Invalid, ServiceError
 from hosting.operations.models import Operation
 
 from . import backup_browse, backups, services
-from .backup_api import BACKUP_ID, download
+from .backup_api import download
 from .forms import RestoreBackupForm, RestoreFilesForm, RestoreNewForm
 from .models import BackupFetch
 from .refusals import refusal
@@ -135,12 +134,10 @@ def restore_new(request, veid, backup_id):
 
 
 def _backup(ve, backup_id):
-    if not re.fullmatch(BACKUP_ID, backup_id or ""):
-        raise Http404("no such backup")
-    found = ve.backups.filter(backup_id__startswith=backup_id)
-    if len(found[:2]) != 1:
+    found = backups.find(ve.backups, backup_id)
+    if found is None:
         raise Http404(f"VPS {ve.hostname} has no backup {backup_id}")
-    return found[0]
+    return found
 
 
 def _current(ve):

@@ -11,6 +11,7 @@ staff (and the customer) can restore a terminated VPS's backups into a new VPS
 until BACKUP_KEEP_DAYS_AFTER_TERMINATION has passed.
 """
 
+import re
 from datetime import datetime, timedelta, timezone
 
 from django.conf import settings
@@ -117,6 +118,15 @@ def _reachable(ve, backup):
     if not backup.shared and backup.node != ve.node.name:
         raise Conflict(f"backup {backup.short_id} is kept on the node the VPS was on when it "
                        "was taken; restore it into a new VPS (it is made there)")
+
+
+def find(rows, text):
+    """The one backup of ``rows`` whose id is or starts with ``text`` (8+ hex digits), or
+    None (no such backup, or the prefix names several)."""
+    if not re.fullmatch(r"[0-9a-f]{8,64}", text or ""):
+        return None
+    found = list(rows.filter(backup_id__startswith=text)[:2])
+    return found[0] if len(found) == 1 else None
 
 
 def visible_to(user):

@@ -106,10 +106,10 @@ class RestoreFilesSerializer(serializers.Serializer):
 
 def _backup_row(ve, user, text):
     from hosting.core.errors import Invalid
-    found = backups.visible_to(user).filter(backup_id__startswith=text)
-    if len(found[:2]) != 1:
+    found = backups.find(backups.visible_to(user), text)
+    if found is None:
         raise Invalid(f"no backup {text}", field="backup")
-    return found[0]
+    return found
 
 
 def _queue(kind):
