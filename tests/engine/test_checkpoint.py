@@ -17,8 +17,12 @@ from .test_watcher import watcher  # noqa: F401  (fixture)
 
 VEID, ROUTED = 151, (152, "198.18.7.52")
 # The count is replaced whole (a reader never sees it half written).
-COUNTER = ("i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new; "
-           "mv /tmp/count.new /tmp/count; sleep 0.05; done >/dev/null 2>&1 &")
+# The count lives on the VE's own /dev/shm (a tmpfs that CRIU dumps with the processes), so
+# a file the counter holds open at the dump is restored as it was then, even after the VE
+# ran on (a file on the disk it renamed meanwhile could not be reopened on restore).
+COUNT_FILE = "/dev/shm/count"
+COUNTER = ("i=0; while :; do i=$((i+1)); echo $i > /dev/shm/count.new; "
+           "mv /dev/shm/count.new /dev/shm/count; sleep 0.05; done >/dev/null 2>&1 &")
 
 
 @pytest.fixture
@@ -32,7 +36,7 @@ def counting(engine):
 
 
 def count(engine, veid=VEID):
-    out = engine.exec(veid, ["cat", "/tmp/count"]).stdout.strip()
+    out = engine.exec(veid, ["cat", COUNT_FILE]).stdout.strip()
     return int(out) if out else 0
 
 

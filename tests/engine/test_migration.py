@@ -23,7 +23,7 @@ from ve.errors import StateError
 from ve.kernel import proc
 
 from .tcpclient import HeldConnection
-from .test_checkpoint import COUNTER
+from .test_checkpoint import COUNT_FILE, COUNTER
 from .test_watcher import events_of, new_init, stopped
 from .conftest import ROOT_DIR, _remove_cgroup_tree, wait_for
 from .nodes import DC_NET, PORT, UPLINK, reaches, two_nodes
@@ -116,8 +116,8 @@ def test_live_migration_keeps_processes_addresses_and_a_tcp_connection(fleet):
     assert wait_for(lambda: reaches(dc, VE_IP), 10)  # announced by B now
     got = b.engine.exec(VEID, ["cat", "/tmp/got"]).stdout
     assert got == b"before\nafter\n", got
-    counted = int(b.engine.exec(VEID, ["cat", "/tmp/count"]).stdout)
-    assert wait_for(lambda: int(b.engine.exec(VEID, ["cat", "/tmp/count"]).stdout) > counted, 5)
+    counted = int(b.engine.exec(VEID, ["cat", COUNT_FILE]).stdout)
+    assert wait_for(lambda: int(b.engine.exec(VEID, ["cat", COUNT_FILE]).stdout) > counted, 5)
 
 
 def test_a_moved_ve_reboots_and_powers_off_from_inside_at_its_new_node(watched_fleet):
