@@ -14,8 +14,10 @@ from hosting.environments.models import VirtualEnvironment as VE
 
 log = logging.getLogger(__name__)
 
-# restic's progress moves the bar between these percents (a backup), at most this often
+# restic's progress moves the bar between these percents, at most this often
 BACKUP_BAR = (10, 90)
+RESTORE_BAR = (20, 95)
+CREATE_BAR = (20, 65)  # the create runner goes on from 70 (starting the VPS)
 PROGRESS_EVERY = 0.02  # of the whole, so a long backup writes ~50 progress rows
 
 
@@ -27,15 +29,7 @@ def repository_of(ctx):
 def backup(ctx):
     """Back up the VPS's disk (from a snapshot copy), then keep what its plan says."""
     ctx.progress(5, "taking a snapshot to back up")
-    reported = [0.0]
-
-    def on_status(fraction):
-        if fraction - reported[0] >= PROGRESS_EVERY:
-            reported[0] = fraction
-            low, high = BACKUP_BAR
-            ctx.progress(int(low + (high - low) * fraction), f"backing up: {fraction:.0%}")
-
-    done = ctx.engine.backup(ctx.ve.veid, on_status=on_status,
+    done = ctx.engine.backup(ctx.ve.veid, on_status=_bar(ctx, BACKUP_BAR, "backing up"),
                              limit_kib=ctx.ve.node.backup_limit_kib)
     repository = repository_of(ctx)
     held = ctx.engine.backups(ctx.ve.veid)
@@ -57,6 +51,20 @@ def backup(ctx):
     return None
 
 
+def _bar(ctx, between, doing):
+    """An on_status(fraction) moving the operation's bar between percents ``between``,
+    written at most every PROGRESS_EVERY of the whole."""
+    reported = [0.0]
+
+    def on_status(fraction):
+        if fraction - reported[0] >= PROGRESS_EVERY:
+            reported[0] = fraction
+            low, high = between
+            ctx.progress(int(low + (high - low) * fraction), f"{doing}: {fraction:.0%}")
+
+    return on_status
+
+
 def measure_stored(ctx):
     """Record what the VPS's backups hold in the repository (the usage reports' figure);
     an unreadable figure costs only the figure."""
@@ -70,8 +78,9 @@ def measure_stored(ctx):
 
 def restore(ctx):
     """Put the whole disk back as the backup holds it; a running VPS reboots on the way."""
-    ctx.progress(20, "restoring the disk from the backup")
-    done = ctx.engine.restore_backup(ctx.ve.veid, ctx.op.params["backup"])
+    ctx.progress(RESTORE_BAR[0], "restoring the disk from the backup")
+    done = ctx.engine.restore_backup(ctx.ve.veid, ctx.op.params["backup"],
+                                     on_status=_bar(ctx, RESTORE_BAR, "restoring"))
     return VE.State.RUNNING if done["restarted"] else None
 
 
@@ -86,8 +95,9 @@ def restore_files(ctx):
 
 def create_from_backup(ctx, cfg):
     """The create runner's first step for a VPS ordered from a backup: its disk."""
-    ctx.progress(20, "restoring the backup onto the new disk")
-    ctx.engine.create_from_backup(cfg, ctx.op.params["backup"])
+    ctx.progress(CREATE_BAR[0], "restoring the backup onto the new disk")
+    ctx.engine.create_from_backup(cfg, ctx.op.params["backup"],
+                                  on_status=_bar(ctx, CREATE_BAR, "restoring"))
 
 
 RUNNERS = {"backup": backup, "restore": restore, "restore_files": restore_files}

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ve import Limits, VEConfig
+from ve.storage import restic
 from ve.errors import InvalidConfig, NotFound, ResourceError, StateError, Unsupported
 
 from .conftest import vectl
@@ -103,19 +104,25 @@ def test_browsing_and_reading_a_backup(engine_on_xfs):
         engine.backup_listing("deadbeef", "/")
 
 
-def test_a_whole_ve_is_rolled_back_to_its_backup(engine_on_xfs):
+def test_a_whole_ve_is_rolled_back_to_its_backup(engine_on_xfs, monkeypatch):
     engine = engine_on_xfs
     make(engine)
     engine.start(VEID)
-    sh(engine, "echo before > /root/A")
+    sh(engine, "echo before > /root/A; dd if=/dev/urandom of=/root/big bs=1M count=96 2>/dev/null")
     taken = engine.backup(VEID)["id"]
     sh(engine, "echo after > /root/B; rm /root/A")
+    monkeypatch.setattr(restic, "TICK", 0.02)  # many reports of a restore of a few seconds
+    fractions = []
 
-    done = engine.restore_backup(VEID, taken)
+    done = engine.restore_backup(VEID, taken, on_status=fractions.append)
 
     assert done["restarted"] and engine.status(VEID).state == "running"
-    assert sh(engine, "ls /root") == "A\n"
-    assert engine.disk_usage(VEID).space_used > 0
+    assert sh(engine, "ls /root") == "A\nbig\n"
+    assert engine.disk_usage(VEID).space_used > 96 * MiB
+    # Progress: what restic wrote against the backup's size, rising through the middle,
+    # never "done" before restic is.
+    assert fractions == sorted(fractions) and 0 < fractions[-1] <= 0.99, fractions
+    assert any(0.05 < fraction < 0.95 for fraction in fractions), fractions
 
 
 def test_the_second_backup_stores_about_what_changed(engine_on_xfs):

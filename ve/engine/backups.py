@@ -114,9 +114,10 @@ class BackupMixin:
             found = restic.snapshots(repo, tags)
         return [_record(item) for item in found]
 
-    def restore_backup(self, veid, backup_id):
+    def restore_backup(self, veid, backup_id, on_status=None):
         """Put the VE's whole disk back as backup ``backup_id`` of it holds it (a running VE
-        is stopped and started again); return {"id", "restarted", "seconds"}."""
+        is stopped and started again); return {"id", "restarted", "seconds"}.
+        ``on_status(fraction)`` follows the restore (about each second)."""
         veid = validate.veid(veid)
         began = time.monotonic()
         with self._lock(veid):
@@ -131,7 +132,7 @@ class BackupMixin:
                 self._disk_unmount(cfg)  # left mounted by a VE that halted on its own
                 self._disk_released(cfg)
                 fresh = self.layout.image(veid).with_name(f"{veid}.img.restore")
-                self._disk_from_backup(cfg, found, fresh)
+                self._disk_from_backup(cfg, found, fresh, on_status)
                 with host_errors(veid, "cannot put the restored disk in place"):
                     os.replace(f"{fresh}.usage", f"{self.layout.image(veid)}.usage")
                     os.replace(fresh, self.layout.image(veid))
@@ -141,9 +142,10 @@ class BackupMixin:
         return {"id": found["id"], "restarted": running,
                 "seconds": round(time.monotonic() - began, 3)}
 
-    def create_from_backup(self, cfg, backup_id):
+    def create_from_backup(self, cfg, backup_id, on_status=None):
         """Create VE ``cfg`` (a new VEID: another plan, node or VPS) with the disk of backup
-        ``backup_id``, its files' owners moved to its uid range; it is left stopped."""
+        ``backup_id``, its files' owners moved to its uid range; it is left stopped.
+        ``on_status(fraction)`` follows the restore (about each second)."""
         from ..config import write
         self.layout.ensure()
         cfg = self._resolve_layout(cfg)
@@ -157,7 +159,7 @@ class BackupMixin:
             self._remove_files(cfg.veid)  # leftovers of a create that crashed
             with Reverter() as undo:
                 undo.add(self._remove_files, cfg.veid)
-                self._disk_from_backup(cfg, found, self.layout.image(cfg.veid))
+                self._disk_from_backup(cfg, found, self.layout.image(cfg.veid), on_status)
                 with host_errors(cfg.veid, "cannot write the VE's files"):
                     self.layout.mountpoint(cfg.veid).mkdir(mode=0o700)
                     write(self.layout.conf(cfg.veid), cfg)
@@ -267,7 +269,7 @@ class BackupMixin:
             raise NotFound(f"no backup {text}" if not matches else f"{text} is ambiguous")
         return matches[0]
 
-    def _disk_from_backup(self, cfg, found, path):
+    def _disk_from_backup(self, cfg, found, path, on_status=None):
         """Make image ``path`` (new) of the VE's size holding backup ``found``, owned by
         its uid range; left unmounted, its usage recorded."""
         from ..storage import image, restic
@@ -278,7 +280,8 @@ class BackupMixin:
             image.create(path, cfg.layout, cfg.limits.diskspace, cfg.limits.diskinodes,
                          private, cfg.idmap_base)
             try:
-                restic.restore(self.backup_repository(), found["id"], str(private))
+                restic.restore(self.backup_repository(), found["id"], str(private),
+                               on_status=on_status)
                 _shift_owners(private, found["base"], cfg.idmap_base)
             finally:
                 image.unmount(path, private)

@@ -19,11 +19,13 @@ import posixpath
 import secrets
 import shutil
 import subprocess
+import time
 from collections import namedtuple
 
 RESTIC = "restic"
 IDLE = ("ionice", "-c", "3", "nice", "-n", "19")  # util-linux and coreutils
 TIMEOUT = 24 * 3600  # a first backup of a large VE over a slow link
+TICK = 1.0  # seconds between the progress reports of a restore
 
 
 class Repository(namedtuple("Repository", "url password_file")):
@@ -89,13 +91,33 @@ def snapshots(repo, tags=()):
     return json.loads(_run(repo, argv) or "[]") or []
 
 
-def restore(repo, snapshot_id, target, include=None):
+def restore(repo, snapshot_id, target, include=None, on_status=None):
     """Restore snapshot ``snapshot_id`` (only ``include``, a path in it, if given) into
-    directory ``target``."""
+    directory ``target``.
+
+    ``on_status(fraction_done)`` is called each TICK. restic 0.14 prints no restore
+    progress, and it preallocates each file it makes (the target's free space tells
+    nothing), so the fraction is what restic wrote (its /proc/PID/io) against the
+    snapshot's size."""
     argv = ["restore", snapshot_id, "--target", target]
     if include:
         argv += ["--include", include]
-    _run(repo, argv)
+    if on_status is None:
+        _run(repo, argv)
+        return
+    total = restore_size(repo, snapshot_id)
+
+    def tick(proc):
+        written = _written_bytes(proc.pid)
+        on_status(min(0.99, written / total) if total else 0.0)
+
+    _run(repo, argv, every=tick)
+
+
+def restore_size(repo, snapshot_id):
+    """The bytes of the files snapshot ``snapshot_id`` holds (what a restore writes)."""
+    argv = ["stats", "--json", "--mode", "restore-size", snapshot_id]
+    return int(json.loads(_run(repo, argv)).get("total_size") or 0)
 
 
 def listing(repo, snapshot_id, path="/"):
@@ -147,14 +169,21 @@ def stats(repo, tags=()):
     return json.loads(_run(repo, argv))
 
 
-def _run(repo, argv, ok_missing=False):
+def _run(repo, argv, ok_missing=False, every=None):
+    """restic's output of ``argv``; ``every(proc)`` is called each TICK while it runs."""
     proc = _popen(repo, argv)
-    try:
-        out, error = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise ResticFailed(argv[0], f"still running after {TIMEOUT} s") from None
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        try:
+            # A communicate that timed out may be called again: no output is lost.
+            out, error = proc.communicate(timeout=TICK if every else TIMEOUT)
+            break
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
+                proc.kill()
+                proc.communicate()
+                raise ResticFailed(argv[0], f"still running after {TIMEOUT} s") from None
+            every(proc)
     if proc.returncode:
         if ok_missing:
             return None
@@ -184,6 +213,18 @@ def _popen(repo, argv, cwd=None, text=True, prefix=()):
                                 stderr=subprocess.PIPE, text=text, cwd=cwd)
     except FileNotFoundError:
         raise OSError(errno.ENOENT, "restic is missing (Debian package restic)") from None
+
+
+def _written_bytes(pid):
+    """The bytes process ``pid`` passed to write calls so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/io", encoding="ascii") as io:
+            for line in io:
+                if line.startswith("wchar:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def _last_line(text):
