@@ -94,7 +94,8 @@ VERBS = {
                        "--read-data": ("read_data", False, "check: read every byte too")}),
     "migrate": Verb("move a VE to another node (live, with criu, unless --offline)", VEID, {
         "--to": ("to", True, "the target node's migration sshd, host:port"),
-        "--offline": ("offline", False, "stop it, copy it, start it there")},
+        "--offline": ("offline", False, "stop it, copy it, start it there"),
+        "--start": ("start", False, "a stopped VE is started there (else it stays stopped)")},
         required=("--to",)),
     "migration": Verb("this node's migration identity: key, trusted nodes, its sshd",
                       (("action", "one"), ("first", "optional"), ("second", "optional"))),
@@ -372,7 +373,7 @@ def _when(seconds):
 
 
 def cmd_migrate(engine, args, as_json):
-    done = engine.migrate(args.veid, args.to, live=not args.offline)
+    done = engine.migrate(args.veid, args.to, live=not args.offline, start_there=args.start)
     how = done["mode"] + (f" ({done['why_offline']})" if done["why_offline"] else "")
     downtime = "" if done["downtime_s"] is None else f", down {done['downtime_s']:.2f} s"
     return _done(as_json, {"veid": int(args.veid), "to": args.to, **done},

@@ -169,6 +169,16 @@ def test_offline_migration_of_a_stopped_and_a_running_ve(fleet):
     assert wait_for(lambda: reaches(dc, VE_IP), 10)
 
 
+def test_a_stopped_ve_can_be_started_at_its_new_node(fleet):
+    """A VE made on one node to run on another (a VPS restored from that node's backups)."""
+    a, b, dc = fleet
+    a.engine.create(VEConfig(VEID, "made-here.example", "busybox", Limits(), ips=(VE_IP,)))
+    done = a.vectl("migrate", VEID, "--to", f"{b.address}:{PORT}", "--start")
+    assert done["mode"] == "offline" and done["downtime_s"] is None
+    assert b.engine.status(VEID).state == "running" and on_host(a, VEID) == NOTHING
+    assert wait_for(lambda: reaches(dc, VE_IP), 10)
+
+
 def test_snapshots_move_with_their_ve_and_roll_back_at_the_new_node(fleet):
     a, b, dc = fleet
     a.engine.create(VEConfig(VEID, "snapped.example", "busybox", Limits(), ips=(VE_IP,)))

@@ -45,8 +45,10 @@ class MigrateMixin:
     """``migrate`` of the Engine (the lock-free steps of checkpoint, restore, start,
     stop and destroy, under one hold of the VE's lock)."""
 
-    def migrate(self, veid, target, live=True):
+    def migrate(self, veid, target, live=True, start_there=False):
         """Move VE ``veid`` to the node whose migration sshd is ``target`` (host:port).
+        A stopped VE stays stopped there, or is started there with ``start_there`` (a VE
+        made here to run there: a VPS restored from this node's backups).
 
         Return a dict: mode ("live" or "offline"), why_offline, downtime_s (the VE
         ran nowhere), total_s, precopy_s, phases_s (the downtime's parts), sent
@@ -60,7 +62,8 @@ class MigrateMixin:
             if self._settle(veid) == "there":
                 return {"mode": "settled", "why_offline": None, "downtime_s": None,
                         "total_s": 0.0, "precopy_s": 0.0, "phases_s": {}}
-            return self._migrate(self._read_config(veid), _Channel(self.layout, target), live)
+            return self._migrate(self._read_config(veid), _Channel(self.layout, target), live,
+                                 start_there)
 
     def status_at(self, veid, target):
         """What the node at ``target`` has of VE ``veid``: {"exists", "running"}
@@ -131,7 +134,7 @@ class MigrateMixin:
         flight.clear()
         return "here"
 
-    def _migrate(self, cfg, channel, live):
+    def _migrate(self, cfg, channel, live, start_there=False):
         veid, started = cfg.veid, time.monotonic()
         record = self._running_init(veid)
         was_running = record is not None
@@ -188,8 +191,8 @@ class MigrateMixin:
                 self._send_state(channel, veid, with_checkpoint=mode == "live" or (
                     not was_running and self.hibernated(veid)), sent_ahead=sent_ahead)
             with phases("restore" if mode == "live" else "start"):
-                if not was_running:
-                    channel.verb("place", veid)  # it stays stopped, there
+                if not was_running:  # it stays stopped there, or starts there afresh
+                    channel.verb("start" if start_there else "place", veid)
                 else:
                     channel.verb("restore" if mode == "live" else "start", veid)
         except ResourceError as exc:
