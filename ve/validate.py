@@ -190,3 +190,22 @@ def yes_no(value, what):
     if text not in ("yes", "no"):
         raise InvalidConfig(f"bad {what} {value!r}: use yes or no")
     return text == "yes"
+
+
+PATH_MAX = 4096  # characters of a path given inside a VE or a backup
+
+
+def inside_path(value, where="the VE"):
+    """Return ``value`` as a normalised absolute path inside a VE or a backup of one.
+
+    Refused: not starting with '/', a NUL, over PATH_MAX characters, a '..' part.
+    Repeated '/', '.' parts and a trailing '/' go (``//etc/./x/`` -> ``/etc/x``).
+    The message says which rule failed, without the value; ``where`` names the place.
+    """
+    text = str(value or "")
+    if not text.startswith("/") or "\0" in text or len(text) > PATH_MAX:
+        raise InvalidConfig(f"give an absolute path inside {where}, like /etc/nginx")
+    parts = [part for part in text.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise InvalidConfig("a path with '..' is refused")
+    return "/" + "/".join(parts)

@@ -39,6 +39,25 @@ def test_bad_template_names(name):
         validate.template_name(name)
 
 
+@pytest.mark.parametrize("path, expected", [
+    ("/", "/"), ("/etc/nginx", "/etc/nginx"), ("//etc//nginx/", "/etc/nginx"),
+    ("/./etc/./x", "/etc/x"), ("/a..b/...", "/a..b/..."), ("/" + "x" * 4095, "/" + "x" * 4095),
+])
+def test_paths_inside_a_ve_are_normalised(path, expected):
+    assert validate.inside_path(path) == expected
+
+
+@pytest.mark.parametrize("path, says", [
+    ("etc/nginx", "absolute"), ("", "absolute"), (None, "absolute"), ("./etc", "absolute"),
+    ("/etc\0x", "absolute"), ("/" + "x" * 4096, "absolute"),
+    ("/..", "'..'"), ("/../etc", "'..'"), ("/srv/../../etc", "'..'"), ("/a/b/..", "'..'"),
+])
+def test_bad_paths_inside_a_ve_are_refused(path, says):
+    with pytest.raises(InvalidConfig, match=says) as refused:
+        validate.inside_path(path, where="the VPS")
+    assert "'..'" in says or "inside the VPS" in refused.value.message
+
+
 def test_conf_file_round_trip():
     cfg = VEConfig(101, "web1", "busybox", Limits(ram="512M", swap="1G", cpulimit=50))
     assert loads(dumps(cfg)) == cfg

@@ -305,11 +305,11 @@ def _exists(repo):
 
 
 def _inside_path(path, veid):
-    """A path inside the VE or a backup: absolute, normalised, no NUL."""
-    text = str(path)
-    if not text.startswith("/") or "\0" in text or len(text) > 4096:
-        raise InvalidConfig(f"bad path {path!r}: give an absolute path inside the VE", veid)
-    return os.path.normpath(text).replace("//", "/")
+    """``path`` normalised by validate.inside_path; InvalidConfig for VE ``veid`` if bad."""
+    try:
+        return validate.inside_path(path)
+    except InvalidConfig as exc:
+        raise InvalidConfig(f"bad path {path!r}: {exc.message}", veid) from None
 
 
 def _shift_owners(root, old_base, new_base):
