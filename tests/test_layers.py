@@ -155,6 +155,8 @@ NODE_SIDE = {
     "hosting.operations.executor": "runs one operation through ve.Engine",
     "hosting.operations.runners": "the engine calls of each operation kind",
     "hosting.operations.moving": "the migrate operation's runner (engine migrate)",
+    "hosting.operations.backup_runners": "the backup operations' runners; a VPS restored "
+                                         "on one node for another moves there (migrate)",
     "hosting.nodes.peers": "makes the node's migration keys and writes whom it trusts",
     "hosting.operations.reconcile": "compares the node (engine, /proc) with the database",
     "hosting.operations.node_events": "records the engine's events of VEs that ended",

@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from hosting.core import idempotency
 from hosting.core.api import IDEMPOTENCY_KEY
 from rest_framework.exceptions import NotFound
+from hosting.nodes.models import Node
 from hosting.operations.api import OperationSerializer
 from hosting.plans.models import Plan
 
@@ -54,6 +55,10 @@ class RestoreNewSerializer(serializers.Serializer):
     root_password = serializers.CharField(required=False, allow_blank=True, write_only=True,
                                           max_length=200, help_text="blank: as backed up")
     ssh_key = serializers.CharField(required=False, allow_blank=True, max_length=16000)
+    node = serializers.SlugRelatedField(
+        slug_field="name", queryset=Node.objects.all(), required=False,
+        help_text="staff who may move VPSes only: the node it is to run on (default: the "
+                  "node that keeps the backup if it has room, else the placement rule's)")
 
 
 PATH = OpenApiParameter("path", str, default="/", description="a path inside the VPS")
@@ -110,7 +115,8 @@ class BackupsMixin:
         data = body.validated_data
         op = idempotency.run(request, lambda key: backups.order_from(
             backup, request.user, data["plan"], data["hostname"],
-            data.get("root_password", ""), data.get("ssh_key", ""), idempotency_key=key))
+            data.get("root_password", ""), data.get("ssh_key", ""), idempotency_key=key,
+            node=data.get("node")))
         return Response(OperationSerializer(op, context={"request": request}).data,
                         status=202)
 

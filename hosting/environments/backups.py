@@ -21,6 +21,8 @@ from django.utils import timezone as django_time
 from hosting.core.errors import Conflict, Forbidden, Invalid
 from hosting.operations import services as operations
 from hosting.operations.models import Operation
+from ve import validate
+from ve.errors import InvalidConfig
 
 from .models import Backup
 
@@ -88,20 +90,19 @@ def restore_files(ve, user, backup, path, into="/", idempotency_key=None):
 
 
 def inside_path(path, field):
-    """``path`` as an absolute path inside a VPS (Invalid otherwise)."""
-    text = str(path or "")
-    if not text.startswith("/") or "\0" in text or len(text) > 4096:
-        raise Invalid("give an absolute path inside the VPS, like /etc/nginx", field=field)
-    parts = [p for p in text.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise Invalid("a path with '..' is refused", field=field)
-    return "/" + "/".join(parts)
+    """``path`` as a normalised absolute path inside a VPS (ve.validate.inside_path; Invalid
+    on ``field`` otherwise)."""
+    try:
+        return validate.inside_path(path, where="the VPS")
+    except InvalidConfig as exc:
+        raise Invalid(exc.message, field=field) from None
 
 
 def order_from(backup, user, plan, hostname, root_password="", ssh_key="",
-               idempotency_key=None):
+               idempotency_key=None, node=None):
     """Queue a new VPS of ``plan`` for the backed-up VPS's owner, with ``backup``'s disk
-    (its logins as backed up unless a password or key is given); return the Operation."""
+    (its logins as backed up unless a password or key is given), on ``node`` if staff
+    chose one; return the Operation."""
     from . import services
     source = backup.environment
     until = terminated_until(source)
@@ -111,7 +112,7 @@ def order_from(backup, user, plan, hostname, root_password="", ssh_key="",
         raise Invalid(f"the backup holds {backup.total_bytes / GiB:.1f} GiB: plan {plan.name}'s "
                       f"{plan.disk_gib} GiB disk is too small", field="plan")
     return services.order(source.owner, plan, source.template, hostname, user, root_password,
-                          ssh_key, idempotency_key=idempotency_key, backup=backup)
+                          ssh_key, idempotency_key=idempotency_key, backup=backup, node=node)
 
 
 def _reachable(ve, backup):

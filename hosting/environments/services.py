@@ -12,12 +12,12 @@ from hosting.core import audit, shadow, twofactor
 from hosting.core.errors import Conflict, Forbidden, Invalid, ServiceError
 from hosting.ipam import services as ipam
 from hosting.nodes.models import Node
-from hosting.nodes.placement import NoCapacity, choose_node, shortfall
 from hosting.operations import dispatch, services as operations
 from hosting.operations.models import Operation
 from ve import validate
 from ve.errors import InvalidConfig
 
+from . import placing
 from .models import VirtualEnvironment as VE
 from .validators import validate_hostname
 
@@ -77,14 +77,16 @@ def reauthenticate(user, password, code=None):
 
 
 def order(customer, plan, template, hostname, requested_by, root_password="", ssh_key="",
-          idempotency_key=None, backup=None):
+          idempotency_key=None, backup=None, node=None):
     """Place a new VE for ``customer`` and queue its creation; return the Operation.
 
     ``backup`` (a Backup): the new VE gets that backup's disk instead of a fresh
     ``template`` (its logins stay as backed up unless a password or key is given);
-    it goes to a node that can reach the backup's repository.
+    it is made on a node that can read the backup's repository and, if it is to live
+    elsewhere, moved there (placing.where). ``node``: staff's choice of node for it
+    (those who may move VPSes only).
     """
-    operations.check_actor(requested_by)
+    operations.check_actor(requested_by, Operation.Kind.MIGRATE if node else None)
     if not customer.is_active:
         raise Forbidden("the account is suspended; new orders are refused")
     if not plan.active:
@@ -105,7 +107,7 @@ def order(customer, plan, template, hostname, requested_by, root_password="", ss
         params["password_hash"] = hash_password(root_password)
     try:
         return _order(customer, plan, template, hostname, requested_by, params, idempotency_key,
-                      backup)
+                      backup, node)
     except (ServiceError, IntegrityError, operations.Replay):
         # A concurrent retry with the same key may have won (e.g. on the host name):
         # the answer to a replay is the first request's operation.
@@ -123,7 +125,7 @@ def _same_order(earlier, customer):
 
 
 def _order(customer, plan, template, hostname, requested_by, params, idempotency_key,
-           backup=None):
+           backup=None, chosen=None):
     with transaction.atomic():
         if idempotency_key:
             earlier = Operation.objects.filter(idempotency_key=idempotency_key).first()
@@ -131,14 +133,18 @@ def _order(customer, plan, template, hostname, requested_by, params, idempotency
                 return _same_order(earlier, customer)
         if VE.objects.filter(hostname__iexact=hostname).live().exists():
             raise Invalid(f"host name {hostname} is taken", field="hostname")
-        node = _place(plan) if backup is None else _place_for(backup, plan)
+        node, home = (placing.node_for(plan, chosen), None) if backup is None \
+            else placing.where(backup, plan, chosen)
         ve = _insert(customer, plan, node, template, hostname)
-        ipam.allocate(ve, node, 4, plan.ipv4_count)
-        ipam.allocate(ve, node, 6, plan.ipv6_count)
+        # Its addresses are its home's: it runs nowhere before it is there.
+        ipam.allocate(ve, home or node, 4, plan.ipv4_count)
+        ipam.allocate(ve, home or node, 6, plan.ipv6_count)
+        if home is not None:
+            params["to"] = home.name
         op = operations.create(ve, Operation.Kind.CREATE, requested_by, params, idempotency_key)
         audit.record(requested_by, "ve.order", ve, operation=str(op.pk), plan=plan.name,
-                     template=template.name, node=node.name,
-                     **({"backup": backup.backup_id} if backup else {}))
+                     template=template.name, node=(home or node).name,
+                     **({"backup": backup.backup_id, "restored_on": node.name} if backup else {}))
         dispatch.on_commit(op)
     return op
 
@@ -166,35 +172,6 @@ def reset_password(ve, user, root_password, idempotency_key=None):
     return operations.request(ve, Operation.Kind.PASSWORD, user,
                               {"password_hash": hash_password(root_password)},
                               idempotency_key=idempotency_key)
-
-
-def _place(plan):
-    try:
-        node = choose_node(plan)
-    except NoCapacity as exc:
-        raise Conflict(str(exc), field="plan") from exc
-    # Re-check under the node's row lock (PostgreSQL; SQLite serialises writers).
-    node = Node.objects.select_for_update().get(pk=node.pk)
-    if shortfall(node, plan):
-        raise Conflict(f"node {node.name} just ran out of room for plan {plan.name}; try again")
-    return node
-
-
-def _place_for(backup, plan):
-    """The node for a VE made from ``backup``: any (the placement rule's) if its
-    repository is shared, else the node whose own directory holds it."""
-    if backup.shared:
-        return _place(plan)
-    node = Node.objects.select_for_update().filter(name=backup.node).first()
-    if node is None or node.state != Node.State.ONLINE:
-        raise Conflict(f"backup {backup.short_id} is kept on a node that is not available "
-                       "now; try again later")
-    lacking = shortfall(node, plan)
-    if lacking:
-        raise Conflict(f"the node that keeps backup {backup.short_id} has no room for plan "
-                       f"{plan.name} ({', '.join(lacking)}); pick a smaller plan or ask support",
-                       field="plan")
-    return node
 
 
 def _next_veid():

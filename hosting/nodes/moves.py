@@ -8,6 +8,8 @@ placement rule then says whether it has room. The move itself is the "migrate"
 operation (``hosting/operations/moving.py``) on the VPS's node.
 """
 
+from django.db.models import Q
+
 from hosting.core.errors import Conflict, Invalid
 from hosting.operations import services as operations
 from hosting.operations.models import Operation
@@ -86,8 +88,9 @@ def count_moves_under_way(rooms, profile, sources_too=False):
     """Count each unfinished move as made in ``rooms`` ({node name: Room}): its VPS is
     taken at its target; with ``sources_too``, also given back at its source (a
     plan of moves; placement leaves the source as it is until the VPS is gone)."""
-    for op in Operation.objects.filter(kind=Operation.Kind.MIGRATE,
-                                       state__in=Operation.UNFINISHED) \
+    # A VPS restored on the node that keeps its backup, for another node, is on its way too.
+    moving = Q(kind=Operation.Kind.MIGRATE) | Q(kind=Operation.Kind.CREATE, params__has_key="to")
+    for op in Operation.objects.filter(moving, state__in=Operation.UNFINISHED) \
             .select_related("environment__plan", "environment__node"):
         ve, target = op.environment, rooms.get(op.params.get("to"))
         if ve is None or target is None or ve.node.name == target.node.name:

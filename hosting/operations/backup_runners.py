@@ -7,10 +7,16 @@ then holds (hosting/environments/backups.py).
 
 import logging
 
-from ve.errors import NotFound, VEError
+from django.conf import settings
+
+from ve.errors import NotFound, ResourceError, VEError
 
 from hosting.environments import backups
 from hosting.environments.models import VirtualEnvironment as VE
+from hosting.nodes import peers
+from hosting.nodes.models import Node
+
+from . import moving
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +104,38 @@ def create_from_backup(ctx, cfg):
     ctx.progress(CREATE_BAR[0], "restoring the backup onto the new disk")
     ctx.engine.create_from_backup(cfg, ctx.op.params["backup"],
                                   on_status=_bar(ctx, CREATE_BAR, "restoring"))
+
+
+def home_elsewhere(ctx):
+    """The node a VPS restored from this node's own backups is to live on (params "to",
+    see hosting/environments/placing.py), or None."""
+    name = ctx.op.params.get("to")
+    return Node.objects.get(name=name) if name else None
+
+
+def create_and_send_home(ctx, cfg, home):
+    """Restore the new VPS here (where its backup is), move it to ``home`` and start it
+    there; then the operation goes on at ``home`` (GoesOnThere). Run again after its
+    worker died, it goes on from where the VPS is: a cut-off move is settled, a VPS
+    found at ``home`` is not made twice."""
+    veid = ctx.ve.veid
+    if ctx.engine.settle_migration(veid) != "there" and not _made_there(ctx, home):
+        if not moving.on_this_node(ctx):
+            create_from_backup(ctx, cfg)
+        ctx.progress(70, "moving the new VPS to its host")
+        peers.trust_peers(settings.NODE_NAME, ctx.engine)
+        ctx.engine.migrate(veid, home.migrate_address, live=False, start_there=True)
+    raise moving.GoesOnThere(home)
+
+
+def _made_there(ctx, home):
+    """True if an earlier attempt moved the VPS to ``home`` and died before saying so."""
+    if ctx.op.attempts == 0 or moving.on_this_node(ctx):
+        return False
+    try:
+        return ctx.engine.status_at(ctx.ve.veid, home.migrate_address)["exists"]
+    except ResourceError:
+        return False  # not known: making it again here fails on its VEID there, loudly
 
 
 RUNNERS = {"backup": backup, "restore": restore, "restore_files": restore_files}

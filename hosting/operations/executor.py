@@ -11,7 +11,7 @@ import time
 from collections import namedtuple
 
 from django.conf import settings
-from django.db import OperationalError
+from django.db import OperationalError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -22,7 +22,7 @@ from ve.engine.migration import MigrationFailed
 from ve.errors import (AlreadyExists, InvalidConfig, NeedsStop, NotFound, ResourceError,
                        StateError, Unsupported, VEError)
 
-from . import dispatch, locks, runners
+from . import dispatch, locks, moving, runners
 from .models import Operation
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,9 @@ def _run(ctx):
     log.info("operation %s: %s VE %s (attempt %s)", op.pk, op.kind, ctx.ve.veid, op.attempts + 1)
     try:
         new_state = runners.RUNNERS[op.kind](ctx)
+    except moving.GoesOnThere as there:
+        _goes_on(op, there.node)
+        return
     except VEError as exc:
         log.warning("operation %s failed: %s", op.pk, exc)
         _failed(ctx, exc.message if hasattr(exc, "message") else str(exc), exc)
@@ -116,6 +119,19 @@ def _run(ctx):
         _set_state(ctx, new_state or _observed_state(ctx))
         _finish(op, Operation.State.SUCCEEDED,
                 message="; ".join(["done"] + ctx.notes)[:200])
+
+
+def _goes_on(op, node):
+    """Record ``op``'s VE on ``node`` and queue ``op`` again for it there (at once: no
+    moment where that node sees the operation running without its worker). That
+    node's relay sends it if Redis does not take it now."""
+    def record():
+        with transaction.atomic():
+            VE.objects.filter(pk=op.environment_id).update(node=node)
+            Operation.objects.filter(pk=op.pk).update(state=Operation.State.QUEUED,
+                                                      message="going on at its new host")
+    _with_retries(record)
+    dispatch.send(op.pk, node.queue)
 
 
 def _failed(ctx, error, exc=None, code=None):

@@ -18,6 +18,15 @@ from ve.errors import InvalidConfig, NotFound, ResourceError
 KEPT_STATES = (VE.State.RUNNING, VE.State.STOPPED, VE.State.SUSPENDED)
 
 
+class GoesOnThere(Exception):
+    """Raised by a runner whose VE now lives on ``node``: the operation is not finished,
+    it goes on in that node's queue (the executor records the VE there and sends it)."""
+
+    def __init__(self, node):
+        super().__init__(f"goes on at node {node.name}")
+        self.node = node
+
+
 def migrate(ctx):
     """Move ``ctx.ve`` to node ``params["to"]`` (``params["offline"]``: stop, copy, start)."""
     params, veid = ctx.op.params, ctx.ve.veid

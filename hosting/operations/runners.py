@@ -73,6 +73,13 @@ def install_logins(ctx):
 def create(ctx):
     """Make the VE (from its template, or with the disk of the backup in the params)."""
     cfg = config_of(ctx.ve)
+    home = backup_runners.home_elsewhere(ctx)
+    if home is not None and ctx.ve.node_id != home.pk:
+        backup_runners.create_and_send_home(ctx, cfg, home)  # goes on there, running
+    if home is not None:
+        ctx.progress(85, "setting up root login")
+        install_logins(ctx)
+        return VE.State.RUNNING
     if ctx.op.params.get("backup"):
         def make(cfg):
             backup_runners.create_from_backup(ctx, cfg)
