@@ -7,8 +7,14 @@ must not vanish for lack of root, Redis or Chromium on machines that have them.
 
 import os
 import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
+
+DEBIAN_TEMPLATES = ("debian-12", "debian-13")
 
 _skipped = []
 
@@ -110,3 +116,24 @@ def live_stack():
     stack = started_live_stack()
     yield stack
     stack.stop()
+
+
+def _build_template(cache, name):
+    code = f"from ve.storage import recipes; recipes.build({str(cache)!r}, {name!r})"
+    out = subprocess.run(host_network([sys.executable, "-c", code]), capture_output=True,
+                         text=True, timeout=1800,
+                         env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1])))
+    assert out.returncode == 0, f"building {name}: {out.stderr[-2000:]}"
+    return cache
+
+
+@pytest.fixture(scope="session")
+def debian_builds(tmp_path_factory):
+    """The Debian templates, built at once by the engine's own recipe in the machine's
+    network (the test run's own namespace has no way out), once per run for every test
+    directory (here, not in a test module: a fixture imported into another module would
+    be built again there): name -> future cache dir."""
+    with ThreadPoolExecutor(len(DEBIAN_TEMPLATES)) as pool:
+        yield {name: pool.submit(_build_template, tmp_path_factory.mktemp(f"{name}-cache"),
+                                 name)
+               for name in DEBIAN_TEMPLATES}

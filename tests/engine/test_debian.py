@@ -10,43 +10,25 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.conftest import host_network
+from tests.conftest import DEBIAN_TEMPLATES
 from ve import Limits, VEConfig
 from ve.cgroups import CgroupV2Driver, cgroup_mounts
 from ve.cgroups.fs import CgroupFS
 from ve.config import IDMAP_SIZE
 
-from .conftest import ROOT_DIR, wait_for
+from .conftest import wait_for
 from .test_network import A, B
 from .test_watcher import WatcherProcess
 from .test_migration import fleet  # noqa: F401  (two nodes on a data-centre bridge)
 
-NAMES = ("debian-12", "debian-13")
+NAMES = DEBIAN_TEMPLATES  # built once per run: tests/conftest.py's debian_builds
 PASSWORD = "debian-root-pass-1"
 GiB = 1 << 30
 # Units allowed to have failed in a booted VE (docs/engine.md lists them): none.
 DOCUMENTED_FAILED = ()
-
-
-def _build(cache, name):
-    code = f"from ve.storage import recipes; recipes.build({str(cache)!r}, {name!r})"
-    out = subprocess.run(host_network([sys.executable, "-c", code]), capture_output=True,
-                         text=True, timeout=1800, env=dict(os.environ, PYTHONPATH=str(ROOT_DIR)))
-    assert out.returncode == 0, f"building {name}: {out.stderr[-2000:]}"
-    return cache
-
-
-@pytest.fixture(scope="session")
-def debian_builds(tmp_path_factory):
-    """Both templates, built at once by the engine's own recipe in the machine's
-    network (the test run's own namespace has no way out): name -> future cache dir."""
-    with ThreadPoolExecutor(len(NAMES)) as pool:
-        yield {name: pool.submit(_build, tmp_path_factory.mktemp(f"{name}-cache"), name)
-               for name in NAMES}
 
 
 @pytest.fixture(params=NAMES)
