@@ -10,12 +10,14 @@ Redis users (one ACL rule set each, ``acl_rules``):
 - ``hosting``: the web processes, beat and the housekeeping worker. They send
   operations to every node's queues, read them (the backstop re-send),
   consume ``hosting``, keep the Django cache and the Channels layer
-  (``hosting:*``) and relay every node's consoles (``console:*``).
+  (``hosting:*``), relay every node's consoles (``console:*``) and listen to
+  every VPS's changes (``live:*``, hosting/operations/live.py).
 - ``node-<name>``: one per node, for its root workers. Only its own three
   queues, their bindings, its own unacknowledged-message keys (kombu's
   ``unacked_key`` etc. are per node, see ``node_transport_options``) and its
-  own consoles' lists (``console:<name>:*``, hosting/consoles/frames.py): a
-  node cannot read, take or fill another node's queue or console, nor the cache.
+  own consoles' lists (``console:<name>:*``, hosting/consoles/frames.py); it
+  publishes its VPSes' changes on ``live:<name>:*`` only, and listens to nothing:
+  a node cannot read, take or fill another node's queue or console, nor the cache.
 
 Signing (Celery's ``auth`` serializer, RSA keys and self-signed certificates):
 one key for the web side (web, beat, housekeeping); each node signs what it
@@ -44,6 +46,10 @@ _QUEUES = ["lpush", "rpush", "brpop", "rpop", "llen", "lrange", "exists", "del",
 # The Channels layer (channels_redis: sorted sets, its Lua scripts) of the console sockets.
 _CHANNELS = ["zadd", "zrem", "zcount", "zrange", "zremrangebyscore", "zpopmin", "bzpopmin",
              "expire", "del", "eval"]
+# Pages' push (hosting/operations/live.py): nodes and the web side publish, the web
+# side's sockets listen.
+_PUSH = ["publish"]
+_LISTEN = ["subscribe", "unsubscribe"]
 _CACHE = ["get", "set", "setex", "psetex", "getex", "getdel", "del", "exists", "expire",
           "pexpire", "persist", "incr", "incrby", "decr", "decrby", "mget", "mset", "ttl",
           "pttl", "scan", "unlink", "type"]
@@ -81,18 +87,24 @@ def console_keys(node_name):
 
 def acl_rules(node_names):
     """{user: rules} (without the password) for the web side and each node."""
-    rules = {WEB_USER: "resetchannels " + _keys(
+    rules = {WEB_USER: "resetchannels &live:* " + _keys(
         "hosting", "hosting:*", "node.*", "_kombu.binding.*", "unacked", "unacked_index",
         "unacked_mutex", "console:*") + " -@all "
-        + _commands(_CONNECTION, _QUEUES, _CACHE, _CHANNELS)}
+        + _commands(_CONNECTION, _QUEUES, _CACHE, _CHANNELS, _PUSH, _LISTEN)}
     for name in node_names:
         q, transport = f"node.{name}", node_transport_options(name)
         queues = (q, f"{q}.chores", f"{q}.console")
-        rules[node_user(name)] = "resetchannels " + _keys(
+        rules[node_user(name)] = f"resetchannels &{live_channels(name)} " + _keys(
             *queues, *(f"_kombu.binding.{queue}" for queue in queues),
             *transport.values(), console_keys(name)) + " -@all " + _commands(_CONNECTION,
-                                                                             _QUEUES)
+                                                                             _QUEUES, _PUSH)
     return rules
+
+
+def live_channels(name):
+    """The pub/sub channel pattern on which ``name`` (a node, or "web") tells pages that a
+    VPS changed (hosting/operations/live.py): a node publishes there only."""
+    return f"live:{name}:*"
 
 
 def acl_file_text(passwords, node_names):

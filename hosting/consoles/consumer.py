@@ -56,7 +56,8 @@ def _size(query):
     return DEFAULT_SIZE
 
 
-def _header(scope, name):
+def header(scope, name):
+    """The value of HTTP header ``name`` (lower-case bytes) of a socket's handshake, or ""."""
     for key, value in scope.get("headers", ()):
         if key == name:
             return value.decode("latin-1")
@@ -69,7 +70,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
     async def connect(self):
         self.row, self.ended, self.redis, self.pump = None, False, None, None
         self.joined = []
-        origin, host = _header(self.scope, b"origin"), _header(self.scope, b"host")
+        origin, host = header(self.scope, b"origin"), header(self.scope, b"host")
         if not tickets.origin_allowed(origin, host):
             log.warning("console socket refused: origin %r, host %r", origin, host)
             await self.close()  # before accept: the handshake fails (HTTP 403)

@@ -6,10 +6,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from hosting.consoles import page as console_page
+from hosting.consoles import page as console_page, tickets
 from hosting.core import roles
 from hosting.core.errors import Forbidden, Invalid, ServiceError
-from hosting.operations import services as operations
+from hosting.operations import live as push, services as operations
 from hosting.operations.models import Operation
 from hosting.operations.services import mark_passing_states
 from hosting.usage import connections, graphs, traffic
@@ -105,9 +105,10 @@ def detail(request, veid, status=200, password_form=None, reinstall_form=None):
     ve = _own(request, veid)
     live = _live_context(ve, request.user)
     console = console_page.context(request, ve)
-    return console_page.allow(render(request, "environments/detail.html", {
+    response = console_page.allow(render(request, "environments/detail.html", {
         **live,
         **console,
+        "live_socket": tickets.socket_base(request) + push.SOCKET_PATH.format(veid=ve.veid),
         "password_refusal": refusal(ve, live["current"], Operation.Kind.PASSWORD),
         "reinstall_refusal": refusal(ve, live["current"], Operation.Kind.REINSTALL),
         "password_form": password_form or PasswordForm(),
@@ -123,6 +124,8 @@ def detail(request, veid, status=200, password_form=None, reinstall_form=None):
         **backup_card.context(ve, live["current"], request.user),
         **staff.move_context(ve, request.user),
     }, status=status), request, console)
+    response.csp_connect = console_page.socket_origin(request)  # the live part's push too
+    return response
 
 
 def _seccomp_context(ve, viewer):

@@ -11,6 +11,8 @@ import logging
 
 from django.db import transaction
 
+from . import live
+
 log = logging.getLogger(__name__)
 
 RUN_OPERATION = "hosting.operations.tasks.run_operation"
@@ -39,9 +41,14 @@ def send(op_id, queue):
 
 
 def on_commit(op):
-    """Send ``op`` to its VE's node once the current transaction commits."""
-    op_id, queue = op.pk, op.environment.node.queue
-    transaction.on_commit(lambda: send(op_id, queue))
+    """Send ``op`` to its VE's node once the current transaction commits, and tell the
+    VPS's open pages that it has a new operation (live.py)."""
+    op_id, queue, veid = op.pk, op.environment.node.queue, op.environment.veid
+
+    def sent():
+        if send(op_id, queue):  # a broker that took no message takes no notice either
+            live.changed(veid)
+    transaction.on_commit(sent)
 
 
 def send_to_node(node_name, task_name, expires=None):

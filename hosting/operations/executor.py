@@ -22,7 +22,7 @@ from ve.engine.migration import MigrationFailed
 from ve.errors import (AlreadyExists, InvalidConfig, NeedsStop, NotFound, ResourceError,
                        StateError, Unsupported, VEError)
 
-from . import dispatch, locks, moving, runners
+from . import dispatch, live, locks, moving, runners
 from .models import Operation
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,8 @@ class Context(namedtuple("Context", "engine op ve notes")):
                                                            message=message[:200])
         except OperationalError:
             log.warning("progress of operation %s not recorded (database busy)", self.op.pk)
+            return
+        live.changed(self.ve.veid)
 
 
 def engine():
@@ -131,6 +133,7 @@ def _goes_on(op, node):
             Operation.objects.filter(pk=op.pk).update(state=Operation.State.QUEUED,
                                                       message="going on at its new host")
     _with_retries(record)
+    live.changed(op.environment.veid)
     dispatch.send(op.pk, node.queue)
 
 
@@ -190,6 +193,7 @@ def _finish(op, state, message="", error="", error_code=""):
         progress=100 if state == Operation.State.SUCCEEDED else F("progress"),
         message=message or ("failed" if error else ""), error=error[:4000],
         error_code=error_code))
+    live.changed(op.environment.veid)  # its state was set just before
     if len(params) != len(op.params):
         dbsecure.forget_wiped()  # no copy of the wiped hash left in SQLite's WAL
 

@@ -24,6 +24,7 @@ from django.db import IntegrityError, transaction
 from hosting.core import audit
 from hosting.environments.models import VirtualEnvironment as VE
 
+from . import live
 from .models import Operation
 
 log = logging.getLogger(__name__)
@@ -91,4 +92,5 @@ def _write(ve, node_name, event, key):
             ve.desired_state = State.STOPPED  # the customer turned it off: it stays off
         ve.save(update_fields=["actual_state", "desired_state"])
         audit.record(None, f"ve.{event['reason']}", ve, node=node_name, message=message)
+    live.changed(ve.veid)
     return not running and ve.desired_state == State.RUNNING

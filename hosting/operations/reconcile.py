@@ -16,7 +16,7 @@ from hosting.nodes.models import Node
 from ve.errors import NotFound, VEError
 from ve.kernel import proc
 
-from . import dispatch, executor, locks, node_events, restarts, services
+from . import dispatch, executor, live, locks, node_events, restarts, services
 from .models import Operation
 from .runners import DISK_KEYS, IO_KEYS, config_of
 
@@ -178,7 +178,8 @@ def _to_start(ves, booting, drift):
 
 def _update(ve, state):
     """Change the actual state unless someone else changed the row meanwhile."""
-    VE.objects.filter(pk=ve.pk, actual_state=ve.actual_state).update(actual_state=state)
+    if VE.objects.filter(pk=ve.pk, actual_state=ve.actual_state).update(actual_state=state):
+        live.changed(ve.veid)
 
 
 def _limits_differ(eng, ve):

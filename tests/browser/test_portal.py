@@ -85,6 +85,7 @@ def test_customer_orders_and_reboots_then_staff_raise_the_plans_ram(browser, liv
     page.click("#btn-reboot")
     # While the reboot runs the page says so, then shows the VPS running again.
     page.locator("#ve-state", has_text="Rebooting").wait_for()
+    page.locator("#live[data-live=open]").wait_for()  # its push socket listens
     # The buttons follow: none may be pressed while the reboot runs (the same fragment).
     assert [page.locator(f"#btn-{name}").is_disabled()
             for name in ("start", "stop", "reboot", "terminate")] == [True] * 4
@@ -97,10 +98,13 @@ def test_customer_orders_and_reboots_then_staff_raise_the_plans_ram(browser, liv
     shot(page, "04-rebooted")
     status = live_stack.vectl_json("status", veid)
     assert status["state"] == "running" and status["init_pid"] != pid_before
+    pushed = int(page.get_attribute("#live", "data-pushes") or 0)
+    assert pushed >= 1  # the node's end of the reboot was pushed, not polled
     # A reboot from inside (over SSH, say) comes back by itself and shows in the history.
     assert live_stack.vectl("exec", veid, "reboot").returncode == 0
     page.locator("#operations tr[data-kind=restart]", has_text="rebooted from inside").wait_for(
         timeout=30_000)
+    assert int(page.get_attribute("#live", "data-pushes")) > pushed
     page.locator("#ve-state", has_text="Running").wait_for()
     shot(page, "04-rebooted-from-inside")
     assert live_stack.vectl_json("status", veid)["init_pid"] != status["init_pid"]

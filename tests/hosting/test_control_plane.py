@@ -47,9 +47,15 @@ def test_the_default_user_is_off_and_each_node_has_only_its_own_keys():
     # The one pattern is its own consoles' lists (node names have no ':').
     assert "resetchannels" in hn1 and "-@all" in hn1
     assert [k for k in keys if "*" in k] == ["console:hn1:*"]
-    for forbidden in ("+@all", "+flushall", "+config", "+keys", "+acl", "+publish",
-                      "+subscribe", "+@admin", "+@dangerous"):
+    for forbidden in ("+@all", "+flushall", "+config", "+keys", "+acl", "+psubscribe",
+                      "+@admin", "+@dangerous", "&*", "allchannels"):
         assert forbidden not in hn1 and forbidden not in lines["hosting"].split()
+    # Pub/sub: a node publishes its VPSes' change notices on its own channels only and
+    # listens to nothing; the web side listens to those of every VPS.
+    assert [w for w in hn1 if w.startswith("&")] == ["&live:hn1:*"]
+    assert "+publish" in hn1 and "+subscribe" not in hn1
+    web = lines["hosting"].split()
+    assert [w for w in web if w.startswith("&")] == ["&live:*"] and "+subscribe" in web
 
 
 def _redis(tmp_path, acl):
