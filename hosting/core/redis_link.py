@@ -17,16 +17,19 @@ def url():
 
 
 def options(timeout=SOCKET_TIMEOUT):
-    found = {"socket_timeout": timeout, "socket_connect_timeout": min(2, timeout)}
+    """redis-py options; ``timeout`` None: reads wait as long as it takes (a pub/sub
+    listener), connecting still gives up after 2 s."""
+    found = {"socket_timeout": timeout,
+             "socket_connect_timeout": 2 if timeout is None else min(2, timeout)}
     if settings.REDIS_CA_FILE and url().startswith("rediss://"):
         found.update(ssl_ca_certs=settings.REDIS_CA_FILE, ssl_cert_reqs="required")
     return found
 
 
-def async_client(max_connections=4):
+def async_client(max_connections=4, timeout=SOCKET_TIMEOUT):
     """A redis.asyncio client of its own (for one socket of the ASGI server)."""
     from redis import asyncio as aioredis
-    return aioredis.Redis.from_url(url(), max_connections=max_connections, **options())
+    return aioredis.Redis.from_url(url(), max_connections=max_connections, **options(timeout))
 
 
 def shared_client(timeout=SOCKET_TIMEOUT):

@@ -14,7 +14,9 @@ from hosting.core import idempotency
 from hosting.core.api import IDEMPOTENCY_KEY
 from rest_framework.exceptions import NotFound
 from hosting.nodes.models import Node
+from hosting.operations import services as operations
 from hosting.operations.api import OperationSerializer
+from hosting.operations.models import Operation
 from hosting.plans.models import Plan
 
 from . import backup_browse, backups
@@ -110,6 +112,9 @@ class BackupsMixin:
         a terminated VPS's backups too, while kept). Answers 202 with its 'create'
         operation. Honours Idempotency-Key."""
         backup = self._backup(backup_id)
+        asked = request.data.get("node") if hasattr(request.data, "get") else None
+        if asked:  # refused before the name is looked up: no node names leak
+            operations.check_actor(request.user, Operation.Kind.MIGRATE)
         body = RestoreNewSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data

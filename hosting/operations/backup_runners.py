@@ -129,13 +129,20 @@ def create_and_send_home(ctx, cfg, home):
 
 
 def _made_there(ctx, home):
-    """True if an earlier attempt moved the VPS to ``home`` and died before saying so."""
+    """True if an earlier attempt moved the VPS to ``home`` and died before saying so
+    (ResourceError if ``home`` cannot be asked: never guessed)."""
     if ctx.op.attempts == 0 or moving.on_this_node(ctx):
         return False
+    return ctx.engine.status_at(ctx.ve.veid, home.migrate_address)["exists"]
+
+
+def not_at_home(ctx, home):
+    """True only if ``home`` says it has nothing of the VPS (an undo may then release its
+    addresses); False if it has it or cannot be asked."""
     try:
-        return ctx.engine.status_at(ctx.ve.veid, home.migrate_address)["exists"]
-    except ResourceError:
-        return False  # not known: making it again here fails on its VEID there, loudly
+        return not ctx.engine.status_at(ctx.ve.veid, home.migrate_address)["exists"]
+    except (ResourceError, VEError):
+        return False
 
 
 RUNNERS = {"backup": backup, "restore": restore, "restore_files": restore_files}

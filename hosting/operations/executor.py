@@ -130,7 +130,8 @@ def _goes_on(op, node):
     def record():
         with transaction.atomic():
             VE.objects.filter(pk=op.environment_id).update(node=node)
-            Operation.objects.filter(pk=op.pk).update(state=Operation.State.QUEUED,
+            # Its interrupted attempts are counted afresh there (MAX_ATTEMPTS per node).
+            Operation.objects.filter(pk=op.pk).update(state=Operation.State.QUEUED, attempts=0,
                                                       message="going on at its new host")
     _with_retries(record)
     live.changed(op.environment.veid)

@@ -66,7 +66,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self.close()  # before accept: the handshake fails (HTTP 403)
             return
         channels = await database_sync_to_async(_channels)(self.veid)
-        self.redis = redis_link.async_client(max_connections=2)
+        # No read timeout: a page may stay quiet for hours (a dead Redis closes the
+        # connection, and the page's backstop poll covers the rest).
+        self.redis = redis_link.async_client(max_connections=2, timeout=None)
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(*channels)
@@ -115,8 +117,13 @@ class LiveConsumer(AsyncWebsocketConsumer):
         suspended, its right taken away)."""
         while True:
             await asyncio.sleep(RECHECK)
-            if not await database_sync_to_async(_still_allowed)(
-                    self.user_id, self.session_key, self.veid):
+            try:
+                allowed = await database_sync_to_async(_still_allowed)(
+                    self.user_id, self.session_key, self.veid)
+            except Exception as exc:  # the database is busy or gone: ask again later
+                log.warning("push socket of VPS %s: rights not rechecked (%s)", self.veid, exc)
+                continue
+            if not allowed:
                 await self.close(code=REVOKED)
                 return
 

@@ -118,6 +118,10 @@ class Operation(models.Model):
         addresses, which are staff's business; its owner reads what it means to them."""
         if self.error and self.kind == self.Kind.MIGRATE and not viewer.is_staff:
             return "the move to another host did not happen; the VPS stays where it was"
+        if self.error and self.kind == self.Kind.CREATE and self.params.get("to") \
+                and self.error_code == "migration_failed" and not viewer.is_staff:
+            return ("the restored VPS could not be moved to the host it was made for; "
+                    "try again or ask support")
         return self.error
 
     @property

@@ -70,13 +70,26 @@ def install_logins(ctx):
         ctx.engine.add_ssh_key(ctx.ve.veid, params["ssh_key"])
 
 
+def _refuse_foreign(ctx, cfg):
+    """A VE with this VEID here that no earlier attempt of this create made is not ours
+    to move nor to hand out (the create's own check, for a VPS restored for another node)."""
+    if not moving.on_this_node(ctx):
+        return
+    if ctx.op.attempts == 0 or ctx.engine.config(cfg.veid).hostname != cfg.hostname:
+        raise ForeignVE(f"VEID {cfg.veid} is taken on this node by a VE the dashboard does "
+                        "not manage; it was left alone", cfg.veid)
+
+
 def create(ctx):
     """Make the VE (from its template, or with the disk of the backup in the params)."""
     cfg = config_of(ctx.ve)
     home = backup_runners.home_elsewhere(ctx)
     if home is not None and ctx.ve.node_id != home.pk:
+        _refuse_foreign(ctx, cfg)
         backup_runners.create_and_send_home(ctx, cfg, home)  # goes on there, running
-    if home is not None:
+    if home is not None:  # at its home, moved here by the node that kept the backup
+        if ctx.engine.status(cfg.veid).state != "running":  # a move cut off as it started it
+            ctx.engine.start(cfg.veid)
         ctx.progress(85, "setting up root login")
         install_logins(ctx)
         return VE.State.RUNNING
@@ -109,8 +122,19 @@ def undo_create(ctx, error=None):
     """A create that failed leaves nothing: no files, no cgroup, no addresses.
 
     A VE that was on the node before this create (ForeignVE) is not ours to remove.
+    A VPS restored here for another node, on a retry, may run there already (a move
+    whose end was not recorded; a failed move of this attempt leaves it here, the
+    engine's promise): unless that node says it has nothing of it, nothing is released
+    and its state is unknown, for staff (its addresses never go to another VPS).
     """
-    if not (isinstance(error, ForeignVE) or ctx.op.params.get("foreign")):
+    foreign = isinstance(error, ForeignVE) or ctx.op.params.get("foreign")
+    home = backup_runners.home_elsewhere(ctx)
+    if not foreign and home is not None and ctx.ve.node_id != home.pk \
+            and ctx.op.attempts > 0 and not backup_runners.not_at_home(ctx, home):
+        log.error("VE %s: its create failed, and node %s may run it: left for staff",
+                  ctx.ve.veid, home.name)
+        return VE.State.UNKNOWN
+    if not foreign:
         ctx.engine.destroy(ctx.ve.veid, timeout=STOP_TIMEOUT)
     return destroyed(ctx)
 

@@ -80,6 +80,20 @@ def test_the_owner_hears_changes_from_the_node_and_the_web_side(
     async_to_sync(run)()
 
 
+def test_a_quiet_page_keeps_its_socket(vps, catalogue):  # noqa: F811
+    """Longer without a notice than any Redis read timeout of the product (10 s)."""
+    client = browser(catalogue["user"])
+
+    async def run():
+        ws = socket_of(client, vps.veid)
+        assert (await ws.connect())[0]
+        assert await ws.receive_nothing(11.0), "the socket closed while the page was quiet"
+        await sync_to_async(live.changed)(vps.veid)
+        await heard(ws)
+        await ws.disconnect()
+    async_to_sync(run)()
+
+
 def test_other_logins_origins_and_signed_out_browsers_are_refused(vps, catalogue):  # noqa: F811
     other = User.objects.create_user("mallory", password="mallory-pass-1")
     Customer.objects.create(user=other)

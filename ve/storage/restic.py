@@ -105,7 +105,10 @@ def restore(repo, snapshot_id, target, include=None, on_status=None):
     if on_status is None:
         _run(repo, argv)
         return
-    total = restore_size(repo, snapshot_id)
+    try:
+        total = restore_size(repo, snapshot_id)
+    except (ResticFailed, OSError, ValueError):
+        total = 0  # no progress to show; the restore itself goes on
 
     def tick(proc):
         written = _written_bytes(proc.pid)
@@ -173,17 +176,21 @@ def _run(repo, argv, ok_missing=False, every=None):
     """restic's output of ``argv``; ``every(proc)`` is called each TICK while it runs."""
     proc = _popen(repo, argv)
     deadline = time.monotonic() + TIMEOUT
-    while True:
-        try:
-            # A communicate that timed out may be called again: no output is lost.
-            out, error = proc.communicate(timeout=TICK if every else TIMEOUT)
-            break
-        except subprocess.TimeoutExpired:
-            if time.monotonic() >= deadline:
-                proc.kill()
-                proc.communicate()
-                raise ResticFailed(argv[0], f"still running after {TIMEOUT} s") from None
-            every(proc)
+    try:
+        while True:
+            try:
+                # A communicate that timed out may be called again: no output is lost.
+                out, error = proc.communicate(timeout=TICK if every else TIMEOUT)
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= deadline:
+                    raise ResticFailed(argv[0], f"still running after {TIMEOUT} s") from None
+                every(proc)
+    except BaseException:  # timed out, or the caller's report failed: restic ends too
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        raise
     if proc.returncode:
         if ok_missing:
             return None
