@@ -26,13 +26,14 @@ def context(request, ve):
 
 
 def allow(response, request, context):
-    """Let the page's terminal work under the Content-Security-Policy
-    (hosting/core/security.py): its own <style> elements, which console.js tags with
-    the nonce, and its WebSocket's origin."""
+    """Let the VPS page work under the Content-Security-Policy
+    (hosting/core/security.py): the terminal's own <style> elements, which console.js
+    tags with the nonce, and the origin of its WebSockets (the console's and the live
+    part's push, which every VPS page opens)."""
     console = context.get("console")
     if console:
         response.csp_style_nonce = console["nonce"]
-        response.csp_connect = socket_origin(request)
+    response.csp_connect = socket_origin(request)
     return response
 
 

@@ -105,7 +105,7 @@ def detail(request, veid, status=200, password_form=None, reinstall_form=None):
     ve = _own(request, veid)
     live = _live_context(ve, request.user)
     console = console_page.context(request, ve)
-    response = console_page.allow(render(request, "environments/detail.html", {
+    return console_page.allow(render(request, "environments/detail.html", {
         **live,
         **console,
         "live_socket": tickets.socket_base(request) + push.SOCKET_PATH.format(veid=ve.veid),
@@ -124,8 +124,6 @@ def detail(request, veid, status=200, password_form=None, reinstall_form=None):
         **backup_card.context(ve, live["current"], request.user),
         **staff.move_context(ve, request.user),
     }, status=status), request, console)
-    response.csp_connect = console_page.socket_origin(request)  # the live part's push too
-    return response
 
 
 def _seccomp_context(ve, viewer):
