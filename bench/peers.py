@@ -15,6 +15,16 @@ PID 1.
     Crun      `crun run -d`, `crun kill` + `crun delete`, timed end to end
     Lxc       `lxc-start -d`, `lxc-stop -k`, timed end to end
     Floor     bench/floor.c: the kernel work alone, timed inside the C program
+
+The networked runtimes add what a customer's VPS has: ours is the default VE
+(disk image, one routed IPv4 and one IPv6 address, a plan's limits: 100 Mbit/s
+shaping both ways, a conntrack cap, anti-spoofing rules); crun gets a veth
+set up the way a CNI plugin would (``ip`` on the host and in the container's
+namespace: host routes to its two addresses, the addresses and default routes
+inside), LXC its own veth in router mode with the same addresses. Neither peer
+shapes, caps connections or filters sources: ours does more in its time.
+
+    OursNet     OursNetCLI     CrunNet     LxcNet
 """
 
 import json
@@ -46,6 +56,15 @@ CAP_NAMES = ("chown dac_override dac_read_search fowner fsetid kill setgid setui
              "block_suspend audit_read perfmon bpf checkpoint_restore").split()
 # The v1 hierarchies the engine puts a VE in (the floor joins the same ones).
 VE_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "pids")
+# A plan's limits beyond RAM and processes (the dashboard's default plan): what the
+# networked VE starts with.
+PLAN_LIMITS = {"rate": 100, "numconn": 16384, "diskspace": 10 << 30, "diskinodes": 200000}
+IPV6_GATEWAY = "fe80::1"  # what a routed VE's default IPv6 route points at (ours too)
+
+
+def net_addresses(ident):
+    """The IPv4 and IPv6 address of networked container ``ident`` (test ranges only)."""
+    return f"198.18.{ident // 256}.{ident % 256}", f"fd00::{ident:x}"
 
 
 class Peer:
@@ -135,6 +154,21 @@ class OursImage(Ours):
     layout = "image"
 
 
+class OursNet(Ours):
+    """The default VE a customer gets: disk image, one routed IPv4 and one IPv6
+    address, a plan's limits."""
+
+    name, label = "net_api", "ours, Python API, default VE (image, 2 addresses, plan)"
+    layout = "image"
+
+    def prepare(self, ident):
+        limits = self.bench.Limits(ram=RAM, swap=0, numproc=NUMPROC, **PLAN_LIMITS)
+        cfg = self.bench.VEConfig(ident, f"ve{ident}", "busybox", limits,
+                                  ips=net_addresses(ident), layout=self.layout)
+        self.engine.create(cfg)
+        self.created.add(ident)
+
+
 class OursCLI(Peer):
     """The engine through `vectl`, one process per verb (what an operator types)."""
 
@@ -169,6 +203,10 @@ class OursCLI(Peer):
         self.errlog.close()
 
 
+class OursNetCLI(OursCLI):
+    name, label = "net_cli", "ours, vectl CLI, default VE"
+
+
 def peer_rootfs(bench, ident):
     """The shifted busybox rootfs of container ``ident`` for crun, LXC and the floor."""
     path = bench.ws.path("peers", str(ident), "rootfs")
@@ -187,9 +225,9 @@ class Crun(Peer):
     def __init__(self, bench):
         self.bench = bench
         self.ns = bench.crun_ns
-        self.state = bench.ws.path("crun-state")
+        self.state = bench.ws.path(f"{self.name}-state")
         self.state.mkdir()
-        self.errlog = open(bench.ws.path("crun.err"), "a")
+        self.errlog = open(bench.ws.path(f"{self.name}.err"), "a")
         self.base_spec = self._base_spec()
         self.made = set()
         self.delete_retries = 0
@@ -296,6 +334,87 @@ class Crun(Peer):
             self.errlog.close()
 
 
+class CrunNet(Crun):
+    """crun, then the veth a CNI plugin would give it (ptp-like, routed): one ``ip
+    -batch`` on the host, one inside the container's network namespace (``nsenter``).
+    Stop: crun kill + delete, then the host end of the veth is deleted (as a CNI
+    plugin's DEL does), so that the next start finds its name free."""
+
+    name, label = "net_crun", "crun + veth (ip on host and inside)"
+
+    def __init__(self, bench):
+        super().__init__(bench)
+        self.veths = set()
+
+    def host_ifname(self, ident):
+        return f"vc{ident}"
+
+    def start(self, ident):
+        pidfile = self.bench.ws.path(f"{self.name}-vb{ident}.pid")
+        v4, v6 = net_addresses(ident)
+        veth = self.host_ifname(ident)
+        with self.ns.inside():
+            t0 = time.perf_counter()
+            self._crun("run", "-d", "--pid-file", str(pidfile), "-b", str(self.bundle(ident)),
+                       f"vb{ident}")
+            self.made.add(ident)
+            self.veths.add(veth)
+            pid = int(pidfile.read_text())
+            _ip_batch(["ip", "-batch", "-"], self.errlog, f"""\
+link add {veth} type veth peer name eth0 netns {pid}
+addr add {IPV6_GATEWAY}/64 dev {veth} nodad
+link set {veth} up
+route add {v4}/32 dev {veth}
+route add {v6}/128 dev {veth}
+""")
+            Path(f"/proc/sys/net/ipv4/conf/{veth}/proxy_arp").write_text("1")
+            _ip_batch(["nsenter", "-t", str(pid), "-n", "ip", "-batch", "-"], self.errlog, f"""\
+addr add {v4}/32 dev eth0
+addr add {v6}/128 dev eth0 nodad
+link set lo up
+link set eth0 up
+route add default dev eth0
+route add default via {IPV6_GATEWAY} dev eth0
+""")
+            return (time.perf_counter() - t0) * 1000
+
+    def stop_fast(self, ident):
+        with self.ns.inside():
+            t0 = time.perf_counter()
+            self._crun("kill", f"vb{ident}", "KILL")
+            self._delete(ident)
+            self._remove_veth(ident)
+            ms = (time.perf_counter() - t0) * 1000
+        self.made.discard(ident)
+        return ms
+
+    def stop_clean(self, ident):
+        ms = super().stop_clean(ident)
+        t0 = time.perf_counter()
+        self._remove_veth(ident)
+        return ms + (time.perf_counter() - t0) * 1000
+
+    def _remove_veth(self, ident):
+        # The dying namespace may have taken the pair already: no error then.
+        run_timed(["ip", "link", "del", self.host_ifname(ident)], errlog=self.errlog,
+                  check=False)
+
+    def cleanup(self):
+        try:
+            super().cleanup()
+        finally:
+            for veth in self.veths:
+                subprocess.run(["ip", "link", "del", veth], stderr=subprocess.DEVNULL)
+
+
+def _ip_batch(argv, errlog, commands):
+    """Run ``ip -batch -`` with ``commands`` on its stdin; fail on any error."""
+    out = subprocess.run(argv, input=commands, text=True, stdout=subprocess.DEVNULL,
+                         stderr=errlog)
+    if out.returncode:
+        raise CommandFailed(f"{' '.join(argv)} failed (see {errlog.name})")
+
+
 class Lxc(Peer):
     """LXC from Debian (lxc-start -d / lxc-stop), as root, unprivileged container."""
 
@@ -303,7 +422,7 @@ class Lxc(Peer):
 
     def __init__(self, bench):
         self.bench = bench
-        self.path = bench.ws.path("lxc")
+        self.path = bench.ws.path(self.name)
         self.path.mkdir()
         os.chmod(self.path, 0o711)
         # With uidmap installed, LXC insists that even root reserves its id
@@ -312,7 +431,7 @@ class Lxc(Peer):
         # directly as root, as crun and the engine do. /usr/sbin has nothing
         # lxc-start needs besides; the tools are called by absolute path.
         self.env = {"PATH": "/usr/sbin:/sbin", "LANG": "C"}
-        self.errlog = open(bench.ws.path("lxc.err"), "a")
+        self.errlog = open(bench.ws.path(f"{self.name}.err"), "a")
         self.made = set()
 
     def prepare(self, ident):
@@ -328,7 +447,7 @@ lxc.uts.name = lxc{ident}
 lxc.rootfs.path = dir:{rootfs}
 lxc.idmap = u 0 {base} {IDMAP_SIZE}
 lxc.idmap = g 0 {base} {IDMAP_SIZE}
-lxc.net.0.type = empty
+{self.net_config(ident)}
 lxc.init.cmd = /sbin/init
 lxc.signal.halt = SIGUSR2
 lxc.mount.auto = proc:mixed sys:ro
@@ -348,6 +467,9 @@ lxc.cgroup.memory.memsw.limit_in_bytes = {RAM}
 lxc.cgroup.pids.max = {NUMPROC}
 lxc.cgroup.cpu.shares = {CPU_SHARES}
 """)
+
+    def net_config(self, ident):
+        return "lxc.net.0.type = empty"
 
     def _lxc(self, tool, ident, *args, check=True):
         return run_timed([f"/usr/bin/{tool}", "-n", f"vb{ident}", "-P", str(self.path), *args],
@@ -378,6 +500,22 @@ lxc.cgroup.cpu.shares = {CPU_SHARES}
             self.made.clear()
         finally:
             self.errlog.close()
+
+
+class LxcNet(Lxc):
+    """LXC's own veth in router mode: host routes to the container's addresses and
+    proxy ARP/NDP for its gateways, the addresses and default routes inside."""
+
+    name, label = "net_lxc", "LXC + veth (router mode)"
+
+    def net_config(self, ident):
+        v4, v6 = net_addresses(ident)
+        return "\n".join((
+            "lxc.net.0.type = veth", "lxc.net.0.veth.mode = router",
+            f"lxc.net.0.veth.pair = vl{ident}", "lxc.net.0.name = eth0",
+            "lxc.net.0.flags = up", f"lxc.net.0.ipv4.address = {v4}/32",
+            "lxc.net.0.ipv4.gateway = dev", f"lxc.net.0.ipv6.address = {v6}/128",
+            "lxc.net.0.ipv6.gateway = dev"))
 
 
 class Floor(Peer):
@@ -504,6 +642,12 @@ class Bench:
         ws.on_cleanup(self.peers["crun"].cleanup)
         self.peers["lxc"] = Lxc(self)
         ws.on_cleanup(self.peers["lxc"].cleanup)
+        net_api = OursNet(self)
+        ws.on_cleanup(net_api.cleanup)
+        for peer in (net_api, OursNetCLI(self, net_api), CrunNet(self), LxcNet(self)):
+            self.peers[peer.name] = peer
+            if peer is not net_api:
+                ws.on_cleanup(peer.cleanup)
         if self.want_floor and shutil.which("gcc"):
             for tasks in (False, True):
                 floor = Floor(self, tasks)

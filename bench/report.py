@@ -5,6 +5,12 @@ from pathlib import Path
 
 MODE_TITLES = {"idle": "idle {idle_ms:g} ms before each", "b2b": "back to back"}
 ROWS = ("api", "image", "cli", "crun", "lxc", "floor", "floor_tasks")
+NET_ROWS = ("net_api", "net_cli", "net_crun", "net_lxc")
+# (rows, ratio key, ratio column, what the table's containers are)
+GROUPS = ((ROWS, "ratio_to_crun", "x crun", "a detached container"),
+          (NET_ROWS, "ratio_to_best_peer", "x best peer",
+           "a networked container (ours: the default VE, disk image, one routed IPv4 + one "
+           "IPv6 address, a plan's limits; peers: the same addresses on a veth)"))
 MEM_ROWS = ("api", "crun", "lxc")
 MEM_LABELS = {"api": "ours (VE)", "crun": "crun", "lxc": "LXC"}
 GOAL_MEMORY_MIB = 0.5
@@ -49,6 +55,8 @@ def goals(start_stop=None, memory=None):
                     "detail": f"{cli['median']:.1f} ms vs {GOAL_CLI_FACTOR:g} x "
                               f"{crun['median']:.1f} = {GOAL_CLI_FACTOR * crun['median']:.1f} ms "
                               f"(x{cli['median'] / crun['median']:.2f})"})
+        for mode in start_stop["modes"]:
+            out += _net_goals(summ.get(mode, {}), _mode_title(mode, start_stop))
     if memory:
         for count, by_peer in memory["results"].items():
             ours = by_peer.get("api")
@@ -72,6 +80,23 @@ def goals(start_stop=None, memory=None):
     return out
 
 
+def _net_goals(rows, cond):
+    """The default VE against the faster networked peer: API <= it, vectl <= 2x it."""
+    out = []
+    for name, what, factor in (("net_api", "API", 1.0), ("net_cli", "CLI", GOAL_CLI_FACTOR)):
+        s = (rows.get(name) or {}).get("start")
+        if not s or "best_peer" not in s:
+            continue
+        best = s["median"] / s["ratio_to_best_peer"]
+        bound = "the best networked peer's" if factor == 1 else \
+            f"{factor:g} x the best networked peer's"
+        out.append({"goal": f"default VE {what} start median <= {bound} ({cond})",
+                    "met": s["median"] <= factor * best,
+                    "detail": f"{s['median']:.1f} ms vs {s['best_peer']} {best:.1f} ms "
+                              f"(x{s['ratio_to_best_peer']:.2f})"})
+    return out
+
+
 def _mode_title(mode, start_stop):
     return MODE_TITLES.get(mode, mode).format(idle_ms=start_stop["idle_ms"])
 
@@ -83,35 +108,38 @@ def start_stop_tables(result):
     labels = result["labels"]
     summ = result["summary"]
     modes = result["modes"]
-    width = max(len(labels.get(r, r)) for r in ROWS if r in labels) + 2
-    for op, title in (("start", "Start a detached container"),
-                      ("stop", "Stop it: kill + remove (ours: stop --fast)")):
-        lines.append(f"\n{title}, ms ({result['runs']} runs per condition)")
-        head = " " * width + "".join(f"{_mode_title(m, result):>28}" for m in modes)
-        lines.append(head)
-        lines.append(" " * width + "".join(f"{'median':>10}{'p90':>9}{'x crun':>9}" for _ in modes))
-        for name in ROWS:
-            if name not in labels:
-                continue
-            cells = ""
-            any_value = False
-            for mode in modes:
-                s = summ.get(mode, {}).get(name, {}).get(op)
-                any_value |= bool(s)
-                cells += (f"{_cell(s, 'median'):>10}{_cell(s, 'p90'):>9}"
-                          f"{_cell(s, 'ratio_to_crun', 2):>9}")
-            if any_value:
-                lines.append(f"{labels[name]:<{width}}{cells}")
-    clean = summ.get("clean", {})
-    if any(v["stop"] for v in clean.values()):
-        lines.append(f"\nClean stop through the init (SIGUSR2 to busybox init), ms "
-                     f"({result['clean_runs']} runs)")
-        lines.append(" " * width + f"{'median':>10}{'p90':>9}{'x crun':>9}")
-        for name in ROWS:
-            s = clean.get(name, {}).get("stop")
-            if s:
-                lines.append(f"{labels[name]:<{width}}{_cell(s, 'median'):>10}"
-                             f"{_cell(s, 'p90'):>9}{_cell(s, 'ratio_to_crun', 2):>9}")
+    width = max(len(labels.get(r, r)) for r in ROWS + NET_ROWS if r in labels) + 2
+    for rows, key, column, what in GROUPS:
+        if not any(r in labels for r in rows):
+            continue
+        for op, title in (("start", f"Start {what}"),
+                          ("stop", "Stop it: kill + remove (ours: stop --fast)")):
+            lines.append(f"\n{title}, ms ({result['runs']} runs per condition)")
+            head = " " * width + "".join(f"{_mode_title(m, result):>30}" for m in modes)
+            lines.append(head)
+            lines.append(" " * width + "".join(f"{'median':>10}{'p90':>9}{column:>11}"
+                                               for _ in modes))
+            for name in rows:
+                if name not in labels:
+                    continue
+                cells = ""
+                any_value = False
+                for mode in modes:
+                    s = summ.get(mode, {}).get(name, {}).get(op)
+                    any_value |= bool(s)
+                    cells += f"{_cell(s, 'median'):>10}{_cell(s, 'p90'):>9}{_cell(s, key, 2):>11}"
+                if any_value:
+                    lines.append(f"{labels[name]:<{width}}{cells}")
+        clean = summ.get("clean", {})
+        if any(clean.get(name, {}).get("stop") for name in rows):
+            lines.append(f"\nClean stop through the init (SIGUSR2 to busybox init), ms "
+                         f"({result['clean_runs']} runs)")
+            lines.append(" " * width + f"{'median':>10}{'p90':>9}{column:>11}")
+            for name in rows:
+                s = clean.get(name, {}).get("stop")
+                if s:
+                    lines.append(f"{labels[name]:<{width}}{_cell(s, 'median'):>10}"
+                                 f"{_cell(s, 'p90'):>9}{_cell(s, key, 2):>11}")
     for name, errs in result.get("errors", {}).items():
         lines.append(f"errors {name}: {len(errs)}; first: {errs[0]}")
     return "\n".join(lines)
@@ -180,41 +208,8 @@ def markdown(results):
                    f"{a.get('loadavg_1m')} after; {b.get('processes')} processes before |")
     ss = results.get("start_stop")
     if ss:
-        labels = ss["labels"]
-        for op, title in (("start", "Start a detached container"),
-                          ("stop", "Stop it: kill + remove "
-                                   "(ours `stop(fast=True)` / `stop --fast`)")):
-            out += ["", f"**{title}**, ms, {ss['runs']} runs per condition; "
-                        f"x crun = median / crun's median in the same condition", ""]
-            head = "| runtime |"
-            rule = "|---|"
-            for mode in ss["modes"]:
-                t = _mode_title(mode, ss)
-                head += f" median ({t}) | p90 | x crun |"
-                rule += "---:|---:|---:|"
-            out += [head, rule]
-            for name in ROWS:
-                if name not in labels:
-                    continue
-                row = f"| {labels[name]} |"
-                have = False
-                for mode in ss["modes"]:
-                    s = ss["summary"].get(mode, {}).get(name, {}).get(op)
-                    have |= bool(s)
-                    row += (f" {_cell(s, 'median')} | {_cell(s, 'p90')} | "
-                            f"{_cell(s, 'ratio_to_crun', 2)} |")
-                if have:
-                    out.append(row)
-        clean = ss["summary"].get("clean", {})
-        if any(v["stop"] for v in clean.values()):
-            out += ["", f"**Clean stop** through the container's init (SIGUSR2 to busybox "
-                        f"init, which waits ~1-2 s by design), ms, {ss['clean_runs']} runs", "",
-                    "| runtime | median | p90 | x crun |", "|---|---:|---:|---:|"]
-            for name in ROWS:
-                s = clean.get(name, {}).get("stop")
-                if s:
-                    out.append(f"| {labels[name]} | {_cell(s, 'median')} | {_cell(s, 'p90')} | "
-                               f"{_cell(s, 'ratio_to_crun', 2)} |")
+        for rows, key, column, what in GROUPS:
+            out += _markdown_group(ss, rows, key, column, what)
         if ss.get("errors"):
             out += [""] + [f"Errors ({name}): {len(e)}, first: `{e[0]}`"
                            for name, e in ss["errors"].items()]
@@ -255,6 +250,45 @@ def markdown(results):
         out += [f"- {'**met**' if v['met'] else '**missed**'}: {v['goal']}: {v['detail']}"
                 for v in results["goals"]]
     return "\n".join(out)
+
+
+def _markdown_group(ss, rows, key, column, what):
+    labels = ss["labels"]
+    if not any(r in labels for r in rows):
+        return []
+    meaning = ("crun's median" if key == "ratio_to_crun"
+               else "the faster networked peer's median")
+    out = []
+    for op, title in (("start", f"Start {what}"),
+                      ("stop", "Stop it: kill + remove (ours `stop(fast=True)` / `stop --fast`)")):
+        out += ["", f"**{title}**, ms, {ss['runs']} runs per condition; "
+                    f"{column} = median / {meaning} in the same condition", ""]
+        head, rule = "| runtime |", "|---|"
+        for mode in ss["modes"]:
+            head += f" median ({_mode_title(mode, ss)}) | p90 | {column} |"
+            rule += "---:|---:|---:|"
+        out += [head, rule]
+        for name in rows:
+            if name not in labels:
+                continue
+            row, have = f"| {labels[name]} |", False
+            for mode in ss["modes"]:
+                s = ss["summary"].get(mode, {}).get(name, {}).get(op)
+                have |= bool(s)
+                row += f" {_cell(s, 'median')} | {_cell(s, 'p90')} | {_cell(s, key, 2)} |"
+            if have:
+                out.append(row)
+    clean = ss["summary"].get("clean", {})
+    if any(clean.get(name, {}).get("stop") for name in rows):
+        out += ["", f"**Clean stop** through the container's init (SIGUSR2 to busybox "
+                    f"init, which waits ~1-2 s by design), ms, {ss['clean_runs']} runs", "",
+                f"| runtime | median | p90 | {column} |", "|---|---:|---:|---:|"]
+        for name in rows:
+            s = clean.get(name, {}).get("stop")
+            if s:
+                out.append(f"| {labels[name]} | {_cell(s, 'median')} | {_cell(s, 'p90')} | "
+                           f"{_cell(s, key, 2)} |")
+    return out
 
 
 def update_readme(path, section):

@@ -31,16 +31,22 @@ from common import interrupts_as_exceptions, log, summary  # noqa: E402
 
 # Container id of each runtime in this benchmark (its VEID / uid range base / 65536).
 IDS = {"api": 101, "cli": 102, "crun": 103, "lxc": 104, "floor": 105, "floor_tasks": 106,
-       "image": 107}
-ORDER = ("api", "image", "cli", "crun", "lxc", "floor", "floor_tasks")
+       "image": 107, "net_api": 111, "net_cli": 112, "net_crun": 113, "net_lxc": 114}
+ORDER = ("api", "image", "cli", "crun", "lxc", "floor", "floor_tasks",
+         "net_api", "net_cli", "net_crun", "net_lxc")
+# The networked rows compare with the faster of these two peers (in each condition).
+NET_PEERS = ("net_crun", "net_lxc")
 CLEAN_SETTLE = 0.5  # s between start and clean stop: init must have set its handlers
 MAX_ERRORS = 3
 
 
-def run(bench, runs=30, idle_ms=50, clean_runs=5, modes=("idle", "b2b"), warmup=2, seed=1):
-    """Return the samples (ms) and their summaries for every runtime and condition."""
+def run(bench, runs=30, idle_ms=50, clean_runs=5, modes=("idle", "b2b"), warmup=2, seed=1,
+        only=None):
+    """Return the samples (ms) and their summaries for every runtime and condition
+    (``only``: these runtimes' names alone)."""
     rng = random.Random(seed)
-    peers = {name: bench.peers[name] for name in ORDER if name in bench.peers}
+    peers = {name: bench.peers[name] for name in ORDER
+             if name in bench.peers and (not only or name in only)}
     for name, peer in peers.items():
         peer.prepare(IDS[name])
     errors = {name: [] for name in peers}
@@ -118,25 +124,41 @@ def _failed(peer, ident, exc, errors):
 
 
 def summarise(samples, clean):
-    """Median/p90 per runtime, operation and condition, with ratios to crun's median."""
+    """Median/p90 per runtime, operation and condition, with ratios to crun's median
+    (networked rows: to the best networked peer's median, ``ratio_to_best_peer``)."""
     out = {}
     for mode, by_peer in samples.items():
         out[mode] = {}
         for op in ("start", "stop"):
             crun = summary(by_peer.get("crun", {}).get(op, []))
+            best = _best_peer(by_peer, op)
             for name, ops in by_peer.items():
                 s = summary(ops[op])
                 if s and crun:
                     s["ratio_to_crun"] = s["median"] / crun["median"]
+                if s and best and name.startswith("net_"):
+                    s["ratio_to_best_peer"] = s["median"] / best["median"]
+                    s["best_peer"] = best["name"]
                 out[mode].setdefault(name, {})[op] = s
     crun = summary(clean.get("crun", []))
+    best = _best_peer({name: {"stop": values} for name, values in clean.items()}, "stop")
     out["clean"] = {}
     for name, values in clean.items():
         s = summary(values)
         if s and crun:
             s["ratio_to_crun"] = s["median"] / crun["median"]
+        if s and best and name.startswith("net_"):
+            s["ratio_to_best_peer"] = s["median"] / best["median"]
+            s["best_peer"] = best["name"]
         out["clean"][name] = {"stop": s}
     return out
+
+
+def _best_peer(by_peer, op):
+    """The summary (with its "name") of the networked peer with the lowest median."""
+    found = [dict(s, name=name) for name in NET_PEERS
+             if (s := summary(by_peer.get(name, {}).get(op, [])))]
+    return min(found, key=lambda s: s["median"], default=None)
 
 
 def main(argv=None):
@@ -145,11 +167,15 @@ def main(argv=None):
     parser.add_argument("--idle-ms", type=float, default=50)
     parser.add_argument("--clean-runs", type=int, default=5)
     parser.add_argument("--no-floor", action="store_true", help="skip the C kernel floor")
+    parser.add_argument("--only", default="",
+                        help="comma-separated runtimes, e.g. net_api,net_crun,net_lxc "
+                             f"(default: all of {', '.join(ORDER)})")
     args = parser.parse_args(argv)
     from peers import Bench
     import report
     with interrupts_as_exceptions(), Bench(want_floor=not args.no_floor) as bench:
-        result = run(bench, args.runs, args.idle_ms, args.clean_runs)
+        result = run(bench, args.runs, args.idle_ms, args.clean_runs,
+                     only=[name for name in args.only.split(",") if name])
     print(report.start_stop_tables(result))
     return 0
 

@@ -65,6 +65,10 @@ class Layout:
         """Traffic totals of the VE's earlier runs."""
         return self.net_dir / f"{veid}.counters"
 
+    def host_side(self, veid):
+        """What the VE's running network installed on the host (ve/net/links.py)."""
+        return self.net_dir / f"{veid}.host"
+
     def netif_record(self, veid):
         """Network devices the node watcher deleted over the VE's cap, this run."""
         return self.net_dir / f"{veid}.netif"

@@ -34,6 +34,10 @@ def host_entries(hostnet):
     return int(hostnet.run("cat", "/proc/sys/net/netfilter/nf_conntrack_count").stdout)
 
 
+def ruleset(hostnet):
+    return hostnet.run("nft", "list", "ruleset").stdout
+
+
 def sample_of(hostnet, veid):
     return hostnet.engine("print(json.dumps([r for r in e.sample()['ves'] "
                           "if r['veid'] == v['veid']][0]))", veid=veid)
@@ -55,9 +59,9 @@ def test_the_limit_changes_live_and_goes_with_the_ve(engine, hostnet):
     # The first start prepares the host once (forwarding, the "local" rule moved).
     hostnet.engine("e.start(v['veid']); e.stop(v['veid'], fast=True)\nprint('null')", veid=veid)
     before = hostnet.snapshot()
-    assert conntrack.table_name(veid) not in before
+    assert conntrack.chain_name(veid, "from") not in before
     hostnet.engine("e.start(v['veid'])\nprint('null')", veid=veid)
-    assert conntrack.table_name(veid) in hostnet.run("nft", "list", "tables").stdout
+    assert conntrack.chain_name(veid, "from") in ruleset(hostnet)
     hostnet.engine("e.set(v['veid'], numconn=2 * v['limit'])\nprint('null')",
                    veid=veid, limit=LIMIT)
     flood(hostnet, veid)
@@ -65,7 +69,7 @@ def test_the_limit_changes_live_and_goes_with_the_ve(engine, hostnet):
     assert LIMIT < held <= 2 * LIMIT
     assert hostnet.engine("print(e.config(v['veid']).limits.numconn)", veid=veid) == 2 * LIMIT
     hostnet.engine("e.set(v['veid'], numconn=0)\nprint('null')", veid=veid)
-    assert conntrack.table_name(veid) not in hostnet.run("nft", "list", "tables").stdout
+    assert conntrack.chain_name(veid, "from") not in ruleset(hostnet)
     assert sample_of(hostnet, veid)["conntrack"] is None  # no limit: not counted
     hostnet.engine("e.set(v['veid'], numconn=v['limit'])\nprint('null')", veid=veid,
                    limit=LIMIT)

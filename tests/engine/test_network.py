@@ -327,6 +327,42 @@ def test_a_failed_network_setup_leaves_nothing(engine, hostnet):
     assert not engine.cgroups.exists("401")
 
 
+def test_what_a_crash_or_a_stray_device_left_never_stops_a_start(engine, hostnet):
+    """The host side's record (ve/net/links.py): after a crash (init killed, no stop
+    ran) the next start removes what the record names; a device of the VE there
+    despite a clean record (a namespace the kernel still tears down, a hand-made
+    one) makes the start look for everything and try again. Each stop then leaves
+    the host as it was, conntrack chains included."""
+    make(engine, A, limits={"rate": 100, "numconn": 500})
+    hostnet.engine("e.start(401); e.stop(401, fast=True)\nprint('null')")
+    before = hostnet.snapshot()
+    assert "ve_401_from" not in before
+    pid = start(hostnet, 401)[0]
+    assert "ve_401_from" in hostnet.run("nft", "list", "ruleset").stdout
+    os.kill(pid, 9)  # a crash: the engine never stops it
+    assert _wait_for(lambda: not os.path.exists(f"/proc/{pid}"))
+    assert "ifb401" in hostnet.run("ip", "-o", "link").stdout  # left behind
+    start(hostnet, 401)
+    assert ping(engine, 401, HOST_V4)
+    hostnet.engine("e.stop(401, fast=True)\nprint('null')")
+    assert hostnet.snapshot() == before
+    hostnet.run("ip", "link", "add", "ifb401", "type", "ifb")  # stray, behind the record's back
+    start(hostnet, 401)
+    assert ping(engine, 401, HOST_V4)
+    hostnet.engine("e.stop(401, fast=True)\nprint('null')")
+    assert hostnet.snapshot() == before
+    # A crash of a run an older engine made: no record, and the conntrack table of
+    # its own that VE had then.
+    pid = start(hostnet, 401)[0]
+    os.kill(pid, 9)
+    assert _wait_for(lambda: not os.path.exists(f"/proc/{pid}"))
+    os.unlink(engine.layout.host_side(401))
+    hostnet.run("nft", "add", "table", "inet", "ve_ct_401")
+    start(hostnet, 401)
+    hostnet.engine("e.stop(401, fast=True)\nprint('null')")
+    assert hostnet.snapshot() == before
+
+
 def test_the_rate_changes_live(engine, hostnet):
     make(engine, A)
     start(hostnet, 401)

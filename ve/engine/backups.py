@@ -31,7 +31,6 @@ import re
 import shutil
 import socket
 import stat
-import tarfile
 import time
 
 from .. import validate
@@ -336,6 +335,7 @@ def _tar_of(staging, relative, base):
     """A tar (bytes) of ``staging/relative`` named ``relative``, owners as the VE sees
     them (its uid range ``base`` made 0-based), and the number of entries."""
     out, count = io.BytesIO(), 0
+    import tarfile  # on use: every vectl call imports this module
     with tarfile.open(fileobj=out, mode="w") as tar:
         def inside(info):
             nonlocal count

@@ -21,7 +21,7 @@ from .migration import MigrateMixin
 from .disk import DiskMixin, io_values
 from .exits import ExitMixin
 from .inside import InsideMixin
-from .network import NetMixin
+from .network import NetMixin, net_files
 from .sampling import SamplingMixin
 from .query import QueryMixin
 from .reinstall import ReinstallMixin
@@ -210,10 +210,6 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
             log.warning("VE %s: %s; it starts without the watcher's sysinfo answers "
                         "and reboot detection", cfg.veid, exc)
             pid = self._start_once(cfg, meta, notify=False)
-        try:
-            self._net_files(cfg)
-        except VEError as exc:  # the VE's own doing (a read-only /etc, say): it still runs
-            log.warning("VE %s started, but %s", cfg.veid, exc.message)
         log.info("VE %s started, init PID %s", cfg.veid, pid)
         return pid
 
@@ -241,6 +237,9 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
                 raise ResourceError(f"cgroup setup failed: {exc}", cfg.veid) from exc
             self._apply_io_limits(cfg)
             close_host_files()  # what VE root reads if it unmounts a mask
+            undo.add(self._net_down, cfg)
+            net_ready = self._net_prepare(cfg)  # nft runs beside the spawn
+            undo.add(self._net_abandon, net_ready)
             master, terminal = self._console_pair(cfg, notify)
             try:
                 spawned = self._spawn(cfg, meta, notify, terminal)  # the cgroup undo ends it
@@ -249,10 +248,11 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
                 raise
             finally:
                 _close_fds(terminal)  # the VE holds it now
+            for warning in spawned.warnings:  # the VE's own doing (a read-only /etc, say)
+                log.warning("VE %s starts, but %s", cfg.veid, warning)
             try:
                 protect_init(cfg.veid, spawned.pid)
-                undo.add(self._net_down, cfg)
-                self._net_up(cfg, spawned.pid)
+                self._net_up(cfg, spawned.pid, net_ready)
                 with host_errors(cfg.veid, "cannot record the running VE"):
                     record = state.record_init(self.layout.state(cfg.veid), spawned.pid,
                                                netns.identity(), spawned.listener is not None,
@@ -301,7 +301,8 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
             clone_into=self.cgroups.clone_target(str(cfg.veid)),
             idmap_base=cfg.idmap_base, idmap_size=conf.IDMAP_SIZE, notify=notify,
             lxcfs=self._lxcfs(), cgroup2=meta.cgroup2,
-            seccomp_rules=syscalls.rules(cfg.seccomp_allow), console=console)
+            seccomp_rules=syscalls.rules(cfg.seccomp_allow), console=console,
+            files=net_files(cfg))
         try:
             return spawn_init(spec)
         except OSError as exc:
@@ -349,10 +350,7 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
         """
         if not fast:
             signum, deadline = self._stop_signal(veid), time.monotonic() + timeout
-            # A stop right after a start must not be lost: the signal is dropped
-            # unless init already catches (or blocks) it.
-            poll(lambda: proc.takes_signal(pid, signum), min(timeout, 2.0))
-            signal.pidfd_send_signal(pidfd, signum)
+            _ask_to_stop(pid, pidfd, signum, deadline)
             if proc.wait_exit(pidfd, max(0.0, deadline - time.monotonic())):
                 return
             log.warning("VE %s did not stop within %ss; killing it", veid, timeout)
@@ -416,8 +414,8 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
         self._discard_checkpoint(veid)
         shutil.rmtree(self.layout.snapshots(veid), ignore_errors=True)
         for path in (self.layout.conf(veid), self.layout.counters(veid),
-                     self.layout.netif_record(veid), self._journal(veid),
-                     self._journal(veid, done=True)):
+                     self.layout.netif_record(veid), self.layout.host_side(veid),
+                     self._journal(veid), self._journal(veid, done=True)):
             if path.exists():
                 path.unlink()
 
@@ -457,6 +455,37 @@ def console_wanted():
     """True unless VE_CONSOLE is "off": VEs started under a node watcher get a console
     terminal (``kernel/console.py``)."""
     return os.environ.get("VE_CONSOLE", "on") != "off"
+
+
+HANDLER_WAIT = 0.2  # s a stop waits for init to show a handler before it signals anyway
+HANDLER_LATE = 2.0  # s it watches for a handler that came too late for that signal
+
+
+def _ask_to_stop(pid, pidfd, signum, deadline):
+    """Send init its clean-stop signal so that a stop right after a start is not lost.
+
+    An init of a PID namespace drops a signal from outside that it neither
+    catches nor blocks: a systemd that has just been exec'd installs its handlers
+    some milliseconds later. But the masks in /proc may show neither while init
+    takes the signal all the same (busybox init: waiting 2 s for a handler that
+    never shows made its stop take 4 s instead of 2). So: wait briefly for a
+    handler, signal, and if none had shown, signal once more when one does.
+    """
+    def shows_handler():
+        return proc.takes_signal(pid, signum)
+
+    caught = poll(shows_handler, min(HANDLER_WAIT, max(0.0, deadline - time.monotonic())))
+    signal.pidfd_send_signal(pidfd, signum)
+    if caught:
+        return
+    late = min(deadline, time.monotonic() + HANDLER_LATE)
+    while time.monotonic() < late:
+        if proc.wait_exit(pidfd, 0.02):
+            return  # it took the first one
+        if shows_handler():
+            with contextlib.suppress(ProcessLookupError):  # it may end meanwhile
+                signal.pidfd_send_signal(pidfd, signum)
+            return
 
 
 def _close_fds(*fds):

@@ -27,8 +27,6 @@ import time
 from .. import validate
 from ..errors import ResourceError, StateError, Unsupported, VEError
 from ..log import get as get_logger
-from ..migrate import warm_imports
-from ..migrate.ahead import PagesAhead
 from .timeouts import STOP_TIMEOUT
 
 log = get_logger(__name__)
@@ -160,6 +158,8 @@ class MigrateMixin:
             raise MigrationFailed(f"migration failed before the VE stopped: {exc.message}; "
                                   "it runs on here", veid) from exc
         precopy = time.monotonic() - started
+        from ..migrate import warm_imports
+        from ..migrate.ahead import PagesAhead  # on use: a start needs none of it
         warm_imports()
         frozen = time.monotonic()
         phases = _Phases()

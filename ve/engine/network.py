@@ -1,6 +1,6 @@
 """The network half of the Engine's verbs (see ve/net for the mechanics).
 
-Only VEs with addresses (or bridged ones) load ve.net and pyroute2.
+Only VEs with addresses (or bridged ones) load ve.net.
 
 A VE's host side lives in the network namespace it was started from (the run
 file records which). Every host-side step enters that namespace when the
@@ -23,8 +23,11 @@ log = get_logger(__name__)
 
 
 def _net_errors():
-    """What a netlink step may raise: OSError, pyroute2's NetlinkError (not an
-    OSError) and IndexError from a link that vanished under us."""
+    """What a network step may raise: OSError (ve.net.rtnl's NetlinkError is one),
+    pyroute2's NetlinkError (not an OSError: the sampler's and conntrack's dumps) and
+    IndexError from a link that vanished under us."""
+    if "pyroute2" not in sys.modules:
+        return (OSError, IndexError)  # nothing here used it: no need to import it
     from pyroute2.netlink.exceptions import NetlinkError
     return (OSError, NetlinkError, IndexError)
 
@@ -120,14 +123,32 @@ class NetMixin:
             except _net_errors() as exc:
                 raise ResourceError(f"{failure}: {exc}", cfg.veid) from exc
 
-    def _net_up(self, cfg, pid):
+    def _net_prepare(self, cfg):
+        """What a start can do for the VE's network before its init exists (see
+        ``links.prepare``); None for a VE without one. The caller hands the result to
+        ``_net_up``, or ``_net_abandon``s it."""
+        if not net.has_network(cfg):
+            return None
+        from ..net import links
+        try:
+            return links.prepare(cfg, self.layout.host_side(cfg.veid))
+        except _net_errors() as exc:
+            raise ResourceError(f"network setup failed: {exc}", cfg.veid) from exc
+
+    @staticmethod
+    def _net_abandon(prepared):
+        """Let a prepared network go unused (its nft run ends; ``_net_down`` removes it)."""
+        if prepared is not None:
+            prepared.finish(quietly=True)
+
+    def _net_up(self, cfg, pid, prepared=None):
         """Wire a starting VE's network, in the caller's namespace (the run file
         written next records it as the VE's host side)."""
         if not net.has_network(cfg):
             return
         from ..net import links
         try:
-            links.attach(cfg, pid)
+            links.attach(cfg, pid, self.layout.host_side(cfg.veid), prepared)
         except _net_errors() as exc:
             raise ResourceError(f"network setup failed: {exc}", cfg.veid) from exc
 
@@ -135,7 +156,7 @@ class NetMixin:
         """The veth a restored VE gets (see ``links.pair_for_restore``); its VE end's name."""
         from ..net import links
         try:
-            return links.pair_for_restore(cfg)
+            return links.pair_for_restore(cfg, self.layout.host_side(cfg.veid))
         except _net_errors() as exc:
             raise ResourceError(f"network setup failed: {exc}", cfg.veid) from exc
 
@@ -148,18 +169,12 @@ class NetMixin:
 
     def _net_files(self, cfg):
         """/etc/resolv.conf and /etc/hosts of a running VE, from its config (written by
-        the engine from inside the VE, never by one of its programs)."""
-        files = {}
-        if cfg.nameservers:
-            files["/etc/resolv.conf"] = "".join(f"nameserver {ns}\n" for ns in cfg.nameservers)
-        if cfg.ips:
-            hosts = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
-            short = cfg.hostname.split(".")[0]
-            names = cfg.hostname if short == cfg.hostname else f"{cfg.hostname} {short}"
-            hosts += [f"{ip}\t{names}" for ip in cfg.ips]
-            files["/etc/hosts"] = "\n".join(hosts) + "\n"
+        the engine from inside the VE, never by one of its programs). A start has its
+        init write them (``net_files``)."""
+        files = net_files(cfg)
         if files:
-            self._inside(cfg.veid, _write_files, (files,), "cannot write the VE's network files")
+            self._inside(cfg.veid, _write_files, (dict(files),),
+                         "cannot write the VE's network files")
 
     def _net_save_counters(self, cfg):
         """Add the running VE's link counters to its totals, just before it stops.
@@ -188,7 +203,8 @@ class NetMixin:
             self._net_save_counters(cfg)
         # Out of reach, the link still dies with the VE's namespace; rules and proxy
         # entries wait for the next start or stop made from that namespace.
-        self._on_host_side(cfg, lambda: links.detach(cfg.veid, cfg.ips),
+        wired = self.layout.host_side(cfg.veid)
+        self._on_host_side(cfg, lambda: links.detach(cfg.veid, cfg.ips, wired),
                            "network cleanup failed", "left for a start or stop from there")
 
     def _net_change(self, old, new):
@@ -210,11 +226,13 @@ class NetMixin:
                 removed = [ip for ip in old.ips if ip not in new.ips]
                 try:
                     if added or removed:
-                        links.change_ips(new, record.pid, added, removed)
+                        links.change_ips(new, record.pid, added, removed,
+                                          self.layout.host_side(new.veid))
                     if new.limits.rate != old.limits.rate:
                         links.set_rate(new.veid, new.limits.rate)
                     if new.limits.numconn != old.limits.numconn and new.netmode == "routed":
-                        links.set_numconn(new.veid, new.limits.numconn)
+                        links.set_numconn(new.veid, new.limits.numconn,
+                                          self.layout.host_side(new.veid))
                 except _net_errors() as exc:
                     raise ResourceError(f"network change failed: {exc}", new.veid) from exc
         self._net_files(new)
@@ -261,11 +279,27 @@ class NetMixin:
 
 
 
+def net_files(cfg):
+    """((path, bytes), ...): the VE's /etc/resolv.conf (if it has nameservers) and
+    /etc/hosts (if it has addresses), from its config."""
+    files = []
+    if cfg.nameservers:
+        files.append(("/etc/resolv.conf",
+                      "".join(f"nameserver {ns}\n" for ns in cfg.nameservers).encode()))
+    if cfg.ips:
+        hosts = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+        short = cfg.hostname.split(".")[0]
+        names = cfg.hostname if short == cfg.hostname else f"{cfg.hostname} {short}"
+        hosts += [f"{ip}\t{names}" for ip in cfg.ips]
+        files.append(("/etc/hosts", ("\n".join(hosts) + "\n").encode()))
+    return tuple(files)
+
+
 def _write_files(files):
     """Run inside the VE: replace each file with its text (mode 0644, VE root's)."""
     from ..kernel import vefiles
-    for path, text in files.items():
-        vefiles.replace(path, text.encode(), 0o644)
+    for path, data in files.items():
+        vefiles.replace(path, data, 0o644)
 
 
 def _drainer_env():

@@ -14,7 +14,7 @@ import os
 import time
 from collections import namedtuple
 
-from . import caps, clone, libc, netif, rootfs, seccomp
+from . import caps, clone, libc, netif, rootfs, seccomp, vefiles
 
 NAMESPACES = (libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC
               | libc.CLONE_NEWNET | libc.CLONE_NEWPID | libc.CLONE_NEWCGROUP
@@ -23,8 +23,8 @@ NAMESPACES = (libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC
 
 class InitSpec(namedtuple("InitSpec", "private mountpoint hostname argv env cgroup_files "
                                        "idmap_base idmap_size clone_into notify lxcfs cgroup2 "
-                                       "seccomp_rules console",
-                          defaults=(65536, None, False, None, False, (), None))):
+                                       "seccomp_rules console files",
+                          defaults=(65536, None, False, None, False, (), None, ()))):
     """What ``spawn_init`` needs, in primitives (no engine config objects).
 
     private: the VE's root filesystem directory on the host; mountpoint: where
@@ -39,14 +39,17 @@ class InitSpec(namedtuple("InitSpec", "private mountpoint hostname argv env cgro
     cgroup2: mount the VE's own cgroup2 tree at /sys/fs/cgroup; seccomp_rules:
     the calls the filter denies ((ABI, number, errno), ...; ``ve.syscalls.rules``);
     console: the terminal end of the VE's console pty (``kernel/console.py``), bound
-    over its /dev/console and init's stdin, stdout and stderr (None: /dev/null).
+    over its /dev/console and init's stdin, stdout and stderr (None: /dev/null);
+    files: ((path in the VE, bytes), ...) that PID 1 writes as VE root before init
+    runs (``vefiles.replace``); one it cannot write is a warning, not a failure.
     """
 
     __slots__ = ()
 
 
-class Spawned(namedtuple("Spawned", "pid listener")):
-    """A started init: its host PID and the seccomp listener fd (None without notify)."""
+class Spawned(namedtuple("Spawned", "pid listener warnings", defaults=((),))):
+    """A started init: its host PID, the seccomp listener fd (None without notify) and
+    what went wrong that did not stop it (texts: the files it could not write)."""
 
     __slots__ = ()
 
@@ -73,8 +76,8 @@ def spawn_init(spec):
         _run_setup_child(spec, err_w, up_w, down_r, highest_cap, fds_w)
     _close(err_w, up_w, down_r, fds_w)
     try:
-        pid = _drive_setup(spec, setup_pid, err_r, up_r, down_w)
-        return Spawned(pid, _receive_fd(fds_r) if spec.notify else None)
+        pid, warnings = _drive_setup(spec, setup_pid, err_r, up_r, down_w)
+        return Spawned(pid, _receive_fd(fds_r) if spec.notify else None, warnings)
     finally:
         _close(err_r, up_r, down_w, fds_r)
 
@@ -129,10 +132,11 @@ def _drive_setup(spec, setup_pid, err_r, up_r, down_w):
         os.waitpid(setup_pid, 0)
     # EOF here means init exec'd or died; a failed start is cleaned up by the
     # caller through the cgroup (a reported PID may already be reused).
-    error = _read_all(err_r)
+    lines = _read_all(err_r).split(_WARNING)
+    error, warnings = lines[0].strip(), tuple(w.strip() for w in lines[1:])
     if error or init_pid is None:
         raise OSError(error or "VE setup child exited without starting init")
-    return init_pid
+    return init_pid, warnings
 
 
 def _write_id_maps(pid, base, size):
@@ -189,6 +193,7 @@ def _run_init_child(spec, err_w, highest_cap, fds_w):
         rootfs.finish_root(os.path.basename(spec.mountpoint), spec.lxcfs, spec.cgroup2,
                            console=_fd_path(spec.console))
         libc.sethostname(spec.hostname)
+        _write_files(spec.files, err_w)
         netif.link_up("lo")
         libc.join_new_session_keyring()
         caps.drop_bounding(highest_cap)
@@ -207,6 +212,18 @@ def _run_init_child(spec, err_w, highest_cap, fds_w):
     except BaseException as exc:
         _report(err_w, "init", exc)
         os._exit(127)
+
+
+_WARNING = "\x01"  # on the error pipe: what follows is a warning, not a failure
+
+
+def _write_files(files, err_w):
+    """Write the VE's ``files`` from inside it (resolved in its root, as VE root)."""
+    for path, data in files:
+        try:
+            vefiles.replace(path, data, 0o644, durable=False)  # rewritten at every start
+        except OSError as exc:
+            os.write(err_w, f"{_WARNING}cannot write {path}: {exc.strerror}".encode()[:1000])
 
 
 def _stdio_on(console):

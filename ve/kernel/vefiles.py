@@ -67,10 +67,11 @@ def read(path, limit=READ_LIMIT):
         os.close(fd)
 
 
-def replace(path, data, mode=0o644, owner=None):
+def replace(path, data, mode=0o644, owner=None, durable=True):
     """Make ``path`` a regular file holding ``data`` (atomically, by rename).
 
     ``owner`` (uid, gid) as seen in the VE; default: the caller's (VE root).
+    ``durable``: fsync before the rename (not for files rewritten at every start).
     """
     parent, name = _split(path)
     directory = open_in_root(parent, os.O_PATH | os.O_DIRECTORY)
@@ -85,7 +86,8 @@ def replace(path, data, mode=0o644, owner=None):
             if owner is not None:
                 os.fchown(fd, *owner)
             os.fchmod(fd, mode)
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(temp, name, src_dir_fd=directory, dst_dir_fd=directory)

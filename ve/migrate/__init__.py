@@ -4,7 +4,7 @@ Engine's ``migrate`` (ve/engine/migration.py)."""
 
 
 def warm_imports():
-    """Import what stopping and bringing up a VE's network needs (pyroute2: about
-    0.1 s) before a VE is frozen, not while it is: the source calls it before the
-    freeze, the target when a session begins."""
+    """Import what stopping and bringing up a VE's network needs before a VE is
+    frozen, not while it is: the source calls it before the freeze, the target when
+    a session begins."""
     from ..net import links  # noqa: F401

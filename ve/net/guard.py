@@ -28,7 +28,6 @@ import subprocess
 
 from . import host_ifname
 
-NFPROTO_BRIDGE = 7
 PRIORITY = -200  # before the bridge's own filter chains
 LINK_LOCAL = ipaddress.ip_network("fe80::/10")
 
@@ -63,11 +62,10 @@ def apply(veid, ips):
 
 def remove(veid):
     """Delete the guard of VE ``veid`` if there is one (also after a crashed start)."""
-    from pyroute2.nftables.main import NFTables
-    with NFTables(nfgen_family=NFPROTO_BRIDGE) as tables:  # not "nft": that is our writer
-        names = {t.get_attr("NFTA_TABLE_NAME") for t in tables.get_tables()}
-    if table_name(veid) in names:
+    try:
         nft([{"delete": {"table": {"family": "bridge", "name": table_name(veid)}}}])
+    except OSError:
+        pass  # none: nothing to delete (one attempt costs less than a listing)
 
 
 def _rules(veid, ips):
@@ -98,12 +96,34 @@ def _rules(veid, ips):
 
 
 def nft(commands):
-    if shutil.which("nft") is None:
-        raise OSError("VE network rules need nft (Debian package nftables)")
-    out = subprocess.run(["nft", "-j", "-f", "-"], input=json.dumps({"nftables": commands}),
-                         capture_output=True, text=True)
-    if out.returncode:
-        raise OSError(f"nft refused the VE's rules: {out.stderr.strip()}")
+    """Run ``commands`` (nft's JSON) as one transaction; OSError if nft refuses them."""
+    Transaction(commands).finish()
+
+
+class Transaction:
+    """An ``nft -j`` transaction that runs while the caller goes on; ``finish``
+    waits for it. (Deleting rules costs the nft process an RCU grace period as
+    it closes its socket: overlapped with the link's removal, the stop pays it once.)"""
+
+    def __init__(self, commands):
+        if shutil.which("nft") is None:
+            raise OSError("VE network rules need nft (Debian package nftables)")
+        self.proc = subprocess.Popen(["nft", "-j", "-f", "-"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            self.proc.stdin.write(json.dumps({"nftables": commands}).encode())
+            self.proc.stdin.close()  # a few KiB: the pipe holds it, nft reads it at once
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def finish(self):
+        """Wait for nft; OSError with its message if it refused the transaction."""
+        with self.proc:
+            error = self.proc.stderr.read().decode(errors="replace")
+            if self.proc.wait():
+                raise OSError(f"nft refused the VE's rules: {error.strip()}")
 
 
 def _match(op, left, right):

@@ -3,52 +3,109 @@
 ``attach`` undoes its own steps when one fails; ``detach`` removes every
 link, rule, proxy entry and qdisc a VE had, including what a crashed start
 or a VE that died on its own left behind.
+
+The host side's record (``wired``, a small JSON file per VE) says what a run
+installed: written before the first step, marked clean once ``detach`` removed
+it all. A start that finds it clean skips the search for leftovers (rule and
+nftables listings, which grow with the number of VEs on the node), and a stop
+deletes exactly what the record names. Without a record (a VE started by an
+older engine) or with one left dirty (a crash), everything is looked for.
+The host end of the veth and the VE's ifb share a link group of their own
+(``link_group``), deleted in one request: the kernel then unregisters both
+in one batch, one wait for RCU instead of one per device.
 """
 
 import contextlib
 import errno
+import json
 import os
 import socket
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
+from .. import fsutil
 from ..kernel import netns
 
 from . import IPV6_GATEWAY, VE_IFNAME, conntrack, counters, guard, host_ifname, \
     restore_ifname, rules, shaping, sysctl
+from .rtnl import SCOPE_LINK, NetlinkError, Rtnl
 
-IFA_F_NODAD = 0x02
-SCOPE_LINK = 253
 UPLINK_ENV = "VE_NET_UPLINK"  # host interface whose neighbours learn VE addresses by proxy
+GROUP_BASE = 0x56450000  # "VE" << 16: link groups VEID | this (VEIDs fit in 16 bits)
 
 
-def attach(cfg, pid):
-    """Give running VE ``cfg.veid`` (init ``pid``) its veth, addresses, rules and limits."""
-    with IPRoute() as ipr:
-        _remove_host_side(ipr, cfg.veid)
+def link_group(veid):
+    """The link group of VE ``veid``'s host-side devices (its veth end and ifb)."""
+    return GROUP_BASE | int(veid)
+
+
+def prepare(cfg, wired):
+    """The part of ``attach`` that needs no VE yet (a start does it before it makes
+    the VE's init): what an earlier run left goes, this run is recorded at ``wired``,
+    and the VE's conntrack limit is written meanwhile by nft. Return what
+    ``attach`` takes; if it is not called, ``.finish()`` the result then ``detach``."""
+    with Rtnl() as ipr:
+        _prepare(ipr, cfg, wired)
+    return _Limit(cfg)
+
+
+def attach(cfg, pid, wired, prepared=None):
+    """Give running VE ``cfg.veid`` (init ``pid``) its veth, addresses, rules and limits;
+    ``wired`` is the path of its host side's record, ``prepared`` what ``prepare``
+    returned (None: it is called here)."""
+    limit = prepared if prepared is not None else prepare(cfg, wired)
+    with Rtnl() as ipr:
         try:
-            ipr.link("add", ifname=host_ifname(cfg.veid), kind="veth",
-                     peer={"ifname": VE_IFNAME, "net_ns_pid": pid,
-                           "address": guard.ve_mac(cfg.veid)})
-            _wire_host_side(ipr, cfg)
+            try:
+                _make_pair(ipr, cfg, VE_IFNAME, pid)
+                _wire_host_side(ipr, cfg)
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise
+                # A device, rule or route of the VE was there already (left by an
+                # older engine, or a namespace the kernel is still tearing down).
+                limit.finish(quietly=True)
+                _remove_host_side(ipr, cfg.veid, cfg.ips)
+                limit = _Limit(cfg)
+                _make_pair(ipr, cfg, VE_IFNAME, pid)
+                _wire_host_side(ipr, cfg)
+            limit.finish()  # before the VE has an address
         except BaseException:
+            limit.finish(quietly=True)
             _remove_host_side(ipr, cfg.veid, cfg.ips)
+            _mark_clean(wired)
             raise
     _configure_inside(pid, cfg)
 
 
-def pair_for_restore(cfg):
+class _Limit:
+    """The VE's conntrack limit (routed VEs with one), written by nft while the
+    caller goes on."""
+
+    def __init__(self, cfg):
+        numconn = _limits_conntrack(cfg)
+        self.pending = conntrack.applying(cfg.veid, numconn) if numconn else None
+
+    def finish(self, quietly=False):
+        """Wait for it (once); OSError if nft refused, unless ``quietly``."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            try:
+                pending.finish()
+            except OSError:
+                if not quietly:
+                    raise
+
+
+def pair_for_restore(cfg, wired):
     """Make the veth of a VE about to be restored, both ends here; return the name of
     the VE's end, which criu moves into the restored namespace as eth0 (keeping the
     addresses and routes it had inside)."""
     peer = restore_ifname(cfg.veid)
-    with IPRoute() as ipr:
-        _remove_host_side(ipr, cfg.veid)
-        for index in ipr.link_lookup(ifname=peer):  # left by a restore that crashed
-            ipr.link("del", index=index)
-        ipr.link("add", ifname=host_ifname(cfg.veid), kind="veth",
-                 peer={"ifname": peer, "address": guard.ve_mac(cfg.veid)})
+    with Rtnl() as ipr:
+        _prepare(ipr, cfg, wired)
+        index = ipr.link_index(peer)
+        if index is not None:  # left by a restore that crashed
+            _delete_link(ipr, index=index)
+        _retrying_leftovers(ipr, cfg, lambda: _make_pair(ipr, cfg, peer))
     return peer
 
 
@@ -58,64 +115,104 @@ def attach_restored(cfg):
     Its routes come only now, with the VE there to answer: until then its
     addresses were unreachable, and a client's retransmissions wait for it.
     """
-    with IPRoute() as ipr:
+    with Rtnl() as ipr:
         try:
+            _Limit(cfg).finish()  # first: the restored VE has its addresses already
             _wire_host_side(ipr, cfg)
         except BaseException:
             _remove_host_side(ipr, cfg.veid, cfg.ips)
             raise
 
 
+def _prepare(ipr, cfg, wired):
+    """Remove what an earlier run left (all of it when unsure), then record this run."""
+    left = _recorded(wired)
+    if left is None or not left.get("clean"):
+        _remove_host_side(ipr, cfg.veid, left.get("ips", ()) if left else ())
+    _record(wired, cfg.ips, conntrack=bool(_limits_conntrack(cfg)),
+            bridged=cfg.netmode != "routed")
+
+
+def _retrying_leftovers(ipr, cfg, steps):
+    """Run ``steps``; if one finds a VE's device, rule or route there already (left
+    by an older engine, or a namespace the kernel is still tearing down), remove
+    everything of the VE and run them once more."""
+    try:
+        steps()
+    except NetlinkError as exc:
+        if exc.code != errno.EEXIST:
+            raise
+        _remove_host_side(ipr, cfg.veid, cfg.ips)
+        steps()
+
+
+def _make_pair(ipr, cfg, peer, netns_pid=None):
+    ipr.add_veth(host_ifname(cfg.veid), link_group(cfg.veid), peer, guard.ve_mac(cfg.veid),
+                 netns_pid)
+
+
+def _limits_conntrack(cfg):
+    return cfg.limits.numconn if cfg.netmode == "routed" else 0
+
+
 def _wire_host_side(ipr, cfg):
-    """Everything on the host end of the VE's veth: addresses, bridge or routes, rules,
-    conntrack limit, shaping."""
+    """Everything on the host end of the VE's veth (just made) but the conntrack
+    limit (``_Limit``): addresses, bridge or routes, rules, shaping."""
     name = host_ifname(cfg.veid)
     routed = cfg.netmode == "routed"
-    index = ipr.link_lookup(ifname=name)[0]
+    index = _index(ipr, name)
     sysctl.prepare_host(name, routed)
     if routed:
-        ipr.addr("add", index=index, address=IPV6_GATEWAY, prefixlen=64,
-                 flags=IFA_F_NODAD)
+        ipr.add_address(index, IPV6_GATEWAY, 64)
     else:
-        bridge = ipr.link_lookup(ifname=cfg.bridge)
-        if not bridge:
+        bridge = ipr.link_index(cfg.bridge)
+        if bridge is None:
             raise OSError(f"bridge {cfg.bridge} does not exist")
-        ipr.link("set", index=index, master=bridge[0])
+        ipr.set_link(index, master=bridge)
         guard.apply(cfg.veid, cfg.ips)  # before the port comes up
-    ipr.link("set", index=index, state="up")
+    ipr.set_link(index, up=True)
     rules.install(ipr, name, cfg.ips)
-    if routed:
-        conntrack.apply(cfg.veid, cfg.limits.numconn)  # before the VE has an address
     for ip in cfg.ips:
         _host_route(ipr, index, ip, routed, add=True)
-    shaping.apply(ipr, cfg.veid, index, cfg.limits.rate)
+    shaping.apply(ipr, cfg.veid, index, cfg.limits.rate, link_group(cfg.veid), fresh=True)
 
 
 def save_counters(veid, counters_path):
     """Add the running VE's link counters to its saved totals (just before it stops)."""
-    with IPRoute() as ipr:
+    with Rtnl() as ipr:
         link = _link(ipr, host_ifname(veid))
         if link is not None:
             counters.save_link(counters_path, link)
 
 
-def detach(veid, ips):
-    """Remove the VE's host side: link, ifb, rules, proxy entries (qdiscs go with the link)."""
-    with IPRoute() as ipr:
-        _remove_host_side(ipr, veid, ips)
+def detach(veid, ips, wired):
+    """Remove the VE's host side: link, ifb, rules, proxy entries (qdiscs go with the
+    link): what its record names, everything that could be there without one."""
+    left = _recorded(wired)
+    if left is not None and left.get("clean"):
+        return
+    with Rtnl() as ipr:
+        if left is None:
+            _remove_host_side(ipr, veid, ips)
+        else:
+            _remove_recorded(ipr, veid, left)
+    _mark_clean(wired)
 
 
 def traffic(veid, counters_path):
     """Totals of all runs so far, including the running one."""
-    with IPRoute() as ipr:
+    with Rtnl() as ipr:
         return counters.total(counters_path, _link(ipr, host_ifname(veid)))
 
 
-def change_ips(cfg, pid, added, removed):
+def change_ips(cfg, pid, added, removed, wired):
     """Add and remove addresses of a running VE (host side and inside)."""
     name, routed = host_ifname(cfg.veid), cfg.netmode == "routed"
-    with IPRoute() as ipr:
-        index = ipr.link_lookup(ifname=name)[0]
+    left = _recorded(wired) or {}
+    _record(wired, [*cfg.ips, *removed], conntrack=left.get("conntrack", True),
+            bridged=not routed)
+    with Rtnl() as ipr:
+        index = _index(ipr, name)
         for ip in added:
             rules.allow(ipr, name, ip)
             _host_route(ipr, index, ip, routed, add=True)
@@ -126,11 +223,11 @@ def change_ips(cfg, pid, added, removed):
         guard.apply(cfg.veid, cfg.ips)
     before = [ip for ip in cfg.ips if ip not in added] + list(removed)
     with _inside(pid) as ns:
-        inside = ns.link_lookup(ifname=VE_IFNAME)[0]
+        inside = _index(ns, VE_IFNAME)
         for ip in added:
-            ns.addr("add", index=inside, address=ip, prefixlen=_prefix(ip), flags=IFA_F_NODAD)
+            ns.add_address(inside, ip, _prefix(ip))
         for ip in removed:
-            _quietly(ns.addr, "del", index=inside, address=ip, prefixlen=_prefix(ip))
+            _quietly(ns.delete_address, inside, ip, _prefix(ip))
         # The first address of a family needs that family's default route.
         for v6 in (False, True):
             if not any((":" in ip) == v6 for ip in before) and \
@@ -140,30 +237,34 @@ def change_ips(cfg, pid, added, removed):
 
 def peer_index(veid):
     """The ifindex of the VE's eth0 in its namespace (its host-side veth's peer), or None."""
-    with IPRoute() as ipr:
-        link = _link(ipr, host_ifname(veid))
-        return None if link is None else link.get_attr("IFLA_LINK")
+    with Rtnl() as ipr:
+        link = ipr.link_info(host_ifname(veid))
+        return None if link is None else link["peer"]
 
 
-def set_numconn(veid, limit):
+def set_numconn(veid, limit, wired):
     """Change a running routed VE's conntrack limit (0 removes it)."""
+    left = _recorded(wired)
+    if left is not None and limit:
+        # Before the change: a stop must know there is a limit to remove.
+        _record(wired, left.get("ips", ()), conntrack=True, bridged=left.get("bridged", False))
     conntrack.apply(veid, limit)
 
 
 def set_rate(veid, rate_mbit):
-    with IPRoute() as ipr:
-        index = ipr.link_lookup(ifname=host_ifname(veid))
-        if index:
-            shaping.apply(ipr, veid, index[0], rate_mbit)
+    with Rtnl() as ipr:
+        index = ipr.link_index(host_ifname(veid))
+        if index is not None:
+            shaping.apply(ipr, veid, index, rate_mbit, link_group(veid))
 
 
 def _configure_inside(pid, cfg):
     """Addresses and default routes on the VE's eth0, from inside its namespace."""
     with _inside(pid) as ns:
-        index = ns.link_lookup(ifname=VE_IFNAME)[0]
+        index = _index(ns, VE_IFNAME)
         for ip in cfg.ips:
-            ns.addr("add", index=index, address=ip, prefixlen=_prefix(ip), flags=IFA_F_NODAD)
-        ns.link("set", index=index, state="up")
+            ns.add_address(index, ip, _prefix(ip))
+        ns.set_link(index, up=True)
         for v6 in (False, True):
             if any((":" in ip) == v6 for ip in cfg.ips):
                 _default_route(ns, index, v6, cfg.netmode == "routed")
@@ -172,64 +273,125 @@ def _configure_inside(pid, cfg):
 def _default_route(ns, index, v6, routed):
     """IPv4: on-link default (the host side answers ARP); IPv6: via fe80::1 when routed."""
     if not v6:
-        ns.route("add", dst="0.0.0.0/0", oif=index, scope=SCOPE_LINK)
-    elif routed:
-        ns.route("add", dst="::/0", gateway=IPV6_GATEWAY, oif=index, family=socket.AF_INET6)
+        ns.route(True, None, 0, index, scope=SCOPE_LINK, family=socket.AF_INET)
     else:
-        ns.route("add", dst="::/0", oif=index, family=socket.AF_INET6)
+        ns.route(True, None, 0, index, gateway=IPV6_GATEWAY if routed else None,
+                 family=socket.AF_INET6)
 
 
 @contextlib.contextmanager
 def _inside(pid):
-    """An IPRoute whose netlink socket lives in the network namespace of ``pid``.
+    """An Rtnl whose netlink socket lives in the network namespace of ``pid``.
 
     The calling thread enters that namespace just long enough to open the
-    socket. (pyroute2's own netns mode forks a helper and ends it with
-    SIGTERM, which inside a Celery pool process hit the pool itself.)
+    socket.
     """
     with netns.entered(f"/proc/{pid}/ns/net"):
-        ipr = IPRoute()
-    with ipr:
-        yield ipr
+        ns = Rtnl()
+    with ns:
+        yield ns
 
 
 def _host_route(ipr, index, ip, routed, add):
     uplink = os.environ.get(UPLINK_ENV)
     if routed:
-        ipr.route("add" if add else "del", dst=f"{ip}/{_prefix(ip)}", oif=index,
-                  family=socket.AF_INET6 if ":" in ip else socket.AF_INET)
+        ipr.route(add, ip, _prefix(ip), index)
     if routed and uplink:
-        up = ipr.link_lookup(ifname=uplink)
-        if up:
+        up = ipr.link_index(uplink)
+        if up is not None:
             if add and ":" in ip:
                 sysctl.write(f"ipv6/conf/{uplink}/proxy_ndp", 1)
-            ipr.neigh("add" if add else "del", dst=ip, ifindex=up[0], flags=0x08,  # NTF_PROXY
-                      family=socket.AF_INET6 if ":" in ip else socket.AF_INET)
+            ipr.proxy_neighbour(add, ip, up)
 
 
 def _remove_host_side(ipr, veid, ips=()):
+    """Everything a VE's host side could hold, looked for (listings of rules and
+    tables): for a host side without a clean record."""
     name = host_ifname(veid)
     _quietly(rules.remove, ipr, name)
     _quietly(guard.remove, veid)
     _quietly(conntrack.remove, veid)
-    uplink = os.environ.get(UPLINK_ENV)
-    up = ipr.link_lookup(ifname=uplink) if uplink else []
-    for ip in ips:
-        if up:
-            _quietly(ipr.neigh, "del", dst=ip, ifindex=up[0], flags=0x08,
-                     family=socket.AF_INET6 if ":" in ip else socket.AF_INET)
+    _remove_proxies(ipr, ips)
+    _delete_links(ipr, veid)
     shaping.clear(ipr, veid)
-    for index in ipr.link_lookup(ifname=name):
-        try:
-            ipr.link("del", index=index)  # takes the VE's eth0, host routes and qdiscs with it
-        except NetlinkError as exc:
-            if exc.code != errno.ENODEV:
-                raise  # ENODEV: the VE's namespace, dying, took the pair along meanwhile
+    index = ipr.link_index(name)
+    if index is not None:  # made without a group (older engine)
+        _delete_link(ipr, index=index)
+
+
+def _remove_recorded(ipr, veid, left):
+    """What the record of VE ``veid``'s host side names, without listings."""
+    ips = left.get("ips", ())
+    # nft's removal runs beside the links' (each waits for RCU: then only once).
+    limit = conntrack.removing(veid, installed=True) if left.get("conntrack") else None
+    try:
+        rules.remove_known(ipr, host_ifname(veid), ips)
+        if left.get("bridged"):
+            _quietly(guard.remove, veid)
+        _remove_proxies(ipr, ips)
+        _delete_links(ipr, veid)
+    finally:
+        if limit is not None:
+            _quietly(limit.finish)
+
+
+def _remove_proxies(ipr, ips):
+    uplink = os.environ.get(UPLINK_ENV)
+    up = ipr.link_index(uplink) if uplink and ips else None
+    for ip in ips:
+        if up is not None:
+            _quietly(ipr.proxy_neighbour, False, ip, up)
+
+
+def _delete_links(ipr, veid):
+    """The VE's veth end and ifb in one request (one batch for the kernel); the veth
+    takes the VE's eth0, host routes and qdiscs with it."""
+    _delete_link(ipr, group=link_group(veid))
+
+
+def _delete_link(ipr, **which):
+    try:
+        ipr.delete_link(**which)
+    except NetlinkError as exc:
+        if exc.code not in (errno.ENODEV, errno.ENOENT):
+            raise  # ENODEV: the VE's namespace, dying, took the pair along meanwhile
+
+
+def _record(wired, ips, conntrack, bridged):
+    os.makedirs(os.path.dirname(wired), mode=0o700, exist_ok=True)
+    fsutil.atomic_write(wired, json.dumps({"ips": list(ips), "conntrack": conntrack,
+                                           "bridged": bridged}), durable=False)
+
+
+def _mark_clean(wired):
+    try:
+        fsutil.atomic_write(wired, json.dumps({"clean": True}), durable=False)
+    except OSError:
+        pass  # no directory: nothing was recorded either
+
+
+def _recorded(wired):
+    """The record at ``wired``: {"ips", "conntrack", "bridged"} or {"clean": True}; None if
+    there is none (or it cannot be read: then nothing is assumed)."""
+    try:
+        with open(wired, "rb") as f:
+            left = json.loads(f.read(65536))
+        return left if isinstance(left, dict) else None
+    except (OSError, ValueError):
+        return None
 
 
 def _link(ipr, name):
-    index = ipr.link_lookup(ifname=name)
-    return ipr.get_links(index[0])[0] if index else None
+    """Link ``name`` as ``counters`` reads one ({"index", "IFLA_STATS64"}), or None."""
+    link = ipr.link_info(name)
+    return None if link is None else {"index": link["index"], "IFLA_STATS64": link["stats"]}
+
+
+def _index(ipr, name):
+    index = ipr.link_index(name)
+    if index is None:
+        raise OSError(f"link {name} is gone")
+    return index
 
 
 def _prefix(ip):

@@ -6,14 +6,13 @@ host side's ingress redirects everything (u32 match-all, mirred) to
 policing also keeps TCP close to the limit.
 """
 
-from pyroute2 import protocols
-
 from . import ifb_ifname
 
 ROOT = 0x10000
 INGRESS = 0xFFFF0000
 TC_H_ROOT = 0xFFFFFFFF
 TC_H_INGRESS = 0xFFFFFFF1
+LATENCY = 0.05  # s a packet may wait in the bucket's queue
 
 
 def burst_bytes(rate_mbit):
@@ -21,21 +20,20 @@ def burst_bytes(rate_mbit):
     return max(rate_mbit * 1_000_000 // 8 // 100, 16 * 1514)
 
 
-def apply(ipr, veid, host_index, rate_mbit):
-    """(Re)apply the limit on a running VE's host-side link; 0 removes it."""
-    clear(ipr, veid, host_index)
+def apply(ipr, veid, host_index, rate_mbit, group, fresh=False):
+    """(Re)apply the limit on a running VE's host-side link; 0 removes it. The ifb
+    joins link ``group`` (the VE's: deleted with its veth). ``fresh``: the link was
+    just made, there is nothing to clear."""
+    if not fresh:
+        clear(ipr, veid, host_index)
     if not rate_mbit:
         return
-    tbf = {"rate": f"{rate_mbit}mbit", "burst": burst_bytes(rate_mbit), "latency": "50ms"}
-    ipr.tc("add", "tbf", host_index, ROOT, **tbf)
-    ipr.link("add", ifname=ifb_ifname(veid), kind="ifb")
-    ifb = ipr.link_lookup(ifname=ifb_ifname(veid))[0]
-    ipr.link("set", index=ifb, state="up")
-    ipr.tc("add", "tbf", ifb, ROOT, **tbf)
-    ipr.tc("add", "ingress", host_index, INGRESS)
-    ipr.tc("add-filter", "u32", host_index, parent=INGRESS, prio=10, target=1,
-           protocol=protocols.ETH_P_ALL, keys=["0x0/0x0+0"],
-           action=dict(kind="mirred", direction="egress", action="redirect", ifindex=ifb))
+    tbf = (rate_mbit * 1_000_000 // 8, burst_bytes(rate_mbit), LATENCY)
+    ipr.add_tbf(host_index, *tbf)
+    ifb = ipr.add_link(ifb_ifname(veid), "ifb", group, up=True)
+    ipr.add_tbf(ifb, *tbf)
+    ipr.add_ingress(host_index)
+    ipr.redirect_ingress(host_index, ifb)
 
 
 def clear(ipr, veid, host_index=None):
@@ -43,8 +41,9 @@ def clear(ipr, veid, host_index=None):
     if host_index is not None:
         for handle, parent in ((ROOT, TC_H_ROOT), (INGRESS, TC_H_INGRESS)):
             try:
-                ipr.tc("del", index=host_index, handle=handle, parent=parent)
-            except Exception:
+                ipr.delete_qdisc(host_index, handle, parent)
+            except OSError:
                 pass  # not there
-    for index in ipr.link_lookup(ifname=ifb_ifname(veid)):
-        ipr.link("del", index=index)
+    index = ipr.link_index(ifb_ifname(veid))
+    if index is not None:
+        ipr.delete_link(index)
