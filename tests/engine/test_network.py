@@ -363,6 +363,39 @@ def test_what_a_crash_or_a_stray_device_left_never_stops_a_start(engine, hostnet
     assert hostnet.snapshot() == before
 
 
+def test_network_files_the_ve_broke_warn_and_an_init_that_fails_still_fails(engine, hostnet):
+    """PID 1 writes /etc/hosts before it execs init: a file it cannot write (VE root
+    made it a directory) is a warning and the VE runs; init failing after that
+    warning is still a failed start, with init's error, and leaves nothing behind."""
+    make(engine, A, layout="dir")
+    hostnet.engine("e.start(401); e.stop(401, fast=True)\nprint('null')")  # prepares the host
+    before = hostnet.snapshot()
+    etc = engine.layout.private(401) / "etc"
+    (etc / "hosts").unlink()
+    (etc / "hosts").mkdir()
+    out = hostnet.run(sys.executable, "-m", "ve.cli", "start", "401",
+                      env=dict(os.environ, PYTHONPATH=ROOT_DIR, VE_ROOT=str(engine.layout.root),
+                               VE_CGROUP_PARENT=engine.cgroups.parent))
+    assert "cannot write /etc/hosts" in out.stderr
+    assert ping(engine, 401, HOST_V4)
+    hostnet.engine("e.stop(401, fast=True)\nprint('null')")
+    init = engine.layout.private(401) / "sbin" / "init"
+    init.rename(init.with_name("init.away"))
+    failed = hostnet.engine("""
+        try:
+            e.start(401)
+            print(json.dumps("started"))
+        except Exception as exc:
+            print(json.dumps(str(exc)))""")
+    assert "init:" in failed and "/sbin/init" in failed, failed
+    assert engine.status(401).state == "stopped"
+    assert hostnet.snapshot() == before
+    init.with_name("init.away").rename(init)
+    (etc / "hosts").rmdir()
+    start(hostnet, 401)
+    assert "198.18.7.11" in engine.exec(401, ["cat", "/etc/hosts"]).stdout.decode()
+
+
 def test_the_rate_changes_live(engine, hostnet):
     make(engine, A)
     start(hostnet, 401)

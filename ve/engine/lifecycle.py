@@ -475,7 +475,10 @@ def _ask_to_stop(pid, pidfd, signum, deadline):
         return proc.takes_signal(pid, signum)
 
     caught = poll(shows_handler, min(HANDLER_WAIT, max(0.0, deadline - time.monotonic())))
-    signal.pidfd_send_signal(pidfd, signum)
+    try:
+        signal.pidfd_send_signal(pidfd, signum)
+    except ProcessLookupError:
+        return  # it ended meanwhile: the wait for its exit returns at once
     if caught:
         return
     late = min(deadline, time.monotonic() + HANDLER_LATE)

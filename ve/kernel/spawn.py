@@ -132,8 +132,7 @@ def _drive_setup(spec, setup_pid, err_r, up_r, down_w):
         os.waitpid(setup_pid, 0)
     # EOF here means init exec'd or died; a failed start is cleaned up by the
     # caller through the cgroup (a reported PID may already be reused).
-    lines = _read_all(err_r).split(_WARNING)
-    error, warnings = lines[0].strip(), tuple(w.strip() for w in lines[1:])
+    error, warnings = _split_report(_read_all(err_r))
     if error or init_pid is None:
         raise OSError(error or "VE setup child exited without starting init")
     return init_pid, warnings
@@ -214,7 +213,19 @@ def _run_init_child(spec, err_w, highest_cap, fds_w):
         os._exit(127)
 
 
-_WARNING = "\x01"  # on the error pipe: what follows is a warning, not a failure
+# On the error pipe a warning is framed by these; anything else there is a failure.
+_WARNING, _WARNING_END = "\x01", "\x02"
+
+
+def _split_report(text):
+    """(the failure's text or "", (warnings, ...)) of what the children wrote."""
+    failure, warnings = [], []
+    while (start := text.find(_WARNING)) >= 0 and (end := text.find(_WARNING_END, start)) >= 0:
+        failure.append(text[:start])
+        warnings.append(text[start + 1:end].strip())
+        text = text[end + 1:]
+    failure.append(text)
+    return "".join(failure).strip(), tuple(warnings)
 
 
 def _write_files(files, err_w):
@@ -223,7 +234,8 @@ def _write_files(files, err_w):
         try:
             vefiles.replace(path, data, 0o644, durable=False)  # rewritten at every start
         except OSError as exc:
-            os.write(err_w, f"{_WARNING}cannot write {path}: {exc.strerror}".encode()[:1000])
+            text = f"cannot write {path}: {exc.strerror}"[:500]
+            os.write(err_w, f"{_WARNING}{text}{_WARNING_END}".encode())
 
 
 def _stdio_on(console):

@@ -23,10 +23,13 @@ import socket
 
 from .. import fsutil
 from ..kernel import netns
+from ..log import get as get_logger
 
 from . import IPV6_GATEWAY, VE_IFNAME, conntrack, counters, guard, host_ifname, \
     restore_ifname, rules, shaping, sysctl
 from .rtnl import SCOPE_LINK, NetlinkError, Rtnl
+
+log = get_logger(__name__)
 
 UPLINK_ENV = "VE_NET_UPLINK"  # host interface whose neighbours learn VE addresses by proxy
 GROUP_BASE = 0x56450000  # "VE" << 16: link groups VEID | this (VEIDs fit in 16 bits)
@@ -70,8 +73,11 @@ def attach(cfg, pid, wired, prepared=None):
             limit.finish()  # before the VE has an address
         except BaseException:
             limit.finish(quietly=True)
-            _remove_host_side(ipr, cfg.veid, cfg.ips)
-            _mark_clean(wired)
+            try:
+                if _remove_host_side(ipr, cfg.veid, cfg.ips):
+                    _mark_clean(wired)
+            except Exception as exc:  # the first error is the one to report
+                log.warning("VE %s: clean-up after a failed network setup: %s", cfg.veid, exc)
             raise
     _configure_inside(pid, cfg)
 
@@ -90,7 +96,7 @@ class _Limit:
         if pending is not None:
             try:
                 pending.finish()
-            except OSError:
+            except Exception:
                 if not quietly:
                     raise
 
@@ -101,7 +107,9 @@ def pair_for_restore(cfg, wired):
     addresses and routes it had inside)."""
     peer = restore_ifname(cfg.veid)
     with Rtnl() as ipr:
-        _prepare(ipr, cfg, wired)
+        # Everything is looked for: ``attach_restored`` cannot retry (criu has the
+        # VE's end by then), so nothing may be in its way. Restores are rare.
+        _prepare(ipr, cfg, wired, search=True)
         index = ipr.link_index(peer)
         if index is not None:  # left by a restore that crashed
             _delete_link(ipr, index=index)
@@ -120,16 +128,24 @@ def attach_restored(cfg):
             _Limit(cfg).finish()  # first: the restored VE has its addresses already
             _wire_host_side(ipr, cfg)
         except BaseException:
-            _remove_host_side(ipr, cfg.veid, cfg.ips)
+            try:
+                _remove_host_side(ipr, cfg.veid, cfg.ips)
+            except Exception as exc:  # the first error is the one to report
+                log.warning("VE %s: clean-up after a failed network setup: %s", cfg.veid, exc)
             raise
 
 
-def _prepare(ipr, cfg, wired):
-    """Remove what an earlier run left (all of it when unsure), then record this run."""
+def _prepare(ipr, cfg, wired, search=False):
+    """Remove what an earlier run left (all of it when unsure, or ``search``), then
+    record this run (with the earlier run's addresses too if that removal failed in
+    part, so that the next attempt still knows them)."""
     left = _recorded(wired)
-    if left is None or not left.get("clean"):
-        _remove_host_side(ipr, cfg.veid, left.get("ips", ()) if left else ())
-    _record(wired, cfg.ips, conntrack=bool(_limits_conntrack(cfg)),
+    ips = list(cfg.ips)
+    if search or left is None or not left.get("clean"):
+        earlier = left.get("ips", ()) if left else ()
+        if not _remove_host_side(ipr, cfg.veid, earlier):
+            ips += [ip for ip in earlier if ip not in ips]
+    _record(wired, ips, conntrack=bool(_limits_conntrack(cfg)),
             bridged=cfg.netmode != "routed")
 
 
@@ -193,10 +209,11 @@ def detach(veid, ips, wired):
         return
     with Rtnl() as ipr:
         if left is None:
-            _remove_host_side(ipr, veid, ips)
+            done = _remove_host_side(ipr, veid, ips)
         else:
-            _remove_recorded(ipr, veid, left)
-    _mark_clean(wired)
+            done = _remove_recorded(ipr, veid, left)
+    if done:
+        _mark_clean(wired)  # else the next start looks for everything
 
 
 def traffic(veid, counters_path):
@@ -208,9 +225,10 @@ def traffic(veid, counters_path):
 def change_ips(cfg, pid, added, removed, wired):
     """Add and remove addresses of a running VE (host side and inside)."""
     name, routed = host_ifname(cfg.veid), cfg.netmode == "routed"
-    left = _recorded(wired) or {}
-    _record(wired, [*cfg.ips, *removed], conntrack=left.get("conntrack", True),
-            bridged=not routed)
+    left = _recorded(wired)
+    if left is not None and not left.get("clean"):  # none: started by an older engine
+        _record(wired, [*cfg.ips, *removed], conntrack=left.get("conntrack", True),
+                bridged=not routed)
     with Rtnl() as ipr:
         index = _index(ipr, name)
         for ip in added:
@@ -306,41 +324,70 @@ def _host_route(ipr, index, ip, routed, add):
 
 def _remove_host_side(ipr, veid, ips=()):
     """Everything a VE's host side could hold, looked for (listings of rules and
-    tables): for a host side without a clean record."""
+    tables): for a host side without a clean record. True if every step succeeded."""
     name = host_ifname(veid)
-    _quietly(rules.remove, ipr, name)
-    _quietly(guard.remove, veid)
-    _quietly(conntrack.remove, veid)
-    _remove_proxies(ipr, ips)
+    done = _step(rules.remove, ipr, name)
+    done &= _step(guard.remove, veid)
+    done &= _step(conntrack.remove, veid)
+    done &= _remove_proxies(ipr, ips)
     _delete_links(ipr, veid)
     shaping.clear(ipr, veid)
     index = ipr.link_index(name)
     if index is not None:  # made without a group (older engine)
         _delete_link(ipr, index=index)
+    return done
 
 
 def _remove_recorded(ipr, veid, left):
-    """What the record of VE ``veid``'s host side names, without listings."""
+    """What the record of VE ``veid``'s host side names, without listings. True if
+    every step succeeded."""
     ips = left.get("ips", ())
-    # nft's removal runs beside the links' (each waits for RCU: then only once).
-    limit = conntrack.removing(veid, installed=True) if left.get("conntrack") else None
+    done, limit = True, None
+    if left.get("conntrack"):
+        try:  # nft's removal runs beside the links' (each waits for RCU: then only once)
+            limit = conntrack.removing(veid, installed=True)
+        except OSError as exc:
+            done = _failed("conntrack removal", exc)
     try:
         rules.remove_known(ipr, host_ifname(veid), ips)
         if left.get("bridged"):
-            _quietly(guard.remove, veid)
-        _remove_proxies(ipr, ips)
+            done &= _step(guard.remove, veid)
+        done &= _remove_proxies(ipr, ips)
         _delete_links(ipr, veid)
     finally:
         if limit is not None:
-            _quietly(limit.finish)
+            done &= _step(limit.finish)
+    return done
 
 
 def _remove_proxies(ipr, ips):
+    """Delete the proxy entries of ``ips`` on the uplink; True if none is left."""
     uplink = os.environ.get(UPLINK_ENV)
     up = ipr.link_index(uplink) if uplink and ips else None
+    done = True
     for ip in ips:
         if up is not None:
-            _quietly(ipr.proxy_neighbour, False, ip, up)
+            try:
+                ipr.proxy_neighbour(False, ip, up)
+            except NetlinkError as exc:
+                if exc.code != errno.ENOENT:
+                    done = _failed("proxy entry removal", exc)
+    return done
+
+
+def _step(func, *args):
+    """Run one clean-up step that may fail without stopping the others; True if it
+    succeeded (else the record stays dirty and the next start looks for everything)."""
+    try:
+        func(*args)
+        return True
+    except Exception as exc:
+        return _failed(getattr(func, "__qualname__", "clean-up"), exc)
+
+
+def _failed(what, exc):
+    log.warning("host-side clean-up, %s: %s", what, exc)
+    return False
 
 
 def _delete_links(ipr, veid):

@@ -25,7 +25,8 @@ RTM_NEWRULE, RTM_DELRULE, RTM_GETRULE = 32, 33, 34
 RTM_NEWQDISC, RTM_DELQDISC = 36, 37
 RTM_NEWTFILTER = 44
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x2, 0x4, 0x300
+NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_DUMP_INTR, NLM_F_DUMP = 0x1, 0x2, 0x4, 0x10, 0x300
+DUMP_ATTEMPTS = 3
 NLM_F_EXCL, NLM_F_CREATE = 0x200, 0x400
 NEW = NLM_F_CREATE | NLM_F_EXCL
 
@@ -114,7 +115,7 @@ class Rtnl:
         try:
             for kind, payload in self._request(RTM_GETLINK, 0, _IFI.pack(0, 0, 0, 0, 0)
                                                + attr(IFLA_IFNAME, name), dump=False):
-                if kind == RTM_NEWLINK:
+                if kind == RTM_NEWLINK and len(payload) >= _IFI.size:
                     return _IFI.unpack_from(payload)[2]
         except NetlinkError as exc:
             if exc.code in (errno.ENODEV, errno.ENOENT):
@@ -134,10 +135,11 @@ class Rtnl:
                 return None
             raise
         for kind, payload in replies:
-            if kind == RTM_NEWLINK:
+            if kind == RTM_NEWLINK and len(payload) >= _IFI.size:
                 attrs = _attrs(payload, _IFI.size)
+                stats = attrs.get(IFLA_STATS64, b"")
                 rx_packets, tx_packets, rx_bytes, tx_bytes = \
-                    struct.unpack_from("=4Q", attrs.get(IFLA_STATS64, b"\0" * 32))
+                    struct.unpack_from("=4Q", stats if len(stats) >= 32 else b"\0" * 32)
                 return {"index": _IFI.unpack_from(payload)[2],
                         "peer": _u32(attrs.get(IFLA_LINK)),
                         "stats": {"rx_bytes": rx_bytes, "tx_bytes": tx_bytes,
@@ -226,10 +228,19 @@ class Rtnl:
     def rules(self, family):
         """The rules of ``family``: dicts of family, priority, action, table, src,
         src_len, iifname, goto (None where a rule has none)."""
+        for attempt in range(DUMP_ATTEMPTS):
+            try:
+                return self._rules(family)
+            except NetlinkError as exc:  # the rules changed during the dump: again
+                if exc.code != errno.EINTR or attempt == DUMP_ATTEMPTS - 1:
+                    raise
+        return []
+
+    def _rules(self, family):
         found = []
         for kind, payload in self._request(RTM_GETRULE, NLM_F_DUMP,
                                            _FRH.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)):
-            if kind != RTM_NEWRULE:
+            if kind != RTM_NEWRULE or len(payload) < _FRH.size:
                 continue
             fam, _, src_len, _, table, _, _, action, _ = _FRH.unpack_from(payload)
             attrs = _attrs(payload, _FRH.size)
@@ -298,23 +309,25 @@ class Rtnl:
                        + body)
         answers = []
         while True:
-            data = self.sock.recv(1 << 16)
+            data, (sender, _) = self.sock.recvfrom(1 << 16)
+            if sender != 0:
+                continue  # only the kernel answers (a VE's root could send to this socket)
             offset = 0
             while offset + _HDR.size <= len(data):
                 length, msg_kind, msg_flags, msg_seq, _ = _HDR.unpack_from(data, offset)
-                if length < _HDR.size:
-                    break
+                if length < _HDR.size or offset + length > len(data):
+                    raise NetlinkError(errno.EPROTO, "truncated netlink message")
                 payload = data[offset + _HDR.size:offset + length]
                 offset += (length + 3) & ~3
                 if msg_seq != seq:
                     continue
-                if msg_kind == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", payload)[0]
+                if msg_flags & NLM_F_DUMP_INTR:
+                    raise NetlinkError(errno.EINTR, f"{what}: changed during the dump")
+                if msg_kind in (NLMSG_ERROR, NLMSG_DONE):
+                    code = -struct.unpack_from("=i", payload)[0] if len(payload) >= 4 else 0
                     if code:
                         raise NetlinkError(code, str(what))
-                    return answers  # the acknowledgement
-                if msg_kind == NLMSG_DONE:
-                    return answers
+                    return answers  # the acknowledgement, or the end of a dump
                 answers.append((msg_kind, payload))
                 if not dump and not msg_flags & NLM_F_MULTI and not flags & NLM_F_ACK:
                     return answers
@@ -333,7 +346,7 @@ def _attrs(payload, offset):
 
 
 def _u32(data):
-    return struct.unpack("=I", data[:4])[0] if data else None
+    return struct.unpack("=I", data[:4])[0] if data and len(data) >= 4 else None
 
 
 def _ticks(seconds):
