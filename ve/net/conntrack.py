@@ -53,14 +53,14 @@ def chain_name(veid, way):
 
 def apply(veid, limit):
     """Install (or atomically replace) VE ``veid``'s limit; 0 removes it."""
-    if limit:
-        applying(veid, limit).finish()
-    else:
-        remove(veid)
+    (applying(veid, limit) if limit else removing(veid)).finish()
 
 
 def applying(veid, limit):
-    """Start installing VE ``veid``'s limit (not 0); ``.finish()`` waits for it."""
+    """Start installing VE ``veid``'s limit; ``.finish()`` waits for it (0: nothing
+    to install, and nothing to wait for)."""
+    if not limit:
+        return _Step(None, None)
     return _Step(guard.Transaction(_ve_commands(veid, limit)), lambda: _made_anew(veid, limit))
 
 
@@ -79,19 +79,28 @@ def removing(veid, installed=None):
 
 
 class _Step:
-    """A transaction under way and what to do if nft refuses it (synchronously)."""
+    """A transaction under way (or None) and what to do, synchronously, if nft refuses
+    it or there is none (or None)."""
 
     def __init__(self, transaction, otherwise):
         self.transaction, self.otherwise = transaction, otherwise
 
-    def finish(self):
-        if self.transaction is None:
-            self.otherwise()
-            return
+    def finish(self, quietly=False):
+        """Wait for it (the first call only); its error is raised unless ``quietly``."""
+        transaction, otherwise = self.transaction, self.otherwise
+        self.transaction = self.otherwise = None
         try:
-            self.transaction.finish()
-        except OSError:
-            self.otherwise()
+            if transaction is not None:
+                try:
+                    transaction.finish()
+                    return
+                except OSError:
+                    pass
+            if otherwise is not None:
+                otherwise()
+        except Exception:
+            if not quietly:
+                raise
 
 
 def _made_anew(veid, limit):

@@ -47,7 +47,7 @@ def prepare(cfg, wired):
     ``attach`` takes; if it is not called, ``.finish()`` the result then ``detach``."""
     with Rtnl() as ipr:
         _prepare(ipr, cfg, wired)
-    return _Limit(cfg)
+    return _limit(cfg)
 
 
 def attach(cfg, pid, wired, prepared=None):
@@ -67,7 +67,7 @@ def attach(cfg, pid, wired, prepared=None):
                 # older engine, or a namespace the kernel is still tearing down).
                 limit.finish(quietly=True)
                 _remove_host_side(ipr, cfg.veid, cfg.ips)
-                limit = _Limit(cfg)
+                limit = _limit(cfg)
                 _make_pair(ipr, cfg, VE_IFNAME, pid)
                 _wire_host_side(ipr, cfg)
             limit.finish()  # before the VE has an address
@@ -80,25 +80,6 @@ def attach(cfg, pid, wired, prepared=None):
                 log.warning("VE %s: clean-up after a failed network setup: %s", cfg.veid, exc)
             raise
     _configure_inside(pid, cfg)
-
-
-class _Limit:
-    """The VE's conntrack limit (routed VEs with one), written by nft while the
-    caller goes on."""
-
-    def __init__(self, cfg):
-        numconn = _limits_conntrack(cfg)
-        self.pending = conntrack.applying(cfg.veid, numconn) if numconn else None
-
-    def finish(self, quietly=False):
-        """Wait for it (once); OSError if nft refused, unless ``quietly``."""
-        pending, self.pending = self.pending, None
-        if pending is not None:
-            try:
-                pending.finish()
-            except Exception:
-                if not quietly:
-                    raise
 
 
 def pair_for_restore(cfg, wired):
@@ -125,7 +106,7 @@ def attach_restored(cfg):
     """
     with Rtnl() as ipr:
         try:
-            _Limit(cfg).finish()  # first: the restored VE has its addresses already
+            _limit(cfg).finish()  # first: the restored VE has its addresses already
             _wire_host_side(ipr, cfg)
         except BaseException:
             try:
@@ -171,9 +152,15 @@ def _limits_conntrack(cfg):
     return cfg.limits.numconn if cfg.netmode == "routed" else 0
 
 
+def _limit(cfg):
+    """The VE's conntrack limit (routed VEs with one), written by nft while the caller
+    goes on: ``.finish()`` waits for it."""
+    return conntrack.applying(cfg.veid, _limits_conntrack(cfg))
+
+
 def _wire_host_side(ipr, cfg):
     """Everything on the host end of the VE's veth (just made) but the conntrack
-    limit (``_Limit``): addresses, bridge or routes, rules, shaping."""
+    limit (``_limit``): addresses, bridge or routes, rules, shaping."""
     name = host_ifname(cfg.veid)
     routed = cfg.netmode == "routed"
     index = _index(ipr, name)
