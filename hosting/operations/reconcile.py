@@ -189,12 +189,16 @@ def _limits_differ(eng, ve):
     Disk size and I/O limits are left out: what cannot change live (a smaller
     disk) waits for the VE's next start, and what a node cannot do (an I/O
     weight without BFQ) it never will; a SET each cycle would change neither.
+    Addresses compare as sets: a live add appends on the node (the VE keeps its
+    first address as its source) while the dashboard lists IPv4 first, and a
+    SET never reorders them, so an order difference would queue one each cycle.
     """
     try:
         have, want = eng.config(ve.veid), config_of(ve)
         skip = dict.fromkeys(DISK_KEYS + IO_KEYS, 0)
-        return (have.limits._replace(**skip), have.ips, have.nameservers, have.seccomp_allow) != \
-            (want.limits._replace(**skip), want.ips, want.nameservers, want.seccomp_allow)
+        return (have.limits._replace(**skip), set(have.ips), have.nameservers,
+                have.seccomp_allow) != \
+            (want.limits._replace(**skip), set(want.ips), want.nameservers, want.seccomp_allow)
     except (NotFound, VEError):
         return False
 

@@ -100,6 +100,23 @@ def test_reconcile_reports_drift_and_queues_plan_limits(ordered, engine, catalog
     assert node.drift == summary["drift"] and node.unmanaged_veids == [999]
 
 
+def test_an_address_added_live_leaves_reconcile_nothing_to_do(
+        ordered, engine, catalogue, django_capture_on_commit_callbacks):
+    executor.execute(ordered.pk, engine)
+    ve = VE.objects.get(pk=ordered.environment_id)
+    from tests.staffing import make_staff
+    staff = make_staff("staff1")
+    with django_capture_on_commit_callbacks(execute=False):
+        op = services.add_address(ve, staff, version=4)
+    assert _run(op, engine).state == "succeeded"
+    on_node = engine.config(ve.veid).ips
+    assert set(on_node) == set(ve.engine_ips()) and len(on_node) == 3
+    assert on_node != ve.engine_ips()  # appended on the node, IPv4 first in the dashboard
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        summary = reconcile.node("hn1", engine)
+    assert summary["queued"] == [] and sent == []
+
+
 def test_password_reset_and_ssh_key_reach_the_ve(ordered, engine, catalogue):
     executor.execute(ordered.pk, engine)
     ve = VE.objects.get(pk=ordered.environment_id)
