@@ -1,6 +1,7 @@
 """API: OS templates and VPSes, with lifecycle actions answering 202 + Operation."""
 
 import django_filters
+from django.db.models import Prefetch
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
@@ -16,6 +17,7 @@ from hosting.customers.models import Customer
 from hosting.operations.api import OperationSerializer
 from hosting.plans.models import Plan
 from hosting.usage import graphs, traffic
+from hosting.usage.models import TrafficMonth
 
 from . import lifecycle, services
 from .models import OSTemplate, VirtualEnvironment as VE
@@ -90,11 +92,26 @@ class EnvironmentSerializer(serializers.ModelSerializer):
 
     def get_traffic(self, ve) -> dict:
         """This month's traffic against the plan's quota (bytes; quota null = unmetered)."""
-        month = traffic.current(ve)
+        month = this_month(ve)
         return {"month": month.month.strftime("%Y-%m"), "rx_bytes": month.rx_bytes,
                 "tx_bytes": month.tx_bytes, "used_bytes": month.total_bytes,
                 "quota_bytes": traffic.quota_bytes(ve, month), "extra_gib": month.extra_gib,
                 "throttled": ve.throttled, "suspended_for_traffic": ve.suspended_for_traffic}
+
+
+def with_this_month(ves):
+    """``ves`` with this month's traffic row read in one query for all of them (a list
+    of 50 VPSes would otherwise ask once per VPS); ``this_month`` reads it."""
+    rows = TrafficMonth.objects.filter(month=traffic.month_of())
+    return ves.prefetch_related(Prefetch("traffic", queryset=rows, to_attr="traffic_this_month"))
+
+
+def this_month(ve):
+    """This month's TrafficMonth of ``ve``: the row ``with_this_month`` read, else asked."""
+    rows = getattr(ve, "traffic_this_month", None)
+    if rows is None:
+        return traffic.current(ve)
+    return rows[0] if rows else TrafficMonth(environment=ve, month=traffic.month_of())
 
 
 class OrderSerializer(serializers.Serializer):
@@ -148,6 +165,8 @@ class EnvironmentViewSet(PlanChangeMixin, SeccompMixin, SnapshotsMixin, BackupsM
     def get_queryset(self):
         ves = VE.objects.for_user(self.request.user) \
             .select_related("plan", "node", "template").prefetch_related("addresses")
+        if self.action in ("list", "retrieve"):  # what shows the traffic (not the actions)
+            ves = with_this_month(ves)
         if self.action == "list" and "actual_state" not in self.request.query_params:
             ves = ves.live()
         return ves

@@ -32,7 +32,7 @@ class OrderForm(forms.Form):
     # of them again; what only it can know, such as capacity, comes from it).
     def clean_hostname(self):
         hostname = self.cleaned_data["hostname"].lower()  # as the service stores it
-        if VE.objects.filter(hostname__iexact=hostname).live().exists():
+        if VE.objects.named(hostname).live().exists():
             raise forms.ValidationError(f"host name {hostname} is taken")
         return hostname
 

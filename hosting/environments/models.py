@@ -72,6 +72,14 @@ class VEQuerySet(models.QuerySet):
     def live(self):
         return self.exclude(actual_state="destroyed")
 
+    def named(self, hostname):
+        """The VEs called ``hostname``, in any case. Compared as LOWER(hostname) =
+        LOWER(...) like the unique index of live host names (Meta), so PostgreSQL
+        answers ``.named(...).live()`` from that index (``hostname__iexact`` is
+        UPPER(...) = UPPER(...) there, which no index serves)."""
+        return self.alias(hostname_lower=Lower("hostname")).filter(
+            hostname_lower=Lower(models.Value(hostname, output_field=models.CharField())))
+
 
 class VirtualEnvironment(models.Model):
     """One VPS: desired state lives here, actual state is reported by its node."""
@@ -125,6 +133,10 @@ class VirtualEnvironment(models.Model):
         constraints = [models.UniqueConstraint(
             Lower("hostname"), condition=~models.Q(actual_state="destroyed"),
             name="unique_hostname_of_live_ves")]
+        # A node's page, its count on the nodes API and placement read a node's VEs
+        # by state; the staff VPS list filters by state (node_id alone has its own).
+        indexes = [models.Index(fields=["node", "actual_state"], name="ve_node_state"),
+                   models.Index(fields=["actual_state"], name="ve_actual_state")]
 
     def __str__(self):
         return f"{self.veid} ({self.hostname})"

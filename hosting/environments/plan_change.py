@@ -21,6 +21,7 @@ from collections import namedtuple
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Count, prefetch_related_objects
 
 from hosting.core import audit, idempotency
 from hosting.core.errors import Conflict, Forbidden, Invalid, Unprocessable
@@ -110,14 +111,18 @@ def options(ve, user):
     """
     node = Node.objects.get(pk=ve.node_id)
     usage = latest_disk_usage(ve)
+    # Read once for every plan below, not once per plan.
+    prefetch_related_objects([ve], "addresses")
+    pools = _pools_of(node)
     result = []
-    for plan in Plan.objects.filter(active=True).exclude(pk=ve.plan_id):
+    for plan in Plan.objects.filter(active=True).exclude(pk=ve.plan_id) \
+            .prefetch_related("templates"):  # _check_offer reads each plan's
         try:
             _check_state(ve, user)
             _check_offer(ve, plan, user)
             _check_disk(ve, plan, usage)
             _check_room(node, ve, plan)
-            _check_addresses(node, ve, plan)
+            _check_addresses(node, ve, plan, pools)
             refusal = ""
         except (Invalid, Forbidden, Conflict) as exc:
             refusal = exc.message
@@ -199,8 +204,8 @@ def _check_offer(ve, plan, user):
         raise Invalid(f"plan {plan.name} is not offered any more", field="plan")
     # A plan open to every template offers the VPS's own too, even a retired one:
     # changing plans installs nothing.
-    chosen = plan.templates.all()
-    if chosen.exists() and not chosen.filter(pk=ve.template_id).exists():
+    chosen = {template.pk for template in plan.templates.all()}  # prefetched by options
+    if chosen and ve.template_id not in chosen:
         raise Invalid(f"plan {plan.name} does not offer this VPS's OS ({ve.template}); "
                       "reinstall with one it offers first", field="plan")
     if user.is_staff:
@@ -251,17 +256,25 @@ def _check_disk(ve, plan, usage):
 
 def _missing_addresses(ve, plan):
     """{IP version: how many more addresses ``plan`` includes than ``ve`` holds}."""
-    held = [ipaddress.ip_address(a).version
-            for a in ve.addresses.values_list("address", flat=True)]
+    held = [ipaddress.ip_address(a.address).version for a in ve.addresses.all()]
     return {version: getattr(plan, field) - held.count(version)
             for version, field in ADDRESS_COUNTS if getattr(plan, field) > held.count(version)}
 
 
-def _check_addresses(node, ve, plan):
+def _pools_of(node):
+    """The node's pools, each with how many of its addresses are held (``held``)."""
+    return list(IPPool.objects.filter(nodes=node).annotate(held=Count("addresses")))
+
+
+def _check_addresses(node, ve, plan, pools=None):
     """The node's pools must have the addresses the new plan adds (none are taken away:
-    staff remove the ones to give back, as the VPS's owner may be using any of them)."""
-    for version, count in _missing_addresses(ve, plan).items():
-        free = sum(ipam.free_count(pool) for pool in IPPool.objects.filter(nodes=node)
+    staff remove the ones to give back, as the VPS's owner may be using any of them).
+    ``pools``: ``_pools_of(node)`` if the caller read them already."""
+    missing = _missing_addresses(ve, plan)
+    if missing and pools is None:
+        pools = _pools_of(node)
+    for version, count in missing.items():
+        free = sum(ipam.free_count(pool, pool.held) for pool in pools
                    if pool.version == version)
         if free < count:
             raise Conflict(f"node {node.name} has no room for plan {plan.name}: "

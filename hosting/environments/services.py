@@ -131,7 +131,7 @@ def _order(customer, plan, template, hostname, requested_by, params, idempotency
             earlier = Operation.objects.filter(idempotency_key=idempotency_key).first()
             if earlier is not None:
                 return _same_order(earlier, customer)
-        if VE.objects.filter(hostname__iexact=hostname).live().exists():
+        if VE.objects.named(hostname).live().exists():
             raise Invalid(f"host name {hostname} is taken", field="hostname")
         node, home = (placing.node_for(plan, chosen), None) if backup is None \
             else placing.where(backup, plan, chosen)
@@ -195,7 +195,7 @@ def _insert(customer, plan, node, template, hostname):
                                          desired_state=VE.State.RUNNING,
                                          actual_state=VE.State.CREATING)
         except IntegrityError as exc:
-            if VE.objects.filter(hostname__iexact=hostname).live().exists():
+            if VE.objects.named(hostname).live().exists():
                 raise Invalid(f"host name {hostname} is taken", field="hostname") from exc
     raise Conflict("too many orders at once; try again")
 

@@ -1,5 +1,6 @@
 """API: IP pools (staff)."""
 
+from django.db.models import Count
 from rest_framework import serializers, viewsets
 
 from hosting.core import audit
@@ -21,7 +22,7 @@ class IPPoolSerializer(serializers.ModelSerializer):
                   "free"]
 
     def get_free(self, pool) -> int:
-        return services.free_count(pool)
+        return services.free_count(pool, getattr(pool, "held", None))
 
     def validate(self, attrs):
         pool = IPPool(**{k: v for k, v in attrs.items() if k != "nodes"})
@@ -34,7 +35,9 @@ class IPPoolSerializer(serializers.ModelSerializer):
 
 
 class IPPoolViewSet(viewsets.ModelViewSet):
-    queryset = IPPool.objects.prefetch_related("nodes")
+    # Counted in the list's query: one count per pool otherwise.
+    queryset = IPPool.objects.prefetch_related("nodes").annotate(held=Count("addresses")) \
+        .order_by("name")  # a grouped query drops Meta.ordering
     serializer_class = IPPoolSerializer
     permission_classes = [StaffCan.needing("pools.view", "pools.manage")]
 

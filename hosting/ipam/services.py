@@ -71,25 +71,37 @@ def _claim(pool, ve):
     return None
 
 
+# How many candidates one look at the pool checks at first, and at most: each look asks
+# about its window's addresses only (the unique index on ``address`` answers it), so a
+# pool with thousands of addresses held is never read whole; windows double while full.
+FIRST_WINDOW = 64
+LARGEST_WINDOW = 1024
+
+
 def _first_free(pool):
-    used = set(IPAddress.objects.filter(pool=pool).values_list("address", flat=True))
+    """The lowest address of ``pool``'s range nobody holds (never its gateway), or None."""
     first, last = ipaddress.ip_address(pool.first), ipaddress.ip_address(pool.last)
     gateway = pool.gateway and ipaddress.ip_address(pool.gateway)
-    address = first
-    while address <= last:
-        if str(address) not in used and address != gateway:
-            return str(address)
-        address += 1
+    start, size = int(first), FIRST_WINDOW
+    while start <= int(last):
+        window = [type(first)(n) for n in range(start, min(start + size, int(last) + 1))]
+        held = set(IPAddress.objects.filter(address__in=[str(a) for a in window])
+                   .values_list("address", flat=True))
+        for address in window:
+            if str(address) not in held and address != gateway:
+                return str(address)
+        start, size = start + size, min(size * 2, LARGEST_WINDOW)
     return None
 
 
-def free_count(pool):
-    """How many addresses of the pool nobody holds."""
+def free_count(pool, held=None):
+    """How many addresses of the pool nobody holds; ``held``: how many rows the pool has,
+    if the caller counted them already (a list of pools counts them in one query)."""
     first, last = ipaddress.ip_address(pool.first), ipaddress.ip_address(pool.last)
     size = int(last) - int(first) + 1
     if pool.gateway and first <= ipaddress.ip_address(pool.gateway) <= last:
         size -= 1
-    return size - pool.addresses.count()
+    return size - (pool.addresses.count() if held is None else held)
 
 
 def delete_refusal(pool):

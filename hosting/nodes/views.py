@@ -18,6 +18,9 @@ from . import evacuation, placement, removal
 from .models import Node
 
 GIB = 1 << 30
+# A node holds a thousand VPSes: its page lists the first ones and links to the staff
+# VPS list filtered to the node (paginated) for the rest.
+LISTED_VES = 50
 
 
 def _usage(room):
@@ -42,10 +45,12 @@ def node_list(request):
 @staff_required("nodes.view")
 def node_detail(request, pk):
     node = get_object_or_404(Node, pk=pk)
-    ves = node.environments.live().select_related("owner__user", "plan")
+    ves = node.environments.live().select_related("owner__user", "plan").order_by("veid")
     room = placement.Fleet([node]).rooms[0]  # what placement sees: expected use, risk level
     return render(request, "staff/node.html", {"node": node, "usage": _usage(room),
-                                               "environments": ves, "room": room,
+                                               "environments": list(ves[:LISTED_VES]),
+                                               "environment_count": ves.count(),
+                                               "room": room,
                                                "disk_allocated": room.sold.disk,
                                                "removal_refusal": removal.refusal(node),
                                                "usage_ranges": list(graphs.RANGES),

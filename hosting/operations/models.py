@@ -100,6 +100,16 @@ class Operation(models.Model):
         constraints = [models.UniqueConstraint(
             fields=["environment"], condition=models.Q(state__in=["queued", "running"]),
             name="one_unfinished_operation_per_ve")]
+        # The lists are newest first: a VPS's history (its page, the API's
+        # environment__veid filter) and the operations of a state or kind (a billing
+        # client polling state=failed or kind=migrate, the staff page's filter) read
+        # these in order and stop at a page; without them a rare state or kind means
+        # reading the whole table backwards by ``created``.
+        indexes = [
+            models.Index(fields=["environment", "-created"], name="operation_ve_newest"),
+            models.Index(fields=["state", "-created"], name="operation_state_newest"),
+            models.Index(fields=["kind", "-created"], name="operation_kind_newest"),
+        ]
 
     def __str__(self):
         return f"{self.get_kind_display()} {self.environment} ({self.state})"

@@ -2,6 +2,7 @@
 
 from django import forms
 from django.contrib import messages
+from django.db.models import Count
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -32,7 +33,8 @@ class PlanForm(forms.ModelForm):
 
 @staff_required("plans.view")
 def plan_list(request):
-    plans = Plan.objects.prefetch_related("templates")
+    plans = Plan.objects.prefetch_related("templates") \
+        .annotate(environment_count=Count("environments"))  # one query, not one per plan
     return render(request, "staff/plans.html", {"plans": plans})
 
 
