@@ -13,7 +13,7 @@ APT_PACKAGES := busybox-static psmisc procps iproute2 util-linux gcc libc6-dev p
 VECTL := /usr/local/bin/vectl
 STAMP := $(VENV)/.installed
 
-.PHONY: deps criu web-user run test bench fuzz FORCE
+.PHONY: deps criu web-user run test bench fuzz loadtest FORCE
 
 deps: $(STAMP) $(VECTL) web-user criu
 
@@ -93,3 +93,19 @@ $(FUZZ_STAMP): requirements.txt
 
 fuzz: $(FUZZ_STAMP)
 	nice -n 10 $(FUZZ_VENV)/bin/python tests/fuzz/run.py $(FUZZ_ARGS)
+
+# The dashboard under load (bench/load/run.py): locust, in its own virtualenv, against
+# gunicorn with the production settings on a throw-away PostgreSQL cluster filled with
+# 10 nodes, 10,000 VPSes, 2,000 customers and 30 days of usage; stand-in nodes finish
+# operations. LOADTEST_ARGS="--users 10,50 --step-seconds 30 --scale 0.1".
+LOAD_VENV := .venv-load
+LOAD_STAMP := $(LOAD_VENV)/.installed
+
+$(LOAD_STAMP): bench/load/requirements.txt
+	test -x $(LOAD_VENV)/bin/python || $(PYTHON) -m venv $(LOAD_VENV)
+	$(LOAD_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LOAD_VENV)/bin/python -m pip install -q -r bench/load/requirements.txt
+	touch $@
+
+loadtest: deps $(LOAD_STAMP)
+	$(PY) bench/load/run.py --locust $(LOAD_VENV)/bin/locust $(LOADTEST_ARGS)

@@ -83,7 +83,12 @@ if os.environ.get("DATABASE_URL"):
                             "NAME": unquote(_url.path.lstrip("/")),
                             "USER": unquote(_url.username or ""),
                             "PASSWORD": unquote(_url.password or ""),
-                            "HOST": _url.hostname or "", "PORT": str(_url.port or "")}
+                            "HOST": _url.hostname or "", "PORT": str(_url.port or ""),
+                            # A connection per request costs PostgreSQL a backend
+                            # process fork (several ms of every page): each web thread
+                            # keeps its own, checked before reuse.
+                            "CONN_MAX_AGE": int(os.environ.get("HOSTING_DB_CONN_MAX_AGE", "60")),
+                            "CONN_HEALTH_CHECKS": True}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
