@@ -10,6 +10,7 @@ PostgreSQL is missing: `make deps` installs it.
     .venv/bin/python tests/on_postgres.py [pytest args...]
 """
 
+import contextlib
 import glob
 import os
 import shutil
@@ -33,7 +34,11 @@ def as_postgres(argv, **kwargs):
     return subprocess.run(["runuser", "-u", "postgres", "--", *argv], check=True, **kwargs)
 
 
-def main():
+@contextlib.contextmanager
+def throwaway_cluster(settings="-c fsync=off"):
+    """A running throw-away cluster, removed on leaving; yields the environment
+    (PGHOST: its socket directory) to connect to it with ``postgres://postgres@/NAME``.
+    ``settings``: the server's options (``-c name=value ...``); tests need no fsync."""
     binaries = server_binaries()
     top = tempfile.mkdtemp(prefix="hosting-pg-")
     data, socket_dir = os.path.join(top, "data"), os.path.join(top, "run")
@@ -45,18 +50,22 @@ def main():
         as_postgres([f"{binaries}/initdb", "-D", data, "--auth=trust", "-U", "postgres",
                      "--no-sync"], stdout=subprocess.DEVNULL)
         as_postgres([f"{binaries}/pg_ctl", "-D", data, "-w", "-l", os.path.join(top, "log"),
-                     "-o", f"-k {socket_dir} -c listen_addresses='' -c fsync=off", "start"],
+                     "-o", f"-k {socket_dir} -c listen_addresses='' {settings}", "start"],
                     stdout=subprocess.DEVNULL)
         # libpq takes the socket directory from PGHOST when the URL names no host.
-        env = dict(os.environ, PGHOST=socket_dir,
-                   DATABASE_URL="postgres://postgres@/hosting_test")
-        args = sys.argv[1:] or DEFAULT_ARGS
-        return subprocess.run([sys.executable, "-m", "pytest", *args], env=env).returncode
+        yield dict(os.environ, PGHOST=socket_dir)
     finally:
         if os.path.exists(os.path.join(data, "postmaster.pid")):
             as_postgres([f"{binaries}/pg_ctl", "-D", data, "-m", "immediate", "stop"],
                         stdout=subprocess.DEVNULL)
         shutil.rmtree(top, ignore_errors=True)
+
+
+def main():
+    with throwaway_cluster() as env:
+        env["DATABASE_URL"] = "postgres://postgres@/hosting_test"
+        args = sys.argv[1:] or DEFAULT_ARGS
+        return subprocess.run([sys.executable, "-m", "pytest", *args], env=env).returncode
 
 
 if __name__ == "__main__":

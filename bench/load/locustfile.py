@@ -7,6 +7,7 @@ its API key; Prometheus scrapes /metrics. Who is who comes from the seeded fleet
 (LOADTEST_SEEDED names its JSON, written by run.py from seed.fleet()).
 
 Request names group URLs by kind ("/vps/[veid]/"), so the statistics are per page.
+Statistics start LOADTEST_WARMUP seconds in, once every user has signed in.
 """
 
 import itertools
@@ -113,7 +114,8 @@ class Customer(HttpUser):
                 name="portal: order (post)", allow_redirects=False,
                 catch_response=True) as answer:
             if answer.status_code != 302:
-                answer.failure(f"order answered {answer.status_code}")
+                errors = re.findall(r'class="errorlist[^"]*"[^>]*><li>([^<]+)', answer.text)
+                answer.failure(f"order answered {answer.status_code}: {'; '.join(errors)}")
                 return
             veid = int(answer.headers["Location"].rstrip("/").rsplit("/", 1)[1])
             self.veids = [*self.veids, veid]
@@ -213,6 +215,13 @@ class Prometheus(HttpUser):
         self.client.get("/metrics", name="metrics")
 
 
-@events.init_command_line_parser.add_listener
-def _options(parser):
-    parser.add_argument("--seeded-json", default="", help="unused: LOADTEST_SEEDED names it")
+@events.test_start.add_listener
+def _count_after_warm_up(environment, **kwargs):
+    """Forget what was measured while users were still signing in (a password hash each,
+    on purpose slow): the step counts from LOADTEST_WARMUP seconds on."""
+    import gevent
+
+    def reset():
+        gevent.sleep(float(os.environ.get("LOADTEST_WARMUP", "0")))
+        environment.stats.reset_all()
+    gevent.spawn(reset)

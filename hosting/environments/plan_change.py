@@ -28,7 +28,7 @@ from hosting.core.errors import Conflict, Forbidden, Invalid, Unprocessable
 from hosting.ipam import services as ipam
 from hosting.ipam.models import IPPool
 from hosting.nodes.models import Node
-from hosting.nodes.placement import change_shortfall
+from hosting.nodes.placement import Fleet, change_shortfall
 from hosting.operations import dispatch, services as operations
 from hosting.operations.models import Operation
 from hosting.plans.models import Plan
@@ -114,6 +114,7 @@ def options(ve, user):
     # Read once for every plan below, not once per plan.
     prefetch_related_objects([ve], "addresses")
     pools = _pools_of(node)
+    room = Fleet([node]).rooms[0]  # what placement sees there, for every plan below
     result = []
     for plan in Plan.objects.filter(active=True).exclude(pk=ve.plan_id) \
             .prefetch_related("templates"):  # _check_offer reads each plan's
@@ -121,7 +122,7 @@ def options(ve, user):
             _check_state(ve, user)
             _check_offer(ve, plan, user)
             _check_disk(ve, plan, usage)
-            _check_room(node, ve, plan)
+            _check_room(node, ve, plan, room)
             _check_addresses(node, ve, plan, pools)
             refusal = ""
         except (Invalid, Forbidden, Conflict) as exc:
@@ -291,8 +292,8 @@ def _add_addresses(ve, node, plan):
     return added
 
 
-def _check_room(node, ve, plan):
-    lacking = change_shortfall(node, ve.plan, plan)
+def _check_room(node, ve, plan, room=None):
+    lacking = change_shortfall(node, ve.plan, plan, room)
     if lacking:
         raise Conflict(f"node {node.name} has no room for plan {plan.name}: "
                        f"no {', '.join(lacking)} left", field="plan")

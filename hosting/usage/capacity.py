@@ -32,22 +32,28 @@ REFRESHED_KEY = "usage-capacity-refreshed"
 
 def measure(days=PLACEMENT_DAYS, now=None, period=None):
     """The Profile of the live VEs over the last ``days`` (or over ``period``)."""
-    from hosting.environments.models import VirtualEnvironment as VE
+    from hosting.nodes.models import Node
     period = period or Period(days, now)
-    ves = {ve.pk: ve for ve in VE.objects.live().select_related("plan", "node")}
+    cpus_of = dict(Node.objects.values_list("pk", "cpus"))
+    ves = {ve.pk: ve for ves in placement.live_ves(cpus_of).values() for ve in ves}
     measured = {pk for pk in period.measured if pk in ves}
     ram_shares, cpu_shares, by_node = defaultdict(list), defaultdict(list), defaultdict(set)
+    sold_cpus = {}  # per (plan, node CPUs): placement.demand is the same for each VE
     for pk in measured:
         ve = ves[pk]
         by_node[ve.node_id].add(pk)
-        ram_shares[ve.plan_id].append(period.ram_p95[pk] / (ve.plan.ram_mb << 20))
-        cpus = float(placement.demand(ve.plan, ve.node.cpus).cpu) or 1.0
-        cpu_shares[ve.plan_id].append(period.cpu_p95[pk] / cpus)
+        ram_shares[ve.plan.pk].append(period.ram_p95[pk] / (ve.plan.ram_mb << 20))
+        key = (ve.plan.pk, cpus_of[ve.node_id])
+        if key not in sold_cpus:
+            sold_cpus[key] = float(placement.demand(ve.plan, key[1]).cpu) or 1.0
+        cpu_shares[ve.plan.pk].append(period.cpu_p95[pk] / sold_cpus[key])
     totals = period.measured_totals
-    nodes = {node_id: NodeUse(sampling.p95([t[0] for t in totals.get(node_id, [])]),
-                              sampling.p95([t[1] for t in totals.get(node_id, [])]),
+    # A node without sums has measured VEs only since the figures a page's stand-in
+    # period holds (one moved there meanwhile): its VEs count as not measured yet.
+    nodes = {node_id: NodeUse(sampling.p95([t[0] for t in totals[node_id]]),
+                              sampling.p95([t[1] for t in totals[node_id]]),
                               frozenset(pks))
-             for node_id, pks in by_node.items()}
+             for node_id, pks in by_node.items() if totals.get(node_id)}
     plans = {plan_id: PlanUse(sampling.median(shares), sampling.median(cpu_shares[plan_id]),
                                len(shares))
              for plan_id, shares in ram_shares.items()}

@@ -99,7 +99,10 @@ class UsageRollup(Rollup):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["environment", "resolution", "time"],
                                                name="one_rollup_per_ve_period")]
-        indexes = [models.Index(fields=["resolution", "time"])]  # pruning, reports
+        indexes = [models.Index(fields=["resolution", "time"]),  # pruning, reports
+                   # The newest hourly rollup, part of a period's data version (period.py):
+                   # without it the database walks back over every 5-minute rollup made since.
+                   models.Index(fields=["resolution", "id"], name="usage_rollup_newest")]
 
 
 _add_stats(UsageRollup, METRICS)
@@ -157,3 +160,24 @@ class PlanLoad(models.Model):
     ram_share = models.FloatField(null=True)
     cpu_share = models.FloatField(null=True)
     measured = models.PositiveIntegerField(help_text="VEs it was measured on")
+
+
+class PeriodFigure(models.Model):
+    """One figure of a usage Period (period.py) as computed for one data version, so a
+    page reads what hourly housekeeping computed instead of a month of rollups.
+
+    ``value`` is figures.py's encoding; a row is read for its exact ``version``
+    (period, newest hourly rollup, VEs), or stands in for at most a rollup run while
+    housekeeping stores the current one (figures.py).
+    """
+
+    days = models.PositiveSmallIntegerField()
+    name = models.CharField(max_length=40)
+    version = models.CharField(max_length=200)
+    computed_at = models.DateTimeField(help_text="when it was stored (old ones are pruned)")
+    value = models.TextField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["days", "name", "version"],
+                                               name="one_period_figure_per_version")]
+        indexes = [models.Index(fields=["computed_at"], name="usage_figure_computed_at")]

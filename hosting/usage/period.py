@@ -2,36 +2,47 @@
 
 Reports and placement need per-VE percentiles, per-node hourly sums and a
 few counts over up to a year of hourly rollups (a month of a 500-VE node is
-360,000 rows). Each figure here is one query that returns one row per VE or
-per node-hour; the rollup rows themselves never travel to Python. Figures
-are computed on first use, kept for the Period's life and, since hourly
-rollups change once an hour, in the cache until a new one arrives.
+360,000 rows). Figures are computed on first use and kept for the Period's life; since
+hourly rollups change once an hour, each is also kept under the period's data
+version in the cache and in the database (figures.py), where hourly
+housekeeping stores the ones the reports offer (``store_current``) once new
+rollups are in, so a page with an empty cache reads them instead of a month
+of rollups.
 """
 
+import math
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone as tz
 from functools import cached_property
+from itertools import repeat
+from operator import itemgetter
 
 from django.core.cache import cache
 from django.db.models import CharField, Count, F, Max, Q, Sum, Value, Window
 from django.db.models.functions import Cast, Coalesce, RowNumber
 from django.utils import timezone
 
-from . import sampling
+from . import figures, sampling
 from .models import UsageRollup
 
 
 MIN_HOURS = 12  # a VE with less than half a day of history is not "measured"
 CACHE_SECONDS = 3600
+STAND_IN_SECONDS = 60
+REPORT_DAYS = (1, 7, 30)  # the periods the overcommit page offers (30: placement's too)
 
 
 class Period:
     """The hourly rollups of live VEs from ``days`` before ``now`` up to ``now``."""
 
-    def __init__(self, days, now=None):
+    def __init__(self, days, now=None, stand_in=False):
+        """``stand_in``: a page's reading, which may take the figures of slightly older
+        data while housekeeping stores the current ones (``remember``); placement's
+        measurement (capacity.py) reads exact figures only."""
         self.days = days
         self.now = now or timezone.now()
         self.since = self.now - timedelta(days=days)
+        self.stand_in = stand_in
 
     @cached_property
     def _version(self):
@@ -43,17 +54,49 @@ class Period:
         ves = VE.objects.aggregate(n=Count("id"), top=Max("id"),
                                    gone=Count("id", filter=Q(actual_state="destroyed")),
                                    placed=Sum(F("id") * F("node_id")))
-        return (f"{self.days}:{int(self.since.timestamp()) // 3600}:{newest['top']}:"
+        # Rollups start on the hour, so the rows in [since, now) change when ``since``
+        # passes an hour: the first hour at or after it names them exactly.
+        first_hour = math.ceil(self.since.timestamp() / 3600)
+        return (f"{self.days}:{first_hour}:{newest['top']}:"
                 f"{ves['n']}:{ves['top']}:{ves['gone']}:{ves['placed']}")
 
     def remember(self, name, compute):
-        """``compute()``, or its cached result for this period and data version."""
-        key = f"usage-period:{self._version}:{name}"
+        """``compute()``, or its result for this period and data version as cached, or
+        else as stored in the database (figures.py); a computed one is kept in both."""
+        # 2: idle's rows became tuples; a stand-in is cached only for readers taking one
+        key = f"usage-period-2:{self._version}:{name}:{int(self.stand_in)}"
         value = cache.get(key)
+        if value is not None:
+            return value
+        value = figures.load(self.days, name, self._version)
         if value is None:
+            # Older data's figure stands in (briefly cached) while housekeeping stores
+            # this version's: at most one rollup run behind, as the rollups themselves.
+            value = figures.newest(self.days, name, self.now) if self.stand_in else None
+            if value is not None:
+                figures.ask_for(self._version)
+                cache.set(key, value, STAND_IN_SECONDS)
+                return value
             value = compute()
-            cache.set(key, value, CACHE_SECONDS)
+            figures.save(self.days, name, self._version, value)
+        cache.set(key, value, CACHE_SECONDS)
         return value
+
+    def store(self, name, compute):
+        """Compute and store the figure ``name`` unless it is stored for the current
+        data version; return whether it was computed."""
+        if figures.has(self.days, name, self._version):
+            return False
+        figures.save(self.days, name, self._version, compute())
+        return True
+
+    def store_current(self):
+        """Store this period's figures the reports read (``store``); return whether any
+        was computed."""
+        computed = [self.store(name, compute) for name, compute in (
+            ("per-ve", self._measure_per_ve), ("all_totals", self._all_totals),
+            ("last_disk", self._last_disk))]
+        return any(computed)
 
     def rows(self, env_ids=None):
         rows = UsageRollup.objects.filter(resolution=sampling.HOUR, time__gte=self.since,
@@ -68,10 +111,12 @@ class Period:
 
     def _measure_per_ve(self):
         # One stream of bare values; the hour as text is only a key (no datetimes built).
-        series, node_of = defaultdict(dict), {}
+        series, node_of, one_of = defaultdict(dict), {}, {}
         rows = self.rows().values_list("environment_id", "environment__node_id",
                                        Cast("time", CharField()), "ram_avg", "cpu_avg")
         for env_id, node_id, hour, ram, cpu in rows.iterator(chunk_size=10000):
+            # One string per hour, not per row: a month of 10,000 VEs is 7.2 million rows.
+            hour = one_of.setdefault(hour, hour)
             series[env_id][hour] = (ram or 0.0, cpu or 0.0)
             node_of[env_id] = node_id
         # Percentiles are taken here from the bare values: measured on a month of 500
@@ -91,11 +136,17 @@ class Period:
         for node_id, pks in by_node.items():
             # A VE younger than the period counts at its own p95 in the hours before
             # it had figures, so a new one weighs on its node from its first day.
-            hours = set().union(*(series[pk] for pk in pks))
-            filled[node_id] = [
-                (sum(series[pk].get(hour, (ram_p95[pk], 0))[0] for pk in pks),
-                 sum(series[pk].get(hour, (0, cpu_p95[pk]))[1] for pk in pks))
-                for hour in hours]
+            hours = list(set().union(*(series[pk] for pk in pks)))
+            ram_columns, cpu_columns = [], []
+            for pk in pks:  # one column per VE, its values in the order of ``hours``
+                values = list(map(series[pk].get, hours,
+                                  repeat((ram_p95[pk], cpu_p95[pk]), len(hours))))
+                ram_columns.append(list(map(itemgetter(0), values)))
+                cpu_columns.append(list(map(itemgetter(1), values)))
+            # Each hour's sum over the VEs in the order of ``pks``, in C (a month of a
+            # 1,000-VE node is 720,000 values a resource).
+            filled[node_id] = list(zip(map(sum, zip(*ram_columns)),
+                                       map(sum, zip(*cpu_columns))))
         return {"hours": {pk: len(hours) for pk, hours in series.items()},
                 "ram_p95": ram_p95, "cpu_p95": cpu_p95, "medians": medians, "filled": filled}
 
@@ -134,26 +185,28 @@ class Period:
     def all_totals(self):
         """{node pk: {epoch hour: (RAM, CPUs, disk)}}: sums over each node's VEs of their
         hourly averages (disk: maxima)."""
-        def compute():
-            sums = self.rows().values("environment__node_id", "time").annotate(
-                ram=Sum(Coalesce("ram_avg", Value(0.0))),
-                cpu=Sum(Coalesce("cpu_avg", Value(0.0))), disk=Sum("disk_max"))
-            out = {}
-            for node_id, moment, ram, cpu, disk in sums.values_list(
-                    "environment__node_id", "time", "ram", "cpu", "disk"):
-                out.setdefault(node_id, {})[moment.timestamp()] = (ram, cpu, disk)
-            return out
-        return self.remember("all_totals", compute)
+        return self.remember("all_totals", self._all_totals)
+
+    def _all_totals(self):
+        sums = self.rows().values("environment__node_id", "time").annotate(
+            ram=Sum(Coalesce("ram_avg", Value(0.0))),
+            cpu=Sum(Coalesce("cpu_avg", Value(0.0))), disk=Sum("disk_max"))
+        out = {}
+        for node_id, moment, ram, cpu, disk in sums.values_list(
+                "environment__node_id", "time", "ram", "cpu", "disk"):
+            out.setdefault(node_id, {})[moment.timestamp()] = (ram, cpu, disk)
+        return out
 
     @cached_property
     def last_disk(self):
         """{VE pk: disk used in its last measured hour}."""
-        def compute():
-            latest = self.rows().filter(disk_max__isnull=False).annotate(
-                position=Window(RowNumber(), partition_by=[F("environment_id")],
-                                order_by=F("time").desc()))
-            return dict(latest.filter(position=1).values_list("environment_id", "disk_max"))
-        return self.remember("last_disk", compute)
+        return self.remember("last_disk", self._last_disk)
+
+    def _last_disk(self):
+        latest = self.rows().filter(disk_max__isnull=False).annotate(
+            position=Window(RowNumber(), partition_by=[F("environment_id")],
+                            order_by=F("time").desc()))
+        return dict(latest.filter(position=1).values_list("environment_id", "disk_max"))
 
     def at(self, hours, env_ids):
         """{VE pk: {epoch hour: (RAM, CPUs)}} of ``env_ids`` in the given hours only."""

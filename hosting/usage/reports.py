@@ -13,6 +13,7 @@ each plan fit are the placement rule's (hosting/nodes/placement.py) on the
 usage of the same period.
 """
 
+import hashlib
 from collections import defaultdict
 
 from django.db.models import (Count, ExpressionWrapper, F, FloatField, Max, Min, Q, Sum,
@@ -37,7 +38,7 @@ def plan_report(days=30, now=None, profile=None, period=None):
 
     ``period``/``profile``: the Period and its capacity.measure(), if the caller has them.
     """
-    period = period or Period(days, now)
+    period = period or Period(days, now, stand_in=True)
     profile = profile or capacity.measure(period=period)
     rows = []
     for plan in Plan.objects.all():
@@ -58,7 +59,7 @@ def node_report(days=30, now=None, profile=None, period=None):
 
     ``period``/``profile``: the Period and its capacity.measure(), if the caller has them.
     """
-    period = period or Period(days, now)
+    period = period or Period(days, now, stand_in=True)
     profile = profile or capacity.measure(period=period)
     plans = list(Plan.objects.filter(active=True))
     from hosting.environments.models import VirtualEnvironment as VE
@@ -66,8 +67,10 @@ def node_report(days=30, now=None, profile=None, period=None):
     backup_bytes = dict(VE.objects.values("node").annotate(total=Sum("backup_bytes"))
                         .values_list("node", "total"))
     rows = []
-    for node in Node.objects.all():
-        ves = list(node.environments.live().select_related("plan"))
+    nodes = list(Node.objects.all())
+    live = placement.live_ves([node.pk for node in nodes])
+    for node in nodes:
+        ves = live[node.pk]
         totals = period.all_totals.get(node.pk, {}).values()
         ram_totals, cpu_totals = [t[0] for t in totals], [t[1] for t in totals]
         disk_totals = [t[2] for t in totals if t[2] is not None]
@@ -111,37 +114,64 @@ IDLE_CPU, IDLE_BYTES_PER_S, IDLE_DAYS = 0.01, 1024, 60
 def rightsizing(now=None):
     """[{veid, hostname, plan, node, signal: "tight"|"idle", detail}] for live VEs."""
     from hosting.environments.models import VirtualEnvironment as VE
-    now = now or timezone.now()
-    recent, long = Period(TIGHT_DAYS, now), Period(IDLE_DAYS, now)
-    limit = ExpressionWrapper(F("environment__plan__ram_mb") * TIGHT_RAM_SHARE * (1 << 20),
-                              output_field=FloatField())
-    tight = recent.remember("tight", lambda: {
-        pk: (hours, above) for pk, hours, above in recent.rows().values("environment_id")
-        .annotate(hours=Count("id"), above=Count("id", filter=Q(ram_avg__gte=limit)))
-        .values_list("environment_id", "hours", "above")})
-    zero = Value(0.0)
-    idle = long.remember("idle", lambda: {
-        row["environment_id"]: row for row in long.rows().values("environment_id").annotate(
-            first=Min("time"), last=Max("time"), cpu=Max(Coalesce("cpu_avg", zero)),
-            net=Max(Coalesce("rx_avg", zero) + Coalesce("tx_avg", zero)))})
+    recent, long = _rightsizing_periods(now)
+    tight = recent.remember("tight", lambda: _tight(recent))
+    idle = long.remember("idle", lambda: _idle(long))
+    found = defaultdict(list)  # {VE pk: [(signal, detail)]}: VEs are read for these only
+    for pk in set(tight) | set(idle):
+        hours, above = tight.get(pk, (0, 0))
+        if hours and above > hours / 2:
+            found[pk].append(("tight", (
+                f"above {TIGHT_RAM_SHARE:.0%} of its RAM in {above} of {hours} "
+                "hours: a bigger plan")))
+        quiet = idle.get(pk)
+        first, last, cpu, net = quiet if quiet else (None, None, None, None)
+        covered = (last - first).days + 1 if quiet else 0
+        if covered >= IDLE_DAYS - 1 and cpu < IDLE_CPU and net < IDLE_BYTES_PER_S:
+            found[pk].append(("idle", (
+                f"idle for {covered} days (under {IDLE_CPU} CPUs and "
+                f"{IDLE_BYTES_PER_S} B/s every hour): downsize or reclaim")))
     signals = []
-    for ve in VE.objects.live().filter(pk__in=set(tight) | set(idle)) \
+    for ve in VE.objects.live().filter(pk__in=list(found)) \
             .select_related("plan", "node").order_by("veid"):
         base = {"veid": ve.veid, "hostname": ve.hostname, "plan": ve.plan.name,
                 "node": ve.node.name}
-        hours, above = tight.get(ve.pk, (0, 0))
-        if hours and above > hours / 2:
-            signals.append(dict(base, signal="tight", detail=(
-                f"above {TIGHT_RAM_SHARE:.0%} of its RAM in {above} of {hours} "
-                "hours: a bigger plan")))
-        quiet = idle.get(ve.pk)
-        covered = (quiet["last"] - quiet["first"]).days + 1 if quiet else 0
-        if covered >= IDLE_DAYS - 1 and quiet["cpu"] < IDLE_CPU and \
-                quiet["net"] < IDLE_BYTES_PER_S:
-            signals.append(dict(base, signal="idle", detail=(
-                f"idle for {covered} days (under {IDLE_CPU} CPUs and "
-                f"{IDLE_BYTES_PER_S} B/s every hour): downsize or reclaim")))
+        signals += [dict(base, signal=signal, detail=detail) for signal, detail in found[ve.pk]]
     return signals
+
+
+def store_rightsizing(now=None):
+    """Compute and store the figures ``rightsizing`` reads unless current (period.py's
+    ``store``); return whether any was computed."""
+    recent, long = _rightsizing_periods(now)
+    computed = [recent.store("tight", lambda: _tight(recent)),
+                long.store("idle", lambda: _idle(long))]
+    return any(computed)
+
+
+def _rightsizing_periods(now):
+    now = now or timezone.now()
+    return Period(TIGHT_DAYS, now, stand_in=True), Period(IDLE_DAYS, now, stand_in=True)
+
+
+def _tight(period):
+    """{VE pk: (hours measured, hours above TIGHT_RAM_SHARE of its plan's RAM)}."""
+    limit = ExpressionWrapper(F("environment__plan__ram_mb") * TIGHT_RAM_SHARE * (1 << 20),
+                              output_field=FloatField())
+    return {pk: (hours, above) for pk, hours, above in period.rows().values("environment_id")
+            .annotate(hours=Count("id"), above=Count("id", filter=Q(ram_avg__gte=limit)))
+            .values_list("environment_id", "hours", "above")}
+
+
+def _idle(period):
+    """{VE pk: (first, last, cpu, net)}: its first and last measured hour and its
+    busiest hour's CPUs and bytes/s."""
+    zero = Value(0.0)
+    rows = period.rows().values("environment_id").annotate(
+        first=Min("time"), last=Max("time"), cpu=Max(Coalesce("cpu_avg", zero)),
+        net=Max(Coalesce("rx_avg", zero) + Coalesce("tx_avg", zero)))
+    return {pk: tuple(values) for pk, *values in
+            rows.values_list("environment_id", "first", "last", "cpu", "net")}
 
 
 def runway(days=30, now=None, period=None):
@@ -156,26 +186,31 @@ def runway(days=30, now=None, period=None):
     to run out ends the runway and is named in ``sales_limit``, as placement
     refuses on any of them. None: not growing (or nothing measured), so no end in sight.
     """
-    period = period or Period(days, now)
+    from hosting.environments.models import VirtualEnvironment as VE
+    period = period or Period(days, now, stand_in=True)
     since = period.since.timestamp()
     rows, fleet = [], {"ram_room": 0.0, "disk_room": 0.0}
     fleet_sold_room, fleet_sold_rate = defaultdict(float), defaultdict(float)
     fleet_ram, fleet_disk = defaultdict(float), defaultdict(float)
-    for node in Node.objects.all():
+    nodes = list(Node.objects.all())
+    live = placement.live_ves([node.pk for node in nodes])
+    made_since = set(VE.objects.live().filter(created__gte=period.since)
+                     .values_list("pk", flat=True))
+    for node in nodes:
         ram_hours, disk_use = defaultdict(list), defaultdict(float)
         for hour, (ram, _, disk) in period.all_totals.get(node.pk, {}).items():
             day = int((hour - since) // 86400)
             ram_hours[day].append(ram)
             disk_use[day] = max(disk_use[day], disk or 0)
         ram_use = {day: sum(values) / len(values) for day, values in ram_hours.items()}
-        new = node.environments.live().filter(created__gte=period.since).select_related("plan")
         new_sold = placement.Demand(0, 0, 0, 0)
-        for ve in new:
-            new_sold = placement.Demand(*(a + float(b) for a, b in
-                                          zip(new_sold, placement.demand(ve.plan, node.cpus))))
+        for ve in live[node.pk]:
+            if ve.pk in made_since:
+                new_sold = placement.Demand(*(a + float(b) for a, b in zip(
+                    new_sold, placement.demand(ve.plan, node.cpus))))
         room_sold = {name: float(cap) - float(used) for name, cap, used in
                      zip(placement.Demand._fields, placement.capacity(node),
-                         placement.sold(node))}
+                         placement.sold(node, live[node.pk]))}
         rate = {name: float(value) / period.days
                 for name, value in zip(placement.Demand._fields, new_sold)}
         sales_days, sales_limit = _sales_left(room_sold, rate)
@@ -226,8 +261,29 @@ def _days_left(daily, limit):
 def noisy_neighbours(days=7, now=None, top=3, period=None):
     """Pressure episodes: runs of hours in which a node's total RAM or CPU use passed
     its risk level, each with the VEs that drove it (most above their own usual
-    use over the episode first). [{node, resource, start, end, hours, peak, drivers}]"""
-    period = period or Period(days, now)
+    use over the episode first). [{node, resource, start, end, hours, peak, drivers}]
+
+    A stored period figure (housekeeping's ``store_episodes``): a node over its level
+    for much of the period has its VEs' rollups of all those hours read."""
+    period = period or Period(days, now, stand_in=True)
+    return period.remember(_episodes_name(top), lambda: _episodes(period, top))
+
+
+def store_episodes(period, top=3):
+    """Store ``noisy_neighbours``'s figure of ``period`` unless current; return whether
+    it was computed."""
+    return period.store(_episodes_name(top), lambda: _episodes(period, top))
+
+
+def _episodes_name(top):
+    """The figure's name, with the nodes' sizes and risk levels in it: a node changed by
+    staff has other episodes over the same rollups."""
+    nodes = list(Node.objects.order_by("pk").values_list("pk", "ram_bytes", "cpus",
+                                                          "risk_pct"))
+    return f"episodes-{top}-{hashlib.sha256(repr(nodes).encode()).hexdigest()[:16]}"
+
+
+def _episodes(period, top):
     episodes = []
     for node in Node.objects.all():
         totals = period.all_totals.get(node.pk, {})

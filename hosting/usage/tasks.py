@@ -3,14 +3,19 @@ and pruning in housekeeping."""
 
 import logging
 
+from datetime import timedelta
+
 from celery import shared_task
+from django.conf import settings
+from django.utils import timezone
 
 from hosting.controlplane import not_this_node
 from hosting.environments.models import VirtualEnvironment as VE
 from hosting.operations import executor
 from ve.errors import VEError
 
-from . import capacity, collection, traffic
+from . import capacity, collection, figures, reports, traffic
+from .period import REPORT_DAYS, Period
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +57,55 @@ def sample_node(node_name):
 
 @shared_task(name="hosting.usage.tasks.roll_up_usage")
 def roll_up_usage():
-    """Roll complete periods up, prune what is past its retention, and re-measure
-    what placement reads once an hour."""
+    """Roll complete periods up, prune what is past its retention, and store the period
+    figures reports and placement read (``after_rollups``)."""
     made = collection.roll_up()
     pruned = collection.prune()
-    if capacity.due():
-        collection.analyze()
-        capacity.refresh()
+    after_rollups()
     return {"rollups": made, "pruned": pruned}
+
+
+@shared_task(name="hosting.usage.tasks.store_figures")
+def store_figures():
+    """Store the period figures that are not current (a report was read meanwhile: a VE
+    was made or moved since the last rollup run; figures.ask_for)."""
+    return _store_periods(timezone.now())
+
+
+def after_rollups(now=None):
+    """Store the figures of every period the reports offer that are not current (new
+    hourly rollups, VEs made or moved: period.py), then, if any was or an hour has
+    passed, re-measure what placement reads from them; return how many periods had
+    figures to compute.
+
+    So the first report view after new rollups reads stored figures (a few rows)
+    instead of a month of rollups, and placement's measurement is of the same data.
+    """
+    now = now or timezone.now()
+    figures.prune(now)
+    due = capacity.due(now)
+    if due:
+        collection.analyze()  # before the big reads, as statistics guide them (SQLite)
+    computed = _store_periods(now)
+    if computed or due:
+        capacity.refresh(now)  # reads the 30-day figures just stored
+    # When the hour turns, each period drops its oldest hour: a page viewed before the
+    # next run (and before that hour's rollups arrive) would compute its figures
+    # itself, so the last run of the hour stores them for the next one too.
+    next_hour = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    if next_hour - now <= _run_interval():
+        computed += _store_periods(next_hour + timedelta(seconds=1))
+    return computed
+
+
+def _store_periods(now):
+    periods = [Period(days, now) for days in REPORT_DAYS]
+    return sum(period.store_current() for period in periods) + \
+        sum(reports.store_episodes(period) for period in periods) + \
+        reports.store_rightsizing(now)
+
+
+def _run_interval():
+    """How often housekeeping runs ``roll_up_usage`` (settings.CELERY_BEAT_SCHEDULE)."""
+    entry = settings.CELERY_BEAT_SCHEDULE.get("roll-up-usage", {})
+    return timedelta(seconds=float(entry.get("schedule", 300)))

@@ -18,7 +18,7 @@ from hosting.nodes.models import Node, Rebalance
 from hosting.plans.models import Plan
 
 from . import capacity, charts, reports, whatif
-from .period import Period
+from .period import REPORT_DAYS, Period
 
 NODE_COLUMNS = ("node", "ves", "cpus", "ves_per_core", "ram_physical", "ram_sold",
                 "ram_overcommit", "swap_sold", "swap_overcommit", "cpu_sold", "cpu_overcommit",
@@ -31,7 +31,7 @@ RUNWAY_COLUMNS = ("node", "ram_days", "disk_days", "sales_days", "sales_limit")
 SIGNAL_COLUMNS = ("veid", "hostname", "plan", "node", "signal", "detail")
 EPISODE_COLUMNS = ("node", "resource", "start_time", "hours", "peak", "driver_text")
 PLAN_COLUMNS = ("plan", "ves", "measured", "ram_p95_share", "cpu_p95_share", "disk_used_share")
-DAYS = (1, 7, 30)
+DAYS = REPORT_DAYS  # hourly housekeeping stores the figures of these (tasks.py)
 WHATIF_FIGURES = ("ves", "ram_overcommit", "cpu_overcommit", "disk_overcommit", "ram_use",
                   "cpu_use", "headroom_ram", "headroom_cpu")
 WHATIF_COLUMNS = ("node", "added") + tuple(f"{when}_{figure}" for figure in WHATIF_FIGURES
@@ -51,7 +51,7 @@ def overcommit(request):
                                      "whatif=drain&node=")
             return _whatif_csv(request.GET["table"], asked)
         return _table_csv(request.GET.get("table", "nodes"), days)
-    period = Period(days)  # each figure aggregated once for all the tables
+    period = Period(days, stand_in=True)  # each figure aggregated once for all the tables
     profile = capacity.measure(period=period)
     plans = reports.plan_report(profile=profile, period=period)
     nodes = reports.node_report(profile=profile, period=period)
@@ -172,7 +172,7 @@ def _table_csv(table, days):
                     sorted({p for row in nodes for p in row["fits"]}))
     if table == "episodes":
         return _csv(f"pressure-episodes-{days}d.csv", EPISODE_COLUMNS,
-                    _episodes(Period(days)), [])
+                    _episodes(Period(days, stand_in=True)), [])
     return _bad("table must be nodes, plans, rightsizing, runway, episodes, whatif or "
                 "placements")
 

@@ -71,7 +71,23 @@ def own_p95(ves, profile):
     period the stored measurement covers."""
     if not profile.computed_at:
         return {}
-    measured = set().union(*(use.measured for use in profile.nodes.values()))
-    period = Period(profile.days, profile.computed_at)
+    measured, period = _measurement(profile)
     return {ve.pk: placement.Use(period.ram_p95[ve.pk], period.cpu_p95[ve.pk])
             for ve in ves if ve.pk in measured and ve.pk in period.ram_p95}
+
+
+# The last profile's measured VEs and Period: a plan of moves asks ``own_p95`` once per
+# VE and per candidate node, each time with the same profile object; building the set
+# and reading the figures each time made a fleet of 10,000 VEs quadratic.
+_last = (None, frozenset(), None)
+
+
+def _measurement(profile):
+    """(VE pks measured, the Period measured) of ``profile``, kept for the last one."""
+    global _last
+    last, measured, period = _last
+    if last is not profile:
+        measured = frozenset().union(*(use.measured for use in profile.nodes.values()))
+        period = Period(profile.days, profile.computed_at, stand_in=True)
+        _last = (profile, measured, period)  # one assignment: threads see all or nothing
+    return measured, period

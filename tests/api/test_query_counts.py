@@ -44,8 +44,8 @@ EXTRA_CUSTOMERS = 6
 PORTAL = [("a", "/"), ("a", "/order/"), ("a", "/vps/{ve_a}/"), ("a", "/vps/{ve_a}/live/"),
           ("a", "/account/api-keys/")]
 # Pages that ask hosting/nodes/placement.py about each node (the nodes page) or each
-# plan (the plan page: change_shortfall makes a Fleet per plan, each reading the
-# node's VPSes); see test_pages_that_ask_placement_once_per_node_or_plan.
+# plan (the plan page): placement reads every node's VPSes in one query, and the plan
+# page reads its node's Room once for all plans.
 PER_NODE_OR_PLAN = [("staff", "/staff/nodes/"), ("a", "/vps/{ve_a}/plan/"),
                     ("staff", "/staff/vps/{ve_a}/plan/")]
 STAFF_PAGES = [("staff", "/staff/nodes/{node}/"),
@@ -216,9 +216,7 @@ def test_api_reads_ask_as_often_for_many_rows_as_for_few(world, page_as, api_as)
     _assert_flat(world, page_as, api_as, API)
 
 
-@pytest.mark.xfail(reason="placement reads each node's VPSes per node and per plan "
-                          "(hosting/nodes/placement.py: Fleet, change_shortfall)", strict=False)
-def test_pages_that_ask_placement_once_per_node_or_plan(world, page_as, api_as):
+def test_pages_that_ask_placement_ask_once_for_every_node_and_plan(world, page_as, api_as):
     _assert_flat(world, page_as, api_as, PER_NODE_OR_PLAN)
 
 
