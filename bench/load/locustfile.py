@@ -25,6 +25,7 @@ from tests.staffing import totp  # noqa: E402  (RFC 6238 with the standard libra
 
 SEEDED = json.loads(open(os.environ["LOADTEST_SEEDED"]).read())
 CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+ORDER_ERRORS = re.compile(r'id="order-errors">(.*?)</div>', re.S)
 _staff_logins = itertools.cycle(SEEDED["staff"]["logins"])  # one login per staff user
 _ranges = ("24h", "7d", "30d")
 
@@ -35,6 +36,13 @@ def _csrf(response):
         response.failure("no CSRF token on the page")
         return ""
     return found.group(1)
+
+
+def close_after_each(user):
+    """One connection per request, as a reverse proxy talks to gunicorn by default
+    (nginx's upstreams are HTTP/1.0): a client keeping connections open across its
+    think time races gunicorn's 2 s keep-alive, which closes them meanwhile."""
+    user.client.headers["Connection"] = "close"
 
 
 def sign_in(user, username, password):
@@ -56,6 +64,7 @@ class Customer(HttpUser):
     wait_time = between(1, 3)
 
     def on_start(self):
+        close_after_each(self)
         self.username, self.veids = random.choice(list(SEEDED["customers"].items()))
         sign_in(self, self.username, SEEDED["password"])
 
@@ -114,8 +123,9 @@ class Customer(HttpUser):
                 name="portal: order (post)", allow_redirects=False,
                 catch_response=True) as answer:
             if answer.status_code != 302:
-                errors = re.findall(r'class="errorlist[^"]*"[^>]*><li>([^<]+)', answer.text)
-                answer.failure(f"order answered {answer.status_code}: {'; '.join(errors)}")
+                found = ORDER_ERRORS.search(answer.text)
+                errors = re.sub(r"<[^>]+>|\s+", " ", found.group(1)).strip() if found else ""
+                answer.failure(f"order answered {answer.status_code}: {errors}")
                 return
             veid = int(answer.headers["Location"].rstrip("/").rsplit("/", 1)[1])
             self.veids = [*self.veids, veid]
@@ -128,6 +138,7 @@ class Staff(HttpUser):
     wait_time = between(2, 5)
 
     def on_start(self):
+        close_after_each(self)
         login = next(_staff_logins)
         sign_in(self, login["username"], SEEDED["password"])
         with self.client.get("/account/two-factor/verify/", name="/account/two-factor/verify/",
@@ -177,6 +188,7 @@ class Billing(HttpUser):
     wait_time = between(1, 2)
 
     def on_start(self):
+        close_after_each(self)
         self.client.headers["Authorization"] = f"Token {SEEDED['staff']['billing_key']}"
         self.veids = list(itertools.chain.from_iterable(SEEDED["customers"].values()))
 

@@ -1,6 +1,7 @@
 """Ordering, reinstalling and re-keying VPSes: the customer-facing services."""
 
 import ipaddress
+import random
 
 from django.contrib.auth import authenticate
 from django.core.cache import cache
@@ -174,9 +175,10 @@ def reset_password(ve, user, root_password, idempotency_key=None):
                               idempotency_key=idempotency_key)
 
 
-def _next_veid():
-    """One above the highest VEID in use, skipping VEIDs nodes hold outside the dashboard."""
-    veid = (VE.objects.aggregate(top=Max("veid"))["top"] or FIRST_VEID - 1) + 1
+def _next_veid(ahead=0):
+    """One above the highest VEID in use (``ahead`` more), skipping VEIDs nodes hold
+    outside the dashboard."""
+    veid = (VE.objects.aggregate(top=Max("veid"))["top"] or FIRST_VEID - 1) + 1 + ahead
     unmanaged = {v for vs in Node.objects.values_list("unmanaged_veids", flat=True) for v in vs}
     while veid in unmanaged:
         veid += 1
@@ -186,8 +188,11 @@ def _next_veid():
 
 
 def _insert(customer, plan, node, template, hostname):
-    for _ in range(5):
-        veid = _next_veid()
+    for attempt in range(5):
+        # Orders at the same moment read the same highest VEID, and one waits for the
+        # other's transaction to learn it lost: after a clash, look a little further
+        # up (VEIDs need not be consecutive) rather than into the next clash.
+        veid = _next_veid(ahead=random.randrange(8 ** attempt))
         try:
             with transaction.atomic():
                 return VE.objects.create(veid=veid, owner=customer, plan=plan, node=node,

@@ -44,6 +44,21 @@ def test_an_address_taken_between_look_and_insert_is_skipped(catalogue, monkeypa
     assert IPAddress.objects.filter(address=held).count() == 1
 
 
+def test_a_veid_taken_between_look_and_insert_is_skipped(catalogue, monkeypatch):
+    from hosting.environments import services
+    first = order(catalogue, "one.example.com").environment.veid
+    real_next_veid, asked = services._next_veid, []
+
+    def racy_next_veid(ahead=0):
+        asked.append(ahead)  # the other order read the same highest VEID first
+        return first if len(asked) == 1 else real_next_veid(ahead)
+
+    monkeypatch.setattr(services, "_next_veid", racy_next_veid)
+    second = order(catalogue, "two.example.com").environment.veid
+    assert len(asked) == 2 and asked[0] == 0 and 0 <= asked[1] < 8
+    assert first < second <= first + 8
+
+
 def test_a_full_pool_refuses_the_order_and_keeps_nothing(catalogue):
     for i in range(5):  # the /29 pool has .2-.6
         order(catalogue, f"fill{i}.example.com")
