@@ -15,7 +15,7 @@ Writes bench/results/loadtest.json and prints the highest concurrency that met
 every goal.
 
     .venv/bin/python bench/load/run.py [--users 10,25,50,100] [--step-seconds 60]
-        [--scale 1.0] [--workers 4] [--threads 4] [--locust .venv-load/bin/locust]
+        [--scale 1.0] [--workers 2] [--threads 4] [--locust .venv-load/bin/locust]
 """
 
 import argparse
