@@ -27,6 +27,7 @@ SEEDED = json.loads(open(os.environ["LOADTEST_SEEDED"]).read())
 CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 ORDER_ERRORS = re.compile(r'id="order-errors">(.*?)</div>', re.S)
 _staff_logins = itertools.cycle(SEEDED["staff"]["logins"])  # one login per staff user
+ALL_VEIDS = tuple(itertools.chain.from_iterable(SEEDED["customers"].values()))
 _ranges = ("24h", "7d", "30d")
 
 
@@ -55,6 +56,22 @@ def sign_in(user, username, password):
                           catch_response=True) as answer:
         if answer.status_code != 302:
             answer.failure(f"sign-in of {username} answered {answer.status_code}")
+
+
+def staff_sign_in(user):
+    """Sign in with the next staff login and a code from its authenticator (each login
+    is one user's: a code is accepted once)."""
+    login = next(_staff_logins)
+    sign_in(user, login["username"], SEEDED["password"])
+    with user.client.get("/account/two-factor/verify/", name="/account/two-factor/verify/",
+                         catch_response=True) as page:
+        token = _csrf(page)
+    with user.client.post("/account/two-factor/verify/",
+                          {"csrfmiddlewaretoken": token, "code": totp(login["totp_key"])},
+                          name="/account/two-factor/verify/ (post)", allow_redirects=False,
+                          catch_response=True) as answer:
+        if answer.status_code != 302:
+            answer.failure(f"the code of {login['username']} was refused")
 
 
 class Customer(HttpUser):
@@ -139,18 +156,7 @@ class Staff(HttpUser):
 
     def on_start(self):
         close_after_each(self)
-        login = next(_staff_logins)
-        sign_in(self, login["username"], SEEDED["password"])
-        with self.client.get("/account/two-factor/verify/", name="/account/two-factor/verify/",
-                             catch_response=True) as page:
-            token = _csrf(page)
-        with self.client.post("/account/two-factor/verify/",
-                              {"csrfmiddlewaretoken": token, "code": totp(login["totp_key"])},
-                              name="/account/two-factor/verify/ (post)", allow_redirects=False,
-                              catch_response=True) as answer:
-            if answer.status_code != 302:
-                answer.failure(f"the code of {login['username']} was refused")
-        self.veids = list(itertools.chain.from_iterable(SEEDED["customers"].values()))
+        staff_sign_in(self)
 
     @task(3)
     def vps_list(self):
@@ -162,7 +168,7 @@ class Staff(HttpUser):
 
     @task(2)
     def vps_page(self):
-        self.client.get(f"/vps/{random.choice(self.veids)}/", name="staff: /vps/[veid]/")
+        self.client.get(f"/vps/{random.choice(ALL_VEIDS)}/", name="staff: /vps/[veid]/")
 
     @task(1)
     def customers(self):
@@ -190,7 +196,6 @@ class Billing(HttpUser):
     def on_start(self):
         close_after_each(self)
         self.client.headers["Authorization"] = f"Token {SEEDED['staff']['billing_key']}"
-        self.veids = list(itertools.chain.from_iterable(SEEDED["customers"].values()))
 
     @task(3)
     def operations(self):
@@ -198,7 +203,7 @@ class Billing(HttpUser):
 
     @task(1)
     def operations_of_one(self):
-        self.client.get(f"/api/v1/operations/?environment__veid={random.choice(self.veids)}",
+        self.client.get(f"/api/v1/operations/?environment__veid={random.choice(ALL_VEIDS)}",
                         name="api: operations of a VPS (billing)")
 
     @task(1)
@@ -208,7 +213,7 @@ class Billing(HttpUser):
 
     @task(1)
     def environment(self):
-        self.client.get(f"/api/v1/environments/{random.choice(self.veids)}/",
+        self.client.get(f"/api/v1/environments/{random.choice(ALL_VEIDS)}/",
                         name="api: environment (billing)")
 
 
@@ -220,7 +225,8 @@ class Prometheus(HttpUser):
     wait_time = between(15, 15)
 
     def on_start(self):
-        Staff.on_start(self)
+        close_after_each(self)
+        staff_sign_in(self)
 
     @task
     def scrape(self):
@@ -228,7 +234,7 @@ class Prometheus(HttpUser):
 
 
 @events.test_start.add_listener
-def _count_after_warm_up(environment, **kwargs):
+def _count_after_warm_up(environment, **_):
     """Forget what was measured while users were still signing in (a password hash each,
     on purpose slow): the step counts from LOADTEST_WARMUP seconds on."""
     import gevent

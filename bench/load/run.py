@@ -89,18 +89,20 @@ def _run(args, top, database, processes):
         seeded = _seed(env, top, args)
         port = _serve(env, top, args, processes)
         base = f"http://127.0.0.1:{port}"
-        cold = _time_overcommit(base, seeded)  # alone: before housekeeping's first run
+        cold = _time_overcommit(base)  # alone: before housekeeping's first run
         _housekeeping(env, top, processes)
         from node import StandInNodes
         nodes = StandInNodes()
         nodes.start()
         try:
-            steps = [_step(base, top, seeded, int(n), args) for n in args.users.split(",")]
+            steps = [_step(base, top, int(n), args) for n in args.users.split(",")]
         finally:
             nodes.stop()
         result = {"fleet": {k: seeded[k] for k in ("nodes", "vps")} | {
                       "customers": len(seeded["customers"]), "days": 30,
-                      "five_minute_days": args.five_minute_days},
+                      "five_minute_days": args.five_minute_days,
+                      "seed_seconds": seeded["seed_seconds"],
+                      "figures_seconds": seeded["figures_seconds"]},
                   "server": {"workers": args.workers, "threads": args.threads},
                   "overcommit_cold_ms": cold, "steps": steps,
                   "operations_finished": nodes.finished,
@@ -190,7 +192,7 @@ def _staff_cookie():
     return f"sessionid={client.cookies['sessionid'].value}"
 
 
-def _time_overcommit(base, seeded):
+def _time_overcommit(base):
     """The overcommit page of the whole fleet with an empty cache (the first view after
     new rollups; the server's processes warmed up), then warm (ms)."""
     from django.core.cache import cache
@@ -215,7 +217,7 @@ def _time_overcommit(base, seeded):
     return {"cold": cold, "warm_median": warm[2]}
 
 
-def _step(base, top, seeded, users, args):
+def _step(base, top, users, args):
     prefix = top / f"u{users}"
     spawn_rate = max(1, users // 10)
     # Each sign-in hashes a password (~0.3 s of a CPU here, by design): counting starts
