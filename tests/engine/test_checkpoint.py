@@ -265,6 +265,26 @@ def test_a_restored_ve_killed_on_the_host_is_a_crash_and_collected(engine, watch
     assert events_of(engine, VEID)[-1]["reason"] == "crash"  # a stop is no event
 
 
+def test_a_restored_init_that_dies_before_the_watcher_watches_it_is_a_crash(engine, watcher):
+    """The watcher reaps any VE init of its own that ended (its orphan collector) even
+    one it does not watch yet: its run file came late, or an earlier reap of the VE
+    kept the watcher from looking. How it ended must still be told."""
+    init, serving = restored_by_the_watcher(engine, watcher)
+    run_file = engine.layout.state(VEID)
+    aside = engine.layout.root / "run-file-aside"
+    run_file.rename(aside)  # as if the engine had yet to record the restored VE
+    assert wait_for(lambda: VEID not in watch.request(engine.layout, {"op": "status"})["ves"],
+                    10)
+    os.kill(init, 9)
+    # collected by the watcher while unwatched (a zombie still has its /proc entry)
+    assert wait_for(lambda: not os.path.exists(f"/proc/{init}"), 10)
+    aside.rename(run_file)
+    assert stopped(engine, VEID)
+    assert wait_for(lambda: events_of(engine, VEID), 10)
+    assert [e["reason"] for e in events_of(engine, VEID)] == ["crash"]
+    assert wait_for(lambda: not leftovers(engine, VEID), 10), leftovers(engine, VEID)
+
+
 def test_a_restore_the_watcher_runs_fails_cleanly(engine, watcher):
     """criu fails in the watcher's hands: the same clear error, nothing left over."""
     engine.create(VEConfig(VEID, f"ckpt{VEID}", "busybox", Limits()))

@@ -81,6 +81,7 @@ class Watcher(ClientsMixin, ConsolesMixin, NotificationsMixin, RestoresMixin):
         self.next_lxcfs = 0.0
         self.run_mtime = None
         self.next_rescan = self.next_collect = 0.0
+        self.collected = {}  # (pid, start time) -> (waitid status, when): orphans reaped
         self.idle_since = time.monotonic()
         self.stopping = self.everything = self.handed_over = False
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)

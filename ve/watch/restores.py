@@ -32,12 +32,13 @@ from ..log import get as get_logger
 log = get_logger(__name__)
 
 PARALLEL = 4  # restores at once (a node receiving an evacuation restores several)
+COLLECTED_KEPT = 2 * 30.0  # s an orphan's status is kept: two full rescans of the run files
 _IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 _TTY_ID = re.compile(r"tty\[[0-9a-f]{1,16}:[0-9a-f]{1,16}\]")
 
 
 class RestoresMixin:
-    """The restore half of the Watcher (needs ``engine``, ``layout``, ``ves``)."""
+    """The restore half of the Watcher (needs ``engine``, ``layout``, ``ves``, ``collected``)."""
 
     restorer = None
 
@@ -124,6 +125,19 @@ class RestoresMixin:
     def _exit_status(self, veid, record, pidfd=None):
         """Collect VE ``veid``'s ended init (``record``; ``pidfd`` if held) if it is our
         child, and note how it ended for ``Engine.reap``; return the action or None."""
+        status = self._collected_status(record)
+        if status is None:
+            status = self._wait_for(record, pidfd)
+        if status is None:
+            return None  # still running, or not ours: the host's init collects it
+        from ..engine.exits import note_exit
+        action = note_exit(self.layout, veid, record.pid, record.start_time, status)
+        log.info("VE %s: its restored init %s ended (%s)", veid, record.pid, action)
+        return action
+
+    @staticmethod
+    def _wait_for(record, pidfd=None):
+        """waitid(2) on init ``record`` if it is our ended child; its status or None."""
         opened = pidfd is None
         if opened:
             try:
@@ -134,32 +148,43 @@ class RestoresMixin:
                 os.close(pidfd)
                 return None
         try:
-            status = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+            return os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
         except ChildProcessError:
-            return None  # not ours: the host's init collects it
+            return None
         finally:
             if opened:
                 os.close(pidfd)
-        if status is None:
-            return None  # still running
-        from ..engine.exits import note_exit
-        action = note_exit(self.layout, veid, record.pid, record.start_time, status)
-        log.info("VE %s: its restored init %s ended (%s)", veid, record.pid, action)
-        return action
+
+    def _collected_status(self, record):
+        """The status the orphan collector took from init ``record``, if it did."""
+        kept = self.collected.pop((record.pid, record.start_time), None)
+        return kept[0] if kept else None
 
     def _collect_orphans(self):
         """Reap ended children of ours that are not watched VEs' inits: restored inits
         of VEs stopped by the host, trees of failed restores. Only processes in
-        another PID namespace (VE inits): our other children have their waiters."""
+        another PID namespace (VE inits): our other children have their waiters.
+
+        A VE we do not watch yet may be among them: its init died before the engine
+        wrote its run file, or while an earlier reap of the VE kept us from looking.
+        How each ended is kept a while for ``_exit_status``, so that such an end is
+        still told (a crash) rather than lost (unknown)."""
+        now = time.monotonic()
+        for key, (_, when) in list(self.collected.items()):
+            if now - when > COLLECTED_KEPT:
+                del self.collected[key]
         watched = {w.record.pid for w in self.ves.values()}
         for pid in proc.children():
             if pid in watched or not _in_a_child_pid_namespace(pid):
                 continue
+            started = proc.start_time(pid)
             if proc.is_zombie(pid):
                 try:
-                    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG)
+                    status = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG)
                 except ChildProcessError:
-                    pass
+                    continue
+                if status is not None:
+                    self.collected[(pid, started)] = (status, now)
 
 
 def _in_a_child_pid_namespace(pid):
