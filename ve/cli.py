@@ -64,6 +64,9 @@ VERBS = {
         "--ipadd": ("ipadd", REPEAT, "an IPv4 or IPv6 address of the VE (repeatable)"),
         "--layout": ("layout", True, "image (default: ext4, or xfs where ext4 cannot grow "
                                      "online), ext4, xfs, or dir (a directory: usage only)"),
+        "--shared-template": ("shared_template", False,
+                              "the template's files are one read-only layer shared by its "
+                              "VEs (their page cache too); the image holds the VE's own"),
         **NET_OPTIONS, **BOOT_OPTIONS, **LIMIT_OPTIONS}, required=("--template", "--hostname")),
     "start": Verb("start a VE", VEID),
     "stop": Verb("shut a VE down cleanly (kill after --timeout)", VEID, {
@@ -201,7 +204,7 @@ def cmd_create(engine, args, as_json):
                    ips=tuple(args.ipadd), nameservers=tuple(args.nameserver),
                    netmode=args.netmode or "routed", bridge=args.bridge or "",
                    layout=args.layout or "image", onboot=args.onboot or "no",
-                   bootorder=args.bootorder or 0)
+                   bootorder=args.bootorder or 0, shared_template=args.shared_template)
     engine.create(cfg)
     return _done(as_json, {"veid": cfg.veid, "state": "stopped"}, f"VE {cfg.veid} created")
 

@@ -99,8 +99,9 @@ LAYOUTS = (IMAGE, EXT4, XFS, DIRECTORY)
 
 class VEConfig(namedtuple("VEConfig", "veid hostname template limits privileged "
                                       "ips nameservers netmode bridge layout onboot bootorder "
-                                      "seccomp_allow",
-                          defaults=(Limits(), False, (), (), ROUTED, "", IMAGE, False, 0, ()))):
+                                      "seccomp_allow shared_template",
+                          defaults=(Limits(), False, (), (), ROUTED, "", IMAGE, False, 0, (),
+                                    False))):
     """Everything needed to (re)build a VE on any node (immutable, checked).
 
     ``ips`` are the VE's addresses (IPv4 and IPv6, no prefix); ``netmode`` is
@@ -113,7 +114,9 @@ class VEConfig(namedtuple("VEConfig", "veid hostname template limits privileged 
     starts it when it boots (``vectl watch --onboot``), higher ``bootorder``
     first. ``seccomp_allow``: calls the VE's seccomp filter denies by default
     that this VE may make (staff only; names or groups of
-    ``ve.syscalls.RELAXABLE``, kept as call names).
+    ``ve.syscalls.RELAXABLE``, kept as call names). ``shared_template``: the
+    template's files are one read-only layer shared by every such VE of the node
+    (their page cache too), under the VE's own writable image (ve/storage/layers.py).
     """
 
     __slots__ = ()
@@ -131,12 +134,15 @@ class VEConfig(namedtuple("VEConfig", "veid hostname template limits privileged 
         bridge = validate.ifname(raw.bridge, "bridge") if raw.bridge else ""
         if raw.layout not in LAYOUTS:
             raise InvalidConfig(f"bad layout {raw.layout!r}: use image, ext4, xfs or dir")
+        shared = validate.yes_no(raw.shared_template, "shared_template")
+        if shared and raw.layout == DIRECTORY:
+            raise InvalidConfig("a shared template needs an image layout (its writable layer)")
         return cls._make((validate.veid(raw.veid), validate.hostname(raw.hostname),
                           validate.template_name(raw.template), raw.limits,
                           bool(raw.privileged), ips, nameservers, raw.netmode, bridge,
                           raw.layout, validate.yes_no(raw.onboot, "onboot"),
                           validate.integer(raw.bootorder, "bootorder", 0, 1000),
-                          _seccomp_allow(raw.seccomp_allow)))
+                          _seccomp_allow(raw.seccomp_allow), shared))
 
     @property
     def idmap_base(self):
@@ -218,7 +224,8 @@ def dumps(config):
               f'LAYOUT="{config.layout}"',
               f'ONBOOT="{"yes" if config.onboot else "no"}"',
               f'BOOTORDER="{config.bootorder}"',
-              f'SECCOMP_ALLOW="{" ".join(config.seccomp_allow)}"']
+              f'SECCOMP_ALLOW="{" ".join(config.seccomp_allow)}"',
+              f'SHARED_TEMPLATE="{"yes" if config.shared_template else "no"}"']
     return "\n".join(lines) + "\n"
 
 
@@ -250,6 +257,7 @@ def loads(text, source="config"):
             onboot=values.get("ONBOOT", "no"),
             bootorder=values.get("BOOTORDER", "0"),
             seccomp_allow=values.get("SECCOMP_ALLOW", ""),
+            shared_template=values.get("SHARED_TEMPLATE", "no"),
         )
     except KeyError as exc:
         raise InvalidConfig(f"{source}: missing {exc.args[0]}") from None

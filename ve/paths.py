@@ -36,12 +36,14 @@ class Layout:
         self.net_dir = self.root / "net"
         self.image_dir = self.root / "images"
         self.snapshot_dir = self.root / "snapshots"
+        self.layer_dir = self.root / "layers"
+        self.upper_dir = self.root / "upper"
 
     def ensure(self):
         """Create the top-level directories (root-only: they hold every VE)."""
         for directory in (self.conf_dir, self.private_dir, self.mount_dir,
                           self.cache_dir, self.run_dir, self.lock_dir, self.dump_dir,
-                          self.image_dir):
+                          self.image_dir, self.layer_dir, self.upper_dir):
             directory.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
 
@@ -54,6 +56,15 @@ class Layout:
     def image(self, veid):
         """The ext4 image of an image-layout VE (mounted at ``private`` while in use)."""
         return self.image_dir / f"{veid}.img"
+
+    def upper(self, veid):
+        """Where a shared-template VE's own image is mounted; its root view (the
+        template's layer under the image's files) is at ``private``."""
+        return self.upper_dir / str(veid)
+
+    def layer(self, layer_id):
+        """A template's read-only files, shared by the VEs made from it (storage/layers)."""
+        return self.layer_dir / layer_id
 
     def mountpoint(self, veid):
         return self.mount_dir / str(veid)

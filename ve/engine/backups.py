@@ -24,6 +24,7 @@ Backups outlive their VE (``destroy`` keeps them): what to keep, and for how
 long after a VPS is terminated, is the caller's (``backup_forget``).
 """
 
+import contextlib
 import fcntl
 import io
 import os
@@ -65,7 +66,7 @@ class BackupMixin:
         "files_changed", "data_added", "total_bytes", "frozen_ms", "seconds"}.
         ``on_status(fraction)`` follows restic's progress; ``limit_kib`` caps its
         upload (KiB/s, 0 = none)."""
-        from ..storage import restic, snapshot
+        from ..storage import restic
         veid = validate.veid(veid)
         began = time.monotonic()
         work = self._backup_dir("work")
@@ -84,7 +85,7 @@ class BackupMixin:
                 where.mkdir(mode=0o700, exist_ok=True)  # restic finds the last backup by it
                 repo = self.backup_repository()
                 with host_errors(veid, "the backup failed"), \
-                        snapshot.mounted_readonly(copy, cfg.layout, where):
+                        self._backup_view(cfg, copy, where):
                     restic.ensure(repo)
                     summary = restic.backup(repo, str(where),
                                             (f"ve={veid}", f"base={cfg.idmap_base}"),
@@ -253,6 +254,25 @@ class BackupMixin:
                               "image (layout image); this one's disk is a directory", veid)
         return cfg
 
+    @contextlib.contextmanager
+    def _backup_view(self, cfg, copy, where):
+        """The tree VE ``cfg`` sees, of its image's ``copy``, read-only at ``where``:
+        the image's own tree, or for a shared template its files over the template's
+        layer (a backup holds the whole tree, restorable on any node)."""
+        from ..storage import snapshot
+        if not cfg.shared_template:
+            with snapshot.mounted_readonly(copy, cfg.layout, where):
+                yield
+            return
+        from ..config import IDMAP_SIZE
+        from ..storage import layers
+        upper = self._backup_dir("mnt") / f"{cfg.veid}.image"
+        upper.mkdir(mode=0o700, exist_ok=True)
+        with snapshot.mounted_readonly(copy, cfg.layout, upper), \
+                layers.readonly_view(self.layout, cfg.veid, upper, where, cfg.idmap_base,
+                                     IDMAP_SIZE):
+            yield
+
     def _backup_dir(self, name):
         path = self.layout.root / "backups" / name
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -272,22 +292,43 @@ class BackupMixin:
         """Make image ``path`` (new) of the VE's size holding backup ``found``, owned by
         its uid range; left unmounted, its usage recorded."""
         from ..storage import image, restic
-        private = self.layout.private(cfg.veid)
+        mountpoint = self._image_at(cfg)
         _remove(path)
         try:
-            private.mkdir(mode=0o700, exist_ok=True)
+            for folder in {mountpoint, self.layout.private(cfg.veid)}:  # the root view's
+                folder.mkdir(mode=0o700, exist_ok=True)
             image.create(path, cfg.layout, cfg.limits.diskspace, cfg.limits.diskinodes,
-                         private, cfg.idmap_base)
+                         mountpoint, 0 if cfg.shared_template else cfg.idmap_base)
             try:
-                restic.restore(self.backup_repository(), found["id"], str(private),
+                tree, layer = self._restore_root(cfg, mountpoint)
+                restic.restore(self.backup_repository(), found["id"], str(tree),
                                on_status=on_status)
-                _shift_owners(private, found["base"], cfg.idmap_base)
+                _shift_owners(tree, found["base"], cfg.idmap_base)
+                if layer is not None:
+                    from ..storage import layers
+                    layers.hide_layer(tree, layer)
             finally:
-                image.unmount(path, private)
+                image.unmount(path, mountpoint)
         except OSError as exc:
             image.remove(path)
             raise ResourceError(f"cannot restore the disk from backup {found['id']}: {exc}",
                                 cfg.veid) from exc
+
+
+    def _restore_root(self, cfg, mountpoint):
+        """(where a backup's tree goes on a new image mounted at ``mountpoint``, the
+        layer it must hide or None): the image's root, or for a shared template a new
+        generation over the template's layer, which then hides that layer (the VE
+        sees exactly the backup's tree; its files are the VE's own copies until a
+        reinstall)."""
+        if not cfg.shared_template:
+            return mountpoint, None
+        from ..storage import layers, templates
+        tarball = templates.cache_path(self.layout.cache_dir, cfg.template)
+        layer_id = layers.layer_for(self.layout, cfg.template, tarball)
+        layer = self.layout.layer(layer_id)
+        generation = layers.start_generation(mountpoint, layer, layer_id, cfg.idmap_base)
+        return mountpoint / generation / "root", layer
 
 
 def _record(item):

@@ -2,8 +2,11 @@
 
 Image layouts (ext4, xfs): ``images/<VEID>.img`` is mounted at
 ``private/<VEID>`` while the VE runs or is being built, and unmounted
-otherwise; see ``storage/image.py``. Directory layout: ``private/<VEID>`` is
-a plain directory; usage is counted by walking it, not enforced.
+otherwise; see ``storage/image.py``. With a shared template the image is
+mounted at ``upper/<VEID>`` and ``private/<VEID>`` is the VE's root view, the
+template's layer under the image's files (``storage/layers.py``). Directory
+layout: ``private/<VEID>`` is a plain directory; usage is counted by walking
+it, not enforced.
 """
 
 import errno
@@ -27,9 +30,14 @@ class DiskMixin:
             used, inodes = directory_usage(self.layout.private(cfg.veid))
             return image.DiskUsage(used, cfg.limits.diskspace, inodes, cfg.limits.diskinodes)
         try:
-            return image.usage(self.layout.image(cfg.veid), self.layout.private(cfg.veid))
+            return image.usage(self.layout.image(cfg.veid), self._image_at(cfg))
         except OSError as exc:
             raise ResourceError(f"cannot read the VE's disk usage: {exc}", cfg.veid) from exc
+
+    def _image_at(self, cfg):
+        """Where the VE's image is mounted (its own filesystem, to freeze or grow)."""
+        return self.layout.upper(cfg.veid) if cfg.shared_template \
+            else self.layout.private(cfg.veid)
 
     @staticmethod
     def _resolve_layout(cfg):
@@ -44,14 +52,24 @@ class DiskMixin:
         private = self.layout.private(cfg.veid)
         if cfg.layout == DIRECTORY:
             return self._unpack(tarball, cfg, private)
-        from ..storage import image
+        from ..storage import image, layers
+        layer_id = layers.layer_for(self.layout, cfg.template, tarball) \
+            if cfg.shared_template else None
+        mountpoint = self._image_at(cfg)
         try:
             private.mkdir(mode=0o700)
+            if cfg.shared_template:
+                mountpoint.mkdir(mode=0o700)
             image.create(self.layout.image(cfg.veid), cfg.layout, cfg.limits.diskspace,
-                         cfg.limits.diskinodes, private, cfg.idmap_base)
+                         cfg.limits.diskinodes, mountpoint,
+                         0 if cfg.shared_template else cfg.idmap_base)
+            if cfg.shared_template:
+                layers.start_generation(mountpoint, self.layout.layer(layer_id), layer_id,
+                                        cfg.idmap_base)
         except OSError as exc:
             raise ResourceError(f"cannot make the VE's disk image: {exc}", cfg.veid) from exc
-        self._unpack(tarball, cfg, private, into_empty=True)
+        if not cfg.shared_template:
+            self._unpack(tarball, cfg, private, into_empty=True)
         self._disk_unmount(cfg)
 
     def _disk_mount(self, cfg):
@@ -59,7 +77,11 @@ class DiskMixin:
             return
         from ..storage import image
         try:
-            image.mount(self.layout.image(cfg.veid), cfg.layout, self.layout.private(cfg.veid))
+            image.mount(self.layout.image(cfg.veid), cfg.layout, self._image_at(cfg))
+            if cfg.shared_template:
+                from ..config import IDMAP_SIZE
+                from ..storage import layers
+                layers.mount_view(self.layout, cfg.veid, cfg.idmap_base, IDMAP_SIZE)
         except OSError as exc:
             raise ResourceError(f"cannot mount the VE's disk image: {exc}", cfg.veid) from exc
 
@@ -69,7 +91,9 @@ class DiskMixin:
             return
         from ..storage import image
         try:
-            image.unmount(self.layout.image(cfg.veid), self.layout.private(cfg.veid))
+            if cfg.shared_template:
+                image.unmount_at(self.layout.private(cfg.veid))  # the view, then the image
+            image.unmount(self.layout.image(cfg.veid), self._image_at(cfg))
         except OSError as exc:
             raise ResourceError(f"cannot unmount the VE's disk image: {exc}", cfg.veid) from exc
 
@@ -88,6 +112,8 @@ class DiskMixin:
         """Unmount and delete the image, whatever the config says (it may be gone)."""
         from ..storage import image
         path = self.layout.image(veid)
+        image.unmount_at(self.layout.private(veid))  # a shared template's view, if one
+        image.unmount(path, self.layout.upper(veid))
         image.unmount(path, self.layout.private(veid))
         image.remove(path)
 
@@ -100,13 +126,13 @@ class DiskMixin:
         if new.layout == DIRECTORY:
             return
         from ..storage import image
-        path, private = self.layout.image(new.veid), self.layout.private(new.veid)
+        path, private = self.layout.image(new.veid), self._image_at(new)
         size, inodes = new.limits.diskspace, new.limits.diskinodes
         try:
             if size == path.stat().st_size and inodes == old.limits.diskinodes:
                 return
             if not running:
-                image.unmount(path, private)  # left by a VE that halted on its own
+                self._disk_unmount(new)  # left by a VE that halted on its own
             used = image.usage(path, private, fs=None if running else new.layout)
         except OSError as exc:
             raise ResourceError(f"cannot read the VE's disk: {exc}", new.veid) from exc

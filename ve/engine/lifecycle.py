@@ -406,7 +406,8 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
         import shutil
         self._disk_remove(veid)  # first: rmtree must never walk into a mounted image
         # rmtree never follows symlinks out of the tree (it works on fds).
-        for path in (self.layout.private(veid), self.layout.mountpoint(veid)):
+        for path in (self.layout.private(veid), self.layout.mountpoint(veid),
+                     self.layout.upper(veid)):
             if path.is_symlink() or path.is_file():
                 path.unlink()
             elif path.exists():

@@ -60,8 +60,13 @@ class MigrateMixin:
             if self._settle(veid) == "there":
                 return {"mode": "settled", "why_offline": None, "downtime_s": None,
                         "total_s": 0.0, "precopy_s": 0.0, "phases_s": {}}
-            return self._migrate(self._read_config(veid), _Channel(self.layout, target), live,
-                                 start_there)
+            cfg = self._read_config(veid)
+            if cfg.shared_template:
+                # Its image is only its own files: the template's layer would have to
+                # be there too, and a node must not take a layer on another's word.
+                raise Unsupported("a VE on a shared template cannot move to another node "
+                                  "yet", veid)
+            return self._migrate(cfg, _Channel(self.layout, target), live, start_there)
 
     def status_at(self, veid, target):
         """What the node at ``target`` has of VE ``veid``: {"exists", "running"}

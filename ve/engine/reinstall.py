@@ -1,7 +1,7 @@
 """reinstall: a fresh root from a template for a VE that keeps everything else."""
 
 from .. import config as conf, fsutil, validate
-from ..errors import ResourceError, VEError, host_errors
+from ..errors import InvalidConfig, ResourceError, VEError, host_errors
 from ..storage import templates
 from .timeouts import STOP_TIMEOUT
 
@@ -29,15 +29,21 @@ class ReinstallMixin:
             tarball = templates.cache_path(self.layout.cache_dir, new.template)
             if token is not None and self._reinstalled_token(veid) == str(token):
                 return cfg  # this very reinstall is done already
+            if cfg.shared_template and keep is not None:
+                raise InvalidConfig("a VE on a shared template cannot keep its old root "
+                                    "yet: back it up or snapshot it first", veid)
             was_running = self._running_init(veid) is not None
             self._stop(veid, timeout, fast=False)
             try:
-                self._disk_mount(cfg)
-                try:
-                    swap.reinstall(self.layout.private(veid), tarball, cfg.idmap_base,
-                                   self._journal(veid), keep)
-                finally:
-                    self._disk_unmount(cfg)
+                if cfg.shared_template:
+                    self._new_generation(new, tarball)
+                else:
+                    self._disk_mount(cfg)
+                    try:
+                        swap.reinstall(self.layout.private(veid), tarball, cfg.idmap_base,
+                                       self._journal(veid), keep)
+                    finally:
+                        self._disk_unmount(cfg)
             except (OSError, VEError) as exc:
                 if was_running:
                     self._start(cfg)  # as it was
@@ -52,6 +58,20 @@ class ReinstallMixin:
             if was_running:
                 self._start(new)
             return new
+
+    def _new_generation(self, cfg, tarball):
+        """A shared-template VE's fresh root: an empty generation over the template's
+        layer, switched to in one rename (storage/layers.py); the old one is dropped."""
+        from ..storage import image, layers
+        layer_id = layers.layer_for(self.layout, cfg.template, tarball)
+        upper = self.layout.upper(cfg.veid)
+        self._disk_unmount(cfg)  # left by a VE that halted on its own
+        image.mount(self.layout.image(cfg.veid), cfg.layout, upper)
+        try:
+            layers.start_generation(upper, self.layout.layer(layer_id), layer_id,
+                                    cfg.idmap_base)
+        finally:
+            image.unmount(self.layout.image(cfg.veid), upper)
 
     def _journal(self, veid, done=False):
         """Host-side record of a reinstall in progress (or the token of the last done)."""

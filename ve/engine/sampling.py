@@ -81,7 +81,7 @@ class SamplingMixin:
         if cfg.layout != DIRECTORY:
             from ..storage import image
             try:
-                disk = image.usage(self.layout.image(cfg.veid), self.layout.private(cfg.veid))
+                disk = image.usage(self.layout.image(cfg.veid), self._image_at(cfg))
                 row.update(disk_used=disk.space_used, disk_total=disk.space_total,
                            inodes_used=disk.inodes_used, inodes_total=disk.inodes_total)
             except OSError:

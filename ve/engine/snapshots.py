@@ -154,7 +154,7 @@ class SnapshotMixin:
         """Copy the running VE's image, frozen; return (method, frozen_ms, blocked_ms)."""
         from ..kernel import libc
         from ..storage import snapshot
-        mountpoint, source = self.layout.private(cfg.veid), self.layout.image(cfg.veid)
+        mountpoint, source = self._image_at(cfg), self.layout.image(cfg.veid)
         fd = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             libc.syncfs(fd)  # most dirty data out before anything is frozen
@@ -174,7 +174,7 @@ class SnapshotMixin:
 
     def _put_back(self, cfg, record):
         """Replace the stopped VE's image by a copy of snapshot ``record``'s."""
-        from ..storage import image, snapshot
+        from ..storage import snapshot
         path = self.layout.image(cfg.veid)
         incoming = path.with_name(f"{path.name}.rollback")
         _remove(incoming)  # left by a crash
@@ -188,7 +188,7 @@ class SnapshotMixin:
                      durable=False)
         before = cfg.replace(limits=cfg.limits.replace(diskinodes=record["diskinodes"]))
         self._disk_change(before, cfg, running=False)  # the size it has now, if it changed
-        image.unmount(path, self.layout.private(cfg.veid))  # a resize may mount aside
+        self._disk_unmount(cfg)  # a resize may mount aside
 
 
 def _default_name():

@@ -165,6 +165,14 @@ def unmount(path, mountpoint):
     """
     if is_mounted(mountpoint):
         _save_usage(path, mountpoint)
+    unmount_at(mountpoint)
+    if os.path.exists(path):
+        for device in loop.devices_of(path):  # a crash between attach and mount
+            loop.detach(device)
+
+
+def unmount_at(mountpoint):
+    """Unmount whatever is mounted at ``mountpoint`` (an image, a VE's root view)."""
     # Processes killed just before (a stop, a checkpoint) may still be letting go.
     patience = time.monotonic() + BUSY_SECONDS
     while is_mounted(mountpoint):
@@ -177,9 +185,6 @@ def unmount(path, mountpoint):
                 time.sleep(0.01)
                 continue
             libc.umount2(str(mountpoint), libc.MNT_DETACH)  # a straggler holds it: let go
-    if os.path.exists(path):
-        for device in loop.devices_of(path):  # a crash between attach and mount
-            loop.detach(device)
 
 
 def wait_released(path, timeout):
