@@ -144,6 +144,18 @@ def test_reinstall_drops_the_ves_changes_and_can_switch_template(engine):
     assert len([n for n in os.listdir(upper) if n.startswith("g")]) == 1  # old root gone
 
 
+def test_reinstall_can_keep_the_ves_own_files(engine):
+    engine.create(shared(A))
+    engine.start(A)
+    sh(engine, A, "mkdir -p /srv/www && echo site > /srv/www/index.html; "
+                  "echo mine >> /etc/passwd")
+    engine.reinstall(A, keep_old_as="old-root")
+    assert sh(engine, A, "cat /old-root/srv/www/index.html") == "site\n"
+    assert "mine" in sh(engine, A, "cat /old-root/etc/passwd")  # its changed copy
+    assert "mine" not in sh(engine, A, "cat /etc/passwd")
+    assert sh(engine, A, "stat -c '%u %a' /old-root") == "0 700\n"
+
+
 def test_destroy_leaves_no_mount_and_no_loop_device(engine):
     engine.create(shared(A))
     engine.start(A)

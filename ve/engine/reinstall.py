@@ -1,7 +1,7 @@
 """reinstall: a fresh root from a template for a VE that keeps everything else."""
 
 from .. import config as conf, fsutil, validate
-from ..errors import InvalidConfig, ResourceError, VEError, host_errors
+from ..errors import ResourceError, VEError, host_errors
 from ..storage import templates
 from .timeouts import STOP_TIMEOUT
 
@@ -15,8 +15,10 @@ class ReinstallMixin:
         VEID, addresses, limits and host name; return the new config.
 
         ``keep_old_as``: keep the old root as directory /<name> of the new one
-        (VE root's, mode 0700). A running VE is stopped and started again. If
-        the new tree cannot be made, the old one stays as it was. ``token``
+        (VE root's, mode 0700; on a shared template, the files the VE had made or
+        changed: the template's own are in the new root anyway). A running VE is
+        stopped and started again. If the new tree cannot be made, the old one
+        stays as it was. ``token``
         makes a retry safe: a reinstall whose token already completed is not
         done again (the dashboard passes its operation id).
         """
@@ -29,14 +31,11 @@ class ReinstallMixin:
             tarball = templates.cache_path(self.layout.cache_dir, new.template)
             if token is not None and self._reinstalled_token(veid) == str(token):
                 return cfg  # this very reinstall is done already
-            if cfg.shared_template and keep is not None:
-                raise InvalidConfig("a VE on a shared template cannot keep its old root "
-                                    "yet: back it up or snapshot it first", veid)
             was_running = self._running_init(veid) is not None
             self._stop(veid, timeout, fast=False)
             try:
                 if cfg.shared_template:
-                    self._new_generation(new, tarball)
+                    self._new_generation(new, tarball, keep)
                 else:
                     self._disk_mount(cfg)
                     try:
@@ -59,9 +58,10 @@ class ReinstallMixin:
                 self._start(new)
             return new
 
-    def _new_generation(self, cfg, tarball):
+    def _new_generation(self, cfg, tarball, keep_as=None):
         """A shared-template VE's fresh root: an empty generation over the template's
-        layer, switched to in one rename (storage/layers.py); the old one is dropped."""
+        layer, switched to in one rename (storage/layers.py). The old one is dropped,
+        or its files (all the VE had made or changed) kept as /<keep_as>."""
         from ..storage import image, layers
         layer_id = layers.layer_for(self.layout, cfg.template, tarball)
         upper = self.layout.upper(cfg.veid)
@@ -69,7 +69,7 @@ class ReinstallMixin:
         image.mount(self.layout.image(cfg.veid), cfg.layout, upper)
         try:
             layers.start_generation(upper, self.layout.layer(layer_id), layer_id,
-                                    cfg.idmap_base)
+                                    cfg.idmap_base, keep_as)
         finally:
             image.unmount(self.layout.image(cfg.veid), upper)
 

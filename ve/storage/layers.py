@@ -128,13 +128,16 @@ def _extract(layout, layer_id, tarball):
 # -- a VE's image ----------------------------------------------------------------
 
 
-def start_generation(upper, layer_root, layer_id, owner):
+def start_generation(upper, layer_root, layer_id, owner, keep_as=None):
     """Make a new, empty generation on the image mounted at ``upper`` over layer
     ``layer_id`` (at ``layer_root``), make it current and drop the older ones.
 
     The new root directory looks like the layer's (mode) and belongs to VE root
-    (host uid ``owner``): the VE sees the template's tree, untouched.
+    (host uid ``owner``): the VE sees the template's tree, untouched. ``keep_as``:
+    the old generation's files (all the VE had made or changed) become directory
+    /<keep_as> of the new root (VE root's, mode 0700) instead of being dropped.
     """
+    old = current(upper)[0] if keep_as is not None else None
     os.chmod(upper, 0o700)  # the image's top level is the host's, never the VE's
     generation = f"g{secrets.token_hex(8)}"
     folder = os.path.join(upper, generation)
@@ -148,6 +151,13 @@ def start_generation(upper, layer_root, layer_id, owner):
     link = os.path.join(upper, f".{CURRENT}-{generation}")
     os.symlink(generation, link)
     os.rename(link, os.path.join(upper, CURRENT))  # the switch
+    if old is not None:
+        # After the switch: a crash before this rename leaves the old files on the
+        # image (found by the next reinstall's drop), never a VE without a root.
+        kept = os.path.join(root, keep_as)
+        os.rename(os.path.join(upper, old, "root"), kept)
+        os.chmod(kept, 0o700)
+        strip_overlay_marks(kept)
     drop_old_generations(upper)
     return generation
 
@@ -167,6 +177,33 @@ def hide_layer(root, layer_root):
             continue
         if stat.S_ISDIR(st.st_mode):
             os.setxattr(path, _OPAQUE, b"y", follow_symlinks=False)
+
+
+def strip_overlay_marks(tree):
+    """Make an old upper tree plain files: drop its whiteouts and overlayfs's
+    xattrs. Left in place under a new root they would mean something there: a
+    copied-up file's origin mark makes overlayfs take it for the template's file
+    of that name (one inode, so /etc/passwd would show the kept copy)."""
+    def clean(name, dir_fd):
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+            os.unlink(name, dir_fd=dir_fd)  # a whiteout: it hid a template file
+            return
+        where = _fd_path(dir_fd, name)
+        for attribute in os.listxattr(where, follow_symlinks=False):
+            if attribute.startswith("trusted.overlay."):
+                os.removexattr(where, attribute, follow_symlinks=False)
+
+    clean(tree, None)
+    for _, dirs, files, dir_fd in os.fwalk(tree, follow_symlinks=False):
+        for name in dirs + files:
+            clean(name, dir_fd)
+
+
+def _fd_path(dir_fd, name):
+    """A path for calls without dir_fd (xattrs): via /proc, never following a link
+    the VE made above ``name``."""
+    return name if dir_fd is None else f"/proc/self/fd/{dir_fd}/{name}"
 
 
 def drop_old_generations(upper):
