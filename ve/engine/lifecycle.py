@@ -29,7 +29,7 @@ from .shell import EXEC_ENV, ShellMixin
 from .snapshots import SnapshotMixin
 from .timeouts import LOCK_TIMEOUT, STOP_TIMEOUT
 from ..cgroups.fs import poll
-from ..kernel import netns, proc
+from ..kernel import netns, proc, ucounts
 from ..kernel.spawn import InitSpec, spawn_init
 from ..paths import Layout, default_root
 from ..revert import Reverter
@@ -220,6 +220,11 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
         node watcher (WatcherGone, everything undone, if it does not take it).
         """
         name = str(cfg.veid)
+        try:
+            ucounts.raise_node_caps()  # VEs' inotify use counts against host root's
+        except OSError as exc:
+            raise ResourceError(f"cannot raise the node's inotify caps: {exc}", cfg.veid) \
+                from exc
         with Reverter() as undo:
             undo.add(self._disk_unmount, cfg)
             self._disk_mount(cfg)

@@ -14,7 +14,7 @@ import os
 import time
 from collections import namedtuple
 
-from . import caps, clone, libc, netif, rootfs, seccomp, vefiles
+from . import caps, clone, libc, netif, rootfs, seccomp, ucounts, vefiles
 
 NAMESPACES = (libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC
               | libc.CLONE_NEWNET | libc.CLONE_NEWPID | libc.CLONE_NEWCGROUP
@@ -163,6 +163,7 @@ def _run_setup_child(spec, err_w, up_w, down_r, highest_cap, fds_w):
             os.setgroups([])
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
+            ucounts.cap_this_ve()
         init_pid = os.fork()
         if init_pid == 0:
             os.close(up_w)
