@@ -5,7 +5,7 @@ node's hourly sums, ...) costs a pass over every hourly rollup of the period:
 7.2 million rows for 10,000 VEs over 30 days. Hourly housekeeping computes
 them once new rollups are in (``refresh``) and stores each under its Period's
 data version. A Period reads the figure of its exact version; when there is
-none yet (a VE was made or moved since the last run), the newest stored one
+none yet (a VE was moved or destroyed since the last run), the newest stored one
 stands in and housekeeping is asked to store the current one (``ask_for``), so
 a web request never spends a month of rollups on it. Only with nothing stored
 within KEEP does the reader compute (then store) the figure itself.
@@ -48,7 +48,7 @@ def newest(days, name, now=None):
 
 def ask_for(version):
     """Have housekeeping store the figures of ``version`` soon. Once per ASKED_SECONDS
-    whatever the version: orders change it every few seconds on a busy fleet, and
+    whatever the version: moves and terminations change it at any time, and
     each run costs a pass over the rollups. (The rollup run every 5 minutes stores
     them anyway; a broker that is down only leaves it to that.)"""
     from django.core.cache import cache

@@ -18,7 +18,8 @@ from itertools import repeat
 from operator import itemgetter
 
 from django.core.cache import cache
-from django.db.models import CharField, Count, F, Max, Q, Sum, Value, Window
+from django.db.models import (CharField, Count, F, Max, OuterRef, Q, Subquery, Sum, Value,
+                              Window)
 from django.db.models.functions import Cast, Coalesce, RowNumber
 from django.utils import timezone
 
@@ -47,13 +48,13 @@ class Period:
     @cached_property
     def _version(self):
         """What the figures depend on besides the period: the newest hourly rollup, and
-        the VEs (made, destroyed or deleted: their rollups count or stop counting; moved
-        to another node: their history counts there)."""
-        from hosting.environments.models import VirtualEnvironment as VE
-        newest = UsageRollup.objects.filter(resolution=sampling.HOUR).aggregate(top=Max("id"))
-        ves = VE.objects.aggregate(n=Count("id"), top=Max("id"),
-                                   gone=Count("id", filter=Q(actual_state="destroyed")),
-                                   placed=Sum(F("id") * F("node_id")))
+        the VEs that may have hourly rollups (destroyed or deleted: theirs stop counting;
+        moved to another node: their history counts there)."""
+        hourly = UsageRollup.objects.filter(resolution=sampling.HOUR)
+        newest = hourly.aggregate(top=Max("id"))
+        ves = _rolled_up(hourly).aggregate(
+            n=Count("id"), top=Max("id"), gone=Count("id", filter=Q(actual_state="destroyed")),
+            placed=Sum(F("id") * F("node_id")))
         # Rollups start on the hour, so the rows in [since, now) change when ``since``
         # passes an hour: the first hour at or after it names them exactly.
         first_hour = math.ceil(self.since.timestamp() / 3600)
@@ -216,3 +217,19 @@ class Period:
                 .values_list("environment_id", "time", "ram_avg", "cpu_avg"):
             out[env_id][moment.timestamp()] = (ram or 0.0, cpu or 0.0)
         return out
+
+
+def _rolled_up(hourly):
+    """The VEs that may have ``hourly`` rollups: all but those made since the newest
+    rollup's hour began that have none. Every figure is of rollups, so such a VE (an order
+    of this hour) is no new data, made or gone; its first rollup is."""
+    from hosting.environments.models import VirtualEnvironment as VE
+    newest_hour = hourly.order_by("-time").values("time")[:1]
+    any_rollup = hourly.filter(environment=OuterRef("pk")).values("time")[:1]
+    # One made before that hour counts unasked: asking each of 10,000 VEs for a rollup
+    # costs an index probe each. One made since is asked, as a node clock lagging ours
+    # may date its first samples (and so a rollup) before it was made: by a scalar
+    # subquery, which the OR asks of those only, where PostgreSQL may answer an EXISTS
+    # from a hash of every hourly rollup's VE.
+    return VE.objects.alias(any_rollup=Subquery(any_rollup)).filter(
+        Q(created__lt=Subquery(newest_hour)) | Q(any_rollup__isnull=False))

@@ -68,13 +68,13 @@ def roll_up_usage():
 @shared_task(name="hosting.usage.tasks.store_figures")
 def store_figures():
     """Store the period figures that are not current (a report was read meanwhile: a VE
-    was made or moved since the last rollup run; figures.ask_for)."""
+    was moved or destroyed since the last rollup run; figures.ask_for)."""
     return _store_periods(timezone.now())
 
 
 def after_rollups(now=None):
     """Store the figures of every period the reports offer that are not current (new
-    hourly rollups, VEs made or moved: period.py), then, if any was or an hour has
+    hourly rollups, VEs moved or destroyed: period.py), then, if any was or an hour has
     passed, re-measure what placement reads from them; return how many periods had
     figures to compute.
 

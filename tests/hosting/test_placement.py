@@ -86,6 +86,8 @@ def test_cpu_limit_counts_as_a_fraction_of_a_cpu():
 def measured(ve, ram, cpu=0.0, hours=24):
     """Give ``ve`` ``hours`` of hourly rollups using ``ram`` bytes and ``cpu`` CPUs."""
     now = timezone.now().replace(minute=0, second=0, microsecond=0)
+    # Made before its first rollup, as a VE with history is (period.py relies on it).
+    VirtualEnvironment.objects.filter(pk=ve.pk).update(created=now - timedelta(hours=hours + 1))
     UsageRollup.objects.bulk_create(
         UsageRollup(environment=ve, resolution=3600, samples=120, ram_avg=ram, cpu_avg=cpu,
                     time=now - timedelta(hours=hour + 1)) for hour in range(hours))

@@ -32,10 +32,15 @@ def empty_cache():
     cache.clear()
 
 
-def make_ve(catalogue, node, veid, state="running"):
-    return VE.objects.create(veid=veid, owner=catalogue["customer"], plan=catalogue["plan"],
-                             node=node, template=catalogue["template"],
-                             hostname=f"v{veid}.example.com", actual_state=state)
+def make_ve(catalogue, node, veid, state="running", created=NOW - timedelta(days=90)):
+    """A VE made at ``created``: by default long before the fixtures' rollups, as a VE
+    with history is (an order of the current hour has none: period.py)."""
+    ve = VE.objects.create(veid=veid, owner=catalogue["customer"], plan=catalogue["plan"],
+                           node=node, template=catalogue["template"],
+                           hostname=f"v{veid}.example.com", actual_state=state)
+    VE.objects.filter(pk=ve.pk).update(created=created)  # auto_now_add ignores a value
+    ve.created = created
+    return ve
 
 
 @pytest.fixture
@@ -168,6 +173,43 @@ def test_older_figures_stand_in_until_housekeeping_stores_the_current_ones(usage
     assert figures.load(1, "last_disk", Period(1, NOW)._version) is None
     tasks.after_rollups(now=NOW)
     assert figures.load(1, "last_disk", Period(1, NOW)._version) == fresh(1)["last_disk"]
+
+
+def test_an_order_of_this_hour_is_no_new_data_but_a_moved_or_gone_ve_is(usage,
+                                                                          catalogue):
+    """A VE made since the newest rollup's hour has no rollup: the figures stay current
+    (housekeeping computes nothing for it); one with rollups destroyed, deleted or moved,
+    or a new rollup, is new data."""
+    run = NOW + timedelta(minutes=15)  # in the hour after the newest rollup's
+    tasks.after_rollups(now=run)
+    before = Period(30, run)._version
+    new = make_ve(catalogue, usage["nodes"][0], 400, created=NOW + timedelta(minutes=10))
+    assert Period(30, run)._version == before
+    assert tasks.after_rollups(now=run + timedelta(minutes=5)) == 0
+    VE.objects.filter(pk=new.pk).update(node=usage["nodes"][1], actual_state="destroyed")
+    VE.objects.filter(pk=new.pk).delete()
+    assert Period(30, run)._version == before
+    versions = {before}
+    for change in (
+            lambda: VE.objects.filter(pk=usage["ves"][0].pk).update(actual_state="destroyed"),
+            lambda: VE.objects.filter(pk=usage["ves"][1].pk).update(node=usage["nodes"][0]),
+            lambda: VE.objects.filter(pk=usage["ves"][2].pk).delete(),
+            lambda: UsageRollup.objects.create(environment=usage["ves"][3], resolution=3600,
+                                               samples=120, time=NOW - timedelta(hours=50))):
+        change()
+        version = Period(30, run)._version
+        assert version not in versions
+        versions.add(version)
+    assert tasks.after_rollups(now=run + timedelta(minutes=10)) > 0
+    # A node clock lagging ours dates a new VE's first samples before it was made: its
+    # rollup is new data, and so is its end.
+    lagging = make_ve(catalogue, usage["nodes"][0], 401, created=NOW + timedelta(minutes=20))
+    UsageRollup.objects.create(environment=lagging, resolution=3600, samples=1,
+                               time=NOW - timedelta(hours=1), ram_avg=MiB)
+    with_rollup = Period(30, run)._version
+    assert with_rollup not in versions
+    VE.objects.filter(pk=lagging.pk).update(actual_state="destroyed")
+    assert Period(30, run)._version not in versions | {with_rollup}
 
 
 def test_figures_older_than_kept_are_computed_afresh(usage):
