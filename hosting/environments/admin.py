@@ -7,8 +7,8 @@ from .models import OSTemplate, VirtualEnvironment
 
 @admin.register(OSTemplate)
 class OSTemplateAdmin(admin.ModelAdmin):
-    list_display = ("name", "title", "active")
-    list_filter = ("active",)
+    list_display = ("name", "title", "active", "share_files")
+    list_filter = ("active", "share_files")
 
 
 @admin.register(VirtualEnvironment)

@@ -30,7 +30,7 @@ from .snapshot_api import SnapshotsMixin
 class OSTemplateSerializer(serializers.ModelSerializer):
     class Meta:
         model = OSTemplate
-        fields = ["id", "name", "title", "active"]
+        fields = ["id", "name", "title", "active", "share_files"]
 
 
 class OSTemplateViewSet(viewsets.ModelViewSet):

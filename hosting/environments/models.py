@@ -18,6 +18,12 @@ class OSTemplate(models.Model):
                             validators=[validate_template_name])
     title = models.CharField(max_length=100)
     active = models.BooleanField(default=True)
+    share_files = models.BooleanField(
+        "share files", default=False,
+        help_text="new VPSes of this template share one read-only copy of its files on "
+                  "their node (and its memory): more VPSes fit in the same RAM; each "
+                  "VPS's disk holds only its own files. They cannot move to another node "
+                  "yet.")
 
     class Meta:
         ordering = ["name"]
@@ -125,6 +131,9 @@ class VirtualEnvironment(models.Model):
     # What its backups hold in their repository (compressed, shared pieces once), as
     # measured after its last backup; kept after termination while its backups are.
     backup_bytes = models.BigIntegerField(default=0)
+    # Made on its template's shared layer (ve/storage/layers.py): fixed when it is
+    # made, whatever its template's setting later (its disk is laid out so).
+    shared_template = models.BooleanField(default=False, editable=False)
 
     objects = VEQuerySet.as_manager()
 

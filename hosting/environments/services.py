@@ -197,6 +197,7 @@ def _insert(customer, plan, node, template, hostname):
             with transaction.atomic():
                 return VE.objects.create(veid=veid, owner=customer, plan=plan, node=node,
                                          template=template, hostname=hostname,
+                                         shared_template=template.share_files,
                                          desired_state=VE.State.RUNNING,
                                          actual_state=VE.State.CREATING)
         except IntegrityError as exc:

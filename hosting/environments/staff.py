@@ -20,7 +20,7 @@ from . import plan_views, seccomp
 class TemplateForm(forms.ModelForm):
     class Meta:
         model = OSTemplate
-        fields = ["name", "title"]
+        fields = ["name", "title", "share_files"]
         help_texts = {"name": "as the nodes know it: `vectl template build NAME` or "
                               "`vectl template import NAME FILE` on each node"}
 
@@ -55,6 +55,22 @@ def template_active(request, pk, active):
         audit.record(request.user, "template.offer" if active else "template.retire", template)
     state = "offered again" if active else "retired: existing VPSes keep it"
     messages.success(request, f"Template {template.name} {state}.")
+    return redirect("staff-templates")
+
+
+@staff_required("templates.manage")
+@require_POST
+def template_sharing(request, pk, share):
+    """Make new VPSes of a template share its files on their node, or get a copy each
+    (existing VPSes stay as they were made)."""
+    template = get_object_or_404(OSTemplate, pk=pk)
+    with transaction.atomic():
+        template.share_files = share
+        template.save(update_fields=["share_files"])
+        audit.record(request.user, "template.share" if share else "template.copy", template)
+    how = "share its files on their node" if share else "get their own copy of its files"
+    messages.success(request, f"New VPSes of {template.name} {how}; existing ones stay "
+                              "as they are.")
     return redirect("staff-templates")
 
 

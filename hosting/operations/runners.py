@@ -43,7 +43,8 @@ def config_of(ve, template=None):
     """The engine's VEConfig for a dashboard VE: limits, addresses and name servers."""
     return VEConfig(veid=ve.veid, hostname=ve.hostname, template=template or ve.template.name,
                     limits=Limits(**ve.engine_limits()), ips=ve.engine_ips(),
-                    nameservers=nameservers_of(ve), seccomp_allow=ve.engine_seccomp_allow())
+                    nameservers=nameservers_of(ve), seccomp_allow=ve.engine_seccomp_allow(),
+                    shared_template=ve.shared_template)
 
 
 def nameservers_of(ve):

@@ -229,12 +229,14 @@ def _state(world):
     world["template"].refresh_from_db()
     return {"plan_active": world["plan"].active, "ram_mb": world["plan"].ram_mb,
             "b_status": world["b"].status, "template_active": world["template"].active,
+            "template_shared": world["template"].share_files,
             "templates": OSTemplate.objects.count(),
             "b_seccomp": VE.objects.get(pk=world["ve_b"].pk).seccomp_allow}
 
 
 UNCHANGED = {"plan_active": True, "ram_mb": 512, "b_status": Customer.Status.ACTIVE,
-             "template_active": True, "templates": 1, "b_seccomp": None}
+             "template_active": True, "template_shared": False, "templates": 1,
+             "b_seccomp": None}
 
 # (path, data, what a staff POST changes, statuses for anon, a, b, staff, support, billing,
 # auditor)
@@ -245,6 +247,8 @@ STAFF_POSTS = [
      (LOGIN, 403, 403, 302, 403, 302, 403)),
     ("/staff/plans/{plan}/", PLAN_FORM, {"ram_mb": 1024}, (LOGIN, 403, 403, 302, 403, 302, 403)),
     ("/staff/templates/{template}/retire/", {}, {"template_active": False},
+     (LOGIN, 403, 403, 302, 403, 403, 403)),
+    ("/staff/templates/{template}/share/", {}, {"template_shared": True},
      (LOGIN, 403, 403, 302, 403, 403, 403)),
     ("/staff/templates/", {"name": "debian-12", "title": "Debian 12"}, {"templates": 2},
      (LOGIN, 403, 403, 302, 403, 403, 403)),
