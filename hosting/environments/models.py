@@ -22,8 +22,7 @@ class OSTemplate(models.Model):
         "share files", default=False,
         help_text="new VPSes of this template share one read-only copy of its files on "
                   "their node (and its memory): more VPSes fit in the same RAM; each "
-                  "VPS's disk holds only its own files. They cannot move to another node "
-                  "yet.")
+                  "VPS's disk holds only its own files.")
 
     class Meta:
         ordering = ["name"]

@@ -136,10 +136,7 @@ def _order(customer, plan, template, hostname, requested_by, params, idempotency
             raise Invalid(f"host name {hostname} is taken", field="hostname")
         node, home = (placing.node_for(plan, chosen), None) if backup is None \
             else placing.where(backup, plan, chosen)
-        # One made on the node keeping its backup and moved home gets its own copy of
-        # the template's files: a VPS on a shared layer cannot move (yet).
-        ve = _insert(customer, plan, node, template, hostname,
-                     shared=template.share_files and home is None)
+        ve = _insert(customer, plan, node, template, hostname)
         # Its addresses are its home's: it runs nowhere before it is there.
         ipam.allocate(ve, home or node, 4, plan.ipv4_count)
         ipam.allocate(ve, home or node, 6, plan.ipv6_count)
@@ -190,7 +187,7 @@ def _next_veid(ahead=0):
     return veid
 
 
-def _insert(customer, plan, node, template, hostname, shared):
+def _insert(customer, plan, node, template, hostname):
     for attempt in range(5):
         # Orders at the same moment read the same highest VEID, and one waits for the
         # other's transaction to learn it lost: after a clash, look a little further
@@ -200,7 +197,7 @@ def _insert(customer, plan, node, template, hostname, shared):
             with transaction.atomic():
                 return VE.objects.create(veid=veid, owner=customer, plan=plan, node=node,
                                          template=template, hostname=hostname,
-                                         shared_template=shared,
+                                         shared_template=template.share_files,
                                          desired_state=VE.State.RUNNING,
                                          actual_state=VE.State.CREATING)
         except IntegrityError as exc:

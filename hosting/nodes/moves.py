@@ -25,9 +25,6 @@ def refusal(ve, node):
     """Why ``node`` cannot take ``ve`` now (a sentence), or "" if it can."""
     if node.pk == ve.node_id:
         return f"VPS {ve.hostname} is on {node.name} already"
-    if ve.shared_template:
-        return (f"VPS {ve.hostname} runs on its template's shared files, which cannot "
-                "move to another node yet")
     if node.state != Node.State.ONLINE:
         return f"node {node.name} is {node.get_state_display().lower()}"
     if not (node.migrate_address and node.migrate_key):

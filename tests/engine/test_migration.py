@@ -427,3 +427,55 @@ def test_a_full_disk_at_the_target_leaves_the_ve_running_at_the_source(fleet):
         subprocess.run(["umount", str(incoming)], check=True)
     assert a.engine.migration_in_flight(VEID) is None
     assert wait_for(lambda: reaches(dc, VE_IP), 10)
+
+
+def _shared_ve(a, hostname):
+    a.engine.create(VEConfig(VEID, hostname, "busybox", Limits(), ips=(VE_IP,),
+                             shared_template=True))
+    a.net.engine("print(e.start(v['veid']))", veid=VEID)
+    a.engine.exec(VEID, ["sh", "-c", "echo mine >> /etc/passwd; echo data > /root/own; "
+                                     "rm /etc/hostname"])
+    return a.engine._layer_of(a.engine.config(VEID))
+
+
+def _sees_its_own_tree(b):
+    seen = b.engine.exec(VEID, ["sh", "-c", "cat /root/own; tail -1 /etc/passwd; "
+                                            "ls /etc/hostname 2>&1 || true"]).stdout.decode()
+    assert seen.startswith("data\nmine\n") and "No such file" in seen, seen
+
+
+def test_a_shared_template_ve_moves_live_onto_the_targets_own_copy_of_the_layer(fleet):
+    """The target has the same template tarball: it extracts the layer itself."""
+    a, b, dc = fleet
+    layer_id = _shared_ve(a, "shared-live.example")
+    done = a.vectl("migrate", VEID, "--to", f"{b.address}:{PORT}")
+    assert done["mode"] == "live", done
+    assert b.engine.layout.layer(layer_id).is_dir()  # its own, from its template
+    assert not (b.engine.layout.layer_dir / "received").exists()
+    _sees_its_own_tree(b)
+    assert on_host(a, VEID) == NOTHING
+    assert wait_for(lambda: reaches(dc, VE_IP), 10)
+
+
+def test_a_shared_template_ve_brings_its_layer_to_a_node_with_another_version(fleet):
+    """The target's template of that name is another tarball: the layer comes with
+    the VE and is kept apart, for the VEs that name it."""
+    import gzip
+    a, b, dc = fleet
+    tarball = b.engine.layout.cache_dir / "busybox.tar.gz"
+    tar = gzip.decompress(tarball.read_bytes())
+    tarball.write_bytes(gzip.compress(tar, compresslevel=1, mtime=0))  # same files
+    layer_id = _shared_ve(a, "shared-offline.example")
+    a.net.engine("e.stop(v['veid'])\nprint('null')", veid=VEID)
+    done = a.vectl("migrate", VEID, "--to", f"{b.address}:{PORT}")
+    assert done["mode"] == "offline", done
+    received = b.engine.layout.layer_dir / "received" / layer_id
+    assert received.is_dir() and not b.engine.layout.layer(layer_id).exists()
+    assert os.stat(received / "bin" / "busybox").st_uid == 0  # the template's owners
+    b.net.engine("print(e.start(v['veid']))", veid=VEID)
+    _sees_its_own_tree(b)
+    # The node's own VEs of that template get its own layer, never the one received.
+    b.engine.create(VEConfig(VEID + 1, "local.example", "busybox", Limits(),
+                             shared_template=True))
+    own = b.engine._layer_of(b.engine.config(VEID + 1))
+    assert own != layer_id and b.engine.layout.layer(own).is_dir()

@@ -224,13 +224,6 @@ def test_a_backup_holds_the_whole_tree_and_restores_it_exactly(engine_on_xfs):
     assert os.stat(host).st_uid == B * 65536 + 33
 
 
-def test_a_shared_template_ve_does_not_move_yet(engine):
-    from ve.errors import Unsupported
-    engine.create(shared(A))
-    with pytest.raises(Unsupported, match="cannot move"):
-        engine.migrate(A, "198.18.0.9:2222")
-
-
 def test_vectl_creates_a_ve_on_a_shared_template(engine):
     vectl(engine, "create", A, "--template", "busybox", "--hostname", "cli.example",
           "--diskspace", "64M", "--diskinodes", "8192", "--shared-template")

@@ -88,8 +88,7 @@ def test_restored_where_the_backup_is_then_moved_to_the_node_with_room(
     refused = staff.post(url, {"plan": "S", "hostname": "back.example.com", "node": "node-a"})
     assert refused.status_code == 409 and "node-a has no ram" in refused.json()["detail"]
 
-    # Its template shares files, but one made to move gets its own copy (a VPS on the
-    # shared layer cannot move yet).
+    # Its template shares files: it is made on node A's layer and moves onto B's.
     catalogue["template"].share_files = True
     catalogue["template"].save()
     with django_capture_on_commit_callbacks(execute=False):
@@ -97,7 +96,7 @@ def test_restored_where_the_backup_is_then_moved_to_the_node_with_room(
                                      "root_password": "new-root-pass-1"})
     assert answer.status_code == 202, answer.json()
     new = VE.objects.get(hostname="back.example.com")
-    assert new.template == catalogue["template"] and not new.shared_template
+    assert new.template == catalogue["template"] and new.shared_template
     op = new.operations.get()
     # Made on A (where its backup is), for B, with an address of B's pool.
     assert new.node.name == "node-a" and op.params["to"] == "node-b"

@@ -84,8 +84,6 @@ def test_only_administrators_move_vpses(fleet, role):
      "does not have OS template busybox"),
     (lambda f: f["v4"].nodes.remove(f["hn2"]), "does not serve pool v4 (198.18.5.2)"),
     (lambda f: Node.objects.filter(name="hn2").update(ram_bytes=1 << 20), "no ram"),
-    (lambda f: VE.objects.filter(pk=f["ve"].pk).update(shared_template=True),
-     "runs on its template's shared files, which cannot move"),
 ])
 def test_a_node_that_cannot_take_the_vps_is_refused_with_the_reason(fleet, spoil, why):
     spoil(fleet)

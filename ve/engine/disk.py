@@ -34,6 +34,20 @@ class DiskMixin:
         except OSError as exc:
             raise ResourceError(f"cannot read the VE's disk usage: {exc}", cfg.veid) from exc
 
+    def _layer_of(self, cfg):
+        """The id of the template layer under shared-template VE ``cfg`` (its image
+        names it: a snapshot rolled back may name an older one)."""
+        from ..storage import image, layers
+        upper = self._image_at(cfg)
+        if image.is_mounted(upper):
+            return layers.current(upper)[1]
+        upper.mkdir(mode=0o700, exist_ok=True)
+        image.mount(self.layout.image(cfg.veid), cfg.layout, upper)
+        try:
+            return layers.current(upper)[1]
+        finally:
+            image.unmount(self.layout.image(cfg.veid), upper)
+
     def _image_at(self, cfg):
         """Where the VE's image is mounted (its own filesystem, to freeze or grow)."""
         return self.layout.upper(cfg.veid) if cfg.shared_template \
@@ -77,6 +91,8 @@ class DiskMixin:
             return
         from ..storage import image
         try:
+            if cfg.shared_template:  # a VE moved or restored here may lack its mount point
+                self._image_at(cfg).mkdir(mode=0o700, exist_ok=True)
             image.mount(self.layout.image(cfg.veid), cfg.layout, self._image_at(cfg))
             if cfg.shared_template:
                 from ..config import IDMAP_SIZE

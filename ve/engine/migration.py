@@ -60,13 +60,8 @@ class MigrateMixin:
             if self._settle(veid) == "there":
                 return {"mode": "settled", "why_offline": None, "downtime_s": None,
                         "total_s": 0.0, "precopy_s": 0.0, "phases_s": {}}
-            cfg = self._read_config(veid)
-            if cfg.shared_template:
-                # Its image is only its own files: the template's layer would have to
-                # be there too, and a node must not take a layer on another's word.
-                raise Unsupported("a VE on a shared template cannot move to another node "
-                                  "yet", veid)
-            return self._migrate(cfg, _Channel(self.layout, target), live, start_there)
+            return self._migrate(self._read_config(veid), _Channel(self.layout, target), live,
+                                 start_there)
 
     def status_at(self, veid, target):
         """What the node at ``target`` has of VE ``veid``: {"exists", "running"}
@@ -155,6 +150,8 @@ class MigrateMixin:
             raise MigrationFailed(f"{channel.target} refused the VE: {exc.message}", veid) \
                 from exc
         try:
+            if cfg.shared_template:
+                self._send_layer(channel, cfg)  # once: it never changes
             self._send_disk(channel, cfg)  # pre-copy, while it runs
             self._send_snapshots(channel, veid)
         except ResourceError as exc:
@@ -227,6 +224,18 @@ class MigrateMixin:
                           tree=True)
         else:
             channel.image(self.layout.image(veid), veid)
+
+    def _send_layer(self, channel, cfg):
+        """A shared-template VE's image is only its own files: the target needs the
+        template's layer too. It has it, or makes it from its own copy of that very
+        template tarball, or else gets this one (kept apart from its own layers:
+        used by the VEs that come with it only)."""
+        from ..storage import layers
+        layer_id = self._layer_of(cfg)
+        answer = channel.request(cfg.veid, {"verb": "layer", "id": layer_id})
+        if not answer.get("have"):
+            channel.rsync([f"{layers.find(self.layout, layer_id)}/"], f"{cfg.veid}/layer/",
+                          tree=True)
 
     def _send_snapshots(self, channel, veid):
         """The VE's snapshots, once (they never change): each image by its chunks that

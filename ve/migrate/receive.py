@@ -56,7 +56,9 @@ from ..errors import VEError
 # rrsync does this kind of check, but its 3.5 fails to replace a file in place.)
 SHORT_OPTIONS = re.compile(r"-[lHogDtpAXrS]+e\.[A-Za-z]+")
 LONG_OPTIONS = {"--timeout=60", "--delete", "--partial", "--numeric-ids"}
-DESTINATION = re.compile(r"([0-9]{1,10})/(private/)?")
+DESTINATION = re.compile(r"([0-9]{1,10})/(private/|layer/)?")
+LAYER = "layer"  # in incoming/VEID: a shared-template VE's layer, if it was sent
+LAYER_ID = "layer-id"  # ... and the id of the layer its image names
 PLACED = ".placed"  # in incoming/VEID: the VE was put in place from it
 MAX_REQUEST = 64 << 10  # bytes of a session request's JSON: a state list is ~4 KiB
 MAX_ANSWER = 64 << 20  # what the sender reads of an answer (digests of a large image)
@@ -206,9 +208,11 @@ def _place(engine, veid, staging):
              (SNAPSHOTS, layout.snapshots(veid))]
     # rsync (a directory VE's files) may make symlinks in incoming/VEID: none of these
     # may be one, or the VE's checkpoint or disk would be whatever it points at.
-    planted = [name for name, _ in moves if os.path.islink(os.path.join(staging, name))]
+    planted = [name for name in [*dict(moves), LAYER]
+               if os.path.islink(os.path.join(staging, name))]
     if planted:
         raise InvalidConfig(f"refused: {', '.join(planted)} sent as a symlink", veid)
+    _take_layer(layout, staging)
     for name, target in moves:
         source = os.path.join(staging, name)
         if os.path.lexists(source):
@@ -221,6 +225,22 @@ def _place(engine, veid, staging):
         layout.private(veid).mkdir(mode=0o700, exist_ok=True)
     open(os.path.join(staging, PLACED), "w").close()
     os.rename(conf, layout.conf(veid))
+
+
+def _take_layer(layout, staging):
+    """Keep the layer sent with the VE, unless this node has it (of its own, or
+    received with another VE) by now."""
+    from ..storage import layers
+    sent = os.path.join(staging, LAYER)
+    if not os.path.isdir(sent):
+        return
+    fd = os.open(os.path.join(staging, LAYER_ID), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with open(fd, closefd=True) as f:
+        layer_id = layers.check_id(f.read(128).strip())
+    if layers.find(layout, layer_id) is None:
+        target = layers.received(layout, layer_id)
+        os.makedirs(target.parent, mode=0o700, exist_ok=True)
+        os.rename(sent, target)
 
 
 def _check_config(engine, veid, path):
@@ -298,7 +318,27 @@ def _session_request(engine, veid, staging, request, stdin):
         return _take_state(staging, request["files"], stdin)
     if verb == "pages" and set(request) == {"verb"}:
         return _take_pages(staging, stdin)
+    if verb == "layer" and set(request) == {"verb", "id"}:
+        return _layer(engine, staging, request["id"])
     raise Refused(f"{str(request)[:80]!r} is not a request of a migration")
+
+
+def _layer(engine, staging, layer_id):
+    """Whether this node has the layer a shared-template VE's image names (or made it
+    now from its own copy of that template tarball); noted for ``_place``. A layer
+    the sender then sends is taken into ``layers/received``, never the node's own."""
+    from ..storage import layers
+    try:
+        layer_id = layers.check_id(layer_id)
+    except VEError as exc:
+        raise Refused(str(exc)) from exc
+    if not os.path.isdir(staging):
+        raise Refused("nothing is being received for this VE")
+    with open(os.path.join(staging, LAYER_ID), "w") as f:
+        f.write(layer_id + "\n")
+    have = layers.find(engine.layout, layer_id) is not None or \
+        layers.from_own_template(engine.layout, layer_id)
+    return _answer(True, have=have)
 
 
 def _streamed_file(staging, snapshot_name):

@@ -44,7 +44,7 @@ import secrets
 import stat
 
 from .. import validate
-from ..errors import InvalidConfig, ResourceError
+from ..errors import InvalidConfig, ResourceError, VEError
 from ..fsutil import atomic_write, remove_tree
 from ..kernel import idmap, libc
 from ..kernel.libc import MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY
@@ -74,6 +74,44 @@ def layer_for(layout, template, tarball):
     if not layout.layer(layer_id).is_dir():
         _extract(layout, layer_id, tarball)
     return layer_id
+
+
+def check_id(layer_id):
+    """``layer_id`` if it can name a layer (a template name, '-', 16 hex digits)."""
+    text = str(layer_id)
+    if not _LAYER_ID.fullmatch(text) or ".." in text:
+        raise InvalidConfig(f"bad layer id {layer_id!r}")
+    return text
+
+
+def find(layout, layer_id):
+    """Where layer ``layer_id`` is on this node, or None: the node's own (extracted
+    here from a template tarball of that hash), else one received with a VE moved
+    here (used only by VEs that name it; the node's own creates never take it)."""
+    for path in (layout.layer(layer_id), received(layout, layer_id)):
+        if path.is_dir():
+            return path
+    return None
+
+
+def received(layout, layer_id):
+    """Where a layer sent by another node with a VE is kept, apart from the node's own."""
+    return layout.layer_dir / "received" / layer_id
+
+
+def from_own_template(layout, layer_id):
+    """Extract layer ``layer_id`` from this node's template of that name if its
+    tarball is the one the id names; return whether the node has its own now."""
+    from . import templates
+    template = layer_id.rsplit("-", 1)[0]
+    try:
+        tarball = templates.cache_path(layout.cache_dir, template)
+    except VEError:
+        return False
+    if (_known_id(layout, template, tarball) or _identify(layout, template, tarball)) \
+            != layer_id:
+        return False  # another version of that template here
+    return layer_for(layout, template, tarball) == layer_id
 
 
 def _source_record(layout, template):
@@ -237,7 +275,9 @@ def mount_view(layout, veid, idmap_base, idmap_size):
     generation, layer_id = current(upper)
     folder = _option_safe(os.path.join(upper, generation), veid)
     with _lower(layout, veid, layer_id, idmap_base, idmap_size) as lowerdir:
-        libc.mount("overlay", str(private), "overlay", 0,
+        # No device node of the VE works on the host either (the VE's own root is
+        # nodev too); a privileged VE's may, as on its image.
+        libc.mount("overlay", str(private), "overlay", MS_NODEV if idmap_base else 0,
                    f"lowerdir={lowerdir},upperdir={folder}/root,workdir={folder}/work,"
                    f"{OVERLAY_OPTIONS}")
 
@@ -262,8 +302,8 @@ def readonly_view(layout, veid, upper, where, idmap_base, idmap_size):
 @contextlib.contextmanager
 def _lower(layout, veid, layer_id, idmap_base, idmap_size):
     """The path overlayfs takes the VE's layer from, idmapped to its uid range."""
-    lower = layout.layer(layer_id)
-    if not lower.is_dir():
+    lower = find(layout, layer_id)
+    if lower is None:
         raise ResourceError(f"the template layer {layer_id} the VE was made from is not on "
                             "this node", veid)
     if not idmap_base:

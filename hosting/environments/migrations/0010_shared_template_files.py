@@ -13,7 +13,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='ostemplate',
             name='share_files',
-            field=models.BooleanField(default=False, help_text="new VPSes of this template share one read-only copy of its files on their node (and its memory): more VPSes fit in the same RAM; each VPS's disk holds only its own files. They cannot move to another node yet.", verbose_name='share files'),
+            field=models.BooleanField(default=False, help_text="new VPSes of this template share one read-only copy of its files on their node (and its memory): more VPSes fit in the same RAM; each VPS's disk holds only its own files.", verbose_name='share files'),
         ),
         migrations.AddField(
             model_name='virtualenvironment',
