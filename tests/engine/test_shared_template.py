@@ -232,3 +232,16 @@ def test_vectl_creates_a_ve_on_a_shared_template(engine):
     vectl(engine, "start", A)
     assert sh(engine, A, "hostname") == "cli.example\n"
     assert engine.layout.private(A).is_mount() and engine.layout.upper(A).is_mount()
+
+
+def test_the_disk_grows_live_and_stopped(engine):
+    engine.create(shared(A))
+    engine.start(A)
+    engine.set(A, diskspace=128 * MIB)
+    assert engine.disk_usage(A).space_total > 100 * MIB
+    sh(engine, A, "dd if=/dev/zero of=/big bs=1M count=80 2>/dev/null && rm /big")
+    engine.stop(A, timeout=2)
+    engine.set(A, diskspace=192 * MIB)
+    engine.start(A)
+    assert engine.disk_usage(A).space_total > 160 * MIB
+    assert sh(engine, A, "echo ok") == "ok\n"
