@@ -245,3 +245,35 @@ def test_the_disk_grows_live_and_stopped(engine):
     engine.start(A)
     assert engine.disk_usage(A).space_total > 160 * MIB
     assert sh(engine, A, "echo ok") == "ok\n"
+
+
+@pytest.mark.parametrize("planted", [("root", "work"), ("layer",)])
+def test_an_image_that_links_out_of_itself_is_refused(engine, tmp_path, planted):
+    """An image may come from another node: its root, work or layer note as symlinks
+    to host paths must not make the host mount or read those paths."""
+    from ve.errors import VEError
+    from ve.storage import image, layers
+    engine.create(shared(A))
+    outside = tmp_path / "host-dir"
+    outside.mkdir()
+    upper, path = engine.layout.upper(A), engine.layout.image(A)
+    image.mount(path, engine.config(A).layout, upper)
+    try:
+        generation, layer_id = layers.current(upper)
+        (outside / "layer").write_text(layer_id + "\n")  # a note that would do
+        for name in planted:
+            target = upper / generation / name
+            if target.is_dir():
+                target.rmdir()
+                (outside / name).mkdir()
+            else:
+                target.unlink()
+            target.symlink_to(outside / name)
+    finally:
+        image.unmount(path, upper)
+    before = sorted(os.listdir(outside))
+    with pytest.raises(VEError):
+        engine.start(A)
+    assert engine.status(A).state == "stopped"
+    assert sorted(os.listdir(outside)) == before  # nothing written there
+    assert not engine.layout.private(A).is_mount() and not upper.is_mount()

@@ -193,7 +193,8 @@ def start_generation(upper, layer_root, layer_id, owner, keep_as=None):
         # After the switch: a crash before this rename leaves the old files on the
         # image (found by the next reinstall's drop), never a VE without a root.
         kept = os.path.join(root, keep_as)
-        os.rename(os.path.join(upper, old, "root"), kept)
+        with _parts(upper, old, "root"):  # a real directory, not a link out
+            os.rename(os.path.join(upper, old, "root"), kept)
         os.chmod(kept, 0o700)
         strip_overlay_marks(kept)
     drop_old_generations(upper)
@@ -257,13 +258,37 @@ def current(upper):
     it is not a shared-template VE's image."""
     try:
         generation = os.readlink(os.path.join(upper, CURRENT))
-        with open(os.path.join(upper, generation, "layer")) as f:
-            layer_id = f.read(128).strip()
     except OSError as exc:
         raise InvalidConfig(f"the VE's image has no shared-template root: {exc}") from exc
-    if not _GENERATION.fullmatch(generation) or not _LAYER_ID.fullmatch(layer_id):
-        raise InvalidConfig(f"the VE's image names a bad root ({generation!r}, {layer_id!r})")
+    if not _GENERATION.fullmatch(generation):
+        raise InvalidConfig(f"the VE's image names a bad root {generation[:40]!r}")
+    # An image may come from another node: nothing in it is followed out of it.
+    try:
+        with _parts(upper, generation) as (folder,):
+            fd = os.open("layer", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+            with open(fd) as f:
+                layer_id = f.read(128).strip()
+    except OSError as exc:
+        raise InvalidConfig(f"the VE's image has a bad root {generation}: {exc}") from exc
+    if not _LAYER_ID.fullmatch(layer_id):
+        raise InvalidConfig(f"the VE's image names a bad template layer in {generation}")
     return generation, layer_id
+
+
+@contextlib.contextmanager
+def _parts(upper, generation, *names):
+    """Descriptors of directory ``generation`` of ``upper`` and of its ``names``, each
+    opened without following a symlink (a mount may name them as /proc/self/fd/N)."""
+    opened = []
+    try:
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        opened.append(os.open(os.path.join(upper, generation), flags))
+        for name in names:
+            opened.append(os.open(name, flags, dir_fd=opened[0]))
+        yield opened[1:] if names else opened
+    finally:
+        for fd in opened:
+            os.close(fd)
 
 
 def mount_view(layout, veid, idmap_base, idmap_size):
@@ -273,13 +298,13 @@ def mount_view(layout, veid, idmap_base, idmap_size):
     if os.path.ismount(private):
         return
     generation, layer_id = current(upper)
-    folder = _option_safe(os.path.join(upper, generation), veid)
-    with _lower(layout, veid, layer_id, idmap_base, idmap_size) as lowerdir:
+    with _parts(upper, generation, "root", "work") as (root, work), \
+            _lower(layout, veid, layer_id, idmap_base, idmap_size) as lowerdir:
         # No device node of the VE works on the host either (the VE's own root is
         # nodev too); a privileged VE's may, as on its image.
         libc.mount("overlay", str(private), "overlay", MS_NODEV if idmap_base else 0,
-                   f"lowerdir={lowerdir},upperdir={folder}/root,workdir={folder}/work,"
-                   f"{OVERLAY_OPTIONS}")
+                   f"lowerdir={lowerdir},upperdir=/proc/self/fd/{root},"
+                   f"workdir=/proc/self/fd/{work},{OVERLAY_OPTIONS}")
 
 
 @contextlib.contextmanager
@@ -288,11 +313,12 @@ def readonly_view(layout, veid, upper, where, idmap_base, idmap_size):
     read-only at ``where`` for the body: the whole tree the VE sees (a backup of it
     needs nothing else to be restored, anywhere)."""
     generation, layer_id = current(upper)
-    folder = _option_safe(os.path.join(upper, generation), veid)
-    with _lower(layout, veid, layer_id, idmap_base, idmap_size) as lowerdir:
+    with _parts(upper, generation, "root") as (root,), \
+            _lower(layout, veid, layer_id, idmap_base, idmap_size) as lowerdir:
         libc.mount("overlay", str(where), "overlay",
                    MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                   f"lowerdir={folder}/root:{lowerdir},redirect_dir=follow,{_COMMON_OPTIONS}")
+                   f"lowerdir=/proc/self/fd/{root}:{lowerdir},redirect_dir=follow,"
+                   f"{_COMMON_OPTIONS}")
     try:
         yield where
     finally:
