@@ -50,9 +50,9 @@ def timed(label, call, rounds, out):
           flush=True)
 
 
-def build(nodes, ves, days):
+def build(nodes, ves, days, five_minute_days=1):
     """``nodes`` nodes of ``ves`` VEs each on 5 plans, each VE with ``days`` of hourly
-    rollups and a day of 5-minute ones."""
+    rollups and ``five_minute_days`` of 5-minute ones."""
     from django.contrib.auth.models import User
     from django.utils import timezone
 
@@ -72,7 +72,7 @@ def build(nodes, ves, days):
             template=template, hostname=f"b{i}.example.com", actual_state="running")
          for i in range(nodes * ves)), batch_size=5000)
     now = timezone.now().replace(minute=0, second=0, microsecond=0)
-    insert_rollups(rollup_rows(envs, days, now))
+    insert_rollups(rollup_rows(envs, days, now, five_minute_days))
     return made, plans, envs
 
 
@@ -81,10 +81,10 @@ ROLLUP_COLUMNS = ("environment_id", "resolution", "time", "samples", "limit_hits
                   "rx_avg", "tx_avg")
 
 
-def rollup_rows(envs, days, now):
+def rollup_rows(envs, days, now, five_minute_days=1):
     """Tuples of ROLLUP_COLUMNS: each VE's RAM at a quarter of its plan, three quarters
     one hour a day (a different hour for each VE)."""
-    for resolution, count in ((3600, days * 24), (300, 288)):
+    for resolution, count in ((3600, days * 24), (300, five_minute_days * 288)):
         moments = [now - timedelta(seconds=resolution * (step + 1)) for step in range(count)]
         for ve in envs:
             ram = ve.plan.ram_mb * (1 << 20)

@@ -37,11 +37,11 @@ def load(days, name, version):
     return None if text is None else decode(text)
 
 
-def newest(days, name, now=None):
+def newest(days, name, now=None, keep=KEEP):
     """The figure ``name`` of the ``days`` Period stored last for any version within
-    KEEP, or None: what stands in while housekeeping stores the current one."""
+    ``keep``, or None: what stands in while housekeeping stores the current one."""
     text = PeriodFigure.objects.filter(
-        days=days, name=name, computed_at__gte=(now or timezone.now()) - KEEP) \
+        days=days, name=name, computed_at__gte=(now or timezone.now()) - keep) \
         .order_by("-computed_at").values_list("value", flat=True).first()
     return None if text is None else decode(text)
 
@@ -72,6 +72,13 @@ def save(days, name, version, value):
     PeriodFigure.objects.bulk_create(
         [PeriodFigure(days=days, name=name, version=version, computed_at=timezone.now(),
                       value=encode(value))], ignore_conflicts=True)
+
+
+def replace(days, name, version, value):
+    """Store ``value`` for ``version`` and drop the figure's other versions: for a figure
+    stored every rollup run (a node's graph, graphs.py), only the newest stands in."""
+    save(days, name, version, value)
+    PeriodFigure.objects.filter(days=days, name=name).exclude(version=version).delete()
 
 
 def prune(now=None):

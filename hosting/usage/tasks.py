@@ -14,7 +14,7 @@ from hosting.environments.models import VirtualEnvironment as VE
 from hosting.operations import executor
 from ve.errors import VEError
 
-from . import capacity, collection, figures, reports, traffic
+from . import capacity, collection, figures, graphs, reports, traffic
 from .period import REPORT_DAYS, Period
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,8 @@ def store_figures():
 
 
 def after_rollups(now=None):
-    """Store the figures of every period the reports offer that are not current (new
+    """Store each node's graph series that are not current (graphs.store_node_usage) and
+    the figures of every period the reports offer that are not current (new
     hourly rollups, VEs moved or destroyed: period.py), then, if any was or an hour has
     passed, re-measure what placement reads from them; return how many periods had
     figures to compute.
@@ -83,6 +84,7 @@ def after_rollups(now=None):
     """
     now = now or timezone.now()
     figures.prune(now)
+    graphs.store_node_usage(now)  # first: the 5-minute ranges are current a run at most
     due = capacity.due(now)
     if due:
         collection.analyze()  # before the big reads, as statistics guide them (SQLite)
