@@ -536,3 +536,23 @@ def write_json(path, data):
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
     os.replace(tmp, path)
+
+
+def unmount_and_detach(workdir):
+    """Unmount what is mounted below ``workdir`` and detach loop devices on its files
+    (a destroy that failed half-way); return what could not be."""
+    problems = []
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split()[4] for line in f if line.split()[4].startswith(str(workdir))]
+    for target in sorted(mounts, key=len, reverse=True):
+        if subprocess.run(["umount", "-l", target]).returncode:
+            problems.append(f"mount {target} left")
+    for name in os.listdir("/sys/block"):
+        try:
+            backing = Path(f"/sys/block/{name}/loop/backing_file").read_text()
+        except OSError:
+            continue
+        if backing.startswith(str(workdir)) and \
+                subprocess.run(["losetup", "-d", f"/dev/{name}"]).returncode:
+            problems.append(f"loop device {name} left")
+    return problems

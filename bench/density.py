@@ -80,8 +80,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (RESULTS_DIR, all_pids, cleanup_remains, cmdline,  # noqa: E402
                     hierarchy_of, import_engine, interrupts_as_exceptions, kill_cgroup_tree,
                     log, machine, meminfo, proc_cgroup, pss, remove_cgroup_tree,
-                    require_root, uninterrupted, wait_gone, write_json)
-from migration import _unmount_and_detach  # noqa: E402
+                    require_root, uninterrupted, unmount_and_detach, wait_gone,
+                    write_json)
 from peers import DROPPED_CAPS, IDMAP_SIZE  # noqa: E402
 
 BASE = Path("/var/tmp/density-bench")
@@ -248,7 +248,7 @@ class Ours(Variant):
 
     def leftovers(self):
         """Loop devices and mounts of this variant's images (its files go with the dir)."""
-        return _unmount_and_detach(self.dir)
+        return unmount_and_detach(self.dir)
 
 
 class OursShared(Ours):
@@ -423,7 +423,7 @@ def clean_workdir(cgroup_prefix, workdir):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     problems = [f"process {pid} survives SIGKILL" for pid in ours if not wait_gone(pid, 5)]
-    return problems + _unmount_and_detach(workdir) + cleanup_remains(cgroup_prefix, workdir)
+    return problems + unmount_and_detach(workdir) + cleanup_remains(cgroup_prefix, workdir)
 
 
 def remove_stale():

@@ -39,7 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (RESULTS_DIR, Workspace, import_engine, interrupts_as_exceptions,  # noqa: E402
-                    log, percentile, require_root, write_json)
+                    log, percentile, require_root, unmount_and_detach, write_json)
 
 VEID = 191
 VE_IP = "198.18.9.60"
@@ -88,7 +88,7 @@ def main(argv=None):
         with interrupts_as_exceptions():
             results["cases"] = _measure(ws, Engine, VEConfig, Limits, args)
     finally:
-        problems = _unmount_and_detach(ws.dir) + ws.cleanup()
+        problems = unmount_and_detach(ws.dir) + ws.cleanup()
         results["cleanup_problems"] = problems
     results["wall_s"] = round(time.time() - started, 1)
     print(table(results["cases"]))
@@ -252,26 +252,6 @@ def table(cases):
             cells.append(f"{got['p50']:.2f} ({got['max']:.2f})" if got else "")
         lines.append(f"| {name.removesuffix('_s')} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _unmount_and_detach(workdir):
-    """Unmount what is mounted below ``workdir`` and detach loop devices on its files
-    (a destroy that failed half-way); return what could not be."""
-    problems = []
-    with open("/proc/self/mountinfo") as f:
-        mounts = [line.split()[4] for line in f if line.split()[4].startswith(str(workdir))]
-    for target in sorted(mounts, key=len, reverse=True):
-        if subprocess.run(["umount", "-l", target]).returncode:
-            problems.append(f"mount {target} left")
-    for name in os.listdir("/sys/block"):
-        try:
-            backing = Path(f"/sys/block/{name}/loop/backing_file").read_text()
-        except OSError:
-            continue
-        if backing.startswith(str(workdir)) and \
-                subprocess.run(["losetup", "-d", f"/dev/{name}"]).returncode:
-            problems.append(f"loop device {name} left")
-    return problems
 
 
 def _git_head():

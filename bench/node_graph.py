@@ -21,7 +21,6 @@ import argparse
 import math
 import os
 import sys
-import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -105,19 +104,8 @@ def main():
     parser.add_argument("--postgres", action="store_true",
                         help="in a throw-away PostgreSQL cluster (as tests/on_postgres.py)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="hosting-bench-") as data:
-        os.environ["HOSTING_DATA_DIR"] = data
-        os.makedirs(os.path.join(data, "db"))
-        if not args.postgres:
-            return bench(args)
-        from on_postgres import throwaway_cluster
-        with throwaway_cluster() as env:
-            import psycopg
-            os.environ["PGHOST"] = env["PGHOST"]
-            with psycopg.connect(dbname="postgres", user="postgres", autocommit=True) as db:
-                db.execute("CREATE DATABASE hosting_bench")
-            os.environ["DATABASE_URL"] = "postgres://postgres@/hosting_bench"
-            return bench(args)
+    from reports import on_a_fresh_database
+    return on_a_fresh_database(bench, args)
 
 
 def bench(args):

@@ -184,6 +184,12 @@ def main():
     parser.add_argument("--compare-p95", action="store_true",
                         help="also time each VE's p95 two ways (Python, a window function)")
     args = parser.parse_args()
+    return on_a_fresh_database(bench, args)
+
+
+def on_a_fresh_database(bench, args):
+    """``bench(args)`` against a database of its own: SQLite in a temporary data
+    directory, or with ``args.postgres`` a throw-away PostgreSQL cluster."""
     with tempfile.TemporaryDirectory(prefix="hosting-bench-") as data:
         os.environ["HOSTING_DATA_DIR"] = data
         os.makedirs(os.path.join(data, "db"))
