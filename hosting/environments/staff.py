@@ -48,11 +48,8 @@ def template_list(request):
 @require_POST
 def template_active(request, pk, active):
     """Retire a template (existing VPSes keep it; no new orders or reinstalls) or offer it again."""
-    template = get_object_or_404(OSTemplate, pk=pk)
-    with transaction.atomic():
-        template.active = active
-        template.save(update_fields=["active"])
-        audit.record(request.user, "template.offer" if active else "template.retire", template)
+    template = _set_template_flag(request, pk, "active", active,
+                                  "template.offer" if active else "template.retire")
     state = "offered again" if active else "retired: existing VPSes keep it"
     messages.success(request, f"Template {template.name} {state}.")
     return redirect("staff-templates")
@@ -63,15 +60,22 @@ def template_active(request, pk, active):
 def template_sharing(request, pk, share):
     """Make new VPSes of a template share its files on their node, or get a copy each
     (existing VPSes stay as they were made)."""
-    template = get_object_or_404(OSTemplate, pk=pk)
-    with transaction.atomic():
-        template.share_files = share
-        template.save(update_fields=["share_files"])
-        audit.record(request.user, "template.share" if share else "template.copy", template)
+    template = _set_template_flag(request, pk, "share_files", share,
+                                  "template.share" if share else "template.copy")
     how = "share its files on their node" if share else "get their own copy of its files"
     messages.success(request, f"New VPSes of {template.name} {how}; existing ones stay "
                               "as they are.")
     return redirect("staff-templates")
+
+
+def _set_template_flag(request, pk, field, value, action):
+    """Set template ``pk``'s boolean ``field`` and audit it as ``action``; the template."""
+    template = get_object_or_404(OSTemplate, pk=pk)
+    with transaction.atomic():
+        setattr(template, field, value)
+        template.save(update_fields=[field])
+        audit.record(request.user, action, template)
+    return template
 
 
 @staff_required("vps.view", write="vps.plan")
