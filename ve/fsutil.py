@@ -2,6 +2,9 @@
 
 import errno
 import os
+import stat
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def atomic_write(path, content, mode=0o600, durable=True):
@@ -33,6 +36,57 @@ def atomic_write(path, content, mode=0o600, durable=True):
         except FileNotFoundError:
             pass
         raise
+
+
+def walk_tree(path):
+    """Yield (dir_fd, name, lstat result) for every entry below directory ``path`` on
+    its filesystem, a directory's entries before what is below them.
+
+    The tree may be a VE's (hostile, arbitrarily deep): the walk is a loop, not a
+    recursion, goes through directory descriptors opened without following
+    symlinks (a directory swapped for a symlink is not entered), and holds
+    descriptors in proportion to the depth only. An entry that is gone, or a
+    subtree that cannot be opened, is left out. ``dir_fd`` is valid while the
+    entry is being looked at (the caller may change or unlink the entry).
+    """
+    top = os.open(path, DIR_FLAGS)
+    device = os.fstat(top).st_dev
+    stack = [(top, [])]
+    try:
+        yield from _entries(top, device, stack[-1][1])
+        while stack:
+            fd, subdirs = stack[-1]
+            if not subdirs:
+                os.close(fd)
+                stack.pop()
+                continue
+            try:
+                child = os.open(subdirs.pop(), DIR_FLAGS, dir_fd=fd)
+            except OSError:
+                continue  # gone, swapped for a symlink, or too deep for our descriptors
+            if os.fstat(child).st_dev != device:
+                os.close(child)
+                continue
+            stack.append((child, []))
+            yield from _entries(child, device, stack[-1][1])
+    finally:
+        for fd, _ in stack:
+            os.close(fd)
+
+
+def _entries(fd, device, subdirs):
+    """(fd, name, lstat) of the entries directly in ``fd`` on ``device``; their
+    subdirectories' names are added to ``subdirs``."""
+    for name in os.listdir(fd):
+        try:
+            info = os.lstat(name, dir_fd=fd)
+        except OSError:
+            continue
+        if info.st_dev != device:
+            continue
+        if stat.S_ISDIR(info.st_mode):
+            subdirs.append(name)
+        yield fd, name, info
 
 
 def remove_tree(path):

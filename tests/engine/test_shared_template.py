@@ -149,11 +149,15 @@ def test_reinstall_can_keep_the_ves_own_files(engine):
     engine.start(A)
     sh(engine, A, "mkdir -p /srv/www && echo site > /srv/www/index.html; "
                   "echo mine >> /etc/passwd")
+    # deeper than Python's recursion limit: the kept tree is the VE's, any shape
+    sh(engine, A, "d=/deep; i=0; while [ $i -lt 1500 ]; do d=$d/d; i=$((i+1)); done; "
+                  "mkdir -p $d && echo bottom > $d/f")
     engine.reinstall(A, keep_old_as="old-root")
     assert sh(engine, A, "cat /old-root/srv/www/index.html") == "site\n"
     assert "mine" in sh(engine, A, "cat /old-root/etc/passwd")  # its changed copy
     assert "mine" not in sh(engine, A, "cat /etc/passwd")
     assert sh(engine, A, "stat -c '%u %a' /old-root") == "0 700\n"
+    assert sh(engine, A, "cat /old-root/deep" + "/d" * 1500 + "/f") == "bottom\n"
 
 
 def test_destroy_leaves_no_mount_and_no_loop_device(engine):

@@ -45,7 +45,7 @@ import stat
 
 from .. import validate
 from ..errors import InvalidConfig, ResourceError, VEError
-from ..fsutil import atomic_write, remove_tree
+from ..fsutil import atomic_write, remove_tree, walk_tree
 from ..kernel import idmap, libc
 from ..kernel.libc import MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY
 
@@ -222,27 +222,20 @@ def strip_overlay_marks(tree):
     """Make an old upper tree plain files: drop its whiteouts and overlayfs's
     xattrs. Left in place under a new root they would mean something there: a
     copied-up file's origin mark makes overlayfs take it for the template's file
-    of that name (one inode, so /etc/passwd would show the kept copy)."""
-    def clean(name, dir_fd):
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+    of that name (one inode, so /etc/passwd would show the kept copy). The tree
+    is the VE's: ``walk_tree`` follows no link and has no depth limit."""
+    _strip_marks(tree)
+    for dir_fd, name, info in walk_tree(tree):
+        if stat.S_ISCHR(info.st_mode) and info.st_rdev == 0:
             os.unlink(name, dir_fd=dir_fd)  # a whiteout: it hid a template file
-            return
-        where = _fd_path(dir_fd, name)
-        for attribute in os.listxattr(where, follow_symlinks=False):
-            if attribute.startswith("trusted.overlay."):
-                os.removexattr(where, attribute, follow_symlinks=False)
-
-    clean(tree, None)
-    for _, dirs, files, dir_fd in os.fwalk(tree, follow_symlinks=False):
-        for name in dirs + files:
-            clean(name, dir_fd)
+        else:  # xattr calls take no dir_fd: through /proc, the last part not followed
+            _strip_marks(f"/proc/self/fd/{dir_fd}/{name}")
 
 
-def _fd_path(dir_fd, name):
-    """A path for calls without dir_fd (xattrs): via /proc, never following a link
-    the VE made above ``name``."""
-    return name if dir_fd is None else f"/proc/self/fd/{dir_fd}/{name}"
+def _strip_marks(path):
+    for attribute in os.listxattr(path, follow_symlinks=False):
+        if attribute.startswith("trusted.overlay."):
+            os.removexattr(path, attribute, follow_symlinks=False)
 
 
 def drop_old_generations(upper):
