@@ -3,12 +3,23 @@ reinstall walk VE trees with: no link followed, no depth limit, hard links once.
 
 import os
 
-from ve.fsutil import walk_tree
+import pytest
+
+from ve.fsutil import remove_tree, walk_tree
 from ve.storage.du import directory_usage
 
 
-def test_a_deep_tree_with_links_is_walked_once_and_never_out(tmp_path):
-    tree, outside = tmp_path / "tree", tmp_path / "outside"
+@pytest.fixture
+def tree(tmp_path):
+    """A directory removed again by ``rm`` after the test: pytest's own clean-up of old
+    temporary directories (shutil.rmtree) recurses, and a tree this deep stops it."""
+    path = tmp_path / "tree"
+    yield path
+    remove_tree(path)
+
+
+def test_a_deep_tree_with_links_is_walked_once_and_never_out(tmp_path, tree):
+    outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret").write_bytes(b"s" * 8192)
     deep = tree
