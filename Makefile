@@ -13,9 +13,9 @@ APT_PACKAGES := busybox-static psmisc procps iproute2 util-linux gcc libc6-dev p
 VECTL := /usr/local/bin/vectl
 STAMP := $(VENV)/.installed
 
-.PHONY: deps criu web-user run test bench fuzz loadtest FORCE
+.PHONY: deps criu spawner web-user run test bench fuzz loadtest FORCE
 
-deps: $(STAMP) $(VECTL) web-user criu
+deps: $(STAMP) $(VECTL) web-user criu spawner
 
 $(STAMP): requirements.txt Makefile
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -42,6 +42,12 @@ $(VECTL): $(STAMP) FORCE
 # once when that binary reports 4.2 or newer; it never falls back to Debian 12's criu.
 criu:
 	@.ci/build-criu $(CURDIR)/var/criu
+
+# The C program that starts a VE's init (ve/kernel/spawn_init.c), built into
+# var/spawn/ under a name carrying its source's checksum (a start that finds no
+# binary for its source builds it too).
+spawner: $(STAMP)
+	@$(PY) -m ve.kernel.spawn_helper >/dev/null
 
 # The web server and housekeeping worker run as this system user, never as root.
 web-user:

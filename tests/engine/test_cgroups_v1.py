@@ -333,41 +333,6 @@ def test_comounted_controllers_get_one_procs_file():
     ]
 
 
-def test_hybrid_host_places_the_ve_in_the_unified_hierarchy_too(v1, hierarchies, started):
-    """A process cloned into clone_target() and joined through join_files(cloned=True)
-    is in the VE's group in every hierarchy, the cgroup2 one included."""
-    from ve.kernel.clone import fork_into_cgroup
-    unified = cgroup_mounts()["v2"]
-    if not unified:
-        pytest.skip("no cgroup2 mount on this host")
-    v1.create(NAME, LIMITS)
-    target = v1.clone_target(NAME)
-    assert target.startswith(unified[0])
-    ready_r, ready_w = os.pipe()
-    done_r, done_w = os.pipe()
-    pid = fork_into_cgroup(target)
-    if pid == 0:
-        for path in v1.join_files(NAME, cloned=True):
-            with open(path, "w") as handle:
-                handle.write("0")
-        os.write(ready_w, b"x")
-        os.read(done_r, 1)  # stay until the test is done looking
-        os._exit(0)
-    try:
-        assert os.read(ready_r, 1) == b"x"
-        with open(f"/proc/{pid}/cgroup") as handle:
-            lines = handle.read().splitlines()
-        assert f"0::/{v1.parent}/{NAME}" in lines
-        assert sum(line.endswith(f":/{v1.parent}/{NAME}") for line in lines) == len(hierarchies)
-    finally:
-        os.write(done_w, b"y")
-        os.waitpid(pid, 0)
-        for fd in (ready_r, ready_w, done_r, done_w):
-            os.close(fd)
-    v1.destroy(NAME)
-    assert not os.path.exists(target)
-
-
 def test_delegate_hands_over_only_the_unified_group(v1, hierarchies):
     """On a hybrid host VE root gets its group in the cgroup2 mount (no controllers
     there) and its process files; every v1 group stays host root's."""

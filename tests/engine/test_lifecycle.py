@@ -50,6 +50,31 @@ def test_init_is_in_the_ves_cgroup_in_every_hierarchy(engine):
     assert pid in engine.cgroups.pids("101")
 
 
+def test_on_a_hybrid_host_init_is_born_in_the_ves_unified_group_too(engine):
+    """Where a cgroup2 hierarchy is mounted beside the v1 ones, init is in the VE's
+    group there as well (its setup process is cloned into it, never moved)."""
+    target = engine.cgroups.clone_target("101")
+    if target is None:
+        pytest.skip("no cgroup2 hierarchy beside the v1 ones on this host")
+    make(engine)
+    pid = engine.start(101)
+    lines = open(f"/proc/{pid}/cgroup").read().splitlines()
+    assert f"0::/{engine.cgroups.parent}/101" in lines
+    assert all(line.endswith(f":/{engine.cgroups.parent}/101") for line in lines)
+
+
+def test_init_starts_with_no_signal_ignored_or_blocked_and_no_host_descriptor(engine):
+    """The engine's own process ignores SIGPIPE (Python does): the VE's init must not
+    inherit that, nor any descriptor of the engine's beyond stdio."""
+    make(engine)
+    pid = engine.start(101)
+    status = dict(line.split(":\t", 1) for line in
+                  open(f"/proc/{pid}/status").read().splitlines() if ":\t" in line)
+    assert int(status["SigBlk"], 16) == 0
+    assert int(status["SigIgn"], 16) & (1 << 12) == 0  # SIGPIPE (13)
+    assert sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd")) == [0, 1, 2]
+
+
 def test_ps_grep_init_pipeline_lists_every_ve_init(engine):
     """`ps -A | grep -w init | awk '{print $1}' | xargs vectl pid` names each VE's init."""
     make(engine, 101)

@@ -35,7 +35,6 @@ PR_SET_DUMPABLE = 4
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 
-_SYS_PIVOT_ROOT = 155  # x86_64
 _SYS_CLOSE_RANGE = 436
 
 
@@ -71,13 +70,6 @@ def umount2(target, flags=0):
 def syncfs(fd):
     """syncfs(2): write out the filesystem that ``fd`` is on."""
     _check(_libc.syncfs(ctypes.c_int(fd)), "syncfs")
-
-
-def pivot_root(new_root, put_old):
-    """pivot_root(2)."""
-    result = _libc.syscall(ctypes.c_long(_SYS_PIVOT_ROOT), os.fsencode(new_root),
-                           os.fsencode(put_old))
-    _check(result, "pivot_root")
 
 
 def sethostname(name):
@@ -122,12 +114,3 @@ def join_new_session_keyring():
     if result < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"keyctl join: {os.strerror(err)}")
-
-
-def socket_fd(family, kind):
-    """Return a new close-on-exec socket descriptor (socket(2))."""
-    fd = _libc.socket(ctypes.c_int(family), ctypes.c_int(kind | os.O_CLOEXEC), ctypes.c_int(0))
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"socket: {os.strerror(err)}")
-    return fd

@@ -6,7 +6,7 @@ reads them (lxcfs goes by the cgroups of the reader's PID-namespace init).
 A VE sees them where the kernel's files were: each is bound over the VE's
 own, as LXC does.
 
-- At start (``bind_at_start``) the VE's init binds them in its new mount
+- At start (``start_binds``) the VE's init binds them in its new mount
   namespace before pivot_root, while host paths are still reachable (the
   FUSE mount allows other users; every directory above it must be
   world-traversable, ``serving`` checks that).
@@ -100,28 +100,11 @@ def responds(lxcfs_dir, timeout=2.0):
         return False
 
 
-def bind_at_start(lxcfs_dir, root):
-    """Bind ``lxcfs_dir``'s files over ``root``/proc's (in a starting VE's init).
-
-    All or nothing: if a bind fails (the lxcfs died a moment ago, say), the
-    ones made are undone and the VE starts with the kernel's files.
-    """
-    done = []
-    try:
-        for source, target in _pairs(lxcfs_dir, root):
-            try:
-                libc.mount(source, target, None, libc.MS_BIND)
-            except FileNotFoundError:
-                continue  # a file this lxcfs or this kernel lacks
-            done.append(target)
-        return True
-    except OSError:
-        for target in reversed(done):
-            try:
-                libc.umount2(target, libc.MNT_DETACH)
-            except OSError:
-                pass  # its own bind of a dead lxcfs: the node watcher re-binds it later
-        return False
+def start_binds(lxcfs_dir):
+    """(source, target) of every bind a starting VE's init makes over its /proc files,
+    targets relative to its root. It makes them all or none (``spawn_init.c``): if a
+    bind fails (the lxcfs died a moment ago, say), the VE keeps the kernel's files."""
+    return _pairs(lxcfs_dir, ".")
 
 
 def bound_state(init_pid, lxcfs_dir, device=None):

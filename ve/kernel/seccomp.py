@@ -157,7 +157,8 @@ def program(notify, rules):
 _PROGRAMS = {}
 
 
-def _cached(notify, rules):
+def compiled(notify, rules):
+    """``program(notify, rules)``, built once per process."""
     key = (bool(notify), tuple(rules))
     if key not in _PROGRAMS:
         _PROGRAMS[key] = program(*key)
@@ -166,7 +167,7 @@ def _cached(notify, rules):
 
 def prepare(notify, rules):
     """Build the program now (before a fork), so ``install`` in the child only loads it."""
-    _cached(notify, rules)
+    compiled(notify, rules)
 
 
 def install(notify, rules):
@@ -176,7 +177,7 @@ def install(notify, rules):
     CAP_SYS_ADMIN in the caller's user namespace (a VE's init before it
     execs, as VE root) or no_new_privs.
     """
-    code = _cached(notify, rules)
+    code = compiled(notify, rules)
     buf = ctypes.create_string_buffer(code, len(code))
     fprog = struct.pack("=H6xQ", len(code) // 8, ctypes.addressof(buf))
     flags = SECCOMP_FILTER_FLAG_NEW_LISTENER if notify else 0

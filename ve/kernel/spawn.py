@@ -1,21 +1,27 @@
 """Start a VE's init: fork into fresh namespaces and exec, leaving no supervisor.
 
-The caller (host root) forks a setup child that joins the VE's cgroups and
-unshares every namespace; its own child becomes PID 1 of the new PID
-namespace, builds the mount tree, pivots and execs the VE's init. The setup
-child exits at once, so init is re-parented to the host's init and no host
-process stays behind for the VE.
+The work is done by a small C program (``spawn_init.c``, built by
+``spawn_helper``), started with posix_spawn: it joins the VE's cgroups and
+unshares every namespace (the setup process); its child becomes PID 1 of the
+new PID namespace, builds the mount tree, pivots and execs the VE's init.
+The setup process exits at once, so init is re-parented to the host's init
+and no host process stays behind for the VE. What to do (paths, the lists of
+masked files and devices, the seccomp program) is decided here and sent to
+it as a spec; this side writes the id maps when asked.
 
-Failures in either child travel back as text over a close-on-exec pipe: EOF
+Failures in either process travel back as text over a close-on-exec pipe: EOF
 with no text means init was exec'd.
 """
 
+import fcntl
 import os
-import time
+import struct
 from collections import namedtuple
 
-from . import caps, clone, libc, netif, rootfs, seccomp, ucounts, vefiles
+from . import caps, libc, rootfs, seccomp, spawn_helper, ucounts
 
+# The namespaces every VE has of its own (spawn_init.c unshares these, and the user
+# namespace unless the VE is privileged); exec and enter join them all.
 NAMESPACES = (libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC
               | libc.CLONE_NEWNET | libc.CLONE_NEWPID | libc.CLONE_NEWCGROUP
               | libc.CLONE_NEWTIME)
@@ -60,39 +66,132 @@ def spawn_init(spec):
     Raises OSError with the failing step's message if any step fails; the
     half-started process tree is killed before returning.
     """
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    up_r, up_w = os.pipe2(os.O_CLOEXEC)      # setup child -> caller
-    down_r, down_w = os.pipe2(os.O_CLOEXEC)  # caller -> setup child
-    fds_r, fds_w = _fd_channel() if spec.notify else (None, None)  # init -> caller
-    highest_cap = caps.last_cap()
-    seccomp.prepare(spec.notify, spec.seccomp_rules)
+    payload = _encode(spec)
+    binary = spawn_helper.path()
+    ours, theirs = [], {}  # our ends; the program's descriptors by number
     try:
-        setup_pid = clone.fork_into_cgroup(spec.clone_into)
-    except OSError:
-        _close(err_r, err_w, up_r, up_w, down_r, down_w, fds_r, fds_w)
+        for number, (mine, its) in ((FD_SPEC, _pipe(reverse=True)), (FD_ERR, _pipe()),
+                                    (FD_UP, _pipe()), (FD_DOWN, _pipe(reverse=True)),
+                                    (FD_LISTENER, _fd_channel() if spec.notify else (None, None))):
+            ours.append(mine)
+            if its is not None:
+                theirs[number] = its
+        if spec.console is not None:
+            theirs[FD_CONSOLE] = os.dup(spec.console)
+        helper = _start_helper(binary, theirs)
+    except BaseException:
+        _close(*ours, *theirs.values())
         raise
-    if setup_pid == 0:
-        _close(err_r, up_r, down_w, fds_r)
-        _run_setup_child(spec, err_w, up_w, down_r, highest_cap, fds_w)
-    _close(err_w, up_w, down_r, fds_w)
+    _close(*theirs.values())
+    spec_w, err_r, up_r, down_w, fds_r = ours
     try:
-        pid, warnings = _drive_setup(spec, setup_pid, err_r, up_r, down_w)
+        _send_spec(spec_w, payload)
+        os.close(spec_w)  # EOF: it reads the whole spec before anything else
+        spec_w = None
+        pid, warnings = _drive_setup(spec, helper, err_r, up_r, down_w)
         return Spawned(pid, _receive_fd(fds_r) if spec.notify else None, warnings)
     finally:
-        _close(err_r, up_r, down_w, fds_r)
+        _close(spec_w, err_r, up_r, down_w, fds_r)
+
+
+# The program's descriptors (spawn_init.c).
+FD_SPEC, FD_ERR, FD_UP, FD_DOWN, FD_LISTENER, FD_CONSOLE = 3, 4, 5, 6, 7, 8
+
+
+def _pipe(reverse=False):
+    """(our end, its end) of a new pipe: we read, it writes (``reverse``: the other way)."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    return (write_end, read_end) if reverse else (read_end, write_end)
+
+
+def _start_helper(binary, fds):
+    """posix_spawn ``binary`` with ``fds`` ({number: our descriptor}) at those numbers.
+
+    Each descriptor is first copied above the numbers used (a plain dup2 could
+    overwrite one not yet placed); the copies are close-on-exec and vanish.
+    """
+    high = {}
+    try:
+        for number, fd in fds.items():
+            high[number] = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 16)
+        actions = [(os.POSIX_SPAWN_DUP2, fd, number) for number, fd in high.items()]
+        return os.posix_spawn(binary, [binary], {}, file_actions=actions)
+    finally:
+        _close(*high.values())
+
+
+def _send_spec(fd, payload):
+    view = memoryview(payload)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except BrokenPipeError:
+        pass  # it failed before reading it all: its error pipe says why
+
+
+def _encode(spec):
+    """The spec as the program reads it: records of a tag byte, a 32-bit length, bytes."""
+    records = []
+
+    def add(tag, *parts):
+        """One record; str parts are names and paths (no NUL), bytes are contents."""
+        encoded = []
+        for part in parts:
+            if not isinstance(part, bytes):
+                part = os.fsencode(str(part))
+                if b"\0" in part:
+                    raise OSError(f"a NUL byte in a VE start parameter: {part[:100]!r}")
+            encoded.append(part)
+        data = b"\0".join(encoded)
+        records.append(struct.pack("<cI", tag, len(data)) + data)
+
+    add(b"p", spec.private)
+    add(b"m", spec.mountpoint)
+    add(b"h", spec.hostname)
+    for tag, items in ((b"a", spec.argv), (b"e", spec.env), (b"c", spec.cgroup_files)):
+        for item in items:
+            add(tag, item)
+    if spec.clone_into:
+        add(b"G", spec.clone_into)
+    if spec.idmap_base:
+        add(b"u", spec.idmap_base)
+        for path, value in ucounts.VE_CAPS.items():
+            add(b"v", path, f"{value}\n")
+    if spec.notify:
+        add(b"n", 1)
+    if spec.lxcfs:
+        from . import lxcfs_mounts
+        for source, target in lxcfs_mounts.start_binds(spec.lxcfs):
+            add(b"l", source, target)
+    if spec.cgroup2:
+        add(b"g", 1)
+    add(b"s", seccomp.compiled(spec.notify, spec.seccomp_rules))
+    if spec.console is not None:
+        # Its name in the host's devpts, resolved in the VE's copy of the mount
+        # namespace: a bind from the descriptor (/proc/self/fd) would name the
+        # host's mount, which a mount namespace may not take binds from (EINVAL).
+        add(b"t", os.ttyname(spec.console))
+    for path, data in spec.files:
+        add(b"f", path, data)
+    add(b"k", caps.last_cap())
+    for number in caps.DROPPED.values():
+        add(b"B", number)
+    for name in rootfs.DEVICES:
+        add(b"D", name)
+    for name, target in rootfs.DEV_LINKS.items():
+        add(b"L", name, target)
+    add(b"K", rootfs.CONSOLE_MARK)
+    for tag, paths in ((b"M", rootfs.MASKED), (b"R", rootfs.READ_ONLY)):
+        for path in paths:
+            add(tag, path)
+    return b"".join(records)
 
 
 def _fd_channel():
-    """A socket pair for one descriptor from init to the caller (SCM_RIGHTS)."""
+    """(our end, its end) of a socket pair for one descriptor from init (SCM_RIGHTS)."""
     import socket  # on use: most starts pass no descriptor
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     return a.detach(), b.detach()
-
-
-def _send_fd(channel, fd):
-    import socket
-    with socket.socket(fileno=channel) as sock:
-        socket.send_fds(sock, [b"fd"], [fd])
 
 
 def _receive_fd(channel):
@@ -116,25 +215,30 @@ def _close(*fds):
             os.close(fd)
 
 
-def _drive_setup(spec, setup_pid, err_r, up_r, down_w):
-    init_pid = None
+def _drive_setup(spec, helper, err_r, up_r, down_w):
+    """Follow the program through the hand-shake; return (init's PID, warnings)."""
+    setup = init_pid = None
     try:
-        if spec.idmap_base and _read_line(up_r) == "unshared":
-            _write_id_maps(setup_pid, spec.idmap_base, spec.idmap_size)
+        line = _read_line(up_r)
+        setup = int(line[4:]) if line.startswith("pid ") and line[4:].isdigit() else None
+        if setup and spec.idmap_base and _read_line(up_r) == "unshared":
+            _write_id_maps(setup, spec.idmap_base, spec.idmap_size)
             os.write(down_w, b"mapped\n")
         line = _read_line(up_r)
         init_pid = int(line) if line.isdigit() else None
     except BaseException:
-        # The setup child may be waiting for "mapped": it must not outlive us.
-        _kill_quietly(setup_pid)
+        # The setup process may be waiting for "mapped": it must not outlive us.
+        _kill_quietly(setup or helper)
         raise
     finally:
-        os.waitpid(setup_pid, 0)
+        os.waitpid(helper, 0)
+        if setup and setup != helper:  # born beside it in a v2 group, our child too
+            os.waitpid(setup, 0)
     # EOF here means init exec'd or died; a failed start is cleaned up by the
     # caller through the cgroup (a reported PID may already be reused).
     error, warnings = _split_report(_read_all(err_r))
     if error or init_pid is None:
-        raise OSError(error or "VE setup child exited without starting init")
+        raise OSError(error or "VE setup process exited without starting init")
     return init_pid, warnings
 
 
@@ -144,74 +248,6 @@ def _write_id_maps(pid, base, size):
     for name in ("uid_map", "gid_map"):
         with open(f"/proc/{pid}/{name}", "w") as handle:
             handle.write(f"0 {base} {size}\n")
-
-
-def _run_setup_child(spec, err_w, up_w, down_r, highest_cap, fds_w):
-    """Body of the setup child; never returns."""
-    try:
-        os.setsid()
-        _join_cgroups(spec.cgroup_files)
-        libc.unshare(libc.CLONE_NEWNS)
-        rootfs.bind_root(spec.private, spec.mountpoint, nodev=bool(spec.idmap_base))
-        libc.unshare(NAMESPACES | (libc.CLONE_NEWUSER if spec.idmap_base else 0))
-        # Still host root's /proc/self: after setresuid it is no longer ours to write.
-        _boot_clock_from_zero()
-        if spec.idmap_base:
-            os.write(up_w, b"unshared\n")
-            if _read_line(down_r) != "mapped":
-                os._exit(1)
-            os.setgroups([])
-            os.setresgid(0, 0, 0)
-            os.setresuid(0, 0, 0)
-            ucounts.cap_this_ve()
-        init_pid = os.fork()
-        if init_pid == 0:
-            os.close(up_w)
-            _run_init_child(spec, err_w, highest_cap, fds_w)
-        os.write(up_w, f"{init_pid}\n".encode())
-        os._exit(0)
-    except BaseException as exc:  # report whatever went wrong, then die
-        _report(err_w, "setup", exc)
-        os._exit(1)
-
-
-def _boot_clock_from_zero():
-    """Start the VE's CLOCK_BOOTTIME at zero: its uptime is the VE's, as on a VPS.
-
-    Its time namespace takes offsets only before a process enters it (init, next).
-    CLOCK_MONOTONIC keeps the host's: it is what a checkpoint moves across hosts.
-    """
-    # Whole seconds: the clock may not go below zero, and nanoseconds may not be negative.
-    seconds = int(time.clock_gettime(time.CLOCK_BOOTTIME))
-    with open("/proc/self/timens_offsets", "w") as f:
-        f.write(f"boottime {-seconds} 0\n")
-
-
-def _run_init_child(spec, err_w, highest_cap, fds_w):
-    """Body of the VE's PID 1 until exec; never returns."""
-    try:
-        rootfs.finish_root(os.path.basename(spec.mountpoint), spec.lxcfs, spec.cgroup2,
-                           console=_fd_path(spec.console))
-        libc.sethostname(spec.hostname)
-        _write_files(spec.files, err_w)
-        netif.link_up("lo")
-        libc.join_new_session_keyring()
-        caps.drop_bounding(highest_cap)
-        _stdio_on(spec.console)
-        # The last step: from here on the deny list holds, and with a listener
-        # sysinfo and reboot wait for the watcher.
-        listener = seccomp.install(spec.notify, spec.seccomp_rules)
-        if listener is not None:
-            _send_fd(fds_w, listener)
-            os.close(listener)
-        # No host descriptor may reach the VE: keep only stdio and the
-        # close-on-exec error pipe.
-        os.closerange(3, err_w)
-        libc.close_fds_from(err_w + 1)
-        os.execve(spec.argv[0], list(spec.argv), dict(e.split("=", 1) for e in spec.env))
-    except BaseException as exc:
-        _report(err_w, "init", exc)
-        os._exit(127)
 
 
 # On the error pipe a warning is framed by these; anything else there is a failure.
@@ -227,47 +263,6 @@ def _split_report(text):
         text = text[end + 1:]
     failure.append(text)
     return "".join(failure).strip(), tuple(warnings)
-
-
-def _write_files(files, err_w):
-    """Write the VE's ``files`` from inside it (resolved in its root, as VE root)."""
-    for path, data in files:
-        try:
-            vefiles.replace(path, data, 0o644, durable=False)  # rewritten at every start
-        except OSError as exc:
-            text = f"cannot write {path}: {exc.strerror}"[:500]
-            os.write(err_w, f"{_WARNING}{text}{_WARNING_END}".encode())
-
-
-def _stdio_on(console):
-    """init's stdin, stdout and stderr: the console (boot messages go there), else
-    /dev/null."""
-    target = console if console is not None else os.open("/dev/null", os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(target, fd)
-    if target > 2:
-        os.close(target)
-
-
-def _fd_path(fd):
-    # Its name in the host's devpts, resolved in the VE's copy of the mount namespace:
-    # a bind from the descriptor itself (/proc/self/fd) would name the host's mount,
-    # which a mount namespace may not take binds from (EINVAL).
-    return None if fd is None else os.ttyname(fd)
-
-
-def _join_cgroups(files):
-    """Move the calling single-threaded process into the VE's cgroups."""
-    for path in files:
-        with open(path, "w") as handle:
-            handle.write("0")
-
-
-def _report(fd, stage, exc):
-    try:
-        os.write(fd, f"{stage}: {exc}".encode()[:4000])
-    except OSError:
-        pass
 
 
 def _read_line(fd):

@@ -14,7 +14,8 @@ import os
 
 # The node's caps, as container hosts set them (Incus's production settings).
 NODE_CAPS = {"fs/inotify/max_user_instances": 1 << 20, "fs/inotify/max_user_watches": 1 << 22}
-# One VE's: systemd and its services use a few dozen instances and a few
+# One VE's, set by its setup process in its user namespace (spawn_init.c, from the
+# spec): systemd and its services use a few dozen instances and a few
 # thousand watches; a file-syncing service may want many watches.
 VE_CAPS = {"user/max_inotify_instances": 1024, "user/max_inotify_watches": 1 << 18}
 
@@ -35,11 +36,3 @@ def raise_node_caps():
             with open(full, "w") as f:
                 f.write(f"{wanted}\n")
     _raised = True
-
-
-def cap_this_ve():
-    """Set VE_CAPS in the caller's user namespace: a new VE's, as its root, before
-    its init runs (the values there start unlimited, bounded only by the node's)."""
-    for path, value in VE_CAPS.items():
-        with open(os.path.join("/proc/sys", path), "w") as f:
-            f.write(f"{value}\n")

@@ -1,0 +1,37 @@
+"""The C program that starts VEs' inits is built per version of its source."""
+
+import os
+
+import pytest
+
+from ve.kernel import spawn_helper
+
+
+@pytest.fixture
+def private_build(tmp_path, monkeypatch):
+    """Build into a directory of this test's, from a copy of the source it may edit."""
+    source = tmp_path / "spawn_init.c"
+    source.write_bytes(open(spawn_helper.SOURCE, "rb").read())
+    monkeypatch.setattr(spawn_helper, "SOURCE", str(source))
+    monkeypatch.setattr(spawn_helper, "BUILD_DIR", str(tmp_path / "build"))
+    monkeypatch.setattr(spawn_helper, "_known", {})
+    return source
+
+
+def test_it_is_built_once_and_an_edited_source_gets_a_new_binary(private_build):
+    first = spawn_helper.path()
+    assert os.access(first, os.X_OK) and first.startswith(spawn_helper.BUILD_DIR)
+    built_at = os.stat(first).st_mtime_ns
+    spawn_helper._known.clear()  # a new process: finds the binary, does not rebuild
+    assert spawn_helper.path() == first and os.stat(first).st_mtime_ns == built_at
+    private_build.write_text(private_build.read_text() + "\n/* edited */\n")
+    second = spawn_helper.path()
+    assert second != first and os.access(second, os.X_OK)
+    assert not [name for name in os.listdir(spawn_helper.BUILD_DIR) if name.endswith(".tmp")]
+
+
+def test_a_source_that_does_not_compile_is_a_clear_error(private_build):
+    private_build.write_text("this is not C\n")
+    with pytest.raises(OSError, match="cannot build the VE spawner"):
+        spawn_helper.path()
+    assert not [name for name in os.listdir(spawn_helper.BUILD_DIR) if name.endswith(".tmp")]
