@@ -1,7 +1,6 @@
 """Starting the VEs marked onboot when the node boots."""
 
 import os
-import subprocess
 import sys
 import time
 
@@ -49,6 +48,7 @@ class BootMixin:
         while others run Python can leave the child waiting forever for the GIL
         (CPython 3.11; it hung a boot in our tests). A child process forks alone.
         """
+        import subprocess  # on use: every vectl call loads this module
         package = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ, VE_ROOT=str(self.layout.root),
                    VE_CGROUP_PARENT=self.cgroups.parent, PYTHONPATH=package)

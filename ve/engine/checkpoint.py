@@ -22,12 +22,14 @@ the restore and, as init's parent, learns how init ended.
 
 import json
 import os
-import shutil
 import time
 
-from .. import net, paths, state, validate, watch
+# shutil, ve.paths, ve.watch and the kernel's criu and console modules are imported
+# where a checkpoint or a restore uses them: every start of a VE (which looks for a
+# hibernation image here) and every vectl call load this module.
+from .. import net, state, validate
 from ..errors import NotFound, ResourceError, StateError, Unsupported, host_errors
-from ..kernel import console as terminal, criu, netns, proc
+from ..kernel import netns, proc
 from ..log import get as get_logger
 from ..revert import Reverter
 from .initguard import close_host_files, protect_init
@@ -54,6 +56,9 @@ class CheckpointMixin:
     def _checkpoint(self, veid, stop, dumping=None):
         """``checkpoint`` under the VE's lock, held by the caller. ``dumping(path)``,
         if given, is called with the directory criu is about to write the images in."""
+        import shutil
+        from .. import paths
+        from ..kernel import criu
         cfg = self._read_config(veid)
         record = self._running_init(veid)
         if record is None:
@@ -118,6 +123,7 @@ class CheckpointMixin:
 
     def _discard_checkpoint(self, veid):
         """Forget the VE's checkpoint (its disk is about to move on without it)."""
+        import shutil
         for path in (self.layout.dump(veid), self.layout.dump(veid).with_name(f"{veid}.new")):
             shutil.rmtree(path, ignore_errors=True)
 
@@ -129,6 +135,7 @@ class CheckpointMixin:
         try:
             return self._restore(cfg)
         except (ResourceError, OSError) as exc:
+            import shutil
             aside = self.layout.dump(cfg.veid).with_name(f"{cfg.veid}.failed")
             shutil.rmtree(aside, ignore_errors=True)
             os.rename(self.layout.dump(cfg.veid), aside)
@@ -150,6 +157,7 @@ class CheckpointMixin:
         return bool(info and info.get("stopped"))
 
     def _restore(self, cfg):
+        import shutil
         veid, name = cfg.veid, str(cfg.veid)
         images = self.layout.dump(veid)
         if state.read_init(self.layout.state(veid)) is not None:
@@ -192,6 +200,8 @@ class CheckpointMixin:
         parent of the restored init (ve/watch/restores.py) and to hold the new console
         terminal's master; else criu runs here, init is nobody's child, and a VE that had
         a console gets a terminal nobody reads (its console is gone until a restart)."""
+        from .. import paths, watch
+        from ..kernel import console as terminal, criu
         veid = cfg.veid
         if watch.available(self.layout, self.cgroups.parent):
             try:
@@ -287,6 +297,7 @@ def _fresh_dir(path):
     """The images' directory: others may search it (not list it): criu's restore looks
     for optional images as the VE's root (a missing one must be ENOENT, not EACCES);
     the images themselves are root's alone."""
+    import shutil
     shutil.rmtree(path, ignore_errors=True)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     path.mkdir(mode=0o700)
@@ -294,6 +305,8 @@ def _fresh_dir(path):
 
 
 def _keep_log(images, target):
+    import shutil
+    from ..kernel import criu
     try:
         shutil.copyfile(images / criu.DUMP_LOG, target)
     except OSError:

@@ -10,7 +10,7 @@ import errno
 import os
 
 from ..errors import ResourceError, StateError
-from ..kernel import inside, proc
+from ..kernel import proc
 
 INSIDE_TIMEOUT = 10.0
 
@@ -20,6 +20,10 @@ class InsideMixin:
 
     def _inside(self, veid, func, args, what):
         """Return ``func(*args)`` run inside running VE ``veid``; ``what`` prefixes errors."""
+        # Imported here, by the caller, before its helper forks and enters the VE (where
+        # nothing may be imported: the paths would be the VE's). Every vectl call loads
+        # this module; few verbs change a VE's files.
+        from ..kernel import inside
         cfg = self._read_config(veid)
         record = self._running_init(veid)
         pidfd = proc.pidfd_for(record.pid, record.start_time) if record else None

@@ -21,7 +21,6 @@ nodes use the same path.
 
 import json
 import os
-import subprocess
 import time
 
 from .. import validate
@@ -353,6 +352,7 @@ class _Channel:
         self._held = {}
 
     def rsync(self, sources, destination, tree=False):
+        import subprocess  # here and below on use: every vectl call loads this module
         argv = ["rsync", "--archive", "--numeric-ids", "--sparse", "--partial",
                 "--timeout=60", "-e", " ".join(self.ssh[:-1])]
         if tree:
@@ -433,6 +433,7 @@ class _Channel:
     def request(self, veid, request, payload=None):
         """Send ``request`` (and what ``payload(stream)`` writes) on the session; return
         the answer, or raise ResourceError (the session is then closed)."""
+        import subprocess
         if self._session is None or self._session.veid != veid:
             self.close()
             self._session = _Session(self.ssh, veid)
@@ -454,6 +455,7 @@ class _Session:
     (ve/migrate/receive.py)."""
 
     def __init__(self, ssh, veid):
+        import subprocess
         import tempfile
         self.veid = veid
         self.errors = tempfile.TemporaryFile()  # ssh's and the receiver's stderr, unbounded
@@ -482,6 +484,7 @@ class _Session:
         return _last_line(self.errors.read().decode(errors="replace"))
 
     def close(self):
+        import subprocess
         try:
             self.proc.stdin.close()
         except OSError:
@@ -504,6 +507,7 @@ class _Deadline:
 
     def read(self, count):
         import select
+        import subprocess
         left = self.deadline - time.monotonic()
         if left <= 0 or not select.select([self.fd], [], [], left)[0]:
             raise subprocess.TimeoutExpired("migration receiver", self.timeout)

@@ -10,9 +10,7 @@ a figure that cannot be read there is unknown (None), never 0.
 
 import contextlib
 import os
-import subprocess
 import sys
-import threading
 
 from .. import net, state
 from ..errors import AlreadyExists, ResourceError, StateError
@@ -59,6 +57,7 @@ class NetMixin:
         use = {"conntrack": None, "conntrack_refused": None}
         if cfg.netmode != "routed" or not cfg.limits.numconn or not net.has_network(cfg):
             return use
+        import subprocess
         from ..net import conntrack
         with self._host_side(cfg.veid) as reachable:
             if reachable:
@@ -250,6 +249,8 @@ class NetMixin:
             from ..net import teardown
             devices = teardown.count(f"/proc/self/fd/{fd}")
             if devices > teardown.FEW:
+                import subprocess  # on use, like threading: a stop rarely needs a drainer
+                import threading
                 drainer = subprocess.Popen(
                     [sys.executable, "-m", "ve.net.teardown", str(fd)], pass_fds=(fd,),
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
