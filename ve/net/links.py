@@ -25,7 +25,7 @@ from .. import fsutil
 from ..kernel import netns
 from ..log import get as get_logger
 
-from . import IPV6_GATEWAY, VE_IFNAME, conntrack, counters, guard, host_ifname, \
+from . import IPV6_GATEWAY, VE_IFNAME, conntrack, guard, host_ifname, \
     restore_ifname, rules, shaping, sysctl
 from .rtnl import SCOPE_LINK, NetlinkError, Rtnl
 
@@ -182,6 +182,7 @@ def _wire_host_side(ipr, cfg):
 
 def save_counters(veid, counters_path):
     """Add the running VE's link counters to its saved totals (just before it stops)."""
+    from . import counters  # here and in traffic: a start needs none
     with Rtnl() as ipr:
         link = _link(ipr, host_ifname(veid))
         if link is not None:
@@ -205,6 +206,7 @@ def detach(veid, ips, wired):
 
 def traffic(veid, counters_path):
     """Totals of all runs so far, including the running one."""
+    from . import counters
     with Rtnl() as ipr:
         return counters.total(counters_path, _link(ipr, host_ifname(veid)))
 
