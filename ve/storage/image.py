@@ -26,7 +26,6 @@ import fcntl
 import math
 import os
 import struct
-import subprocess
 import time
 from collections import namedtuple
 
@@ -388,6 +387,7 @@ def _save_usage(path, mountpoint):
 
 
 def _run(argv, ok=(0,), env=None):
+    import subprocess  # on use: a start or stop (mount, unmount) runs no tool
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=3600, env=env)
     except FileNotFoundError:

@@ -34,8 +34,6 @@ import socket
 import sys
 import time
 
-from ..kernel import detach
-
 SOCKET_NAME = "watcher.sock"
 LOCK_NAME = "watcher.lock"
 REPLY_TIMEOUT = 5.0
@@ -172,6 +170,7 @@ def start_daemon(layout, cgroup_parent):
     that runs the watcher as a service (``vectl watch``, see docs) never
     needs this. Forked twice, so it is nobody's child to reap.
     """
+    from ..kernel import detach  # on use: a start finds a watcher running, as a rule
     layout.ensure()
     argv = [sys.executable, "-m", "ve.cli", "watch", "--idle-exit", "60"]
     env = dict(os.environ, VE_ROOT=str(layout.root), VE_CGROUP_PARENT=cgroup_parent,
