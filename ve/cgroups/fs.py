@@ -35,8 +35,10 @@ class CgroupFS:
 
     def read(self, rel):
         """Return the text of a cgroup file, stripped."""
-        with open(self.path(rel), encoding="ascii") as handle:
-            return handle.read().strip()
+        # Bytes decoded here: a text file of encoding "ascii" would import its codec
+        # module, which str.decode does without.
+        with open(self.path(rel), "rb") as handle:
+            return handle.read().decode("ascii").strip()
 
     def write(self, rel, value):
         """Write ``value`` with one write(2), as the kernel parses each write whole."""
