@@ -266,12 +266,14 @@ def _split_report(text):
 
 
 def _read_line(fd):
+    """One line, read a byte at a time: the next one may already be in the pipe (the
+    setup process's "unshared" right behind its launcher's "pid N")."""
     data = b""
     while not data.endswith(b"\n"):
-        chunk = os.read(fd, 64)
-        if not chunk:
+        byte = os.read(fd, 1)
+        if not byte:
             break
-        data += chunk
+        data += byte
     return data.decode().strip()
 
 
