@@ -1,4 +1,5 @@
-"""The C program that starts VEs' inits is built per version of its source."""
+"""The C program that starts VEs' inits: built per version of its source, and its
+hand-shake with the engine."""
 
 import os
 
@@ -35,3 +36,17 @@ def test_a_source_that_does_not_compile_is_a_clear_error(private_build):
     with pytest.raises(OSError, match="cannot build the VE spawner"):
         spawn_helper.path()
     assert not [name for name in os.listdir(spawn_helper.BUILD_DIR) if name.endswith(".tmp")]
+
+
+def test_lines_that_arrive_together_are_read_one_by_one():
+    """The launcher's "pid N" and the setup process's "unshared" may be in the pipe
+    at once; the hand-shake must still see two lines (it waited forever once)."""
+    from ve.kernel import spawn
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, b"pid 4242\nunshared\n4243\n")
+        os.close(write_end)
+        assert [spawn._read_line(read_end) for _ in range(4)] == \
+            ["pid 4242", "unshared", "4243", ""]
+    finally:
+        os.close(read_end)
