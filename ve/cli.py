@@ -5,6 +5,7 @@ Exit codes: 0 ok, 1 unexpected error, 2 bad input, 3 not found, 4 exists,
 ``enter`` exit with the command's own code.
 """
 
+import gc
 import json
 import os
 import sys
@@ -136,9 +137,12 @@ def main(argv=None):
     """Run vectl with ``argv``; return the exit code."""
     # No logging set-up: warnings reach stderr through logging's last-resort
     # handler, and importing logging up front would slow every call.
+    program = argv is None  # run as vectl, not called by code of its own process
+    if program:
+        gc.disable()  # until the engine is imported: see _freeze_imported
     try:
         args = parse(sys.argv[1:] if argv is None else argv, VERBS)
-        if argv is None and args.verb in READ_ONLY:
+        if program and args.verb in READ_ONLY:
             # `vectl list | head` ends quietly, like other tools. Only verbs that
             # change nothing: a migration writing to a receiver that went away must
             # see the error and bring the VE back, not die of the signal.
@@ -153,6 +157,8 @@ def main(argv=None):
     as_json = args.json
     try:
         from .engine import Engine
+        if program:
+            _freeze_imported()
         engine = Engine(root=args.root)
         return COMMANDS[args.verb](engine, args, as_json)
     except VEError as exc:
@@ -162,6 +168,18 @@ def main(argv=None):
         return exc.exit_status
     except KeyboardInterrupt:
         return 130
+
+
+def _freeze_imported():
+    """Leave what the imports made out of garbage collection, then turn it back on.
+
+    The imports make ~13,000 objects the collector tracks (modules, classes,
+    functions), which live as long as the process. Collecting them over and
+    over while they are imported (collection was off meanwhile) and again at
+    exit cost a vectl call ~6 ms; what the verb itself makes is collected as
+    usual."""
+    gc.freeze()
+    gc.enable()
 
 
 def _limits(args):
