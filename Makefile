@@ -47,7 +47,7 @@ criu:
 # var/spawn/ under a name carrying its source's checksum (a start that finds no
 # binary for its source builds it too).
 spawner: $(STAMP)
-	@$(PY) -m ve.kernel.spawn_helper >/dev/null
+	@$(PY) -c 'from ve.kernel import spawn_helper; spawn_helper.path()'
 
 # The web server and housekeeping worker run as this system user, never as root.
 web-user:

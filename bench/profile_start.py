@@ -45,7 +45,8 @@ def _timed(store, label, func):
 def profile_api(engine, runs):
     import ve.engine.lifecycle as engine_module
     store = {}
-    patches = [(engine_module, "spawn_init", "start: spawn_init (fork, children, exec)"),
+    import ve.kernel.spawn as spawn_module  # _spawn imports spawn_init from it on use
+    patches = [(spawn_module, "spawn_init", "start: spawn_init (ve-spawn program)"),
                (engine_module.state, "record_init", "start: state.record_init (fsync)"),
                (engine.cgroups, "create", "start: cgroups.create"),
                (engine.cgroups, "kill", "stop: cgroups.kill"),
@@ -97,8 +98,9 @@ def profile_cli(vectl, env, runs):
         ("interpreter (vectl's flags: " + " ".join(flags) + ")", [py, *flags, "-c", "pass"]),
         ("+ import ve.cli", [py, *flags, "-c", f"{path}; import ve.cli"]),
         ("+ import ve.engine", [py, *flags, "-c", f"{path}; import ve.cli, ve.engine"]),
-        ("+ build_parser()", [py, *flags, "-c",
-                              f"{path}; import ve.cli, ve.engine; ve.cli.build_parser()"]),
+        ("+ parse the arguments", [py, *flags, "-c",
+                                   f"{path}; import ve.cli, ve.engine; "
+                                   f"ve.cli.parse(['status', '{VEID}'], ve.cli.VERBS)"]),
         ("vectl status (parse, Engine(), read state)", [vectl, "status", str(VEID)]),
     ]
     out = {label: _wall(argv, env, runs) for label, argv in steps}

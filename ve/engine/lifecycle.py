@@ -30,7 +30,6 @@ from .snapshots import SnapshotMixin
 from .timeouts import LOCK_TIMEOUT, STOP_TIMEOUT
 from ..cgroups.fs import poll
 from ..kernel import netns, proc, ucounts
-from ..kernel.spawn import InitSpec, spawn_init
 from ..paths import Layout, default_root
 from ..revert import Reverter
 from ..storage import templates  # the light half: lookups; build and unpack load on use
@@ -298,6 +297,7 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
             raise ResourceError(f"cannot make the console terminal: {exc}", cfg.veid) from exc
 
     def _spawn(self, cfg, meta, notify, console=None):
+        from ..kernel.spawn import InitSpec, spawn_init  # here: a stop never loads it
         spec = InitSpec(
             private=str(self.layout.private(cfg.veid)),
             mountpoint=str(self.layout.mountpoint(cfg.veid)),

@@ -8,7 +8,6 @@ and a process never runs one built from other code.
 """
 
 import os
-import subprocess
 import zlib
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "spawn_init.c")
@@ -38,6 +37,7 @@ def path():
 
 def _build(binary):
     """Compile into a temporary name and rename: concurrent builds are harmless."""
+    import subprocess  # here: a start that finds its binary never loads it
     os.makedirs(BUILD_DIR, mode=0o755, exist_ok=True)
     temporary = f"{binary}.{os.getpid()}.tmp"
     try:
@@ -49,7 +49,3 @@ def _build(binary):
         raise OSError(f"cannot build the VE spawner: {result.stderr.strip()[-2000:]}")
     os.chmod(temporary, 0o755)
     os.rename(temporary, binary)
-
-
-if __name__ == "__main__":  # `make deps`
-    print(path())
