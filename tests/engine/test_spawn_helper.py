@@ -39,8 +39,8 @@ def test_a_source_that_does_not_compile_is_a_clear_error(private_build):
 
 
 def test_lines_that_arrive_together_are_read_one_by_one():
-    """The launcher's "pid N" and the setup process's "unshared" may be in the pipe
-    at once; the hand-shake must still see two lines (it waited forever once)."""
+    """The setup process's "pid N" and "unshared" may be in the pipe at once; the
+    hand-shake must still see two lines (it waited forever once)."""
     from ve.kernel import spawn
     read_end, write_end = os.pipe()
     try:
@@ -50,3 +50,16 @@ def test_lines_that_arrive_together_are_read_one_by_one():
             ["pid 4242", "unshared", "4243", ""]
     finally:
         os.close(read_end)
+
+
+def test_an_answer_out_of_order_is_an_error_not_a_wait():
+    """The hand-shake refuses a line it did not expect instead of waiting for another."""
+    from ve.kernel import spawn
+    assert spawn._expect("pid 12", "pid ") == "pid 12"
+    assert spawn._expect("", "pid ") == ""
+    assert spawn._expect("unshared", "unshared") == "unshared"
+    assert spawn._expect("4243", "") == "4243"
+    for line, prefix in (("unshared", "pid "), ("pid 12", "unshared"), ("unshared", ""),
+                         ("pid x", "pid ")):
+        with pytest.raises(OSError, match="VE spawner answered"):
+            spawn._expect(line, prefix)

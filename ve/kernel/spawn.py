@@ -219,13 +219,15 @@ def _drive_setup(spec, helper, err_r, up_r, down_w):
     """Follow the program through the hand-shake; return (init's PID, warnings)."""
     setup = init_pid = None
     try:
-        line = _read_line(up_r)
-        setup = int(line[4:]) if line.startswith("pid ") and line[4:].isdigit() else None
-        if setup and spec.idmap_base and _read_line(up_r) == "unshared":
+        # Each answer is what the step expects, or "" (EOF: the program failed and
+        # its error pipe says why); anything else would leave both sides waiting.
+        line = _expect(_read_line(up_r), "pid ")
+        setup = int(line[4:]) if line else None
+        if setup and spec.idmap_base and _expect(_read_line(up_r), "unshared"):
             _write_id_maps(setup, spec.idmap_base, spec.idmap_size)
             os.write(down_w, b"mapped\n")
-        line = _read_line(up_r)
-        init_pid = int(line) if line.isdigit() else None
+        line = _expect(_read_line(up_r), "") if setup else ""
+        init_pid = int(line) if line else None
     except BaseException:
         # The setup process may be waiting for "mapped": it must not outlive us.
         _kill_quietly(setup or helper)
@@ -240,6 +242,15 @@ def _drive_setup(spec, helper, err_r, up_r, down_w):
     if error or init_pid is None:
         raise OSError(error or "VE setup process exited without starting init")
     return init_pid, warnings
+
+
+def _expect(line, prefix):
+    """``line`` if it is "" or what the hand-shake expects next (``prefix`` and, except
+    for "unshared", a number); else OSError."""
+    number = line[len(prefix):]
+    if line and not (line.startswith(prefix) and (prefix == "unshared" or number.isdigit())):
+        raise OSError(f"the VE spawner answered {line[:100]!r}, expected {prefix or 'a PID'}")
+    return line
 
 
 def _write_id_maps(pid, base, size):
@@ -267,7 +278,7 @@ def _split_report(text):
 
 def _read_line(fd):
     """One line, read a byte at a time: the next one may already be in the pipe (the
-    setup process's "unshared" right behind its launcher's "pid N")."""
+    setup process writes "pid N" and then "unshared" without waiting in between)."""
     data = b""
     while not data.endswith(b"\n"):
         byte = os.read(fd, 1)

@@ -11,8 +11,8 @@
  *   7 socket for the seccomp listener   8 the console terminal (optional)
  * Every other descriptor is closed first: nothing of the caller reaches the VE.
  *
- * Up, in order: "pid N" (the setup process: this one, or the child made in a
- * cgroup v2 group with CLONE_PARENT, which the caller then also reaps),
+ * Up, in order: "pid N" from the setup process (this one, or the child made in
+ * a cgroup v2 group with CLONE_PARENT, which the caller then also reaps),
  * "unshared" (user namespace only; the caller writes the id maps and answers
  * "mapped"), then init's PID. Failures go to the error pipe as "stage: text";
  * a warning is framed by \x01 and \x02. EOF on the error pipe with no
@@ -621,6 +621,19 @@ static void run_init(int console_fd)
     fail("exec %s: %s", argv[0], strerror(errno));
 }
 
+/* SIG_DFL for ``sig`` through the kernel itself: glibc refuses the two real-time
+ * signals it keeps for itself (32, 33), which a caller may have left ignored. */
+static void reset_signal(int sig)
+{
+    struct {
+        void *handler;
+        unsigned long flags;
+        void *restorer;
+        uint64_t mask;
+    } action = {0};  /* the kernel's struct sigaction: SIG_DFL, no flags, empty mask */
+    syscall(SYS_rt_sigaction, sig, &action, NULL, sizeof action.mask);
+}
+
 struct clone_args_v2 {  /* struct clone_args up to .cgroup (kernel 5.7) */
     uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls,
         set_tid, set_tid_size, cgroup;
@@ -628,7 +641,9 @@ struct clone_args_v2 {  /* struct clone_args up to .cgroup (kernel 5.7) */
 
 /* Become the setup process: this one, or on a cgroup v2 host a child born in
  * the VE's group (moving there would wait an RCU grace period), made a child
- * of our caller (CLONE_PARENT) so that the caller reaps it. */
+ * of our caller (CLONE_PARENT) so that the caller reaps it. The setup process
+ * announces itself: a launcher that wrote the line after clone3 returned could
+ * come after the child's own "unshared". */
 static void become_setup_process(void)
 {
     const char *group = one('G');
@@ -642,16 +657,12 @@ static void become_setup_process(void)
         long pid = syscall(SYS_clone3, &args, sizeof args);
         if (pid < 0)
             fail("clone3 into %s: %s", group, strerror(errno));
-        if (pid > 0) {
-            snprintf(line, sizeof line, "pid %ld\n", pid);
-            write_line(FD_UP, line);
+        if (pid > 0)
             _exit(0);
-        }
         close(dir);
-    } else {
-        snprintf(line, sizeof line, "pid %d\n", getpid());
-        write_line(FD_UP, line);
     }
+    snprintf(line, sizeof line, "pid %d\n", getpid());
+    write_line(FD_UP, line);
 }
 
 int main(void)
@@ -666,8 +677,8 @@ int main(void)
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    for (int sig = 1; sig < NSIG; sig++)
-        signal(sig, SIG_DFL);
+    for (int sig = 1; sig <= 64; sig++)
+        reset_signal(sig);
     read_spec();
     become_setup_process();
     if (setsid() < 0)
