@@ -63,3 +63,31 @@ def test_an_answer_out_of_order_is_an_error_not_a_wait():
                          ("pid x", "pid ")):
         with pytest.raises(OSError, match="VE spawner answered"):
             spawn._expect(line, prefix)
+
+
+def test_a_spec_cut_short_starts_nothing():
+    """A spec without its end record (its writer was interrupted) is refused before
+    the program does anything: one missing its masks must never start a VE."""
+    from ve.kernel import spawn
+    payload = spawn._encode(spawn.InitSpec(private="/nonexistent", mountpoint="/nonexistent",
+                                           hostname="x", argv=("/bin/true",), env=(),
+                                           cgroup_files=(), idmap_base=0))
+    assert payload.endswith(b"Z\0\0\0\0")
+    spec_r, spec_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    up_r, up_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid = spawn._start_helper(spawn_helper.path(),
+                                  {spawn.FD_SPEC: spec_r, spawn.FD_ERR: err_w,
+                                   spawn.FD_UP: up_w})
+        for fd in (spec_r, err_w, up_w):
+            os.close(fd)
+        os.write(spec_w, payload[:-5])
+        os.close(spec_w)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 1
+        assert spawn._read_all(err_r) == "setup: incomplete spec"
+        assert spawn._read_line(up_r) == ""  # it never announced a setup process
+    finally:
+        for fd in (err_r, up_r):
+            os.close(fd)

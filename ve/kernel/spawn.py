@@ -85,7 +85,12 @@ def spawn_init(spec):
     _close(*theirs.values())
     spec_w, err_r, up_r, down_w, fds_r = ours
     try:
-        _send_spec(spec_w, payload)
+        try:
+            _send_spec(spec_w, payload)
+        except BaseException:
+            _kill_quietly(helper)  # before it sees a spec cut short (it would refuse it)
+            os.waitpid(helper, 0)
+            raise
         os.close(spec_w)  # EOF: it reads the whole spec before anything else
         spec_w = None
         pid, warnings = _drive_setup(spec, helper, err_r, up_r, down_w)
@@ -184,6 +189,7 @@ def _encode(spec):
     for tag, paths in ((b"M", rootfs.MASKED), (b"R", rootfs.READ_ONLY)):
         for path in paths:
             add(tag, path)
+    add(b"Z")  # the end: a spec cut short (the caller interrupted) is refused, not run
     return b"".join(records)
 
 

@@ -6,7 +6,7 @@
  * twice and building the mount tree through ctypes.
  *
  * Descriptors on entry (placed by the caller's posix_spawn):
- *   3 the spec (records until EOF)      4 the error pipe (close-on-exec here)
+ *   3 the spec (records until EOF, the last one "Z")      4 the error pipe (close-on-exec here)
  *   5 up: lines to the caller           6 down: lines from the caller
  *   7 socket for the seccomp listener   8 the console terminal (optional)
  * Every other descriptor is closed first: nothing of the caller reaches the VE.
@@ -141,6 +141,10 @@ static void read_spec(void)
         at += 5 + (size_t)r->len;
     }
     free(buf);
+    /* Without its end record the caller stopped half-way: a spec missing its
+     * masks or seccomp program must never start a VE. */
+    if (nrecords == 0 || records[nrecords - 1].tag != 'Z')
+        fail("incomplete spec");
 }
 
 static const char *one(char tag)
