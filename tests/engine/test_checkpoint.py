@@ -245,6 +245,7 @@ def test_a_restored_ve_that_powers_off_inside_stays_off(engine, watcher):
     assert engine.exec(VEID, ["poweroff"]).returncode == 0
     assert stopped(engine, VEID)
     assert wait_for(lambda: not leftovers(engine, VEID), 10), leftovers(engine, VEID)
+    assert wait_for(lambda: events_of(engine, VEID), 10)  # written once all is clean
     (event,) = events_of(engine, VEID)
     assert (event["reason"], event["restarted"], event["init_pid"]) == ("poweroff", False, init)
     assert zombie_children(serving) == []
