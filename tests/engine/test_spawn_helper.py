@@ -26,6 +26,8 @@ def test_it_is_built_once_and_an_edited_source_gets_a_new_binary(private_build):
     spawn_helper._known.clear()  # a new process: finds the binary, does not rebuild
     assert spawn_helper.path() == first and os.stat(first).st_mtime_ns == built_at
     private_build.write_text(private_build.read_text() + "\n/* edited */\n")
+    assert spawn_helper.path() == first  # this process keeps the program it began with
+    spawn_helper._known.clear()  # a new process
     second = spawn_helper.path()
     assert second != first and os.access(second, os.X_OK)
     assert not [name for name in os.listdir(spawn_helper.BUILD_DIR) if name.endswith(".tmp")]
