@@ -16,8 +16,9 @@ STALE_SAMPLES = 5  # older than this many sampling periods: not "now" any more
 
 def current(ve, now=None):
     """{"held", "refused", "limit", "time"} of ``ve``: connections held in its node's
-    conntrack table, new ones its cap refused since it started (None when not
-    measured: stopped, no cap, no recent sample), its plan's cap (None = none)."""
+    conntrack table, new ones its cap refused since it was set on that node (None
+    when not measured: stopped, no cap, no recent sample), its plan's cap (None =
+    none)."""
     now = now or timezone.now()
     since = now - timedelta(seconds=STALE_SAMPLES * settings.NODE_SAMPLE_SECONDS)
     row = (UsageSample.objects.filter(environment=ve, time__gte=since)

@@ -55,7 +55,7 @@ class UsageSample(models.Model):
     memory_failcnt = models.BigIntegerField(null=True)
     oom_kills = models.BigIntegerField(null=True)
     # Routed VEs with a connection cap only (else null): entries held in the node's
-    # conntrack table, and new connections the cap refused since the VE started.
+    # conntrack table, and new connections the cap refused since it was set on the node.
     conntrack = models.IntegerField(null=True)
     conntrack_refused = models.BigIntegerField(null=True)
 

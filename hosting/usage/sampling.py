@@ -23,7 +23,8 @@ GAUGES = ("ram", "ram_cache", "swap", "processes", "disk", "inodes", "conntrack"
 COUNTERS = {"cpu": ("cpu_ns", 10**9), "rx": ("rx_bytes", 1), "tx": ("tx_bytes", 1),
             "rx_packets": ("rx_packets", 1), "tx_packets": ("tx_packets", 1),
             "io_read": ("io_read_bytes", 1), "io_write": ("io_write_bytes", 1)}
-# conntrack_refused: new connections the VE's cap dropped (cumulative since it started)
+# conntrack_refused: new connections the VE's cap dropped (cumulative since the cap was
+# set on its node; a move or a change of the cap starts it again)
 EVENTS = {"limit_hits": "memory_failcnt", "oom_kills": "oom_kills",
           "conntrack_refused": "conntrack_refused"}
 METRICS = GAUGES + tuple(COUNTERS)

@@ -13,6 +13,7 @@ import time
 
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HOST_V4, HOST_V6 = "198.18.7.1", "fd00:7::1"
+RETIRED = "veth-gone"  # ve.net.links.RETIRED_NAME's prefix
 
 
 class HostNet:
@@ -49,12 +50,24 @@ class HostNet:
         return json.loads(out.stdout.strip().splitlines()[-1]) if out.stdout.strip() else None
 
     def snapshot(self):
-        """Links, addresses, routes, rules, qdiscs and nftables of the host namespace, as text."""
+        """Links, addresses, routes, rules, qdiscs and nftables of the host namespace, as
+        text; taken once the links stops retired (left to the VEs' dying namespaces,
+        ve/net/links.py) are gone: one that stays is a leak, and shows."""
+        self.wait_for_retired_links()
         parts = [self.run(*cmd).stdout for cmd in (
             ["ip", "-o", "link"], ["ip", "-o", "addr"], ["ip", "route"], ["ip", "-6", "route"],
             ["ip", "rule"], ["ip", "-6", "rule"], ["ip", "neigh", "show", "proxy"],
             ["tc", "qdisc"], ["nft", "list", "ruleset"])]
         return "\n".join(parts)
+
+    def wait_for_retired_links(self, seconds=10):
+        """Wait until the kernel deleted every retired link; True if it did."""
+        deadline = time.monotonic() + seconds
+        while RETIRED in self.run("ip", "-o", "link").stdout:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def close(self):
         self.holder.kill()

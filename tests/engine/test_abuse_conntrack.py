@@ -59,7 +59,7 @@ def test_the_limit_changes_live_and_goes_with_the_ve(engine, hostnet):
     # The first start prepares the host once (forwarding, the "local" rule moved).
     hostnet.engine("e.start(v['veid']); e.stop(v['veid'], fast=True)\nprint('null')", veid=veid)
     before = hostnet.snapshot()
-    assert conntrack.chain_name(veid, "from") not in before
+    assert conntrack.chain_name(veid, "from") in before  # kept while it is stopped
     hostnet.engine("e.start(v['veid'])\nprint('null')", veid=veid)
     assert conntrack.chain_name(veid, "from") in ruleset(hostnet)
     hostnet.engine("e.set(v['veid'], numconn=2 * v['limit'])\nprint('null')",
@@ -75,6 +75,30 @@ def test_the_limit_changes_live_and_goes_with_the_ve(engine, hostnet):
                    limit=LIMIT)
     hostnet.engine("e.stop(v['veid'], fast=True)\nprint('null')", veid=veid)
     assert hostnet.snapshot() == before  # no table, rule, link or route left
+    hostnet.engine("e.set(v['veid'], numconn=0)\nprint('null')", veid=veid)  # stopped
+    assert conntrack.chain_name(veid, "from") not in ruleset(hostnet)
+    hostnet.engine("e.set(v['veid'], numconn=v['limit']); e.start(v['veid'])\n"
+                   "e.destroy(v['veid'])\nprint('null')", veid=veid, limit=LIMIT)
+    assert conntrack.chain_name(veid, "from") not in ruleset(hostnet)
+
+
+def test_a_limit_kept_across_a_stop_is_checked_and_changed_at_the_next_start(engine, hostnet):
+    """A stop keeps the limit's chains (ve/net/links.py): the next start with the same
+    limit only checks them, and still holds the VE to it; a limit changed while the
+    VE was stopped, or chains gone with a flushed ruleset, are made anew."""
+    veid = make(engine, LIMIT)
+    hostnet.engine("e.start(v['veid']); e.stop(v['veid'], fast=True); e.start(v['veid'])\n"
+                   "print('null')", veid=veid)
+    flood(hostnet, veid)
+    assert LIMIT // 2 <= host_entries(hostnet) <= LIMIT
+    hostnet.engine("e.stop(v['veid'], fast=True); e.set(v['veid'], numconn=2 * v['limit'])\n"
+                   "e.start(v['veid'])\nprint('null')", veid=veid, limit=LIMIT)
+    assert f"ct count over {2 * LIMIT}" in ruleset(hostnet)
+    hostnet.engine("e.stop(v['veid'], fast=True)\nprint('null')", veid=veid)
+    hostnet.run("nft", "flush", "ruleset")  # a firewall reload on the node
+    hostnet.engine("e.start(v['veid'])\nprint('null')", veid=veid)
+    assert f"ct count over {2 * LIMIT}" in ruleset(hostnet)
+    assert conntrack.chain_name(veid, "to") in ruleset(hostnet)
 
 
 def test_vectl_takes_the_limit_and_the_conf_file_keeps_it(engine):

@@ -336,7 +336,7 @@ def test_what_a_crash_or_a_stray_device_left_never_stops_a_start(engine, hostnet
     make(engine, A, limits={"rate": 100, "numconn": 500})
     hostnet.engine("e.start(401); e.stop(401, fast=True)\nprint('null')")
     before = hostnet.snapshot()
-    assert "ve_401_from" not in before
+    assert "ve_401_from" in before  # the limit's chains stay while the VE is stopped
     pid = start(hostnet, 401)[0]
     assert "ve_401_from" in hostnet.run("nft", "list", "ruleset").stdout
     os.kill(pid, 9)  # a crash: the engine never stops it
@@ -346,7 +346,7 @@ def test_what_a_crash_or_a_stray_device_left_never_stops_a_start(engine, hostnet
     assert ping(engine, 401, HOST_V4)
     hostnet.engine("e.stop(401, fast=True)\nprint('null')")
     assert hostnet.snapshot() == before
-    hostnet.run("ip", "link", "add", "ifb401", "type", "ifb")  # stray, behind the record's back
+    hostnet.run("ip", "link", "add", "veth401", "type", "bridge")  # stray, behind the record's back
     start(hostnet, 401)
     assert ping(engine, 401, HOST_V4)
     hostnet.engine("e.stop(401, fast=True)\nprint('null')")
@@ -408,6 +408,37 @@ def test_the_rate_changes_live(engine, hostnet):
     hostnet.engine("e.set(401, rate=0)\nprint('null')")
     qdiscs = hostnet.run("tc", "qdisc").stdout
     assert "tbf" not in qdiscs and "ifb401" not in hostnet.run("ip", "-o", "link").stdout
+
+
+def _link_line(hostnet, name):
+    return next((line for line in hostnet.run("ip", "-o", "link").stdout.splitlines()
+                 if f" {name}:" in line), None)
+
+
+def test_a_stop_leaves_the_veth_to_the_dying_namespace_and_keeps_the_ifb(engine, hostnet):
+    """A stop retires the host end (renamed, down: its routes go) for the VE's
+    namespace to take along, so a start right after finds the name free; the ifb
+    (deleting one waits for RCU) stays idle until the VE loses its rate or goes."""
+    make(engine, A, limits={"rate": 10})
+    start(hostnet, 401)
+    ifb = _link_line(hostnet, "ifb401")
+    assert ifb is not None
+    hostnet.engine("e.stop(401, fast=True); e.start(401)\nprint('null')")  # back to back
+    assert ping(engine, 401, HOST_V4) and ping(engine, 401, HOST_V6)
+    qdiscs = hostnet.run("tc", "qdisc").stdout
+    assert "qdisc tbf 1: dev ifb401 root" in qdiscs and "ingress ffff: dev veth401" in qdiscs
+    assert _link_line(hostnet, "ifb401").split(":")[0] == ifb.split(":")[0]  # the same ifb
+    hostnet.engine("e.stop(401)\nprint('null')")  # a clean stop retires the link too
+    assert hostnet.wait_for_retired_links()
+    links, routes = hostnet.run("ip", "-o", "link").stdout, hostnet.run("ip", "route").stdout
+    assert "veth401" not in links and "198.18.7.11" not in routes
+    assert "ifb401" in links and "ingress" not in hostnet.run("tc", "qdisc").stdout
+    hostnet.engine("e.set(401, rate=0)\nprint('null')")  # stopped: its ifb goes at once
+    assert _link_line(hostnet, "ifb401") is None
+    hostnet.engine("e.set(401, rate=20); e.start(401); e.destroy(401)\nprint('null')")
+    assert hostnet.wait_for_retired_links()
+    links = hostnet.run("ip", "-o", "link").stdout
+    assert "ifb401" not in links and "veth401" not in links
 
 
 def test_bridged_ves_talk_over_the_bridge(engine, hostnet):

@@ -10,7 +10,7 @@ import os
 import signal
 import time
 
-from .. import cgroups, config as conf, state, syscalls, validate
+from .. import cgroups, config as conf, net, state, syscalls, validate
 from ..errors import AlreadyExists, ResourceError, StateError, VEError, host_errors
 from .accounts import AccountsMixin
 from .backups import BackupMixin
@@ -133,6 +133,7 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
 
     def _destroy(self, veid, timeout):
         self._stop(veid, timeout, fast=True)
+        self._net_forget(veid)  # before the record of where it is goes
         with host_errors(veid, "cannot remove the VE's files"):
             self._remove_files(veid)
             state.forget_init(self.layout.state(veid))
@@ -181,6 +182,8 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
                 self._disk_change(old, new, running=bool(record))  # last: a grow stays
                 conf.write(self.layout.conf(veid), new)
                 undo.commit()
+            if not record and _kept_between_runs(old) - _kept_between_runs(new):
+                self._net_forget(veid)  # the next start makes what it still needs
             return new
 
     # -- steps -------------------------------------------------------------
@@ -339,7 +342,9 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
                     self._end_init(veid, record.pid, pidfd, timeout, fast)
                 finally:
                     os.close(pidfd)
-        self._net_down(cfg)  # what a crashed start or the stop left on the host side
+        # What a crashed start or the stop left on the host side. The link is
+        # retired, not deleted, if the namespace is ours to let go.
+        self._net_down(cfg, retire=held is not None)
         if held is not None:
             self._net_drain(veid, held)  # takes the descriptor
         # Whatever is left (a helper, a process of a crashed start) goes too.
@@ -449,6 +454,14 @@ def _changed_ips(ips, add, delete):
         if "all" not in delete else set(ips)
     added = [validate.ip_address(ip) for ip in add]
     return tuple(ip for ip in ips if ip not in delete) + tuple(ip for ip in added if ip not in ips)
+
+
+def _kept_between_runs(cfg):
+    """What a stopped VE with config ``cfg`` keeps on the host (ve/net/links.py)."""
+    if not net.has_network(cfg):
+        return set()
+    return ({"ifb"} if cfg.limits.rate else set()) | \
+        ({"conntrack"} if cfg.limits.numconn and cfg.netmode == "routed" else set())
 
 
 def _net_differs(old, new):

@@ -52,7 +52,8 @@ class NetMixin:
 
     def conntrack_use(self, cfg):
         """{"conntrack": entries the running VE holds in the host's table,
-        "conntrack_refused": new connections its limit dropped this run}; Nones
+        "conntrack_refused": new connections its limit dropped since it was set on this
+        node (restarts keep it)}; Nones
         without a limit (routed VEs only) or out of reach."""
         use = {"conntrack": None, "conntrack_refused": None}
         if cfg.netmode != "routed" or not cfg.limits.numconn or not net.has_network(cfg):
@@ -188,12 +189,14 @@ class NetMixin:
         self._on_host_side(cfg, lambda: links.save_counters(cfg.veid, path),
                            "cannot save traffic counters", "the traffic of this run is not counted")
 
-    def _net_down(self, cfg, save_counters=False):
-        """Remove everything the VE's network had on the host; safe to repeat.
+    def _net_down(self, cfg, save_counters=False, retire=False):
+        """Remove what the VE's network had on the host but its ifb; safe to repeat.
 
         ``save_counters``: first add the link's counters to the VE's totals
         (its last address went while it runs). The link goes at once, so the
-        counters are never counted twice.
+        counters are never counted twice. ``retire``: the VE's init is dead and
+        the caller lets its namespace go, which takes the link along (see
+        ``links.detach``).
         """
         if cfg is None or not net.has_network(cfg):
             return
@@ -203,8 +206,20 @@ class NetMixin:
         # Out of reach, the link still dies with the VE's namespace; rules and proxy
         # entries wait for the next start or stop made from that namespace.
         wired = self.layout.host_side(cfg.veid)
-        self._on_host_side(cfg, lambda: links.detach(cfg.veid, cfg.ips, wired),
+        self._on_host_side(cfg, lambda: links.detach(cfg.veid, cfg.ips, wired, retire),
                            "network cleanup failed", "left for a start or stop from there")
+
+    def _net_forget(self, veid):
+        """Delete what a stopped VE keeps on the host between runs (its ifb): it
+        leaves the node, or its rate or network went. A warning, not an error, if
+        that fails: nothing depends on it but the host's tidiness."""
+        from ..net import links
+        try:
+            if not links.forget(veid, self.layout.host_side(veid)):
+                log.warning("VE %s: its host side is in a network namespace out of reach; "
+                            "its ifb stays there", veid)
+        except _net_errors() as exc:
+            log.warning("VE %s: cannot delete its ifb: %s", veid, exc)
 
     def _net_change(self, old, new):
         """Apply address, rate and name changes to a running VE."""
@@ -220,6 +235,7 @@ class NetMixin:
                 self._net_up(new, record.pid)
             elif net.has_network(old) and not net.has_network(new):
                 self._net_down(old, save_counters=True)  # its last address went
+                self._net_forget(new.veid)
             else:
                 added = [ip for ip in new.ips if ip not in old.ips]
                 removed = [ip for ip in old.ips if ip not in new.ips]

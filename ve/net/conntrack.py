@@ -64,6 +64,14 @@ def applying(veid, limit):
     return _Step(guard.Transaction(_ve_commands(veid, limit)), lambda: _made_anew(veid, limit))
 
 
+def keeping(veid, limit):
+    """Start checking that VE ``veid``'s limit, kept installed by its last stop, is
+    still there: its map entries are added again (a no-op if they are there), which
+    fails without its chains (a flushed ruleset); then it is made anew at
+    ``.finish()``. Nothing is deleted, so nft waits for no RCU grace period."""
+    return _Step(guard.Transaction(_entries(veid)), lambda: _made_anew(veid, limit))
+
+
 def remove(veid, installed=None):
     """Delete VE ``veid``'s chains and map entries if it has them (also after a
     crashed start). ``installed``: True if the caller knows they were made (one
@@ -126,7 +134,8 @@ def _remove_present(veid):
 
 
 def refused(veid):
-    """Packets of new connections the limit dropped this run (None without a limit)."""
+    """Packets of new connections the limit dropped since it was installed (it stays
+    across restarts: ve/net/links.py); None without a limit."""
     total = 0
     for way, *_ in WAYS:
         listing = _nft_json(["list", "chain", "inet", TABLE, chain_name(veid, way)])
@@ -164,7 +173,6 @@ def _table_commands():
 def _ve_commands(veid, limit):
     """The VE's chains (emptied first: a live change replaces their rules) and the
     map entries that send its interface's new connections there."""
-    name = host_ifname(veid)
     commands = []
     for way, vmap, *_ in WAYS:
         chain = {"family": "inet", "table": TABLE, "name": chain_name(veid, way)}
@@ -180,10 +188,15 @@ def _ve_commands(veid, limit):
             {"match": {"op": "==", "left": {"ct": {"key": "mark"}}, "right": 0}}]
         commands.append({"add": {"rule": dict(rule, expr=[
             new, *unmarked, {"mangle": {"key": {"ct": {"key": "mark"}}, "value": int(veid)}}])}})
-        commands.append({"add": {"element": {"family": "inet", "table": TABLE, "name": vmap,
-                                             "elem": [[name, {"jump": {"target":
-                                                                       chain["name"]}}]]}}})
-    return commands
+    return commands + _entries(veid)
+
+
+def _entries(veid):
+    """The map entries that send VE ``veid``'s interface's new connections to its chains."""
+    return [{"add": {"element": {"family": "inet", "table": TABLE, "name": vmap,
+                                 "elem": [[host_ifname(veid),
+                                           {"jump": {"target": chain_name(veid, way)}}]]}}}
+            for way, vmap, *_ in WAYS]
 
 
 _WHOLE = frozenset(("element from", "element to", "chain from", "chain to"))

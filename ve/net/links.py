@@ -10,9 +10,18 @@ it all. A start that finds it clean skips the search for leftovers (rule and
 nftables listings, which grow with the number of VEs on the node), and a stop
 deletes exactly what the record names. Without a record (a VE started by an
 older engine) or with one left dirty (a crash), everything is looked for.
-The host end of the veth and the VE's ifb share a link group of their own
-(``link_group``), deleted in one request: the kernel then unregisters both
-in one batch, one wait for RCU instead of one per device.
+A stop leaves the devices to the kernel rather than deleting them: every
+unregistration waits for RCU grace periods (~25 ms for a veth, ~40 for an
+ifb here), and the VE's namespace takes its veth along when it dies anyway.
+So a stop ``retire``s the host end (down, which drops its routes; renamed
+``veth-gone<N>``, which frees the name for the next start; moved to the
+retired link group) and lets the namespace's teardown delete the pair; the
+ifb stays for the next run (ve/net/shaping.py). The conntrack limit's chains
+stay too (keyed by the link's name, they see no packet while the VE is
+stopped): deleting them costs nft an RCU grace period, ~12 ms of every stop;
+each start installs them anew anyway. Only a VE leaving the node, or losing
+its rate or limit while stopped (``forget``), or its network while it runs,
+has them deleted.
 """
 
 import contextlib
@@ -22,7 +31,7 @@ import os
 import socket
 
 from .. import fsutil
-from ..kernel import netns
+from ..kernel import netns, proc
 from ..log import get as get_logger
 
 from . import IPV6_GATEWAY, VE_IFNAME, conntrack, guard, host_ifname, \
@@ -33,10 +42,14 @@ log = get_logger(__name__)
 
 UPLINK_ENV = "VE_NET_UPLINK"  # host interface whose neighbours learn VE addresses by proxy
 GROUP_BASE = 0x56450000  # "VE" << 16: link groups VEID | this (VEIDs fit in 16 bits)
+RETIRED_GROUP = GROUP_BASE  # VEID 0 is no VE's
+RETIRED_NAME = "veth-gone%d"  # the kernel picks the number
+UNKNOWN = -1  # a record's conntrack limit while it changes: maybe installed, value unknown
 
 
 def link_group(veid):
-    """The link group of VE ``veid``'s host-side devices (its veth end and ifb)."""
+    """The link group of VE ``veid``'s host end of its veth (an older engine put its
+    ifb there too)."""
     return GROUP_BASE | int(veid)
 
 
@@ -46,8 +59,8 @@ def prepare(cfg, wired):
     and the VE's conntrack limit is written meanwhile by nft. Return what
     ``attach`` takes; if it is not called, ``.finish()`` the result then ``detach``."""
     with Rtnl() as ipr:
-        _prepare(ipr, cfg, wired)
-    return _limit(cfg)
+        kept = _prepare(ipr, cfg, wired)
+    return _limit(cfg, kept)
 
 
 def attach(cfg, pid, wired, prepared=None):
@@ -119,15 +132,21 @@ def attach_restored(cfg):
 def _prepare(ipr, cfg, wired, search=False):
     """Remove what an earlier run left (all of it when unsure, or ``search``), then
     record this run (with the earlier run's addresses too if that removal failed in
-    part, so that the next attempt still knows them)."""
+    part, so that the next attempt still knows them). Return the conntrack limit the
+    last stop kept installed (0: none)."""
     left = _recorded(wired)
-    ips = list(cfg.ips)
+    ips, kept, wanted = list(cfg.ips), 0, _limits_conntrack(cfg)
     if search or left is None or not left.get("clean"):
         earlier = left.get("ips", ()) if left else ()
         if not _remove_host_side(ipr, cfg.veid, earlier):
             ips += [ip for ip in earlier if ip not in ips]
-    _record(wired, ips, conntrack=bool(_limits_conntrack(cfg)),
-            bridged=cfg.netmode != "routed")
+    elif left.get("conntrack") and left.get("boot") == proc.boot_id():  # a reboot took it
+        kept = left["conntrack"]
+        if not wanted:
+            conntrack.remove(cfg.veid, installed=True)  # kept by the last stop, not wanted now
+            kept = 0
+    _record(wired, ips, conntrack=wanted, bridged=cfg.netmode != "routed")
+    return kept
 
 
 def _retrying_leftovers(ipr, cfg, steps):
@@ -152,10 +171,15 @@ def _limits_conntrack(cfg):
     return cfg.limits.numconn if cfg.netmode == "routed" else 0
 
 
-def _limit(cfg):
+def _limit(cfg, kept=0):
     """The VE's conntrack limit (routed VEs with one), written by nft while the caller
-    goes on: ``.finish()`` waits for it."""
-    return conntrack.applying(cfg.veid, _limits_conntrack(cfg))
+    goes on: ``.finish()`` waits for it. The same limit ``kept`` installed by the last
+    stop is only checked: rewriting it would delete its rules, and nft's RCU wait for
+    that holds up the veth's creation (~3 ms a start)."""
+    limit = _limits_conntrack(cfg)
+    if limit and limit == kept:
+        return conntrack.keeping(cfg.veid, limit)
+    return conntrack.applying(cfg.veid, limit)
 
 
 def _wire_host_side(ipr, cfg):
@@ -177,7 +201,7 @@ def _wire_host_side(ipr, cfg):
     rules.install(ipr, name, cfg.ips)
     for ip in cfg.ips:
         _host_route(ipr, index, ip, routed, add=True)
-    shaping.apply(ipr, cfg.veid, index, cfg.limits.rate, link_group(cfg.veid), fresh=True)
+    shaping.apply(ipr, cfg.veid, index, cfg.limits.rate, fresh=True)
 
 
 def save_counters(veid, counters_path):
@@ -189,9 +213,14 @@ def save_counters(veid, counters_path):
             counters.save_link(counters_path, link)
 
 
-def detach(veid, ips, wired):
-    """Remove the VE's host side: link, ifb, rules, proxy entries (qdiscs go with the
-    link): what its record names, everything that could be there without one."""
+def detach(veid, ips, wired, retire=False):
+    """Remove the VE's host side: link, rules, proxy entries (qdiscs go with the
+    link): what its record names, everything that could be there without one.
+    The ifb stays (``forget``).
+
+    ``retire``: the VE's namespace is about to die (its init is dead and the
+    caller lets the namespace go): the link is retired, and dies with it.
+    """
     left = _recorded(wired)
     if left is not None and left.get("clean"):
         return
@@ -199,9 +228,30 @@ def detach(veid, ips, wired):
         if left is None:
             done = _remove_host_side(ipr, veid, ips)
         else:
-            done = _remove_recorded(ipr, veid, left)
-    if done:
-        _mark_clean(wired)  # else the next start looks for everything
+            done = _remove_recorded(ipr, veid, left, retire)
+    if done:  # else the next start looks for everything
+        _mark_clean(wired, conntrack=(left.get("conntrack") or 0) if retire and left else 0)
+
+
+def forget(veid, wired):
+    """Delete what the VE keeps on the host between runs (its ifb and conntrack
+    chains), in the namespace its host side was last in: the VE leaves the node, or
+    lost its rate or limit. False if that namespace is out of reach (nothing done)."""
+    left = _recorded(wired) or {}
+    if left.get("boot", proc.boot_id()) != proc.boot_id():
+        return True  # recorded before the node booted: nothing of it is left
+    path = netns.path_of(left.get("netns"))
+    if path is None:
+        return False
+    with netns.entered(path):  # nft, run from this thread, runs in there too
+        with Rtnl() as ipr:
+            shaping.drop_ifb(ipr, veid)
+            _delete_links(ipr, veid)  # a leftover veth end, an older engine's ifb
+        if left.get("conntrack"):
+            conntrack.remove(veid, installed=True)
+        if left:
+            _mark_clean(wired)
+    return True
 
 
 def traffic(veid, counters_path):
@@ -216,7 +266,7 @@ def change_ips(cfg, pid, added, removed, wired):
     name, routed = host_ifname(cfg.veid), cfg.netmode == "routed"
     left = _recorded(wired)
     if left is not None and not left.get("clean"):  # none: started by an older engine
-        _record(wired, [*cfg.ips, *removed], conntrack=left.get("conntrack", True),
+        _record(wired, [*cfg.ips, *removed], conntrack=left.get("conntrack", UNKNOWN),
                 bridged=not routed)
     with Rtnl() as ipr:
         index = _index(ipr, name)
@@ -252,17 +302,20 @@ def peer_index(veid):
 def set_numconn(veid, limit, wired):
     """Change a running routed VE's conntrack limit (0 removes it)."""
     left = _recorded(wired)
+    ips, bridged = (left.get("ips", ()), left.get("bridged", False)) if left else ((), False)
     if left is not None and limit:
         # Before the change: a stop must know there is a limit to remove.
-        _record(wired, left.get("ips", ()), conntrack=True, bridged=left.get("bridged", False))
+        _record(wired, ips, conntrack=UNKNOWN, bridged=bridged)
     conntrack.apply(veid, limit)
+    if left is not None:
+        _record(wired, ips, conntrack=limit, bridged=bridged)
 
 
 def set_rate(veid, rate_mbit):
     with Rtnl() as ipr:
         index = ipr.link_index(host_ifname(veid))
         if index is not None:
-            shaping.apply(ipr, veid, index, rate_mbit, link_group(veid))
+            shaping.apply(ipr, veid, index, rate_mbit)
 
 
 def _configure_inside(pid, cfg):
@@ -320,19 +373,18 @@ def _remove_host_side(ipr, veid, ips=()):
     done &= _step(conntrack.remove, veid)
     done &= _remove_proxies(ipr, ips)
     _delete_links(ipr, veid)
-    shaping.clear(ipr, veid)
     index = ipr.link_index(name)
     if index is not None:  # made without a group (older engine)
         _delete_link(ipr, index=index)
     return done
 
 
-def _remove_recorded(ipr, veid, left):
-    """What the record of VE ``veid``'s host side names, without listings. True if
-    every step succeeded."""
+def _remove_recorded(ipr, veid, left, retire=False):
+    """What the record of VE ``veid``'s host side names, without listings (the link
+    retired if ``retire``, see ``detach``). True if every step succeeded."""
     ips = left.get("ips", ())
     done, limit = True, None
-    if left.get("conntrack"):
+    if left.get("conntrack") and not retire:
         try:  # nft's removal runs beside the links' (each waits for RCU: then only once)
             limit = conntrack.removing(veid, installed=True)
         except OSError as exc:
@@ -342,7 +394,10 @@ def _remove_recorded(ipr, veid, left):
         if left.get("bridged"):
             done &= _step(guard.remove, veid)
         done &= _remove_proxies(ipr, ips)
-        _delete_links(ipr, veid)
+        if retire:
+            _retire_link(ipr, veid)
+        else:
+            _delete_links(ipr, veid)
     finally:
         if limit is not None:
             done &= _step(limit.finish)
@@ -380,9 +435,21 @@ def _failed(what, exc):
 
 
 def _delete_links(ipr, veid):
-    """The VE's veth end and ifb in one request (one batch for the kernel); the veth
-    takes the VE's eth0, host routes and qdiscs with it."""
+    """The VE's veth end (and an older engine's ifb) in one request; the veth takes
+    the VE's eth0, host routes and qdiscs with it."""
     _delete_link(ipr, group=link_group(veid))
+
+
+def _retire_link(ipr, veid):
+    """Leave the VE's veth end to its dying namespace (see the module's docstring)."""
+    index = ipr.link_index(host_ifname(veid))
+    if index is None:
+        return  # the namespace took it already
+    try:
+        ipr.retire_link(index, RETIRED_NAME, RETIRED_GROUP)
+    except NetlinkError as exc:
+        if exc.code not in (errno.ENODEV, errno.ENOENT):
+            raise
 
 
 def _delete_link(ipr, **which):
@@ -396,18 +463,29 @@ def _delete_link(ipr, **which):
 def _record(wired, ips, conntrack, bridged):
     os.makedirs(os.path.dirname(wired), mode=0o700, exist_ok=True)
     fsutil.atomic_write(wired, json.dumps({"ips": list(ips), "conntrack": conntrack,
-                                           "bridged": bridged}), durable=False)
+                                           "bridged": bridged, **_here()}), durable=False)
 
 
-def _mark_clean(wired):
+def _mark_clean(wired, conntrack=0):
+    """Nothing of a run left but what stays between runs: the ifb (if the VE has a
+    rate) and the chains of conntrack limit ``conntrack`` (0: none)."""
     try:
-        fsutil.atomic_write(wired, json.dumps({"clean": True}), durable=False)
+        fsutil.atomic_write(wired, json.dumps({"clean": True, "conntrack": conntrack,
+                                               **_here()}), durable=False)
     except OSError:
         pass  # no directory: nothing was recorded either
 
 
+def _here():
+    """Where a record is written: the calling thread's network namespace (where the
+    host side is made or taken apart: ``forget`` goes there) and this boot."""
+    return {"netns": netns.identity("/proc/thread-self/ns/net"), "boot": proc.boot_id()}
+
+
 def _recorded(wired):
-    """The record at ``wired``: {"ips", "conntrack", "bridged"} or {"clean": True}; None if
+    """The record at ``wired``: {"ips", "conntrack", "bridged", "netns"} or {"clean": True,
+    "netns", "conntrack"}, both with "boot" ("conntrack": the limit installed, 0 for none,
+    UNKNOWN); None if
     there is none (or it cannot be read: then nothing is assumed)."""
     try:
         with open(wired, "rb") as f:

@@ -22,12 +22,13 @@ RTM_NEWADDR, RTM_DELADDR = 20, 21
 RTM_NEWROUTE, RTM_DELROUTE = 24, 25
 RTM_NEWNEIGH, RTM_DELNEIGH = 28, 29
 RTM_NEWRULE, RTM_DELRULE, RTM_GETRULE = 32, 33, 34
-RTM_NEWQDISC, RTM_DELQDISC = 36, 37
+RTM_NEWQDISC, RTM_DELQDISC, RTM_GETQDISC = 36, 37, 38
 RTM_NEWTFILTER = 44
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_DUMP_INTR, NLM_F_DUMP = 0x1, 0x2, 0x4, 0x10, 0x300
+NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_ECHO = 0x1, 0x2, 0x4, 0x8
+NLM_F_DUMP_INTR, NLM_F_DUMP = 0x10, 0x300
 DUMP_ATTEMPTS = 3
-NLM_F_EXCL, NLM_F_CREATE = 0x200, 0x400
+NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 NEW = NLM_F_CREATE | NLM_F_EXCL
 
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_LINK, IFLA_MASTER, IFLA_LINKINFO = 1, 3, 5, 10, 18
@@ -170,6 +171,20 @@ class Rtnl:
         extra = attr(IFLA_MASTER, master) if master is not None else b""
         self._ack(RTM_NEWLINK, 0, _IFI.pack(0, 0, index, flags, change) + extra, index)
 
+    def retire_link(self, index, name, group):
+        """Take link ``index`` down, out of the way: renamed ``name`` (a "%d" in it is
+        a number the kernel picks) and moved to link ``group``. Going down takes its
+        routes and addresses along."""
+        body = attr(IFLA_IFNAME, name) + attr(IFLA_GROUP, group)
+        try:
+            self._ack(RTM_NEWLINK, 0, _IFI.pack(0, 0, index, 0, IFF_UP) + body, index)
+        except NetlinkError as exc:
+            if exc.code != errno.EBUSY:
+                raise
+            # An older kernel renames only a link that is down already.
+            self.set_link(index, up=False)
+            self._ack(RTM_NEWLINK, 0, _IFI.pack(0, 0, index, 0, 0) + body, index)
+
     def delete_link(self, index=0, group=None):
         """Delete link ``index``, or every link of ``group`` in one batch."""
         extra = attr(IFLA_GROUP, group) if group is not None else b""
@@ -257,8 +272,9 @@ class Rtnl:
 
     # -- traffic control -----------------------------------------------------------
 
-    def add_tbf(self, index, rate_bytes, burst_bytes, latency_s):
-        """A token bucket at the root of link ``index`` (handle 1:)."""
+    def add_tbf(self, index, rate_bytes, burst_bytes, latency_s, replace=False):
+        """A token bucket at the root of link ``index`` (handle 1:); ``replace``: in place
+        of the root qdisc there."""
         buffer_ticks = _ticks(burst_bytes / rate_bytes)
         limit = int(rate_bytes * latency_s + burst_bytes)
         # struct tc_tbf_qopt: rate and peakrate (struct tc_ratespec: cell_log,
@@ -269,8 +285,27 @@ class Rtnl:
         options = attr(TCA_TBF_PARMS, qopt) + attr(TCA_TBF_BURST, burst_bytes)
         if rate_bytes > 0xFFFFFFFF:
             options += attr(TCA_TBF_RATE64, struct.pack("=Q", rate_bytes))
-        self._ack(RTM_NEWQDISC, NEW, _TCM.pack(0, index, 0x10000, 0xFFFFFFFF, 0)
+        flags = NLM_F_CREATE | NLM_F_REPLACE if replace else NEW
+        self._ack(RTM_NEWQDISC, flags, _TCM.pack(0, index, 0x10000, 0xFFFFFFFF, 0)
                   + attr(TCA_KIND, "tbf") + attr(TCA_OPTIONS, options), "tbf")
+
+    def root_tbf_rate(self, index):
+        """The rate (bytes/s) of the token bucket at the root of link ``index``; None if
+        its root qdisc is not a tbf."""
+        # Echoed: without NLM_F_ECHO the kernel tells only the listeners of its tc group.
+        for kind, payload in self._request(RTM_GETQDISC, NLM_F_ACK | NLM_F_ECHO,
+                                           _TCM.pack(0, index, 0, 0xFFFFFFFF, 0),
+                                           dump=False, what="qdisc"):
+            if kind != RTM_NEWQDISC or len(payload) < _TCM.size:
+                continue
+            attrs = _attrs(payload, _TCM.size)
+            if attrs.get(TCA_KIND, b"").rstrip(b"\0") != b"tbf":
+                return None
+            options = _attrs(attrs.get(TCA_OPTIONS, b""), 0)
+            if len(options.get(TCA_TBF_RATE64, b"")) >= 8:
+                return struct.unpack_from("=Q", options[TCA_TBF_RATE64])[0]
+            return _u32(options.get(TCA_TBF_PARMS, b"")[8:12])  # tc_ratespec's rate
+        return None
 
     def add_ingress(self, index):
         self._ack(RTM_NEWQDISC, NEW, _TCM.pack(0, index, 0xFFFF0000, 0xFFFFFFF1, 0)

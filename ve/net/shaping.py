@@ -4,6 +4,13 @@ VE download: a tbf qdisc at the root of the host-side link. VE upload: the
 host side's ingress redirects everything (u32 match-all, mirred) to
 ``ifb<VEID>``, whose root tbf shapes it. Shaping (queueing) rather than
 policing also keeps TCP close to the limit.
+
+The ifb outlives the VE's runs: deleting a device waits for RCU grace
+periods (~40 ms here), which every stop would pay. It stays, idle (nothing
+is redirected to it), while the VE is stopped; the next start gives it a new
+bucket only if the rate changed (replacing one waits for RCU too). It goes
+when the VE's rate or network goes (``drop_ifb``), and with the VE
+(``links.forget``).
 """
 
 from . import ifb_ifname
@@ -20,30 +27,38 @@ def burst_bytes(rate_mbit):
     return max(rate_mbit * 1_000_000 // 8 // 100, 16 * 1514)
 
 
-def apply(ipr, veid, host_index, rate_mbit, group, fresh=False):
-    """(Re)apply the limit on a running VE's host-side link; 0 removes it. The ifb
-    joins link ``group`` (the VE's: deleted with its veth). ``fresh``: the link was
-    just made, there is nothing to clear."""
+def apply(ipr, veid, host_index, rate_mbit, fresh=False):
+    """(Re)apply the limit on a running VE's host-side link; 0 removes it, ifb
+    included. ``fresh``: the link was just made, it has no qdisc to clear."""
     if not fresh:
-        clear(ipr, veid, host_index)
+        _clear_link(ipr, host_index)
     if not rate_mbit:
+        drop_ifb(ipr, veid)
         return
     tbf = (rate_mbit * 1_000_000 // 8, burst_bytes(rate_mbit), LATENCY)
     ipr.add_tbf(host_index, *tbf)
-    ifb = ipr.add_link(ifb_ifname(veid), "ifb", group, up=True)
-    ipr.add_tbf(ifb, *tbf)
+    ifb = ipr.link_index(ifb_ifname(veid))
+    if ifb is None:
+        ifb = ipr.add_link(ifb_ifname(veid), "ifb", 0, up=True)
+        ipr.add_tbf(ifb, *tbf)
+    else:  # kept from an earlier run: so is its bucket, unless the rate changed
+        if ipr.root_tbf_rate(ifb) != tbf[0]:
+            ipr.add_tbf(ifb, *tbf, replace=True)  # waits for RCU: only when it changes
+        ipr.set_link(ifb, up=True)
     ipr.add_ingress(host_index)
     ipr.redirect_ingress(host_index, ifb)
 
 
-def clear(ipr, veid, host_index=None):
-    """Remove the VE's qdiscs and its ifb (what a crashed start left, too)."""
-    if host_index is not None:
-        for handle, parent in ((ROOT, TC_H_ROOT), (INGRESS, TC_H_INGRESS)):
-            try:
-                ipr.delete_qdisc(host_index, handle, parent)
-            except OSError:
-                pass  # not there
+def drop_ifb(ipr, veid):
+    """Delete the VE's ifb, if it has one."""
     index = ipr.link_index(ifb_ifname(veid))
     if index is not None:
         ipr.delete_link(index)
+
+
+def _clear_link(ipr, host_index):
+    for handle, parent in ((ROOT, TC_H_ROOT), (INGRESS, TC_H_INGRESS)):
+        try:
+            ipr.delete_qdisc(host_index, handle, parent)
+        except OSError:
+            pass  # not there
