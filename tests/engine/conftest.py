@@ -62,6 +62,24 @@ def no_image_left_behind(tmp_path_factory):
     assert (mounts, loops) == ([], []), f"tests leaked mounts {mounts} or loop devices {loops}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_lxcfs_left_behind(tmp_path_factory):
+    """After the session, the lxcfs a test's node watcher started (its pid file in that
+    test's VE_ROOT) is stopped: by design it outlives the watcher, as on a node, and
+    later tests use it, but nothing of the tests may serve /var/lib/lxcfs after them."""
+    yield
+    base = str(tmp_path_factory.getbasetemp())
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        pidfile = argv[argv.index("-p") + 1] if "-p" in argv[:-1] else ""
+        if os.path.basename(argv[0]) == "lxcfs" and pidfile.startswith(base):
+            os.kill(int(pid), signal.SIGTERM)  # it unmounts its directory as it exits
+
+
 def _remove_cgroup_tree(top_name):
     """Kill everything under cgroup dirs named ``top_name`` in every hierarchy, then rmdir."""
     for hierarchy in CGROUP_ROOT.iterdir():

@@ -257,6 +257,39 @@ def test_an_image_still_in_use_elsewhere_is_never_attached_twice(engine, tmp_pat
     assert wait_for(lambda: not loops_of(path), 5)
 
 
+def test_an_image_is_found_through_its_record_not_a_scan_of_every_loop_device(
+        engine, tmp_path, monkeypatch):
+    """Starts and stops look only at the loop device the image's record names (a
+    scan of every device grows with the node's running VEs); an image attached
+    without such a record (by an older engine) is still found by a scan, and
+    shared, never attached twice."""
+    from ve.kernel import libc, loop
+    make(engine, "xfs")
+    path = engine.layout.image(101)
+    scans, scan = [], loop.devices_of
+    monkeypatch.setattr(loop, "devices_of", lambda image: scans.append(image) or scan(image))
+    for _ in range(2):
+        engine.start(101)
+        engine.stop(101, fast=True)
+    assert scans == [] and not loops_of(path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    device, fd = loop.attach(path)  # as an older engine did: no record at attach
+    try:
+        libc.mount(device, str(elsewhere), "xfs")
+    finally:
+        os.close(fd)
+    with open(f"{path}.io", "w") as f:
+        f.write(f"{device} 0 0 0 0\n")
+    try:
+        engine.start(101)
+        assert scans and loops_of(path) == [os.path.basename(device)]  # scanned for, shared
+        engine.stop(101, fast=True)
+    finally:
+        image.unmount(path, elsewhere)
+    assert wait_for(lambda: not loops_of(path), 5)
+
+
 def test_the_disk_of_a_ve_that_halted_by_itself_changes_as_a_stopped_one(engine):
     import signal
     make(engine, "xfs", diskspace=128 * MiB)

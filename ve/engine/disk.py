@@ -182,7 +182,8 @@ class DiskMixin:
             raise Unsupported("I/O limits need an image layout (a device of the VE's own)",
                               cfg.veid)
         from ..kernel import loop
-        devices = loop.devices_of(self.layout.image(cfg.veid))
+        from ..storage import image
+        devices = image.attached(self.layout.image(cfg.veid))
         if not devices:
             raise StateError("the VE's disk image is not attached", cfg.veid)
         reset_weight = before is not None and bool(before.ioweight) and not limits.ioweight
