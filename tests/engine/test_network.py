@@ -19,7 +19,7 @@ import pytest
 from ve import Limits, VEConfig
 from ve.net import guard
 
-from .hostnet import HOST_V4, HOST_V6, ROOT_DIR
+from .hostnet import HOST_V4, HOST_V6, RETIRED, ROOT_DIR
 
 A = (401, ("198.18.7.11", "fd00:7::11"))
 B = (402, ("198.18.7.12", "fd00:7::12"))
@@ -428,11 +428,18 @@ def test_a_stop_leaves_the_veth_to_the_dying_namespace_and_keeps_the_ifb(engine,
     qdiscs = hostnet.run("tc", "qdisc").stdout
     assert "qdisc tbf 1: dev ifb401 root" in qdiscs and "ingress ffff: dev veth401" in qdiscs
     assert _link_line(hostnet, "ifb401").split(":")[0] == ifb.split(":")[0]  # the same ifb
-    hostnet.engine("e.stop(401)\nprint('null')")  # a clean stop retires the link too
-    assert hostnet.wait_for_retired_links()
-    links, routes = hostnet.run("ip", "-o", "link").stdout, hostnet.run("ip", "route").stdout
-    assert "veth401" not in links and "198.18.7.11" not in routes
-    assert "ifb401" in links and "ingress" not in hostnet.run("tc", "qdisc").stdout
+    # The VE's namespace held from outside outlives the stop: its retired link shows.
+    held = os.open(f"/proc/{engine.status(401).init_pid}/ns/net", os.O_RDONLY)
+    try:
+        hostnet.engine("e.stop(401)\nprint('null')")  # a clean stop retires the link too
+        links, routes = hostnet.run("ip", "-o", "link").stdout, hostnet.run("ip", "route").stdout
+        assert RETIRED in links and "veth401" not in links and "198.18.7.11" not in routes
+        assert "ifb401" in links and "dev veth401" not in hostnet.run("tc", "qdisc").stdout
+    finally:
+        os.close(held)
+    assert hostnet.wait_for_retired_links()  # the namespace took it along
+    hostnet.engine("e.set(401, rate=20); e.start(401); e.stop(401, fast=True)\nprint('null')")
+    assert "rate 20Mbit" in hostnet.run("tc", "qdisc", "show", "dev", "ifb401").stdout
     hostnet.engine("e.set(401, rate=0)\nprint('null')")  # stopped: its ifb goes at once
     assert _link_line(hostnet, "ifb401") is None
     hostnet.engine("e.set(401, rate=20); e.start(401); e.destroy(401)\nprint('null')")

@@ -274,20 +274,25 @@ def test_an_image_is_found_through_its_record_not_a_scan_of_every_loop_device(
     assert scans == [] and not loops_of(path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    device, fd = loop.attach(path)  # as an older engine did: no record at attach
-    try:
-        libc.mount(device, str(elsewhere), "xfs")
-    finally:
-        os.close(fd)
-    with open(f"{path}.io", "w") as f:
-        f.write(f"{device} 0 0 0 0\n")
-    try:
-        engine.start(101)
-        assert scans and loops_of(path) == [os.path.basename(device)]  # scanned for, shared
-        engine.stop(101, fast=True)
-    finally:
-        image.unmount(path, elsewhere)
-    assert wait_for(lambda: not loops_of(path), 5)
+    # Attached as an older engine did (its record, written after the mount, is not
+    # trusted), then behind the engine's back (`mount -o loop`: the record names
+    # another device): the image is open, so it is looked for.
+    for record in ("{device} 0 0 0 0\n", "/dev/loop999999 0 0 0 0 attached-here\n"):
+        scans.clear()
+        device, fd = loop.attach(path)
+        try:
+            libc.mount(device, str(elsewhere), "xfs")
+        finally:
+            os.close(fd)
+        with open(f"{path}.io", "w") as f:
+            f.write(record.format(device=device))
+        try:
+            engine.start(101)
+            assert scans and loops_of(path) == [os.path.basename(device)]  # found, shared
+            engine.stop(101, fast=True)
+        finally:
+            image.unmount(path, elsewhere)
+        assert wait_for(lambda: not loops_of(path), 5)
 
 
 def test_the_disk_of_a_ve_that_halted_by_itself_changes_as_a_stopped_one(engine):

@@ -343,10 +343,13 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
                 finally:
                     os.close(pidfd)
         # What a crashed start or the stop left on the host side. The link is
-        # retired, not deleted, if the namespace is ours to let go.
-        self._net_down(cfg, retire=held is not None)
-        if held is not None:
-            self._net_drain(veid, held)  # takes the descriptor
+        # retired, not deleted, if the namespace is ours to let go (and let go
+        # whatever happens: a long-lived caller would keep it, and the link).
+        try:
+            self._net_down(cfg, retire=held is not None)
+        finally:
+            if held is not None:
+                self._net_drain(veid, held)  # takes the descriptor
         # Whatever is left (a helper, a process of a crashed start) goes too.
         self._clear_cgroup(str(veid))
         self._disk_unmount(cfg)

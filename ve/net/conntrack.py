@@ -235,7 +235,10 @@ def _present(veid):
 def _nft_json(words):
     """The objects ``nft -j <words>`` lists (words: fixed names and validated
     numbers), or None if nft refused (what it lists does not exist)."""
-    out = subprocess.run(["nft", "-j", *words], capture_output=True, text=True, timeout=10)
-    if out.returncode:
-        return None
-    return json.loads(out.stdout or "{}").get("nftables", [])
+    try:
+        out = subprocess.run(["nft", "-j", *words], capture_output=True, text=True, timeout=10)
+        if out.returncode:
+            return None
+        return json.loads(out.stdout or "{}").get("nftables", [])
+    except (subprocess.TimeoutExpired, ValueError) as exc:  # callers handle OSError
+        raise OSError(f"nft {' '.join(words)}: {exc}") from exc

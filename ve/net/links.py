@@ -42,7 +42,7 @@ log = get_logger(__name__)
 
 UPLINK_ENV = "VE_NET_UPLINK"  # host interface whose neighbours learn VE addresses by proxy
 GROUP_BASE = 0x56450000  # "VE" << 16: link groups VEID | this (VEIDs fit in 16 bits)
-RETIRED_GROUP = GROUP_BASE  # VEID 0 is no VE's
+RETIRED_BASE = 0x56520000  # "VR" << 16: a VE's retired links, VEID | this
 RETIRED_NAME = "veth-gone%d"  # the kernel picks the number
 UNKNOWN = -1  # a record's conntrack limit while it changes: maybe installed, value unknown
 
@@ -51,6 +51,12 @@ def link_group(veid):
     """The link group of VE ``veid``'s host end of its veth (an older engine put its
     ifb there too)."""
     return GROUP_BASE | int(veid)
+
+
+def retired_group(veid):
+    """The link group of VE ``veid``'s retired links: one its namespace outlived (a
+    process outside held it) goes with the VE's next search for leftovers or ``forget``."""
+    return RETIRED_BASE | int(veid)
 
 
 def prepare(cfg, wired):
@@ -140,13 +146,30 @@ def _prepare(ipr, cfg, wired, search=False):
         earlier = left.get("ips", ()) if left else ()
         if not _remove_host_side(ipr, cfg.veid, earlier):
             ips += [ip for ip in earlier if ip not in ips]
-    elif left.get("conntrack") and left.get("boot") == proc.boot_id():  # a reboot took it
-        kept = left["conntrack"]
-        if not wanted:
-            conntrack.remove(cfg.veid, installed=True)  # kept by the last stop, not wanted now
-            kept = 0
+    elif _installed_limit(left) and left.get("boot") == proc.boot_id():  # a reboot took it
+        if left.get("netns") != _here()["netns"]:  # kept where it ran last, not here
+            try:
+                if not forget(cfg.veid, wired):
+                    raise OSError("that network namespace is out of reach")
+            except Exception as exc:  # tidying only: this start needs none of it
+                log.warning("VE %s: what its last run kept on the host stays there: %s",
+                            cfg.veid, exc)
+        else:
+            kept = _installed_limit(left)
+            if not wanted:
+                conntrack.remove(cfg.veid, installed=True)  # kept, not wanted now
+                kept = 0
     _record(wired, ips, conntrack=wanted, bridged=cfg.netmode != "routed")
     return kept
+
+
+def _installed_limit(left):
+    """The conntrack limit a record says is installed: an int, UNKNOWN, or 0 (an older
+    engine wrote True for "some")."""
+    value = left.get("conntrack")
+    if type(value) is int:  # noqa: E721 (True is an int too, and True == 1)
+        return value
+    return UNKNOWN if value else 0
 
 
 def _retrying_leftovers(ipr, cfg, steps):
@@ -230,7 +253,7 @@ def detach(veid, ips, wired, retire=False):
         else:
             done = _remove_recorded(ipr, veid, left, retire)
     if done:  # else the next start looks for everything
-        _mark_clean(wired, conntrack=(left.get("conntrack") or 0) if retire and left else 0)
+        _mark_clean(wired, conntrack=_installed_limit(left) if retire and left else 0)
 
 
 def forget(veid, wired):
@@ -247,7 +270,7 @@ def forget(veid, wired):
         with Rtnl() as ipr:
             shaping.drop_ifb(ipr, veid)
             _delete_links(ipr, veid)  # a leftover veth end, an older engine's ifb
-        if left.get("conntrack"):
+        if _installed_limit(left):
             conntrack.remove(veid, installed=True)
         if left:
             _mark_clean(wired)
@@ -435,9 +458,10 @@ def _failed(what, exc):
 
 
 def _delete_links(ipr, veid):
-    """The VE's veth end (and an older engine's ifb) in one request; the veth takes
-    the VE's eth0, host routes and qdiscs with it."""
+    """The VE's veth end (and an older engine's ifb) in one request, then its retired
+    links; a veth takes the VE's eth0, host routes and qdiscs with it."""
     _delete_link(ipr, group=link_group(veid))
+    _delete_link(ipr, group=retired_group(veid))
 
 
 def _retire_link(ipr, veid):
@@ -446,7 +470,7 @@ def _retire_link(ipr, veid):
     if index is None:
         return  # the namespace took it already
     try:
-        ipr.retire_link(index, RETIRED_NAME, RETIRED_GROUP)
+        ipr.retire_link(index, RETIRED_NAME, retired_group(veid))
     except NetlinkError as exc:
         if exc.code not in (errno.ENODEV, errno.ENOENT):
             raise
