@@ -69,6 +69,19 @@ class HostNet:
             time.sleep(0.05)
         return True
 
+    @classmethod
+    def named(cls, engine, name):
+        """Another host network, named (/run/netns/NAME: the engine finds such a
+        namespace by itself), as a dashboard node's ``hosting-<host>``."""
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        net = cls.__new__(cls)
+        net.holder, net.name, net.path, net.eng = None, name, f"/run/netns/{name}", engine
+        net.run("ip", "link", "set", "lo", "up")
+        return net
+
     def close(self):
+        if self.holder is None:
+            subprocess.run(["ip", "netns", "del", self.name], check=False)
+            return
         self.holder.kill()
         self.holder.wait()

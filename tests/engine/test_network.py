@@ -448,6 +448,28 @@ def test_a_stop_leaves_the_veth_to_the_dying_namespace_and_keeps_the_ifb(engine,
     assert "ifb401" not in links and "veth401" not in links
 
 
+def test_a_start_from_another_namespace_forgets_what_the_last_stop_kept_there(engine,
+                                                                             hostnet):
+    """The ifb and conntrack chains a stop kept live where the VE ran: a start from
+    another network namespace (vectl on the host after the dashboard's worker, say)
+    deletes them there, and makes its own."""
+    from .hostnet import HostNet
+    make(engine, A, limits={"rate": 10, "numconn": 500})
+    other = HostNet.named(engine, f"vetest-{os.getpid()}")
+    try:
+        other.engine("e.start(401); e.stop(401, fast=True)\nprint('null')")
+        assert "ifb401" in other.run("ip", "-o", "link").stdout
+        assert "ve_401_from" in other.run("nft", "list", "ruleset").stdout
+        hostnet.engine("e.start(401)\nprint('null')")
+        assert "ifb401" not in other.run("ip", "-o", "link").stdout
+        assert "ve_401_from" not in other.run("nft", "list", "ruleset").stdout
+        assert ping(engine, 401, HOST_V4)
+        assert "qdisc tbf 1: dev ifb401 root" in hostnet.run("tc", "qdisc").stdout
+        assert "ve_401_from" in hostnet.run("nft", "list", "ruleset").stdout
+    finally:
+        other.close()
+
+
 def test_bridged_ves_talk_over_the_bridge(engine, hostnet):
     hostnet.run("ip", "link", "add", "br0", "type", "bridge")
     hostnet.run("ip", "link", "set", "br0", "up")

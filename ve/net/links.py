@@ -15,13 +15,14 @@ unregistration waits for RCU grace periods (~25 ms for a veth, ~40 for an
 ifb here), and the VE's namespace takes its veth along when it dies anyway.
 So a stop ``retire``s the host end (down, which drops its routes; renamed
 ``veth-gone<N>``, which frees the name for the next start; moved to the
-retired link group) and lets the namespace's teardown delete the pair; the
-ifb stays for the next run (ve/net/shaping.py). The conntrack limit's chains
-stay too (keyed by the link's name, they see no packet while the VE is
-stopped): deleting them costs nft an RCU grace period, ~12 ms of every stop;
-each start installs them anew anyway. Only a VE leaving the node, or losing
-its rate or limit while stopped (``forget``), or its network while it runs,
-has them deleted.
+VE's retired link group) and lets the namespace's teardown delete the pair;
+the ifb stays for the next run (ve/net/shaping.py). The conntrack limit's
+chains stay too (keyed by the link's name, they see no packet while the VE
+is stopped): deleting them costs nft an RCU grace period, ~12 ms of every
+stop, and the next start with the same limit only checks them. Only a VE
+leaving the node, losing its rate or limit while stopped, or starting from
+another namespace (``forget``), or losing its network while it runs, has
+them deleted.
 """
 
 import contextlib
@@ -146,19 +147,20 @@ def _prepare(ipr, cfg, wired, search=False):
         earlier = left.get("ips", ()) if left else ()
         if not _remove_host_side(ipr, cfg.veid, earlier):
             ips += [ip for ip in earlier if ip not in ips]
-    elif _installed_limit(left) and left.get("boot") == proc.boot_id():  # a reboot took it
-        if left.get("netns") != _here()["netns"]:  # kept where it ran last, not here
-            try:
-                if not forget(cfg.veid, wired):
-                    raise OSError("that network namespace is out of reach")
-            except Exception as exc:  # tidying only: this start needs none of it
-                log.warning("VE %s: what its last run kept on the host stays there: %s",
-                            cfg.veid, exc)
-        else:
-            kept = _installed_limit(left)
-            if not wanted:
-                conntrack.remove(cfg.veid, installed=True)  # kept, not wanted now
-                kept = 0
+    elif left.get("boot") != proc.boot_id():
+        pass  # what the last stop kept went with the boot (or an older engine kept none)
+    elif left.get("netns") != _here()["netns"]:  # kept where it ran last, not here
+        try:
+            if not forget(cfg.veid, wired):
+                raise OSError("that network namespace is out of reach")
+        except Exception as exc:  # tidying only: this start needs none of it
+            log.warning("VE %s: what its last run kept on the host stays there: %s",
+                        cfg.veid, exc)
+    elif _installed_limit(left):
+        kept = _installed_limit(left)
+        if not wanted:
+            conntrack.remove(cfg.veid, installed=True)  # kept, not wanted now
+            kept = 0
     _record(wired, ips, conntrack=wanted, bridged=cfg.netmode != "routed")
     return kept
 
