@@ -210,9 +210,10 @@ class NetMixin:
                            "network cleanup failed", "left for a start or stop from there")
 
     def _net_forget(self, veid):
-        """Delete what a stopped VE keeps on the host between runs (its ifb): it
-        leaves the node, or its rate or network went. A warning, not an error, if
-        that fails: nothing depends on it but the host's tidiness."""
+        """Delete what a stopped VE keeps on the host between runs (its ifb and
+        conntrack chains): it leaves the node, or its rate, limit or network went. A
+        warning, not an error, if that fails: nothing depends on it but the host's
+        tidiness."""
         from ..net import links
         try:
             if not links.forget(veid, self.layout.host_side(veid)):
