@@ -377,11 +377,30 @@ def test_a_network_cut_while_the_ve_is_frozen_brings_it_back_at_the_source(fleet
     assert _lasting(after) == _lasting(before)
     assert a.engine.migration_in_flight(VEID) is None
     assert not b.engine.layout.conf(VEID).exists()
+    # The target gives up on the source it cannot hear (its sshd's keepalives).
+    assert wait_for(lambda: not _receivers(b), 40), "the target's receiver waits on"
     b.net.run("ip", "link", "set", "dc0", "up")
     assert wait_for(lambda: reaches(dc, b.address), 10)
     done = a.vectl("migrate", VEID, "--to", f"{b.address}:{PORT}")
     assert done["mode"] == "live" and b.engine.status(VEID).state == "running"
     assert on_host(a, VEID) == NOTHING
+
+
+def _receivers(node):
+    """PIDs of the migration receivers serving ``node`` (its VE_ROOT)."""
+    found = []
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"migration" in argv and b"receive" in argv and \
+                f"VE_ROOT={node.engine.layout.root}".encode() in env:
+            found.append(int(pid))
+    return found
 
 
 def test_pages_a_target_does_not_take_ahead_go_with_the_state(fleet):

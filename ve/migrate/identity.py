@@ -134,6 +134,9 @@ def sshd_argv(layout, listen):
         "AllowTcpForwarding no", "AllowStreamLocalForwarding no", "X11Forwarding no",
         "AllowAgentForwarding no", "PermitTunnel no", "PrintMotd no",
         "MaxStartups 32:50:64", "LogLevel INFO",
+        # A source that vanished (a network cut) is given up after ~15 s, as the
+        # source gives up on us: else its receiver waits for it forever.
+        "ClientAliveInterval 5", "ClientAliveCountMax 3",
         # Its files are in VE_ROOT/migrate, root's and 0700 (``directory`` makes it so
         # each time); StrictModes would also refuse a VE_ROOT below a sticky /tmp.
         "StrictModes no", ""])
