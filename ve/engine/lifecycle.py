@@ -182,7 +182,7 @@ class Engine(QueryMixin, ShellMixin, InsideMixin, AccountsMixin, NetMixin, DiskM
                 self._disk_change(old, new, running=bool(record))  # last: a grow stays
                 conf.write(self.layout.conf(veid), new)
                 undo.commit()
-            if not record and _kept_between_runs(old) - _kept_between_runs(new):
+            if not record and net.kept_on_host(old) - net.kept_on_host(new):
                 self._net_forget(veid)  # the next start makes what it still needs
             return new
 
@@ -457,14 +457,6 @@ def _changed_ips(ips, add, delete):
         if "all" not in delete else set(ips)
     added = [validate.ip_address(ip) for ip in add]
     return tuple(ip for ip in ips if ip not in delete) + tuple(ip for ip in added if ip not in ips)
-
-
-def _kept_between_runs(cfg):
-    """What a stopped VE with config ``cfg`` keeps on the host (ve/net/links.py)."""
-    if not net.has_network(cfg):
-        return set()
-    return ({"ifb"} if cfg.limits.rate else set()) | \
-        ({"conntrack"} if cfg.limits.numconn and cfg.netmode == "routed" else set())
 
 
 def _net_differs(old, new):

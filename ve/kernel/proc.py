@@ -8,10 +8,16 @@ import os
 import select
 
 
+_BOOT_ID = []
+
+
 def boot_id():
-    """Return the kernel's random id of the current boot."""
-    with open("/proc/sys/kernel/random/boot_id") as handle:
-        return handle.read().strip()
+    """Return the kernel's random id of the current boot (read once per process: no
+    process outlives its boot, and a start asks for it several times)."""
+    if not _BOOT_ID:
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            _BOOT_ID.append(handle.read().strip())
+    return _BOOT_ID[0]
 
 
 def _stat_fields(pid):

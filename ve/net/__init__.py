@@ -40,3 +40,12 @@ def ifb_ifname(veid):
 def has_network(cfg):
     """True if the VE gets a veth at start (it has addresses or is bridged)."""
     return bool(cfg.ips) or cfg.netmode == "bridged"
+
+
+def kept_on_host(cfg):
+    """What a stopped VE with config ``cfg`` keeps on the host between runs
+    (ve/net/links.py): {"ifb"} with a rate, {"conntrack"} with a routed VE's limit."""
+    if not has_network(cfg):
+        return set()
+    return ({"ifb"} if cfg.limits.rate else set()) | \
+        ({"conntrack"} if cfg.limits.numconn and cfg.netmode == "routed" else set())
